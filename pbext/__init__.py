@@ -1,0 +1,27 @@
+"""
+pbext: Twisted's Perspective Broker, hardened.
+
+pbext extends the classic PB stack (L{twisted.spread.pb}, C{jelly},
+C{banana}) without forking it: the bytes on the wire stay classic PB, so
+stock peers keep working, while pbext adds a security policy with limits,
+typed copyable registries, connection lifecycle management and a
+C{twistd pbserver} plugin.
+
+Switching an existing PB program is one import::
+
+    from pbext import PBServerFactory, PBClientFactory
+
+@since: pbext NEXT
+"""
+
+from pbext._version import __version__
+from pbext.client import PBClientFactory
+from pbext.server import PBServerFactory, PBServerService, buildServerFactory
+
+__all__ = [
+    "__version__",
+    "PBClientFactory",
+    "PBServerFactory",
+    "PBServerService",
+    "buildServerFactory",
+]

@@ -1,0 +1,326 @@
+"""
+Tests for L{pbext.tap}: parsing C{twistd pbserver}'s command line and
+building its service.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IServiceMaker
+from twisted.cred.credentials import IAnonymous, IUsernameHashedPassword
+from twisted.cred.portal import Portal
+from twisted.internet.testing import MemoryReactor
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.spread import pb
+from twisted.trial.unittest import SynchronousTestCase
+
+from pbext import demo, server, tap
+
+
+class CustomRoot(pb.Root):
+    """
+    A root for C{--root} tests.
+    """
+
+
+customRoot = CustomRoot()
+
+
+def makeCustomRoot() -> CustomRoot:
+    """
+    A zero-argument callable returning a root.
+    """
+    return customRoot
+
+
+class CustomRealm(demo.DemoRealm):
+    """
+    A realm for C{--realm} tests.
+    """
+
+
+notARoot = object()
+
+
+def brokenFactory() -> object:
+    raise RuntimeError("boom")
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    Tests for L{tap.Options}.
+    """
+
+    def parse(self, *argv: str) -> tap.Options:
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def assertUsageError(self, *argv: str) -> str:
+        error = self.assertRaises(usage.UsageError, self.parse, *argv)
+        return str(error)
+
+    def test_defaults(self) -> None:
+        """
+        With no options, pbserver listens on PB's traditional port 8787 and
+        serves the demo root without login.
+        """
+        options = self.parse()
+        self.assertEqual(options["listen"], ["tcp:8787"])
+        self.assertIsNone(options["rootObject"])
+        self.assertIsNone(options["realmObject"])
+        self.assertFalse(options["unsafe-tracebacks"])
+
+    def test_listenRepeatable(self) -> None:
+        """
+        C{--listen} may be given several times; each endpoint is kept in order
+        and the default is then not added.
+        """
+        options = self.parse("--listen", "tcp:1234", "--listen", "unix:/tmp/pb.sock")
+        self.assertEqual(options["listen"], ["tcp:1234", "unix:/tmp/pb.sock"])
+
+    def test_listenInvalid(self) -> None:
+        """
+        An endpoint description of an unknown type is a usage error naming it.
+        """
+        message = self.assertUsageError("--listen", "bogus:1234")
+        self.assertIn("bogus:1234", message)
+
+    def test_rootDottedName(self) -> None:
+        """
+        C{--root} accepts the dotted name of a L{pb.IPBRoot} provider.
+        """
+        options = self.parse("--root", "tests.test_tap.customRoot")
+        self.assertIs(options["rootObject"], customRoot)
+
+    def test_rootCallable(self) -> None:
+        """
+        C{--root} accepts a zero-argument callable (or class) returning a root.
+        """
+        options = self.parse("--root", "tests.test_tap.makeCustomRoot")
+        self.assertIs(options["rootObject"], customRoot)
+        options = self.parse("--root", "tests.test_tap.CustomRoot")
+        self.assertIsInstance(options["rootObject"], CustomRoot)
+
+    def test_rootUnknown(self) -> None:
+        """
+        An unimportable C{--root} is a usage error, not a traceback.
+        """
+        message = self.assertUsageError("--root", "tests.test_tap.noSuchThing")
+        self.assertIn("tests.test_tap.noSuchThing", message)
+        self.assertIn("cannot import", message)
+
+    def test_rootWrongKind(self) -> None:
+        """
+        A C{--root} that is not a PB root is a usage error saying what is
+        wanted.
+        """
+        message = self.assertUsageError("--root", "tests.test_tap.notARoot")
+        self.assertIn("pb.IPBRoot", message)
+
+    def test_rootCallableFails(self) -> None:
+        """
+        A C{--root} callable that raises is a usage error carrying the error.
+        """
+        message = self.assertUsageError("--root", "tests.test_tap.brokenFactory")
+        self.assertIn("boom", message)
+
+    def test_realmWithAuth(self) -> None:
+        """
+        C{--realm} with C{--auth} loads the realm (calling a class).
+        """
+        options = self.parse(
+            "--realm", "tests.test_tap.CustomRealm", "--auth", "memory:alice:secret"
+        )
+        self.assertIsInstance(options["realmObject"], CustomRealm)
+
+    def test_realmWithoutAuth(self) -> None:
+        """
+        C{--realm} without any C{--auth} is a usage error.
+        """
+        message = self.assertUsageError("--realm", "tests.test_tap.CustomRealm")
+        self.assertIn("--auth", message)
+
+    def test_realmWrongKind(self) -> None:
+        """
+        A C{--realm} that is not an C{IRealm} is a usage error.
+        """
+        message = self.assertUsageError(
+            "--realm", "tests.test_tap.customRoot", "--auth", "memory:a:b"
+        )
+        self.assertIn("IRealm", message)
+
+    def test_rootAndRealm(self) -> None:
+        """
+        C{--root} and C{--realm} together are a usage error.
+        """
+        self.assertUsageError(
+            "--root",
+            "tests.test_tap.customRoot",
+            "--realm",
+            "tests.test_tap.CustomRealm",
+            "--auth",
+            "memory:a:b",
+        )
+
+    def test_rootAndAuth(self) -> None:
+        """
+        C{--auth} with a C{--root} is a usage error: a root has no login.
+        """
+        self.assertUsageError(
+            "--root", "tests.test_tap.customRoot", "--auth", "memory:a:b"
+        )
+
+    def test_authUnix(self) -> None:
+        """
+        C{--auth unix}, a checker that only verifies plaintext passwords, is
+        refused at parse time with the reason: PB's login never sends the
+        password.
+        """
+        message = self.assertUsageError("--auth", "unix")
+        self.assertIn("IUsernamePassword", message)
+        self.assertIn("challenge", message)
+
+    def test_authUnknown(self) -> None:
+        """
+        An unknown checker type is a usage error pointing at C{--help-auth}.
+        """
+        message = self.assertUsageError("--auth", "nosuchchecker:x")
+        self.assertIn("--help-auth", message)
+
+    def test_authMemoryBytes(self) -> None:
+        """
+        The C{memory:} checker's users are re-keyed as bytes, which is what
+        PB's login looks up.
+        """
+        options = self.parse("--auth", "memory:alice:secret")
+        (checker,) = options["credCheckers"]
+        self.assertEqual(checker.users, {b"alice": b"secret"})
+
+    def test_authAnonymous(self) -> None:
+        """
+        C{--auth anonymous} is accepted: PB has an anonymous login.
+        """
+        options = self.parse("--auth", "anonymous")
+        self.assertIn(IAnonymous, options["credInterfaces"])
+
+    def test_helpAuthListsOnlyUsable(self) -> None:
+        """
+        C{--help-auth} lists checkers PB's login can serve, such as
+        C{memory}, and not C{unix}.
+        """
+        options = tap.Options()
+        options.authOutput = StringIO()
+        self.assertRaises(SystemExit, options.parseOptions, ["--help-auth"])
+        output = options.authOutput.getvalue()
+        self.assertIn("memory", output)
+        self.assertNotIn("unix", output)
+
+    def test_unsafeTracebacks(self) -> None:
+        """
+        C{--unsafe-tracebacks} sets the flag.
+        """
+        self.assertTrue(self.parse("--unsafe-tracebacks")["unsafe-tracebacks"])
+
+    def test_helpDocumentsEveryOption(self) -> None:
+        """
+        C{--help} documents every option pbserver has.
+        """
+        text = str(tap.Options())
+        for option in (
+            "--listen",
+            "--root",
+            "--realm",
+            "--auth",
+            "--help-auth",
+            "--unsafe-tracebacks",
+        ):
+            self.assertIn(option, text)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    Tests for L{tap.makeService}.
+    """
+
+    def makeService(self, *argv: str) -> server.PBServerService:
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        return tap.makeService(options)
+
+    def test_oneChildPerListen(self) -> None:
+        """
+        The service has one listening child per C{--listen}, each serving the
+        same pbext factory.
+        """
+        svc = self.makeService("--listen", "tcp:0", "--listen", "tcp:1")
+        children = list(svc)
+        self.assertEqual(len(children), 2)
+        for child in children:
+            self.assertIsInstance(child, StreamServerEndpointService)
+            self.assertIs(child.factory, svc.factory)
+        self.assertIsInstance(svc.factory, server.PBServerFactory)
+
+    def test_demoRoot(self) -> None:
+        """
+        With no root and no realm, the demo root is served.
+        """
+        svc = self.makeService()
+        self.assertIsInstance(svc.factory.root, demo.DemoRoot)
+
+    def test_demoRealm(self) -> None:
+        """
+        With C{--auth} and no realm, a portal on the demo realm is served.
+        """
+        svc = self.makeService("--auth", "memory:alice:secret")
+        portal = svc.factory.root.portal
+        self.assertIsInstance(portal, Portal)
+        self.assertIsInstance(portal.realm, demo.DemoRealm)
+        self.assertIn(IUsernameHashedPassword, portal.checkers)
+
+    def test_customRoot(self) -> None:
+        """
+        C{--root} is served as the root object.
+        """
+        svc = self.makeService("--root", "tests.test_tap.customRoot")
+        self.assertIs(svc.factory.root, customRoot)
+
+    def test_unsafeTracebacks(self) -> None:
+        """
+        C{--unsafe-tracebacks} reaches the factory.
+        """
+        svc = self.makeService("--unsafe-tracebacks")
+        self.assertTrue(svc.factory.unsafeTracebacks)
+
+    def test_listensWhenStarted(self) -> None:
+        """
+        Starting the service listens on each endpoint with the reactor given.
+        """
+        reactor = MemoryReactor()
+        factory = server.buildServerFactory()
+        svc = server.PBServerService(
+            factory, ["tcp:8787:interface=127.0.0.1", "tcp:9999"], reactor=reactor
+        )
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        ports = [(port, f, interface) for port, f, _, interface in reactor.tcpServers]
+        self.assertEqual(ports, [(8787, factory, "127.0.0.1"), (9999, factory, "")])
+
+
+class PluginTests(SynchronousTestCase):
+    """
+    Tests for the C{twistd} dropin.
+    """
+
+    def test_pluginFound(self) -> None:
+        """
+        twistd's plugin discovery finds C{pbserver}, pointing at
+        L{pbext.tap}.
+        """
+        makers = {m.tapname: m for m in getPlugins(IServiceMaker)}
+        self.assertIn("pbserver", makers)
+        self.assertEqual(makers["pbserver"].module, "pbext.tap")
+        self.assertIs(makers["pbserver"].options, tap.Options)
