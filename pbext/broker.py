@@ -1,17 +1,98 @@
 """
-pbext's L{Broker}: Twisted's PB broker, hardened.
+pbext's L{Broker}: Twisted's PB broker, hardened, on the unchanged wire.
 
-This first version adds one thing to L{twisted.spread.pb.Broker}: it turns
-off Nagle's algorithm on the connection (classic PB leaves it on, so large
-messages stall waiting for delayed ACKs).
+L{Broker} subclasses L{twisted.spread.pb.Broker} and keeps its protocol:
+banana framing (dialect C{b"pb"}, the same vocabulary), the C{version}
+handshake, and the C{message}, C{answer}, C{error}, C{decref},
+C{decache} and C{uncache} expressions.  What changes is how it treats its
+peer:
+
+ - B{Framing.}  Bytes are decoded by L{pbext.codec.Decoder} in linear time,
+   with the policy's limits checked as bytes arrive.  Bad framing drops that
+   connection, with one structured log event.
+ - B{Types.}  Received jelly is unjellied by L{pbext._jelly} against the
+   connection's security policy and copyable registries: nothing is
+   imported because a peer named it.
+ - B{Calls.}  A call is answered with an error, without running anything,
+   when it names a private method (under the C{default} policy), a missing
+   method, a bad object, malformed or refused arguments, or arguments that
+   do not match the method's annotations; when too many calls are already
+   waiting; or when the answer would be too large.  Expected refusals are
+   logged as rate-limited events, never as tracebacks.
+ - B{Resources.}  Per-connection caps on outstanding calls, references and
+   cached objects; a handshake, message and idle timeout; write
+   backpressure (a peer that does not read its answers is not read from);
+   fairness (a burst of messages yields to other connections).
+ - B{Lifecycle.}  C{async def} remote methods are awaited; calls can time
+   out and be cancelled, remotely when the peer is pbext; an application
+   keepalive notices a dead peer.
+
+Features that need both ends to be pbext are negotiated with ordinary PB:
+a pbext server adds L{PBEXT_DIALECT} to banana's dialect offer (stock
+clients pick C{b"pb"} and ignore it), and a pbext client that sees it
+talks to the C{b"pbext"} control object of the server.
 
 @since: pbext NEXT
 """
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import ITCPTransport
-from twisted.spread import pb
+import inspect
+from collections import deque
+from typing import Any, Callable, Iterable
+
+from twisted.cred.error import LoginFailed
+from twisted.internet import defer
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    ISSLTransport,
+    ITCPTransport,
+    IUNIXTransport,
+)
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.spread import banana, flavors, jelly, pb
+
+from pbext import _jelly, keepalive, typecheck
+from pbext.codec import Decoder, FramingError, encode
+from pbext.copyable import failureRegistry
+from pbext.security import SecurityPolicy, defaultPolicy
+
+#: The entry a pbext server adds to banana's dialect offer.
+PBEXT_DIALECT = b"pbext/1"
+
+#: The name under which every pbext broker publishes its control object.
+CONTROL_NAME = b"pbext"
+
+#: Commands a peer may send, and how many arguments each takes.
+_COMMANDS: dict[str, int] = {
+    "version": 1,
+    "didNotUnderstand": 1,
+    "message": 6,
+    "cachemessage": 6,
+    "answer": 2,
+    "error": 2,
+    "decref": 1,
+    "decache": 1,
+    "uncache": 1,
+}
+
+#: How many abandoned (timed out or cancelled) request IDs are remembered so
+#: that their late answers are dropped quietly.
+_ABANDONED_MEMORY = 4096
+
+#: Longest repr of peer data put in a log event.
+_REPR_LIMIT = 200
+
+_log = Logger()
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    if len(text) > _REPR_LIMIT:
+        text = text[:_REPR_LIMIT] + "..."
+    return text
 
 
 def setNoDelay(transport: object) -> bool:
@@ -21,8 +102,9 @@ def setNoDelay(transport: object) -> bool:
 
     @return: C{True} if a TCP transport was found and changed.
     """
-    seen = 0
-    while transport is not None and seen < 8:
+    for _ in range(8):
+        if transport is None:
+            return False
         if ITCPTransport.providedBy(transport):
             try:
                 transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
@@ -30,15 +112,1024 @@ def setNoDelay(transport: object) -> bool:
                 return False
             return True
         transport = getattr(transport, "transport", None)
-        seen += 1
     return False
+
+
+class PolicyViolation(pb.Error):
+    """
+    A call was refused by the connection's security policy or limits.
+
+    Sent to the peer as the error answer of the refused call.  A
+    L{pb.Error} subclass, so the server logs no traceback for it.
+    """
+
+
+class MessageTooLarge(PolicyViolation):
+    """
+    An answer or call would exceed the policy's outgoing message limit.
+    """
+
+
+class CallTimeout(defer.TimeoutError):
+    """
+    A remote call got no answer in the time allowed.
+
+    The late answer, if one comes, is discarded quietly.
+    """
+
+
+def _backpressureCapable(transport: object) -> bool:
+    """
+    Whether pbext registers its broker as a streaming producer of this
+    transport, to learn when the peer stops reading.
+
+    Only plain TCP and UNIX transports: a TLS transport waits for its
+    producer to unregister before it closes, which would make
+    C{loseConnection} hang; other transports keep classic PB's behaviour.
+    """
+    if ISSLTransport.providedBy(transport):
+        return False
+    return (
+        ITCPTransport.providedBy(transport) or IUNIXTransport.providedBy(transport)
+    ) and hasattr(transport, "registerProducer")
+
+
+def resolvePolicy(
+    policy: SecurityPolicy | str | None, security: jelly.SecurityOptions
+) -> SecurityPolicy:
+    """
+    Decide the policy of a factory from its C{policy} and C{security}
+    arguments.
+
+    An explicit C{policy} wins: a L{SecurityPolicy}, or a name, dotted name
+    or file for L{pbext.security.loadPolicy}.  Otherwise a C{security} that
+    is a L{SecurityPolicy} is the policy; otherwise the C{default} preset is
+    used, extended with whatever a classic C{SecurityOptions} the
+    application passed explicitly allows (its own decision, as in classic
+    PB).
+
+    @raise pbext.security.PolicyError: if a named policy cannot be loaded.
+    """
+    if isinstance(policy, SecurityPolicy):
+        return policy
+    if policy is not None:
+        from pbext.security import loadPolicy
+
+        return loadPolicy(policy)
+    if isinstance(security, SecurityPolicy):
+        return security
+    result = defaultPolicy()
+    if security is not jelly.globalSecurity and isinstance(
+        security, jelly.SecurityOptions
+    ):
+        result.allowTypes(*security.allowedTypes)
+        result.allowModules(*security.allowedModules)
+        for klass in security.allowedClasses:
+            result.allowedClasses[klass] = 1
+    return result
+
+
+def registriesFrom(registry: Any) -> tuple[Any, ...]:
+    """
+    Normalize a factory's C{registry} argument (L{None}, one registry, or
+    an iterable of registries) to a tuple.
+    """
+    if registry is None:
+        return ()
+    if isinstance(registry, (list, tuple)):
+        return tuple(registry)
+    return (registry,)
+
+
+class _Control(pb.Referenceable):
+    """
+    The object a pbext broker publishes as C{b"pbext"} for a pbext peer:
+    hello, ping and remote cancellation.
+    """
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def remote_hello(self, features: list[bytes]) -> list[bytes]:
+        """
+        The peer says it is pbext and which features it has.
+        """
+        self.broker.peerFeatures = frozenset(
+            f for f in features if isinstance(f, bytes) and len(f) < 64
+        )
+        return [PBEXT_DIALECT]
+
+    def remote_ping(self) -> bool:
+        """
+        Answer a keepalive ping.
+        """
+        return True
+
+    def remote_cancel(self, requestID: int) -> None:
+        """
+        Cancel the running call C{requestID} of this connection, if any.
+        """
+        self.broker._cancelIncoming(requestID)
 
 
 class Broker(pb.Broker):
     """
-    A L{pb.Broker} that speaks the classic wire and sets C{TCP_NODELAY}.
+    A L{pb.Broker} that applies a L{SecurityPolicy}, copyable registries and
+    connection lifecycle management, speaking the classic wire.
+
+    @ivar policy: the security policy of this connection.
+    @ivar registries: the copyable registries of this connection.
+    @ivar peerFeatures: what the peer said it supports; empty for a stock
+        peer.  A pbext client knows it once banana's handshake is done.
+    @ivar callTimeout: default seconds a call waits for its answer, or
+        L{None}.
     """
 
+    # pb.Broker's attributes, as this module uses them.
+    transport: Any
+    factory: Any
+    waitingForAnswers: Any
+    localObjects: Any
+    luids: Any
+
+    peerFeatures: frozenset[bytes] = frozenset()
+    callTimeout: float | None = None
+    keepaliveInterval: float | None = None
+    keepaliveTimeout: float = 30.0
+
+    def __init__(
+        self,
+        isClient: int = 1,
+        security: jelly.SecurityOptions = jelly.globalSecurity,
+        policy: SecurityPolicy | None = None,
+        registries: Iterable[Any] = (),
+        clock: Any = None,
+        callTimeout: float | None = None,
+        keepaliveInterval: float | None = None,
+        keepaliveTimeout: float | None = None,
+    ) -> None:
+        super().__init__(isClient, security)
+        if policy is None:
+            policy = (
+                security if isinstance(security, SecurityPolicy) else defaultPolicy()
+            )
+        self.policy = policy
+        self.limits = policy.limits
+        # pbext's working CopiedFailure comes last, after the application's
+        # registries (twisted#12530).
+        self.registries = (*registries, failureRegistry())
+        self._incomingTaster = policy.forConnection(self.registries)
+        outgoing = policy.outgoingTaster()
+        if security is not jelly.globalSecurity and not isinstance(
+            security, SecurityPolicy
+        ):
+            # An application that passed its own SecurityOptions decides
+            # what it sends, as with classic PB.
+            outgoing = security
+        self._outgoingTaster = outgoing
+        self._clock = clock
+        if callTimeout is not None:
+            self.callTimeout = callTimeout
+        if keepaliveInterval is not None:
+            self.keepaliveInterval = keepaliveInterval
+        if keepaliveTimeout is not None:
+            self.keepaliveTimeout = keepaliveTimeout
+        self._decoder: Decoder | None = None
+        self._backlog: deque[object] = deque()
+        self._drainCall: IDelayedCall | None = None
+        self._readPauses: set[str] = set()
+        self._writePaused = False
+        self._pausedBytes = 0
+        self._producing = False
+        self._timers: dict[str, IDelayedCall] = {}
+        self._handshakeDone = False
+        self._running: dict[int, defer.Deferred[Any]] = {}
+        self._abandoned: dict[int, None] = {}
+        self._eventWindow = 0.0
+        self._eventCount = 0
+        self._suppressed = 0
+        self._keepalive: Any = None
+        self._control = _Control(self)
+        self.setNameForLocal(CONTROL_NAME, self._control)
+
+    # -- logging -----------------------------------------------------------
+
+    def _peerName(self) -> str:
+        transport = getattr(self, "transport", None)
+        try:
+            return str(transport.getPeer()) if transport is not None else "?"
+        except Exception:
+            return "?"
+
+    def _violation(self, kind: str, message: str, **fields: Any) -> None:
+        """
+        Log one policy violation as a structured event, rate-limited per
+        connection.
+        """
+        now = self._getClock().seconds()
+        if now - self._eventWindow >= 60.0:
+            if self._suppressed:
+                _log.warn(
+                    "pbext: {suppressed} more policy violations from {peer} "
+                    "were not logged",
+                    suppressed=self._suppressed,
+                    peer=self._peerName(),
+                    pbextEvent="violationsSuppressed",
+                )
+            self._eventWindow = now
+            self._eventCount = 0
+            self._suppressed = 0
+        self._eventCount += 1
+        if self._eventCount > self.limits.maxErrorEventsPerMinute:
+            self._suppressed += 1
+            return
+        _log.warn(
+            "pbext: {kind} from {peer}: {message}",
+            kind=kind,
+            message=message,
+            peer=self._peerName(),
+            policy=self.policy.name,
+            pbextEvent="policyViolation",
+            **{k: _short(v) for k, v in fields.items()},
+        )
+
+    def _dropConnection(self, kind: str, message: str, **fields: Any) -> None:
+        """
+        Log a violation that ends the connection, and abort it.
+        """
+        self._violation(kind, message, **fields)
+        self._decoder = None
+        transport = self.transport
+        if transport is None or self.disconnected:
+            return
+        abort = getattr(transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            transport.loseConnection()
+
+    # -- timers ------------------------------------------------------------
+
+    def _getClock(self) -> Any:
+        """
+        The clock timers run on: the one given, else the transport's
+        reactor, else the global reactor.
+        """
+        if self._clock is None:
+            clock = getattr(self.transport, "reactor", None)
+            if clock is None:
+                from twisted.internet import reactor as clock
+            self._clock = clock
+        return self._clock
+
+    def _setTimer(
+        self, name: str, seconds: float | None, f: Callable[[], None]
+    ) -> None:
+        self._cancelTimer(name)
+        if seconds is not None:
+            self._timers[name] = self._getClock().callLater(seconds, f)
+
+    def _cancelTimer(self, name: str) -> None:
+        call = self._timers.pop(name, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _timedOut(self, kind: str) -> Callable[[], None]:
+        def expire() -> None:
+            self._timers.pop(kind, None)
+            self._dropConnection(kind, f"{kind} reached; closing the connection")
+
+        return expire
+
+    # -- connection --------------------------------------------------------
+
     def connectionMade(self) -> None:
+        self._getClock()
         setNoDelay(self.transport)
-        super().connectionMade()
+        self._decoder = Decoder(**self.limits.framingLimits())  # type: ignore[arg-type]
+        limits = self.limits
+        self._setTimer(
+            "handshakeTimeout",
+            limits.handshakeTimeout,
+            self._timedOut("handshakeTimeout"),
+        )
+        self._setTimer("idleTimeout", limits.idleTimeout, self._timedOut("idleTimeout"))
+        if _backpressureCapable(self.transport):
+            try:
+                self.transport.registerProducer(self, True)
+                self._producing = True
+            except RuntimeError:
+                # Somebody else produces for this transport already.
+                self._producing = False
+        if self.isClient:
+            super().connectionMade()
+        else:
+            self.setPrefixLimit(banana._PREFIX_LIMIT)
+            self.currentDialect = None
+            self.sendEncoded([*self.knownDialects, PBEXT_DIALECT])
+
+    def callExpressionReceived(self, obj: object) -> None:
+        if self.currentDialect:
+            self.expressionReceived(obj)
+            return
+        if self.isClient:
+            if isinstance(obj, list) and PBEXT_DIALECT in obj:
+                self.peerFeatures = frozenset([PBEXT_DIALECT])
+            if not isinstance(obj, list):
+                self._dropConnection("badHandshake", "dialect offer is not a list")
+                return
+        elif obj not in self.knownDialects:
+            self._dropConnection(
+                "badHandshake", "client chose an unknown dialect", dialect=obj
+            )
+            return
+        super().callExpressionReceived(obj)
+
+    def _selectDialect(self, dialect: bytes) -> None:
+        if self._decoder is not None and dialect == b"pb":
+            self._decoder.setVocabulary(self.incomingVocabulary)
+        super()._selectDialect(dialect)
+
+    def connectionReady(self) -> None:
+        super().connectionReady()
+        if self.isClient and PBEXT_DIALECT in self.peerFeatures:
+            self.remoteForName(CONTROL_NAME).callRemote(
+                "hello", [PBEXT_DIALECT], pbanswer=0
+            )
+        self._startKeepalive()
+
+    def proto_version(self, vnum: int) -> None:
+        super().proto_version(vnum)
+        self._handshakeDone = True
+        self._cancelTimer("handshakeTimeout")
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[override]
+        for name in list(self._timers):
+            self._cancelTimer(name)
+        if self._drainCall is not None and self._drainCall.active():
+            self._drainCall.cancel()
+        self._drainCall = None
+        self._backlog.clear()
+        if self._keepalive is not None:
+            self._keepalive.stop()
+            self._keepalive = None
+        running = list(self._running.values())
+        self._running.clear()
+        for d in running:
+            d.cancel()
+        self._decoder = None
+        factory = self.factory
+        if factory is not None and hasattr(factory, "_brokerLost"):
+            factory._brokerLost(self)
+        super().connectionLost(reason)
+
+    # -- keepalive ---------------------------------------------------------
+
+    def _startKeepalive(self) -> None:
+        interval = self.keepaliveInterval
+        if not interval:
+            return
+        from pbext import keepalive
+
+        keepalive.enableTcpKeepAlive(self.transport)
+        self._keepalive = keepalive.KeepAlive(
+            self._getClock(),
+            interval,
+            self.keepaliveTimeout,
+            self.ping,
+            lambda: self._dropConnection(
+                "keepaliveTimeout", "the peer stopped answering keepalive pings"
+            ),
+        )
+        self._keepalive.start()
+
+    def ping(self) -> defer.Deferred[Any]:
+        """
+        Ask the peer for an answer, to prove it is alive.
+
+        A pbext peer answers its control object's C{ping}; a stock peer is
+        sent a request every stock broker answers without side effects (see
+        L{pbext.keepalive.pingPeer}).
+
+        @return: a L{defer.Deferred} that fires when the answer arrives.
+        """
+        if PBEXT_DIALECT in self.peerFeatures:
+            return self.remoteForName(CONTROL_NAME).callRemote("ping")
+        from pbext import keepalive
+
+        return keepalive.pingPeer(self)
+
+    # -- receiving bytes ---------------------------------------------------
+
+    def dataReceived(self, chunk: bytes) -> None:
+        decoder = self._decoder
+        if decoder is None:
+            return
+        if self._keepalive is not None:
+            self._keepalive.activity()
+        if self.limits.idleTimeout is not None:
+            self._setTimer(
+                "idleTimeout", self.limits.idleTimeout, self._timedOut("idleTimeout")
+            )
+        try:
+            decoder.feedTo(chunk, self._expressionDecoded)
+        except FramingError as e:
+            self._dropConnection("framingError", str(e), limit=e.limit)
+            return
+        if decoder.messageStarted:
+            if "messageTimeout" not in self._timers:
+                self._setTimer(
+                    "messageTimeout",
+                    self.limits.messageTimeout,
+                    self._timedOut("messageTimeout"),
+                )
+        else:
+            self._cancelTimer("messageTimeout")
+        if self._backlog and self._drainCall is None:
+            self._drain()
+
+    def _expressionDecoded(self, expression: object) -> None:
+        """
+        Queue a decoded expression; but handle the dialect selection at
+        once, since it changes how the very next token is decoded.
+        """
+        if self.currentDialect is None and not self._backlog:
+            self.callExpressionReceived(expression)
+        else:
+            self._backlog.append(expression)
+
+    def _drain(self) -> None:
+        """
+        Handle queued expressions, at most C{maxMessagesPerTurn} now; the
+        rest after other connections had their turn, with this peer not
+        read from meanwhile.
+        """
+        self._drainCall = None
+        backlog = self._backlog
+        budget = self.limits.maxMessagesPerTurn
+        while backlog and budget > 0 and not self.disconnected:
+            budget -= 1
+            expression = backlog.popleft()
+            try:
+                self.callExpressionReceived(expression)
+            except Exception:
+                _log.failure(
+                    "pbext: unexpected error handling a message from {peer}",
+                    peer=self._peerName(),
+                )
+                self._dropConnection("internalError", "error handling a message")
+                return
+        if backlog and not self.disconnected:
+            self._pauseReading("fairness")
+            self._drainCall = self._getClock().callLater(0, self._drain)
+        else:
+            self._resumeReading("fairness")
+
+    def expressionReceived(self, sexp: object) -> None:
+        if not isinstance(sexp, list) or not sexp:
+            self._dropConnection("badMessage", "message is not a non-empty list")
+            return
+        command = sexp[0]
+        if isinstance(command, bytes):
+            command = command.decode("utf-8", "replace")
+        if not isinstance(command, str) or command not in _COMMANDS:
+            self._violation("unknownCommand", "unknown command", command=command)
+            name = command.encode("utf-8") if isinstance(command, str) else b"?"
+            self.sendCall(b"didNotUnderstand", name[:64])
+            return
+        if len(sexp) - 1 != _COMMANDS[command]:
+            self._dropConnection(
+                "badMessage", f"{command} with {len(sexp) - 1} arguments"
+            )
+            return
+        getattr(self, "proto_" + command)(*sexp[1:])
+
+    def proto_didNotUnderstand(self, command: object) -> None:
+        self._violation(
+            "didNotUnderstand", "the peer did not understand a command", command=command
+        )
+
+    # -- sending bytes -----------------------------------------------------
+
+    def sendEncoded(self, obj: object) -> None:
+        vocabulary = self.outgoingSymbols if self.currentDialect == b"pb" else None
+        data = encode(obj, vocabulary, self.limits.maxOutgoingMessageBytes)
+        if self._writePaused:
+            self._pausedBytes += len(data)
+            if self._pausedBytes > self.limits.maxPendingWriteBytes:
+                self._pauseReading("backpressure")
+        self.transport.write(data)
+
+    def sendCall(self, *exp: object) -> None:
+        """
+        Send one expression.  An answer too large to send becomes an error
+        answer; a call too large to send fails its caller's L{Deferred}.
+        """
+        try:
+            self.sendEncoded(exp)
+        except banana.BananaError as e:
+            command = exp[0] if exp else None
+            requestID = exp[1] if len(exp) > 1 else None
+            if command in (b"message", b"cachemessage"):
+                d = self.waitingForAnswers.pop(requestID, None)
+                if d is not None:
+                    d.errback(MessageTooLarge(f"call not sent: {e}"))
+                    return
+            if command == b"answer" and isinstance(requestID, int):
+                self._violation("answerTooLarge", str(e))
+                self._sendError(
+                    Failure(MessageTooLarge(f"answer not sent: {e}")), requestID
+                )
+                return
+            raise
+
+    def sendDecRef(self, objectID: int) -> None:
+        if not self.disconnected:
+            super().sendDecRef(objectID)
+
+    def decCacheRef(self, objectID: int) -> None:
+        if not self.disconnected:
+            super().decCacheRef(objectID)
+
+    # -- flow control ------------------------------------------------------
+
+    def _pauseReading(self, reason: str) -> None:
+        if not self._readPauses and self.transport is not None:
+            self.transport.pauseProducing()
+            if reason == "backpressure":
+                self._violation(
+                    "backpressure",
+                    "the peer is not reading its answers; reading paused",
+                )
+        self._readPauses.add(reason)
+
+    def _resumeReading(self, reason: str) -> None:
+        if reason in self._readPauses:
+            self._readPauses.discard(reason)
+            if not self._readPauses and not self.disconnected:
+                self.transport.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's write buffer is full: count what is written from
+        now on, and stop reading the peer past C{maxPendingWriteBytes}.
+        """
+        self._writePaused = True
+
+    def resumeProducing(self) -> None:
+        """
+        The transport drained its buffer: read the peer again, and send the
+        next pages of any pagers.
+        """
+        self._writePaused = False
+        self._pausedBytes = 0
+        self._resumeReading("backpressure")
+        if not self._producing:
+            super().resumeProducing()
+        elif self.pageProducers:
+            self._sendPages()
+
+    def stopProducing(self) -> None:
+        self._writePaused = True
+
+    def registerPageProducer(self, pager: Any) -> None:
+        if not self._producing:
+            super().registerPageProducer(pager)
+            return
+        self.pageProducers.append(pager)
+        self._sendPages()
+
+    def _sendPages(self) -> None:
+        """
+        Send pages until every pager is done or the transport asks us to
+        pause (it does so from inside C{write}); L{resumeProducing} carries
+        on.
+        """
+        while self.pageProducers and not self._writePaused and not self.disconnected:
+            for pager in list(self.pageProducers):
+                pager.sendNextPage()
+                if not pager.stillPaging():
+                    self.pageProducers.remove(pager)
+
+    # -- serialization -----------------------------------------------------
+
+    def serialize(
+        self,
+        object: Any,
+        perspective: Any = None,
+        method: Any = None,
+        args: Any = None,
+        kw: Any = None,
+    ) -> Any:
+        if isinstance(object, defer.Deferred):
+            return object.addCallback(self.serialize, perspective, method, args, kw)
+        self.serializingPerspective = perspective
+        self.jellyMethod = method
+        self.jellyArgs = args
+        self.jellyKw = kw
+        try:
+            return _jelly.jelly(object, self._outgoingTaster, self, self.registries)
+        finally:
+            self.serializingPerspective = None
+            self.jellyMethod = None
+            self.jellyArgs = None
+            self.jellyKw = None
+
+    def unserialize(self, sexp: Any, perspective: Any = None) -> Any:
+        self.unserializingPerspective = perspective
+        try:
+            return _jelly.unjelly(
+                sexp, self._incomingTaster, self, self.registries, self.policy
+            )
+        finally:
+            self.unserializingPerspective = None
+
+    # -- references and caches ---------------------------------------------
+
+    def registerReference(self, object: Any) -> Any:
+        """
+        Give C{object} an ID the peer can call, as L{pb.Broker} does, with
+        the policy's C{maxReferences} instead of the module-wide
+        C{MAX_BROKER_REFS}.
+        """
+        puid = object.processUniqueID()
+        luid = self.luids.get(puid)
+        if luid is not None:
+            self.localObjects[luid].incref()
+            return luid
+        # The control object does not count: the same quota as classic.
+        if len(self.localObjects) - 1 > self.limits.maxReferences:
+            self._violation("maxReferences", "too many references for one connection")
+            # As classic PB: a peer that keeps asking is disconnected.
+            self.maxBrokerRefsViolations += 1
+            if self.maxBrokerRefsViolations > 3:
+                self.transport.loseConnection()
+            raise PolicyViolation(
+                f"more than {self.limits.maxReferences} references on one connection"
+            )
+        luid = self.newLocalID()
+        self.localObjects[luid] = pb.Local(object)
+        self.luids[puid] = luid
+        return luid
+
+    def cacheLocally(self, cid: int, instance: Any) -> None:
+        if len(self.locallyCachedObjects) >= self.limits.maxCachedObjects:
+            raise jelly.InsecureJelly(
+                f"more than {self.limits.maxCachedObjects} cached objects"
+            )
+        super().cacheLocally(cid, instance)
+
+    def proto_decref(self, objectID: object) -> None:
+        if not isinstance(objectID, int) or objectID not in self.localObjects:
+            self._violation(
+                "badDecref", "decref of an unknown object", objectID=objectID
+            )
+            return
+        super().proto_decref(objectID)
+
+    def proto_decache(self, objectID: object) -> None:
+        if not isinstance(objectID, int) or objectID not in self.remotelyCachedObjects:
+            self._violation(
+                "badDecache", "decache of an unknown object", objectID=objectID
+            )
+            return
+        super().proto_decache(objectID)
+
+    def proto_uncache(self, objectID: object) -> None:
+        if not isinstance(objectID, int) or objectID not in self.locallyCachedObjects:
+            self._violation(
+                "badUncache", "uncache of an unknown object", objectID=objectID
+            )
+            return
+        super().proto_uncache(objectID)
+
+    # -- outgoing calls ----------------------------------------------------
+
+    def _sendMessage(
+        self,
+        prefix: bytes,
+        perspective: Any,
+        objectID: Any,
+        message: bytes,
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+    ) -> defer.Deferred[Any] | None:
+        """
+        Send a call, as L{pb.Broker._sendMessage} does, adding a timeout
+        (the C{pbtimeout} keyword, or L{callTimeout}) and cancellation.
+        """
+        timeout = kw.pop("pbtimeout", self.callTimeout)
+        result = super()._sendMessage(prefix, perspective, objectID, message, args, kw)
+        if result is None:
+            return None
+        requestID = self.currentRequestID
+        if self.waitingForAnswers.get(requestID) is not result:
+            # Failed before it was sent (serialization) or already answered.
+            return result
+
+        def cancel(d: defer.Deferred[Any]) -> None:
+            self._abandon(requestID)
+
+        outer: defer.Deferred[Any] = defer.Deferred(cancel)
+        result.chainDeferred(outer)
+        if timeout is not None:
+            outer.addTimeout(
+                timeout, self._getClock(), self._timeoutCall(requestID, timeout)
+            )
+        return outer
+
+    def _timeoutCall(
+        self, requestID: int, timeout: float
+    ) -> Callable[[Any, float], Any]:
+        def onTimeout(result: Any, seconds: float) -> Any:
+            if isinstance(result, Failure) and result.check(defer.CancelledError):
+                return Failure(
+                    CallTimeout(f"no answer to call {requestID} in {timeout} seconds")
+                )
+            return result
+
+        return onTimeout
+
+    def _abandon(self, requestID: int) -> None:
+        """
+        Forget the caller of C{requestID}: its answer, if one comes, is
+        dropped quietly, and a pbext peer is asked to cancel the call.
+        """
+        if self.waitingForAnswers is None:
+            return
+        if self.waitingForAnswers.pop(requestID, None) is None:
+            return
+        self._abandoned[requestID] = None
+        while len(self._abandoned) > _ABANDONED_MEMORY:
+            del self._abandoned[next(iter(self._abandoned))]
+        if PBEXT_DIALECT in self.peerFeatures and not self.disconnected:
+            self.remoteForName(CONTROL_NAME).callRemote("cancel", requestID, pbanswer=0)
+
+    def _takeWaiting(self, requestID: object, kind: str) -> defer.Deferred[Any] | None:
+        d = None
+        if isinstance(requestID, int):
+            d = self.waitingForAnswers.pop(requestID, None)
+        if d is None:
+            if isinstance(requestID, int) and requestID in self._abandoned:
+                del self._abandoned[requestID]
+            else:
+                self._violation(
+                    "unexpectedAnswer",
+                    f"{kind} for no pending call",
+                    requestID=requestID,
+                )
+        return d
+
+    def proto_answer(self, requestID: object, netResult: object) -> None:
+        d = self._takeWaiting(requestID, "answer")
+        if d is None:
+            return
+        try:
+            result = self.unserialize(netResult)
+        except Exception:
+            d.errback(Failure())
+        else:
+            d.callback(result)
+
+    def proto_error(self, requestID: object, fail: object) -> None:
+        d = self._takeWaiting(requestID, "error")
+        if d is None:
+            return
+        try:
+            result = self.unserialize(fail)
+        except Exception:
+            d.errback(Failure())
+            return
+        if not isinstance(result, (Failure, BaseException)):
+            result = pb.RemoteError("?", _short(result), "")
+        d.errback(result)
+
+    # -- incoming calls ----------------------------------------------------
+
+    def _cancelIncoming(self, requestID: object) -> None:
+        if isinstance(requestID, int):
+            d = self._running.get(requestID)
+            if d is not None:
+                d.cancel()
+
+    def _refuse(self, requestID: int, answerRequired: object, exc: pb.Error) -> None:
+        if answerRequired:
+            # As a Failure, so that _sendError copies it (with no traceback)
+            # unless it is Jellyable or allowed, as classic PB does.
+            self._sendError(Failure(exc), requestID)
+
+    def _recvMessage(
+        self,
+        findObjMethod: Callable[[Any], Any],
+        requestID: object,
+        objectID: object,
+        message: object,
+        answerRequired: object,
+        netArgs: object,
+        netKw: object,
+    ) -> None:
+        if not isinstance(requestID, int) or not isinstance(message, bytes):
+            self._dropConnection(
+                "badMessage", "malformed call", requestID=requestID, method=message
+            )
+            return
+        try:
+            name = message.decode("utf-8")
+        except UnicodeDecodeError:
+            name = ""
+        if not self.policy.isMethodAllowed(name):
+            self._violation("methodRefused", "call to a refused method name", name=name)
+            self._refuse(
+                requestID, answerRequired, PolicyViolation(f"method {name!r} refused")
+            )
+            return
+        if len(self._running) >= self.limits.maxOutstandingCalls:
+            self._violation("maxOutstandingCalls", "too many outstanding calls")
+            self._refuse(
+                requestID,
+                answerRequired,
+                PolicyViolation(
+                    f"more than {self.limits.maxOutstandingCalls} outstanding calls"
+                ),
+            )
+            return
+        try:
+            target = findObjMethod(objectID)
+        except (KeyError, TypeError):
+            target = None
+        if target is None:
+            if objectID != keepalive.PING_OBJECT_ID:
+                self._violation(
+                    "badObject", "call to an unknown object", objectID=objectID
+                )
+            self._refuse(requestID, answerRequired, pb.Error("Invalid Object ID"))
+            return
+        try:
+            result = self._dispatch(target, name, netArgs, netKw)
+        except pb.Error as e:
+            self._refuse(requestID, answerRequired, e)
+            return
+        except (jelly.InsecureJelly, typecheck.TypeCheckError) as e:
+            self._violation("refusedArguments", str(e), name=name)
+            self._refuse(requestID, answerRequired, PolicyViolation(str(e)))
+            return
+        except flavors.NoSuchMethod as e:
+            # Answered as classic PB answers it (a copied NoSuchMethod that
+            # callers trap), but logged as an event, not a traceback.
+            self._violation("noSuchMethod", str(e), name=name)
+            if answerRequired:
+                self._sendError(Failure(e), requestID)
+            return
+        except BaseException:
+            self._failCall(Failure(), requestID, answerRequired, name)
+            return
+        if isinstance(result, defer.Deferred):
+            self._running[requestID] = result
+
+            def done(value: Any) -> Any:
+                self._running.pop(requestID, None)
+                return value
+
+            result.addBoth(done)
+            if answerRequired:
+                result.addCallbacks(
+                    self._sendAnswer,
+                    self._answerFailure,
+                    callbackArgs=(requestID,),
+                    errbackArgs=(requestID, name),
+                )
+            else:
+                result.addErrback(self._failCall, requestID, 0, name)
+        elif answerRequired:
+            self._sendAnswer(result, requestID)
+
+    def _sendError(self, fail: Any, requestID: int) -> None:
+        """
+        Send an error answer, as L{pb.Broker._sendError} does, deciding
+        whether the exception itself can travel with the taster jelly will
+        use to send it.
+        """
+        taster: Any = self._outgoingTaster
+        if isinstance(fail, Failure):
+            value = fail.value
+            if isinstance(value, jelly.Jellyable) or taster.isClassAllowed(
+                value.__class__
+            ):
+                fail = value
+            elif not isinstance(fail, pb.CopyableFailure):
+                fail = pb.failure2Copyable(fail, self.factory.unsafeTracebacks)
+        if isinstance(fail, pb.CopyableFailure):
+            fail.unsafeTracebacks = self.factory.unsafeTracebacks
+        self.sendCall(b"error", requestID, self.serialize(fail))
+
+    def _answerFailure(self, fail: Failure, requestID: int, name: str) -> None:
+        if fail.check(pb.Error):
+            self._sendError(fail, requestID)
+        else:
+            self._failCall(fail, requestID, 1, name)
+
+    def _failCall(
+        self, fail: Failure, requestID: int, answerRequired: object, name: str
+    ) -> None:
+        if fail.check(defer.CancelledError):
+            _log.debug("pbext: call {name} was cancelled", name=name)
+        elif fail.check(LoginFailed):
+            # Refused logins are audited by pbext.login; not a server bug.
+            _log.info(
+                "pbext: login refused for {peer} in {name}",
+                name=name,
+                peer=self._peerName(),
+                pbextEvent="loginRefused",
+            )
+        else:
+            _log.failure(
+                "pbext: remote method {name} called by {peer} failed",
+                fail,
+                name=name,
+                peer=self._peerName(),
+            )
+        if answerRequired:
+            self._sendError(fail, requestID)
+
+    def _dispatch(self, target: Any, name: str, netArgs: Any, netKw: Any) -> Any:
+        """
+        Find and run the method a call names on C{target}, the way the
+        target's flavor would, and return its serialized result (possibly
+        a L{defer.Deferred}).
+
+        The known flavors (L{pb.Referenceable}, L{pb.ViewPoint},
+        L{pb.RemoteCache}, and avatars wrapped by L{pb.AsReferenceable}) are
+        dispatched here, so that arguments are type-checked and C{async
+        def} methods awaited; any other C{remoteMessageReceived} is called
+        as it is.
+        """
+        kind = type(target).remoteMessageReceived
+        perspective = None
+        extra: tuple[Any, ...] = ()
+        if isinstance(target, pb.AsReferenceable):
+            bound = target.__dict__.get("remoteMessageReceived")
+            owner = getattr(bound, "__self__", None)
+            if (
+                isinstance(owner, pb.Avatar)
+                and type(owner).perspectiveMessageReceived
+                is pb.Avatar.perspectiveMessageReceived
+            ):
+                obj, prefix, perspective = owner, "perspective_", owner
+            else:
+                return self._classicDispatch(target, name, netArgs, netKw)
+        elif kind is flavors.Referenceable.remoteMessageReceived:
+            obj, prefix = target, "remote_"
+        elif kind is flavors.ViewPoint.remoteMessageReceived:
+            obj, prefix = target.object, "view_"
+            perspective = target.perspective
+            extra = (perspective,)
+        elif kind is flavors.RemoteCache.remoteMessageReceived:
+            obj, prefix = target, "observe_"
+        else:
+            return self._classicDispatch(target, name, netArgs, netKw)
+        method = getattr(obj, prefix + name, None)
+        if method is None:
+            raise flavors.NoSuchMethod(f"No such method: {prefix}{name}")
+        args = self.unserialize(netArgs, perspective)
+        kw = self.unserialize(netKw, perspective)
+        if not isinstance(args, (tuple, list)) or not isinstance(kw, dict):
+            raise _jelly.MalformedJelly("call arguments are not a list and a dict")
+        if kw:
+            kw = {
+                (k.decode("utf-8") if isinstance(k, bytes) else k): v
+                for k, v in kw.items()
+            }
+            if not all(isinstance(k, str) for k in kw):
+                raise _jelly.MalformedJelly("keyword argument names must be strings")
+        typecheck.checkArguments(method, (*extra, *args), kw)
+        state = method(*extra, *args, **kw)
+        if inspect.isawaitable(state):
+            state = defer.ensureDeferred(state)  # type: ignore[arg-type]
+        if isinstance(state, defer.Deferred):
+            state.addCallback(self._checkReturn, method)
+        else:
+            self._checkReturn(state, method)
+        return self.serialize(state, perspective, method, args, kw)
+
+    @staticmethod
+    def _checkReturn(value: Any, method: Any) -> Any:
+        typecheck.checkReturn(method, value)
+        return value
+
+    def _classicDispatch(self, target: Any, name: str, netArgs: Any, netKw: Any) -> Any:
+        result = target.remoteMessageReceived(self, name, netArgs, netKw)
+        if inspect.isawaitable(result) and not isinstance(result, defer.Deferred):
+            result = defer.ensureDeferred(result).addCallback(  # type: ignore[arg-type]
+                self.serialize
+            )
+        return result
+
+
+__all__ = [
+    "Broker",
+    "CallTimeout",
+    "MessageTooLarge",
+    "PBEXT_DIALECT",
+    "PolicyViolation",
+    "setNoDelay",
+]

@@ -1,29 +1,82 @@
 """
-The client side of pbext: L{PBClientFactory}.
+The client side of pbext: L{PBClientFactory}, L{connect} and
+L{PBClientService}.
 
 L{PBClientFactory} is a drop-in replacement for
 L{twisted.spread.pb.PBClientFactory}: same arguments, same attributes, same
 private hooks (C{_cbSendUsername}, C{_root}, C{_broker}, C{_failAll}), and
-pbext's hardened L{pbext.broker.Broker}.
+pbext's hardened L{pbext.broker.Broker}.  Unlike the stock factory, its
+pending L{getRootObject <PBClientFactory.getRootObject>} and
+L{login <PBClientFactory.login>} L{Deferred}s fail when a connection attempt
+made through an endpoint fails, instead of waiting forever (twisted#4976).
+
+L{connect} is the one-call way to get a root object or an avatar, and
+L{PBClientService} keeps a connection up for the life of a program: it
+reconnects with backoff and logs in again after every reconnection.
 
 @since: pbext NEXT
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, cast
 
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.cred.error import LoginFailed
+from twisted.internet import endpoints, error
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    fail,
+    maybeDeferred,
+    succeed,
+)
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.spread import pb
 from twisted.spread.jelly import SecurityOptions, globalSecurity
+from zope.interface import implementer
 
-from pbext.broker import Broker
+from pbext.broker import Broker, registriesFrom, resolvePolicy
+from pbext.security import SecurityPolicy
+
+__all__ = ["PBClientFactory", "PBClientService", "connect"]
 
 
 class PBClientFactory(pb.PBClientFactory):
     """
     Client factory for Perspective Broker, hardened by pbext.
 
-    @ivar options: the pbext keyword options this factory was built with.
+    Use it exactly like L{pb.PBClientFactory}.  Two things differ:
+
+      - When a connection attempt ends without a PB connection (refused,
+        timed out, or closed before the PB handshake finished), pending
+        L{getRootObject} and L{login} L{Deferred}s fail with
+        L{error.ConnectError} even when the attempt was made through an
+        endpoint, which never calls L{clientConnectionFailed}.  L{connect}
+        reports the precise reason instead.
+      - Logging in on a root object is one method, L{loginOnRoot}, shared by
+        L{login}, L{connect} and L{PBClientService}.
+
+    The keyword-only options are pbext's, the same as
+    L{pbext.server.PBServerFactory}'s; see L{pbext.broker.Broker} for what
+    each does.  C{keepaliveInterval} and C{keepaliveTimeout} turn on the
+    keepalive of L{pbext.keepalive}: after C{keepaliveInterval} seconds
+    without a byte from the server, it is pinged, and the connection is
+    dropped if no answer comes within C{keepaliveTimeout} seconds.
+
+    @ivar policy: the L{SecurityPolicy} of every connection.
+    @ivar registries: the copyable registries of every connection.
+    @ivar options: the other pbext keyword options this factory was built
+        with (login options such as C{allowPlaintextLogin}).
     """
 
     protocol = Broker
@@ -32,7 +85,705 @@ class PBClientFactory(pb.PBClientFactory):
         self,
         unsafeTracebacks: bool = False,
         security: SecurityOptions = globalSecurity,
+        *,
+        policy: SecurityPolicy | str | None = None,
+        registry: Any = None,
+        reactor: Any = None,
+        callTimeout: float | None = None,
+        keepaliveInterval: float | None = None,
+        keepaliveTimeout: float | None = None,
         **pbextOptions: Any,
     ) -> None:
         super().__init__(unsafeTracebacks, security)
+        self.policy = resolvePolicy(policy, security)
+        self.registries = registriesFrom(registry)
+        self._reactor = reactor
+        self._brokerOptions = {
+            "callTimeout": callTimeout,
+            "keepaliveInterval": keepaliveInterval,
+            "keepaliveTimeout": keepaliveTimeout,
+        }
         self.options = pbextOptions
+
+    def buildProtocol(self, addr: Any) -> pb.Broker:
+        """
+        Build a client broker with this factory's policy, registries and
+        options (a plain one if C{protocol} was replaced by a class that is
+        not pbext's L{Broker}).
+        """
+        if issubclass(self.protocol, Broker):
+            broker: pb.Broker = self.protocol(
+                isClient=True,
+                security=self.security,
+                policy=self.policy,
+                registries=self.registries,
+                clock=self._reactor,
+                **self._brokerOptions,
+            )
+        else:
+            broker = self.protocol(isClient=True, security=self.security)
+        broker.factory = self  # type: ignore[assignment]
+        return broker
+
+    def stopFactory(self) -> None:
+        """
+        Every connection attempt using this factory has ended: fail the
+        L{getRootObject} and L{login} requests still waiting for a root.
+
+        Connectors call L{clientConnectionFailed} or L{clientConnectionLost}
+        before this, which already failed them with the precise reason;
+        endpoints call neither, and this is the only notice the factory
+        gets.
+        """
+        super().stopFactory()
+        if self.rootObjectRequests:
+            self._failAll(
+                Failure(
+                    error.ConnectError(
+                        string="the connection attempt ended before the PB "
+                        "connection was ready"
+                    )
+                )
+            )
+
+    def login(self, credentials: Any, client: Any = None) -> Deferred[Any]:
+        """
+        Log in and get a reference to an avatar on the remote PB server.
+
+        @param credentials: L{twisted.cred.credentials.IUsernamePassword} or
+            L{twisted.cred.credentials.IAnonymous}.
+        @param client: the I{mind}: a referenceable object the server's realm
+            receives along with the login.
+        @return: a L{Deferred} firing with a L{pb.RemoteReference} to the
+            avatar, or failing (with L{twisted.cred.error.UnauthorizedLogin}
+            if the server refused the credentials).
+        """
+        return self.getRootObject().addCallback(self.loginOnRoot, credentials, client)
+
+    def loginOnRoot(
+        self, root: pb.RemoteReference, credentials: Any, client: Any = None
+    ) -> Deferred[Any]:
+        """
+        Log in through an already obtained root object.
+
+        This is the only place pbext's client logs in: L{login}, L{connect}
+        and L{PBClientService} all come here.  Against a stock server it
+        speaks PB's classic challenge/response (or anonymous) login through
+        the C{_cbSendUsername} and C{_cbLoginAnonymous} hooks, which
+        subclasses may override as they do for L{pb.PBClientFactory};
+        against a pbext server it picks the strongest login both ends allow
+        (see L{pbext.login.loginOnRoot}; the C{allowPlaintextLogin} and
+        C{classicLogin} options say which the client allows).
+
+        @param root: the root object of the connection to log in on.
+        @param credentials: see L{login}; also
+            L{pbext.login.CertificateLogin}, to log in with the TLS client
+            certificate of the connection.
+        @param client: see L{login}.
+        @return: see L{login}.
+        """
+        from pbext import login
+
+        return login.loginOnRoot(self, root, credentials, client)
+
+
+class _LossReporter:
+    """
+    Stands between a transport and a broker to learn why the connection
+    was lost: L{pb.Broker.notifyOnDisconnect} callbacks are not told.
+
+    Everything else is forwarded to the broker, including the interfaces
+    it provides (this class declares none of its own).
+    """
+
+    def __init__(
+        self, broker: pb.Broker, lost: Callable[[pb.Broker, Failure], None]
+    ) -> None:
+        self.broker = broker
+        self._lost = lost
+
+    def makeConnection(self, transport: Any) -> None:
+        self.broker.makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.broker.dataReceived(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        try:
+            self.broker.connectionLost(reason)
+        finally:
+            self._lost(self.broker, reason)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.broker, name)
+
+
+@implementer(IProtocolFactory)
+class _BrokerWatcher:
+    """
+    Wraps a L{PBClientFactory} to hear of every broker it builds and of the
+    reason each one's connection was lost.
+
+    The factory itself stays the broker's C{factory}, so its own
+    bookkeeping (C{clientConnectionMade}, L{PBClientFactory.getRootObject})
+    works as usual.
+    """
+
+    def __init__(
+        self,
+        factory: pb.PBClientFactory,
+        built: Callable[[pb.Broker], None],
+        lost: Callable[[pb.Broker, Failure], None],
+    ) -> None:
+        self._factory = factory
+        self._built = built
+        self._lost = lost
+
+    def buildProtocol(self, addr: IAddress) -> IProtocol | None:
+        broker = self._factory.buildProtocol(addr)
+        if broker is None:
+            return None
+        self._built(broker)
+        return cast(IProtocol, _LossReporter(broker, self._lost))
+
+    def doStart(self) -> None:
+        self._factory.doStart()
+
+    def doStop(self) -> None:
+        self._factory.doStop()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._factory, name)
+
+
+def _requestReference(
+    factory: PBClientFactory, broker: pb.Broker, credentials: Any, mind: Any
+) -> Deferred[pb.RemoteReference]:
+    """
+    Get what a ready C{broker} leads to: its root, or with C{credentials}
+    the avatar it logs in to.
+    """
+    root = broker.remoteForName("root")
+    if credentials is None:
+        return succeed(root)
+    return maybeDeferred(factory.loginOnRoot, root, credentials, mind)
+
+
+def _abort(broker: pb.Broker) -> None:
+    """
+    Close C{broker}'s connection now, without waiting for its write buffer
+    to drain (the peer may not be reading).
+    """
+    transport: Any = broker.transport
+    getattr(transport, "abortConnection", transport.loseConnection)()
+
+
+def _globalReactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def _endpoint(
+    reactor: Any, endpointOrDescription: IStreamClientEndpoint | str
+) -> IStreamClientEndpoint:
+    if isinstance(endpointOrDescription, str):
+        return endpoints.clientFromString(reactor, endpointOrDescription)
+    return endpointOrDescription
+
+
+class _Connecting:
+    """
+    One L{connect} call: an endpoint connection, a root or a login, and the
+    L{Deferred} the caller holds.
+
+    @ivar result: the caller's L{Deferred}.
+    """
+
+    def __init__(self, factory: PBClientFactory, credentials: Any, mind: Any) -> None:
+        self._factory = factory
+        self._credentials = credentials
+        self._mind = mind
+        self._broker: pb.Broker | None = None
+        self._connecting: Deferred[Any] | None = None
+        self._refusal: Failure | None = None
+        self._cancelled = False
+        self.result: Deferred[pb.RemoteReference] = Deferred(self._cancel)
+
+    def start(self, endpoint: IStreamClientEndpoint) -> Deferred[pb.RemoteReference]:
+        watcher = _BrokerWatcher(self._factory, self._built, self._lost)
+        self._connecting = endpoint.connect(watcher)
+        self._connecting.addErrback(self._finish)
+        return self.result
+
+    def _built(self, broker: pb.Broker) -> None:
+        self._broker = broker
+        broker.notifyOnConnect(self._ready)
+
+    def _ready(self) -> None:
+        broker = self._broker
+        if broker is None or self.result.called:
+            return
+        _requestReference(
+            self._factory, broker, self._credentials, self._mind
+        ).addCallbacks(self._gotReference, self._refused)
+
+    def _gotReference(self, reference: pb.RemoteReference) -> None:
+        if self.result.called:
+            # Cancelled while the answer was on its way.
+            self._close()
+            return
+        self.result.callback(reference)
+
+    def _refused(self, reason: Failure) -> None:
+        if self._broker is None or self._broker.disconnected:
+            # The connection was lost: _lost reports why.
+            return
+        # Report the refusal once the connection is closed, so that a
+        # failed connect() leaves nothing open.
+        self._refusal = reason
+        self._close()
+
+    def _lost(self, broker: pb.Broker, reason: Failure) -> None:
+        self._finish(self._refusal or reason)
+
+    def _finish(self, reason: Failure) -> None:
+        if not self.result.called and not self._cancelled:
+            self.result.errback(reason)
+
+    def _close(self) -> None:
+        if self._broker is not None and not self._broker.disconnected:
+            _abort(self._broker)
+
+    def _cancel(self, result: Deferred[pb.RemoteReference]) -> None:
+        # Deferred.cancel fails the result with CancelledError on return.
+        self._cancelled = True
+        if self._connecting is not None and not self._connecting.called:
+            self._connecting.cancel()
+        self._close()
+
+
+def connect(
+    reactor: Any,
+    endpointOrDescription: IStreamClientEndpoint | str,
+    credentials: Any = None,
+    *,
+    mind: Any = None,
+    factory: PBClientFactory | None = None,
+    timeout: float | None = 30,
+) -> Deferred[pb.RemoteReference]:
+    """
+    Connect to a PB server and get its root object, or log in.
+
+    ::
+
+        root = await connect(reactor, "tcp:host=example.com:port=8787")
+        avatar = await connect(
+            reactor, "tls:example.com:8787", UsernamePassword(b"alice", b"s3")
+        )
+
+    The connection stays open after success; close it with
+    C{reference.broker.transport.loseConnection()} (or the factory's
+    C{disconnect()}).  After a failure nothing is left open.
+
+    @param reactor: the reactor to connect with and time out on.
+    @param endpointOrDescription: an L{IStreamClientEndpoint}, or a client
+        endpoint description for L{endpoints.clientFromString} such as
+        C{"tcp:host=127.0.0.1:port=8787"}, C{"tls:host=example.com:port=8787"}
+        or C{"unix:path=/run/app.sock"}.
+    @param credentials: L{None} to get the root object; otherwise
+        credentials for L{PBClientFactory.loginOnRoot}
+        (L{twisted.cred.credentials.UsernamePassword} or
+        L{twisted.cred.credentials.Anonymous}).
+    @param mind: with C{credentials}, the I{mind} handed to the server's
+        realm.
+    @param factory: the L{PBClientFactory} to connect with, to choose its
+        options; by default a new one keeping time with C{reactor}.
+    @param timeout: seconds allowed for connecting and logging in, or
+        L{None} for no limit beyond the endpoint's own.
+    @return: a L{Deferred} that fires with the root object's or the
+        avatar's L{pb.RemoteReference}.  It fails with the reason the
+        connection failed (such as L{error.ConnectionRefusedError}), the
+        login's failure (such as L{twisted.cred.error.UnauthorizedLogin}),
+        the reason the connection closed before either (such as a TLS
+        error), or L{twisted.internet.defer.TimeoutError} after C{timeout}.
+        Cancelling it abandons the attempt and closes the connection.
+    """
+    if factory is None:
+        factory = PBClientFactory(reactor=reactor)
+    attempt = _Connecting(factory, credentials, mind)
+    result = attempt.start(_endpoint(reactor, endpointOrDescription))
+    if timeout is not None and not result.called:
+        result.addTimeout(timeout, reactor)
+    return result
+
+
+def _defaultRetryPolicy() -> Callable[[int], float]:
+    return backoffPolicy(initialDelay=1.0, maxDelay=60.0, factor=1.5)
+
+
+def _defaultRefusedRetryPolicy() -> Callable[[int], float]:
+    return backoffPolicy(initialDelay=60.0, maxDelay=3600.0, factor=2.0)
+
+
+@implementer(IStreamClientEndpoint)
+class _AttemptEndpoint:
+    """
+    The endpoint a L{PBClientService} hands to L{ClientService}: tells the
+    service when each attempt starts.
+    """
+
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint,
+        attempt: Callable[[IStreamClientEndpoint, IProtocolFactory], Deferred[Any]],
+    ) -> None:
+        self._endpoint = endpoint
+        self._attempt = attempt
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[Any]:
+        return self._attempt(self._endpoint, protocolFactory)
+
+
+class PBClientService(ClientService):
+    """
+    A service that keeps a PB connection up: it connects, gets the root
+    object or logs in, and after any failure or lost connection waits and
+    does it all again, for as long as it runs.
+
+    In a C{.tac} file::
+
+        from twisted.application import service
+        from twisted.cred.credentials import UsernamePassword
+        from pbext.client import PBClientService
+
+        application = service.Application("worker")
+        PBClientService(
+            "tcp:host=master.example.com:port=8787",
+            UsernamePassword(b"worker1", b"s3cret"),
+            onConnect=startWork,
+        ).setServiceParent(application)
+
+    Waits between attempts grow with C{retryPolicy} (exponential backoff
+    with jitter by default), counting every attempt since the last
+    successful login, so a server that accepts connections but fails every
+    login is not hammered either.  A refused login
+    (L{twisted.cred.error.LoginFailed}, such as a wrong password) is
+    retried on the separate, much slower C{refusedRetryPolicy}: a password
+    does not fix itself in a second.
+
+    The service emits structured log events, each with a C{pbextEvent}
+    key: C{"connected"}, C{"disconnected"}, C{"attemptFailed"} and
+    C{"loginRefused"} (a warning), along with C{endpoint} and, for
+    failures, C{reason} (a L{Failure}).
+
+    @ivar state: C{"stopped"} (not running), C{"connecting"} (an attempt is
+        under way, including the handshake and login), C{"connected"} (a
+        reference is available), or C{"waiting"} (before the next attempt).
+    @ivar lastFailure: the L{Failure} that ended the latest failed attempt
+        or lost connection, or L{None} if nothing failed yet.  It is kept
+        after a later success: look at C{state} for the present.
+    @ivar factory: the L{PBClientFactory} that builds the brokers.
+    @ivar endpoint: the endpoint connected to.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint | str,
+        credentials: Any = None,
+        *,
+        mind: Any = None,
+        factory: PBClientFactory | None = None,
+        onConnect: Callable[[pb.RemoteReference], object] | None = None,
+        onDisconnect: Callable[[Failure], object] | None = None,
+        retryPolicy: Callable[[int], float] | None = None,
+        refusedRetryPolicy: Callable[[int], float] | None = None,
+        timeout: float | None = 30,
+        reactor: Any = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        """
+        @param endpoint: an L{IStreamClientEndpoint}, or a client endpoint
+            description such as C{"tcp:host=127.0.0.1:port=8787"}.
+        @param credentials: L{None} to use the root object; otherwise the
+            credentials to log in with after every connection.
+        @param mind: with C{credentials}, the I{mind} handed to the realm.
+        @param factory: the L{PBClientFactory} that builds the brokers, to
+            choose its options (keepalive, policy, timeouts); by default a
+            new one keeping time with C{clock}.
+        @param onConnect: called with the new root or avatar reference after
+            every successful connection and login.
+        @param onDisconnect: called with the reason when a connection that
+            was passed to C{onConnect} is lost (also when the service
+            stops).
+        @param retryPolicy: seconds to wait before the next attempt, given
+            how many attempts failed since the last successful login; by
+            default L{backoffPolicy}C{(1.0, 60.0, 1.5)}: 1.5s, 2.25s, ...
+            up to a minute, plus up to a second of random jitter.
+        @param refusedRetryPolicy: the same, given how many logins in a row
+            the server refused; by default L{backoffPolicy}C{(60.0, 3600.0,
+            2.0)}: two minutes, four, ... up to an hour.
+        @param timeout: seconds an attempt may take from starting to connect
+            to holding a reference; a server that accepts the connection
+            but never answers is given up on after this.  L{None} for no
+            limit.
+        @param reactor: the reactor, to parse C{endpoint} descriptions and
+            keep time with; the global reactor by default.
+        @param clock: the clock to keep time with, if not C{reactor}
+            (L{twisted.internet.task.Clock} in tests).
+        """
+        if reactor is None and (clock is None or isinstance(endpoint, str)):
+            reactor = _globalReactor()
+        if clock is None:
+            clock = reactor
+        self.endpoint = _endpoint(reactor, endpoint)
+        if factory is None:
+            factory = PBClientFactory(reactor=clock)
+        self.factory = factory
+        self.credentials = credentials
+        self.mind = mind
+        self.state = "stopped"
+        self.lastFailure: Failure | None = None
+        self._description = endpoint if isinstance(endpoint, str) else repr(endpoint)
+        self._clock = clock
+        self._onConnect = onConnect
+        self._onDisconnect = onDisconnect
+        self._retryPolicy = retryPolicy or _defaultRetryPolicy()
+        self._refusedRetryPolicy = refusedRetryPolicy or _defaultRefusedRetryPolicy()
+        self._timeout = timeout
+        self._broker: pb.Broker | None = None
+        self._reference: pb.RemoteReference | None = None
+        self._timeoutCall: IDelayedCall | None = None
+        self._connecting: Deferred[Any] | None = None
+        self._attemptEnded = False
+        self._failedAttempts = 0
+        self._refusedAttempts = 0
+        self._lastRefused = False
+        self._stopped = False
+        self._waiters: list[list[Any]] = []
+        super().__init__(
+            _AttemptEndpoint(self.endpoint, self._attempt),
+            _BrokerWatcher(self.factory, self._brokerBuilt, self._brokerLost),
+            retryPolicy=self._retryDelay,
+            clock=clock,
+        )
+
+    # Public API
+
+    def whenConnected(  # type: ignore[override]
+        self, failAfterFailures: int | None = None
+    ) -> Deferred[pb.RemoteReference]:
+        """
+        Get the current root or avatar reference, or the next one.
+
+        @param failAfterFailures: fail after this many attempts in a row
+            failed (with the last attempt's reason); L{None} to wait as long
+            as the service runs.
+        @return: a L{Deferred} that fires at once with the current reference
+            when connected, otherwise with the next one.  It fails with
+            L{CancelledError} when the service stops (at once if it already
+            did).
+        """
+        if self._stopped:
+            return fail(CancelledError())
+        if self._reference is not None:
+            return succeed(self._reference)
+        entry: list[Any] = []
+        waiter: Deferred[pb.RemoteReference] = Deferred(
+            lambda d: self._waiters.remove(entry)
+        )
+        entry.extend([waiter, failAfterFailures])
+        self._waiters.append(entry)
+        return waiter
+
+    def startService(self) -> None:
+        """
+        Start connecting.
+        """
+        if not self.running:
+            self._stopped = False
+            self.state = "connecting"
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop: cancel the attempt under way or the wait for the next one,
+        close the connection, and fail the L{whenConnected} L{Deferred}s
+        still waiting.
+
+        @return: a L{Deferred} that fires once the connection is closed.
+        """
+        self._stopped = True
+        self.state = "stopped"
+        self._cancelTimeout()
+        waiters, self._waiters = self._waiters, []
+        for waiter, _ in waiters:
+            waiter.errback(CancelledError())
+        return super().stopService()
+
+    # Attempts
+
+    def _attempt(
+        self, endpoint: IStreamClientEndpoint, factory: IProtocolFactory
+    ) -> Deferred[Any]:
+        """
+        L{ClientService} starts an attempt.
+        """
+        self.state = "connecting"
+        self._attemptEnded = False
+        # Armed first: an endpoint may connect (and a login may finish)
+        # before connect() returns.
+        if self._timeout is not None:
+            self._timeoutCall = self._clock.callLater(self._timeout, self._timedOut)
+        self._connecting = endpoint.connect(factory)
+        return self._connecting.addErrback(self._connectFailed)
+
+    def _connectFailed(self, reason: Failure) -> Failure:
+        self._attemptFailed(reason)
+        # ClientService schedules the next attempt.
+        return reason
+
+    def _timedOut(self) -> None:
+        self._timeoutCall = None
+        connecting = self._connecting
+        self._attemptFailed(
+            Failure(
+                error.TimeoutError(
+                    string=f"no PB reference within {self._timeout} seconds"
+                )
+            )
+        )
+        if connecting is not None and not connecting.called:
+            connecting.cancel()
+        elif self._broker is not None:
+            _abort(self._broker)
+
+    def _brokerBuilt(self, broker: pb.Broker) -> None:
+        self._broker = broker
+        broker.notifyOnConnect(lambda: self._brokerReady(broker))
+
+    def _brokerReady(self, broker: pb.Broker) -> None:
+        if broker is not self._broker or not self.running:
+            return
+        _requestReference(
+            self.factory, broker, self.credentials, self.mind
+        ).addCallbacks(
+            self._gotReference,
+            self._refused,
+            callbackArgs=(broker,),
+            errbackArgs=(broker,),
+        )
+
+    def _gotReference(self, reference: pb.RemoteReference, broker: pb.Broker) -> None:
+        if broker is not self._broker or broker.disconnected or not self.running:
+            return
+        self._cancelTimeout()
+        self._reference = reference
+        self.state = "connected"
+        self._failedAttempts = self._refusedAttempts = 0
+        self._lastRefused = False
+        self._log.info(
+            "Connected to {endpoint}",
+            endpoint=self._description,
+            pbextEvent="connected",
+        )
+        self._callHook(self._onConnect, reference)
+        if self._reference is reference:
+            waiters, self._waiters = self._waiters, []
+            for waiter, _ in waiters:
+                waiter.callback(reference)
+
+    def _refused(self, reason: Failure, broker: pb.Broker) -> None:
+        if broker is not self._broker or broker.disconnected:
+            # The connection was lost: _brokerLost reports why.
+            return
+        self._attemptFailed(reason, refused=reason.check(LoginFailed) is not None)
+        transport: Any = broker.transport
+        transport.loseConnection()
+
+    def _brokerLost(self, broker: pb.Broker, reason: Failure) -> None:
+        if broker is not self._broker:
+            return
+        self._broker = None
+        self._cancelTimeout()
+        reference, self._reference = self._reference, None
+        if reference is None:
+            self._attemptFailed(reason)
+            return
+        if self.running:
+            self.state = "waiting"
+            self.lastFailure = reason
+            self._log.info(
+                "Connection to {endpoint} lost: {reason.value}",
+                endpoint=self._description,
+                reason=reason,
+                pbextEvent="disconnected",
+            )
+        self._callHook(self._onDisconnect, reason)
+
+    def _attemptFailed(self, reason: Failure, refused: bool = False) -> None:
+        """
+        The attempt under way failed; record why, once.
+        """
+        if self._attemptEnded or not self.running:
+            return
+        self._attemptEnded = True
+        self._cancelTimeout()
+        self.state = "waiting"
+        self.lastFailure = reason
+        self._lastRefused = refused
+        if refused:
+            self._log.warn(
+                "{endpoint} refused the login: {reason.value}; retrying slowly",
+                endpoint=self._description,
+                reason=reason,
+                pbextEvent="loginRefused",
+            )
+        else:
+            self._log.info(
+                "Attempt to connect to {endpoint} failed: {reason.value}",
+                endpoint=self._description,
+                reason=reason,
+                pbextEvent="attemptFailed",
+            )
+        ready = []
+        for entry in self._waiters:
+            if entry[1] is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    ready.append(entry)
+        for entry in ready:
+            self._waiters.remove(entry)
+            entry[0].errback(reason)
+
+    def _retryDelay(self, attempt: int) -> float:
+        """
+        L{ClientService}'s retry policy: how long to wait now.  Counts
+        attempts since the last login, not since the last connection.
+        """
+        self.state = "waiting"
+        self._failedAttempts += 1
+        if self._lastRefused:
+            self._refusedAttempts += 1
+            return self._refusedRetryPolicy(self._refusedAttempts)
+        return self._retryPolicy(self._failedAttempts)
+
+    def _cancelTimeout(self) -> None:
+        call, self._timeoutCall = self._timeoutCall, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _callHook(self, hook: Callable[[Any], object] | None, argument: Any) -> None:
+        if hook is None:
+            return
+        try:
+            result = hook(argument)
+        except Exception:
+            self._log.failure("Error in the {hook!r} hook", hook=hook)
+            return
+        if isinstance(result, Deferred):
+            result.addErrback(
+                lambda f: self._log.failure("Error in the {hook!r} hook", f, hook=hook)
+            )

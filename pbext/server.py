@@ -18,52 +18,19 @@ from typing import Any, Sequence
 from twisted.application import service, strports
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import Portal
+from twisted.logger import Logger
 from twisted.spread import pb
 from twisted.spread.jelly import SecurityOptions, globalSecurity
-from zope.interface import implementer
 
-from pbext.broker import Broker
+from pbext.broker import Broker, registriesFrom, resolvePolicy
+from pbext.login import (  # noqa: F401 (re-exported: they used to live here)
+    _PortalAuthChallenger,
+    _PortalRoot,
+    _PortalWrapper,
+)
+from pbext.security import SecurityPolicy
 
-
-class _PortalAuthChallenger(pb._PortalAuthChallenger):
-    """
-    PB's challenge/response credentials, tolerant of checkers that keep
-    passwords as C{str}.
-
-    L{twisted.cred.strcred}'s C{memory:} checker stores the text it parsed
-    from the command line, while PB's login hashes bytes; the classic
-    challenger raises C{TypeError} on a C{str} password.  Text passwords are
-    encoded as UTF-8 here, which is what a classic client hashed.
-    """
-
-    def checkPassword(self, password: bytes | str) -> bool:
-        if isinstance(password, str):
-            password = password.encode("utf-8")
-        return super().checkPassword(password)
-
-
-class _PortalWrapper(pb._PortalWrapper):
-    """
-    The root object of a portal-backed server: classic PB's, with pbext's
-    challenger.
-    """
-
-    def remote_login(self, username: bytes) -> tuple[bytes, _PortalAuthChallenger]:
-        c = pb.challenge()
-        return c, _PortalAuthChallenger(self.portal, self.broker, username, c)
-
-
-@implementer(pb.IPBRoot)
-class _PortalRoot:
-    """
-    Adapts a L{Portal} to L{pb.IPBRoot} with pbext's login objects.
-    """
-
-    def __init__(self, portal: Portal) -> None:
-        self.portal = portal
-
-    def rootObject(self, broker: pb.Broker) -> _PortalWrapper:
-        return _PortalWrapper(self.portal, broker)
+_log = Logger()
 
 
 class PBServerFactory(pb.PBServerFactory):
@@ -72,8 +39,11 @@ class PBServerFactory(pb.PBServerFactory):
 
     Accepts everything L{pb.PBServerFactory} accepts.  C{root} is an object
     providing or adaptable to L{pb.IPBRoot}: a L{pb.Root}, or a L{Portal} for
-    logins.
+    logins.  The keyword-only options are pbext's; see
+    L{pbext.broker.Broker} for what each does.
 
+    @ivar policy: the L{SecurityPolicy} of every connection.
+    @ivar registries: the copyable registries of every connection.
     @ivar options: the pbext keyword options this factory was built with.
     """
 
@@ -84,12 +54,80 @@ class PBServerFactory(pb.PBServerFactory):
         root: Any,
         unsafeTracebacks: bool = False,
         security: SecurityOptions = globalSecurity,
+        *,
+        policy: SecurityPolicy | str | None = None,
+        registry: Any = None,
+        reactor: Any = None,
+        callTimeout: float | None = None,
+        keepaliveInterval: float | None = None,
+        keepaliveTimeout: float | None = None,
         **pbextOptions: Any,
     ) -> None:
         if isinstance(root, Portal):
-            root = _PortalRoot(root)
+            # Login options: classicLogin, allowPlaintextLogin, loginThrottle.
+            root = _PortalRoot.fromOptions(root, dict(pbextOptions, reactor=reactor))
         super().__init__(root, unsafeTracebacks, security)
+        self.policy = resolvePolicy(policy, security)
+        self.registries = registriesFrom(registry)
+        self._reactor = reactor
+        self._brokerOptions = {
+            "callTimeout": callTimeout,
+            "keepaliveInterval": keepaliveInterval,
+            "keepaliveTimeout": keepaliveTimeout,
+        }
         self.options = pbextOptions
+        self.connectionCount = 0
+        self._perAddress: dict[str, int] = {}
+
+    def buildProtocol(self, addr: Any) -> pb.Broker | None:
+        """
+        Build a broker for a new connection, or refuse it (return L{None},
+        which closes it) when the policy's connection limits are reached.
+        """
+        limits = self.policy.limits
+        host = getattr(addr, "host", None)
+        if self.connectionCount >= limits.maxConnections or (
+            host is not None
+            and self._perAddress.get(host, 0) >= limits.maxConnectionsPerAddress
+        ):
+            _log.warn(
+                "pbext: connection from {peer} refused: connection limit reached",
+                peer=str(addr),
+                connections=self.connectionCount,
+                pbextEvent="connectionRefused",
+            )
+            return None
+        if issubclass(self.protocol, Broker):
+            proto = self.protocol(
+                isClient=False,
+                security=self.security,
+                policy=self.policy,
+                registries=self.registries,
+                clock=self._reactor,
+                **self._brokerOptions,
+            )
+        else:
+            proto = self.protocol(isClient=False, security=self.security)
+        proto.factory = self  # type: ignore[assignment]
+        proto.setNameForLocal("root", self.root.rootObject(proto))
+        self.connectionCount += 1
+        proto._pbextAddress = host  # type: ignore[union-attr,attr-defined]
+        if host is not None:
+            self._perAddress[host] = self._perAddress.get(host, 0) + 1
+        return proto
+
+    def _brokerLost(self, broker: Broker) -> None:
+        """
+        A broker of this factory lost its connection: count it out.
+        """
+        self.connectionCount -= 1
+        host = getattr(broker, "_pbextAddress", None)
+        if host is not None:
+            left = self._perAddress.get(host, 1) - 1
+            if left > 0:
+                self._perAddress[host] = left
+            else:
+                self._perAddress.pop(host, None)
 
 
 def buildServerFactory(

@@ -21,9 +21,11 @@ from twisted.cred.checkers import (
 )
 from twisted.cred.portal import IRealm
 from twisted.internet import endpoints
+from twisted.logger import Logger
 from twisted.python import reflect, usage
 from twisted.spread import pb
 
+from pbext import login
 from pbext.server import PBServerService, buildServerFactory
 
 #: Credential interfaces PB's challenge/response login can hand a checker.
@@ -33,7 +35,27 @@ _PB_LOGIN_INTERFACES = (
     credentials.IAnonymous,
 )
 
+#: Credential interfaces some login of pbext's can hand a checker: the
+#: challenges above, plaintext passwords (pbext clients over TLS, or with
+#: --allow-plaintext-login) and verified TLS client certificates.
+_LOGIN_INTERFACES = (
+    *_PB_LOGIN_INTERFACES,
+    credentials.IUsernamePassword,
+    login.IClientCertificate,
+)
+
+#: LoginThrottle settings --login-throttle accepts.
+_THROTTLE_SETTINGS = {
+    "freeFailures": int,
+    "initialDelay": float,
+    "maxDelay": float,
+    "refuseAfter": int,
+    "refuseFor": float,
+}
+
 DEFAULT_LISTEN = "tcp:8787"
+
+_log = Logger()
 
 
 def _normalizeMemoryChecker(checker: object) -> object:
@@ -127,7 +149,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         "--realm, a demo root answering echo(x), ping() and version() is "
         "served; with --auth and no --realm, a demo realm whose avatars answer "
         "echo(x) and whoami(). Classic twisted.spread.pb clients can connect "
-        "and log in as they always have."
+        "and log in as they always have; pbext clients negotiate stronger "
+        "logins (a password over TLS, a nonce challenge, a TLS client "
+        "certificate), and failed logins slow down."
     )
 
     optParameters = [
@@ -154,6 +178,20 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "Send full tracebacks of server errors to clients (for debugging "
             "only: tracebacks reveal server internals).",
         ],
+        [
+            "allow-plaintext-login",
+            None,
+            "Accept passwords in plaintext from pbext clients on listeners "
+            "without TLS (unix sockets, loopback or a trusted network); over "
+            "ssl: listeners they are always accepted. Lets checkers of "
+            "plaintext passwords (--auth unix) serve logins there.",
+        ],
+        [
+            "no-classic-login",
+            None,
+            "Refuse classic PB's MD5 challenge login: stock PB clients cannot "
+            "log in; pbext clients use a stronger login.",
+        ],
     ]
 
     compData = usage.Completions(
@@ -162,11 +200,12 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         }
     )
 
-    supportedInterfaces = _PB_LOGIN_INTERFACES
+    supportedInterfaces = _LOGIN_INTERFACES
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["authDescriptions"] = []
 
     def opt_listen(self, description: str) -> None:
         """Listen on this strports endpoint (repeatable; default tcp:8787), e.g. tcp:8787:interface=127.0.0.1 or ssl:8788:privateKey=key.pem."""  # noqa: E501
@@ -191,20 +230,109 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             )
         except Exception as e:
             raise usage.UsageError(f"--auth {description}: {e}")
-        if not any(i in checker.credentialInterfaces for i in _PB_LOGIN_INTERFACES):
+        if not any(i in checker.credentialInterfaces for i in _LOGIN_INTERFACES):
             names = ", ".join(i.__name__ for i in checker.credentialInterfaces)
             raise usage.UsageError(
-                f"--auth {description}: this checker only verifies {names}. "
-                f"PB's login sends a challenge response (a hash of the "
-                f"password), never the password itself, so it needs a "
-                f"checker that holds the passwords, such as memory: or file: "
-                f"without hashing, or anonymous."
+                f"--auth {description}: this checker only verifies {names}, "
+                f"which no PB login sends. PB logins send a password (pbext "
+                f"clients over TLS), a challenge response or nothing "
+                f"(anonymous): use a password checker such as memory:, "
+                f"file: or unix, or anonymous."
             )
         self.addChecker(_normalizeMemoryChecker(checker))
+        self["authDescriptions"].append((description, checker))
+
+    def opt_login_throttle(self, spec: str) -> None:
+        """Slow down failed logins per client address and per username: 'off', or comma-separated settings, by default freeFailures=3, initialDelay=1, maxDelay=30, refuseAfter=20, refuseFor=900 (3 failures at once, then 1 s doubling to 30 s between attempts; refused for 900 s after 20 failures; refuseAfter=0 never refuses)."""  # noqa: E501
+        try:
+            self["loginThrottleSettings"] = _parseThrottle(spec)
+        except ValueError as e:
+            raise usage.UsageError(
+                f"--login-throttle {spec}: {e}. Give 'off' or settings such "
+                f"as freeFailures=3,initialDelay=1,maxDelay=30,refuseAfter=20,"
+                f"refuseFor=900."
+            )
+        self["login-throttle"] = spec
+
+    def opt_tls_client_ca(self, path: str) -> None:
+        """PEM file of certificate authorities: ssl: listeners ask clients for a certificate and verify it against these, and a pbext client with a verified certificate can log in as its subject commonName."""  # noqa: E501
+        try:
+            self["clientAuthorities"] = login.loadAuthorities(path)
+        except ImportError as e:
+            raise usage.UsageError(
+                f"--tls-client-ca needs TLS support ({e}); install pbext[tls]."
+            )
+        except Exception as e:
+            raise usage.UsageError(
+                f"--tls-client-ca {path}: cannot load certificates from it "
+                f"({type(e).__name__}: {e}); give a PEM file of CA certificates."
+            )
+        self["tls-client-ca"] = path
+
+    def _checkLogins(self) -> None:
+        """
+        Refuse checkers no login can serve with these options, and note
+        which clients can log in with each of the others.
+        """
+        tls = any(_isTLS(d) for d in self["listen"])
+        plaintext = tls or bool(self["allow-plaintext-login"])
+        classic = not self["no-classic-login"]
+        notes = []
+        for description, checker in self["authDescriptions"]:
+            interfaces = set(checker.credentialInterfaces)
+            challenge = bool(
+                interfaces
+                & {credentials.IUsernameHashedPassword, pb.IUsernameMD5Password}
+            )
+            anonymous = credentials.IAnonymous in interfaces
+            password = credentials.IUsernamePassword in interfaces
+            if password and not (challenge or anonymous):
+                if not plaintext:
+                    raise usage.UsageError(
+                        f"--auth {description}: this checker verifies plaintext "
+                        f"passwords only, which pbext clients send only over "
+                        f"TLS and stock PB clients never send. Add a TLS "
+                        f"listener (--listen ssl:8788:privateKey=server.key:"
+                        f"certKey=server.pem) or, on a unix socket or trusted "
+                        f"network, --allow-plaintext-login."
+                    )
+                if self["allow-plaintext-login"]:
+                    who = (
+                        "pbext clients can log in, over TLS or, with "
+                        "--allow-plaintext-login, over other listeners if the "
+                        "client sets allowPlaintextLogin=True too"
+                    )
+                else:
+                    who = "pbext clients connecting over TLS (ssl: listen) can log in"
+                notes.append(
+                    f"--auth {description}: only {who}; stock PB clients "
+                    f"cannot (their MD5 challenge login needs a checker that "
+                    f"holds the passwords)."
+                )
+            elif (challenge or password) and not classic:
+                notes.append(
+                    f"--auth {description}: only pbext clients can log in; "
+                    f"stock PB clients cannot (--no-classic-login)."
+                )
+        self["authNotes"] = notes
 
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        if self.get("clientAuthorities"):
+            if not any(_isTLS(d) for d in self["listen"]):
+                raise usage.UsageError(
+                    "--tls-client-ca needs a TLS listener to ask for client "
+                    "certificates: add --listen ssl:8788:privateKey=server.key"
+                    ":certKey=server.pem."
+                )
+            if self["root"]:
+                raise usage.UsageError(
+                    "--tls-client-ca logs clients in to a realm; use --realm "
+                    "(or neither, for the demo realm) instead of --root."
+                )
+            self.addChecker(login.ClientCertificateChecker())
+        self._checkLogins()
         checkers = self.get("credCheckers", [])
         if self["root"] and self["realm"]:
             raise usage.UsageError(
@@ -235,15 +363,70 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             self["realmObject"] = None
 
 
+def _isTLS(description: str) -> bool:
+    """
+    Whether a server endpoint description listens with TLS (C{ssl:}, also
+    behind C{haproxy:}).
+    """
+    kind, _, rest = description.partition(":")
+    if kind == "haproxy":
+        return _isTLS(rest)
+    return kind == "ssl"
+
+
+def _parseThrottle(spec: str) -> dict[str, Any] | None:
+    """
+    Parse C{--login-throttle}: C{None} for C{off}, else L{login.LoginThrottle}
+    keyword arguments.
+
+    @raise ValueError: if C{spec} names an unknown setting or bad value.
+    """
+    if spec.strip().lower() == "off":
+        return None
+    settings: dict[str, Any] = {}
+    for item in spec.split(","):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in _THROTTLE_SETTINGS:
+            raise ValueError(f"unknown setting {item.strip()!r}")
+        settings[name] = _THROTTLE_SETTINGS[name](value)
+    if settings.get("refuseAfter") == 0:
+        settings["refuseAfter"] = None
+    # Check the combination now rather than when the server starts.
+    from twisted.internet.task import Clock
+
+    login.LoginThrottle(Clock(), **settings)
+    return settings
+
+
 def makeService(config: dict[str, Any]) -> service.MultiService:
     """
     Build the service C{twistd pbserver} runs from parsed L{Options}.
     """
+    from twisted.internet import reactor
+
     checkers: list[ICredentialsChecker] = list(config.get("credCheckers", []))
+    loginOptions: dict[str, Any] = {
+        "classicLogin": not config.get("no-classic-login"),
+        "allowPlaintextLogin": bool(config.get("allow-plaintext-login")),
+    }
+    if "loginThrottleSettings" in config:
+        settings = config["loginThrottleSettings"]
+        loginOptions["loginThrottle"] = (
+            None if settings is None else login.LoginThrottle(reactor, **settings)
+        )
     factory = buildServerFactory(
         root=config.get("rootObject"),
         realm=config.get("realmObject"),
         checkers=checkers,
         unsafeTracebacks=bool(config.get("unsafe-tracebacks")),
+        **(loginOptions if checkers else {}),
     )
-    return PBServerService(factory, config["listen"])
+    for note in config.get("authNotes", []):
+        _log.info("pbext: {note}", note=note, pbextEvent="authNote")
+    listenReactor: Any = reactor
+    if config.get("clientAuthorities"):
+        listenReactor = login.askForClientCertificates(
+            reactor, config["clientAuthorities"]
+        )
+    return PBServerService(factory, config["listen"], reactor=listenReactor)

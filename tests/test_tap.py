@@ -9,15 +9,35 @@ from io import StringIO
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker
-from twisted.cred.credentials import IAnonymous, IUsernameHashedPassword
+from twisted.cred import strcred
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import (
+    IAnonymous,
+    ISSHPrivateKey,
+    IUsernameHashedPassword,
+)
 from twisted.cred.portal import Portal
 from twisted.internet.testing import MemoryReactor
+from twisted.logger import capturedLogs
 from twisted.plugin import getPlugins
 from twisted.python import usage
+from twisted.python.filepath import FilePath
 from twisted.spread import pb
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
-from pbext import demo, server, tap
+from pbext import demo, login, server, tap
+
+
+def makeCertificates(test: SynchronousTestCase) -> object:
+    """
+    Certificates for C{ssl:} listeners, made by L{tests.test_tls}.
+    """
+    try:
+        from tests.test_tls import Certificates
+    except ImportError as e:  # pragma: no cover
+        raise test.skipException(f"no TLS support: {e}")
+    return Certificates(FilePath(test.mktemp()))
 
 
 class CustomRoot(pb.Root):
@@ -177,12 +197,121 @@ class OptionsTests(SynchronousTestCase):
     def test_authUnix(self) -> None:
         """
         C{--auth unix}, a checker that only verifies plaintext passwords, is
-        refused at parse time with the reason: PB's login never sends the
-        password.
+        refused on listeners without TLS, saying how to fix it: no login can
+        serve it there (pbext clients send passwords only over TLS, stock
+        clients never).
         """
         message = self.assertUsageError("--auth", "unix")
-        self.assertIn("IUsernamePassword", message)
-        self.assertIn("challenge", message)
+        self.assertIn("plaintext", message)
+        self.assertIn("--listen ssl:", message)
+        self.assertIn("--allow-plaintext-login", message)
+
+    def test_authUnixOverTLS(self) -> None:
+        """
+        With a C{ssl:} listener, C{--auth unix} is accepted, with a note that
+        only pbext clients over TLS can log in.
+        """
+        certificates = makeCertificates(self)
+        options = self.parse(
+            "--listen",
+            certificates.serverDescription(),
+            "--listen",
+            "tcp:0",
+            "--auth",
+            "unix",
+        )
+        (note,) = options["authNotes"]
+        self.assertIn("only pbext clients connecting over TLS", note)
+        self.assertIn("stock PB clients cannot", note)
+
+    def test_authUnixAllowPlaintext(self) -> None:
+        """
+        With C{--allow-plaintext-login}, C{--auth unix} is accepted without
+        TLS, with a note saying the client must opt in too.
+        """
+        options = self.parse("--auth", "unix", "--allow-plaintext-login")
+        (note,) = options["authNotes"]
+        self.assertIn("allowPlaintextLogin=True", note)
+        self.assertIn("stock PB clients cannot", note)
+
+    def test_authNoNotes(self) -> None:
+        """
+        A checker every client can use (C{memory:}) gets no note.
+        """
+        self.assertEqual(self.parse("--auth", "memory:a:b")["authNotes"], [])
+
+    def test_authUnusable(self) -> None:
+        """
+        A checker no PB login can serve (here one for SSH keys) is refused
+        at parse time.
+        """
+
+        @implementer(ICredentialsChecker)
+        class KeyChecker:
+            credentialInterfaces = (ISSHPrivateKey,)
+
+        self.patch(strcred, "makeChecker", lambda description: KeyChecker())
+        message = self.assertUsageError("--auth", "sshkeys")
+        self.assertIn("ISSHPrivateKey", message)
+
+    def test_noClassicLogin(self) -> None:
+        """
+        C{--no-classic-login} is a flag; with it, password checkers get a
+        note that stock clients cannot log in.
+        """
+        options = self.parse("--auth", "memory:a:b", "--no-classic-login")
+        self.assertTrue(options["no-classic-login"])
+        (note,) = options["authNotes"]
+        self.assertIn("stock PB clients cannot", note)
+
+    def test_loginThrottle(self) -> None:
+        """
+        C{--login-throttle} takes L{LoginThrottle} settings, or C{off}.
+        """
+        options = self.parse("--login-throttle", "freeFailures=1, maxDelay=5")
+        self.assertEqual(
+            options["loginThrottleSettings"], {"freeFailures": 1, "maxDelay": 5.0}
+        )
+        options = self.parse("--login-throttle", "refuseAfter=0")
+        self.assertEqual(options["loginThrottleSettings"], {"refuseAfter": None})
+        self.assertIsNone(
+            self.parse("--login-throttle", "off")["loginThrottleSettings"]
+        )
+
+    def test_loginThrottleInvalid(self) -> None:
+        """
+        Unknown settings, bad values and settings that make no sense are
+        usage errors.
+        """
+        for spec in ("bogus=1", "maxDelay=x", "initialDelay=9,maxDelay=1"):
+            message = self.assertUsageError("--login-throttle", spec)
+            self.assertIn("--login-throttle", message)
+
+    def test_tlsClientCA(self) -> None:
+        """
+        C{--tls-client-ca} loads the authorities and adds a checker of
+        client certificates, so the demo realm is served.
+        """
+        certificates = makeCertificates(self)
+        options = self.parse(
+            "--listen",
+            certificates.serverDescription(),
+            "--tls-client-ca",
+            certificates.ca,
+        )
+        self.assertEqual(len(options["clientAuthorities"]), 1)
+        self.assertIn(login.IClientCertificate, options["credInterfaces"])
+
+    def test_tlsClientCANeedsTLS(self) -> None:
+        """
+        C{--tls-client-ca} without an C{ssl:} listener is a usage error; so
+        is a file with no certificate.
+        """
+        certificates = makeCertificates(self)
+        message = self.assertUsageError("--tls-client-ca", certificates.ca)
+        self.assertIn("--listen ssl:", message)
+        message = self.assertUsageError("--tls-client-ca", certificates.serverKey)
+        self.assertIn("no PEM certificate", message)
 
     def test_authUnknown(self) -> None:
         """
@@ -207,17 +336,18 @@ class OptionsTests(SynchronousTestCase):
         options = self.parse("--auth", "anonymous")
         self.assertIn(IAnonymous, options["credInterfaces"])
 
-    def test_helpAuthListsOnlyUsable(self) -> None:
+    def test_helpAuthListsUsable(self) -> None:
         """
-        C{--help-auth} lists checkers PB's login can serve, such as
-        C{memory}, and not C{unix}.
+        C{--help-auth} lists the checkers some login can serve: C{memory}
+        for every client, and C{unix} for pbext clients sending the
+        password.
         """
         options = tap.Options()
         options.authOutput = StringIO()
         self.assertRaises(SystemExit, options.parseOptions, ["--help-auth"])
         output = options.authOutput.getvalue()
         self.assertIn("memory", output)
-        self.assertNotIn("unix", output)
+        self.assertIn("unix", output)
 
     def test_unsafeTracebacks(self) -> None:
         """
@@ -237,6 +367,10 @@ class OptionsTests(SynchronousTestCase):
             "--auth",
             "--help-auth",
             "--unsafe-tracebacks",
+            "--allow-plaintext-login",
+            "--no-classic-login",
+            "--login-throttle",
+            "--tls-client-ca",
         ):
             self.assertIn(option, text)
 
@@ -294,6 +428,51 @@ class MakeServiceTests(SynchronousTestCase):
         """
         svc = self.makeService("--unsafe-tracebacks")
         self.assertTrue(svc.factory.unsafeTracebacks)
+
+    def test_loginDefaults(self) -> None:
+        """
+        By default the portal serves the classic login, refuses plaintext
+        passwords without TLS and throttles failed logins with the
+        documented defaults.
+        """
+        root = self.makeService("--auth", "memory:a:b").factory.root
+        self.assertTrue(root.classicLogin)
+        self.assertFalse(root.allowPlaintextLogin)
+        self.assertEqual(root.loginThrottle.freeFailures, 3)
+        self.assertEqual(root.loginThrottle.maxDelay, 30.0)
+
+    def test_loginOptions(self) -> None:
+        """
+        C{--no-classic-login}, C{--allow-plaintext-login} and
+        C{--login-throttle} reach the portal's login objects.
+        """
+        root = self.makeService(
+            "--auth",
+            "memory:a:b",
+            "--no-classic-login",
+            "--allow-plaintext-login",
+            "--login-throttle",
+            "freeFailures=5,refuseFor=60",
+        ).factory.root
+        self.assertFalse(root.classicLogin)
+        self.assertTrue(root.allowPlaintextLogin)
+        self.assertEqual(
+            (root.loginThrottle.freeFailures, root.loginThrottle.refuseFor), (5, 60.0)
+        )
+        root = self.makeService(
+            "--auth", "memory:a:b", "--login-throttle", "off"
+        ).factory.root
+        self.assertIsNone(root.loginThrottle)
+
+    def test_authNotesLogged(self) -> None:
+        """
+        The notes about which clients can use each checker are logged when
+        the service is made.
+        """
+        with capturedLogs() as events:
+            self.makeService("--auth", "unix", "--allow-plaintext-login")
+        (event,) = [e for e in events if e.get("pbextEvent") == "authNote"]
+        self.assertIn("--auth unix", event["note"])
 
     def test_listensWhenStarted(self) -> None:
         """

@@ -1,0 +1,138 @@
+"""
+The systems the benchmarks compare, and what they share.
+
+C{classic} is stock L{twisted.spread.pb} on both ends and the baseline of
+every ratio; C{pbext} is L{pbext.PBServerFactory} and L{pbext.PBClientFactory}
+on both ends with their default options.  C{pyro5} (msgpack serializer) and
+C{rpyc} are optional peers, measured only when importable.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict, Optional, Tuple
+
+#: The baseline system: every ratio is a system's median over its median.
+BASELINE = "classic"
+
+#: Systems built on Twisted's PB, measured with a Twisted client.
+TWISTED_SYSTEMS: Tuple[str, ...] = ("classic", "pbext")
+
+#: Optional peers, measured with their own blocking clients.
+PEERS: Tuple[str, ...] = ("pyro5", "rpyc")
+
+ALL_SYSTEMS: Tuple[str, ...] = TWISTED_SYSTEMS + PEERS
+
+#: The modules each optional peer needs.
+_PEER_MODULES: Dict[str, Tuple[str, ...]] = {
+    "pyro5": ("Pyro5.api", "msgpack"),
+    "rpyc": ("rpyc",),
+}
+
+#: RPyC's connection settings on both ends.  C{allow_pickle} lets
+#: C{rpyc.utils.classic.obtain} copy lists, dictionaries and objects by
+#: value: without it RPyC hands out references, and an echo would measure
+#: nothing but a proxy.
+RPYC_CONFIG: Dict[str, Any] = {
+    "allow_pickle": True,
+    "sync_request_timeout": 120,
+}
+
+#: Worker threads of the Pyro5 server: more than the clients workload's
+#: connections, which Pyro5's default pool of 80 would refuse.
+PYRO_THREADS = 512
+
+
+def available(system: str) -> Tuple[bool, str]:
+    """
+    Whether C{system} can be measured in this environment.
+
+    @return: C{(True, version)} or C{(False, reason)}.
+    """
+    if system in TWISTED_SYSTEMS:
+        return True, ""
+    for name in _PEER_MODULES.get(system, ()):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            return False, f"not importable ({e}); `tox -e bench` installs it"
+    return True, peerVersion(system) or ""
+
+
+def peerVersion(system: str) -> Optional[str]:
+    """
+    The installed version of an optional peer, or L{None}.
+    """
+    module = {"pyro5": "Pyro5", "rpyc": "rpyc"}.get(system)
+    if module is None:
+        return None
+    try:
+        imported = importlib.import_module(module)
+    except ImportError:
+        return None
+    version = getattr(imported, "__version__", None)
+    if version is None and system == "rpyc":
+        version = getattr(imported, "version", None)
+        version = getattr(version, "version_string", version)
+    return None if version is None else str(version)
+
+
+def readRSS(pid: int) -> Optional[int]:
+    """
+    The resident set size of process C{pid} in KiB, from
+    C{/proc/<pid>/status}, or L{None} where there is no such file.
+    """
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _pointToDict(point: Any) -> Dict[str, Any]:
+    from benchmarks.payloads import PLAIN_POINT_NAME
+
+    return {
+        "__class__": PLAIN_POINT_NAME,
+        "x": point.x,
+        "y": point.y,
+        "name": point.name,
+    }
+
+
+def _dictToPoint(name: str, state: Dict[str, Any]) -> Any:
+    from benchmarks.payloads import PlainPoint
+
+    return PlainPoint(state["x"], state["y"], state["name"])
+
+
+def configurePyroServer() -> None:
+    """
+    Set up Pyro5 in a server process: a thread pool large enough for the
+    clients workload, and L{PlainPoint} sent as a dictionary.
+    """
+    import Pyro5
+    import Pyro5.api
+
+    from benchmarks.payloads import PlainPoint
+
+    Pyro5.config.SERVERTYPE = "thread"
+    Pyro5.config.THREADPOOL_SIZE = PYRO_THREADS
+    Pyro5.api.register_class_to_dict(PlainPoint, _pointToDict)
+
+
+def configurePyroClient() -> None:
+    """
+    Set up Pyro5 in a client process: the msgpack serializer, and
+    L{PlainPoint} rebuilt from its dictionary.
+    """
+    import Pyro5
+    import Pyro5.api
+
+    from benchmarks.payloads import PLAIN_POINT_NAME
+
+    Pyro5.config.SERIALIZER = "msgpack"
+    Pyro5.api.register_dict_to_class(PLAIN_POINT_NAME, _dictToPoint)

@@ -1,0 +1,857 @@
+# -*- test-case-name: tests.test_jelly -*-
+"""
+pbext's jellier and unjellier: Twisted's, with a closed type lookup,
+linear reference resolution, checked copy state and fast paths.
+
+Entry points (what pbext's broker calls)
+========================================
+
+  - L{jelly}C{(obj, taster, invoker, registries=())} (alias L{jellyFor})
+    serializes one object, as L{twisted.spread.jelly.jelly} does, asking
+    the connection's copyable registries first.  Pass the policy's
+    L{outgoingTaster<pbext.security.SecurityPolicy.outgoingTaster>}.
+  - L{unjelly}C{(sexp, taster, invoker, registries=(), policy=None)}
+    (alias L{unjellyFor}) rebuilds one received expression.  Pass the
+    policy's L{forConnection<pbext.security.SecurityPolicy.forConnection>}
+    taster; C{policy} defaults to the policy behind that taster.  It
+    raises L{twisted.spread.jelly.InsecureJelly} (or its subclass
+    L{MalformedJelly}) for anything it refuses, and nothing else for bad
+    input.
+  - L{Jellier} and L{Unjellier} are the classes behind them, for callers
+    that need their state (use L{Unjellier.unjellyFull}, not C{unjelly},
+    as the outermost call: it checks the finished result and turns
+    malformed-input errors into L{MalformedJelly}).
+
+Type lookup
+===========
+
+For a received expression C{[tag, ...]} the L{Unjellier} uses, in order:
+jelly's own basic expressions (C{list}, C{tuple}, C{dictionary},
+C{reference}, ...); the connection's registries
+(C{registry.isTypeKnown(tag)}, then C{registry.unjellyFor}); PB's own
+copy tags (C{remote}, C{local}, C{cached}, C{lcache},
+C{twisted.spread.pb.CopyableFailure}); Twisted's global copier registries
+if the policy accepts them; classes given to the policy's
+C{allowInstancesOf}.  Anything else is refused: unless the policy is
+classic, nothing is imported because a peer named it.  After the basic
+expressions and the registries, a classic policy keeps stock jelly's
+lookup (Twisted's registry, the other C{_unjelly_*} methods, then
+importing by name under the taster's module and class checks).
+
+Basic expressions come first so no registry can change what C{reference}
+or C{list} mean.
+
+This is a private module: its API may change with the broker's needs.
+
+@since: pbext NEXT
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Callable, Iterable, Mapping, cast
+
+from twisted.persisted.crefutil import NotKnown, _DictKeyAndValue
+from twisted.python.reflect import qual
+from twisted.spread import flavors, pb
+from twisted.spread import jelly as _twistedJelly
+from twisted.spread.jelly import InsecureJelly
+
+from pbext.security import (
+    _IMPORTING_TYPES,
+    BoundPolicy,
+    _allowsBasicTypes,
+    _allowsSentBuiltins,
+)
+
+__all__ = [
+    "MalformedJelly",
+    "Jellier",
+    "Unjellier",
+    "jelly",
+    "unjelly",
+    "jellyFor",
+    "unjellyFor",
+]
+
+
+class MalformedJelly(InsecureJelly):
+    """
+    A received jelly expression is not well formed: an expression with the
+    wrong number or kinds of elements, a reference ID defined twice or
+    never, a bad boolean or date string, an unhashable dictionary key, or
+    nesting deeper than the stack allows.
+
+    It is an L{twisted.spread.jelly.InsecureJelly}, so code that handles
+    refused jelly handles it too; the original error, if any, is its C{__cause__}.
+
+    @since: pbext NEXT
+    """
+
+
+# Errors that malformed input makes Python or Twisted code raise while
+# unjellying; unjellyFull turns them into MalformedJelly.
+_MALFORMED_ERRORS = (
+    ArithmeticError,
+    AssertionError,
+    AttributeError,
+    ImportError,
+    LookupError,
+    RecursionError,
+    TypeError,
+    ValueError,
+)
+
+_MISSING = object()
+
+
+def _checkArity(rest: list[Any], count: int, tag: str) -> None:
+    """
+    Refuse an expression whose arguments (after the tag) are not C{count}.
+    """
+    if len(rest) != count:
+        raise MalformedJelly(
+            f"{tag} expression needs {count} argument(s), got {len(rest)}"
+        )
+
+
+def _checkRefID(refid: object) -> None:
+    """
+    Refuse a reference ID that is not an integer.
+    """
+    if type(refid) is not int:
+        raise MalformedJelly(f"reference IDs are integers, not {type(refid).__name__}")
+
+
+class _PendingReference(NotKnown):
+    """
+    A placeholder for a reference ID used (by C{dereference}) before its
+    C{reference} expression has finished.
+
+    If that expression's value is itself still unresolved (a tuple waiting
+    for a forward reference), the placeholder forwards its dependants to
+    it, instead of resolving them to a placeholder as crefutil does.
+
+    @ivar forwardTo: The unresolved value the dependants now wait for.
+    """
+
+    forwardTo: NotKnown | None = None
+
+    def __init__(self, refid: int) -> None:
+        NotKnown.__init__(self)
+        self.refid = refid
+
+    def addDependant(self, mutableObject: Any, key: Any) -> None:
+        if self.forwardTo is not None:
+            self.forwardTo.addDependant(mutableObject, key)
+        else:
+            NotKnown.addDependant(self, mutableObject, key)
+
+    def forward(self, target: NotKnown) -> None:
+        self.forwardTo = target
+        for mutableObject, key in self.dependants:
+            target.addDependant(mutableObject, key)
+        self.dependants = []
+
+
+class _LinearContainer(NotKnown):
+    """
+    An immutable container (tuple, set, frozenset) waiting for some of its
+    items, resolved in time linear in its size.
+
+    Replaces L{twisted.persisted.crefutil._Container}, which removes each
+    index from a list (quadratic in the size).  It keeps the set of indexes
+    still unresolved, and builds the container when it empties.
+    """
+
+    def __init__(
+        self,
+        items: list[Any],
+        containerType: Callable[[list[Any]], Any],
+        pending: Iterable[int],
+    ) -> None:
+        """
+        @param items: The items, some of them unresolved placeholders.
+        @param containerType: Builds the container from the finished items.
+        @param pending: The indexes of the placeholders in C{items}.
+        """
+        NotKnown.__init__(self)
+        self.containerType = containerType
+        self.items = items
+        self.unresolved = set(pending)
+        for index in self.unresolved:
+            items[index].addDependant(self, index)
+
+    def __setitem__(self, index: int, value: Any) -> None:
+        self.items[index] = value
+        if isinstance(value, NotKnown):
+            value.addDependant(self, index)
+            return
+        self.unresolved.discard(index)
+        if not self.unresolved and not self.resolved:
+            self.resolveDependants(self.containerType(self.items))
+
+
+def _copyStateProblem(state: object) -> str | None:
+    """
+    Why C{state} may not become an instance's C{__dict__}, or
+    L{None} if it may: it must be a dictionary (or empty) whose keys are
+    identifiers (C{str}, or UTF-8 C{bytes}) not starting with two
+    underscores.
+    """
+    if state is None:
+        return None
+    if type(state) is not dict:
+        if type(state) in (list, tuple, bytes, str, int, float) and not state:
+            return None
+        return f"state is a {type(state).__name__}, not a dictionary"
+    for key in state:
+        text = key
+        if isinstance(key, bytes):
+            try:
+                text = key.decode("utf-8")
+            except UnicodeDecodeError:
+                return f"state key {key!r} is not UTF-8"
+        if not isinstance(text, str):
+            return f"state key {key!r} is a {type(key).__name__}, not a string"
+        if not text.isidentifier():
+            return f"state key {text!r} is not an identifier"
+        if text.startswith("__"):
+            return f"state key {text!r} names a special attribute"
+    return None
+
+
+def _checkCopyState(state: object, cls: type) -> None:
+    """
+    Refuse C{state} for an instance of C{cls} unless it is ordinary
+    attributes only.
+
+    @raise InsecureJelly: If it is not.
+    """
+    problem = _copyStateProblem(state)
+    if problem is not None:
+        raise InsecureJelly(
+            f"refused state for {qual(cls)}: {problem} (a peer may only set "
+            f"ordinary attributes)"
+        )
+
+
+def _assignsStateWholesale(cls: type) -> bool:
+    """
+    Whether C{cls} unjellies with Twisted's own C{unjellyFor}, which hands
+    the received state to C{setCopyableState} or C{setStateFor}
+    implementations that assign it to C{__dict__} unchecked.
+    """
+    if issubclass(cls, flavors.RemoteCopy):
+        return cls.unjellyFor in (
+            flavors.RemoteCopy.unjellyFor,
+            flavors.RemoteCache.unjellyFor,
+        ) and cls.setCopyableState in (
+            flavors.RemoteCopy.setCopyableState,
+            pb.CopiedFailure.setCopyableState,
+        )
+    if issubclass(cls, _twistedJelly.Unjellyable):
+        return (
+            cls.unjellyFor is _twistedJelly.Unjellyable.unjellyFor
+            and cls.setStateFor is _twistedJelly.Unjellyable.setStateFor
+        )
+    return False
+
+
+class _StateChecking:
+    """
+    The unjellier as seen by a classic C{unjellyFor} implementation whose
+    state needs checking: every value that implementation unjellies
+    directly is its state, and is checked before it is returned.
+    """
+
+    def __init__(self, unjellier: Unjellier, cls: type) -> None:
+        self._unjellier = unjellier
+        self._cls = cls
+
+    def unjelly(self, obj: Any) -> Any:
+        state = self._unjellier.unjelly(obj)
+        _checkCopyState(state, self._cls)
+        return state
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._unjellier, name)
+
+
+def _classicRegistry() -> Mapping[bytes, Any]:
+    """
+    Twisted's global copier registry, looked up on each use (tests and
+    applications may replace it).  Its keys are bytes, whatever its
+    annotation says.
+    """
+    return cast("Mapping[bytes, Any]", _twistedJelly.unjellyableRegistry)
+
+
+def _classicFactories() -> Mapping[bytes, Any]:
+    """
+    Twisted's global copier factory registry, looked up on each use.
+    """
+    return cast("Mapping[bytes, Any]", _twistedJelly.unjellyableFactoryRegistry)
+
+
+# PB's own copy tags, always understood.
+_PB_UNJELLYABLES: dict[bytes, Any] = {
+    b"remote": pb.RemoteReference,
+    b"local": flavors.unjellyLocal,
+    b"cached": flavors.unjellyCached,
+    b"lcache": flavors.unjellyLCache,
+    b"twisted.spread.pb.CopyableFailure": pb.CopiedFailure,
+}
+
+
+# PB's reference tags: [tag, id], meaningful only to a broker.
+_PB_REFERENCE_TAGS = frozenset({b"remote", b"local", b"cached", b"lcache"})
+
+
+class Unjellier(_twistedJelly._Unjellier):
+    """
+    Twisted's unjellier with pbext's type lookup (see the module
+    docstring), linear-time reference resolution, checked copy state, and
+    L{MalformedJelly} for malformed input.
+
+    @ivar registries: The connection's copyable registries, in order.
+    @ivar policy: The security policy (or L{None}).
+    @ivar classic: Whether stock jelly's lookup applies after the registries.
+    @ivar acceptClassicRegistry: Whether Twisted's global copier registries
+        are consulted.
+    @ivar checkCopyState: Whether state for classic C{RemoteCopy} and
+        C{Unjellyable} classes (and C{allowInstancesOf} classes) is checked.
+    """
+
+    def __init__(
+        self,
+        taster: Any,
+        invoker: Any = None,
+        registries: Iterable[Any] = (),
+        policy: Any = None,
+        persistentLoad: Any = None,
+    ) -> None:
+        """
+        @param taster: The C{SecurityOptions}-compatible taster consulted
+            for every type name (normally C{policy.forConnection(...)}).
+        @param invoker: The broker, or L{None}.
+        @param registries: The connection's L{ICopyableRegistry} providers;
+            by default those C{taster} was bound to, if it is a
+            L{BoundPolicy}.
+        @param policy: The L{SecurityPolicy}; by default the one behind
+            C{taster}, else non-classic behaviour with the classic registry
+            accepted and copy state checked.
+        @param persistentLoad: Stock jelly's persistent-load hook (classic
+            policies only).
+        """
+        super().__init__(taster, persistentLoad, invoker)
+        registries = tuple(registries)
+        if not registries and isinstance(taster, BoundPolicy):
+            registries = taster.registries
+        self.registries = registries
+        if policy is None:
+            if isinstance(taster, BoundPolicy):
+                policy = taster.policy
+            elif hasattr(taster, "instanceClassFor"):
+                policy = taster
+        self.policy = policy
+        self.classic = bool(getattr(policy, "classic", False))
+        self.acceptClassicRegistry = bool(
+            getattr(policy, "acceptClassicRegistry", True)
+        )
+        self.checkCopyState = bool(getattr(policy, "checkCopyState", True))
+        self._trustBasic = _allowsBasicTypes(taster)
+
+    def unjellyFull(self, obj: Any) -> Any:
+        """
+        Unjelly a whole received expression and run the C{postUnjelly}
+        hooks.
+
+        @raise InsecureJelly: If the expression is refused.
+        @raise MalformedJelly: If it is malformed.
+        """
+        try:
+            result = self._finish(self.unjelly(obj))
+        except InsecureJelly:
+            raise
+        except _MALFORMED_ERRORS as e:
+            raise MalformedJelly(
+                f"malformed jelly expression ({type(e).__name__}: {e})"
+            ) from e
+        for hook in self.postCallbacks:
+            hook()
+        return result
+
+    def _finish(self, result: Any) -> Any:
+        """
+        Refuse a result that still waits for a reference never defined.
+        """
+        if isinstance(result, NotKnown):
+            if not result.resolved:
+                raise MalformedJelly("expression refers to an undefined reference")
+            result = result.resolvedObject
+        for value in self.references.values():
+            if isinstance(value, NotKnown) and not value.resolved:
+                raise MalformedJelly("expression refers to an undefined reference")
+        return result
+
+    def unjelly(self, obj: Any) -> Any:
+        if type(obj) is not list:
+            return obj
+        if not obj:
+            raise MalformedJelly("empty jelly expression")
+        tag = obj[0]
+        if type(tag) is not bytes:
+            raise MalformedJelly(
+                f"jelly expression tags are bytes, not {type(tag).__name__}"
+            )
+        thunk = _BASIC_THUNKS.get(tag)
+        if thunk is not None:
+            if not (self._trustBasic or self.taster.isTypeAllowed(tag)):
+                raise InsecureJelly(f"type {tag!r} not allowed")
+            return thunk(self, obj[1:])
+        if not self.classic and tag in _IMPORTING_TYPES:
+            raise InsecureJelly(
+                f"{tag.decode()!r} expressions are refused: nothing is imported "
+                f"because a peer named it"
+            )
+        for registry in self.registries:
+            if registry.isTypeKnown(tag):
+                if not self.taster.isTypeAllowed(tag):
+                    raise InsecureJelly(f"type {tag!r} not allowed")
+                return self._maybePostUnjelly(registry.unjellyFor(tag, self, obj))
+        if self.classic:
+            return self._unjellyClassic(tag, obj)
+        if not self.taster.isTypeAllowed(tag):
+            raise InsecureJelly(f"type {tag!r} not allowed")
+        return self._unjellyNamed(tag, obj)
+
+    def _unjellyNamed(self, tag: bytes, obj: list[Any]) -> Any:
+        """
+        Build the local object for an allowed, non-basic type name from
+        PB's own copy tags, Twisted's registries or the policy's classes.
+        """
+        regClass = _PB_UNJELLYABLES.get(tag)
+        if regClass is None and self.acceptClassicRegistry:
+            regClass = _classicRegistry().get(tag)
+        if regClass is not None:
+            return self._maybePostUnjelly(self._callUnjellyable(regClass, obj))
+        if self.acceptClassicRegistry:
+            factory = _classicFactories().get(tag)
+            if factory is not None:
+                _checkArity(obj[1:], 1, tag.decode("utf-8", "replace"))
+                return self._maybePostUnjelly(factory(self.unjelly(obj[1])))
+        cls = self._instanceClass(tag)
+        if cls is not None:
+            _checkArity(obj[1:], 1, qual(cls))
+            return self._genericUnjelly(cls, obj[1])
+        raise InsecureJelly(
+            f"no local type is registered for {tag!r}: register it with a "
+            f"copyable registry (nothing is imported because a peer named it)"
+        )
+
+    def _unjellyClassic(self, tag: bytes, obj: list[Any]) -> Any:
+        """
+        Stock jelly's lookup, with copy state checked if the policy asks.
+        """
+        if not self.taster.isTypeAllowed(tag):
+            raise InsecureJelly(tag)
+        regClass = _classicRegistry().get(tag)
+        if regClass is not None:
+            return self._maybePostUnjelly(self._callUnjellyable(regClass, obj))
+        return super().unjelly(obj)
+
+    def _callUnjellyable(self, regClass: Any, obj: list[Any]) -> Any:
+        """
+        Call a registered class's C{unjellyFor} (or a registered function),
+        as stock jelly does, checking the state it assigns wholesale.
+        """
+        if obj[0] in _PB_REFERENCE_TAGS:
+            _checkArity(obj[1:], 1, obj[0].decode())
+            if type(obj[1]) not in (int, bytes, str):
+                raise MalformedJelly(
+                    f"object IDs are integers or names, not {type(obj[1]).__name__}"
+                )
+            if self.invoker is None:
+                raise InsecureJelly(
+                    f"{obj[0].decode()!r} expressions need a broker to refer to"
+                )
+        instance = _twistedJelly._createBlank(regClass)
+        method = getattr(instance, "unjellyFor", regClass)
+        unjellier: Any = self
+        if (
+            self.checkCopyState
+            and instance is not None
+            and _assignsStateWholesale(regClass)
+            and not (self.invoker is None and hasattr(regClass, "__setstate__"))
+        ):
+            unjellier = _StateChecking(self, regClass)
+        return method(unjellier, obj)
+
+    def _instanceClass(self, tag: bytes) -> type | None:
+        """
+        The class the policy (or a stock taster's C{allowInstancesOf})
+        allows instances of under the name C{tag}.
+        """
+        finder = getattr(self.policy, "instanceClassFor", None)
+        if finder is not None:
+            return finder(tag)
+        for klass in getattr(self.taster, "allowedClasses", {}):
+            if isinstance(klass, type) and qual(klass).encode("utf-8") == tag:
+                return klass
+        return None
+
+    def _genericUnjelly(self, cls: type, state: Any) -> Any:
+        state = self.unjelly(state)
+        if self.checkCopyState and not hasattr(cls, "__setstate__"):
+            _checkCopyState(state, cls)
+        return self._maybePostUnjelly(_twistedJelly._newInstance(cls, state))
+
+    def _unjellyItems(self, rest: list[Any]) -> tuple[list[Any], list[int]]:
+        """
+        Unjelly the items of a sequence expression.
+
+        @return: The items, and the indexes of those still unresolved (each
+            already told to update the items list when it resolves).
+        """
+        items: list[Any] = []
+        pending: list[int] = []
+        append = items.append
+        unjelly = self.unjelly
+        for item in rest:
+            if type(item) is list:
+                item = unjelly(item)
+                if isinstance(item, NotKnown):
+                    item.addDependant(items, len(items))
+                    pending.append(len(items))
+            append(item)
+        return items, pending
+
+    def _unjellyImmutable(self, rest: list[Any], containerType: Callable) -> Any:
+        items, pending = self._unjellyItems(rest)
+        pending = [index for index in pending if isinstance(items[index], NotKnown)]
+        if pending:
+            return _LinearContainer(items, containerType, pending)
+        return containerType(items)
+
+    def _unjelly_list(self, rest: list[Any]) -> list[Any]:
+        return self._unjellyItems(rest)[0]
+
+    def _unjelly_tuple(self, rest: list[Any]) -> Any:
+        return self._unjellyImmutable(rest, tuple)
+
+    def _unjelly_set(self, rest: list[Any]) -> Any:
+        return self._unjellyImmutable(rest, set)
+
+    def _unjelly_frozenset(self, rest: list[Any]) -> Any:
+        return self._unjellyImmutable(rest, frozenset)
+
+    def _unjelly_dictionary(self, rest: list[Any]) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        unjelly = self.unjelly
+        for pair in rest:
+            if type(pair) is not list or len(pair) != 2:
+                raise MalformedJelly("dictionary items are [key, value] lists")
+            key, value = pair
+            if type(key) is list:
+                key = unjelly(key)
+            if type(value) is list:
+                value = unjelly(value)
+            if isinstance(key, NotKnown):
+                # Insert once the key is known (crefutil would hash the
+                # placeholder and fail).
+                slot = _DictKeyAndValue(result)
+                key.addDependant(slot, 0)
+                if isinstance(value, NotKnown):
+                    value.addDependant(slot, 1)
+                else:
+                    slot[1] = value
+            else:
+                # Insert now, so the order is the sender's; a placeholder
+                # value is replaced in place when it resolves.
+                result[key] = value
+                if isinstance(value, NotKnown):
+                    value.addDependant(result, key)
+        return result
+
+    def _unjelly_reference(self, rest: list[Any]) -> Any:
+        _checkArity(rest, 2, "reference")
+        refid, expression = rest
+        _checkRefID(refid)
+        value = self.unjelly(expression)
+        previous = self.references.get(refid, _MISSING)
+        if previous is _MISSING:
+            self.references[refid] = value
+        elif (
+            isinstance(previous, _PendingReference)
+            and previous.forwardTo is None
+            and not previous.resolved
+        ):
+            if isinstance(value, NotKnown):
+                previous.forward(value)
+            else:
+                previous.resolveDependants(value)
+            self.references[refid] = value
+        else:
+            raise MalformedJelly(f"multiple references with the same ID {refid}")
+        return value
+
+    def _unjelly_dereference(self, rest: list[Any]) -> Any:
+        _checkArity(rest, 1, "dereference")
+        refid = rest[0]
+        _checkRefID(refid)
+        value = self.references.get(refid, _MISSING)
+        if value is _MISSING:
+            value = self.references[refid] = _PendingReference(refid)
+        elif isinstance(value, NotKnown) and value.resolved:
+            value = self.references[refid] = value.resolvedObject
+        return value
+
+    def _unjelly_None(self, rest: list[Any]) -> None:
+        _checkArity(rest, 0, "None")
+        return None
+
+    def _unjelly_unicode(self, rest: list[Any]) -> str:
+        _checkArity(rest, 1, "unicode")
+        if type(rest[0]) is not bytes:
+            raise MalformedJelly("unicode expressions hold bytes")
+        try:
+            return rest[0].decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise MalformedJelly(f"unicode expression is not UTF-8: {e}") from None
+
+    def _unjelly_boolean(self, rest: list[Any]) -> bool:
+        _checkArity(rest, 1, "boolean")
+        if rest[0] == b"true":
+            return True
+        if rest[0] == b"false":
+            return False
+        raise MalformedJelly(
+            f"boolean expressions hold b'true' or b'false', not {rest[0]!r}"
+        )
+
+    def _unjelly_decimal(self, rest: list[Any]) -> Any:
+        _checkArity(rest, 2, "decimal")
+        if type(rest[0]) is not int or type(rest[1]) is not int:
+            raise MalformedJelly("decimal expressions hold two integers")
+        return super()._unjelly_decimal(rest)
+
+    def _unjellyTimeValue(self, rest: list[Any], tag: str, build: Callable) -> Any:
+        _checkArity(rest, 1, tag)
+        text = rest[0]
+        if type(text) is not bytes or len(text) > 100:
+            raise MalformedJelly(f"bad {tag} string {text!r}")
+        try:
+            return build(rest)
+        except (ValueError, TypeError, OverflowError) as e:
+            raise MalformedJelly(f"bad {tag} string {text!r}: {e}") from None
+
+    def _unjelly_datetime(self, rest: list[Any]) -> datetime.datetime:
+        return self._unjellyTimeValue(rest, "datetime", super()._unjelly_datetime)
+
+    def _unjelly_date(self, rest: list[Any]) -> datetime.date:
+        return self._unjellyTimeValue(rest, "date", super()._unjelly_date)
+
+    def _unjelly_time(self, rest: list[Any]) -> datetime.time:
+        return self._unjellyTimeValue(rest, "time", super()._unjelly_time)
+
+    def _unjelly_timedelta(self, rest: list[Any]) -> datetime.timedelta:
+        return self._unjellyTimeValue(rest, "timedelta", super()._unjelly_timedelta)
+
+    def _unjelly_unpersistable(self, rest: list[Any]) -> _twistedJelly.Unpersistable:
+        _checkArity(rest, 1, "unpersistable")
+        return super()._unjelly_unpersistable(rest)
+
+
+# The basic expressions, dispatched without building method names.
+_BASIC_THUNKS: dict[bytes, Callable[[Unjellier, list[Any]], Any]] = {
+    b"None": Unjellier._unjelly_None,
+    b"unicode": Unjellier._unjelly_unicode,
+    b"boolean": Unjellier._unjelly_boolean,
+    b"decimal": Unjellier._unjelly_decimal,
+    b"datetime": Unjellier._unjelly_datetime,
+    b"date": Unjellier._unjelly_date,
+    b"time": Unjellier._unjelly_time,
+    b"timedelta": Unjellier._unjelly_timedelta,
+    b"list": Unjellier._unjelly_list,
+    b"tuple": Unjellier._unjelly_tuple,
+    b"set": Unjellier._unjelly_set,
+    b"frozenset": Unjellier._unjelly_frozenset,
+    b"dictionary": Unjellier._unjelly_dictionary,
+    b"reference": Unjellier._unjelly_reference,
+    b"dereference": Unjellier._unjelly_dereference,
+    b"unpersistable": Unjellier._unjelly_unpersistable,
+}
+
+
+def _jellyAtom(jellier: Jellier, obj: Any) -> Any:
+    return obj
+
+
+def _jellyStr(jellier: Jellier, obj: str) -> list[bytes]:
+    return [b"unicode", obj.encode("UTF-8")]
+
+
+def _jellyNone(jellier: Jellier, obj: None) -> list[bytes]:
+    return [b"None"]
+
+
+def _jellyBool(jellier: Jellier, obj: bool) -> list[bytes]:
+    return [b"boolean", b"true" if obj else b"false"]
+
+
+_ATOM_TYPES = frozenset({bytes, int, float})
+
+
+def _iterableJellier(atom: bytes) -> Callable[[Jellier, Any], Any]:
+    """
+    A fast jellier for a builtin list, tuple, set or frozenset, producing
+    what stock jelly produces (including back-references).  Strings and
+    atoms among the items are handled inline: they are most of the items
+    of typical data.
+    """
+
+    def jellyIterable(jellier: Jellier, obj: Any) -> Any:
+        preRef = jellier._checkMutable(obj)
+        if preRef:
+            return preRef
+        sxp = jellier.prepare(obj)
+        sxp.append(atom)
+        append = sxp.append
+        jellyItem = jellier.jelly
+        atoms = _ATOM_TYPES
+        for item in obj:
+            kind = type(item)
+            if kind is str:
+                append([b"unicode", item.encode("UTF-8")])
+            elif kind in atoms:
+                append(item)
+            else:
+                append(jellyItem(item))
+        return jellier.preserve(obj, sxp)
+
+    return jellyIterable
+
+
+def _jellyDict(jellier: Jellier, obj: dict[Any, Any]) -> Any:
+    preRef = jellier._checkMutable(obj)
+    if preRef:
+        return preRef
+    sxp = jellier.prepare(obj)
+    sxp.append(b"dictionary")
+    append = sxp.append
+    jellyItem = jellier.jelly
+    atoms = _ATOM_TYPES
+    for key, value in obj.items():
+        # Keys first, as stock jelly does (it matters for references).
+        kind = type(key)
+        if kind is str:
+            key = [b"unicode", key.encode("UTF-8")]
+        elif kind not in atoms:
+            key = jellyItem(key)
+        kind = type(value)
+        if kind is str:
+            value = [b"unicode", value.encode("UTF-8")]
+        elif kind not in atoms:
+            value = jellyItem(value)
+        append([key, value])
+    return jellier.preserve(obj, sxp)
+
+
+# Exact builtin types that stock jelly serializes without consulting
+# anything but the taster (whose answer _allowsSentBuiltins knows).
+_FAST_JELLIERS: dict[type, Callable[[Any, Any], Any]] = {
+    bytes: _jellyAtom,
+    int: _jellyAtom,
+    float: _jellyAtom,
+    str: _jellyStr,
+    type(None): _jellyNone,
+    bool: _jellyBool,
+    list: _iterableJellier(b"list"),
+    tuple: _iterableJellier(b"tuple"),
+    set: _iterableJellier(b"set"),
+    frozenset: _iterableJellier(b"frozenset"),
+    dict: _jellyDict,
+}
+
+
+class Jellier(_twistedJelly._Jellier):
+    """
+    Twisted's jellier, asking the connection's registries first and
+    serializing builtin values without building and tasting their type
+    names.  Its output is exactly stock jelly's for everything stock jelly
+    can send.
+
+    @ivar registries: The connection's copyable registries, in order.
+    """
+
+    def __init__(
+        self,
+        taster: Any,
+        invoker: Any = None,
+        registries: Iterable[Any] = (),
+        persistentStore: Any = None,
+    ) -> None:
+        """
+        @param taster: The taster for what is sent (normally
+            C{policy.outgoingTaster()}).
+        @param invoker: The broker, or L{None}.
+        @param registries: The connection's L{ICopyableRegistry} providers.
+        @param persistentStore: Stock jelly's persistent-store hook.
+        """
+        super().__init__(taster, persistentStore, invoker)
+        self.registries = tuple(registries)
+        self._fast = _FAST_JELLIERS if _allowsSentBuiltins(taster) else {}
+
+    def jelly(self, obj: Any) -> Any:
+        fast = self._fast.get(type(obj))
+        if fast is not None:
+            return fast(self, obj)
+        if self.registries:
+            preRef = self._checkMutable(obj)
+            if preRef:
+                return preRef
+            for registry in self.registries:
+                sexp = registry.jellyFor(obj, self)
+                if sexp is not None:
+                    return sexp
+        return super().jelly(obj)
+
+
+def jelly(
+    obj: object, taster: Any, invoker: Any = None, registries: Iterable[Any] = ()
+) -> Any:
+    """
+    Serialize C{obj} to a jelly expression.
+
+    @param taster: The outgoing taster (C{policy.outgoingTaster()}).
+    @param invoker: The broker, or L{None}.
+    @param registries: The connection's L{ICopyableRegistry} providers.
+    """
+    return Jellier(taster, invoker, registries).jelly(obj)
+
+
+def unjelly(
+    sexp: object,
+    taster: Any,
+    invoker: Any = None,
+    registries: Iterable[Any] = (),
+    policy: Any = None,
+) -> Any:
+    """
+    Rebuild the object a received jelly expression describes.
+
+    @param taster: The connection's taster (C{policy.forConnection(...)}).
+    @param invoker: The broker, or L{None}.
+    @param registries: The connection's L{ICopyableRegistry} providers; by
+        default those C{taster} was bound to.
+    @param policy: The policy; by default the one behind C{taster}.
+
+    @raise InsecureJelly: If the expression is refused.
+    @raise MalformedJelly: If it is malformed.
+    """
+    return Unjellier(taster, invoker, registries, policy).unjellyFull(sexp)
+
+
+jellyFor = jelly
+unjellyFor = unjelly

@@ -1,0 +1,1124 @@
+# -*- test-case-name: tests.test_security -*-
+"""
+The jelly security policy: which types a peer may send, and how much.
+
+Classic PB hands one L{twisted.spread.jelly.SecurityOptions} object to
+jelly in both directions.  Its C{isTypeAllowed} lets I{any} dotted name
+through to a module and class check (U{twisted#6355
+<https://github.com/twisted/twisted/issues/6355>}), it places no bound on
+message size, nesting, outstanding calls or time, and it belongs to the
+whole process (C{globalSecurity}).
+
+A L{SecurityPolicy} is a drop-in for C{SecurityOptions} with a I{closed}
+allowlist: a dotted type name passes only if the local program named it
+(L{SecurityPolicy.allowTypes}, L{SecurityPolicy.allowInstancesOf}), if a
+copyable registry of the connection knows it (L{SecurityPolicy.forConnection})
+or, while C{acceptClassicRegistry} is true, if local code registered it with
+C{pb.setUnjellyableForClass}.  Nothing is ever imported because a peer named
+it.  Each policy carries L{Limits} for the brokers and codecs that use it.
+
+Policies are built fresh by the presets (L{classicPolicy}, L{defaultPolicy},
+L{strictPolicy}), by installed L{IPolicyPlugin} providers, or from a policy
+file; L{loadPolicy} finds any of them from the string an operator gives to
+C{twistd pbserver --policy}.
+
+Policy files
+============
+
+A policy file is INI text read with L{configparser} (no interpolation, keys
+are case-sensitive)::
+
+    # Start from a preset and change what differs.
+    [policy]
+    base = default              ; default, strict or classic (default: default)
+    name = billing              ; used in logs (default: the file's stem)
+    allowPrivateMethods = no
+    acceptClassicRegistry = yes
+    checkCopyState = yes
+
+    [limits]                    ; any field of Limits
+    maxStringBytes = 1048576    ; whole numbers for sizes and counts
+    idleTimeout = 600           ; seconds, or "none" to turn a timeout off
+
+    [types]
+    allow = myapp.billing.Invoice
+            myapp.billing.LineItem
+
+Every section is optional; every other section or key is an error, as is a
+value that does not parse.  Errors raise L{PolicyError} naming the file, the
+section and the key.
+
+@since: pbext NEXT
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import difflib
+import math
+import os
+import sys
+import types
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from twisted.logger import Logger
+from twisted.python.reflect import namedAny, qual
+from twisted.spread import jelly
+from zope.interface import implementer
+
+from pbext.interfaces import ICopyableRegistry, IPolicyPlugin, ISecurityPolicy
+
+__all__ = [
+    "UNLIMITED",
+    "Limits",
+    "PolicyError",
+    "SecurityPolicy",
+    "BoundPolicy",
+    "classicPolicy",
+    "defaultPolicy",
+    "strictPolicy",
+    "presets",
+    "loadPolicy",
+    "describePolicies",
+]
+
+_log = Logger()
+
+UNLIMITED: int = sys.maxsize
+"""
+A limit so large it is never met.  The classic preset uses it for every
+bound that stock PB does not have.
+"""
+
+_KIB = 1024
+_MIB = 1024 * 1024
+
+_TIMEOUT_FIELDS = frozenset({"handshakeTimeout", "messageTimeout", "idleTimeout"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """
+    The bounds one connection works within.
+
+    Sizes and counts are positive integers (L{UNLIMITED} for "no bound");
+    timeouts are positive numbers of seconds or L{None} for "off".  The
+    defaults are chosen so that ordinary traffic, including everything a
+    stock PB peer can send, never meets them; L{Limits.strict} and
+    L{Limits.classic} give the other presets' values.  Build variants with
+    L{dataclasses.replace}, which validates again.
+
+    @since: pbext NEXT
+    """
+
+    maxPrefixBytes: int = 64
+    """
+    The longest banana number prefix accepted, in bytes.  64 is stock
+    banana's own prefix limit, so no stock peer sends longer ones.
+    """
+
+    maxStringBytes: int = 640 * _KIB
+    """
+    The longest string accepted, in bytes.  640 KiB is banana's
+    C{SIZE_LIMIT}: a stock peer refuses longer strings, so nothing that
+    interoperates with stock PB is larger.
+    """
+
+    maxListLength: int = 640 * _KIB
+    """
+    The most elements one list may declare.  Stock banana refuses lists
+    longer than C{SIZE_LIMIT} (640 Ki), so the default is the same.
+    """
+
+    maxDepth: int = 100
+    """
+    How many lists may be open at once while a message is decoded.  Deep
+    nesting costs stack in the unjellier; 100 is far beyond what ordinary
+    data structures reach through jelly (each level of Python nesting costs
+    one or two lists).
+    """
+
+    maxMessageTokens: int = 1_000_000
+    """
+    How many banana tokens one message may hold.  Bounds the objects built
+    for one message; a million is several times a 150,000-item sequence.
+    """
+
+    maxMessageBytes: int = 16 * _MIB
+    """
+    How many bytes one incoming message may take.  16 MiB holds many
+    maximum-size strings while bounding the memory one peer can pin.
+    """
+
+    maxOutgoingMessageBytes: int = 16 * _MIB
+    """
+    The largest message this side sends; a bigger reply is replaced by an
+    error answer.  Stops reference amplification (a small request whose
+    answer repeats one large object many times) and matches what a pbext
+    peer accepts (L{maxMessageBytes}).
+    """
+
+    maxOutstandingCalls: int = 1024
+    """
+    How many incoming calls of one connection may wait for their answers
+    at once.  A thousand in flight is ten times what busy clients pipeline.
+    """
+
+    maxReferences: int = 1024
+    """
+    How many L{pb.Referenceable} objects one connection may hold
+    references to.  1024 is classic PB's C{MAX_BROKER_REFS}.
+    """
+
+    maxCachedObjects: int = 1024
+    """
+    How many L{pb.Cacheable} objects may be cached on one connection;
+    classic PB applies C{MAX_BROKER_REFS} (1024) here too.
+    """
+
+    maxMethodNameLength: int = 256
+    """
+    The longest remote method name a peer may call.  Python names are
+    rarely longer than 60 characters.
+    """
+
+    maxPendingWriteBytes: int = 64 * _MIB
+    """
+    How many bytes may be written to a connection while its transport has
+    asked us to pause; past this the broker stops reading from that peer
+    until the transport drains.  Four maximum-size replies.
+    """
+
+    handshakeTimeout: float | None = 30.0
+    """
+    Seconds within which the banana and broker version handshake must
+    finish; a real peer needs one round trip.
+    """
+
+    messageTimeout: float | None = 120.0
+    """
+    Seconds a partly received message may take to arrive completely, so a
+    peer cannot hold a buffer open by dribbling bytes.  A maximum-size
+    message arrives well within it at 2 Mbit/s.
+    """
+
+    idleTimeout: float | None = None
+    """
+    Seconds without any traffic after which a connection is closed, or
+    L{None} (the default) to keep idle connections, as classic PB does.
+    """
+
+    maxConnections: int = 4096
+    """
+    How many connections one server accepts at once; about what a default
+    file descriptor limit allows.
+    """
+
+    maxConnectionsPerAddress: int = 1024
+    """
+    How many connections one server accepts from one peer address at once.
+    Generous, so that clients behind one NAT (or a 200-client load test on
+    127.0.0.1) are not refused.
+    """
+
+    maxMessagesPerTurn: int = 100
+    """
+    How many messages the broker processes from one C{dataReceived} before
+    letting other connections run.  Does not refuse anything, only takes
+    turns.
+    """
+
+    maxErrorEventsPerMinute: int = 30
+    """
+    How many limit-violation log events one peer may cause per minute;
+    further ones are counted, not logged, so a hostile peer cannot flood
+    the log.
+    """
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in _TIMEOUT_FIELDS:
+                _checkTimeout(field.name, value)
+            else:
+                _checkCount(field.name, value)
+
+    @classmethod
+    def classic(cls) -> Limits:
+        """
+        The limits stock PB has, and no others: banana's prefix and size
+        limits, C{MAX_BROKER_REFS}, no timeouts.
+
+        @since: pbext NEXT
+        """
+        counts = {
+            field.name: UNLIMITED
+            for field in dataclasses.fields(cls)
+            if field.name not in _TIMEOUT_FIELDS
+        }
+        counts.update(
+            maxPrefixBytes=64,
+            maxStringBytes=640 * _KIB,
+            maxListLength=640 * _KIB,
+            maxReferences=1024,
+            maxCachedObjects=1024,
+        )
+        return cls(
+            handshakeTimeout=None, messageTimeout=None, idleTimeout=None, **counts
+        )
+
+    @classmethod
+    def strict(cls) -> Limits:
+        """
+        Tighter limits for servers exposed to untrusted networks: smaller
+        messages and strings, fewer calls and references per connection,
+        shorter timeouts, and idle connections closed after ten minutes.
+
+        @since: pbext NEXT
+        """
+        return cls(
+            maxStringBytes=128 * _KIB,
+            maxListLength=64 * _KIB,
+            maxDepth=48,
+            maxMessageTokens=250_000,
+            maxMessageBytes=4 * _MIB,
+            maxOutgoingMessageBytes=4 * _MIB,
+            maxOutstandingCalls=256,
+            maxReferences=512,
+            maxCachedObjects=256,
+            maxMethodNameLength=64,
+            maxPendingWriteBytes=8 * _MIB,
+            handshakeTimeout=10.0,
+            messageTimeout=30.0,
+            idleTimeout=600.0,
+            maxConnections=1024,
+            maxConnectionsPerAddress=256,
+            maxMessagesPerTurn=32,
+            maxErrorEventsPerMinute=10,
+        )
+
+    def framingLimits(self) -> dict[str, int]:
+        """
+        The keyword arguments for L{pbext.codec.Decoder}: the limits that
+        banana framing checks while bytes arrive.
+
+        @since: pbext NEXT
+        """
+        return {
+            "maxPrefixBytes": self.maxPrefixBytes,
+            "maxStringBytes": self.maxStringBytes,
+            "maxListLength": self.maxListLength,
+            "maxDepth": self.maxDepth,
+            "maxMessageTokens": self.maxMessageTokens,
+            "maxMessageBytes": self.maxMessageBytes,
+        }
+
+
+def _checkCount(name: str, value: object) -> None:
+    """
+    Refuse anything but a positive C{int} for a size or count limit.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"Limits.{name} must be a whole number, not {type(value).__name__} "
+            f"({value!r})"
+        )
+    if value <= 0:
+        raise ValueError(
+            f"Limits.{name} must be at least 1, not {value!r} "
+            f"(use pbext.security.UNLIMITED for no bound)"
+        )
+
+
+def _checkTimeout(name: str, value: object) -> None:
+    """
+    Refuse anything but L{None} or a positive finite number of seconds.
+    """
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"Limits.{name} must be a number of seconds or None, not "
+            f"{type(value).__name__} ({value!r})"
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"Limits.{name} must be a positive number of seconds, not {value!r} "
+            f"(use None to turn it off)"
+        )
+
+
+class PolicyError(ValueError):
+    """
+    A security policy could not be found or built: an unknown name, a
+    broken plugin, or a policy file with a mistake.  The message says what
+    to change.
+
+    @since: pbext NEXT
+    """
+
+
+def _typeName(typeName: object) -> bytes | None:
+    """
+    The C{bytes} form of a jelly type name, or L{None} if it is neither
+    C{bytes} nor C{str}.
+    """
+    if isinstance(typeName, bytes):
+        return typeName
+    if isinstance(typeName, str):
+        return typeName.encode("utf-8")
+    return None
+
+
+# The types jelly itself defines that are harmless to receive: atoms, the
+# containers, references, and stock SecurityOptions' own basic names.
+_BASIC_TYPES = frozenset(
+    {
+        b"None",
+        b"NoneType",
+        b"bool",
+        b"boolean",
+        b"string",
+        b"str",
+        b"unicode",
+        b"int",
+        b"long",
+        b"long_int",
+        b"float",
+        b"decimal",
+        b"datetime",
+        b"date",
+        b"time",
+        b"timedelta",
+        b"list",
+        b"tuple",
+        b"dict",
+        b"dictionary",
+        b"set",
+        b"frozenset",
+        b"reference",
+        b"dereference",
+        b"unpersistable",
+    }
+)
+
+# PB's own copy tags: references, caches and the failures that carry
+# errors (and login errors) back to the caller.
+_PB_TYPES = frozenset(
+    {
+        b"remote",
+        b"local",
+        b"cached",
+        b"lcache",
+        b"twisted.spread.pb.CopyableFailure",
+    }
+)
+
+# Expressions that make stock jelly import something by name.
+_IMPORTING_TYPES = frozenset(
+    {
+        b"module",
+        b"class",
+        b"classobj",
+        b"function",
+        b"method",
+        b"instance",
+        b"persistent",
+    }
+)
+
+# The names stock jelly gives its taster when *sending* builtin values
+# (C{qual(type(obj))}).  Allowing them lets a policy serve as the only
+# taster of a stock broker; no unjellier builds anything from them.
+_SENT_BUILTIN_TYPES = frozenset(
+    qual(t).encode("utf-8")
+    for t in (
+        bytes,
+        str,
+        int,
+        float,
+        bool,
+        type(None),
+        list,
+        tuple,
+        dict,
+        set,
+        frozenset,
+    )
+) | frozenset(
+    {
+        b"datetime.datetime",
+        b"datetime.date",
+        b"datetime.time",
+        b"datetime.timedelta",
+        b"decimal.Decimal",
+    }
+)
+
+_ALWAYS_ALLOWED = _BASIC_TYPES | _PB_TYPES | _SENT_BUILTIN_TYPES
+
+
+def _inClassicRegistry(name: bytes) -> bool:
+    """
+    Whether local code registered C{name} with Twisted's global copier
+    registries (C{pb.setUnjellyableForClass} and friends).
+    """
+    return name in jelly.unjellyableRegistry or name in jelly.unjellyableFactoryRegistry
+
+
+@implementer(ISecurityPolicy)
+class SecurityPolicy(jelly.SecurityOptions):
+    """
+    A jelly security policy: a closed type allowlist plus L{Limits}.
+
+    It answers the questions of L{jelly.SecurityOptions} (and has its
+    C{allow*} methods), so it can be handed to anything that takes one;
+    pbext's broker uses L{forConnection} for what it receives and
+    L{outgoingTaster} for what it sends.
+
+    Received type names pass L{isTypeAllowed} if they are jelly's basic
+    types, PB's own copy tags (C{remote}, C{local}, C{cached}, C{lcache},
+    C{twisted.spread.pb.CopyableFailure}), names given to L{allowTypes} or
+    L{allowInstancesOf}, or -- with C{acceptClassicRegistry} -- names local
+    code registered with C{pb.setUnjellyableForClass}.  The expressions
+    that make stock jelly import by name (C{module}, C{class},
+    C{function}, C{method}, C{instance}, C{persistent}) never pass.
+
+    With C{classic=True} the policy behaves exactly like stock
+    C{globalSecurity}: any dotted name passes to jelly's module and class
+    checks, and the other arguments default to stock behaviour too.
+
+    @ivar name: A short name used in logs.
+    @ivar limits: The L{Limits} of every connection using this policy.
+    @ivar allowPrivateMethods: Whether a peer may call remote methods whose
+        names start with an underscore.
+    @ivar acceptClassicRegistry: Whether type names registered in Twisted's
+        global copier registries are accepted.
+    @ivar checkCopyState: Whether state received for classic
+        L{pb.RemoteCopy} classes (which assign it to C{__dict__} wholesale)
+        must be a dictionary of identifier keys without dunder names.
+    @ivar classic: Whether stock jelly's type semantics apply.
+
+    @since: pbext NEXT
+    """
+
+    def __init__(
+        self,
+        name: str = "custom",
+        limits: Limits | None = None,
+        allowPrivateMethods: bool | None = None,
+        acceptClassicRegistry: bool | None = None,
+        checkCopyState: bool | None = None,
+        classic: bool = False,
+    ) -> None:
+        """
+        @param name: A short name for logs.
+        @param limits: The limits; by default L{Limits()} (or
+            L{Limits.classic} when C{classic}).
+        @param allowPrivateMethods: Let peers call C{_private} remote
+            methods; by default only when C{classic}.
+        @param acceptClassicRegistry: Accept type names registered with
+            C{pb.setUnjellyableForClass}; by default C{True}.
+        @param checkCopyState: Check state received for classic
+            C{RemoteCopy} classes; by default unless C{classic}.
+        @param classic: Use stock jelly's type semantics.
+
+        @raise TypeError: If C{limits} is not a L{Limits}.
+        """
+        super().__init__()
+        if limits is None:
+            limits = Limits.classic() if classic else Limits()
+        if not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a pbext.security.Limits, not {limits!r}")
+        self.name = name
+        self.limits = limits
+        self.classic = bool(classic)
+        self.allowPrivateMethods = (
+            self.classic if allowPrivateMethods is None else bool(allowPrivateMethods)
+        )
+        self.acceptClassicRegistry = (
+            True if acceptClassicRegistry is None else bool(acceptClassicRegistry)
+        )
+        self.checkCopyState = (
+            (not self.classic) if checkCopyState is None else bool(checkCopyState)
+        )
+        self._instanceClasses: dict[bytes, type] = {}
+        if self.classic:
+            # What globalSecurity holds once pb is imported.
+            self.allowBasicTypes()
+            self.allowTypes(*_PB_TYPES)
+        self._outgoing = _OutgoingTaster(self)
+
+    def __repr__(self) -> str:
+        classic = " (classic)" if self.classic else ""
+        return f"<{type(self).__name__} {self.name!r}{classic}>"
+
+    def allowBasicTypes(self) -> None:
+        """
+        Allow jelly's basic types.  A non-classic policy always allows them
+        (except C{persistent}, which it never allows).
+        """
+        if self.classic:
+            super().allowBasicTypes()
+        else:
+            self.allowTypes(*(t for t in self.basicTypes if t != "persistent"))
+
+    def allowTypes(self, *types: bytes | str | type) -> None:
+        """
+        Allow type names (or, given classes, their qualified names).
+
+        A non-classic policy ignores (and logs) C{module}, C{class},
+        C{classobj}, C{function}, C{method}, C{instance} and C{persistent}:
+        those make stock jelly import what a peer names.  Ignoring them,
+        rather than failing, lets the allowed types of an existing
+        C{SecurityOptions} be copied into a policy.
+        """
+        for typ in types:
+            name = _typeName(typ)
+            if name is None:
+                name = qual(typ).encode("utf-8")  # type: ignore[arg-type]
+            if not self.classic and name in _IMPORTING_TYPES:
+                _log.info(
+                    "Security policy {policy!r} ignores allowing {typeName!r}: "
+                    "nothing is imported because a peer named it",
+                    policy=self.name,
+                    typeName=name.decode("utf-8", "replace"),
+                )
+                continue
+            self.allowedTypes[name] = 1
+
+    def allowInstancesOf(self, *classes: type) -> None:
+        """
+        Allow instances of these classes to be sent and received, as
+        C{[b"module.Class", state]} expressions.
+
+        A non-classic policy remembers the class objects, so receiving
+        never imports anything, and does not allow the C{instance},
+        C{class} or C{module} expressions stock jelly enables here.
+        """
+        if self.classic:
+            super().allowInstancesOf(*classes)
+        for klass in classes:
+            name = qual(klass).encode("utf-8")
+            self.allowedTypes[name] = 1
+            self.allowedClasses[klass] = 1
+            self.allowModules(klass.__module__)
+            self._instanceClasses[name] = klass
+
+    def instanceClassFor(self, typeName: bytes) -> type | None:
+        """
+        The class given to L{allowInstancesOf} (or put in C{allowedClasses})
+        whose qualified name is C{typeName}, or L{None}.
+        """
+        klass = self._instanceClasses.get(typeName)
+        if klass is None:
+            for candidate in self.allowedClasses:
+                if (
+                    isinstance(candidate, type)
+                    and qual(candidate).encode("utf-8") == typeName
+                ):
+                    return candidate
+        return klass
+
+    def isTypeAllowed(self, typeName: bytes | str) -> bool:  # type: ignore[override]
+        """
+        Whether a peer may send a jelly expression tagged C{typeName}.
+        """
+        name = _typeName(typeName)
+        if name is None:
+            return False
+        if self.classic:
+            return (
+                name in self.allowedTypes
+                or b"." in name
+                or (self.acceptClassicRegistry and _inClassicRegistry(name))
+            )
+        if name in _ALWAYS_ALLOWED:
+            return True
+        if name in _IMPORTING_TYPES:
+            return False
+        return name in self.allowedTypes or (
+            self.acceptClassicRegistry and _inClassicRegistry(name)
+        )
+
+    def isMethodAllowed(self, name: str | bytes) -> bool:
+        """
+        Whether a peer may call the remote method C{name}.
+
+        A non-classic policy refuses names that are not Python identifiers,
+        names longer than C{limits.maxMethodNameLength}, and names starting
+        with an underscore unless C{allowPrivateMethods}.  A classic policy
+        allows every name, like stock PB.
+        """
+        if self.classic:
+            return True
+        if isinstance(name, bytes):
+            try:
+                name = name.decode("utf-8")
+            except UnicodeDecodeError:
+                return False
+        if not isinstance(name, str):
+            return False
+        if len(name) > self.limits.maxMethodNameLength or not name.isidentifier():
+            return False
+        return self.allowPrivateMethods or not name.startswith("_")
+
+    def forConnection(self, registries: Iterable[object] = ()) -> BoundPolicy:
+        """
+        Bind this policy to the copyable registries of one connection.
+
+        @param registries: L{ICopyableRegistry} providers.
+        @return: A taster that also allows exactly the type names these
+            registries know.
+        @raise TypeError: If a registry does not provide L{ICopyableRegistry}.
+        """
+        return BoundPolicy(self, registries)
+
+    def outgoingTaster(self) -> object:
+        """
+        The taster for what this side sends: stock C{globalSecurity}'s
+        semantics (any dotted type name; instances of classes this policy
+        or C{globalSecurity} allows), since the local program chooses what
+        it sends.
+        """
+        return self._outgoing
+
+
+class BoundPolicy:
+    """
+    A L{SecurityPolicy} bound to the copyable registries of one connection:
+    the C{SecurityOptions}-compatible taster pbext's unjellier consults.
+
+    Nothing is shared between two bound policies: each knows only its own
+    registries.
+
+    @ivar policy: The policy.
+    @ivar registries: The L{ICopyableRegistry} providers, in lookup order.
+
+    @since: pbext NEXT
+    """
+
+    def __init__(self, policy: SecurityPolicy, registries: Iterable[object]) -> None:
+        registries = tuple(registries)
+        for registry in registries:
+            if not ICopyableRegistry.providedBy(registry):
+                raise TypeError(
+                    f"{registry!r} does not provide pbext.interfaces.ICopyableRegistry"
+                )
+        self.policy = policy
+        self.registries: tuple[Any, ...] = registries
+
+    def __repr__(self) -> str:
+        return f"<BoundPolicy {self.policy!r} registries={len(self.registries)}>"
+
+    @property
+    def limits(self) -> Limits:
+        """
+        The policy's limits.
+        """
+        return self.policy.limits
+
+    def isTypeAllowed(self, typeName: bytes | str) -> bool:
+        """
+        Whether the policy, or one of the registries, allows C{typeName}.
+        """
+        if self.policy.isTypeAllowed(typeName):
+            return True
+        name = _typeName(typeName)
+        if name is None:
+            return False
+        return any(registry.isTypeKnown(name) for registry in self.registries)
+
+    def isModuleAllowed(self, moduleName: bytes | str) -> bool:
+        """
+        The policy's answer.
+        """
+        return bool(self.policy.isModuleAllowed(moduleName))
+
+    def isClassAllowed(self, klass: type) -> bool:
+        """
+        The policy's answer.
+        """
+        return bool(self.policy.isClassAllowed(klass))
+
+
+class _OutgoingTaster:
+    """
+    The taster of what a policy's broker sends: stock C{globalSecurity}
+    semantics.  Instances of a class are sent if the policy allows the
+    class, or if local code allowed it on Twisted's C{globalSecurity} (as
+    classic PB programs do with C{globalSecurity.allowInstancesOf}): what
+    to send is the local program's choice.
+    """
+
+    def __init__(self, policy: SecurityPolicy) -> None:
+        self.policy = policy
+
+    def isTypeAllowed(self, typeName: bytes | str) -> bool:
+        name = _typeName(typeName)
+        if name is None:
+            return False
+        return (
+            name in _ALWAYS_ALLOWED or name in self.policy.allowedTypes or b"." in name
+        )
+
+    def isModuleAllowed(self, moduleName: bytes | str) -> bool:
+        return bool(self.policy.isModuleAllowed(moduleName))
+
+    def isClassAllowed(self, klass: type) -> bool:
+        return bool(
+            self.policy.isClassAllowed(klass)
+            or jelly.globalSecurity.isClassAllowed(klass)
+        )
+
+
+def _policyOf(taster: object) -> SecurityPolicy | None:
+    """
+    The L{SecurityPolicy} whose stock C{isTypeAllowed} implementation
+    decides for C{taster}, if there is one.
+    """
+    if type(taster) in (BoundPolicy, _OutgoingTaster):
+        taster = taster.policy  # type: ignore[attr-defined]
+    if (
+        isinstance(taster, SecurityPolicy)
+        and type(taster).isTypeAllowed is SecurityPolicy.isTypeAllowed
+    ):
+        return taster
+    return None
+
+
+def _allowsBasicTypes(taster: object) -> bool:
+    """
+    Whether C{taster} is known to allow every type in C{_BASIC_TYPES}, so
+    the unjellier need not ask it for each basic expression.
+    """
+    return _policyOf(taster) is not None
+
+
+def _allowsSentBuiltins(taster: object) -> bool:
+    """
+    Whether C{taster} is known to allow the names stock jelly checks when
+    sending builtin values (C{b"builtins.int"} and so on), so the jellier
+    need not build and check them for each value.
+    """
+    isTypeAllowed = getattr(type(taster), "isTypeAllowed", None)
+    return isTypeAllowed in (
+        jelly.SecurityOptions.isTypeAllowed,
+        jelly.DummySecurityOptions.isTypeAllowed,
+        _OutgoingTaster.isTypeAllowed,
+    ) or (_policyOf(taster) is not None)
+
+
+def classicPolicy() -> SecurityPolicy:
+    """
+    Exactly stock PB: any dotted type name passes to jelly's module and
+    class checks, private methods are callable, only banana's and PB's own
+    limits apply and there are no timeouts.
+
+    @since: pbext NEXT
+    """
+    return SecurityPolicy(name="classic", classic=True)
+
+
+def defaultPolicy() -> SecurityPolicy:
+    """
+    What pbext factories and C{twistd pbserver} use: a closed type
+    allowlist (PB's types, the connection's registries and types local code
+    registered with C{pb.setUnjellyableForClass}), nothing imported because
+    a peer named it, checked copy state, no private methods, and limits
+    ordinary traffic never meets.
+
+    @since: pbext NEXT
+    """
+    return SecurityPolicy(name="default")
+
+
+def strictPolicy() -> SecurityPolicy:
+    """
+    For untrusted networks: only PB's own types and those of the
+    connection's registries (Twisted's global copier registry is ignored),
+    L{Limits.strict}, and idle connections closed.
+
+    @since: pbext NEXT
+    """
+    return SecurityPolicy(
+        name="strict", limits=Limits.strict(), acceptClassicRegistry=False
+    )
+
+
+presets: Mapping[str, Callable[[], SecurityPolicy]] = types.MappingProxyType(
+    {
+        "classic": classicPolicy,
+        "default": defaultPolicy,
+        "strict": strictPolicy,
+    }
+)
+"""
+The preset policies by name, each a function building a fresh policy.
+"""
+
+_PRESET_DESCRIPTIONS: Mapping[str, str] = types.MappingProxyType(
+    {
+        "classic": "Stock PB behaviour: any dotted type name passes to jelly's "
+        "module/class checks, private methods callable, no extra limits.",
+        "default": "Closed type allowlist (PB types, registries, "
+        "pb.setUnjellyableForClass), no imports, generous limits.",
+        "strict": "Only PB and registry types, tighter limits, timeouts and "
+        "an idle timeout.",
+    }
+)
+
+
+def _installedPolicyPlugins() -> Iterable[Any]:
+    """
+    The L{IPolicyPlugin} providers installed as C{twisted.plugins} dropins.
+    """
+    from twisted.plugin import getPlugins
+
+    return getPlugins(IPolicyPlugin)
+
+
+def _asPolicy(candidate: object, source: str) -> Any:
+    """
+    Return C{candidate} if it is a policy, else raise L{PolicyError}.
+    """
+    if not ISecurityPolicy.providedBy(candidate):
+        raise PolicyError(
+            f"{source} gave {candidate!r}, which does not provide "
+            f"pbext.interfaces.ISecurityPolicy"
+        )
+    return candidate
+
+
+def _isDottedName(spec: str) -> bool:
+    parts = spec.split(".")
+    return len(parts) > 1 and all(part.isidentifier() for part in parts)
+
+
+def loadPolicy(spec: str, plugins: Iterable[Any] | None = None) -> Any:
+    """
+    Find or build the security policy an operator named.
+
+    C{spec} is tried, in order, as:
+      1. a preset name (L{presets}: C{classic}, C{default}, C{strict});
+      2. the name of an installed L{IPolicyPlugin};
+      3. a dotted name (L{namedAny}) of a policy object, or of a
+         zero-argument callable returning one;
+      4. the path of a policy file (see the module docstring).
+
+    @param spec: What the operator gave, e.g. to C{--policy}.
+    @param plugins: The L{IPolicyPlugin} providers to consider; by default
+        those installed (L{twisted.plugin.getPlugins}).
+
+    @return: An L{ISecurityPolicy} provider.  Presets, plugins and files
+        build a fresh object on every call.
+
+    @raise PolicyError: If C{spec} names nothing usable, or what it names
+        fails to build a policy; the message says why.
+    """
+    if spec in presets:
+        return presets[spec]()
+    if plugins is None:
+        plugins = _installedPolicyPlugins()
+    for plugin in plugins:
+        if getattr(plugin, "name", None) == spec:
+            try:
+                policy = plugin.load()
+            except PolicyError:
+                raise
+            except Exception as e:
+                raise PolicyError(f"policy plugin {spec!r} failed to load: {e}") from e
+            return _asPolicy(policy, f"policy plugin {spec!r}")
+    importProblem = None
+    if _isDottedName(spec):
+        try:
+            found = namedAny(spec)
+        except Exception as e:
+            importProblem = f"{type(e).__name__}: {e}"
+        else:
+            if ISecurityPolicy.providedBy(found):
+                return found
+            if not callable(found):
+                raise PolicyError(
+                    f"{spec} is {found!r}: neither a security policy nor a "
+                    f"callable returning one"
+                )
+            try:
+                built = found()
+            except Exception as e:
+                raise PolicyError(f"calling {spec}() failed: {e}") from e
+            return _asPolicy(built, f"{spec}()")
+    if os.path.isfile(spec):
+        return _loadPolicyFile(spec)
+    asDotted = (
+        f"not importable as a dotted name ({importProblem})"
+        if importProblem is not None
+        else "not a dotted name"
+    )
+    raise PolicyError(
+        f"unknown security policy {spec!r}: not a preset ({', '.join(presets)}), "
+        f"not an installed policy plugin (see --help-policies), {asDotted}, "
+        f"and not an existing policy file"
+    )
+
+
+def describePolicies(plugins: Iterable[Any] | None = None) -> list[tuple[str, str]]:
+    """
+    The policies L{loadPolicy} can find by name: the presets, then the
+    installed plugins (sorted by name; a plugin named like a preset is
+    hidden by it).
+
+    @param plugins: The L{IPolicyPlugin} providers to list; by default
+        those installed.
+    @return: C{(name, description)} pairs.
+    """
+    described = [(name, _PRESET_DESCRIPTIONS[name]) for name in presets]
+    if plugins is None:
+        plugins = _installedPolicyPlugins()
+    extra = {}
+    for plugin in plugins:
+        name = getattr(plugin, "name", None)
+        if isinstance(name, str) and name not in presets and name not in extra:
+            extra[name] = str(getattr(plugin, "description", ""))
+    described.extend(sorted(extra.items()))
+    return described
+
+
+_LIMIT_FIELDS = tuple(field.name for field in dataclasses.fields(Limits))
+_FILE_KEYS: Mapping[str, tuple[str, ...]] = {
+    "policy": (
+        "base",
+        "name",
+        "allowPrivateMethods",
+        "acceptClassicRegistry",
+        "checkCopyState",
+    ),
+    "limits": _LIMIT_FIELDS,
+    "types": ("allow",),
+}
+
+
+def _unknown(word: str, known: Iterable[str], what: str) -> str:
+    """
+    A message for an unknown section or key, with a suggestion when one
+    known name is close.
+    """
+    known = list(known)
+    close = difflib.get_close_matches(word, known, n=1) or difflib.get_close_matches(
+        word.lower(), [k.lower() for k in known], n=1
+    )
+    hint = ""
+    if close:
+        match = next(k for k in known if k.lower() == close[0].lower())
+        hint = f" (did you mean {match!r}?)"
+    return f"unknown {what} {word!r}{hint}; known: {', '.join(known)}"
+
+
+def _loadPolicyFile(path: str) -> SecurityPolicy:
+    """
+    Build a policy from a policy file (format in the module docstring).
+
+    @raise PolicyError: For any mistake, naming the file and the key.
+    """
+    parser = configparser.ConfigParser(
+        interpolation=None,
+        default_section="\0",  # make [DEFAULT] an ordinary (unknown) section
+        inline_comment_prefixes=(";", "#"),
+    )
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f, source=path)
+    except OSError as e:
+        raise PolicyError(f"cannot read policy file {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise PolicyError(f"policy file {path} is not UTF-8 text: {e}") from e
+    except configparser.Error as e:
+        message = " ".join(e.message.split())
+        raise PolicyError(f"policy file {path}: {message}") from e
+
+    for section in parser.sections():
+        if section not in _FILE_KEYS:
+            raise PolicyError(
+                f"policy file {path}: " + _unknown(section, _FILE_KEYS, "section")
+            )
+        for key in parser[section]:
+            if key not in _FILE_KEYS[section]:
+                raise PolicyError(
+                    f"policy file {path}, [{section}]: "
+                    + _unknown(key, _FILE_KEYS[section], "key")
+                )
+
+    def where(section: str, key: str) -> str:
+        return f"policy file {path}, [{section}] {key}"
+
+    def boolean(section: str, key: str) -> bool:
+        try:
+            return parser.getboolean(section, key)
+        except ValueError:
+            raise PolicyError(
+                f"{where(section, key)}: {parser[section][key]!r} is not yes/no, "
+                f"true/false, on/off or 1/0"
+            ) from None
+
+    settings = parser["policy"] if parser.has_section("policy") else {}
+    base = settings.get("base", "default")
+    if base not in presets:
+        raise PolicyError(
+            f"{where('policy', 'base')}: unknown preset {base!r}; use one of "
+            + ", ".join(presets)
+        )
+    policy = presets[base]()
+    policy.name = settings.get("name", os.path.splitext(os.path.basename(path))[0])
+    for flag in ("allowPrivateMethods", "acceptClassicRegistry", "checkCopyState"):
+        if flag in settings:
+            setattr(policy, flag, boolean("policy", flag))
+
+    if parser.has_section("limits"):
+        changes: dict[str, Any] = {}
+        for key, text in parser["limits"].items():
+            changes[key] = _parseLimit(key, text, where("limits", key))
+        try:
+            policy.limits = dataclasses.replace(policy.limits, **changes)
+        except (TypeError, ValueError) as e:
+            raise PolicyError(f"policy file {path}, [limits]: {e}") from e
+
+    if parser.has_section("types") and "allow" in parser["types"]:
+        names = parser["types"]["allow"].replace(",", " ").split()
+        for typeName in names:
+            if not policy.classic and typeName.encode("utf-8") in _IMPORTING_TYPES:
+                raise PolicyError(
+                    f"{where('types', 'allow')}: {typeName!r} makes jelly import "
+                    f"what a peer names; only a classic policy can allow it"
+                )
+            policy.allowTypes(typeName)
+    _log.debug(
+        "Loaded security policy {name!r} (base {base}) from {path}",
+        name=policy.name,
+        base=base,
+        path=path,
+    )
+    return policy
+
+
+def _parseLimit(key: str, text: str, where: str) -> int | float | None:
+    """
+    Parse one C{[limits]} value: a whole number, or for timeouts a number
+    of seconds or C{none}/C{off}.
+    """
+    text = text.strip()
+    if key in _TIMEOUT_FIELDS:
+        if text.lower() in ("none", "off"):
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise PolicyError(
+                f"{where}: {text!r} is not a number of seconds (or 'none')"
+            ) from None
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise PolicyError(f"{where}: {text!r} is not a whole number") from None

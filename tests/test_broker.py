@@ -1,0 +1,467 @@
+"""
+Tests for L{pbext.broker}: the hardened broker, in memory.
+
+These tests connect a client and a server broker with
+L{twisted.test.iosim} and a L{task.Clock}; the same hostile cases over real
+sockets are in L{tests.test_hostile}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address
+from twisted.python.failure import Failure
+from twisted.spread import banana, jelly, pb
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+
+import pbext
+from pbext import broker as pbbroker
+from pbext import typecheck
+from pbext.security import classicPolicy, defaultPolicy
+
+
+class Root(pb.Root):
+    """
+    A root with methods of every kind the tests call.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[defer.Deferred[Any]] = []
+        self.cancelled: list[int] = []
+        self.privateCalled = False
+
+    def remote_echo(self, value: Any) -> Any:
+        return value
+
+    def remote_wait(self) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred(
+            lambda d: self.cancelled.append(len(self.pending))
+        )
+        self.pending.append(d)
+        return d
+
+    async def remote_add(self, a: int, b: int) -> int:
+        return a + b
+
+    async def remote_asyncFail(self) -> None:
+        raise pb.Error("async failure")
+
+    def remote_typed(self, count: int, name: str = "x") -> str:
+        return name * count
+
+    def remote_big(self, size: int) -> bytes:
+        return b"x" * size
+
+    def remote_many(self, count: int) -> list[bytes]:
+        return [b"y" * 600_000] * count
+
+    def remote__private(self) -> str:
+        self.privateCalled = True
+        return "secret"
+
+    def remote_insecure(self) -> object:
+        # A classic Copyable whose type no client registry knows.
+        return Unregistered()
+
+
+class Unregistered(pb.Copyable):
+    """
+    A copyable nobody registered a RemoteCopy for.
+    """
+
+
+class Pair:
+    """
+    A pbext (or classic) client and server connected in memory.
+    """
+
+    def __init__(
+        self,
+        test: SynchronousTestCase,
+        root: Any = None,
+        serverFactory: Any = None,
+        clientFactory: Any = None,
+        clock: task.Clock | None = None,
+    ) -> None:
+        self.clock = clock if clock is not None else task.Clock()
+        self.root = root if root is not None else Root()
+        if serverFactory is None:
+            serverFactory = pbext.PBServerFactory(self.root, reactor=self.clock)
+        if clientFactory is None:
+            clientFactory = pbext.PBClientFactory(reactor=self.clock)
+        self.serverFactory = serverFactory
+        self.clientFactory = clientFactory
+        serverAddress = IPv4Address("TCP", "127.0.0.1", 8787)
+        clientAddress = IPv4Address("TCP", "127.0.0.1", 40000)
+        self.server = serverFactory.buildProtocol(clientAddress)
+        self.client = clientFactory.buildProtocol(serverAddress)
+        self.serverTransport = iosim.FakeTransport(
+            self.server,
+            isServer=True,
+            hostAddress=serverAddress,
+            peerAddress=clientAddress,
+        )
+        self.clientTransport = iosim.FakeTransport(
+            self.client,
+            isServer=False,
+            hostAddress=clientAddress,
+            peerAddress=serverAddress,
+        )
+        self.pump = iosim.connect(
+            self.server,
+            self.serverTransport,
+            self.client,
+            self.clientTransport,
+            greet=False,
+            clock=self.clock,
+        )
+        test.addCleanup(self.close)
+
+    def flush(self) -> None:
+        """
+        Move bytes both ways, and run what the brokers scheduled for "now"
+        (fairness yields), until nothing is left to do.
+        """
+        for _ in range(10_000):
+            self.pump.flush(advanceClock=False)
+            now = self.clock.seconds()
+            if not any(c.getTime() <= now for c in self.clock.getDelayedCalls()):
+                return
+            self.clock.advance(0)
+        raise AssertionError("the connection never settled")
+
+    def root_(self) -> pb.RemoteReference:
+        d = self.clientFactory.getRootObject()
+        self.flush()
+        return self.test_successResultOf(d)
+
+    def test_successResultOf(self, d: defer.Deferred[Any]) -> Any:
+        results: list[Any] = []
+        d.addBoth(results.append)
+        if not results:
+            raise AssertionError(f"{d!r} has no result")
+        if isinstance(results[0], Failure):
+            results[0].raiseException()
+        return results[0]
+
+    def call(self, _method: str, *args: Any, **kw: Any) -> defer.Deferred[Any]:
+        d = self.root_().callRemote(_method, *args, **kw)
+        self.flush()
+        return d
+
+    def close(self) -> None:
+        if not self.client.disconnected:
+            self.clientTransport.loseConnection()
+            self.flush()
+
+
+def remoteFailure(test: SynchronousTestCase, d: defer.Deferred[Any]) -> Failure:
+    return test.failureResultOf(d)
+
+
+class HandshakeTests(SynchronousTestCase):
+    """
+    Negotiating pbext features over banana's dialect offer.
+    """
+
+    def test_serverOffersMarker(self) -> None:
+        """
+        A pbext server adds L{pbbroker.PBEXT_DIALECT} to its dialect offer
+        after the classic dialects, and a pbext client records it in
+        C{peerFeatures}.
+        """
+        pair = Pair(self)
+        pair.flush()
+        self.assertEqual(pair.client.currentDialect, b"pb")
+        self.assertIn(pbbroker.PBEXT_DIALECT, pair.client.peerFeatures)
+        # The client says hello, so the server knows too.
+        self.assertIn(pbbroker.PBEXT_DIALECT, pair.server.peerFeatures)
+
+    def test_stockClientIgnoresMarker(self) -> None:
+        """
+        A stock client picks C{b"pb"} from a pbext server's offer and works.
+        """
+        pair = Pair(self, clientFactory=pb.PBClientFactory())
+        self.assertEqual(self.successResultOf(pair.call("echo", 5)), 5)
+        self.assertEqual(pair.server.peerFeatures, frozenset())
+
+    def test_stockServer(self) -> None:
+        """
+        Against a stock server, a pbext client has no peer features and
+        calls work.
+        """
+        root = Root()
+        pair = Pair(self, root=root, serverFactory=pb.PBServerFactory(root))
+        self.assertEqual(self.successResultOf(pair.call("echo", [1, "a"])), [1, "a"])
+        self.assertEqual(pair.client.peerFeatures, frozenset())
+
+    def test_handshakeTimeout(self) -> None:
+        """
+        A connection that never finishes banana's handshake is closed after
+        C{handshakeTimeout}.
+        """
+        clock = task.Clock()
+        factory = pbext.PBServerFactory(Root(), reactor=clock)
+        server = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        transport = iosim.FakeTransport(server, isServer=True)
+        server.makeConnection(transport)
+        clock.advance(factory.policy.limits.handshakeTimeout + 1)
+        self.assertTrue(transport.disconnecting)
+        self.flushLoggedErrors()
+
+
+class CallTests(SynchronousTestCase):
+    """
+    How the pbext broker runs incoming calls.
+    """
+
+    def test_echo(self) -> None:
+        """
+        A plain call round-trips its argument.
+        """
+        pair = Pair(self)
+        value = {"a": [1, 2.5, None, True], b"b": (b"c", "d")}
+        self.assertEqual(self.successResultOf(pair.call("echo", value)), value)
+
+    def test_asyncMethod(self) -> None:
+        """
+        An C{async def} remote method is awaited and its result sent.
+        """
+        pair = Pair(self)
+        self.assertEqual(self.successResultOf(pair.call("add", 2, 3)), 5)
+
+    def test_asyncMethodFails(self) -> None:
+        """
+        An exception raised by an C{async def} method becomes the error
+        answer.
+        """
+        pair = Pair(self)
+        f = self.failureResultOf(pair.call("asyncFail"))
+        self.assertTrue(f.check(pb.Error))
+
+    def test_privateMethodRefused(self) -> None:
+        """
+        Under the default policy, a method whose name starts with C{_} is not
+        called, and the caller gets a L{pbbroker.PolicyViolation}.
+        """
+        pair = Pair(self)
+        f = self.failureResultOf(pair.call("_private"))
+        self.assertTrue(f.check(pbbroker.PolicyViolation), f)
+        self.assertFalse(pair.root.privateCalled)
+
+    def test_privateMethodClassic(self) -> None:
+        """
+        Under the classic policy, private methods are callable as in stock
+        PB.
+        """
+        root = Root()
+        pair = Pair(
+            self,
+            root=root,
+            serverFactory=pbext.PBServerFactory(root, policy=classicPolicy()),
+        )
+        self.assertEqual(self.successResultOf(pair.call("_private")), "secret")
+
+    def test_noSuchMethodNoTraceback(self) -> None:
+        """
+        A call to a missing method gets an error answer and logs no
+        traceback.
+        """
+        pair = Pair(self)
+        f = self.failureResultOf(pair.call("missing"))
+        self.assertTrue(f.check(pb.NoSuchMethod), f)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_typedArgumentsRefused(self) -> None:
+        """
+        Arguments that do not match a method's annotations are refused before
+        it runs.
+        """
+        pair = Pair(self)
+        self.assertEqual(self.successResultOf(pair.call("typed", 2, name="ab")), "abab")
+        f = self.failureResultOf(pair.call("typed", "two"))
+        self.assertTrue(f.check(typecheck.TypedCallError), f)
+
+    def test_outstandingCallsLimit(self) -> None:
+        """
+        Past C{maxOutstandingCalls} unanswered calls, further calls are
+        refused at once; earlier ones are unaffected.
+        """
+        policy = defaultPolicy()
+        limit = policy.limits.maxOutstandingCalls
+        root = Root()
+        clock = task.Clock()
+        pair = Pair(
+            self,
+            root=root,
+            clock=clock,
+            serverFactory=pbext.PBServerFactory(root, policy=policy, reactor=clock),
+        )
+        ref = pair.root_()
+        waiting = [ref.callRemote("wait") for _ in range(limit)]
+        refused = ref.callRemote("wait")
+        pair.flush()
+        f = self.failureResultOf(refused)
+        self.assertTrue(f.check(pbbroker.PolicyViolation), f)
+        self.assertEqual(len(root.pending), limit)
+        root.pending[0].callback("done")
+        pair.flush()
+        self.assertEqual(self.successResultOf(waiting[0]), "done")
+        for d in root.pending[1:]:
+            d.callback(None)
+        pair.flush()
+
+    def test_answerTooLarge(self) -> None:
+        """
+        An answer larger than the outgoing message limit becomes an error
+        answer instead of an unbounded write.
+        """
+        pair = Pair(self)
+        limit = pair.server.limits.maxOutgoingMessageBytes
+        f = self.failureResultOf(pair.call("many", limit // 600_000 + 2))
+        self.assertTrue(f.check(pbbroker.MessageTooLarge), f)
+        # The connection still works.
+        self.assertEqual(self.successResultOf(pair.call("echo", 1)), 1)
+
+    def test_callTooLargeDoesNotLeak(self) -> None:
+        """
+        A call too large to send fails its Deferred and leaves nothing in
+        C{waitingForAnswers} (classic PB raised and leaked it).
+        """
+        pair = Pair(self)
+        ref = pair.root_()
+        d = ref.callRemote("echo", b"z" * (banana.SIZE_LIMIT + 1))
+        f = self.failureResultOf(d, pbbroker.MessageTooLarge)
+        self.assertIn("too long", f.getErrorMessage())
+        self.assertEqual(pair.client.waitingForAnswers, {})
+
+    def test_insecureAnswerFailsCaller(self) -> None:
+        """
+        An answer the client's policy refuses fails the caller's Deferred
+        (classic PB left it unfired forever).
+        """
+        pair = Pair(self)
+        f = self.failureResultOf(pair.call("insecure"))
+        self.assertTrue(f.check(jelly.InsecureJelly), f)
+
+    def test_unknownCommand(self) -> None:
+        """
+        An unknown command is answered with C{didNotUnderstand} naming it in
+        bytes (classic PB crashed encoding a str), and the connection stays.
+        """
+        pair = Pair(self)
+        pair.flush()
+        pair.client.sendCall(b"frobnicate", 1)
+        pair.flush()
+        self.assertFalse(pair.server.disconnected)
+        self.assertEqual(self.successResultOf(pair.call("echo", 2)), 2)
+
+    def test_bogusDecref(self) -> None:
+        """
+        A decref of an unknown or named object is ignored.
+        """
+        pair = Pair(self)
+        pair.flush()
+        pair.client.sendCall(b"decref", 12345)
+        pair.client.sendCall(b"decref", b"root")
+        pair.flush()
+        self.assertFalse(pair.server.disconnected)
+        self.assertEqual(self.successResultOf(pair.call("echo", 3)), 3)
+
+    def test_unexpectedAnswer(self) -> None:
+        """
+        An answer to no pending call is ignored, not a crash.
+        """
+        pair = Pair(self)
+        pair.flush()
+        pair.server.sendCall(b"answer", 999, 1)
+        pair.flush()
+        self.assertFalse(pair.client.disconnected)
+
+
+class LifecycleTests(SynchronousTestCase):
+    """
+    Timeouts, cancellation and disconnection of calls.
+    """
+
+    def test_callTimeout(self) -> None:
+        """
+        A call with C{pbtimeout} fails with L{pbbroker.CallTimeout} when no
+        answer comes in time; the late answer is dropped quietly.
+        """
+        pair = Pair(self)
+        ref = pair.root_()
+        d = ref.callRemote("wait", pbtimeout=5)
+        pair.flush()
+        pair.clock.advance(5)
+        self.failureResultOf(d, pbbroker.CallTimeout)
+        self.assertEqual(pair.client.waitingForAnswers, {})
+        pair.root.pending[0].callback("late")
+        pair.flush()
+        self.assertFalse(pair.client.disconnected)
+
+    def test_factoryCallTimeout(self) -> None:
+        """
+        The factory's C{callTimeout} applies to every call.
+        """
+        clock = task.Clock()
+        pair = Pair(
+            self,
+            clock=clock,
+            clientFactory=pbext.PBClientFactory(reactor=clock, callTimeout=2),
+        )
+        d = pair.call("wait")
+        clock.advance(2)
+        self.failureResultOf(d, pbbroker.CallTimeout)
+
+    def test_remoteCancellation(self) -> None:
+        """
+        Cancelling a call to a pbext server cancels the Deferred of the
+        running remote method.
+        """
+        pair = Pair(self)
+        ref = pair.root_()
+        d = ref.callRemote("wait")
+        pair.flush()
+        d.cancel()
+        pair.flush()
+        self.failureResultOf(d, defer.CancelledError)
+        self.assertEqual(pair.root.cancelled, [1])
+        self.assertEqual(pair.server._running, {})
+
+    def test_cancellationAgainstStockServer(self) -> None:
+        """
+        Against a stock server, cancelling is local: the caller's Deferred
+        fails and the late answer is dropped quietly.
+        """
+        root = Root()
+        pair = Pair(self, root=root, serverFactory=pb.PBServerFactory(root))
+        ref = pair.root_()
+        d = ref.callRemote("wait")
+        pair.flush()
+        d.cancel()
+        pair.flush()
+        self.failureResultOf(d, defer.CancelledError)
+        root.pending[0].callback("late")
+        pair.flush()
+        self.assertFalse(pair.client.disconnected)
+
+    def test_connectionLostFailsCalls(self) -> None:
+        """
+        Every outstanding call of a lost connection fails with
+        L{pb.PBConnectionLost}; calling on the dead reference raises
+        L{pb.DeadReferenceError}, every time.
+        """
+        pair = Pair(self)
+        ref = pair.root_()
+        calls = [ref.callRemote("wait") for _ in range(3)]
+        pair.flush()
+        pair.clientTransport.loseConnection()
+        pair.flush()
+        for d in calls:
+            self.failureResultOf(d, pb.PBConnectionLost)
+        for _ in range(2):
+            self.assertRaises(pb.DeadReferenceError, ref.callRemote, "echo", 1)
