@@ -775,6 +775,179 @@ _FAST_JELLIERS: dict[type, Callable[[Any, Any], Any]] = {
 }
 
 
+class _NotPlain(Exception):
+    """
+    An object or expression is not one the plain fast paths handle; the
+    full L{Jellier} or L{Unjellier} must.
+    """
+
+
+# Containers the plain jellier handles, with their jelly tags.
+_PLAIN_SEQUENCES: dict[type, bytes] = {
+    list: b"list",
+    tuple: b"tuple",
+    set: b"set",
+    frozenset: b"frozenset",
+}
+
+
+def _jellyPlain(obj: Any, seen: set[int]) -> Any:
+    """
+    Jelly a tree of builtin values exactly as L{Jellier} does with a taster
+    that allows sending builtins, without building a jellier.
+
+    @param seen: The ids of the containers already jellied; a container met
+        twice (shared or cyclic) would need jelly's references, so it is
+        not plain.
+
+    @raise _NotPlain: If C{obj} holds anything but exact C{bytes}, C{int},
+        C{float}, C{str}, C{bool}, L{None}, C{list}, C{tuple}, C{set},
+        C{frozenset} and C{dict}, or a container twice.
+    """
+    kind = type(obj)
+    if kind is str:
+        return [b"unicode", obj.encode("UTF-8")]
+    if kind is bytes or kind is int or kind is float:
+        return obj
+    if obj is None:
+        return [b"None"]
+    if kind is bool:
+        return [b"boolean", b"true" if obj else b"false"]
+    if kind is dict:
+        if id(obj) in seen:
+            raise _NotPlain
+        seen.add(id(obj))
+        sexp: list[Any] = [b"dictionary"]
+        append = sexp.append
+        for key, value in obj.items():
+            kind = type(key)
+            if kind is str:
+                key = [b"unicode", key.encode("UTF-8")]
+            elif kind is not bytes and kind is not int and kind is not float:
+                key = _jellyPlain(key, seen)
+            kind = type(value)
+            if kind is str:
+                value = [b"unicode", value.encode("UTF-8")]
+            elif kind is not bytes and kind is not int and kind is not float:
+                value = _jellyPlain(value, seen)
+            append([key, value])
+        return sexp
+    tag = _PLAIN_SEQUENCES.get(kind)
+    if tag is None or id(obj) in seen:
+        raise _NotPlain
+    seen.add(id(obj))
+    sexp = [tag]
+    append = sexp.append
+    for item in obj:
+        kind = type(item)
+        if kind is str:
+            append([b"unicode", item.encode("UTF-8")])
+        elif kind is bytes or kind is int or kind is float:
+            append(item)
+        else:
+            append(_jellyPlain(item, seen))
+    return sexp
+
+
+def jellyPlain(obj: Any) -> Any:
+    """
+    Jelly C{obj} without a jellier if it is a tree of builtin values (no
+    container appearing twice), exactly as L{Jellier} would with a taster
+    that allows sending builtins; else return L{NOT_PLAIN}.
+
+    The caller must have checked that its taster allows sending builtins
+    (L{pbext.security._allowsSentBuiltins}).
+    """
+    kind = type(obj)
+    if kind is bytes or kind is int or kind is float:
+        return obj
+    try:
+        return _jellyPlain(obj, set())
+    except (_NotPlain, RecursionError):
+        return NOT_PLAIN
+
+
+def _unjellyPlain(sexp: list[Any]) -> Any:
+    """
+    Unjelly an expression made only of jelly's plain builtin expressions
+    (C{unicode}, C{None}, C{boolean}, C{list}, C{tuple}, C{set},
+    C{frozenset}, C{dictionary}), producing exactly what L{Unjellier}
+    produces for it with a taster that allows the basic types.
+
+    @raise _NotPlain: For anything else, malformed input included (the
+        full unjellier then decides, and reports it).
+    """
+    if not sexp:
+        raise _NotPlain
+    tag = sexp[0]
+    if tag == b"unicode":
+        if len(sexp) != 2 or type(sexp[1]) is not bytes:
+            raise _NotPlain
+        try:
+            return sexp[1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise _NotPlain from None
+    if tag == b"dictionary":
+        result: dict[Any, Any] = {}
+        for pair in sexp[1:]:
+            if type(pair) is not list or len(pair) != 2:
+                raise _NotPlain
+            key, value = pair
+            if type(key) is list:
+                key = _unjellyPlain(key)
+            if type(value) is list:
+                value = _unjellyPlain(value)
+            try:
+                result[key] = value
+            except TypeError:
+                raise _NotPlain from None
+        return result
+    if tag == b"list" or tag == b"tuple" or tag == b"set" or tag == b"frozenset":
+        items = [
+            _unjellyPlain(item) if type(item) is list else item for item in sexp[1:]
+        ]
+        if tag == b"list":
+            return items
+        if tag == b"tuple":
+            return tuple(items)
+        try:
+            return set(items) if tag == b"set" else frozenset(items)
+        except TypeError:
+            raise _NotPlain from None
+    if tag == b"None":
+        if len(sexp) != 1:
+            raise _NotPlain
+        return None
+    if tag == b"boolean" and len(sexp) == 2:
+        if sexp[1] == b"true":
+            return True
+        if sexp[1] == b"false":
+            return False
+    raise _NotPlain
+
+
+def unjellyPlain(sexp: Any) -> Any:
+    """
+    Unjelly C{sexp} without an unjellier if it is made only of jelly's
+    plain builtin expressions, exactly as L{Unjellier.unjellyFull} would
+    with a taster that allows the basic types; else return L{NOT_PLAIN}.
+
+    The caller must have checked that its taster allows the basic types
+    (L{pbext.security._allowsBasicTypes}).
+    """
+    if type(sexp) is not list:
+        return sexp
+    try:
+        return _unjellyPlain(sexp)
+    except (_NotPlain, RecursionError):
+        return NOT_PLAIN
+
+
+#: What L{jellyPlain} and L{unjellyPlain} return when the full jellier or
+#: unjellier is needed.
+NOT_PLAIN: Any = object()
+
+
 class Jellier(_twistedJelly._Jellier):
     """
     Twisted's jellier, asking the connection's registries first and
@@ -828,6 +1001,10 @@ def jelly(
     @param invoker: The broker, or L{None}.
     @param registries: The connection's L{ICopyableRegistry} providers.
     """
+    if _allowsSentBuiltins(taster):
+        sexp = jellyPlain(obj)
+        if sexp is not NOT_PLAIN:
+            return sexp
     return Jellier(taster, invoker, registries).jelly(obj)
 
 
@@ -850,6 +1027,10 @@ def unjelly(
     @raise InsecureJelly: If the expression is refused.
     @raise MalformedJelly: If it is malformed.
     """
+    if _allowsBasicTypes(taster):
+        result = unjellyPlain(sexp)
+        if result is not NOT_PLAIN:
+            return result
     return Unjellier(taster, invoker, registries, policy).unjellyFull(sexp)
 
 

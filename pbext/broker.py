@@ -57,7 +57,20 @@ from twisted.spread import banana, flavors, jelly, pb
 from pbext import _jelly, keepalive, typecheck
 from pbext.codec import Decoder, FramingError, encode
 from pbext.copyable import failureRegistry
-from pbext.security import SecurityPolicy, defaultPolicy
+from pbext.security import (
+    SecurityPolicy,
+    _allowsBasicTypes,
+    _allowsSentBuiltins,
+    defaultPolicy,
+)
+
+_NOT_PLAIN = _jelly.NOT_PLAIN
+
+#: Result types of remote methods that are never awaitable, so the call
+#: path need not ask L{inspect.isawaitable}.
+_NEVER_AWAITABLE = frozenset(
+    {int, float, str, bytes, bool, type(None), list, tuple, dict, set, frozenset}
+)
 
 #: The entry a pbext server adds to banana's dialect offer.
 PBEXT_DIALECT = b"pbext/1"
@@ -76,6 +89,11 @@ _COMMANDS: dict[str, int] = {
     "decref": 1,
     "decache": 1,
     "uncache": 1,
+}
+
+#: The handler method and arity of each command, by its name on the wire.
+_COMMAND_HANDLERS: dict[bytes, tuple[str, int]] = {
+    name.encode("ascii"): ("proto_" + name, count) for name, count in _COMMANDS.items()
 }
 
 #: How many abandoned (timed out or cancelled) request IDs are remembered so
@@ -287,6 +305,10 @@ class Broker(pb.Broker):
             # what it sends, as with classic PB.
             outgoing = security
         self._outgoingTaster = outgoing
+        # Whether plain builtin values may skip the jellier and unjellier
+        # (decided once per connection: the tasters do not change).
+        self._plainSend = _allowsSentBuiltins(outgoing)
+        self._plainReceive = _allowsBasicTypes(self._incomingTaster)
         self._clock = clock
         if callTimeout is not None:
             self.callTimeout = callTimeout
@@ -586,6 +608,13 @@ class Broker(pb.Broker):
             self._resumeReading("fairness")
 
     def expressionReceived(self, sexp: object) -> None:
+        if type(sexp) is list and sexp:
+            # The usual case first: a known command with the right arity.
+            command = sexp[0]
+            entry = _COMMAND_HANDLERS.get(command) if type(command) is bytes else None
+            if entry is not None and len(sexp) - 1 == entry[1]:
+                getattr(self, entry[0])(*sexp[1:])
+                return
         if not isinstance(sexp, list) or not sexp:
             self._dropConnection("badMessage", "message is not a non-empty list")
             return
@@ -721,6 +750,12 @@ class Broker(pb.Broker):
         args: Any = None,
         kw: Any = None,
     ) -> Any:
+        if self._plainSend:
+            # Builtin values need neither a jellier nor the attributes
+            # below (only Jellyable objects read them).
+            sexp = _jelly.jellyPlain(object)
+            if sexp is not _NOT_PLAIN:
+                return sexp
         if isinstance(object, defer.Deferred):
             return object.addCallback(self.serialize, perspective, method, args, kw)
         self.serializingPerspective = perspective
@@ -736,6 +771,10 @@ class Broker(pb.Broker):
             self.jellyKw = None
 
     def unserialize(self, sexp: Any, perspective: Any = None) -> Any:
+        if self._plainReceive:
+            result = _jelly.unjellyPlain(sexp)
+            if result is not _NOT_PLAIN:
+                return result
         self.unserializingPerspective = perspective
         try:
             return _jelly.unjelly(
@@ -819,6 +858,62 @@ class Broker(pb.Broker):
         (the C{pbtimeout} keyword, or L{callTimeout}) and cancellation.
         """
         timeout = kw.pop("pbtimeout", self.callTimeout)
+        if "pbcallback" in kw or "pberrback" in kw:
+            # The deprecated callback keywords: Twisted's own path.
+            return self._chainedSendMessage(
+                prefix, perspective, objectID, message, args, kw, timeout
+            )
+        answerRequired = kw.pop("pbanswer", 1)
+        if self.disconnected:
+            raise pb.DeadReferenceError("Calling Stale Broker")
+        try:
+            netArgs = self.serialize(args, perspective=perspective, method=message)
+            netKw = self.serialize(kw, perspective=perspective, method=message)
+        except BaseException:
+            return defer.fail(Failure())
+        requestID = self.newRequestID()
+        result: defer.Deferred[Any] | None = None
+        if answerRequired:
+            # One Deferred, answered by proto_answer and cancellable by the
+            # caller: the same one is waited for and returned.
+            def cancel(d: defer.Deferred[Any]) -> None:
+                self._abandon(requestID)
+
+            result = defer.Deferred(cancel)
+            self.waitingForAnswers[requestID] = result
+        self.sendCall(
+            prefix + b"message",
+            requestID,
+            objectID,
+            message,
+            answerRequired,
+            netArgs,
+            netKw,
+        )
+        if (
+            result is not None
+            and timeout is not None
+            and self.waitingForAnswers.get(requestID) is result
+        ):
+            result.addTimeout(
+                timeout, self._getClock(), self._timeoutCall(requestID, timeout)
+            )
+        return result
+
+    def _chainedSendMessage(
+        self,
+        prefix: bytes,
+        perspective: Any,
+        objectID: Any,
+        message: bytes,
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        timeout: float | None,
+    ) -> defer.Deferred[Any] | None:
+        """
+        Send a call with L{pb.Broker._sendMessage} and chain a cancellable
+        Deferred (with the timeout) to the one it waits on.
+        """
         result = super()._sendMessage(prefix, perspective, objectID, message, args, kw)
         if result is None:
             return None
@@ -1101,14 +1196,19 @@ class Broker(pb.Broker):
             }
             if not all(isinstance(k, str) for k in kw):
                 raise _jelly.MalformedJelly("keyword argument names must be strings")
-        typecheck.checkArguments(method, (*extra, *args), kw)
+        # The compiled checks of the method, looked up once per call; for a
+        # method without annotations both checks are skipped.
+        checker = typecheck._callChecker(method)
+        if checker.checksArguments:
+            checker.checkArguments((*extra, *args), kw)
         state = method(*extra, *args, **kw)
-        if inspect.isawaitable(state):
+        if type(state) not in _NEVER_AWAITABLE and inspect.isawaitable(state):
             state = defer.ensureDeferred(state)  # type: ignore[arg-type]
-        if isinstance(state, defer.Deferred):
-            state.addCallback(self._checkReturn, method)
-        else:
-            self._checkReturn(state, method)
+        if checker.returns is not None:
+            if isinstance(state, defer.Deferred):
+                state.addCallback(self._checkReturn, method)
+            else:
+                self._checkReturn(state, method)
         return self.serialize(state, perspective, method, args, kw)
 
     @staticmethod

@@ -614,6 +614,32 @@ def encode(
                     out += _token(word, _VOCAB)
             elif kind is list or kind is tuple:
                 size = len(item)
+                if size == 2:
+                    # Two short strings (jelly's [b"unicode", text], mostly):
+                    # encoded in place, without descending into the list.
+                    first, second = item
+                    if (
+                        type(first) is bytes
+                        and type(second) is bytes
+                        and len(first) < tableSize
+                        and len(second) < tableSize
+                    ):
+                        out += listHeaders[2]
+                        word = lookupWord(first)
+                        if word is None:
+                            out += stringHeaders[len(first)]
+                            out += first
+                        else:
+                            out += vocabTokens.get(word) or _token(word, _VOCAB)
+                        word = lookupWord(second)
+                        if word is None:
+                            out += stringHeaders[len(second)]
+                            out += second
+                        else:
+                            out += vocabTokens.get(word) or _token(word, _VOCAB)
+                        if len(out) > room:
+                            raise _tooLarge(limit)
+                        continue
                 if size < tableSize:
                     out += listHeaders[size]
                 elif size > _SIZE_LIMIT:

@@ -804,11 +804,17 @@ def _allowsSentBuiltins(taster: object) -> bool:
     need not build and check them for each value.
     """
     isTypeAllowed = getattr(type(taster), "isTypeAllowed", None)
-    return isTypeAllowed in (
-        jelly.SecurityOptions.isTypeAllowed,
-        jelly.DummySecurityOptions.isTypeAllowed,
-        _OutgoingTaster.isTypeAllowed,
-    ) or (_policyOf(taster) is not None)
+    return isTypeAllowed in _STOCK_SENT_TASTERS or (_policyOf(taster) is not None)
+
+
+# The isTypeAllowed implementations known to allow builtin type names,
+# looked up once: twisted.spread.jelly is wrapped in a deprecation proxy
+# that makes each attribute access cost a few function calls.
+_STOCK_SENT_TASTERS = (
+    jelly.SecurityOptions.isTypeAllowed,
+    jelly.DummySecurityOptions.isTypeAllowed,
+    _OutgoingTaster.isTypeAllowed,
+)
 
 
 def classicPolicy() -> SecurityPolicy:
@@ -1122,3 +1128,19 @@ def _parseLimit(key: str, text: str, where: str) -> int | float | None:
         return int(text, 10)
     except ValueError:
         raise PolicyError(f"{where}: {text!r} is not a whole number") from None
+
+
+#: The names of L{Limits}' fields, for command lines and policy files.
+LIMIT_NAMES: tuple[str, ...] = _LIMIT_FIELDS
+
+
+def parseLimit(name: str, text: str) -> int | float | None:
+    """
+    Parse the text of one limit, as a policy file or C{twistd pbserver
+    --limit NAME=VALUE} gives it: a whole number, or for timeouts a number
+    of seconds or C{none}/C{off}.
+
+    @raise PolicyError: if C{text} is not a valid value for C{name}.
+    @since: pbext NEXT
+    """
+    return _parseLimit(name, text, f"limit {name}")

@@ -11,6 +11,7 @@ C{--listen}.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 from twisted.application import service
@@ -25,7 +26,7 @@ from twisted.logger import Logger
 from twisted.python import reflect, usage
 from twisted.spread import pb
 
-from pbext import login
+from pbext import login, security
 from pbext.server import PBServerService, buildServerFactory
 
 #: Credential interfaces PB's challenge/response login can hand a checker.
@@ -136,6 +137,16 @@ def _acceptRealm(obj: object) -> object | None:
     return obj if IRealm.providedBy(obj) else None
 
 
+def _positiveSeconds(value: str) -> float:
+    seconds = float(value)
+    if not seconds > 0:
+        raise ValueError(f"{value!r} is not a positive number of seconds")
+    return seconds
+
+
+_positiveSeconds.coerceDoc = "A positive number of seconds."  # type: ignore[attr-defined]
+
+
 class Options(usage.Options, strcred.AuthOptionMixin):
     """
     Command-line options for C{twistd pbserver}.
@@ -154,7 +165,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         "certificate), and failed logins slow down."
     )
 
-    optParameters = [
+    optParameters: list[list[Any]] = [
         [
             "root",
             None,
@@ -168,6 +179,33 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             None,
             "Dotted name of a twisted.cred IRealm (or a zero-argument callable "
             "returning one) whose avatars logged-in clients get. Needs --auth.",
+        ],
+    ]
+
+    optParameters += [
+        [
+            "keepalive",
+            None,
+            None,
+            "Ping each client after this many idle seconds and drop it if it "
+            "does not answer within --keepalive-timeout (off by default). "
+            "Works with stock clients too",
+            _positiveSeconds,
+        ],
+        [
+            "keepalive-timeout",
+            None,
+            30.0,
+            "Seconds a keepalive ping may wait for its answer",
+            _positiveSeconds,
+        ],
+        [
+            "call-timeout",
+            None,
+            None,
+            "Seconds a call the server makes to a client (a callback) may wait "
+            "for its answer (no limit by default)",
+            _positiveSeconds,
         ],
     ]
 
@@ -205,7 +243,64 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["registries"] = []
+        self["limits"] = {}
+        self["policyObject"] = None
         self["authDescriptions"] = []
+
+    def opt_policy(self, spec: str) -> None:
+        """The security policy: a preset (default, strict, classic), an installed policy plugin's name, the dotted name of a policy object, or a policy file (see --help-policies)."""  # noqa: E501
+        try:
+            self["policyObject"] = security.loadPolicy(spec)
+        except security.PolicyError as e:
+            raise usage.UsageError(f"--policy {spec}: {e}")
+
+    def opt_help_policies(self) -> None:
+        """List the security policies --policy can name, and exit."""
+        out = self.authOutput
+        out.write("Usage: --policy NAME | DOTTED.NAME | FILE\n\n")
+        described = security.describePolicies()
+        width = max(len(name) for name, _ in described)
+        for name, description in described:
+            out.write(f"  {name:<{width}}  {description}\n")
+        out.write("\nA FILE is an INI policy file: see the security policy how-to.\n")
+        raise SystemExit(0)
+
+    def opt_registry(self, spec: str) -> None:
+        """A typed copyable registry whose types clients may send (repeatable): the dotted name of a CopyableRegistry (or of a zero-argument callable returning one), or an installed registry plugin's name."""  # noqa: E501
+        self["registries"].append(_loadRegistry(spec))
+
+    def opt_limit(self, setting: str) -> None:
+        """Change one limit of the policy, as NAME=VALUE (repeatable), e.g. maxOutstandingCalls=200 or idleTimeout=600; the names are pbext.security.Limits' fields."""  # noqa: E501
+        name, sep, value = setting.partition("=")
+        name = name.strip()
+        if not sep or name not in security.LIMIT_NAMES:
+            raise usage.UsageError(
+                f"--limit {setting}: expected NAME=VALUE with NAME one of "
+                + ", ".join(security.LIMIT_NAMES)
+            )
+        try:
+            self["limits"][name] = security.parseLimit(name, value)
+        except security.PolicyError as e:
+            raise usage.UsageError(f"--limit {setting}: {e}")
+
+    def opt_metrics(self, description: str) -> None:
+        """Serve Prometheus metrics (connections, logins, calls, bytes, policy violations) at /metrics over HTTP on this strports endpoint, e.g. tcp:9187:interface=127.0.0.1. Needs pip install pbext[metrics]."""  # noqa: E501
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise usage.UsageError(
+                "--metrics needs prometheus-client, which is not installed: "
+                "pip install pbext[metrics]"
+            )
+        try:
+            endpoints.serverFromString(None, description)  # type: ignore[arg-type]
+        except Exception as e:
+            raise usage.UsageError(
+                f"--metrics {description}: not a valid endpoint description "
+                f"({e}). Use strports syntax such as tcp:9187:interface=127.0.0.1."
+            )
+        self["metrics"] = description
 
     def opt_listen(self, description: str) -> None:
         """Listen on this strports endpoint (repeatable; default tcp:8787), e.g. tcp:8787:interface=127.0.0.1 or ssl:8788:privateKey=key.pem."""  # noqa: E501
@@ -319,6 +414,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        policy = self["policyObject"] or security.defaultPolicy()
+        if self["limits"]:
+            try:
+                policy.limits = dataclasses.replace(policy.limits, **self["limits"])
+            except (TypeError, ValueError) as e:
+                raise usage.UsageError(f"--limit: {e}")
+        self["policyObject"] = policy
         if self.get("clientAuthorities"):
             if not any(_isTLS(d) for d in self["listen"]):
                 raise usage.UsageError(
@@ -361,6 +463,40 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             )
         else:
             self["realmObject"] = None
+
+
+def _loadRegistry(spec: str) -> object:
+    """
+    Find the copyable registry C{--registry} names: an installed
+    L{IRegistryPlugin}, or a dotted name of a registry or of a zero-argument
+    callable returning one.
+    """
+    from twisted.plugin import getPlugins
+
+    from pbext.interfaces import ICopyableRegistry, IRegistryPlugin
+
+    for plugin in getPlugins(IRegistryPlugin):
+        if getattr(plugin, "name", None) == spec:
+            registry: Any = plugin.load()
+            break
+    else:
+        registry = _resolve(
+            "registry",
+            spec,
+            lambda obj: obj if ICopyableRegistry.providedBy(obj) else None,
+            "a copyable registry (pbext.copyable.CopyableRegistry)",
+        )
+    if not ICopyableRegistry.providedBy(registry):
+        raise usage.UsageError(
+            f"--registry {spec}: {registry!r} is not a copyable registry"
+        )
+    validate = getattr(registry, "validate", None)
+    if validate is not None:
+        try:
+            validate()
+        except Exception as e:
+            raise usage.UsageError(f"--registry {spec}: {e}")
+    return registry
 
 
 def _isTLS(description: str) -> bool:
@@ -420,6 +556,11 @@ def makeService(config: dict[str, Any]) -> service.MultiService:
         realm=config.get("realmObject"),
         checkers=checkers,
         unsafeTracebacks=bool(config.get("unsafe-tracebacks")),
+        policy=config.get("policyObject"),
+        registry=list(config.get("registries", [])) or None,
+        keepaliveInterval=config.get("keepalive"),
+        keepaliveTimeout=config.get("keepalive-timeout"),
+        callTimeout=config.get("call-timeout"),
         **(loginOptions if checkers else {}),
     )
     for note in config.get("authNotes", []):
@@ -429,4 +570,15 @@ def makeService(config: dict[str, Any]) -> service.MultiService:
         listenReactor = login.askForClientCertificates(
             reactor, config["clientAuthorities"]
         )
-    return PBServerService(factory, config["listen"], reactor=listenReactor)
+    pbService = PBServerService(factory, config["listen"], reactor=listenReactor)
+    if config.get("metrics"):
+        from twisted.application import strports
+
+        from pbext import metrics
+
+        counts = metrics.MemoryMetrics()
+        metrics.instrument(factory, counts).setServiceParent(pbService)
+        strports.service(
+            config["metrics"], metrics.metricsSite(counts), reactor=reactor
+        ).setServiceParent(pbService)
+    return pbService

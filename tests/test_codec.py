@@ -1042,3 +1042,37 @@ class PropertyTests(SynchronousTestCase):
                 decoder.messageStarted, bool(proto.listStack or proto.buffer)
             )
         self.assertEqual(canonical(received), canonical(expected))
+
+
+class PairEncodingTests(SynchronousTestCase):
+    """
+    L{encode}'s in-place path for two-element lists of short strings
+    (jelly's C{[b"unicode", text]}) writes stock banana's bytes.
+    """
+
+    def test_pairsLikeStock(self) -> None:
+        """
+        Pairs of short strings, vocabulary words, long strings and other
+        values encode exactly as stock banana encodes them, with and
+        without the C{b"pb"} vocabulary.
+        """
+        strings = [b"", b"unicode", b"list", b"x" * 127, b"y" * 128, b"z" * 1023]
+        strings.append(b"w" * 1024)
+        pairs: List[object] = [[a, b] for a in strings for b in strings]
+        pairs += [(b"tuple", b"None"), [b"a", 1], [1, b"a"], [b"a", [b"b"]]]
+        for value in pairs + [pairs]:
+            self.assertEqual(encode(value, OUTGOING), stockEncode(value))
+            self.assertEqual(encode(value), stockEncode(value, None))
+
+    def test_pairsLimit(self) -> None:
+        """
+        A pair that takes the encoding past C{maxMessageBytes} raises
+        L{FramingError}, and one that ends exactly at it does not.
+        """
+        value = [[b"unicode", b"text"], [b"unicode", b"more text"]]
+        encoded = encode(value, OUTGOING)
+        self.assertEqual(encode(value, OUTGOING, len(encoded)), encoded)
+        error = self.assertRaises(
+            FramingError, encode, value, OUTGOING, len(encoded) - 1
+        )
+        self.assertEqual(error.limit, "maxMessageBytes")

@@ -1029,3 +1029,103 @@ class JellyTests(SynchronousTestCase):
         self.assertIsNone(unjellier.policy)
         self.assertFalse(unjellier.classic)
         self.assertTrue(unjellier.checkCopyState)
+
+
+
+class PlainFastPathTests(SynchronousTestCase):
+    """
+    L{_jelly.jellyPlain} and L{_jelly.unjellyPlain}, the jellier-free paths
+    pbext's broker takes for builtin values, give exactly what the full
+    L{Jellier} and L{Unjellier} give, or step aside.
+    """
+
+    @settings(max_examples=300, deadline=None)
+    @given(values)
+    def test_jellyPlainSameAsJellier(self, value: object) -> None:
+        """
+        Where L{_jelly.jellyPlain} answers, its expression is the full
+        jellier's, down to the types.
+        """
+        plain = _jelly.jellyPlain(value)
+        full = Jellier(defaultPolicy().outgoingTaster()).jelly(value)
+        if plain is not _jelly.NOT_PLAIN:
+            self.assertEqual(repr(plain), repr(full))
+
+    def test_jellyPlainStepsAside(self) -> None:
+        """
+        Shared and cyclic containers (which need jelly's references) and
+        values of other types are left to the full jellier.
+        """
+        shared = [1]
+        cyclic: list = []
+        cyclic.append(cyclic)
+        for value in (
+            [shared, shared],
+            cyclic,
+            (shared, {"a": shared}),
+            datetime.date(2020, 1, 2),
+            [Node()],
+            True.__class__.__mro__,
+        ):
+            self.assertIs(_jelly.jellyPlain(value), _jelly.NOT_PLAIN)
+
+    def test_jellyPlainSimple(self) -> None:
+        """
+        Tuples, dictionaries, strings, booleans and L{None} jelly to stock
+        jelly's expressions.
+        """
+        value = (1, "x", b"y", None, True, 2.5, {"k": [False, frozenset()]}, {3})
+        self.assertEqual(
+            repr(_jelly.jellyPlain(value)),
+            repr(jelly.jelly(value)),
+        )
+
+    @settings(max_examples=300, deadline=None)
+    @given(values)
+    def test_unjellyPlainSameAsUnjellier(self, value: object) -> None:
+        """
+        For what jelly sends, L{_jelly.unjellyPlain} either steps aside or
+        rebuilds exactly what L{Unjellier.unjellyFull} rebuilds.
+        """
+        sexp = jelly.jelly(value)
+        plain = _jelly.unjellyPlain(sexp)
+        full = Unjellier(bound()).unjellyFull(sexp)
+        if plain is not _jelly.NOT_PLAIN:
+            self.assertEqual(repr(plain), repr(full))
+            self.assertEqual(type(plain), type(full))
+
+    @settings(
+        max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
+    @given(jellyExpressions)
+    def test_unjellyPlainRandomExpressions(self, sexp: Any) -> None:
+        """
+        For random expressions, L{_jelly.unjellyPlain} steps aside or gives
+        what the full unjellier gives; it never raises, so malformed input
+        is always reported by the full unjellier.
+        """
+        plain = _jelly.unjellyPlain(sexp)
+        if plain is _jelly.NOT_PLAIN:
+            return
+        self.assertEqual(repr(plain), repr(Unjellier(bound()).unjellyFull(sexp)))
+
+    def test_unjellyPlainStepsAside(self) -> None:
+        """
+        References, copies, malformed and non-UTF-8 expressions are left to
+        the full unjellier.
+        """
+        for sexp in (
+            [b"reference", 1, [b"list"]],
+            [b"list", [b"dereference", 1]],
+            [b"remote", 1],
+            [b"unicode", b"\xff"],
+            [b"unicode"],
+            [b"None", 1],
+            [b"boolean", b"yes"],
+            [b"dictionary", [[b"list"], 1]],
+            [b"set", [b"list"]],
+            [b"dictionary", [1]],
+            [],
+            [1, 2],
+        ):
+            self.assertIs(_jelly.unjellyPlain(sexp), _jelly.NOT_PLAIN, sexp)

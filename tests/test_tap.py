@@ -503,3 +503,127 @@ class PluginTests(SynchronousTestCase):
         self.assertIn("pbserver", makers)
         self.assertEqual(makers["pbserver"].module, "pbext.tap")
         self.assertIs(makers["pbserver"].options, tap.Options)
+
+
+def makeRegistry() -> object:
+    """
+    A zero-argument callable returning a registry, for C{--registry}.
+    """
+    from pbext.copyable import CopyableRegistry
+
+    return CopyableRegistry()
+
+
+class PolicyOptionsTests(SynchronousTestCase):
+    """
+    C{--policy}, C{--limit}, C{--registry} and the lifecycle options.
+    """
+
+    def parse(self, *argv: str) -> tap.Options:
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_defaultPolicy(self) -> None:
+        """
+        Without C{--policy}, the C{default} preset is served.
+        """
+        svc = tap.makeService(self.parse())
+        self.assertEqual(svc.factory.policy.name, "default")
+
+    def test_policyPreset(self) -> None:
+        """
+        C{--policy strict} serves the strict preset.
+        """
+        svc = tap.makeService(self.parse("--policy", "strict"))
+        self.assertEqual(svc.factory.policy.name, "strict")
+
+    def test_policyFile(self) -> None:
+        """
+        C{--policy FILE} loads a policy file.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("[policy]\nbase = default\nname = mine\n[limits]\nmaxDepth = 40\n")
+        policy = self.parse("--policy", path)["policyObject"]
+        self.assertEqual((policy.name, policy.limits.maxDepth), ("mine", 40))
+
+    def test_policyUnknown(self) -> None:
+        """
+        An unknown C{--policy} is a usage error naming the presets.
+        """
+        error = self.assertRaises(usage.UsageError, self.parse, "--policy", "nosuch")
+        self.assertIn("strict", str(error))
+
+    def test_limit(self) -> None:
+        """
+        C{--limit NAME=VALUE} changes one limit of the chosen policy.
+        """
+        options = self.parse(
+            "--policy",
+            "strict",
+            "--limit",
+            "maxOutstandingCalls=7",
+            "--limit",
+            "idleTimeout=off",
+        )
+        limits = options["policyObject"].limits
+        self.assertEqual((limits.maxOutstandingCalls, limits.idleTimeout), (7, None))
+
+    def test_limitBad(self) -> None:
+        """
+        An unknown limit name or a bad value is a usage error.
+        """
+        self.assertRaises(usage.UsageError, self.parse, "--limit", "noSuchLimit=1")
+        self.assertRaises(usage.UsageError, self.parse, "--limit", "maxDepth=deep")
+        self.assertRaises(usage.UsageError, self.parse, "--limit", "maxDepth=0")
+
+    def test_helpPolicies(self) -> None:
+        """
+        C{--help-policies} lists the presets and exits.
+        """
+        options = tap.Options()
+        options.authOutput = StringIO()
+        self.assertRaises(SystemExit, options.parseOptions, ["--help-policies"])
+        output = options.authOutput.getvalue()
+        for name in ("classic", "default", "strict"):
+            self.assertIn(name, output)
+
+    def test_registry(self) -> None:
+        """
+        C{--registry} (repeatable) loads registries that reach the factory.
+        """
+        svc = tap.makeService(
+            self.parse(
+                "--registry",
+                "tests.test_tap.makeRegistry",
+                "--registry",
+                "tests.test_tap.makeRegistry",
+            )
+        )
+        self.assertEqual(len(svc.factory.registries), 2)
+
+    def test_registryWrongKind(self) -> None:
+        """
+        A C{--registry} that is not a copyable registry is a usage error.
+        """
+        error = self.assertRaises(
+            usage.UsageError, self.parse, "--registry", "tests.test_tap.customRoot"
+        )
+        self.assertIn("registry", str(error))
+
+    def test_lifecycleOptions(self) -> None:
+        """
+        C{--keepalive}, C{--keepalive-timeout} and C{--call-timeout} reach the
+        brokers the factory builds; non-positive values are refused.
+        """
+        svc = tap.makeService(
+            self.parse(
+                "--keepalive", "60", "--keepalive-timeout", "5", "--call-timeout", "9"
+            )
+        )
+        self.assertEqual(
+            svc.factory._brokerOptions,
+            {"keepaliveInterval": 60.0, "keepaliveTimeout": 5.0, "callTimeout": 9.0},
+        )
+        self.assertRaises(usage.UsageError, self.parse, "--keepalive", "0")

@@ -1,0 +1,443 @@
+"""
+C{python -m pbext}: a command-line PB client for operators.
+
+::
+
+    python -m pbext call tcp:host=127.0.0.1:port=8787 echo "'hello'"
+    python -m pbext call --username alice --password secret \\
+        tls:host=pb.example.com:port=8788 whoami
+    python -m pbext ping tcp:host=127.0.0.1:port=8787 --count 3
+
+C{call} connects to a strports client description, gets the root object
+(or logs in, with C{--username} or C{--anonymous}), calls one method with
+arguments given as Python literals (or JSON, with C{--json}) and prints its
+result.  C{ping} measures round trips with pbext's keepalive ping, which
+every PB server answers.
+
+The exit status says what went wrong: see L{EXIT_OK} and the others.
+
+@since: pbext NEXT
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import sys
+from typing import Any, Sequence, TextIO
+
+from twisted.cred.credentials import Anonymous, UsernamePassword
+from twisted.internet import defer, endpoints, error, task
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+__all__ = [
+    "EXIT_CONNECT",
+    "EXIT_LOGIN",
+    "EXIT_OK",
+    "EXIT_REMOTE",
+    "EXIT_USAGE",
+    "Options",
+    "main",
+    "run",
+]
+
+#: The call succeeded (every ping was answered).
+EXIT_OK = 0
+#: The remote method raised, or a ping went unanswered.
+EXIT_REMOTE = 1
+#: The command line was wrong.
+EXIT_USAGE = 2
+#: The connection could not be made, or was lost, or timed out.
+EXIT_CONNECT = 3
+#: The server refused the login.
+EXIT_LOGIN = 4
+
+#: Seconds a call may run before progress is reported on stderr.
+PROGRESS_AFTER = 1.0
+
+_LOGIN_ERRORS = (
+    "twisted.cred.error.UnauthorizedLogin",
+    "twisted.cred.error.LoginFailed",
+    "twisted.cred.error.LoginDenied",
+    "pbext.login.LoginThrottled",
+)
+
+
+class _ConnectionOptions(usage.Options):
+    """
+    What C{call} and C{ping} share: the endpoint and the credentials.
+    """
+
+    optFlags = [
+        ["anonymous", None, "Log in anonymously instead of getting the root."],
+    ]
+
+    optParameters: list[list[Any]] = [
+        [
+            "username",
+            "u",
+            None,
+            "Log in as this user and talk to the avatar instead of the root.",
+        ],
+        [
+            "password",
+            "p",
+            None,
+            "The password for --username (default: the PBEXT_PASSWORD "
+            "environment variable, which other users cannot see).",
+        ],
+        [
+            "timeout",
+            "t",
+            30.0,
+            "Seconds allowed for connecting and logging in.",
+            float,
+        ],
+    ]
+
+    def credentials(self) -> Any:
+        """
+        The credentials the options ask for, or L{None} for the root.
+        """
+        if self["anonymous"]:
+            return Anonymous()
+        if self["username"] is None:
+            return None
+        password = self["password"]
+        if password is None:
+            password = os.environ.get("PBEXT_PASSWORD", "")
+        return UsernamePassword(
+            self["username"].encode("utf-8"), password.encode("utf-8")
+        )
+
+    def _checkCredentials(self) -> None:
+        if self["anonymous"] and self["username"] is not None:
+            raise usage.UsageError("give --username or --anonymous, not both")
+        if self["password"] is not None and self["username"] is None:
+            raise usage.UsageError("--password needs --username")
+
+    def _checkEndpoint(self, description: str) -> None:
+        try:
+            endpoints.clientFromString(None, description)  # type: ignore[arg-type]
+        except Exception as e:
+            raise usage.UsageError(
+                f"{description}: not a client endpoint description ({e}); "
+                f"use strports syntax such as tcp:host=127.0.0.1:port=8787 or "
+                f"tls:host=example.com:port=8788"
+            )
+        self["endpoint"] = description
+
+
+class CallOptions(_ConnectionOptions):
+    """
+    Options of C{python -m pbext call}.
+    """
+
+    synopsis = "[options] ENDPOINT METHOD [ARG ...]"
+
+    longdesc = (
+        "Call METHOD on the server's root object (or, after a login, on the "
+        "avatar) and print the result. Each ARG is a Python literal such as "
+        "42, 'text', b'bytes' or [1, {'a': 2}] (with --json, a JSON value); "
+        "a bare word that is not a literal is passed as a string. Keyword "
+        "arguments are written NAME=VALUE. A call that takes longer than a "
+        "second reports its progress on stderr. Exit status: 0 success, 1 "
+        "the remote method raised, 2 bad usage, 3 connection failed, 4 login "
+        "refused."
+    )
+
+    optFlags = [
+        *_ConnectionOptions.optFlags,
+        ["json", "j", "Read arguments as JSON and print the result as JSON."],
+    ]
+
+    def parseArgs(  # type: ignore[override]
+        self, endpoint: str, method: str, *args: str
+    ) -> None:
+        self._checkEndpoint(endpoint)
+        self["method"] = method
+        positional: list[Any] = []
+        keywords: dict[str, Any] = {}
+        for arg in args:
+            name, sep, value = arg.partition("=")
+            if sep and name.isidentifier() and not keywords.get(name):
+                keywords[name] = self._literal(value)
+            else:
+                if keywords:
+                    raise usage.UsageError(
+                        f"{arg}: positional arguments come before NAME=VALUE ones"
+                    )
+                positional.append(self._literal(arg))
+        self["args"] = positional
+        self["kwargs"] = keywords
+
+    def _literal(self, text: str) -> Any:
+        if self["json"]:
+            try:
+                return json.loads(text)
+            except ValueError as e:
+                raise usage.UsageError(f"{text!r} is not JSON: {e}")
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            if text.isidentifier():
+                return text
+            raise usage.UsageError(
+                f"{text!r} is not a Python literal; quote strings, as in "
+                f"\"'hello world'\""
+            )
+
+    def postOptions(self) -> None:
+        self._checkCredentials()
+
+
+class PingOptions(_ConnectionOptions):
+    """
+    Options of C{python -m pbext ping}.
+    """
+
+    synopsis = "[options] ENDPOINT"
+
+    longdesc = (
+        "Connect (and log in, if asked) and measure round trips to the "
+        "server with pbext's ping, which stock PB servers answer too. Exit "
+        "status: 0 every ping answered, 1 a ping went unanswered, 2 bad "
+        "usage, 3 connection failed, 4 login refused."
+    )
+
+    optParameters = [
+        *_ConnectionOptions.optParameters,
+        ["count", "c", 4, "How many pings to send.", int],
+        ["interval", "i", 1.0, "Seconds between pings.", float],
+    ]
+
+    def parseArgs(self, endpoint: str) -> None:  # type: ignore[override]
+        self._checkEndpoint(endpoint)
+
+    def postOptions(self) -> None:
+        self._checkCredentials()
+        if self["count"] < 1:
+            raise usage.UsageError("--count must be at least 1")
+        if self["interval"] < 0:
+            raise usage.UsageError("--interval cannot be negative")
+
+
+class Options(usage.Options):
+    """
+    Options of C{python -m pbext}.
+    """
+
+    synopsis = "Usage: python -m pbext"
+
+    longdesc = (
+        "A Perspective Broker client for operators. ENDPOINT is a Twisted "
+        "client endpoint description: tcp:host=HOST:port=PORT, "
+        "tls:host=HOST:port=PORT[:trustRoots=DIR][:certificate=PEM:"
+        "privateKey=PEM] or unix:path=PATH. Run 'python -m pbext COMMAND "
+        "--help' for a command's options."
+    )
+
+    subCommands = [
+        ["call", None, CallOptions, "Call a remote method and print the result."],
+        ["ping", None, PingOptions, "Measure round trips to a server."],
+    ]
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("give a command: call or ping")
+
+
+class _Output:
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out = out
+        self.err = err
+
+    def result(self, value: str) -> None:
+        self.out.write(value + "\n")
+        self.out.flush()
+
+    def note(self, value: str) -> None:
+        self.err.write(value + "\n")
+        self.err.flush()
+
+
+def _jsonDefault(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return repr(value)
+
+
+def _failureType(failure: Failure) -> str:
+    """
+    The dotted name of a failure's exception, copied or local.
+    """
+    remoteType = getattr(failure.value, "remoteType", None)
+    kind = failure.type if remoteType is None else remoteType
+    if isinstance(kind, bytes):
+        return kind.decode("utf-8", "replace")
+    if isinstance(kind, str):
+        return kind
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _describeFailure(failure: Failure) -> str:
+    message = failure.getErrorMessage()
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", "replace")
+    if not message:
+        return _failureType(failure)
+    return f"{_failureType(failure)}: {message}"
+
+
+def _connectExit(failure: Failure, output: _Output, endpoint: str) -> int:
+    """
+    Report why connecting or logging in failed, and choose the exit status.
+    """
+    if _failureType(failure) in _LOGIN_ERRORS:
+        output.note(f"pbext: login refused by {endpoint}: {_describeFailure(failure)}")
+        return EXIT_LOGIN
+    output.note(f"pbext: cannot connect to {endpoint}: {_describeFailure(failure)}")
+    return EXIT_CONNECT
+
+
+async def _connect(reactor: Any, options: _ConnectionOptions) -> Any:
+    from pbext.client import connect
+
+    return await connect(
+        reactor,
+        options["endpoint"],
+        options.credentials(),
+        timeout=options["timeout"],
+    )
+
+
+def _disconnect(reference: Any) -> None:
+    transport = getattr(reference.broker, "transport", None)
+    if transport is not None:
+        transport.loseConnection()
+
+
+async def _call(reactor: Any, options: CallOptions, output: _Output) -> int:
+    try:
+        reference = await _connect(reactor, options)
+    except Exception:
+        return _connectExit(Failure(), output, options["endpoint"])
+    method = options["method"]
+    started = reactor.seconds()
+
+    def progress() -> None:
+        output.note(
+            f"pbext: still waiting for {method}() after "
+            f"{reactor.seconds() - started:.0f} s"
+        )
+
+    reporter = task.LoopingCall(progress)
+    reporter.clock = reactor
+    later = reactor.callLater(PROGRESS_AFTER, reporter.start, PROGRESS_AFTER)
+    try:
+        result = await reference.callRemote(
+            method, *options["args"], **options["kwargs"]
+        )
+    except Exception:
+        failure = Failure()
+        if failure.check(error.ConnectionLost, error.ConnectionDone, "ConnectionLost"):
+            output.note(f"pbext: connection lost during {method}()")
+            return EXIT_CONNECT
+        output.note(f"pbext: {method}() failed: {_describeFailure(failure)}")
+        return EXIT_REMOTE
+    finally:
+        if later.active():
+            later.cancel()
+        if reporter.running:
+            reporter.stop()
+        _disconnect(reference)
+    if options["json"]:
+        output.result(json.dumps(result, default=_jsonDefault))
+    else:
+        output.result(repr(result))
+    return EXIT_OK
+
+
+async def _ping(reactor: Any, options: PingOptions, output: _Output) -> int:
+    try:
+        reference = await _connect(reactor, options)
+    except Exception:
+        return _connectExit(Failure(), output, options["endpoint"])
+    broker = reference.broker
+    times: list[float] = []
+    status = EXIT_OK
+    try:
+        for n in range(1, options["count"] + 1):
+            if n > 1 and options["interval"]:
+                await task.deferLater(reactor, options["interval"])
+            started = reactor.seconds()
+            try:
+                await broker.ping().addTimeout(options["timeout"], reactor)
+            except Exception:
+                output.note(f"ping {n}: {_describeFailure(Failure())}")
+                status = EXIT_REMOTE
+                if broker.disconnected:
+                    return EXIT_CONNECT
+                continue
+            rtt = (reactor.seconds() - started) * 1000
+            times.append(rtt)
+            output.result(f"ping {n}: {rtt:.2f} ms")
+    finally:
+        _disconnect(reference)
+    if times:
+        output.result(
+            f"{len(times)}/{options['count']} answered; "
+            f"min/avg/max {min(times):.2f}/{sum(times) / len(times):.2f}/"
+            f"{max(times):.2f} ms"
+        )
+    return status
+
+
+async def run(
+    reactor: Any,
+    argv: Sequence[str],
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """
+    Run C{python -m pbext} with the arguments C{argv} (without the program
+    name) and return its exit status.
+
+    @param reactor: the reactor to connect and keep time with.
+    @param stdout: where results go; L{sys.stdout} by default.
+    @param stderr: where errors and progress go; L{sys.stderr} by default.
+    """
+    output = _Output(stdout or sys.stdout, stderr or sys.stderr)
+    options = Options()
+    try:
+        options.parseOptions(list(argv))
+    except usage.UsageError as e:
+        output.note(f"python -m pbext: {e}")
+        output.note("Run 'python -m pbext --help' for usage.")
+        return EXIT_USAGE
+    sub = options.subOptions
+    if options.subCommand == "call":
+        return await _call(reactor, sub, output)
+    return await _ping(reactor, sub, output)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """
+    The entry point of C{python -m pbext}: run it on the global reactor and
+    exit with its status.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+
+    def start(reactor: Any) -> defer.Deferred[None]:
+        async def go() -> None:
+            status = await run(reactor, args)
+            if status:
+                raise SystemExit(status)
+
+        return defer.ensureDeferred(go())
+
+    task.react(start)

@@ -1,0 +1,195 @@
+"""
+Tests for L{pbext.cli}, C{python -m pbext}, against real C{twistd pbserver}
+processes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from typing import Any
+
+from twisted.internet import defer, reactor, utils
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from pbext import cli
+from tests._process import _environment, startPBServer
+
+#: Seconds a C{python -m pbext} subprocess may run.
+CLI_TIMEOUT = 60
+
+
+def runCLI(*args: str) -> defer.Deferred[tuple[bytes, bytes, int]]:
+    """
+    Run C{python -m pbext ARGS} in a subprocess, with a timeout, and fire
+    with its stdout, stderr and exit status.
+    """
+    d = utils.getProcessOutputAndValue(
+        sys.executable,
+        ["-m", "pbext", *args],
+        env=_environment(),
+        reactor=reactor,
+    )
+    return d.addTimeout(CLI_TIMEOUT, reactor)
+
+
+def endpoint(port: int) -> str:
+    return f"tcp:host=127.0.0.1:port={port}"
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    Parsing of C{python -m pbext}'s command line.
+    """
+
+    def parse(self, *args: str) -> cli.Options:
+        options = cli.Options()
+        options.parseOptions(list(args))
+        return options
+
+    def test_literals(self) -> None:
+        """
+        Arguments are Python literals; bare words are strings, and
+        C{NAME=VALUE} arguments are keywords.
+        """
+        sub = self.parse(
+            "call", "tcp:host=h:port=1", "m", "1", "'a b'", "[1, b'x']", "word", "k=2"
+        ).subOptions
+        self.assertEqual(sub["method"], "m")
+        self.assertEqual(sub["args"], [1, "a b", [1, b"x"], "word"])
+        self.assertEqual(sub["kwargs"], {"k": 2})
+
+    def test_json(self) -> None:
+        """
+        With C{--json}, arguments are JSON.
+        """
+        sub = self.parse(
+            "call", "--json", "tcp:host=h:port=1", "m", '{"a": [1, null]}'
+        ).subOptions
+        self.assertEqual(sub["args"], [{"a": [1, None]}])
+
+    def test_badUsage(self) -> None:
+        """
+        A bad endpoint, an argument that is not a literal, or conflicting
+        credentials make L{cli.run} exit with L{cli.EXIT_USAGE} and a
+        message on stderr.
+        """
+        for argv in [
+            [],
+            ["call", "nonsense:xyz", "m"],
+            ["call", "tcp:host=h:port=1", "m", "(1,"],
+            ["call", "--anonymous", "--username", "a", "tcp:host=h:port=1", "m"],
+            ["ping", "--count", "0", "tcp:host=h:port=1"],
+        ]:
+            err = io.StringIO()
+            d = defer.ensureDeferred(cli.run(reactor, argv, io.StringIO(), err))
+            self.assertEqual(self.successResultOf(d), cli.EXIT_USAGE, argv)
+            self.assertIn("python -m pbext", err.getvalue())
+
+
+class CallTests(TestCase):
+    """
+    C{python -m pbext call} against a real C{twistd pbserver}.
+    """
+
+    @defer.inlineCallbacks
+    def test_success(self) -> Any:
+        """
+        A successful call prints the result's repr and exits 0.
+        """
+        server = yield startPBServer(self)
+        out, err, code = yield runCLI(
+            "call", endpoint(server.port), "echo", "{'a': [1, 2.5, b'x']}"
+        )
+        self.assertEqual((code, out), (0, b"{'a': [1, 2.5, b'x']}\n"), err)
+
+    @defer.inlineCallbacks
+    def test_json(self) -> Any:
+        """
+        With C{--json}, the arguments are JSON and the result is printed as
+        JSON.
+        """
+        server = yield startPBServer(self)
+        out, err, code = yield runCLI(
+            "call", "--json", endpoint(server.port), "echo", '{"a": [1, "b"]}'
+        )
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out), {"a": [1, "b"]})
+
+    @defer.inlineCallbacks
+    def test_remoteError(self) -> Any:
+        """
+        A remote error is printed on stderr with its type, and the exit
+        status is L{cli.EXIT_REMOTE}.
+        """
+        server = yield startPBServer(self)
+        out, err, code = yield runCLI("call", endpoint(server.port), "noSuchThing")
+        self.assertEqual(code, cli.EXIT_REMOTE, err)
+        self.assertEqual(out, b"")
+        self.assertIn(b"noSuchThing() failed", err)
+        self.assertIn(b"NoSuchMethod", err)
+
+    @defer.inlineCallbacks
+    def test_connectionRefused(self) -> Any:
+        """
+        A refused connection exits with L{cli.EXIT_CONNECT}, saying so.
+        """
+        server = yield startPBServer(self)
+        port = server.port
+        server.signal("TERM")
+        yield server.ended
+        out, err, code = yield runCLI("call", endpoint(port), "echo", "1")
+        self.assertEqual(code, cli.EXIT_CONNECT, err)
+        self.assertIn(b"ConnectionRefusedError", err)
+
+    @defer.inlineCallbacks
+    def test_login(self) -> Any:
+        """
+        With good credentials the call goes to the avatar; with bad ones the
+        exit status is L{cli.EXIT_LOGIN}.
+        """
+        server = yield startPBServer(self, "--auth", "memory:alice:secret")
+        out, err, code = yield runCLI(
+            "call",
+            "--username",
+            "alice",
+            "--password",
+            "secret",
+            endpoint(server.port),
+            "whoami",
+        )
+        self.assertEqual((code, out), (0, b"'alice'\n"), err)
+        out, err, code = yield runCLI(
+            "call",
+            "--username",
+            "alice",
+            "--password",
+            "wrong",
+            endpoint(server.port),
+            "whoami",
+        )
+        self.assertEqual(code, cli.EXIT_LOGIN, err)
+        self.assertIn(b"login refused", err)
+        self.assertIn(b"UnauthorizedLogin", err)
+
+
+class PingTests(TestCase):
+    """
+    C{python -m pbext ping}.
+    """
+
+    @defer.inlineCallbacks
+    def test_ping(self) -> Any:
+        """
+        Each ping's round trip is printed, then a summary.
+        """
+        server = yield startPBServer(self)
+        out, err, code = yield runCLI(
+            "ping", "--count", "2", "--interval", "0", endpoint(server.port)
+        )
+        self.assertEqual(code, 0, err)
+        lines = out.decode().splitlines()
+        self.assertTrue(lines[0].startswith("ping 1: "), lines)
+        self.assertTrue(lines[1].startswith("ping 2: "), lines)
+        self.assertTrue(lines[2].startswith("2/2 answered"), lines)
