@@ -15,13 +15,42 @@ Switching an existing PB program is one import::
 """
 
 from pbext._version import __version__
-from pbext.client import PBClientFactory
+from pbext.broker import Broker, CallTimeout, MessageTooLarge, PolicyViolation
+from pbext.client import PBClientFactory, PBClientService, connect
+from pbext.copyable import CopyableRegistry, CopyableStateError, RegistryError
+from pbext.security import (
+    Limits,
+    PolicyError,
+    SecurityPolicy,
+    classicPolicy,
+    defaultPolicy,
+    loadPolicy,
+    strictPolicy,
+)
 from pbext.server import PBServerFactory, PBServerService, buildServerFactory
+from pbext.typecheck import TypedCallError
 
 __all__ = [
     "__version__",
+    "Broker",
+    "CallTimeout",
+    "CopyableRegistry",
+    "CopyableStateError",
+    "Limits",
+    "MessageTooLarge",
     "PBClientFactory",
+    "PBClientService",
     "PBServerFactory",
     "PBServerService",
+    "PolicyError",
+    "PolicyViolation",
+    "RegistryError",
+    "SecurityPolicy",
+    "TypedCallError",
     "buildServerFactory",
+    "classicPolicy",
+    "connect",
+    "defaultPolicy",
+    "loadPolicy",
+    "strictPolicy",
 ]

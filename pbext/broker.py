@@ -120,17 +120,14 @@ def setNoDelay(transport: object) -> bool:
 
     @return: C{True} if a TCP transport was found and changed.
     """
-    for _ in range(8):
-        if transport is None:
-            return False
-        if ITCPTransport.providedBy(transport):
-            try:
-                transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
-            except OSError:
-                return False
-            return True
-        transport = getattr(transport, "transport", None)
-    return False
+    tcp = keepalive.tcpTransportOf(transport)
+    if tcp is None:
+        return False
+    try:
+        tcp.setTcpNoDelay(True)
+    except OSError:
+        return False
+    return True
 
 
 class PolicyViolation(pb.Error):
@@ -205,6 +202,66 @@ def resolvePolicy(
         for klass in security.allowedClasses:
             result.allowedClasses[klass] = 1
     return result
+
+
+class BrokerFactoryMixin:
+    """
+    What pbext's client and server factories share: the pbext options, and
+    building a L{Broker} with them.
+
+    @ivar policy: the L{SecurityPolicy} of every connection.
+    @ivar registries: the copyable registries of every connection.
+    @ivar options: the other pbext keyword options the factory was given.
+    """
+
+    # Mixed in after Twisted's factory class and adding no slots, so pbext's
+    # factories keep the instance layout of Twisted's: code written for the
+    # stock classes may even rebase its subclasses onto pbext's.
+    __slots__ = ()
+
+    protocol: Any
+    security: Any
+
+    def _setUpPbext(
+        self,
+        security: jelly.SecurityOptions,
+        policy: SecurityPolicy | str | None,
+        registry: Any,
+        reactor: Any,
+        callTimeout: float | None,
+        keepaliveInterval: float | None,
+        keepaliveTimeout: float | None,
+        options: dict[str, Any],
+    ) -> None:
+        self.policy = resolvePolicy(policy, security)
+        self.registries = registriesFrom(registry)
+        self._reactor = reactor
+        self._brokerOptions = {
+            "callTimeout": callTimeout,
+            "keepaliveInterval": keepaliveInterval,
+            "keepaliveTimeout": keepaliveTimeout,
+        }
+        self.options = options
+
+    def _buildBroker(self, isClient: bool) -> pb.Broker:
+        """
+        Build a broker with this factory's policy, registries and options (a
+        plain one if C{protocol} was replaced by a class that is not pbext's
+        L{Broker}), attached to this factory.
+        """
+        if issubclass(self.protocol, Broker):
+            broker: pb.Broker = self.protocol(
+                isClient=isClient,
+                security=self.security,
+                policy=self.policy,
+                registries=self.registries,
+                clock=self._reactor,
+                **self._brokerOptions,
+            )
+        else:
+            broker = self.protocol(isClient=isClient, security=self.security)
+        broker.factory = self  # type: ignore[assignment]
+        return broker
 
 
 def registriesFrom(registry: Any) -> tuple[Any, ...]:
@@ -372,7 +429,14 @@ class Broker(pb.Broker):
             peer=self._peerName(),
             policy=self.policy.name,
             pbextEvent="policyViolation",
-            **{k: _short(v) for k, v in fields.items()},
+            **{
+                k: (
+                    v
+                    if isinstance(v, (str, int)) and len(str(v)) <= _REPR_LIMIT
+                    else _short(v)
+                )
+                for k, v in fields.items()
+            },
         )
 
     def _dropConnection(self, kind: str, message: str, **fields: Any) -> None:
@@ -818,29 +882,31 @@ class Broker(pb.Broker):
             )
         super().cacheLocally(cid, instance)
 
+    def _knownID(self, objectID: object, table: Any, command: str) -> bool:
+        """
+        Whether C{objectID} names an entry of C{table} that the peer may
+        release; if not, log the bogus C{command} (classic PB crashed on it).
+        """
+        if isinstance(objectID, int) and objectID in table:
+            return True
+        self._violation(
+            "bad" + command.capitalize(),
+            f"{command} of an unknown object",
+            objectID=objectID,
+        )
+        return False
+
     def proto_decref(self, objectID: object) -> None:
-        if not isinstance(objectID, int) or objectID not in self.localObjects:
-            self._violation(
-                "badDecref", "decref of an unknown object", objectID=objectID
-            )
-            return
-        super().proto_decref(objectID)
+        if self._knownID(objectID, self.localObjects, "decref"):
+            super().proto_decref(objectID)
 
     def proto_decache(self, objectID: object) -> None:
-        if not isinstance(objectID, int) or objectID not in self.remotelyCachedObjects:
-            self._violation(
-                "badDecache", "decache of an unknown object", objectID=objectID
-            )
-            return
-        super().proto_decache(objectID)
+        if self._knownID(objectID, self.remotelyCachedObjects, "decache"):
+            super().proto_decache(objectID)
 
     def proto_uncache(self, objectID: object) -> None:
-        if not isinstance(objectID, int) or objectID not in self.locallyCachedObjects:
-            self._violation(
-                "badUncache", "uncache of an unknown object", objectID=objectID
-            )
-            return
-        super().proto_uncache(objectID)
+        if self._knownID(objectID, self.locallyCachedObjects, "uncache"):
+            super().proto_uncache(objectID)
 
     # -- outgoing calls ----------------------------------------------------
 

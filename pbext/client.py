@@ -45,13 +45,13 @@ from twisted.spread import pb
 from twisted.spread.jelly import SecurityOptions, globalSecurity
 from zope.interface import implementer
 
-from pbext.broker import Broker, registriesFrom, resolvePolicy
+from pbext.broker import Broker, BrokerFactoryMixin
 from pbext.security import SecurityPolicy
 
 __all__ = ["PBClientFactory", "PBClientService", "connect"]
 
 
-class PBClientFactory(pb.PBClientFactory):
+class PBClientFactory(pb.PBClientFactory, BrokerFactoryMixin):
     """
     Client factory for Perspective Broker, hardened by pbext.
 
@@ -95,35 +95,23 @@ class PBClientFactory(pb.PBClientFactory):
         **pbextOptions: Any,
     ) -> None:
         super().__init__(unsafeTracebacks, security)
-        self.policy = resolvePolicy(policy, security)
-        self.registries = registriesFrom(registry)
-        self._reactor = reactor
-        self._brokerOptions = {
-            "callTimeout": callTimeout,
-            "keepaliveInterval": keepaliveInterval,
-            "keepaliveTimeout": keepaliveTimeout,
-        }
-        self.options = pbextOptions
+        self._setUpPbext(
+            security,
+            policy,
+            registry,
+            reactor,
+            callTimeout,
+            keepaliveInterval,
+            keepaliveTimeout,
+            pbextOptions,
+        )
 
     def buildProtocol(self, addr: Any) -> pb.Broker:
         """
         Build a client broker with this factory's policy, registries and
-        options (a plain one if C{protocol} was replaced by a class that is
-        not pbext's L{Broker}).
+        options.
         """
-        if issubclass(self.protocol, Broker):
-            broker: pb.Broker = self.protocol(
-                isClient=True,
-                security=self.security,
-                policy=self.policy,
-                registries=self.registries,
-                clock=self._reactor,
-                **self._brokerOptions,
-            )
-        else:
-            broker = self.protocol(isClient=True, security=self.security)
-        broker.factory = self  # type: ignore[assignment]
-        return broker
+        return self._buildBroker(isClient=True)
 
     def stopFactory(self) -> None:
         """

@@ -53,6 +53,18 @@ class ISecurityPolicy(Interface):
         Whether instances of this class may be received.
         """
 
+    def isMethodAllowed(name: str) -> bool:
+        """
+        Whether a peer may call a remote method of this name (the part after
+        C{remote_}, C{perspective_}, ...).
+        """
+
+    def outgoingTaster() -> object:
+        """
+        The C{SecurityOptions}-compatible object jelly consults for what
+        this side sends (the local program chooses what it sends).
+        """
+
     def forConnection(registries: tuple[ICopyableRegistry, ...]) -> object:
         """
         Bind this policy to the copyable registries of one connection.

@@ -279,14 +279,28 @@ def enableTcpKeepAlive(transport: object) -> bool:
         otherwise (a UNIX socket, an in-memory transport, or an error from
         the operating system).
     """
+    tcp = tcpTransportOf(transport)
+    if tcp is None:
+        return False
+    try:
+        tcp.setTcpKeepAlive(True)
+    except OSError:
+        return False
+    return True
+
+
+def tcpTransportOf(transport: object) -> Any:
+    """
+    Find the TCP transport under C{transport}, following the C{transport}
+    attributes of wrappers such as TLS.
+
+    @return: the L{ITCPTransport} provider, or L{None} if there is none
+        (a UNIX socket, an in-memory transport).
+    """
     for _ in range(_MAX_WRAPPING):
         if transport is None:
-            return False
+            return None
         if ITCPTransport.providedBy(transport):
-            try:
-                transport.setTcpKeepAlive(True)  # type: ignore[attr-defined]
-            except OSError:
-                return False
-            return True
+            return transport
         transport = getattr(transport, "transport", None)
-    return False
+    return None

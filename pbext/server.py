@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.spread import pb
 from twisted.spread.jelly import SecurityOptions, globalSecurity
 
-from pbext.broker import Broker, registriesFrom, resolvePolicy
+from pbext.broker import Broker, BrokerFactoryMixin
 from pbext.login import (  # noqa: F401 (re-exported: they used to live here)
     _PortalAuthChallenger,
     _PortalRoot,
@@ -33,7 +33,7 @@ from pbext.security import SecurityPolicy
 _log = Logger()
 
 
-class PBServerFactory(pb.PBServerFactory):
+class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
     """
     Server factory for Perspective Broker, hardened by pbext.
 
@@ -67,15 +67,16 @@ class PBServerFactory(pb.PBServerFactory):
             # Login options: classicLogin, allowPlaintextLogin, loginThrottle.
             root = _PortalRoot.fromOptions(root, dict(pbextOptions, reactor=reactor))
         super().__init__(root, unsafeTracebacks, security)
-        self.policy = resolvePolicy(policy, security)
-        self.registries = registriesFrom(registry)
-        self._reactor = reactor
-        self._brokerOptions = {
-            "callTimeout": callTimeout,
-            "keepaliveInterval": keepaliveInterval,
-            "keepaliveTimeout": keepaliveTimeout,
-        }
-        self.options = pbextOptions
+        self._setUpPbext(
+            security,
+            policy,
+            registry,
+            reactor,
+            callTimeout,
+            keepaliveInterval,
+            keepaliveTimeout,
+            pbextOptions,
+        )
         self.connectionCount = 0
         self._perAddress: dict[str, int] = {}
 
@@ -97,18 +98,7 @@ class PBServerFactory(pb.PBServerFactory):
                 pbextEvent="connectionRefused",
             )
             return None
-        if issubclass(self.protocol, Broker):
-            proto = self.protocol(
-                isClient=False,
-                security=self.security,
-                policy=self.policy,
-                registries=self.registries,
-                clock=self._reactor,
-                **self._brokerOptions,
-            )
-        else:
-            proto = self.protocol(isClient=False, security=self.security)
-        proto.factory = self  # type: ignore[assignment]
+        proto = self._buildBroker(isClient=False)
         proto.setNameForLocal("root", self.root.rootObject(proto))
         self.connectionCount += 1
         proto._pbextAddress = host  # type: ignore[union-attr,attr-defined]

@@ -72,7 +72,7 @@ class _Base(HostileMixin, TestCase):
         matching = [e for e in self.recorder.events if e.get("kind") == kind]
         self.assertTrue(matching, f"no {kind!r} event in {self.recorder.kinds()}")
         if limit is not None:
-            self.assertIn(repr(limit), [e.get("limit") for e in matching])
+            self.assertIn(limit, [e.get("limit") for e in matching])
 
 
 class FramingTests(_Base):

@@ -1031,7 +1031,6 @@ class JellyTests(SynchronousTestCase):
         self.assertTrue(unjellier.checkCopyState)
 
 
-
 class PlainFastPathTests(SynchronousTestCase):
     """
     L{_jelly.jellyPlain} and L{_jelly.unjellyPlain}, the jellier-free paths
