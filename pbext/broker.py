@@ -214,10 +214,9 @@ class BrokerFactoryMixin:
     @ivar options: the other pbext keyword options the factory was given.
     """
 
-    # Mixed in after Twisted's factory class and adding no slots, so pbext's
-    # factories keep the instance layout of Twisted's: code written for the
-    # stock classes may even rebase its subclasses onto pbext's.
-    __slots__ = ()
+    # Mixed in after Twisted's factory class, so pbext's factories keep the
+    # instance layout of Twisted's: code written for the stock classes may
+    # even rebase its subclasses onto pbext's.
 
     protocol: Any
     security: Any
