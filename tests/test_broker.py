@@ -1,8 +1,8 @@
 """
 Tests for L{pbext.broker}: the hardened broker, in memory.
 
-These tests connect a client and a server broker with
-L{twisted.test.iosim} and a L{task.Clock}; the same hostile cases over real
+These tests connect a client and a server broker in memory with
+L{pbext.testing} and a L{task.Clock}; the same hostile cases over real
 sockets are in L{tests.test_hostile}.
 """
 
@@ -14,13 +14,13 @@ from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.python.failure import Failure
 from twisted.spread import banana, jelly, pb
-from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 import pbext
 from pbext import broker as pbbroker
 from pbext import typecheck
 from pbext.security import classicPolicy, defaultPolicy
+from pbext.testing import connectedPair
 
 
 class Root(pb.Root):
@@ -94,30 +94,17 @@ class Pair:
             clientFactory = pbext.PBClientFactory(reactor=self.clock)
         self.serverFactory = serverFactory
         self.clientFactory = clientFactory
-        serverAddress = IPv4Address("TCP", "127.0.0.1", 8787)
-        clientAddress = IPv4Address("TCP", "127.0.0.1", 40000)
-        self.server = serverFactory.buildProtocol(clientAddress)
-        self.client = clientFactory.buildProtocol(serverAddress)
-        self.serverTransport = iosim.FakeTransport(
-            self.server,
-            isServer=True,
-            hostAddress=serverAddress,
-            peerAddress=clientAddress,
-        )
-        self.clientTransport = iosim.FakeTransport(
-            self.client,
-            isServer=False,
-            hostAddress=clientAddress,
-            peerAddress=serverAddress,
-        )
-        self.pump = iosim.connect(
-            self.server,
-            self.serverTransport,
-            self.client,
-            self.clientTransport,
-            greet=False,
+        self.connection = connectedPair(
+            serverFactory,
+            clientFactory,
             clock=self.clock,
+            serverAddress=IPv4Address("TCP", "127.0.0.1", 8787),
+            clientAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+            handshake=False,
         )
+        self.server = self.connection.serverBroker
+        self.client = self.connection.clientBroker
+        self.clientTransport = self.connection.clientTransport
         test.addCleanup(self.close)
 
     def flush(self) -> None:
@@ -126,7 +113,7 @@ class Pair:
         (fairness yields), until nothing is left to do.
         """
         for _ in range(10_000):
-            self.pump.flush(advanceClock=False)
+            self.connection.pump()
             now = self.clock.seconds()
             if not any(c.getTime() <= now for c in self.clock.getDelayedCalls()):
                 return
@@ -153,9 +140,7 @@ class Pair:
         return d
 
     def close(self) -> None:
-        if not self.client.disconnected:
-            self.clientTransport.loseConnection()
-            self.flush()
+        self.connection.disconnect()
 
 
 def remoteFailure(test: SynchronousTestCase, d: defer.Deferred[Any]) -> Failure:
@@ -205,12 +190,16 @@ class HandshakeTests(SynchronousTestCase):
         """
         clock = task.Clock()
         factory = pbext.PBServerFactory(Root(), reactor=clock)
-        server = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
-        transport = iosim.FakeTransport(server, isServer=True)
-        server.makeConnection(transport)
-        clock.advance(factory.policy.limits.handshakeTimeout + 1)
-        self.assertTrue(transport.disconnecting)
-        self.flushLoggedErrors()
+        connection = connectedPair(
+            factory, pb.PBClientFactory(), clock=clock, handshake=False
+        )
+        # The client's bytes never arrive: it never picks a dialect.
+        connection.clientToServer.hold()
+        connection.pump()
+        connection.advance(factory.policy.limits.handshakeTimeout - 1)
+        self.assertFalse(connection.serverBroker.disconnected)
+        connection.advance(2)
+        self.assertTrue(connection.serverBroker.disconnected)
 
 
 class CallTests(SynchronousTestCase):
