@@ -293,25 +293,12 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 "--metrics needs prometheus-client, which is not installed: "
                 "pip install pbext[metrics]"
             )
-        try:
-            endpoints.serverFromString(None, description)  # type: ignore[arg-type]
-        except Exception as e:
-            raise usage.UsageError(
-                f"--metrics {description}: not a valid endpoint description "
-                f"({e}). Use strports syntax such as tcp:9187:interface=127.0.0.1."
-            )
+        _checkServerEndpoint("metrics", description, "tcp:9187:interface=127.0.0.1")
         self["metrics"] = description
 
     def opt_listen(self, description: str) -> None:
         """Listen on this strports endpoint (repeatable; default tcp:8787), e.g. tcp:8787:interface=127.0.0.1 or ssl:8788:privateKey=key.pem."""  # noqa: E501
-        try:
-            endpoints.serverFromString(None, description)  # type: ignore[arg-type]
-        except Exception as e:
-            raise usage.UsageError(
-                f"--listen {description}: not a valid endpoint description "
-                f"({e}). Use strports syntax such as tcp:8787 or "
-                f"unix:/var/run/pb.sock."
-            )
+        _checkServerEndpoint("listen", description, "tcp:8787 or unix:/run/pb.sock")
         self["listen"].append(description)
 
     def opt_auth(self, description: str) -> None:
@@ -463,6 +450,20 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             )
         else:
             self["realmObject"] = None
+
+
+def _checkServerEndpoint(option: str, description: str, example: str) -> None:
+    """
+    Refuse a server endpoint description strports cannot parse, naming the
+    option, the reason and an example.
+    """
+    try:
+        endpoints.serverFromString(None, description)  # type: ignore[arg-type]
+    except Exception as e:
+        raise usage.UsageError(
+            f"--{option} {description}: not a valid endpoint description "
+            f"({e}). Use strports syntax such as {example}."
+        )
 
 
 def _loadRegistry(spec: str) -> object:
