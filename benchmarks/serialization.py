@@ -156,8 +156,8 @@ _TRIAL: Any = [{"a": "b", "c": [1, 2.5, None, b"d"]}, ("e",)]
 
 def _pbextJelly(policy: Any) -> Tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     """
-    pbext's jelly and unjelly as its broker calls them, with no broker (as
-    C{invoker}) and no copyable registries.
+    pbext's jelly and unjelly as its broker calls them (plain fast paths
+    first), with no broker (as C{invoker}) and no copyable registries.
 
     @raise Exception: If they do not import or fail a trial round trip.
     """
@@ -168,10 +168,24 @@ def _pbextJelly(policy: Any) -> Tuple[Callable[[Any], Any], Callable[[Any], Any]
     outgoing = policy.outgoingTaster()
     incoming = policy.forConnection(())
 
+    # The broker's own order: the plain fast paths (C where the accelerator
+    # is built), then the full jellier and unjellier for anything else.
+    jellyPlain = getattr(_jelly, "jellyPlain", None)
+    unjellyPlain = getattr(_jelly, "unjellyPlain", None)
+    notPlain = getattr(_jelly, "NOT_PLAIN", None)
+
     def jellyIt(obj: Any) -> Any:
+        if jellyPlain is not None:
+            sexp = jellyPlain(obj)
+            if sexp is not notPlain:
+                return sexp
         return jellyWith(obj, outgoing, None, ())
 
     def unjellyIt(sexp: Any) -> Any:
+        if unjellyPlain is not None:
+            value = unjellyPlain(sexp)
+            if value is not notPlain:
+                return value
         return unjellyWith(sexp, incoming, None, (), policy)
 
     if unjellyIt(jellyIt(_TRIAL)) != _TRIAL:

@@ -57,6 +57,7 @@ from twisted.spread import flavors, pb
 from twisted.spread import jelly as _twistedJelly
 from twisted.spread.jelly import InsecureJelly
 
+from pbext._accelerator import speedups as _speedups
 from pbext.security import (
     _IMPORTING_TYPES,
     BoundPolicy,
@@ -849,7 +850,7 @@ def _jellyPlain(obj: Any, seen: set[int]) -> Any:
     return sexp
 
 
-def jellyPlain(obj: Any) -> Any:
+def _jellyPlainPython(obj: Any) -> Any:
     """
     Jelly C{obj} without a jellier if it is a tree of builtin values (no
     container appearing twice), exactly as L{Jellier} would with a taster
@@ -880,6 +881,8 @@ def _unjellyPlain(sexp: list[Any]) -> Any:
     if not sexp:
         raise _NotPlain
     tag = sexp[0]
+    if type(tag) is not bytes:
+        raise _NotPlain
     if tag == b"unicode":
         if len(sexp) != 2 or type(sexp[1]) is not bytes:
             raise _NotPlain
@@ -918,7 +921,7 @@ def _unjellyPlain(sexp: list[Any]) -> Any:
         if len(sexp) != 1:
             raise _NotPlain
         return None
-    if tag == b"boolean" and len(sexp) == 2:
+    if tag == b"boolean" and len(sexp) == 2 and type(sexp[1]) is bytes:
         if sexp[1] == b"true":
             return True
         if sexp[1] == b"false":
@@ -926,7 +929,7 @@ def _unjellyPlain(sexp: list[Any]) -> Any:
     raise _NotPlain
 
 
-def unjellyPlain(sexp: Any) -> Any:
+def _unjellyPlainPython(sexp: Any) -> Any:
     """
     Unjelly C{sexp} without an unjellier if it is made only of jelly's
     plain builtin expressions, exactly as L{Unjellier.unjellyFull} would
@@ -946,6 +949,17 @@ def unjellyPlain(sexp: Any) -> Any:
 #: What L{jellyPlain} and L{unjellyPlain} return when the full jellier or
 #: unjellier is needed.
 NOT_PLAIN: Any = object()
+
+#: The pure-Python L{jellyPlain} and L{unjellyPlain}; where pbext's C
+#: accelerator is built, the module's names are bound to its twins, which
+#: give the same results (the tests run both).
+jellyPlain = _jellyPlainPython
+unjellyPlain = _unjellyPlainPython
+
+if _speedups is not None:
+    _speedups.configure(notPlain=NOT_PLAIN)
+    jellyPlain = _speedups.jellyPlain
+    unjellyPlain = _speedups.unjellyPlain
 
 
 class Jellier(_twistedJelly._Jellier):

@@ -23,6 +23,11 @@ byte for byte) but:
 Neither keeps any state outside its own instance: pbext's broker owns one
 L{Decoder} per connection.
 
+Both have a C twin in pbext's optional accelerator (L{pbext._accelerator}):
+where it is built, L{encode} is the C function and a L{Decoder} parses with
+the C parser, with the same results, limits and errors as the Python code
+here, which stays the specification and the fallback.
+
 @since: pbext NEXT
 """
 
@@ -35,6 +40,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from twisted.python.reflect import fullyQualifiedName
 from twisted.spread import banana
+
+from pbext._accelerator import speedups as _speedups
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -146,6 +153,7 @@ class Decoder:
         maxMessageTokens: int = DEFAULT_MAX_MESSAGE_TOKENS,
         maxMessageBytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         vocabulary: Optional[Mapping[int, bytes]] = None,
+        accelerated: Optional[bool] = None,
     ) -> None:
         """
         @param maxPrefixBytes: The longest number prefix accepted, in bytes
@@ -167,8 +175,12 @@ class Decoder:
         @param vocabulary: The incoming vocabulary (token number to word) if
             the C{b"pb"} dialect is already selected, else L{None}: then
             vocabulary tokens are refused until L{setVocabulary} is called.
+        @param accelerated: Whether to parse with pbext's C accelerator:
+            L{None} (the default) uses it when it is built, C{False} uses
+            the pure-Python parser, C{True} requires the accelerator.
 
-        @raise ValueError: If a limit is not a positive integer.
+        @raise ValueError: If a limit is not a positive integer, or if
+            C{accelerated} is C{True} and the accelerator is not available.
         """
         limits = {
             "maxPrefixBytes": maxPrefixBytes,
@@ -188,7 +200,6 @@ class Decoder:
         self.maxMessageTokens = maxMessageTokens
         self.maxMessageBytes = maxMessageBytes
         self._vocabulary: Optional[Dict[int, bytes]] = None
-        self.setVocabulary(vocabulary)
         # Bytes received but not parsed yet: at most one incomplete token.
         # They start at a token boundary; parsing resumes once _have (their
         # total length) reaches _need.
@@ -207,6 +218,23 @@ class Decoder:
         self._messageBytes = 0
         self._failure: Optional[Tuple[str, str]] = None
         self._busy = False
+        if accelerated is None:
+            accelerated = _speedups is not None
+        if accelerated:
+            if _speedups is None:
+                from pbext._accelerator import reason
+
+                raise ValueError(f"the C accelerator is not available: {reason}")
+            # The C parser keeps all the parsing state; its methods
+            # replace this instance's, saving a call per chunk.
+            core = _speedups.DecoderCore(**limits)
+            self._core = core
+            self.feed = core.feed  # type: ignore[method-assign]
+            self.feedTo = core.feedTo  # type: ignore[method-assign]
+            self.setVocabulary = core.setVocabulary  # type: ignore[method-assign]
+        else:
+            self._core = None
+        self.setVocabulary(vocabulary)
 
     def setVocabulary(self, vocabulary: Optional[Mapping[int, bytes]]) -> None:
         """
@@ -222,11 +250,20 @@ class Decoder:
         self._vocabulary = None if vocabulary is None else dict(vocabulary)
 
     @property
+    def accelerated(self) -> bool:
+        """
+        Whether this decoder parses with pbext's C accelerator.
+        """
+        return self._core is not None
+
+    @property
     def pendingBytes(self) -> int:
         """
         How many bytes of an incomplete top-level expression have been
         received (parsed or held); 0 between messages.
         """
+        if self._core is not None:
+            return self._core.pendingBytes  # type: ignore[no-any-return]
         return self._messageBytes + self._have
 
     @property
@@ -234,6 +271,8 @@ class Decoder:
         """
         Whether a top-level expression has been partly received.
         """
+        if self._core is not None:
+            return self._core.messageStarted  # type: ignore[no-any-return]
         return self._messageBytes + self._have > 0
 
     def feed(self, data: bytes) -> List[object]:
@@ -535,7 +574,7 @@ _FLOAT_BYTE = banana.FLOAT
 _NO_VOCABULARY: Dict[bytes, int] = {}
 
 
-def encode(
+def _encodePython(
     obj: object,
     vocabulary: Optional[Mapping[bytes, int]] = None,
     maxMessageBytes: Optional[int] = None,
@@ -677,6 +716,10 @@ def encode(
             items = stack.pop()
 
 
+#: The pure-Python L{encode}, which the C one follows.
+encode = _encodePython
+
+
 def _plain(obj: object) -> object:
     """
     Convert an object of a subclass of a type banana sends (such as C{bool})
@@ -705,3 +748,14 @@ def _tooLarge(limit: int) -> FramingError:
     return FramingError(
         "maxMessageBytes", f"message to send is longer than {limit} bytes"
     )
+
+
+if _speedups is not None:
+    _speedups.configure(
+        framingError=FramingError,
+        bananaError=banana.BananaError,
+        plain=_plain,
+        intToken=_intToken,
+        sizeLimit=_SIZE_LIMIT,
+    )
+    encode = _speedups.encode  # noqa: F811

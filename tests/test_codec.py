@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from twisted.spread import banana, jelly
 from twisted.trial.unittest import SynchronousTestCase
 
+from pbext import codec
+from pbext._accelerator import reason, speedups
 from pbext.codec import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -249,7 +251,49 @@ def sampleValues() -> List[object]:
     ]
 
 
-class EncodeTests(SynchronousTestCase):
+class PythonDecoder(Decoder):
+    """
+    A L{Decoder} that parses with the pure-Python parser.
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(accelerated=False, **kwargs)  # type: ignore[arg-type]
+
+
+class AcceleratedDecoder(Decoder):
+    """
+    A L{Decoder} that parses with pbext's C accelerator.
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(accelerated=True, **kwargs)  # type: ignore[arg-type]
+
+
+class _Implementation:
+    """
+    The codec under test: every test below runs twice, against the C
+    accelerator (L{pbext._speedups}) and against the pure-Python code it
+    must agree with.
+    """
+
+    encode = staticmethod(encode)
+    Decoder: type = Decoder
+
+
+class _PurePython(_Implementation):
+    encode = staticmethod(codec._encodePython)
+    Decoder = PythonDecoder
+
+
+class _Accelerated(_Implementation):
+    if speedups is None:
+        skip = f"the C accelerator is not available: {reason}"
+    else:
+        encode = staticmethod(speedups.encode)
+    Decoder = AcceleratedDecoder
+
+
+class EncodeTestsMixin(_Implementation):
     """
     L{encode} writes exactly what C{Banana._encode} writes, and fails where
     it fails.
@@ -261,7 +305,7 @@ class EncodeTests(SynchronousTestCase):
         """
         for dialect in (b"pb", None):
             self.assertEqual(
-                encode(value, vocabularyFor(dialect)),
+                self.encode(value, vocabularyFor(dialect)),
                 stockEncode(value, dialect),
                 f"dialect {dialect!r}: {value!r:.200}",
             )
@@ -298,8 +342,10 @@ class EncodeTests(SynchronousTestCase):
         dialects.
         """
         for word, number in OUTGOING.items():
-            self.assertEqual(encode(word, OUTGOING), bytes((number, 0x87)))
-            self.assertEqual(encode(word, None), tokenBytes(len(word), b"\x82") + word)
+            self.assertEqual(self.encode(word, OUTGOING), bytes((number, 0x87)))
+            self.assertEqual(
+                self.encode(word, None), tokenBytes(len(word), b"\x82") + word
+            )
             self.assertSameEncoding(word)
 
     def test_otherVocabulary(self) -> None:
@@ -313,7 +359,7 @@ class EncodeTests(SynchronousTestCase):
         written: List[bytes] = []
         value = [b"a", b"b", b"c", b"d"]
         proto._encode(value, written.append)
-        self.assertEqual(encode(value, vocabulary), b"".join(written))
+        self.assertEqual(self.encode(value, vocabulary), b"".join(written))
 
     def test_samples(self) -> None:
         """
@@ -323,8 +369,8 @@ class EncodeTests(SynchronousTestCase):
         """
         for value in sampleValues():
             self.assertSameEncoding(value)
-        self.assertEqual(encode((1, 2), None), encode([1, 2], None))
-        self.assertEqual(encode(True, None), encode(1, None))
+        self.assertEqual(self.encode((1, 2), None), self.encode([1, 2], None))
+        self.assertEqual(self.encode(True, None), self.encode(1, None))
 
     def test_jelly(self) -> None:
         """
@@ -393,8 +439,8 @@ class EncodeTests(SynchronousTestCase):
             [2**100],
             b"z" * 2000,
         ]:
-            encoded = encode(value, OUTGOING)
-            self.assertEqual(encode(value, OUTGOING, len(encoded)), encoded)
+            encoded = self.encode(value, OUTGOING)
+            self.assertEqual(self.encode(value, OUTGOING, len(encoded)), encoded)
             error = self.assertRaises(
                 FramingError, encode, value, OUTGOING, len(encoded) - 1
             )
@@ -411,7 +457,7 @@ class EncodeTests(SynchronousTestCase):
         self.assertIsInstance(error, banana.BananaError)
 
 
-class DecodeTests(SynchronousTestCase):
+class DecodeTestsMixin(_Implementation):
     """
     L{Decoder} returns what stock banana delivers to C{expressionReceived},
     however the bytes are split.
@@ -436,7 +482,7 @@ class DecodeTests(SynchronousTestCase):
             randomChunks(data, 2),
             splitAt(data, [3, 65536]),
         ]:
-            decoder = Decoder(vocabulary=vocabulary)
+            decoder = self.Decoder(vocabulary=vocabulary)
             received = feedAll(decoder, chunks)
             self.assertEqual(canonical(received), canonical(expected))
             self.assertEqual(decoder.pendingBytes, 0)
@@ -451,7 +497,7 @@ class DecodeTests(SynchronousTestCase):
         stream = []
         for dialect in (b"pb", None):
             for value in sampleValues():
-                data = encode(value, vocabularyFor(dialect))
+                data = self.encode(value, vocabularyFor(dialect))
                 stream.append(data)
                 [decoded] = self.assertDecodesLikeStock(data, dialect)
                 expected = stockDecode([data], dialect)[0][0]
@@ -498,7 +544,7 @@ class DecodeTests(SynchronousTestCase):
         """
         A FLOAT is a type byte and eight big-endian bytes, however split.
         """
-        data = encode([1.5, -0.0, float("inf")], None)
+        data = self.encode([1.5, -0.0, float("inf")], None)
         self.assertDecodesLikeStock(data, None)
 
     def test_vocabularyBeforeDialect(self) -> None:
@@ -508,7 +554,9 @@ class DecodeTests(SynchronousTestCase):
         """
         _, stockError = stockDecode([b"\x01\x87"], None)
         self.assertIsInstance(stockError, NotImplementedError)
-        error = self.assertRaises(FramingError, Decoder().feed, b"\x02\x80\x01\x87")
+        error = self.assertRaises(
+            FramingError, self.Decoder().feed, b"\x02\x80\x01\x87"
+        )
         self.assertEqual(error.limit, "badVocabulary")
 
     def test_unknownVocabulary(self) -> None:
@@ -516,7 +564,7 @@ class DecodeTests(SynchronousTestCase):
         A VOCAB token for a number not in the vocabulary raises
         L{FramingError} with limit C{"badVocabulary"}.
         """
-        decoder = Decoder(vocabulary=INCOMING)
+        decoder = self.Decoder(vocabulary=INCOMING)
         error = self.assertRaises(FramingError, decoder.feed, b"\x7f\x87")
         self.assertEqual(error.limit, "badVocabulary")
 
@@ -524,7 +572,7 @@ class DecodeTests(SynchronousTestCase):
         """
         After L{Decoder.setVocabulary}, VOCAB tokens decode to their words.
         """
-        decoder = Decoder()
+        decoder = self.Decoder()
         decoder.setVocabulary(INCOMING)
         self.assertEqual(
             decoder.feed(b"\x02\x80\x13\x87\x0a\x87"), [[b"version", b"persistent"]]
@@ -537,8 +585,8 @@ class DecodeTests(SynchronousTestCase):
         decodes, as in stock, where the client's selection and its first
         PB message usually arrive together.
         """
-        chunk = encode(b"pb", None) + encode([b"version", 6], OUTGOING)
-        decoder = Decoder()
+        chunk = self.encode(b"pb", None) + self.encode([b"version", 6], OUTGOING)
+        decoder = self.Decoder()
         received: List[object] = []
 
         def expressionReceived(expression: object) -> None:
@@ -555,8 +603,8 @@ class DecodeTests(SynchronousTestCase):
         when it is called, so the dialect selection and a vocabulary message
         in one chunk fail there (which is why L{Decoder.feedTo} exists).
         """
-        chunk = encode(b"pb", None) + encode([b"version", 6], OUTGOING)
-        error = self.assertRaises(FramingError, Decoder().feed, chunk)
+        chunk = self.encode(b"pb", None) + self.encode([b"version", 6], OUTGOING)
+        error = self.assertRaises(FramingError, self.Decoder().feed, chunk)
         self.assertEqual(error.limit, "badVocabulary")
 
     def test_feedToDeliversBeforeError(self) -> None:
@@ -565,7 +613,7 @@ class DecodeTests(SynchronousTestCase):
         framing error, then raises it.
         """
         received: List[object] = []
-        decoder = Decoder()
+        decoder = self.Decoder()
         self.assertRaises(
             FramingError, decoder.feedTo, b"\x01\x81\x02\x81\x01\x88", received.append
         )
@@ -577,12 +625,12 @@ class DecodeTests(SynchronousTestCase):
         and the bytes after that expression are kept and decoded by the
         next call.
         """
-        decoder = Decoder()
+        decoder = self.Decoder()
 
         def explode(expression: object) -> None:
             raise ZeroDivisionError(expression)
 
-        data = encode([1, 2], None) + encode(3, None) + b"\x01"
+        data = self.encode([1, 2], None) + self.encode(3, None) + b"\x01"
         self.assertRaises(ZeroDivisionError, decoder.feedTo, data, explode)
         self.assertEqual(decoder.feed(b"\x81"), [3, 1])
         self.assertFalse(decoder.messageStarted)
@@ -591,7 +639,7 @@ class DecodeTests(SynchronousTestCase):
         """
         Feeding a decoder from its own callback raises C{RuntimeError}.
         """
-        decoder = Decoder()
+        decoder = self.Decoder()
 
         def reenter(expression: object) -> None:
             decoder.feed(b"\x01\x81")
@@ -607,7 +655,7 @@ class DecodeTests(SynchronousTestCase):
             data = bytes((1, typeByte))
             _, stockError = stockDecode([data])
             self.assertIsInstance(stockError, NotImplementedError)
-            error = self.assertRaises(FramingError, Decoder().feed, data)
+            error = self.assertRaises(FramingError, self.Decoder().feed, data)
             self.assertEqual(error.limit, "badTypeByte")
 
     def test_deadAfterError(self) -> None:
@@ -615,7 +663,7 @@ class DecodeTests(SynchronousTestCase):
         After a L{FramingError}, every call raises it again, even with
         valid bytes.
         """
-        decoder = Decoder()
+        decoder = self.Decoder()
         self.assertRaises(FramingError, decoder.feed, b"\x99")
         for data in (b"\x01\x81", b""):
             error = self.assertRaises(FramingError, decoder.feed, data)
@@ -627,7 +675,7 @@ class DecodeTests(SynchronousTestCase):
         C{bytearray} and C{memoryview} chunks decode like C{bytes}, and
         strings come out as C{bytes}.
         """
-        decoder = Decoder()
+        decoder = self.Decoder()
         self.assertEqual(decoder.feed(bytearray(b"\x02\x82a")), [])
         [value] = decoder.feed(memoryview(b"b"))
         self.assertEqual(value, b"ab")
@@ -653,7 +701,7 @@ class DecodeTests(SynchronousTestCase):
         The defaults are stock's for prefix, string and list limits, and
         pbext's documented ones for depth, tokens and bytes.
         """
-        decoder = Decoder()
+        decoder = self.Decoder()
         self.assertEqual(
             (
                 decoder.maxPrefixBytes,
@@ -674,7 +722,7 @@ class DecodeTests(SynchronousTestCase):
         )
 
 
-class StateTests(SynchronousTestCase):
+class StateTestsMixin(_Implementation):
     """
     L{Decoder.pendingBytes} and L{Decoder.messageStarted} describe the
     message in progress; messages come out once each, in order.
@@ -685,7 +733,7 @@ class StateTests(SynchronousTestCase):
         C{pendingBytes} counts the bytes received of the incomplete message,
         whether parsed or held, and drops to 0 when it completes.
         """
-        decoder = Decoder()
+        decoder = self.Decoder()
         self.assertEqual((decoder.pendingBytes, decoder.messageStarted), (0, False))
         steps: Sequence[Tuple[bytes, int, List[object]]] = [
             (b"\x02", 1, []),
@@ -706,7 +754,7 @@ class StateTests(SynchronousTestCase):
         Bytes of a second message held after a first completes count as a
         started message.
         """
-        decoder = Decoder()
+        decoder = self.Decoder()
         self.assertEqual(decoder.feed(b"\x01\x81\x03"), [1])
         self.assertEqual(decoder.pendingBytes, 1)
         self.assertTrue(decoder.messageStarted)
@@ -715,23 +763,23 @@ class StateTests(SynchronousTestCase):
         """
         Two messages in one chunk come out in order.
         """
-        data = encode([b"first", 1], None) + encode([b"second", [2]], None)
-        self.assertEqual(Decoder().feed(data), [[b"first", 1], [b"second", [2]]])
+        data = self.encode([b"first", 1], None) + self.encode([b"second", [2]], None)
+        self.assertEqual(self.Decoder().feed(data), [[b"first", 1], [b"second", [2]]])
 
     def test_splitMessageOnce(self) -> None:
         """
         A message split across feeds comes out once, from the feed that
         completes it.
         """
-        data = encode([b"x" * 3000, [1, 2.5], b"y"], None)
-        decoder = Decoder()
+        data = self.encode([b"x" * 3000, [1, 2.5], b"y"], None)
+        decoder = self.Decoder()
         results = [decoder.feed(chunk) for chunk in splitAt(data, [1000])]
         self.assertEqual(results[:-1], [[]] * (len(results) - 1))
         self.assertEqual(results[-1], [[b"x" * 3000, [1, 2.5], b"y"]])
         self.assertEqual(decoder.feed(b""), [])
 
 
-class LimitTests(SynchronousTestCase):
+class LimitTestsMixin(_Implementation):
     """
     Every limit raises L{FramingError} naming it, as soon as the bytes that
     break it arrive.
@@ -753,10 +801,10 @@ class LimitTests(SynchronousTestCase):
         accepted.
         """
         self.assertLimit(
-            Decoder(), tokenBytes(10 * 1024 * 1024, b"\x82"), "maxStringBytes"
+            self.Decoder(), tokenBytes(10 * 1024 * 1024, b"\x82"), "maxStringBytes"
         )
-        self.assertLimit(Decoder(maxStringBytes=3), b"\x04\x82", "maxStringBytes")
-        self.assertEqual(Decoder(maxStringBytes=3).feed(b"\x03\x82abc"), [b"abc"])
+        self.assertLimit(self.Decoder(maxStringBytes=3), b"\x04\x82", "maxStringBytes")
+        self.assertEqual(self.Decoder(maxStringBytes=3).feed(b"\x03\x82abc"), [b"abc"])
 
     def test_listHeader(self) -> None:
         """
@@ -764,11 +812,11 @@ class LimitTests(SynchronousTestCase):
         C{"maxListLength"} at the header.
         """
         self.assertLimit(
-            Decoder(), tokenBytes(SIZE_LIMIT + 1, b"\x80"), "maxListLength"
+            self.Decoder(), tokenBytes(SIZE_LIMIT + 1, b"\x80"), "maxListLength"
         )
-        self.assertLimit(Decoder(maxListLength=2), b"\x03\x80", "maxListLength")
+        self.assertLimit(self.Decoder(maxListLength=2), b"\x03\x80", "maxListLength")
         self.assertEqual(
-            Decoder(maxListLength=2).feed(b"\x02\x80\x01\x81\x02\x81"), [[1, 2]]
+            self.Decoder(maxListLength=2).feed(b"\x02\x80\x01\x81\x02\x81"), [[1, 2]]
         )
 
     def test_depth(self) -> None:
@@ -776,14 +824,14 @@ class LimitTests(SynchronousTestCase):
         A flood of nested list headers raises C{"maxDepth"} at header
         C{maxDepth + 1}, not before; an empty list counts as a level.
         """
-        decoder = Decoder()
+        decoder = self.Decoder()
         self.assertEqual(decoder.feed(b"\x01\x80" * DEFAULT_MAX_DEPTH), [])
         self.assertLimit(decoder, b"\x01\x80", "maxDepth")
-        decoder = Decoder(maxDepth=3)
+        decoder = self.Decoder(maxDepth=3)
         self.assertEqual(decoder.feed(b"\x01\x80\x01\x80\x01\x80"), [])
         self.assertLimit(decoder, b"\x00\x80", "maxDepth")
         self.assertEqual(
-            Decoder(maxDepth=3).feed(
+            self.Decoder(maxDepth=3).feed(
                 b"\x01\x80\x01\x80\x00\x80\x02\x80\x00\x80\x00\x80"
             ),
             [[[[]]], [[], []]],
@@ -795,12 +843,12 @@ class LimitTests(SynchronousTestCase):
         lists the header that declares one more raises
         C{"maxMessageTokens"}.
         """
-        decoder = Decoder(maxMessageTokens=10)
+        decoder = self.Decoder(maxMessageTokens=10)
         # Nine singleton lists and an INT: ten tokens.
         self.assertEqual(
             decoder.feed(b"\x01\x80" * 9 + b"\x00\x81"), [[[[[[[[[[0]]]]]]]]]]
         )
-        decoder = Decoder(maxMessageTokens=10)
+        decoder = self.Decoder(maxMessageTokens=10)
         self.assertEqual(decoder.feed(b"\x01\x80" * 9), [])
         self.assertLimit(decoder, b"\x01\x80", "maxMessageTokens")
 
@@ -812,9 +860,9 @@ class LimitTests(SynchronousTestCase):
         fewer is accepted.
         """
         limit = 1000
-        decoder = Decoder(maxMessageTokens=limit)
+        decoder = self.Decoder(maxMessageTokens=limit)
         self.assertEqual(
-            decoder.feed(encode([0] * (limit - 1), None)), [[0] * (limit - 1)]
+            decoder.feed(self.encode([0] * (limit - 1), None)), [[0] * (limit - 1)]
         )
         self.assertLimit(decoder, tokenBytes(limit, b"\x80"), "maxMessageTokens")
 
@@ -822,8 +870,8 @@ class LimitTests(SynchronousTestCase):
         """
         The token count starts again with each message.
         """
-        decoder = Decoder(maxMessageTokens=3)
-        data = encode([1, 2], None) * 50
+        decoder = self.Decoder(maxMessageTokens=3)
+        data = self.encode([1, 2], None) * 50
         self.assertEqual(decoder.feed(data), [[1, 2]] * 50)
 
     def test_bytesExact(self) -> None:
@@ -832,11 +880,11 @@ class LimitTests(SynchronousTestCase):
         chunking; one more byte raises C{"maxMessageBytes"}.
         """
         value = [b"abc", [1, 2**40, 2.5], b"None", b"x" * 200]
-        data = encode(value, None)
+        data = self.encode(value, None)
         for chunks in ([data], splitAt(data, [1]), randomChunks(data, 3)):
-            decoder = Decoder(maxMessageBytes=len(data))
+            decoder = self.Decoder(maxMessageBytes=len(data))
             self.assertEqual(feedAll(decoder, chunks * 3), [value] * 3)
-            decoder = Decoder(maxMessageBytes=len(data) - 1)
+            decoder = self.Decoder(maxMessageBytes=len(data) - 1)
             error = self.assertRaises(FramingError, feedAll, decoder, chunks)
             self.assertEqual(error.limit, "maxMessageBytes")
 
@@ -846,9 +894,9 @@ class LimitTests(SynchronousTestCase):
         its body arrives.
         """
         first = b"\x02\x80" + tokenBytes(900, b"\x82") + b"x" * 900
-        decoder = Decoder(maxMessageBytes=1000)
+        decoder = self.Decoder(maxMessageBytes=1000)
         self.assertEqual(decoder.feed(first + tokenBytes(93, b"\x82")), [])
-        decoder = Decoder(maxMessageBytes=1000)
+        decoder = self.Decoder(maxMessageBytes=1000)
         self.assertEqual(decoder.feed(first), [])
         self.assertLimit(decoder, tokenBytes(94, b"\x82"), "maxMessageBytes")
 
@@ -857,7 +905,7 @@ class LimitTests(SynchronousTestCase):
         A run of small tokens that takes a message past C{maxMessageBytes}
         raises within the same feed, even before the message ends.
         """
-        decoder = Decoder(maxMessageBytes=20)
+        decoder = self.Decoder(maxMessageBytes=20)
         self.assertLimit(decoder, b"\x64\x80" + b"\x01\x81" * 10, "maxMessageBytes")
 
     def test_bytesIncompletePrefix(self) -> None:
@@ -865,7 +913,7 @@ class LimitTests(SynchronousTestCase):
         The held bytes of an incomplete number prefix count against
         C{maxMessageBytes}.
         """
-        decoder = Decoder(maxMessageBytes=10)
+        decoder = self.Decoder(maxMessageBytes=10)
         self.assertEqual(decoder.feed(b"\x05\x80" + b"\x01\x81" * 3), [])
         self.assertEqual(decoder.pendingBytes, 8)
         self.assertLimit(decoder, b"\x01\x01\x01", "maxMessageBytes")
@@ -883,13 +931,15 @@ class LimitTests(SynchronousTestCase):
         ):
             _, stockError = stockDecode(chunks)
             self.assertIsInstance(stockError, banana.BananaError)
-            error = self.assertRaises(FramingError, feedAll, Decoder(), chunks)
+            error = self.assertRaises(FramingError, feedAll, self.Decoder(), chunks)
             self.assertEqual(error.limit, "maxPrefixBytes")
-        decoder = Decoder(maxPrefixBytes=2)
+        decoder = self.Decoder(maxPrefixBytes=2)
         self.assertEqual(decoder.feed(b"\x01\x01"), [])
         self.assertLimit(decoder, b"\x01", "maxPrefixBytes")
-        self.assertEqual(Decoder(maxPrefixBytes=1).feed(b"\x01\x81"), [1])
-        self.assertLimit(Decoder(maxPrefixBytes=1), b"\x01\x01\x81", "maxPrefixBytes")
+        self.assertEqual(self.Decoder(maxPrefixBytes=1).feed(b"\x01\x81"), [1])
+        self.assertLimit(
+            self.Decoder(maxPrefixBytes=1), b"\x01\x01\x81", "maxPrefixBytes"
+        )
 
 
 def jellyable() -> st.SearchStrategy[object]:
@@ -929,14 +979,21 @@ def chunkSizes() -> st.SearchStrategy[List[int]]:
     return st.lists(st.integers(min_value=1, max_value=200), min_size=1, max_size=20)
 
 
+# These properties run once per implementation (the C accelerator and the
+# pure-Python codec): hypothesis sees one test called from two classes,
+# which is intended, and an example saved by one is a fine one for both.
 PROPERTY_SETTINGS = settings(
     max_examples=200,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.differing_executors,
+    ],
 )
 
 
-class PropertyTests(SynchronousTestCase):
+class PropertyTestsMixin(_Implementation):
     """
     Random values and random bytes decode exactly as stock decodes them.
     """
@@ -951,10 +1008,10 @@ class PropertyTests(SynchronousTestCase):
         dialect = b"pb" if pb else None
         sexp = jelly.jelly(value)
         data = stockEncode(sexp, dialect)
-        self.assertEqual(encode(sexp, vocabularyFor(dialect)), data)
+        self.assertEqual(self.encode(sexp, vocabularyFor(dialect)), data)
         expected, error = stockDecode([data], dialect)
         self.assertIsNone(error)
-        decoder = Decoder(vocabulary=INCOMING if pb else None)
+        decoder = self.Decoder(vocabulary=INCOMING if pb else None)
         received = feedAll(decoder, splitAt(data * 2, sizes))
         self.assertEqual(canonical(received), canonical(expected * 2))
         self.assertFalse(decoder.messageStarted)
@@ -984,7 +1041,7 @@ class PropertyTests(SynchronousTestCase):
         Arbitrary bytes in arbitrary chunks, with arbitrary limits, either
         decode or raise L{FramingError}, never anything else.
         """
-        decoder = Decoder(vocabulary=INCOMING if pb else None, **limits)
+        decoder = self.Decoder(vocabulary=INCOMING if pb else None, **limits)
         try:
             feedAll(decoder, splitAt(data, sizes))
         except FramingError:
@@ -1029,7 +1086,7 @@ class PropertyTests(SynchronousTestCase):
         dialect = b"pb" if pb else None
         chunks = splitAt(data, sizes)
         proto, expected = stockBanana(dialect)
-        decoder = Decoder(vocabulary=INCOMING if pb else None, **UNLIMITED)
+        decoder = self.Decoder(vocabulary=INCOMING if pb else None, **UNLIMITED)
         received: List[object] = []
         for chunk in chunks:
             try:
@@ -1044,7 +1101,7 @@ class PropertyTests(SynchronousTestCase):
         self.assertEqual(canonical(received), canonical(expected))
 
 
-class PairEncodingTests(SynchronousTestCase):
+class PairEncodingTestsMixin(_Implementation):
     """
     L{encode}'s in-place path for two-element lists of short strings
     (jelly's C{[b"unicode", text]}) writes stock banana's bytes.
@@ -1061,8 +1118,8 @@ class PairEncodingTests(SynchronousTestCase):
         pairs: List[object] = [[a, b] for a in strings for b in strings]
         pairs += [(b"tuple", b"None"), [b"a", 1], [1, b"a"], [b"a", [b"b"]]]
         for value in pairs + [pairs]:
-            self.assertEqual(encode(value, OUTGOING), stockEncode(value))
-            self.assertEqual(encode(value), stockEncode(value, None))
+            self.assertEqual(self.encode(value, OUTGOING), stockEncode(value))
+            self.assertEqual(self.encode(value), stockEncode(value, None))
 
     def test_pairsLimit(self) -> None:
         """
@@ -1070,9 +1127,57 @@ class PairEncodingTests(SynchronousTestCase):
         L{FramingError}, and one that ends exactly at it does not.
         """
         value = [[b"unicode", b"text"], [b"unicode", b"more text"]]
-        encoded = encode(value, OUTGOING)
-        self.assertEqual(encode(value, OUTGOING, len(encoded)), encoded)
+        encoded = self.encode(value, OUTGOING)
+        self.assertEqual(self.encode(value, OUTGOING, len(encoded)), encoded)
         error = self.assertRaises(
             FramingError, encode, value, OUTGOING, len(encoded) - 1
         )
         self.assertEqual(error.limit, "maxMessageBytes")
+
+
+class EncodeTests(EncodeTestsMixin, _Accelerated, SynchronousTestCase):
+    pass
+
+
+class PythonEncodeTests(EncodeTestsMixin, _PurePython, SynchronousTestCase):
+    pass
+
+
+class DecodeTests(DecodeTestsMixin, _Accelerated, SynchronousTestCase):
+    pass
+
+
+class PythonDecodeTests(DecodeTestsMixin, _PurePython, SynchronousTestCase):
+    pass
+
+
+class StateTests(StateTestsMixin, _Accelerated, SynchronousTestCase):
+    pass
+
+
+class PythonStateTests(StateTestsMixin, _PurePython, SynchronousTestCase):
+    pass
+
+
+class LimitTests(LimitTestsMixin, _Accelerated, SynchronousTestCase):
+    pass
+
+
+class PythonLimitTests(LimitTestsMixin, _PurePython, SynchronousTestCase):
+    pass
+
+
+class PropertyTests(PropertyTestsMixin, _Accelerated, SynchronousTestCase):
+    pass
+
+
+class PythonPropertyTests(PropertyTestsMixin, _PurePython, SynchronousTestCase):
+    pass
+
+
+class PairEncodingTests(PairEncodingTestsMixin, _Accelerated, SynchronousTestCase):
+    pass
+
+
+class PythonPairEncodingTests(PairEncodingTestsMixin, _PurePython, SynchronousTestCase):
+    pass

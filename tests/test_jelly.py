@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from pbext import _jelly
+from pbext._accelerator import reason, speedups
 from pbext._jelly import (
     Jellier,
     MalformedJelly,
@@ -1031,21 +1032,31 @@ class JellyTests(SynchronousTestCase):
         self.assertTrue(unjellier.checkCopyState)
 
 
-class PlainFastPathTests(SynchronousTestCase):
+# The twin tests run one hypothesis test from two classes, on purpose.
+TWIN_HEALTH_CHECKS = [HealthCheck.too_slow, HealthCheck.differing_executors]
+
+
+class PlainFastPathTestsMixin:
     """
     L{_jelly.jellyPlain} and L{_jelly.unjellyPlain}, the jellier-free paths
     pbext's broker takes for builtin values, give exactly what the full
     L{Jellier} and L{Unjellier} give, or step aside.
+
+    The tests run twice: against the C accelerator and against the
+    pure-Python functions, which must agree.
     """
 
-    @settings(max_examples=300, deadline=None)
+    jellyPlain: Any
+    unjellyPlain: Any
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=TWIN_HEALTH_CHECKS)
     @given(values)
     def test_jellyPlainSameAsJellier(self, value: object) -> None:
         """
         Where L{_jelly.jellyPlain} answers, its expression is the full
         jellier's, down to the types.
         """
-        plain = _jelly.jellyPlain(value)
+        plain = self.jellyPlain(value)
         full = Jellier(defaultPolicy().outgoingTaster()).jelly(value)
         if plain is not _jelly.NOT_PLAIN:
             self.assertEqual(repr(plain), repr(full))
@@ -1066,7 +1077,7 @@ class PlainFastPathTests(SynchronousTestCase):
             [Node()],
             True.__class__.__mro__,
         ):
-            self.assertIs(_jelly.jellyPlain(value), _jelly.NOT_PLAIN)
+            self.assertIs(self.jellyPlain(value), _jelly.NOT_PLAIN)
 
     def test_jellyPlainSimple(self) -> None:
         """
@@ -1075,11 +1086,11 @@ class PlainFastPathTests(SynchronousTestCase):
         """
         value = (1, "x", b"y", None, True, 2.5, {"k": [False, frozenset()]}, {3})
         self.assertEqual(
-            repr(_jelly.jellyPlain(value)),
+            repr(self.jellyPlain(value)),
             repr(jelly.jelly(value)),
         )
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=300, deadline=None, suppress_health_check=TWIN_HEALTH_CHECKS)
     @given(values)
     def test_unjellyPlainSameAsUnjellier(self, value: object) -> None:
         """
@@ -1087,15 +1098,13 @@ class PlainFastPathTests(SynchronousTestCase):
         rebuilds exactly what L{Unjellier.unjellyFull} rebuilds.
         """
         sexp = jelly.jelly(value)
-        plain = _jelly.unjellyPlain(sexp)
+        plain = self.unjellyPlain(sexp)
         full = Unjellier(bound()).unjellyFull(sexp)
         if plain is not _jelly.NOT_PLAIN:
             self.assertEqual(repr(plain), repr(full))
             self.assertEqual(type(plain), type(full))
 
-    @settings(
-        max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-    )
+    @settings(max_examples=400, deadline=None, suppress_health_check=TWIN_HEALTH_CHECKS)
     @given(jellyExpressions)
     def test_unjellyPlainRandomExpressions(self, sexp: Any) -> None:
         """
@@ -1103,7 +1112,7 @@ class PlainFastPathTests(SynchronousTestCase):
         what the full unjellier gives; it never raises, so malformed input
         is always reported by the full unjellier.
         """
-        plain = _jelly.unjellyPlain(sexp)
+        plain = self.unjellyPlain(sexp)
         if plain is _jelly.NOT_PLAIN:
             return
         self.assertEqual(repr(plain), repr(Unjellier(bound()).unjellyFull(sexp)))
@@ -1127,4 +1136,17 @@ class PlainFastPathTests(SynchronousTestCase):
             [],
             [1, 2],
         ):
-            self.assertIs(_jelly.unjellyPlain(sexp), _jelly.NOT_PLAIN, sexp)
+            self.assertIs(self.unjellyPlain(sexp), _jelly.NOT_PLAIN, sexp)
+
+
+class PlainFastPathTests(PlainFastPathTestsMixin, SynchronousTestCase):
+    if speedups is None:
+        skip = f"the C accelerator is not available: {reason}"
+    else:
+        jellyPlain = staticmethod(speedups.jellyPlain)
+        unjellyPlain = staticmethod(speedups.unjellyPlain)
+
+
+class PythonPlainFastPathTests(PlainFastPathTestsMixin, SynchronousTestCase):
+    jellyPlain = staticmethod(_jelly._jellyPlainPython)
+    unjellyPlain = staticmethod(_jelly._unjellyPlainPython)

@@ -4,7 +4,8 @@ Check the built distribution the way a user would meet it.
 Run by C{tox -e packaging}: build the wheel, check that it ships the twistd
 dropin and never a C{twisted/__init__.py} or C{twisted/plugins/__init__.py}
 (pip would overwrite Twisted's own and break every twistd plugin), install
-it into a fresh virtualenv, check that C{twistd --help} lists C{pbserver},
+it into a fresh virtualenv, check that C{twistd --help} lists C{pbserver}
+and that the C accelerator was compiled and is used,
 then uninstall it and check that twistd still works.
 
 Usage: python tools/check_package.py WORKDIR
@@ -56,6 +57,10 @@ def main(workdir: str) -> None:
     missing = REQUIRED - names
     if missing:
         fail(f"{wheel} lacks {sorted(missing)}")
+    if not any(
+        n.startswith("pbext/_speedups") and n.endswith((".so", ".pyd")) for n in names
+    ):
+        fail(f"{wheel} lacks the C accelerator pbext/_speedups (was it compiled?)")
     shipped = FORBIDDEN & names
     if shipped:
         fail(f"{wheel} ships {sorted(shipped)}")
@@ -75,6 +80,15 @@ def main(workdir: str) -> None:
     if "--listen" not in pbHelp:
         fail("twistd pbserver --help does not document --listen")
     print("installed: twistd lists pbserver")
+    accelerated = run(
+        python,
+        "-c",
+        "from pbext import codec; print(codec.Decoder().accelerated)",
+        cwd=workdir,
+    )
+    if accelerated.strip() != "True":
+        fail(f"the installed pbext does not use its C accelerator: {accelerated}")
+    print("installed: the C accelerator is used")
 
     run(python, "-m", "pip", "uninstall", "--yes", "--quiet", "pbext")
     helpText = run(*twistd, "--help", cwd=workdir)

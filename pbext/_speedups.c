@@ -1,0 +1,1747 @@
+/*
+ * pbext._speedups: the optional C accelerator of pbext's codec and jelly
+ * fast paths.
+ *
+ * Everything here has a pure-Python twin that is the specification:
+ *
+ *   encode        pbext.codec._encodePython  (banana encoding)
+ *   DecoderCore   pbext.codec.Decoder's own parser (banana decoding)
+ *   jellyPlain    pbext._jelly._jellyPlainPython
+ *   unjellyPlain  pbext._jelly._unjellyPlainPython
+ *
+ * and the tests run both on the same inputs and require the same bytes,
+ * the same objects and the same errors.  Where an input is unusual (an
+ * integer subclass, a huge integer) the C code calls back into the Python
+ * twin's helpers rather than re-implementing them, so the two cannot
+ * drift.  The Python modules hand those helpers (and their exception
+ * classes) to configure() when they import this module.
+ *
+ * Nothing here keeps state between calls except that configuration,
+ * which never changes after import.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+#include <stdint.h>
+
+/* Banana type bytes. */
+#define T_LIST 0x80
+#define T_INT 0x81
+#define T_STRING 0x82
+#define T_NEG 0x83
+#define T_FLOAT 0x84
+#define T_LONGINT 0x85
+#define T_LONGNEG 0x86
+#define T_VOCAB 0x87
+
+/* Configuration set once by configure(). */
+static PyObject *FramingError = NULL;   /* pbext.codec.FramingError */
+static PyObject *BananaError = NULL;    /* twisted.spread.banana.BananaError */
+static PyObject *plainFunc = NULL;      /* pbext.codec._plain */
+static PyObject *intTokenFunc = NULL;   /* pbext.codec._intToken */
+static PyObject *NotPlain = NULL;       /* pbext._jelly.NOT_PLAIN */
+static Py_ssize_t sizeLimit = 640 * 1024;
+
+/* Interned jelly tags and words. */
+static PyObject *s_unicode, *s_None, *s_boolean, *s_true, *s_false;
+static PyObject *s_dictionary, *s_list, *s_tuple, *s_set, *s_frozenset;
+
+static int
+checkConfigured(void)
+{
+    if (FramingError == NULL || BananaError == NULL || plainFunc == NULL ||
+        intTokenFunc == NULL || NotPlain == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "pbext._speedups is not configured");
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * A new list for an s-expression, which the garbage collector never
+ * tracks.  Decoded and jellied s-expressions hold only strings, numbers
+ * and other such lists, all made here, so they cannot be part of a
+ * reference cycle; yet a 100 KB message makes tens of thousands of them,
+ * and tracked they would make the collector run (and walk the whole
+ * heap) many times per message.  Its elements are NULL until set.
+ */
+static PyObject *
+newList(Py_ssize_t size)
+{
+    PyObject *list = PyList_New(size);
+    if (list != NULL) {
+        PyObject_GC_UnTrack(list);
+    }
+    return list;
+}
+
+/* ------------------------------------------------------------------ */
+/* Encoding                                                            */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject *bytes;      /* the output, grown with _PyBytes_Resize */
+    char *data;
+    Py_ssize_t size;      /* bytes written */
+    Py_ssize_t capacity;
+    Py_ssize_t limit;     /* most bytes allowed */
+    PyObject *vocabulary; /* dict bytes -> int, or NULL */
+    Py_ssize_t longestWord; /* -1 until computed */
+    int maxNesting;
+} Encoder;
+
+static int
+encoderReserve(Encoder *e, Py_ssize_t more)
+{
+    Py_ssize_t needed = e->size + more;
+    if (needed <= e->capacity) {
+        return 0;
+    }
+    Py_ssize_t capacity = e->capacity * 2;
+    if (capacity < needed) {
+        capacity = needed + 64;
+    }
+    if (_PyBytes_Resize(&e->bytes, capacity) < 0) {
+        return -1;
+    }
+    e->data = PyBytes_AS_STRING(e->bytes);
+    e->capacity = capacity;
+    return 0;
+}
+
+/* Write a banana number prefix (base 128, least significant first; zero
+ * is one zero byte) and a type byte. */
+static int
+writeToken(Encoder *e, uint64_t number, unsigned char typeByte)
+{
+    if (encoderReserve(e, 11) < 0) {
+        return -1;
+    }
+    char *out = e->data + e->size;
+    if (number == 0) {
+        *out++ = 0;
+    }
+    while (number) {
+        *out++ = (char)(number & 0x7f);
+        number >>= 7;
+    }
+    *out++ = (char)typeByte;
+    e->size = out - e->data;
+    return 0;
+}
+
+static int
+writeRaw(Encoder *e, const char *bytes, Py_ssize_t size)
+{
+    if (encoderReserve(e, size) < 0) {
+        return -1;
+    }
+    memcpy(e->data + e->size, bytes, size);
+    e->size += size;
+    return 0;
+}
+
+static int
+tooLarge(Encoder *e)
+{
+    PyObject *message = PyUnicode_FromFormat(
+        "message to send is longer than %zd bytes", e->limit);
+    if (message == NULL) {
+        return -1;
+    }
+    PyObject *exc = PyObject_CallFunction(FramingError, "sO",
+                                          "maxMessageBytes", message);
+    Py_DECREF(message);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return -1;
+}
+
+static inline int
+checkRoom(Encoder *e)
+{
+    if (e->size > e->limit) {
+        return tooLarge(e);
+    }
+    return 0;
+}
+
+/* The longest word of the vocabulary: longer strings need no lookup. */
+static Py_ssize_t
+longestWord(Encoder *e)
+{
+    if (e->longestWord < 0) {
+        Py_ssize_t pos = 0, longest = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(e->vocabulary, &pos, &key, &value)) {
+            Py_ssize_t n = PyObject_Length(key);
+            if (n < 0) {
+                PyErr_Clear();
+                n = PY_SSIZE_T_MAX;
+            }
+            if (n > longest) {
+                longest = n;
+            }
+        }
+        e->longestWord = longest;
+    }
+    return e->longestWord;
+}
+
+/* Encode a byte string (exact bytes): a vocabulary token or a string. */
+static int
+encodeBytes(Encoder *e, PyObject *item)
+{
+    Py_ssize_t size = PyBytes_GET_SIZE(item);
+    if (e->vocabulary != NULL && (size <= 256 || size <= longestWord(e))) {
+        PyObject *word = PyDict_GetItemWithError(e->vocabulary, item);
+        if (word != NULL) {
+            Py_ssize_t number = PyLong_AsSsize_t(word);
+            if (number == -1 && PyErr_Occurred()) {
+                return -1;
+            }
+            if (number < 0) {
+                PyErr_SetString(PyExc_ValueError,
+                                "negative vocabulary number");
+                return -1;
+            }
+            if (writeToken(e, (uint64_t)number, T_VOCAB) < 0) {
+                return -1;
+            }
+            return checkRoom(e);
+        }
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    if (size > sizeLimit) {
+        PyErr_Format(BananaError, "byte string is too long to send (%zd)",
+                     size);
+        return -1;
+    }
+    if (writeToken(e, (uint64_t)size, T_STRING) < 0) {
+        return -1;
+    }
+    if (e->size + size > e->limit) {
+        return tooLarge(e);
+    }
+    return writeRaw(e, PyBytes_AS_STRING(item), size);
+}
+
+/* Encode an exact int. */
+static int
+encodeInt(Encoder *e, PyObject *item)
+{
+    int overflow = 0;
+    long long value = PyLong_AsLongLongAndOverflow(item, &overflow);
+    if (value == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow == 0) {
+        int rc;
+        if (value < 0) {
+            uint64_t magnitude = (uint64_t)0 - (uint64_t)value;
+            rc = writeToken(e, magnitude,
+                            value >= -2147483648LL ? T_NEG : T_LONGNEG);
+        }
+        else {
+            rc = writeToken(e, (uint64_t)value,
+                            value <= 2147483647LL ? T_INT : T_LONGINT);
+        }
+        if (rc < 0) {
+            return -1;
+        }
+        return checkRoom(e);
+    }
+    /* Beyond 64 bits: the Python twin knows the range rules. */
+    PyObject *token = PyObject_CallOneArg(intTokenFunc, item);
+    if (token == NULL) {
+        return -1;
+    }
+    if (!PyBytes_Check(token)) {
+        Py_DECREF(token);
+        PyErr_SetString(PyExc_TypeError, "_intToken did not return bytes");
+        return -1;
+    }
+    int rc = writeRaw(e, PyBytes_AS_STRING(token), PyBytes_GET_SIZE(token));
+    Py_DECREF(token);
+    if (rc < 0) {
+        return -1;
+    }
+    return checkRoom(e);
+}
+
+static int
+encodeFloat(Encoder *e, PyObject *item)
+{
+    double value = PyFloat_AS_DOUBLE(item);
+    uint64_t bits;
+    memcpy(&bits, &value, 8);
+    if (encoderReserve(e, 9) < 0) {
+        return -1;
+    }
+    unsigned char *out = (unsigned char *)e->data + e->size;
+    out[0] = T_FLOAT;
+    for (int i = 0; i < 8; i++) {
+        out[1 + i] = (unsigned char)(bits >> (56 - 8 * i));
+    }
+    e->size += 9;
+    return checkRoom(e);
+}
+
+static int encodeItem(Encoder *e, PyObject *item, int depth);
+
+static int
+encodeSequence(Encoder *e, PyObject *item, int depth)
+{
+    Py_ssize_t size = PySequence_Fast_GET_SIZE(item);
+    if (size > sizeLimit) {
+        PyErr_Format(BananaError, "list/tuple is too long to send (%zd)",
+                     size);
+        return -1;
+    }
+    if (writeToken(e, (uint64_t)size, T_LIST) < 0) {
+        return -1;
+    }
+    if (size == 0) {
+        return checkRoom(e);
+    }
+    /* The header is checked against the limit with the first scalar. */
+    if (depth >= e->maxNesting) {
+        PyErr_SetString(PyExc_RecursionError,
+                        "lists nested too deeply to encode with banana");
+        return -1;
+    }
+    /* A list may change while its items are encoded (a subclass's
+     * conversion runs Python code): index it afresh each time. */
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(item); i++) {
+        PyObject *element = PySequence_Fast_GET_ITEM(item, i);
+        Py_INCREF(element);
+        int rc = encodeItem(e, element, depth + 1);
+        Py_DECREF(element);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+encodeItem(Encoder *e, PyObject *item, int depth)
+{
+    PyTypeObject *kind = Py_TYPE(item);
+    if (kind == &PyBytes_Type) {
+        return encodeBytes(e, item);
+    }
+    if (kind == &PyList_Type || kind == &PyTuple_Type) {
+        return encodeSequence(e, item, depth);
+    }
+    if (kind == &PyLong_Type) {
+        return encodeInt(e, item);
+    }
+    if (kind == &PyFloat_Type) {
+        return encodeFloat(e, item);
+    }
+    /* A subclass (bool, say): encode its plain equivalent, one level
+     * deeper, as the Python twin does. */
+    PyObject *plain = PyObject_CallOneArg(plainFunc, item);
+    if (plain == NULL) {
+        return -1;
+    }
+    int rc = encodeItem(e, plain, depth + 1);
+    Py_DECREF(plain);
+    return rc;
+}
+
+PyDoc_STRVAR(encode_doc,
+"encode(obj, vocabulary=None, maxMessageBytes=None) -> bytes\n\n"
+"The accelerated pbext.codec.encode: the same arguments, the same bytes\n"
+"and the same errors.");
+
+static PyObject *
+speedups_encode(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"obj", "vocabulary", "maxMessageBytes", NULL};
+    PyObject *obj, *vocabulary = Py_None, *limitObject = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO:encode", keywords,
+                                     &obj, &vocabulary, &limitObject)) {
+        return NULL;
+    }
+    if (checkConfigured() < 0) {
+        return NULL;
+    }
+    Encoder e;
+    e.limit = PY_SSIZE_T_MAX;
+    if (limitObject != Py_None) {
+        e.limit = PyLong_AsSsize_t(limitObject);
+        if (e.limit == -1 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                return NULL;
+            }
+            PyErr_Clear();
+            e.limit = PY_SSIZE_T_MAX;
+        }
+    }
+    e.vocabulary = NULL;
+    if (vocabulary != Py_None) {
+        if (!PyDict_Check(vocabulary)) {
+            /* A mapping of another type: a plain dict copy behaves the
+             * same for lookups of exact bytes. */
+            e.vocabulary = PyDict_New();
+            if (e.vocabulary == NULL ||
+                PyDict_Update(e.vocabulary, vocabulary) < 0) {
+                Py_XDECREF(e.vocabulary);
+                return NULL;
+            }
+        }
+        else {
+            Py_INCREF(vocabulary);
+            e.vocabulary = vocabulary;
+        }
+    }
+    e.longestWord = -1;
+    /* Python's recursion limit, as the Python twin, but within what the
+     * C stack surely holds. */
+    e.maxNesting = Py_GetRecursionLimit();
+    if (e.maxNesting > 20000) {
+        e.maxNesting = 20000;
+    }
+    e.capacity = 256;
+    e.size = 0;
+    e.bytes = PyBytes_FromStringAndSize(NULL, e.capacity);
+    if (e.bytes == NULL) {
+        Py_XDECREF(e.vocabulary);
+        return NULL;
+    }
+    e.data = PyBytes_AS_STRING(e.bytes);
+    int rc = encodeItem(&e, obj, 0);
+    Py_XDECREF(e.vocabulary);
+    if (rc < 0) {
+        Py_DECREF(e.bytes);
+        return NULL;
+    }
+    if (_PyBytes_Resize(&e.bytes, e.size) < 0) {
+        return NULL;
+    }
+    return e.bytes;
+}
+
+/* ------------------------------------------------------------------ */
+/* Decoding                                                            */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t maxPrefix, maxString, maxList, maxDepth, maxTokens,
+        maxMessageBytes;
+    PyObject *vocabulary;   /* dict int -> bytes, or NULL */
+    /* Bytes held: at most one incomplete token and what follows it. */
+    PyObject *chunks;       /* list of bytes, or NULL when nothing is held */
+    Py_ssize_t have, need;
+    /* The lists being filled, outermost first, with declared lengths. */
+    PyObject **lists;
+    Py_ssize_t *wants;      /* declared lengths */
+    Py_ssize_t *filled;     /* elements received */
+    Py_ssize_t depth, stackCapacity;
+    Py_ssize_t tokens, messageBytes;
+    PyObject *failure;      /* (limit, message) once failed, or NULL */
+    int busy;
+} DecoderCore;
+
+static Py_ssize_t
+limitArgument(PyObject *value, const char *name)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(value);
+    if (n == -1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        return PY_SSIZE_T_MAX;
+    }
+    if (n < 1) {
+        PyErr_Format(PyExc_ValueError, "%s must be a positive integer",
+                     name);
+        return -1;
+    }
+    return n;
+}
+
+static int
+DecoderCore_init(DecoderCore *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"maxPrefixBytes", "maxStringBytes",
+                               "maxListLength", "maxDepth",
+                               "maxMessageTokens", "maxMessageBytes", NULL};
+    PyObject *values[6];
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOO:DecoderCore",
+                                     keywords, &values[0], &values[1],
+                                     &values[2], &values[3], &values[4],
+                                     &values[5])) {
+        return -1;
+    }
+    Py_ssize_t *targets[6] = {&self->maxPrefix, &self->maxString,
+                              &self->maxList, &self->maxDepth,
+                              &self->maxTokens, &self->maxMessageBytes};
+    for (int i = 0; i < 6; i++) {
+        Py_ssize_t n = limitArgument(values[i], keywords[i]);
+        if (n < 0) {
+            return -1;
+        }
+        *targets[i] = n;
+    }
+    if (checkConfigured() < 0) {
+        return -1;
+    }
+    self->tokens = 1;
+    return 0;
+}
+
+static int
+DecoderCore_traverse(DecoderCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->vocabulary);
+    Py_VISIT(self->chunks);
+    Py_VISIT(self->failure);
+    /* The lists being filled are untracked s-expression lists (see
+     * newList): not visited, so no partly filled list is ever shown to
+     * Python code. */
+    return 0;
+}
+
+static void
+clearStack(DecoderCore *self)
+{
+    Py_ssize_t depth = self->depth;
+    self->depth = 0;
+    for (Py_ssize_t i = 0; i < depth; i++) {
+        Py_CLEAR(self->lists[i]);
+    }
+}
+
+static int
+DecoderCore_clear(DecoderCore *self)
+{
+    Py_CLEAR(self->vocabulary);
+    Py_CLEAR(self->chunks);
+    Py_CLEAR(self->failure);
+    clearStack(self);
+    return 0;
+}
+
+static void
+DecoderCore_dealloc(DecoderCore *self)
+{
+    PyObject_GC_UnTrack(self);
+    DecoderCore_clear(self);
+    PyMem_Free(self->lists);
+    PyMem_Free(self->wants);
+    PyMem_Free(self->filled);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Record the failure, and raise FramingError(limit, message). */
+static void
+failWith(DecoderCore *self, const char *limit, PyObject *message)
+{
+    if (message == NULL) {
+        return;
+    }
+    PyObject *failure = Py_BuildValue("(sO)", limit, message);
+    Py_DECREF(message);
+    if (failure == NULL) {
+        return;
+    }
+    Py_XSETREF(self->failure, failure);
+    PyObject *exc = PyObject_CallObject(FramingError, failure);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+}
+
+static void
+tooLong(DecoderCore *self)
+{
+    failWith(self, "maxMessageBytes",
+             PyUnicode_FromFormat("message of more than %zd bytes",
+                                  self->maxMessageBytes));
+}
+
+/* The number of a prefix of more than 8 bytes, as a Python int. */
+static PyObject *
+bigNumber(const unsigned char *prefix, Py_ssize_t length)
+{
+    PyObject *number = PyLong_FromLong(0);
+    for (Py_ssize_t i = length - 1; i >= 0 && number != NULL; i--) {
+        PyObject *seven = PyLong_FromLong(7);
+        PyObject *shifted = seven ? PyNumber_Lshift(number, seven) : NULL;
+        Py_XDECREF(seven);
+        Py_DECREF(number);
+        if (shifted == NULL) {
+            return NULL;
+        }
+        PyObject *digit = PyLong_FromLong(prefix[i]);
+        number = digit ? PyNumber_Or(shifted, digit) : NULL;
+        Py_XDECREF(digit);
+        Py_DECREF(shifted);
+    }
+    return number;
+}
+
+static int
+pushList(DecoderCore *self, PyObject *list, Py_ssize_t want)
+{
+    if (self->depth == self->stackCapacity) {
+        Py_ssize_t capacity = self->stackCapacity ? self->stackCapacity * 2 : 16;
+        PyObject **lists = PyMem_Realloc(self->lists,
+                                         capacity * sizeof(PyObject *));
+        if (lists == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->lists = lists;
+        Py_ssize_t *wants = PyMem_Realloc(self->wants,
+                                          capacity * sizeof(Py_ssize_t));
+        if (wants == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->wants = wants;
+        Py_ssize_t *filled = PyMem_Realloc(self->filled,
+                                           capacity * sizeof(Py_ssize_t));
+        if (filled == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->filled = filled;
+        self->stackCapacity = capacity;
+    }
+    self->lists[self->depth] = list;
+    self->wants[self->depth] = want;
+    self->filled[self->depth] = 0;
+    self->depth++;
+    return 0;
+}
+
+/*
+ * Parse buf (the bytes held and the new ones), delivering each complete
+ * top-level expression to emit (or appending it to the list received).
+ * This follows pbext.codec.Decoder._decode step for step.
+ */
+static int
+decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
+             PyObject *received)
+{
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(buf);
+    Py_ssize_t end = PyBytes_GET_SIZE(buf);
+    Py_ssize_t pos = 0, need = 0;
+    Py_ssize_t tokens = self->tokens;
+    Py_ssize_t maxMessageBytes = self->maxMessageBytes;
+    /* Offsets of the current message's first byte and of its last
+     * allowed byte, relative to buf; saturating. */
+    Py_ssize_t messageOrigin = -self->messageBytes;
+    Py_ssize_t messageLimit = maxMessageBytes > PY_SSIZE_T_MAX + messageOrigin
+                                  ? PY_SSIZE_T_MAX
+                                  : messageOrigin + maxMessageBytes;
+    Py_ssize_t stringLimit = end < messageLimit ? end : messageLimit;
+    int status = 0;
+
+    for (;;) {
+        Py_ssize_t start = pos;
+        unsigned int typ;
+        uint64_t num = 0;
+        PyObject *numObject = NULL; /* set for prefixes over 8 bytes */
+        PyObject *item;
+
+        if (pos >= end) {
+            break;
+        }
+        typ = data[pos];
+        if (typ > 127) {
+            pos += 1;
+        }
+        else {
+            if (pos + 1 >= end) {
+                break;
+            }
+            if (data[pos + 1] > 127) {
+                num = typ;
+                typ = data[pos + 1];
+                pos += 2;
+            }
+            else {
+                Py_ssize_t scanEnd = pos + self->maxPrefix + 1;
+                if (scanEnd > end || scanEnd < pos) {
+                    scanEnd = end;
+                }
+                Py_ssize_t found = -1;
+                for (Py_ssize_t i = pos + 2; i < scanEnd; i++) {
+                    if (data[i] > 127) {
+                        found = i;
+                        break;
+                    }
+                }
+                if (found < 0) {
+                    if (end - pos > self->maxPrefix) {
+                        failWith(self, "maxPrefixBytes",
+                                 PyUnicode_FromFormat(
+                                     "more than %zd bytes of prefix",
+                                     self->maxPrefix));
+                        status = -1;
+                        goto done;
+                    }
+                    break;
+                }
+                typ = data[found];
+                Py_ssize_t length = found - start;
+                if (length <= 8) {
+                    for (Py_ssize_t i = found - 1; i >= start; i--) {
+                        num = (num << 7) | data[i];
+                    }
+                }
+                else {
+                    numObject = bigNumber(data + start, length);
+                    if (numObject == NULL) {
+                        status = -1;
+                        goto done;
+                    }
+                    /* Long prefixes of small numbers (leading zero
+                     * digits) are allowed: use the value if it fits. */
+                    unsigned long long value =
+                        PyLong_AsUnsignedLongLong(numObject);
+                    if (value == (unsigned long long)-1 && PyErr_Occurred()) {
+                        PyErr_Clear();
+                        num = UINT64_MAX;
+                    }
+                    else {
+                        num = value;
+                    }
+                }
+                pos = found + 1;
+            }
+        }
+
+        if (typ == T_STRING) {
+            if (num > (uint64_t)self->maxString) {
+                PyObject *shown = numObject ? numObject
+                                            : PyLong_FromUnsignedLongLong(num);
+                numObject = NULL;
+                failWith(self, "maxStringBytes",
+                         shown ? PyUnicode_FromFormat(
+                                     "string of %S bytes, more than %zd",
+                                     shown, self->maxString)
+                               : NULL);
+                Py_XDECREF(shown);
+                status = -1;
+                goto done;
+            }
+            Py_CLEAR(numObject);
+            Py_ssize_t stop = (Py_ssize_t)num > PY_SSIZE_T_MAX - pos
+                                  ? PY_SSIZE_T_MAX
+                                  : pos + (Py_ssize_t)num;
+            if (stop > stringLimit) {
+                if (stop > messageLimit) {
+                    tooLong(self);
+                    status = -1;
+                    goto done;
+                }
+                need = stop - start;
+                pos = start;
+                break;
+            }
+            item = PyBytes_FromStringAndSize((const char *)data + pos,
+                                             (Py_ssize_t)num);
+            if (item == NULL) {
+                status = -1;
+                goto done;
+            }
+            pos = stop;
+        }
+        else if (typ == T_LIST) {
+            if (num > (uint64_t)(self->maxTokens - tokens)) {
+                Py_XDECREF(numObject);
+                failWith(self, "maxMessageTokens",
+                         PyUnicode_FromFormat(
+                             "message of more than %zd tokens",
+                             self->maxTokens));
+                status = -1;
+                goto done;
+            }
+            tokens += (Py_ssize_t)num;
+            if (num > (uint64_t)self->maxList) {
+                Py_XDECREF(numObject);
+                failWith(self, "maxListLength",
+                         PyUnicode_FromFormat(
+                             "list of %llu elements, more than %zd",
+                             (unsigned long long)num, self->maxList));
+                status = -1;
+                goto done;
+            }
+            Py_XDECREF(numObject);
+            if (self->depth >= self->maxDepth) {
+                failWith(self, "maxDepth",
+                         PyUnicode_FromFormat(
+                             "lists nested more than %zd deep",
+                             self->maxDepth));
+                status = -1;
+                goto done;
+            }
+            if (pos > messageLimit) {
+                tooLong(self);
+                status = -1;
+                goto done;
+            }
+            if (num) {
+                /* Every element takes a byte at least: a list whose
+                 * elements could all be in the bytes at hand is made at
+                 * its full size, others grow as elements arrive, so
+                 * memory follows the bytes received. */
+                Py_ssize_t want = (Py_ssize_t)num;
+                PyObject *list = newList(want <= end - pos ? want : 0);
+                if (list == NULL) {
+                    status = -1;
+                    goto done;
+                }
+                if (pushList(self, list, want) < 0) {
+                    Py_DECREF(list);
+                    status = -1;
+                    goto done;
+                }
+                continue;
+            }
+            item = newList(0);
+            if (item == NULL) {
+                status = -1;
+                goto done;
+            }
+        }
+        else if (typ == T_VOCAB) {
+            if (self->vocabulary == NULL) {
+                Py_XDECREF(numObject);
+                failWith(self, "badVocabulary",
+                         PyUnicode_FromString(
+                             "vocabulary token before the pb dialect was "
+                             "selected"));
+                status = -1;
+                goto done;
+            }
+            PyObject *key = numObject ? numObject
+                                      : PyLong_FromUnsignedLongLong(num);
+            numObject = NULL;
+            if (key == NULL) {
+                status = -1;
+                goto done;
+            }
+            item = PyDict_GetItemWithError(self->vocabulary, key);
+            if (item == NULL) {
+                if (!PyErr_Occurred()) {
+                    failWith(self, "badVocabulary",
+                             PyUnicode_FromFormat(
+                                 "unknown vocabulary token %S", key));
+                }
+                Py_DECREF(key);
+                status = -1;
+                goto done;
+            }
+            Py_DECREF(key);
+            Py_INCREF(item);
+        }
+        else if (typ == T_INT || typ == T_LONGINT || typ == T_NEG ||
+                 typ == T_LONGNEG) {
+            if (numObject == NULL) {
+                numObject = PyLong_FromUnsignedLongLong(num);
+                if (numObject == NULL) {
+                    status = -1;
+                    goto done;
+                }
+            }
+            if (typ == T_NEG || typ == T_LONGNEG) {
+                item = PyNumber_Negative(numObject);
+                Py_DECREF(numObject);
+                if (item == NULL) {
+                    status = -1;
+                    goto done;
+                }
+            }
+            else {
+                item = numObject;
+            }
+        }
+        else if (typ == T_FLOAT) {
+            Py_XDECREF(numObject);
+            Py_ssize_t stop = pos + 8;
+            if (stop > stringLimit) {
+                if (stop > messageLimit) {
+                    tooLong(self);
+                    status = -1;
+                    goto done;
+                }
+                need = stop - start;
+                pos = start;
+                break;
+            }
+            uint64_t bits = 0;
+            for (int i = 0; i < 8; i++) {
+                bits = (bits << 8) | data[pos + i];
+            }
+            double value;
+            memcpy(&value, &bits, 8);
+            item = PyFloat_FromDouble(value);
+            if (item == NULL) {
+                status = -1;
+                goto done;
+            }
+            pos = stop;
+        }
+        else {
+            Py_XDECREF(numObject);
+            failWith(self, "badTypeByte",
+                     PyUnicode_FromFormat("invalid type byte 0x%02x", typ));
+            status = -1;
+            goto done;
+        }
+
+        /* Add the item to the innermost open list, closing every list it
+         * completes; a complete top-level item is a message. */
+        while (self->depth > 0) {
+            Py_ssize_t top = self->depth - 1;
+            PyObject *cur = self->lists[top];
+            Py_ssize_t filled = self->filled[top];
+            if (PyList_GET_SIZE(cur) > filled) {
+                PyList_SET_ITEM(cur, filled, item);
+            }
+            else {
+                int rc = PyList_Append(cur, item);
+                Py_DECREF(item);
+                if (rc < 0) {
+                    status = -1;
+                    goto done;
+                }
+            }
+            item = NULL;
+            filled++;
+            if (filled < self->wants[top]) {
+                self->filled[top] = filled;
+                break;
+            }
+            item = cur;
+            self->lists[top] = NULL;
+            self->depth = top;
+        }
+        if (item == NULL) {
+            continue;
+        }
+        /* A complete message. */
+        if (pos > messageLimit) {
+            Py_DECREF(item);
+            tooLong(self);
+            status = -1;
+            goto done;
+        }
+        tokens = 1;
+        messageOrigin = pos;
+        messageLimit = maxMessageBytes > PY_SSIZE_T_MAX - pos
+                           ? PY_SSIZE_T_MAX
+                           : pos + maxMessageBytes;
+        stringLimit = end < messageLimit ? end : messageLimit;
+        int rc;
+        if (emit != NULL) {
+            PyObject *result = PyObject_CallOneArg(emit, item);
+            rc = result == NULL ? -1 : 0;
+            Py_XDECREF(result);
+        }
+        else {
+            rc = PyList_Append(received, item);
+        }
+        Py_DECREF(item);
+        if (rc < 0) {
+            status = -1;
+            goto done;
+        }
+    }
+
+    if (end > messageLimit) {
+        tooLong(self);
+        status = -1;
+    }
+
+done:
+    self->tokens = tokens;
+    self->messageBytes = pos - messageOrigin;
+    Py_CLEAR(self->chunks);
+    self->have = 0;
+    self->need = 0;
+    if (pos < end) {
+        PyObject *tail = pos ? PyBytes_FromStringAndSize(
+                                   (const char *)data + pos, end - pos)
+                             : (Py_INCREF(buf), buf);
+        if (tail == NULL) {
+            return -1;
+        }
+        self->chunks = PyList_New(1);
+        if (self->chunks == NULL) {
+            Py_DECREF(tail);
+            return -1;
+        }
+        PyList_SET_ITEM(self->chunks, 0, tail);
+        self->have = end - pos;
+        self->need = need;
+    }
+    return status;
+}
+
+static int
+decode(DecoderCore *self, PyObject *data, PyObject *emit, PyObject *received)
+{
+    if (self->failure != NULL) {
+        PyObject *exc = PyObject_CallObject(FramingError, self->failure);
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "a Decoder cannot be fed from its own callback");
+        return -1;
+    }
+    PyObject *buf;
+    if (PyBytes_CheckExact(data)) {
+        Py_INCREF(data);
+        buf = data;
+    }
+    else {
+        buf = PyObject_CallOneArg((PyObject *)&PyBytes_Type, data);
+        if (buf == NULL) {
+            return -1;
+        }
+    }
+    if (self->chunks != NULL) {
+        /* Waiting for the rest of a token: only keep the chunk until it
+         * is whole. */
+        if (PyList_Append(self->chunks, buf) < 0) {
+            Py_DECREF(buf);
+            return -1;
+        }
+        self->have += PyBytes_GET_SIZE(buf);
+        Py_DECREF(buf);
+        if (self->have < self->need) {
+            return 0;
+        }
+        buf = PyBytes_FromStringAndSize(NULL, self->have);
+        if (buf == NULL) {
+            return -1;
+        }
+        char *out = PyBytes_AS_STRING(buf);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self->chunks); i++) {
+            PyObject *chunk = PyList_GET_ITEM(self->chunks, i);
+            memcpy(out, PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk));
+            out += PyBytes_GET_SIZE(chunk);
+        }
+    }
+    self->busy = 1;
+    int rc = decodeBuffer(self, buf, emit, received);
+    self->busy = 0;
+    Py_DECREF(buf);
+    return rc;
+}
+
+static PyObject *
+DecoderCore_feed(DecoderCore *self, PyObject *data)
+{
+    PyObject *received = PyList_New(0);
+    if (received == NULL) {
+        return NULL;
+    }
+    if (decode(self, data, NULL, received) < 0) {
+        Py_DECREF(received);
+        return NULL;
+    }
+    return received;
+}
+
+static PyObject *
+DecoderCore_feedTo(DecoderCore *self, PyObject *args)
+{
+    PyObject *data, *emit;
+    if (!PyArg_ParseTuple(args, "OO:feedTo", &data, &emit)) {
+        return NULL;
+    }
+    if (decode(self, data, emit, NULL) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+DecoderCore_setVocabulary(DecoderCore *self, PyObject *vocabulary)
+{
+    if (vocabulary == Py_None) {
+        Py_CLEAR(self->vocabulary);
+        Py_RETURN_NONE;
+    }
+    PyObject *copy = PyDict_New();
+    if (copy == NULL) {
+        return NULL;
+    }
+    if (PyDict_Update(copy, vocabulary) < 0) {
+        Py_DECREF(copy);
+        return NULL;
+    }
+    Py_XSETREF(self->vocabulary, copy);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+DecoderCore_getPendingBytes(DecoderCore *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->messageBytes + self->have);
+}
+
+static PyObject *
+DecoderCore_getMessageStarted(DecoderCore *self, void *closure)
+{
+    return PyBool_FromLong(self->messageBytes + self->have > 0);
+}
+
+static PyMethodDef DecoderCore_methods[] = {
+    {"feed", (PyCFunction)DecoderCore_feed, METH_O,
+     "feed(data) -> list: as pbext.codec.Decoder.feed."},
+    {"feedTo", (PyCFunction)DecoderCore_feedTo, METH_VARARGS,
+     "feedTo(data, expressionReceived): as pbext.codec.Decoder.feedTo."},
+    {"setVocabulary", (PyCFunction)DecoderCore_setVocabulary, METH_O,
+     "setVocabulary(vocabulary): as pbext.codec.Decoder.setVocabulary."},
+    {NULL}
+};
+
+static PyGetSetDef DecoderCore_getset[] = {
+    {"pendingBytes", (getter)DecoderCore_getPendingBytes, NULL,
+     "As pbext.codec.Decoder.pendingBytes.", NULL},
+    {"messageStarted", (getter)DecoderCore_getMessageStarted, NULL,
+     "As pbext.codec.Decoder.messageStarted.", NULL},
+    {NULL}
+};
+
+static PyTypeObject DecoderCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pbext._speedups.DecoderCore",
+    .tp_doc = "The parser of pbext.codec.Decoder, in C: the same limits, "
+              "the same objects, the same errors.",
+    .tp_basicsize = sizeof(DecoderCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)DecoderCore_init,
+    .tp_dealloc = (destructor)DecoderCore_dealloc,
+    .tp_traverse = (traverseproc)DecoderCore_traverse,
+    .tp_clear = (inquiry)DecoderCore_clear,
+    .tp_methods = DecoderCore_methods,
+    .tp_getset = DecoderCore_getset,
+};
+
+/* ------------------------------------------------------------------ */
+/* jellyPlain                                                          */
+/* ------------------------------------------------------------------ */
+
+/* An identity set of the containers already jellied. */
+typedef struct {
+    void **slots;
+    Py_ssize_t mask, used;
+} Seen;
+
+static int
+seenAdd(Seen *seen, void *pointer)
+{
+    /* Returns 1 if already there, 0 if added, -1 on error. */
+    if ((seen->used + 1) * 2 > seen->mask + 1) {
+        Py_ssize_t size = (seen->mask + 1) * 2;
+        void **slots = PyMem_Calloc(size, sizeof(void *));
+        if (slots == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i <= seen->mask; i++) {
+            void *p = seen->slots[i];
+            if (p != NULL) {
+                size_t h = ((size_t)p >> 4) & (size - 1);
+                while (slots[h] != NULL) {
+                    h = (h + 1) & (size - 1);
+                }
+                slots[h] = p;
+            }
+        }
+        PyMem_Free(seen->slots);
+        seen->slots = slots;
+        seen->mask = size - 1;
+    }
+    size_t h = ((size_t)pointer >> 4) & seen->mask;
+    while (seen->slots[h] != NULL) {
+        if (seen->slots[h] == pointer) {
+            return 1;
+        }
+        h = (h + 1) & seen->mask;
+    }
+    seen->slots[h] = pointer;
+    seen->used++;
+    return 0;
+}
+
+/* Returned (not a new reference) when an object is not plain. */
+static PyObject notPlainMarker;
+#define NOT_PLAIN_C (&notPlainMarker)
+
+static PyObject *
+pair(PyObject *first, PyObject *second)
+{
+    /* Steals second. */
+    if (second == NULL) {
+        return NULL;
+    }
+    PyObject *list = newList(2);
+    if (list == NULL) {
+        Py_DECREF(second);
+        return NULL;
+    }
+    Py_INCREF(first);
+    PyList_SET_ITEM(list, 0, first);
+    PyList_SET_ITEM(list, 1, second);
+    return list;
+}
+
+static PyObject *jellyNode(PyObject *obj, Seen *seen);
+
+/* The jelly of a str. */
+static inline PyObject *
+jellyStr(PyObject *obj)
+{
+    return pair(s_unicode, PyUnicode_AsUTF8String(obj));
+}
+
+/* A dictionary key or value, or a sequence item. */
+static inline PyObject *
+jellyMember(PyObject *obj, Seen *seen)
+{
+    PyTypeObject *kind = Py_TYPE(obj);
+    if (kind == &PyUnicode_Type) {
+        return jellyStr(obj);
+    }
+    if (kind == &PyBytes_Type || kind == &PyLong_Type ||
+        kind == &PyFloat_Type) {
+        Py_INCREF(obj);
+        return obj;
+    }
+    return jellyNode(obj, seen);
+}
+
+static PyObject *
+jellyNode(PyObject *obj, Seen *seen)
+{
+    PyTypeObject *kind = Py_TYPE(obj);
+    if (kind == &PyUnicode_Type) {
+        return jellyStr(obj);
+    }
+    if (kind == &PyBytes_Type || kind == &PyLong_Type ||
+        kind == &PyFloat_Type) {
+        Py_INCREF(obj);
+        return obj;
+    }
+    if (obj == Py_None) {
+        PyObject *list = newList(1);
+        if (list != NULL) {
+            Py_INCREF(s_None);
+            PyList_SET_ITEM(list, 0, s_None);
+        }
+        return list;
+    }
+    if (kind == &PyBool_Type) {
+        PyObject *word = obj == Py_True ? s_true : s_false;
+        Py_INCREF(word);
+        return pair(s_boolean, word);
+    }
+    PyObject *tag;
+    if (kind == &PyDict_Type) {
+        tag = s_dictionary;
+    }
+    else if (kind == &PyList_Type) {
+        tag = s_list;
+    }
+    else if (kind == &PyTuple_Type) {
+        tag = s_tuple;
+    }
+    else if (kind == &PySet_Type) {
+        tag = s_set;
+    }
+    else if (kind == &PyFrozenSet_Type) {
+        tag = s_frozenset;
+    }
+    else {
+        return NOT_PLAIN_C;
+    }
+    int already = seenAdd(seen, obj);
+    if (already < 0) {
+        return NULL;
+    }
+    if (already) {
+        return NOT_PLAIN_C;
+    }
+    if (Py_EnterRecursiveCall(" while jellying")) {
+        return NULL;
+    }
+    PyObject *sexp = NULL;
+    if (kind == &PyDict_Type) {
+        sexp = newList(1 + PyDict_GET_SIZE(obj));
+        if (sexp == NULL) {
+            goto out;
+        }
+        Py_INCREF(tag);
+        PyList_SET_ITEM(sexp, 0, tag);
+        Py_ssize_t pos = 0, index = 1;
+        PyObject *key, *value;
+        while (PyDict_Next(obj, &pos, &key, &value)) {
+            if (index >= PyList_GET_SIZE(sexp)) {
+                PyErr_SetString(PyExc_RuntimeError,
+                                "dictionary changed size during iteration");
+                Py_CLEAR(sexp);
+                goto out;
+            }
+            Py_INCREF(key);
+            Py_INCREF(value);
+            PyObject *k = jellyMember(key, seen);
+            PyObject *v = (k == NULL || k == NOT_PLAIN_C)
+                              ? NULL
+                              : jellyMember(value, seen);
+            Py_DECREF(key);
+            Py_DECREF(value);
+            if (k == NULL || k == NOT_PLAIN_C || v == NULL ||
+                v == NOT_PLAIN_C) {
+                PyObject *result = (k == NOT_PLAIN_C || v == NOT_PLAIN_C)
+                                       ? NOT_PLAIN_C
+                                       : NULL;
+                if (k != NOT_PLAIN_C) {
+                    Py_XDECREF(k);
+                }
+                if (v != NOT_PLAIN_C) {
+                    Py_XDECREF(v);
+                }
+                Py_CLEAR(sexp);
+                sexp = result;
+                goto out;
+            }
+            PyObject *entry = newList(2);
+            if (entry == NULL) {
+                Py_DECREF(k);
+                Py_DECREF(v);
+                Py_CLEAR(sexp);
+                goto out;
+            }
+            PyList_SET_ITEM(entry, 0, k);
+            PyList_SET_ITEM(entry, 1, v);
+            PyList_SET_ITEM(sexp, index, entry);
+            index++;
+        }
+        if (index != PyList_GET_SIZE(sexp)) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "dictionary changed size during iteration");
+            Py_CLEAR(sexp);
+        }
+        goto out;
+    }
+    if (kind == &PyList_Type || kind == &PyTuple_Type) {
+        /* Jellying plain members runs no Python code: the sequence
+         * cannot change meanwhile. */
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(obj);
+        sexp = newList(1 + n);
+        if (sexp == NULL) {
+            goto out;
+        }
+        Py_INCREF(tag);
+        PyList_SET_ITEM(sexp, 0, tag);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *j = jellyMember(PySequence_Fast_GET_ITEM(obj, i), seen);
+            if (j == NULL || j == NOT_PLAIN_C) {
+                Py_CLEAR(sexp);
+                sexp = j;
+                goto out;
+            }
+            PyList_SET_ITEM(sexp, i + 1, j);
+        }
+        goto out;
+    }
+    /* set, frozenset */
+    sexp = newList(1);
+    if (sexp == NULL) {
+        goto out;
+    }
+    Py_INCREF(tag);
+    PyList_SET_ITEM(sexp, 0, tag);
+    {
+        PyObject *iterator = PyObject_GetIter(obj);
+        if (iterator == NULL) {
+            Py_CLEAR(sexp);
+            goto out;
+        }
+        PyObject *element;
+        while ((element = PyIter_Next(iterator)) != NULL) {
+            PyObject *j = jellyMember(element, seen);
+            Py_DECREF(element);
+            if (j == NULL || j == NOT_PLAIN_C) {
+                Py_CLEAR(sexp);
+                sexp = j;
+                break;
+            }
+            int rc = PyList_Append(sexp, j);
+            Py_DECREF(j);
+            if (rc < 0) {
+                Py_CLEAR(sexp);
+                break;
+            }
+        }
+        Py_DECREF(iterator);
+        if (sexp != NULL && sexp != NOT_PLAIN_C && PyErr_Occurred()) {
+            Py_CLEAR(sexp);
+        }
+    }
+out:
+    Py_LeaveRecursiveCall();
+    return sexp;
+}
+
+PyDoc_STRVAR(jellyPlain_doc,
+"jellyPlain(obj)\n\n"
+"The accelerated pbext._jelly.jellyPlain: the same expression, or\n"
+"NOT_PLAIN where the full jellier is needed.");
+
+static PyObject *
+speedups_jellyPlain(PyObject *module, PyObject *obj)
+{
+    if (checkConfigured() < 0) {
+        return NULL;
+    }
+    PyTypeObject *kind = Py_TYPE(obj);
+    if (kind == &PyBytes_Type || kind == &PyLong_Type ||
+        kind == &PyFloat_Type) {
+        Py_INCREF(obj);
+        return obj;
+    }
+    Seen seen;
+    seen.mask = 15;
+    seen.used = 0;
+    seen.slots = PyMem_Calloc(16, sizeof(void *));
+    if (seen.slots == NULL) {
+        return PyErr_NoMemory();
+    }
+    PyObject *sexp = jellyNode(obj, &seen);
+    PyMem_Free(seen.slots);
+    if (sexp == NOT_PLAIN_C) {
+        Py_INCREF(NotPlain);
+        return NotPlain;
+    }
+    if (sexp == NULL && PyErr_ExceptionMatches(PyExc_RecursionError)) {
+        PyErr_Clear();
+        Py_INCREF(NotPlain);
+        return NotPlain;
+    }
+    return sexp;
+}
+
+/* ------------------------------------------------------------------ */
+/* unjellyPlain                                                        */
+/* ------------------------------------------------------------------ */
+
+static inline int
+isWord(PyObject *obj, PyObject *word)
+{
+    if (obj == word) {
+        return 1;
+    }
+    if (Py_TYPE(obj) != &PyBytes_Type) {
+        return 0;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(word);
+    return PyBytes_GET_SIZE(obj) == n &&
+           memcmp(PyBytes_AS_STRING(obj), PyBytes_AS_STRING(word), n) == 0;
+}
+
+static PyObject *unjellyNode(PyObject *sexp);
+
+/* An item: lists are unjellied, anything else is itself. */
+static inline PyObject *
+unjellyMember(PyObject *item)
+{
+    if (Py_TYPE(item) == &PyList_Type) {
+        return unjellyNode(item);
+    }
+    Py_INCREF(item);
+    return item;
+}
+
+static PyObject *
+unjellyNode(PyObject *sexp)
+{
+    Py_ssize_t size = PyList_GET_SIZE(sexp);
+    if (size == 0) {
+        return NOT_PLAIN_C;
+    }
+    PyObject *tag = PyList_GET_ITEM(sexp, 0);
+    if (isWord(tag, s_unicode)) {
+        if (size != 2 || Py_TYPE(PyList_GET_ITEM(sexp, 1)) != &PyBytes_Type) {
+            return NOT_PLAIN_C;
+        }
+        PyObject *raw = PyList_GET_ITEM(sexp, 1);
+        PyObject *text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(raw),
+                                              PyBytes_GET_SIZE(raw), NULL);
+        if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();
+            return NOT_PLAIN_C;
+        }
+        return text;
+    }
+    if (Py_EnterRecursiveCall(" while unjellying")) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (isWord(tag, s_dictionary)) {
+        result = PyDict_New();
+        if (result == NULL) {
+            goto out;
+        }
+        /* The list may be mutated by hashing keys' Python code: index
+         * it afresh each time. */
+        for (Py_ssize_t i = 1; i < PyList_GET_SIZE(sexp); i++) {
+            PyObject *entry = PyList_GET_ITEM(sexp, i);
+            if (Py_TYPE(entry) != &PyList_Type || PyList_GET_SIZE(entry) != 2) {
+                Py_CLEAR(result);
+                result = NOT_PLAIN_C;
+                goto out;
+            }
+            Py_INCREF(entry);
+            PyObject *key = unjellyMember(PyList_GET_ITEM(entry, 0));
+            PyObject *value = (key == NULL || key == NOT_PLAIN_C)
+                                  ? NULL
+                                  : unjellyMember(PyList_GET_ITEM(entry, 1));
+            Py_DECREF(entry);
+            if (key == NULL || key == NOT_PLAIN_C || value == NULL ||
+                value == NOT_PLAIN_C) {
+                PyObject *outcome = (key == NOT_PLAIN_C || value == NOT_PLAIN_C)
+                                        ? NOT_PLAIN_C
+                                        : NULL;
+                if (key != NOT_PLAIN_C) {
+                    Py_XDECREF(key);
+                }
+                if (value != NOT_PLAIN_C) {
+                    Py_XDECREF(value);
+                }
+                Py_CLEAR(result);
+                result = outcome;
+                goto out;
+            }
+            int rc = PyDict_SetItem(result, key, value);
+            Py_DECREF(key);
+            Py_DECREF(value);
+            if (rc < 0) {
+                Py_CLEAR(result);
+                if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                    PyErr_Clear();
+                    result = NOT_PLAIN_C;
+                }
+                goto out;
+            }
+        }
+        goto out;
+    }
+    int isList = isWord(tag, s_list);
+    int isTuple = !isList && isWord(tag, s_tuple);
+    int isSet = !isList && !isTuple && isWord(tag, s_set);
+    int isFrozenSet = !isList && !isTuple && !isSet &&
+                      isWord(tag, s_frozenset);
+    if (isList || isTuple || isSet || isFrozenSet) {
+        PyObject *items = PyList_New(0);
+        if (items == NULL) {
+            goto out;
+        }
+        for (Py_ssize_t i = 1; i < PyList_GET_SIZE(sexp); i++) {
+            PyObject *element = PyList_GET_ITEM(sexp, i);
+            Py_INCREF(element);
+            PyObject *value = unjellyMember(element);
+            Py_DECREF(element);
+            if (value == NULL || value == NOT_PLAIN_C) {
+                Py_DECREF(items);
+                result = value;
+                goto out;
+            }
+            int rc = PyList_Append(items, value);
+            Py_DECREF(value);
+            if (rc < 0) {
+                Py_DECREF(items);
+                goto out;
+            }
+        }
+        if (isList) {
+            result = items;
+            goto out;
+        }
+        if (isTuple) {
+            result = PyList_AsTuple(items);
+        }
+        else {
+            result = isSet ? PySet_New(items) : PyFrozenSet_New(items);
+            if (result == NULL && PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                result = NOT_PLAIN_C;
+            }
+        }
+        Py_DECREF(items);
+        goto out;
+    }
+    if (isWord(tag, s_None)) {
+        if (size == 1) {
+            Py_INCREF(Py_None);
+            result = Py_None;
+        }
+        else {
+            result = NOT_PLAIN_C;
+        }
+        goto out;
+    }
+    result = NOT_PLAIN_C;
+    if (isWord(tag, s_boolean) && size == 2) {
+        PyObject *word = PyList_GET_ITEM(sexp, 1);
+        if (isWord(word, s_true)) {
+            Py_INCREF(Py_True);
+            result = Py_True;
+        }
+        else if (isWord(word, s_false)) {
+            Py_INCREF(Py_False);
+            result = Py_False;
+        }
+    }
+out:
+    Py_LeaveRecursiveCall();
+    return result;
+}
+
+PyDoc_STRVAR(unjellyPlain_doc,
+"unjellyPlain(sexp)\n\n"
+"The accelerated pbext._jelly.unjellyPlain: the same objects, or\n"
+"NOT_PLAIN where the full unjellier is needed.");
+
+static PyObject *
+speedups_unjellyPlain(PyObject *module, PyObject *sexp)
+{
+    if (checkConfigured() < 0) {
+        return NULL;
+    }
+    if (Py_TYPE(sexp) != &PyList_Type) {
+        Py_INCREF(sexp);
+        return sexp;
+    }
+    PyObject *result = unjellyNode(sexp);
+    if (result == NOT_PLAIN_C) {
+        Py_INCREF(NotPlain);
+        return NotPlain;
+    }
+    if (result == NULL && PyErr_ExceptionMatches(PyExc_RecursionError)) {
+        PyErr_Clear();
+        Py_INCREF(NotPlain);
+        return NotPlain;
+    }
+    return result;
+}
+
+/* ------------------------------------------------------------------ */
+/* Module                                                              */
+/* ------------------------------------------------------------------ */
+
+PyDoc_STRVAR(configure_doc,
+"configure(**helpers)\n\n"
+"Hand the accelerator the Python twin's exception classes and helpers:\n"
+"framingError, bananaError, plain, intToken, sizeLimit (pbext.codec) and\n"
+"notPlain (pbext._jelly).  Called by those modules when they import.");
+
+static PyObject *
+speedups_configure(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"framingError", "bananaError", "plain",
+                               "intToken", "sizeLimit", "notPlain", NULL};
+    PyObject *framing = NULL, *banana = NULL, *plain = NULL, *intToken = NULL,
+             *limit = NULL, *notPlain = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOO:configure",
+                                     keywords, &framing, &banana, &plain,
+                                     &intToken, &limit, &notPlain)) {
+        return NULL;
+    }
+    if (limit != NULL) {
+        Py_ssize_t n = PyLong_AsSsize_t(limit);
+        if (n == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        sizeLimit = n;
+    }
+#define SET(target, value) \
+    if (value != NULL) { Py_INCREF(value); Py_XSETREF(target, value); }
+    SET(FramingError, framing);
+    SET(BananaError, banana);
+    SET(plainFunc, plain);
+    SET(intTokenFunc, intToken);
+    SET(NotPlain, notPlain);
+#undef SET
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef speedups_methods[] = {
+    {"encode", (PyCFunction)(void (*)(void))speedups_encode,
+     METH_VARARGS | METH_KEYWORDS, encode_doc},
+    {"jellyPlain", (PyCFunction)speedups_jellyPlain, METH_O, jellyPlain_doc},
+    {"unjellyPlain", (PyCFunction)speedups_unjellyPlain, METH_O,
+     unjellyPlain_doc},
+    {"configure", (PyCFunction)(void (*)(void))speedups_configure,
+     METH_VARARGS | METH_KEYWORDS, configure_doc},
+    {NULL}
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "pbext._speedups",
+    .m_doc = "The optional C accelerator of pbext.codec and pbext._jelly.",
+    .m_size = -1,
+    .m_methods = speedups_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    struct { PyObject **target; const char *word; } words[] = {
+        {&s_unicode, "unicode"}, {&s_None, "None"},
+        {&s_boolean, "boolean"}, {&s_true, "true"}, {&s_false, "false"},
+        {&s_dictionary, "dictionary"}, {&s_list, "list"},
+        {&s_tuple, "tuple"}, {&s_set, "set"}, {&s_frozenset, "frozenset"},
+    };
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+        if (*words[i].target == NULL) {
+            *words[i].target = PyBytes_FromString(words[i].word);
+            if (*words[i].target == NULL) {
+                return NULL;
+            }
+        }
+    }
+    if (PyType_Ready(&DecoderCoreType) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&speedups_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&DecoderCoreType);
+    if (PyModule_AddObject(module, "DecoderCore",
+                           (PyObject *)&DecoderCoreType) < 0) {
+        Py_DECREF(&DecoderCoreType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

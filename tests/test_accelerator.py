@@ -1,0 +1,470 @@
+"""
+Tests for pbext's optional C accelerator, L{pbext._speedups}: it agrees
+with the pure-Python codec and jelly fast paths on every input, down to
+error messages, leaks nothing on error paths, and can be turned off.
+
+The codec and plain-jelly test suites (L{tests.test_codec},
+L{tests.test_jelly}) also run every one of their tests against both.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import tracemalloc
+from typing import Any, Callable, List, Optional, Tuple
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.spread import banana
+from twisted.trial.unittest import SynchronousTestCase
+
+from pbext import _jelly, codec
+from pbext._accelerator import reason, speedups
+
+OUTGOING = banana.Banana.outgoingVocabulary
+INCOMING = banana.Banana.incomingVocabulary
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+LIMIT_NAMES = (
+    "maxPrefixBytes",
+    "maxStringBytes",
+    "maxListLength",
+    "maxDepth",
+    "maxMessageTokens",
+    "maxMessageBytes",
+)
+
+
+def outcome(function: Callable[[], Any]) -> Tuple[str, Any]:
+    """
+    What calling C{function} gives, comparable across implementations: its
+    result, or the type and text of what it raised (with the C{limit} of a
+    L{codec.FramingError}).
+    """
+    try:
+        return ("ok", function())
+    except codec.FramingError as e:
+        return ("framing", (e.limit, str(e)))
+    except Exception as e:
+        return ("error", (type(e), str(e)))
+
+
+def decodeAll(
+    decoder: codec.Decoder, chunks: List[bytes]
+) -> Tuple[List[object], Optional[Tuple[str, str]], int]:
+    """
+    Feed C{chunks}; return what was delivered, the failure (limit and
+    message) if one was raised, and the bytes pending at the end.
+    """
+    received: List[object] = []
+    try:
+        for chunk in chunks:
+            decoder.feedTo(chunk, received.append)
+    except codec.FramingError as e:
+        return received, (e.limit, str(e)), -1
+    return received, None, decoder.pendingBytes
+
+
+class BigInt(int):
+    """
+    An C{int} subclass, which the C encoder hands to the Python helper.
+    """
+
+
+tokens = st.sampled_from(
+    [
+        b"\x00\x80",
+        b"\x01\x80",
+        b"\x02\x80",
+        b"\x03\x80",
+        b"\x03\x81",
+        b"\x02\x83",
+        b"\x01\x82a",
+        b"\x07\x82unicode",
+        b"\x05\x87",
+        b"\x84\x3f\xf8\x00\x00\x00\x00\x00\x00",
+        b"\x01",
+        b"\x7f\x7f\x85",
+        b"\x7f" * 10 + b"\x81",
+        b"\x00" * 12 + b"\x80",
+        b"\x03\x82",
+        b"\x00\x86",
+        b"\x1f\x87",
+        b"\x40\x87",
+        b"\x88",
+    ]
+)
+
+sexpValues = st.recursive(
+    st.one_of(
+        st.binary(max_size=20),
+        st.sampled_from([b"dictionary", b"unicode", b"list", b"None"]),
+        st.integers(min_value=-(2**470), max_value=2**470),
+        st.floats(allow_nan=False),
+        st.booleans(),
+        st.builds(BigInt, st.integers(min_value=-(2**70), max_value=2**70)),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=6), st.tuples(children, children)
+    ),
+    max_leaves=40,
+)
+
+
+AGREEMENT = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+class AgreementTests(SynchronousTestCase):
+    """
+    The C accelerator and the pure-Python code give the same results and
+    the same errors on the same inputs.
+    """
+
+    if speedups is None:
+        skip = f"the C accelerator is not available: {reason}"
+
+    @AGREEMENT
+    @given(
+        data=st.one_of(st.binary(max_size=300), st.lists(tokens).map(b"".join)),
+        cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=6),
+        pb=st.booleans(),
+        limits=st.fixed_dictionaries(
+            {},
+            optional={
+                name: st.integers(min_value=1, max_value=40) for name in LIMIT_NAMES
+            },
+        ),
+    )
+    def test_decode(self, data: bytes, cuts: List[int], pb: bool, limits: dict) -> None:
+        """
+        Random bytes in random chunks, with random limits: the same
+        expressions, the same failure and message, the same bytes pending.
+        """
+        points = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+        chunks = [data[a:b] for a, b in zip(points, points[1:])] or [b""]
+        vocabulary = INCOMING if pb else None
+        results = [
+            decodeAll(
+                codec.Decoder(vocabulary=vocabulary, accelerated=flag, **limits),
+                chunks,
+            )
+            for flag in (True, False)
+        ]
+        self.assertEqual(repr(results[0]), repr(results[1]))
+
+    @AGREEMENT
+    @given(
+        value=sexpValues,
+        pb=st.booleans(),
+        limit=st.one_of(st.none(), st.integers(min_value=0, max_value=200)),
+    )
+    def test_encode(self, value: object, pb: bool, limit: Optional[int]) -> None:
+        """
+        Random expressions, subclasses and out-of-range integers included:
+        the same bytes or the same error.
+        """
+        vocabulary = OUTGOING if pb else None
+        self.assertEqual(
+            outcome(lambda: speedups.encode(value, vocabulary, limit)),
+            outcome(lambda: codec._encodePython(value, vocabulary, limit)),
+        )
+
+    @AGREEMENT
+    @given(
+        value=st.recursive(
+            st.one_of(
+                st.none(),
+                st.booleans(),
+                st.integers(),
+                st.floats(allow_nan=False),
+                st.text(max_size=10),
+                st.binary(max_size=10),
+            ),
+            lambda children: st.one_of(
+                st.lists(children, max_size=5),
+                st.tuples(children, children),
+                st.frozensets(st.integers(), max_size=3),
+                st.sets(st.text(max_size=3), max_size=3),
+                st.dictionaries(st.text(max_size=5), children, max_size=4),
+                st.dictionaries(st.integers(), children, max_size=3),
+            ),
+            max_leaves=30,
+        )
+    )
+    def test_jellyRoundTrip(self, value: object) -> None:
+        """
+        Plain values jelly to the same expression, and that expression
+        unjellies to the same value, both ways.
+        """
+        sexp = speedups.jellyPlain(value)
+        self.assertEqual(repr(sexp), repr(_jelly._jellyPlainPython(value)))
+        self.assertEqual(
+            repr(speedups.unjellyPlain(sexp)),
+            repr(_jelly._unjellyPlainPython(sexp)),
+        )
+
+    def test_unjellyOddExpressions(self) -> None:
+        """
+        Expressions no decoder makes (tags that are not exact C{bytes}, say)
+        get the same answer from both.
+        """
+
+        class Tag(bytes):
+            pass
+
+        for sexp in (
+            [bytearray(b"unicode"), b"x"],
+            [Tag(b"None")],
+            [b"boolean", bytearray(b"true")],
+            [b"boolean", Tag(b"true")],
+            ["unicode", b"x"],
+            [b"unicode", bytearray(b"x")],
+            [b"dictionary", [[b"list"], 1]],
+            [b"dictionary", ([b"x"], 1)],
+            [b"set", [b"list"]],
+            [b"tuple", [b"unicode", b"\xff"]],
+        ):
+            self.assertIs(
+                speedups.unjellyPlain(sexp),
+                _jelly._unjellyPlainPython(sexp),
+            )
+
+    def test_jellyStepsAside(self) -> None:
+        """
+        Shared and cyclic containers, subclasses and other types step aside
+        in both; a string that is not UTF-8 encodable raises in both.
+        """
+        shared = [1]
+        cyclic: list = []
+        cyclic.append(cyclic)
+        for value in ([shared, shared], cyclic, [BigInt(1)], {1: object()}):
+            self.assertIs(speedups.jellyPlain(value), _jelly.NOT_PLAIN)
+            self.assertIs(_jelly._jellyPlainPython(value), _jelly.NOT_PLAIN)
+        self.assertRaises(UnicodeEncodeError, speedups.jellyPlain, ["\ud800"])
+        self.assertRaises(UnicodeEncodeError, _jelly._jellyPlainPython, ["\ud800"])
+
+    def test_deepNesting(self) -> None:
+        """
+        Nesting too deep for the recursion limit is a L{RecursionError} from
+        the encoder and a step aside from the plain jelly paths, in both.
+        """
+        deep: list = []
+        for _i in range(sys.getrecursionlimit() + 10):
+            deep = [deep]
+        for encode in (speedups.encode, codec._encodePython):
+            self.assertRaises(RecursionError, encode, deep)
+        for jellyPlain in (speedups.jellyPlain, _jelly._jellyPlainPython):
+            self.assertIs(jellyPlain(deep), _jelly.NOT_PLAIN)
+
+
+class MemoryTests(SynchronousTestCase):
+    """
+    The C accelerator frees what it allocates, on success and on every
+    error path, and keeps decoded expressions away from the garbage
+    collector.
+    """
+
+    if speedups is None:
+        skip = f"the C accelerator is not available: {reason}"
+
+    def assertNoGrowth(self, work: Callable[[], None]) -> None:
+        """
+        Running C{work} many times leaves no memory behind.
+        """
+        for _i in range(200):
+            work()
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _i in range(2000):
+                work()
+            gc.collect()
+            after = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        self.assertLess(after - before, 20000)
+
+    def test_decodeErrors(self) -> None:
+        """
+        Every way decoding fails frees the partly built expression and the
+        held bytes.
+        """
+        bad = [
+            (b"\x02\x80\x01\x81\x88", {}),
+            (b"\x02\x80\x05\x82abc", {"maxMessageBytes": 6}),
+            (b"\x03\x80\x01\x80\x01\x80", {"maxDepth": 2}),
+            (b"\x02\x80\x09\x82", {"maxStringBytes": 8}),
+            (b"\x01\x80" + b"\x00" * 12 + b"\x87", {}),
+            (b"\x01\x80" + b"\x7f" * 70, {}),
+            (b"\x02\x80\x05\x80", {"maxMessageTokens": 4}),
+            (b"\x02\x80" + b"\x7f" * 12 + b"\x82", {}),
+        ]
+
+        def work() -> None:
+            for data, limits in bad:
+                decoder = codec.Decoder(accelerated=True, **limits)
+                try:
+                    decoder.feed(data[:3])
+                    decoder.feed(data[3:])
+                except codec.FramingError:
+                    pass
+                else:
+                    raise AssertionError(f"{data!r} decoded")
+
+        self.assertNoGrowth(work)
+
+    def test_decodeCallbackRaises(self) -> None:
+        """
+        A callback that raises leaves the rest held, and nothing leaks.
+        """
+        data = codec.encode([[b"x" * 100, 1], 2.5], None) * 3
+
+        def boom(expression: object) -> None:
+            raise ValueError("boom")
+
+        def work() -> None:
+            decoder = codec.Decoder(accelerated=True)
+            try:
+                decoder.feedTo(data, boom)
+            except ValueError:
+                pass
+            self.assertEqual(decoder.pendingBytes, len(data) * 2 // 3)
+
+        self.assertNoGrowth(work)
+
+    def test_encodeErrors(self) -> None:
+        """
+        Encoding errors free the partial output.
+        """
+
+        def work() -> None:
+            for value, limit in (
+                ([b"x" * 500, object()], None),
+                ([b"y" * 500, 2**600], None),
+                ([b"z" * 500], 100),
+            ):
+                try:
+                    speedups.encode(value, None, limit)
+                except (banana.BananaError, codec.FramingError):
+                    pass
+
+        self.assertNoGrowth(work)
+
+    def test_jellyErrors(self) -> None:
+        """
+        Stepping aside, part-way through a structure, frees what was built.
+        """
+        shared = {"k": "v"}
+        values = [[{"a": "b"}, shared, [1, shared]], ["x", "\ud800"], ("a", object())]
+
+        def work() -> None:
+            for value in values:
+                try:
+                    speedups.jellyPlain(value)
+                except UnicodeEncodeError:
+                    pass
+            speedups.unjellyPlain([b"list", [b"unicode", b"ok"], [b"reference", 1]])
+
+        self.assertNoGrowth(work)
+
+    def test_untracked(self) -> None:
+        """
+        Decoded and jellied s-expression lists are not tracked by the
+        garbage collector (they cannot be in a cycle); the unjellied values
+        handed to application code are ordinary objects.
+        """
+        sexp = speedups.jellyPlain([["a"], {"b": [1]}])
+        (decoded,) = codec.Decoder(accelerated=True).feed(speedups.encode(sexp))
+        self.assertEqual(decoded, sexp)
+        for expression in (sexp, decoded):
+            self.assertFalse(gc.is_tracked(expression))
+            self.assertFalse(gc.is_tracked(expression[1]))
+        value = speedups.unjellyPlain(decoded)
+        self.assertEqual(value, [["a"], {"b": [1]}])
+        self.assertTrue(gc.is_tracked(value))
+        self.assertTrue(gc.is_tracked(value[0]))
+
+
+class SwitchTests(SynchronousTestCase):
+    """
+    Whether the accelerator is used is decided once, at import.
+    """
+
+    def test_requiredWhereBuilt(self) -> None:
+        """
+        Where the test environment says the accelerator must be built (tox
+        sets C{PBEXT_REQUIRE_SPEEDUPS}, as pip builds it from source), it
+        is loaded and used by default.
+        """
+        if not os.environ.get("PBEXT_REQUIRE_SPEEDUPS"):
+            raise self.skipTest("PBEXT_REQUIRE_SPEEDUPS is not set")
+        self.assertIsNotNone(speedups, reason)
+        self.assertIs(codec.encode, speedups.encode)
+        self.assertIs(_jelly.jellyPlain, speedups.jellyPlain)
+        self.assertTrue(codec.Decoder().accelerated)
+
+    def test_accelerationRequestedButMissing(self) -> None:
+        """
+        C{Decoder(accelerated=True)} without the accelerator is a clear
+        error; C{accelerated=False} always gives the Python parser.
+        """
+        self.assertFalse(codec.Decoder(accelerated=False).accelerated)
+        if speedups is None:
+            error = self.assertRaises(ValueError, codec.Decoder, accelerated=True)
+            self.assertIn("accelerator", str(error))
+
+    def test_pureBroker(self) -> None:
+        """
+        With C{PBEXT_PURE_PYTHON} set, pbext imports without the
+        accelerator, and its broker tests (in-memory brokers, typed
+        copyables, and Twisted's own PB tests against pbext) pass on the pure-Python
+        codec.
+        """
+        env = dict(os.environ, PBEXT_PURE_PYTHON="1")
+        env.pop("PBEXT_REQUIRE_SPEEDUPS", None)
+        probe = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from pbext import _accelerator, codec, _jelly;"
+                "print(_accelerator.speedups, codec.encode.__name__,"
+                " _jelly.jellyPlain.__name__, codec.Decoder().accelerated)",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=os.path.join(ROOT, "tests"),
+        )
+        self.assertEqual(
+            probe.stdout.split(),
+            ["None", "_encodePython", "_jellyPlainPython", "False"],
+            probe.stderr,
+        )
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "twisted.trial",
+                "--temp-directory",
+                os.path.abspath(self.mktemp()),
+                "tests.test_broker",
+                "tests.test_copyable",
+                "tests.test_twisted_pb",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+        )
+        self.assertEqual(run.returncode, 0, run.stdout[-3000:] + run.stderr[-2000:])
+        self.assertIn("PASSED", run.stdout)
