@@ -22,18 +22,19 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <string.h>
 #include <stdint.h>
 
 /* Banana type bytes. */
-#define T_LIST 0x80
-#define T_INT 0x81
-#define T_STRING 0x82
-#define T_NEG 0x83
-#define T_FLOAT 0x84
-#define T_LONGINT 0x85
-#define T_LONGNEG 0x86
-#define T_VOCAB 0x87
+#define B_LIST 0x80
+#define B_INT 0x81
+#define B_STRING 0x82
+#define B_NEG 0x83
+#define B_FLOAT 0x84
+#define B_LONGINT 0x85
+#define B_LONGNEG 0x86
+#define B_VOCAB 0x87
 
 /* Configuration set once by configure(). */
 static PyObject *FramingError = NULL;   /* pbext.codec.FramingError */
@@ -90,6 +91,9 @@ typedef struct {
     PyObject *vocabulary; /* dict bytes -> int, or NULL */
     Py_ssize_t longestWord; /* -1 until computed */
     int maxNesting;
+    /* The encodings of jelly's words, made on first use (see tagToken). */
+    unsigned char tagBytes[10][16];
+    signed char tagLength[10];
 } Encoder;
 
 static int
@@ -209,7 +213,7 @@ encodeBytes(Encoder *e, PyObject *item)
                                 "negative vocabulary number");
                 return -1;
             }
-            if (writeToken(e, (uint64_t)number, T_VOCAB) < 0) {
+            if (writeToken(e, (uint64_t)number, B_VOCAB) < 0) {
                 return -1;
             }
             return checkRoom(e);
@@ -223,7 +227,7 @@ encodeBytes(Encoder *e, PyObject *item)
                      size);
         return -1;
     }
-    if (writeToken(e, (uint64_t)size, T_STRING) < 0) {
+    if (writeToken(e, (uint64_t)size, B_STRING) < 0) {
         return -1;
     }
     if (e->size + size > e->limit) {
@@ -246,11 +250,11 @@ encodeInt(Encoder *e, PyObject *item)
         if (value < 0) {
             uint64_t magnitude = (uint64_t)0 - (uint64_t)value;
             rc = writeToken(e, magnitude,
-                            value >= -2147483648LL ? T_NEG : T_LONGNEG);
+                            value >= -2147483648LL ? B_NEG : B_LONGNEG);
         }
         else {
             rc = writeToken(e, (uint64_t)value,
-                            value <= 2147483647LL ? T_INT : T_LONGINT);
+                            value <= 2147483647LL ? B_INT : B_LONGINT);
         }
         if (rc < 0) {
             return -1;
@@ -285,7 +289,7 @@ encodeFloat(Encoder *e, PyObject *item)
         return -1;
     }
     unsigned char *out = (unsigned char *)e->data + e->size;
-    out[0] = T_FLOAT;
+    out[0] = B_FLOAT;
     for (int i = 0; i < 8; i++) {
         out[1 + i] = (unsigned char)(bits >> (56 - 8 * i));
     }
@@ -294,6 +298,8 @@ encodeFloat(Encoder *e, PyObject *item)
 }
 
 static int encodeItem(Encoder *e, PyObject *item, int depth);
+static int encodeJellied(Encoder *e, PyObject *item, int depth);
+static PyTypeObject JelliedType;
 
 static int
 encodeSequence(Encoder *e, PyObject *item, int depth)
@@ -304,7 +310,7 @@ encodeSequence(Encoder *e, PyObject *item, int depth)
                      size);
         return -1;
     }
-    if (writeToken(e, (uint64_t)size, T_LIST) < 0) {
+    if (writeToken(e, (uint64_t)size, B_LIST) < 0) {
         return -1;
     }
     if (size == 0) {
@@ -345,6 +351,9 @@ encodeItem(Encoder *e, PyObject *item, int depth)
     }
     if (kind == &PyFloat_Type) {
         return encodeFloat(e, item);
+    }
+    if (kind == &JelliedType) {
+        return encodeJellied(e, item, depth);
     }
     /* A subclass (bool, say): encode its plain equivalent, one level
      * deeper, as the Python twin does. */
@@ -404,6 +413,7 @@ speedups_encode(PyObject *module, PyObject *args, PyObject *kwargs)
         }
     }
     e.longestWord = -1;
+    memset(e.tagLength, -1, sizeof(e.tagLength));
     /* Python's recursion limit, as the Python twin, but within what the
      * C stack surely holds. */
     e.maxNesting = Py_GetRecursionLimit();
@@ -726,7 +736,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
             }
         }
 
-        if (typ == T_STRING) {
+        if (typ == B_STRING) {
             if (num > (uint64_t)self->maxString) {
                 PyObject *shown = numObject ? numObject
                                             : PyLong_FromUnsignedLongLong(num);
@@ -762,7 +772,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
             }
             pos = stop;
         }
-        else if (typ == T_LIST) {
+        else if (typ == B_LIST) {
             if (num > (uint64_t)(self->maxTokens - tokens)) {
                 Py_XDECREF(numObject);
                 failWith(self, "maxMessageTokens",
@@ -820,7 +830,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                 goto done;
             }
         }
-        else if (typ == T_VOCAB) {
+        else if (typ == B_VOCAB) {
             if (self->vocabulary == NULL) {
                 Py_XDECREF(numObject);
                 failWith(self, "badVocabulary",
@@ -851,8 +861,8 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
             Py_DECREF(key);
             Py_INCREF(item);
         }
-        else if (typ == T_INT || typ == T_LONGINT || typ == T_NEG ||
-                 typ == T_LONGNEG) {
+        else if (typ == B_INT || typ == B_LONGINT || typ == B_NEG ||
+                 typ == B_LONGNEG) {
             if (numObject == NULL) {
                 numObject = PyLong_FromUnsignedLongLong(num);
                 if (numObject == NULL) {
@@ -860,7 +870,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                     goto done;
                 }
             }
-            if (typ == T_NEG || typ == T_LONGNEG) {
+            if (typ == B_NEG || typ == B_LONGNEG) {
                 item = PyNumber_Negative(numObject);
                 Py_DECREF(numObject);
                 if (item == NULL) {
@@ -872,7 +882,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                 item = numObject;
             }
         }
-        else if (typ == T_FLOAT) {
+        else if (typ == B_FLOAT) {
             Py_XDECREF(numObject);
             Py_ssize_t stop = pos + 8;
             if (stop > stringLimit) {
@@ -1450,6 +1460,401 @@ speedups_jellyPlain(PyObject *module, PyObject *obj)
 }
 
 /* ------------------------------------------------------------------ */
+/* Jellied: plain jelly written straight to banana                     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * encode() writes a Jellied(value) as it would write jellyPlain(value),
+ * without building that expression: no lists, no UTF-8 copies of ASCII
+ * text.  If value turns out not to be plain, encode() raises NotPlainError
+ * and its caller (pbext's broker) jellies the value the ordinary way.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *value;
+    PyObject *context;
+} Jellied;
+
+static PyObject *NotPlainError = NULL;
+
+static PyObject *
+Jellied_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"value", "context", NULL};
+    PyObject *value, *context = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:Jellied", keywords,
+                                     &value, &context)) {
+        return NULL;
+    }
+    Jellied *self = (Jellied *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    Py_INCREF(value);
+    self->value = value;
+    Py_INCREF(context);
+    self->context = context;
+    return (PyObject *)self;
+}
+
+static int
+Jellied_traverse(Jellied *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->value);
+    Py_VISIT(self->context);
+    return 0;
+}
+
+static int
+Jellied_clear(Jellied *self)
+{
+    Py_CLEAR(self->value);
+    Py_CLEAR(self->context);
+    return 0;
+}
+
+static void
+Jellied_dealloc(Jellied *self)
+{
+    PyObject_GC_UnTrack(self);
+    Jellied_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef Jellied_members[] = {
+    {"value", T_OBJECT, offsetof(Jellied, value), READONLY,
+     "The value to send, jellied."},
+    {"context", T_OBJECT, offsetof(Jellied, context), READONLY,
+     "Whatever the caller needs to jelly the value the ordinary way."},
+    {NULL}
+};
+
+static PyTypeObject JelliedType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pbext._speedups.Jellied",
+    .tp_doc = "Jellied(value, context=None): encode() writes it as it "
+              "would write jellyPlain(value), or raises NotPlainError.",
+    .tp_basicsize = sizeof(Jellied),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = Jellied_new,
+    .tp_dealloc = (destructor)Jellied_dealloc,
+    .tp_traverse = (traverseproc)Jellied_traverse,
+    .tp_clear = (inquiry)Jellied_clear,
+    .tp_members = Jellied_members,
+};
+
+enum { W_UNICODE, W_NONE, W_BOOLEAN, W_TRUE, W_FALSE, W_DICTIONARY, W_LIST,
+       W_TUPLE, W_SET, W_FROZENSET };
+
+/* Write one of jelly's words, as encodeBytes would write it, from a
+ * per-encoding cache. */
+static int
+writeWord(Encoder *e, int which)
+{
+    if (e->tagLength[which] < 0) {
+        PyObject *words[] = {s_unicode, s_None, s_boolean, s_true, s_false,
+                             s_dictionary, s_list, s_tuple, s_set,
+                             s_frozenset};
+        Py_ssize_t mark = e->size;
+        Py_ssize_t limit = e->limit;
+        e->limit = PY_SSIZE_T_MAX;
+        int rc = encodeBytes(e, words[which]);
+        e->limit = limit;
+        if (rc < 0) {
+            return -1;
+        }
+        Py_ssize_t length = e->size - mark;
+        if (length > 16) {
+            PyErr_SetString(PyExc_ValueError, "vocabulary number too large");
+            return -1;
+        }
+        memcpy(e->tagBytes[which], e->data + mark, length);
+        e->tagLength[which] = (signed char)length;
+        return checkRoom(e);
+    }
+    if (writeRaw(e, (const char *)e->tagBytes[which], e->tagLength[which]) < 0) {
+        return -1;
+    }
+    return checkRoom(e);
+}
+
+static int
+notPlainError(void)
+{
+    PyErr_SetString(NotPlainError, "not a plain value");
+    return -1;
+}
+
+static int
+writeText(Encoder *e, PyObject *text)
+{
+    /* [b"unicode", utf8]: a two-element list. */
+    if (writeToken(e, 2, B_LIST) < 0 || writeWord(e, W_UNICODE) < 0) {
+        return -1;
+    }
+    if (PyUnicode_IS_ASCII(text)) {
+        Py_ssize_t size = PyUnicode_GET_LENGTH(text);
+        if (size > sizeLimit) {
+            PyErr_Format(BananaError, "byte string is too long to send (%zd)",
+                         size);
+            return -1;
+        }
+        if (writeToken(e, (uint64_t)size, B_STRING) < 0) {
+            return -1;
+        }
+        if (e->size + size > e->limit) {
+            return tooLarge(e);
+        }
+        return writeRaw(e, (const char *)PyUnicode_DATA(text), size);
+    }
+    PyObject *raw = PyUnicode_AsUTF8String(text);
+    if (raw == NULL) {
+        return -1;
+    }
+    /* UTF-8 never equals a vocabulary word that matters here; but stay
+     * exact: write it as any byte string. */
+    int rc = encodeBytes(e, raw);
+    Py_DECREF(raw);
+    return rc;
+}
+
+static int writeJelly(Encoder *e, PyObject *obj, Seen *seen);
+
+static inline int
+writeMember(Encoder *e, PyObject *obj, Seen *seen)
+{
+    PyTypeObject *kind = Py_TYPE(obj);
+    if (kind == &PyUnicode_Type) {
+        return writeText(e, obj);
+    }
+    if (kind == &PyBytes_Type) {
+        return encodeBytes(e, obj);
+    }
+    if (kind == &PyLong_Type) {
+        return encodeInt(e, obj);
+    }
+    if (kind == &PyFloat_Type) {
+        return encodeFloat(e, obj);
+    }
+    return writeJelly(e, obj, seen);
+}
+
+static int
+writeJelly(Encoder *e, PyObject *obj, Seen *seen)
+{
+    PyTypeObject *kind = Py_TYPE(obj);
+    if (kind == &PyUnicode_Type || kind == &PyBytes_Type ||
+        kind == &PyLong_Type || kind == &PyFloat_Type) {
+        return writeMember(e, obj, seen);
+    }
+    if (obj == Py_None) {
+        if (writeToken(e, 1, B_LIST) < 0) {
+            return -1;
+        }
+        return writeWord(e, W_NONE);
+    }
+    if (kind == &PyBool_Type) {
+        if (writeToken(e, 2, B_LIST) < 0 || writeWord(e, W_BOOLEAN) < 0) {
+            return -1;
+        }
+        return writeWord(e, obj == Py_True ? W_TRUE : W_FALSE);
+    }
+    int tag;
+    Py_ssize_t size;
+    if (kind == &PyDict_Type) {
+        tag = W_DICTIONARY;
+        size = PyDict_GET_SIZE(obj);
+    }
+    else if (kind == &PyList_Type || kind == &PyTuple_Type) {
+        tag = kind == &PyList_Type ? W_LIST : W_TUPLE;
+        size = PySequence_Fast_GET_SIZE(obj);
+    }
+    else if (kind == &PySet_Type || kind == &PyFrozenSet_Type) {
+        tag = kind == &PySet_Type ? W_SET : W_FROZENSET;
+        size = PySet_GET_SIZE(obj);
+    }
+    else {
+        return notPlainError();
+    }
+    int already = seenAdd(seen, obj);
+    if (already < 0) {
+        return -1;
+    }
+    if (already) {
+        return notPlainError();
+    }
+    if (size + 1 > sizeLimit) {
+        PyErr_Format(BananaError, "list/tuple is too long to send (%zd)",
+                     size + 1);
+        return -1;
+    }
+    if (Py_EnterRecursiveCall(" while jellying")) {
+        return -1;
+    }
+    int rc = -1;
+    if (writeToken(e, (uint64_t)(size + 1), B_LIST) < 0 ||
+        writeWord(e, tag) < 0) {
+        goto out;
+    }
+    if (tag == W_DICTIONARY) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(obj, &pos, &key, &value)) {
+            if (writeToken(e, 2, B_LIST) < 0 ||
+                writeMember(e, key, seen) < 0 ||
+                writeMember(e, value, seen) < 0) {
+                goto out;
+            }
+        }
+    }
+    else if (tag == W_LIST || tag == W_TUPLE) {
+        /* Writing plain members runs no Python code. */
+        for (Py_ssize_t i = 0; i < size; i++) {
+            if (writeMember(e, PySequence_Fast_GET_ITEM(obj, i), seen) < 0) {
+                goto out;
+            }
+        }
+    }
+    else {
+        Py_ssize_t pos = 0;
+        PyObject *key;
+        Py_hash_t hash;
+        while (_PySet_NextEntry(obj, &pos, &key, &hash)) {
+            if (writeMember(e, key, seen) < 0) {
+                goto out;
+            }
+        }
+    }
+    rc = 0;
+out:
+    Py_LeaveRecursiveCall();
+    return rc;
+}
+
+/* Whether a str is UTF-8 encodable: no lone surrogates. */
+static int
+encodableText(PyObject *text)
+{
+    int kind = PyUnicode_KIND(text);
+    if (kind == PyUnicode_1BYTE_KIND) {
+        return 1;
+    }
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t length = PyUnicode_GET_LENGTH(text);
+    for (Py_ssize_t i = 0; i < length; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c >= 0xD800 && c <= 0xDFFF) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* 1 if obj is plain (jellyPlain would answer, without raising), 0 if
+ * not, -1 on error. */
+static int
+checkPlain(PyObject *obj, Seen *seen)
+{
+    PyTypeObject *kind = Py_TYPE(obj);
+    if (kind == &PyBytes_Type || kind == &PyLong_Type ||
+        kind == &PyFloat_Type || kind == &PyBool_Type || obj == Py_None) {
+        return 1;
+    }
+    if (kind == &PyUnicode_Type) {
+        return encodableText(obj);
+    }
+    if (kind != &PyDict_Type && kind != &PyList_Type &&
+        kind != &PyTuple_Type && kind != &PySet_Type &&
+        kind != &PyFrozenSet_Type) {
+        return 0;
+    }
+    int already = seenAdd(seen, obj);
+    if (already != 0) {
+        return already < 0 ? -1 : 0;
+    }
+    if (Py_EnterRecursiveCall(" while checking a value")) {
+        return -1;
+    }
+    int rc = 1;
+    if (kind == &PyDict_Type) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (rc == 1 && PyDict_Next(obj, &pos, &key, &value)) {
+            rc = checkPlain(key, seen);
+            if (rc == 1) {
+                rc = checkPlain(value, seen);
+            }
+        }
+    }
+    else if (kind == &PyList_Type || kind == &PyTuple_Type) {
+        Py_ssize_t size = PySequence_Fast_GET_SIZE(obj);
+        for (Py_ssize_t i = 0; rc == 1 && i < size; i++) {
+            rc = checkPlain(PySequence_Fast_GET_ITEM(obj, i), seen);
+        }
+    }
+    else {
+        Py_ssize_t pos = 0;
+        PyObject *key;
+        Py_hash_t hash;
+        while (rc == 1 && _PySet_NextEntry(obj, &pos, &key, &hash)) {
+            rc = checkPlain(key, seen);
+        }
+    }
+    Py_LeaveRecursiveCall();
+    return rc;
+}
+
+PyDoc_STRVAR(isPlain_doc,
+"isPlain(obj) -> bool\n\n"
+"Whether jellyPlain(obj) would give an expression (and not NOT_PLAIN or\n"
+"an error), found without building it: then encode() writes\n"
+"Jellied(obj) exactly as it writes jellyPlain(obj).");
+
+static PyObject *
+speedups_isPlain(PyObject *module, PyObject *obj)
+{
+    Seen seen;
+    seen.mask = 15;
+    seen.used = 0;
+    seen.slots = PyMem_Calloc(16, sizeof(void *));
+    if (seen.slots == NULL) {
+        return PyErr_NoMemory();
+    }
+    int rc = checkPlain(obj, &seen);
+    PyMem_Free(seen.slots);
+    if (rc < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_RecursionError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        rc = 0;
+    }
+    return PyBool_FromLong(rc);
+}
+
+static int
+encodeJellied(Encoder *e, PyObject *item, int depth)
+{
+    Seen seen;
+    seen.mask = 15;
+    seen.used = 0;
+    seen.slots = PyMem_Calloc(16, sizeof(void *));
+    if (seen.slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int rc = writeJelly(e, ((Jellied *)item)->value, &seen);
+    PyMem_Free(seen.slots);
+    if (rc < 0 && PyErr_ExceptionMatches(PyExc_RecursionError)) {
+        /* Too deep for the plain path: jellyPlain steps aside too. */
+        PyErr_Clear();
+        return notPlainError();
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
 /* unjellyPlain                                                        */
 /* ------------------------------------------------------------------ */
 
@@ -1699,6 +2104,7 @@ static PyMethodDef speedups_methods[] = {
     {"jellyPlain", (PyCFunction)speedups_jellyPlain, METH_O, jellyPlain_doc},
     {"unjellyPlain", (PyCFunction)speedups_unjellyPlain, METH_O,
      unjellyPlain_doc},
+    {"isPlain", (PyCFunction)speedups_isPlain, METH_O, isPlain_doc},
     {"configure", (PyCFunction)(void (*)(void))speedups_configure,
      METH_VARARGS | METH_KEYWORDS, configure_doc},
     {NULL}
@@ -1729,8 +2135,18 @@ PyInit__speedups(void)
             }
         }
     }
-    if (PyType_Ready(&DecoderCoreType) < 0) {
+    if (PyType_Ready(&DecoderCoreType) < 0 ||
+        PyType_Ready(&JelliedType) < 0) {
         return NULL;
+    }
+    if (NotPlainError == NULL) {
+        NotPlainError = PyErr_NewExceptionWithDoc(
+            "pbext._speedups.NotPlainError",
+            "encode() met a Jellied value that is not plain: jelly it the "
+            "ordinary way.", NULL, NULL);
+        if (NotPlainError == NULL) {
+            return NULL;
+        }
     }
     PyObject *module = PyModule_Create(&speedups_module);
     if (module == NULL) {
@@ -1740,6 +2156,18 @@ PyInit__speedups(void)
     if (PyModule_AddObject(module, "DecoderCore",
                            (PyObject *)&DecoderCoreType) < 0) {
         Py_DECREF(&DecoderCoreType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&JelliedType);
+    if (PyModule_AddObject(module, "Jellied", (PyObject *)&JelliedType) < 0) {
+        Py_DECREF(&JelliedType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(NotPlainError);
+    if (PyModule_AddObject(module, "NotPlainError", NotPlainError) < 0) {
+        Py_DECREF(NotPlainError);
         Py_DECREF(module);
         return NULL;
     }

@@ -55,6 +55,7 @@ from twisted.python.failure import Failure
 from twisted.spread import banana, flavors, jelly, pb
 
 from pbext import _jelly, keepalive, typecheck
+from pbext._accelerator import speedups as _speedups
 from pbext.codec import Decoder, FramingError, encode
 from pbext.copyable import failureRegistry
 from pbext.security import (
@@ -365,6 +366,14 @@ class Broker(pb.Broker):
         # (decided once per connection: the tasters do not change).
         self._plainSend = _allowsSentBuiltins(outgoing)
         self._plainReceive = _allowsBasicTypes(self._incomingTaster)
+        # With the C accelerator, plain arguments and results are not
+        # jellied at all: the encoder writes their jelly straight to banana
+        # (unless a subclass changed how values are serialized).
+        self._fusedSend = (
+            _speedups is not None
+            and self._plainSend
+            and type(self).serialize is Broker.serialize
+        )
         self._clock = clock
         if callTimeout is not None:
             self.callTimeout = callTimeout
@@ -833,6 +842,30 @@ class Broker(pb.Broker):
             self.jellyArgs = None
             self.jellyKw = None
 
+    def _serializeOut(
+        self,
+        value: Any,
+        perspective: Any = None,
+        method: Any = None,
+        args: Any = None,
+        kw: Any = None,
+    ) -> Any:
+        """
+        Serialize a value that goes straight into a message (call arguments
+        or a result): a plain value becomes a L{_speedups.Jellied}, which
+        the accelerated encoder writes exactly as the bytes of its plain
+        jelly, without building that expression; anything else is
+        L{serialize}d.
+        """
+        if self._fusedSend and _speedups is not None:
+            if _speedups.isPlain(value):
+                return _speedups.Jellied(value)
+            if isinstance(value, defer.Deferred):
+                return value.addCallback(
+                    self._serializeOut, perspective, method, args, kw
+                )
+        return self.serialize(value, perspective, method, args, kw)
+
     def unserialize(self, sexp: Any, perspective: Any = None) -> Any:
         if self._plainReceive:
             result = _jelly.unjellyPlain(sexp)
@@ -932,8 +965,8 @@ class Broker(pb.Broker):
         if self.disconnected:
             raise pb.DeadReferenceError("Calling Stale Broker")
         try:
-            netArgs = self.serialize(args, perspective=perspective, method=message)
-            netKw = self.serialize(kw, perspective=perspective, method=message)
+            netArgs = self._serializeOut(args, perspective, message)
+            netKw = self._serializeOut(kw, perspective, message)
         except BaseException:
             return defer.fail(Failure())
         requestID = self.newRequestID()
@@ -1274,7 +1307,7 @@ class Broker(pb.Broker):
                 state.addCallback(self._checkReturn, method)
             else:
                 self._checkReturn(state, method)
-        return self.serialize(state, perspective, method, args, kw)
+        return self._serializeOut(state, perspective, method, args, kw)
 
     @staticmethod
     def _checkReturn(value: Any, method: Any) -> Any:

@@ -210,6 +210,62 @@ class AgreementTests(SynchronousTestCase):
             repr(_jelly._unjellyPlainPython(sexp)),
         )
 
+    @AGREEMENT
+    @given(
+        value=st.recursive(
+            st.one_of(
+                st.none(),
+                st.booleans(),
+                st.integers(min_value=-(2**500), max_value=2**500),
+                st.floats(allow_nan=False),
+                st.text(max_size=10),
+                st.binary(max_size=10),
+                st.sampled_from([object(), BigInt(3), "\ud800", b"unicode"]),
+            ),
+            lambda children: st.one_of(
+                st.lists(children, max_size=5),
+                st.tuples(children, children),
+                st.frozensets(st.integers(), max_size=3),
+                st.dictionaries(st.text(max_size=5), children, max_size=4),
+            ),
+            max_leaves=30,
+        ),
+        pb=st.booleans(),
+        limit=st.one_of(st.none(), st.integers(min_value=0, max_value=300)),
+    )
+    def test_jellied(self, value: object, pb: bool, limit: Optional[int]) -> None:
+        """
+        L{speedups.isPlain} says whether L{_jelly.jellyPlain} answers, and
+        a L{speedups.Jellied} of a plain value, inside a message, encodes
+        to the same bytes (or the same error) as its plain jelly.
+        """
+        try:
+            sexp = _jelly._jellyPlainPython(value)
+        except UnicodeEncodeError:
+            sexp = _jelly.NOT_PLAIN
+        plain = sexp is not _jelly.NOT_PLAIN
+        self.assertEqual(speedups.isPlain(value), plain)
+        vocabulary = OUTGOING if pb else None
+        message = (b"answer", 7, speedups.Jellied(value, "context"))
+        if plain:
+            self.assertEqual(
+                outcome(lambda: speedups.encode(message, vocabulary, limit)),
+                outcome(
+                    lambda: codec._encodePython((b"answer", 7, sexp), vocabulary, limit)
+                ),
+            )
+        else:
+            # Never written: refused as not plain, or for an encoding error
+            # met before the part that is not plain.
+            self.assertRaises(
+                (speedups.NotPlainError, UnicodeEncodeError, banana.BananaError),
+                speedups.encode,
+                message,
+                vocabulary,
+            )
+        self.assertIs(message[2].value, value)
+        self.assertEqual(message[2].context, "context")
+
     def test_unjellyOddExpressions(self) -> None:
         """
         Expressions no decoder makes (tags that are not exact C{bytes}, say)
