@@ -48,6 +48,74 @@ static Py_ssize_t sizeLimit = 640 * 1024;
 static PyObject *s_unicode, *s_None, *s_boolean, *s_true, *s_false;
 static PyObject *s_dictionary, *s_list, *s_tuple, *s_set, *s_frozenset;
 
+/* Returned (not a new reference) when an object is not plain. */
+static PyObject notPlainMarker;
+#define NOT_PLAIN_C (&notPlainMarker)
+
+/* An identity set of the containers already jellied. */
+typedef struct {
+    void **slots;
+    Py_ssize_t mask, used;
+} Seen;
+
+static int
+seenAdd(Seen *seen, void *pointer)
+{
+    /* Returns 1 if already there, 0 if added, -1 on error. */
+    if ((seen->used + 1) * 2 > seen->mask + 1) {
+        Py_ssize_t size = (seen->mask + 1) * 2;
+        void **slots = PyMem_Calloc(size, sizeof(void *));
+        if (slots == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i <= seen->mask; i++) {
+            void *p = seen->slots[i];
+            if (p != NULL) {
+                size_t h = ((size_t)p >> 4) & (size - 1);
+                while (slots[h] != NULL) {
+                    h = (h + 1) & (size - 1);
+                }
+                slots[h] = p;
+            }
+        }
+        PyMem_Free(seen->slots);
+        seen->slots = slots;
+        seen->mask = size - 1;
+    }
+    size_t h = ((size_t)pointer >> 4) & seen->mask;
+    while (seen->slots[h] != NULL) {
+        if (seen->slots[h] == pointer) {
+            return 1;
+        }
+        h = (h + 1) & seen->mask;
+    }
+    seen->slots[h] = pointer;
+    seen->used++;
+    return 0;
+}
+
+static inline int
+isWord(PyObject *obj, PyObject *word)
+{
+    if (obj == word) {
+        return 1;
+    }
+    if (Py_TYPE(obj) != &PyBytes_Type) {
+        return 0;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(word);
+    return PyBytes_GET_SIZE(obj) == n &&
+           memcmp(PyBytes_AS_STRING(obj), PyBytes_AS_STRING(word), n) == 0;
+}
+
+/* See the Jellied section below. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *value;
+    PyObject *context;
+} Jellied;
+
 static int
 checkConfigured(void)
 {
@@ -456,7 +524,10 @@ typedef struct {
     PyObject **lists;
     Py_ssize_t *wants;      /* declared lengths */
     Py_ssize_t *filled;     /* elements received */
+    unsigned char *roles;   /* in plain-jelly mode: see ROLE_* */
+    unsigned char *dicts;   /* in plain-jelly mode: a dictionary node */
     Py_ssize_t depth, stackCapacity;
+    int plainJelly;
     Py_ssize_t tokens, messageBytes;
     PyObject *failure;      /* (limit, message) once failed, or NULL */
     int busy;
@@ -551,6 +622,8 @@ DecoderCore_dealloc(DecoderCore *self)
     PyMem_Free(self->lists);
     PyMem_Free(self->wants);
     PyMem_Free(self->filled);
+    PyMem_Free(self->roles);
+    PyMem_Free(self->dicts);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -603,6 +676,31 @@ bigNumber(const unsigned char *prefix, Py_ssize_t length)
     return number;
 }
 
+/*
+ * Plain-jelly mode (setPlainJelly): the lists inside a message that are
+ * jelly expressions of plain values (what unjellyPlain would turn into
+ * values) are turned into those values as they complete, and a message's
+ * element that is such a value is delivered as Jellied(value); anything
+ * else stays an s-expression, for the full unjellier.  Each open list has
+ * a role: the message itself; a jelly expression (VALUE) whose first
+ * element is its tag; a dictionary's [key, value] pair (PAIR); or RAW, an
+ * s-expression that is not plain.  A list that turns out not to be plain
+ * turns every enclosing VALUE and PAIR list RAW, and the values already
+ * made in them are jellied back (to expressions the full unjellier turns
+ * into equal values).
+ */
+#define ROLE_MESSAGE 0
+#define ROLE_VALUE 1
+#define ROLE_PAIR 2
+#define ROLE_RAW 3
+/* Deeper than this, lists are left to the full unjellier. */
+#define PLAIN_MAX_DEPTH 200
+
+static PyObject *jellyBack(PyObject *value);
+static PyObject *jellyNode(PyObject *obj, Seen *seen);
+static PyObject *convertNode(PyObject *list);
+static PyTypeObject JelliedType;
+
 static int
 pushList(DecoderCore *self, PyObject *list, Py_ssize_t want)
 {
@@ -629,13 +727,248 @@ pushList(DecoderCore *self, PyObject *list, Py_ssize_t want)
             return -1;
         }
         self->filled = filled;
+        unsigned char *roles = PyMem_Realloc(self->roles, capacity);
+        if (roles == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->roles = roles;
+        unsigned char *dicts = PyMem_Realloc(self->dicts, capacity);
+        if (dicts == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->dicts = dicts;
         self->stackCapacity = capacity;
     }
     self->lists[self->depth] = list;
     self->wants[self->depth] = want;
     self->filled[self->depth] = 0;
+    self->roles[self->depth] = ROLE_RAW;
+    self->dicts[self->depth] = 0;
     self->depth++;
     return 0;
+}
+
+
+/* Jellied(value), stealing value. */
+static PyObject *
+wrapJellied(PyObject *value)
+{
+    Jellied *wrapper = PyObject_GC_New(Jellied, &JelliedType);
+    if (wrapper == NULL) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    wrapper->value = value;
+    Py_INCREF(Py_None);
+    wrapper->context = Py_None;
+    PyObject_GC_Track(wrapper);
+    return (PyObject *)wrapper;
+}
+
+/* Turn the open VALUE and PAIR lists from level up RAW, jellying back the
+ * values already made in them. */
+static int
+makeRaw(DecoderCore *self, Py_ssize_t level)
+{
+    for (Py_ssize_t l = level; l >= 1; l--) {
+        unsigned char role = self->roles[l];
+        if (role == ROLE_RAW || role == ROLE_MESSAGE) {
+            break;
+        }
+        PyObject *list = self->lists[l];
+        Py_ssize_t n = self->filled[l];
+        int pairs = role == ROLE_VALUE && self->dicts[l];
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *element = PyList_GET_ITEM(list, i);
+            if (pairs && i > 0 && Py_TYPE(element) == &PyList_Type) {
+                for (Py_ssize_t j = 0; j < PyList_GET_SIZE(element); j++) {
+                    PyObject *back = jellyBack(PyList_GET_ITEM(element, j));
+                    if (back == NULL) {
+                        return -1;
+                    }
+                    Py_SETREF(((PyListObject *)element)->ob_item[j], back);
+                }
+                continue;
+            }
+            PyObject *back = jellyBack(element);
+            if (back == NULL) {
+                return -1;
+            }
+            Py_SETREF(((PyListObject *)list)->ob_item[i], back);
+        }
+        self->roles[l] = ROLE_RAW;
+    }
+    return 0;
+}
+
+/* The role of the list just opened (at the top of the stack). */
+static int
+assignRole(DecoderCore *self)
+{
+    Py_ssize_t d = self->depth - 1;
+    unsigned char role;
+    if (d == 0) {
+        role = ROLE_MESSAGE;
+    }
+    else {
+        unsigned char parent = self->roles[d - 1];
+        if (parent == ROLE_RAW) {
+            role = ROLE_RAW;
+        }
+        else if (parent == ROLE_VALUE) {
+            if (self->filled[d - 1] == 0) {
+                /* A list as a tag: the parent is not plain. */
+                if (makeRaw(self, d - 1) < 0) {
+                    return -1;
+                }
+                role = ROLE_RAW;
+            }
+            else {
+                role = self->dicts[d - 1] ? ROLE_PAIR : ROLE_VALUE;
+            }
+        }
+        else {
+            role = ROLE_VALUE;
+        }
+        if (d > PLAIN_MAX_DEPTH) {
+            role = ROLE_RAW;
+        }
+    }
+    self->roles[d] = role;
+    self->dicts[d] = 0;
+    return 0;
+}
+
+/* Which plain tag a word is: 1 for b"dictionary", 0 for another plain
+ * tag, -1 if it is none. */
+static int
+plainTag(PyObject *word)
+{
+    if (Py_TYPE(word) != &PyBytes_Type) {
+        return -1;
+    }
+    PyObject *tags[] = {s_unicode, s_None, s_boolean, s_list, s_tuple,
+                        s_set, s_frozenset};
+    if (isWord(word, s_dictionary)) {
+        return 1;
+    }
+    for (size_t i = 0; i < sizeof(tags) / sizeof(tags[0]); i++) {
+        if (isWord(word, tags[i])) {
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Before item goes into the list at level top: a list that is not plain
+ * or a tag that is not plain's turns the list RAW. */
+static int
+placeCheck(DecoderCore *self, Py_ssize_t top, PyObject *item, int rawItem)
+{
+    unsigned char role = self->roles[top];
+    if (role != ROLE_VALUE && role != ROLE_PAIR) {
+        return 0;
+    }
+    if (rawItem) {
+        return makeRaw(self, top);
+    }
+    if (role == ROLE_VALUE && self->filled[top] == 0) {
+        int tag = plainTag(item);
+        if (tag < 0) {
+            return makeRaw(self, top);
+        }
+        self->dicts[top] = (unsigned char)tag;
+    }
+    return 0;
+}
+
+/* The list at level top is complete (and *item is it): make it a value if
+ * it is a plain VALUE, wrapped in Jellied in a message.  Returns 1 if it
+ * stays a list that is not plain, 0 if not, -1 on error. */
+static int
+completed(DecoderCore *self, Py_ssize_t top, PyObject **item)
+{
+    unsigned char role = self->roles[top];
+    if (role == ROLE_PAIR) {
+        return PyList_GET_SIZE(*item) == 2 ? 0 : 1;
+    }
+    if (role != ROLE_VALUE) {
+        return 1;
+    }
+    PyObject *value = convertNode(*item);
+    if (value == NULL) {
+        return -1;
+    }
+    if (value == NOT_PLAIN_C) {
+        return 1;
+    }
+    if (self->roles[top - 1] == ROLE_MESSAGE) {
+        value = wrapJellied(value);
+        if (value == NULL) {
+            return -1;
+        }
+    }
+    Py_SETREF(*item, value);
+    return 0;
+}
+
+
+/* The jelly words of a str: [b"unicode", ...] is "\x02\x80" then these. */
+static const char UNICODE_WORD[] = "\x07\x82unicode";
+
+/*
+ * In plain-jelly mode, at a two-element list header (already checked
+ * against the limits) at data[pos]: if the list is a VALUE whose tag is
+ * b"unicode" and whose UTF-8 string is wholly in the bytes at hand (and
+ * within stringLimit and the limits), return the str (wrapped in Jellied
+ * in a message) and set *after past it.  Otherwise return NULL, with no
+ * error set, and the list is parsed the usual way.
+ */
+static PyObject *
+quickText(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
+          Py_ssize_t stringLimit, Py_ssize_t *after)
+{
+    Py_ssize_t d = self->depth; /* the level this list would have */
+    unsigned char parent = self->roles[d - 1];
+    int value = parent == ROLE_MESSAGE || parent == ROLE_PAIR ||
+                (parent == ROLE_VALUE && self->filled[d - 1] > 0 &&
+                 !self->dicts[d - 1]);
+    if (!value || d > PLAIN_MAX_DEPTH || stringLimit - pos < 11 ||
+        memcmp(data + pos, UNICODE_WORD, 9) != 0) {
+        return NULL;
+    }
+    Py_ssize_t p = pos + 9, start = p;
+    uint64_t number = 0;
+    int shift = 0;
+    while (p < stringLimit && data[p] < 0x80) {
+        if (p - start >= 8 || p - start >= self->maxPrefix) {
+            return NULL;
+        }
+        number |= (uint64_t)data[p] << shift;
+        shift += 7;
+        p++;
+    }
+    if (p >= stringLimit || data[p] != B_STRING ||
+        number > (uint64_t)self->maxString ||
+        (Py_ssize_t)number > stringLimit - p - 1) {
+        return NULL;
+    }
+    p++;
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)data + p,
+                                          (Py_ssize_t)number, NULL);
+    if (text == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();
+        }
+        return NULL;
+    }
+    *after = p + (Py_ssize_t)number;
+    if (parent == ROLE_MESSAGE) {
+        return wrapJellied(text);
+    }
+    return text;
 }
 
 /*
@@ -667,6 +1000,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
         uint64_t num = 0;
         PyObject *numObject = NULL; /* set for prefixes over 8 bytes */
         PyObject *item;
+        int rawItem = 0; /* plain-jelly mode: item is a list that is not */
 
         if (pos >= end) {
             break;
@@ -806,6 +1140,18 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                 status = -1;
                 goto done;
             }
+            if (num == 2 && self->plainJelly && self->depth > 0) {
+                /* The commonest plain jelly, [b"unicode", utf8]: made a
+                 * str straight from the bytes when they are all here. */
+                item = quickText(self, data, pos, stringLimit, &pos);
+                if (item == NULL && PyErr_Occurred()) {
+                    status = -1;
+                    goto done;
+                }
+                if (item != NULL) {
+                    goto place;
+                }
+            }
             if (num) {
                 /* Every element takes a byte at least: a list whose
                  * elements could all be in the bytes at hand is made at
@@ -822,6 +1168,10 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                     status = -1;
                     goto done;
                 }
+                if (self->plainJelly && assignRole(self) < 0) {
+                    status = -1;
+                    goto done;
+                }
                 continue;
             }
             item = newList(0);
@@ -829,6 +1179,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                 status = -1;
                 goto done;
             }
+            rawItem = 1;
         }
         else if (typ == B_VOCAB) {
             if (self->vocabulary == NULL) {
@@ -916,12 +1267,18 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
             goto done;
         }
 
+    place:
         /* Add the item to the innermost open list, closing every list it
          * completes; a complete top-level item is a message. */
         while (self->depth > 0) {
             Py_ssize_t top = self->depth - 1;
             PyObject *cur = self->lists[top];
             Py_ssize_t filled = self->filled[top];
+            if (self->plainJelly && placeCheck(self, top, item, rawItem) < 0) {
+                Py_DECREF(item);
+                status = -1;
+                goto done;
+            }
             if (PyList_GET_SIZE(cur) > filled) {
                 PyList_SET_ITEM(cur, filled, item);
             }
@@ -942,6 +1299,15 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
             item = cur;
             self->lists[top] = NULL;
             self->depth = top;
+            rawItem = 0;
+            if (self->plainJelly && top > 0) {
+                rawItem = completed(self, top, &item);
+                if (rawItem < 0) {
+                    Py_XDECREF(item);
+                    status = -1;
+                    goto done;
+                }
+            }
         }
         if (item == NULL) {
             continue;
@@ -1109,6 +1475,22 @@ DecoderCore_setVocabulary(DecoderCore *self, PyObject *vocabulary)
 }
 
 static PyObject *
+DecoderCore_setPlainJelly(DecoderCore *self, PyObject *flag)
+{
+    int on = PyObject_IsTrue(flag);
+    if (on < 0) {
+        return NULL;
+    }
+    if (self->depth > 0 || self->chunks != NULL || self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "plain-jelly mode changes only between messages");
+        return NULL;
+    }
+    self->plainJelly = on;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 DecoderCore_getPendingBytes(DecoderCore *self, void *closure)
 {
     return PyLong_FromSsize_t(self->messageBytes + self->have);
@@ -1125,6 +1507,9 @@ static PyMethodDef DecoderCore_methods[] = {
      "feed(data) -> list: as pbext.codec.Decoder.feed."},
     {"feedTo", (PyCFunction)DecoderCore_feedTo, METH_VARARGS,
      "feedTo(data, expressionReceived): as pbext.codec.Decoder.feedTo."},
+    {"setPlainJelly", (PyCFunction)DecoderCore_setPlainJelly, METH_O,
+     "setPlainJelly(flag): deliver the plain jelly values inside each "
+     "message as values (see pbext.codec.Decoder.setPlainJelly)."},
     {"setVocabulary", (PyCFunction)DecoderCore_setVocabulary, METH_O,
      "setVocabulary(vocabulary): as pbext.codec.Decoder.setVocabulary."},
     {NULL}
@@ -1158,52 +1543,7 @@ static PyTypeObject DecoderCoreType = {
 /* jellyPlain                                                          */
 /* ------------------------------------------------------------------ */
 
-/* An identity set of the containers already jellied. */
-typedef struct {
-    void **slots;
-    Py_ssize_t mask, used;
-} Seen;
 
-static int
-seenAdd(Seen *seen, void *pointer)
-{
-    /* Returns 1 if already there, 0 if added, -1 on error. */
-    if ((seen->used + 1) * 2 > seen->mask + 1) {
-        Py_ssize_t size = (seen->mask + 1) * 2;
-        void **slots = PyMem_Calloc(size, sizeof(void *));
-        if (slots == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        for (Py_ssize_t i = 0; i <= seen->mask; i++) {
-            void *p = seen->slots[i];
-            if (p != NULL) {
-                size_t h = ((size_t)p >> 4) & (size - 1);
-                while (slots[h] != NULL) {
-                    h = (h + 1) & (size - 1);
-                }
-                slots[h] = p;
-            }
-        }
-        PyMem_Free(seen->slots);
-        seen->slots = slots;
-        seen->mask = size - 1;
-    }
-    size_t h = ((size_t)pointer >> 4) & seen->mask;
-    while (seen->slots[h] != NULL) {
-        if (seen->slots[h] == pointer) {
-            return 1;
-        }
-        h = (h + 1) & seen->mask;
-    }
-    seen->slots[h] = pointer;
-    seen->used++;
-    return 0;
-}
-
-/* Returned (not a new reference) when an object is not plain. */
-static PyObject notPlainMarker;
-#define NOT_PLAIN_C (&notPlainMarker)
 
 static PyObject *
 pair(PyObject *first, PyObject *second)
@@ -1470,11 +1810,6 @@ speedups_jellyPlain(PyObject *module, PyObject *obj)
  * and its caller (pbext's broker) jellies the value the ordinary way.
  */
 
-typedef struct {
-    PyObject_HEAD
-    PyObject *value;
-    PyObject *context;
-} Jellied;
 
 static PyObject *NotPlainError = NULL;
 
@@ -1858,19 +2193,6 @@ encodeJellied(Encoder *e, PyObject *item, int depth)
 /* unjellyPlain                                                        */
 /* ------------------------------------------------------------------ */
 
-static inline int
-isWord(PyObject *obj, PyObject *word)
-{
-    if (obj == word) {
-        return 1;
-    }
-    if (Py_TYPE(obj) != &PyBytes_Type) {
-        return 0;
-    }
-    Py_ssize_t n = PyBytes_GET_SIZE(word);
-    return PyBytes_GET_SIZE(obj) == n &&
-           memcmp(PyBytes_AS_STRING(obj), PyBytes_AS_STRING(word), n) == 0;
-}
 
 static PyObject *unjellyNode(PyObject *sexp);
 
@@ -2028,6 +2350,128 @@ unjellyNode(PyObject *sexp)
 out:
     Py_LeaveRecursiveCall();
     return result;
+}
+
+
+/* The value of a complete plain-jelly list whose list elements are
+ * already values (decoding in plain-jelly mode), as _unjellyPlainPython
+ * would make it; NOT_PLAIN_C if it is not plain. */
+static PyObject *
+convertNode(PyObject *list)
+{
+    Py_ssize_t size = PyList_GET_SIZE(list);
+    PyObject *tag = PyList_GET_ITEM(list, 0);
+    if (isWord(tag, s_unicode)) {
+        PyObject *raw = size == 2 ? PyList_GET_ITEM(list, 1) : NULL;
+        if (raw == NULL || Py_TYPE(raw) != &PyBytes_Type) {
+            return NOT_PLAIN_C;
+        }
+        PyObject *text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(raw),
+                                              PyBytes_GET_SIZE(raw), NULL);
+        if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();
+            return NOT_PLAIN_C;
+        }
+        return text;
+    }
+    if (isWord(tag, s_dictionary)) {
+        PyObject *result = PyDict_New();
+        if (result == NULL) {
+            return NULL;
+        }
+        for (Py_ssize_t i = 1; i < size; i++) {
+            PyObject *entry = PyList_GET_ITEM(list, i);
+            if (Py_TYPE(entry) != &PyList_Type || PyList_GET_SIZE(entry) != 2) {
+                Py_DECREF(result);
+                return NOT_PLAIN_C;
+            }
+            if (PyDict_SetItem(result, PyList_GET_ITEM(entry, 0),
+                               PyList_GET_ITEM(entry, 1)) < 0) {
+                Py_DECREF(result);
+                if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                    PyErr_Clear();
+                    return NOT_PLAIN_C;
+                }
+                return NULL;
+            }
+        }
+        return result;
+    }
+    if (isWord(tag, s_list) || isWord(tag, s_tuple)) {
+        int isList = isWord(tag, s_list);
+        PyObject *result = isList ? PyList_New(size - 1)
+                                  : PyTuple_New(size - 1);
+        if (result == NULL) {
+            return NULL;
+        }
+        for (Py_ssize_t i = 1; i < size; i++) {
+            PyObject *element = PyList_GET_ITEM(list, i);
+            Py_INCREF(element);
+            if (isList) {
+                PyList_SET_ITEM(result, i - 1, element);
+            }
+            else {
+                PyTuple_SET_ITEM(result, i - 1, element);
+            }
+        }
+        return result;
+    }
+    if (isWord(tag, s_set) || isWord(tag, s_frozenset)) {
+        PyObject *items = PyList_GetSlice(list, 1, size);
+        if (items == NULL) {
+            return NULL;
+        }
+        PyObject *result = isWord(tag, s_set) ? PySet_New(items)
+                                              : PyFrozenSet_New(items);
+        Py_DECREF(items);
+        if (result == NULL && PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            return NOT_PLAIN_C;
+        }
+        return result;
+    }
+    if (isWord(tag, s_None)) {
+        if (size != 1) {
+            return NOT_PLAIN_C;
+        }
+        Py_RETURN_NONE;
+    }
+    if (isWord(tag, s_boolean) && size == 2) {
+        PyObject *word = PyList_GET_ITEM(list, 1);
+        if (isWord(word, s_true)) {
+            Py_RETURN_TRUE;
+        }
+        if (isWord(word, s_false)) {
+            Py_RETURN_FALSE;
+        }
+    }
+    return NOT_PLAIN_C;
+}
+
+/* The plain jelly of a value convertNode made (a new reference). */
+static PyObject *
+jellyBack(PyObject *value)
+{
+    PyTypeObject *kind = Py_TYPE(value);
+    if (kind == &PyBytes_Type || kind == &PyLong_Type ||
+        kind == &PyFloat_Type) {
+        Py_INCREF(value);
+        return value;
+    }
+    Seen seen;
+    seen.mask = 15;
+    seen.used = 0;
+    seen.slots = PyMem_Calloc(16, sizeof(void *));
+    if (seen.slots == NULL) {
+        return PyErr_NoMemory();
+    }
+    PyObject *sexp = jellyNode(value, &seen);
+    PyMem_Free(seen.slots);
+    if (sexp == NOT_PLAIN_C) {
+        PyErr_SetString(PyExc_RuntimeError, "a decoded value is not plain");
+        return NULL;
+    }
+    return sexp;
 }
 
 PyDoc_STRVAR(unjellyPlain_doc,

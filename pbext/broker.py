@@ -66,6 +66,7 @@ from pbext.security import (
 )
 
 _NOT_PLAIN = _jelly.NOT_PLAIN
+_JELLIED: Any = None if _speedups is None else _speedups.Jellied
 
 #: Result types of remote methods that are never awaitable, so the call
 #: path need not ask L{inspect.isawaitable}.
@@ -374,6 +375,13 @@ class Broker(pb.Broker):
             and self._plainSend
             and type(self).serialize is Broker.serialize
         )
+        # And plain arguments and results arrive already unjellied, made
+        # by the decoder while it parses (see Decoder.setPlainJelly).
+        self._fusedReceive = (
+            _speedups is not None
+            and self._plainReceive
+            and type(self).unserialize is Broker.unserialize
+        )
         self._clock = clock
         if callTimeout is not None:
             self.callTimeout = callTimeout
@@ -501,6 +509,8 @@ class Broker(pb.Broker):
         self._getClock()
         setNoDelay(self.transport)
         self._decoder = Decoder(**self.limits.framingLimits())  # type: ignore[arg-type]
+        if self._fusedReceive and self._decoder.accelerated:
+            self._decoder.setPlainJelly(True)
         limits = self.limits
         self._setTimer(
             "handshakeTimeout",
@@ -867,6 +877,9 @@ class Broker(pb.Broker):
         return self.serialize(value, perspective, method, args, kw)
 
     def unserialize(self, sexp: Any, perspective: Any = None) -> Any:
+        if _JELLIED is not None and type(sexp) is _JELLIED:
+            # Unjellied by the decoder already.
+            return sexp.value
         if self._plainReceive:
             result = _jelly.unjellyPlain(sexp)
             if result is not _NOT_PLAIN:

@@ -249,6 +249,25 @@ class Decoder:
         """
         self._vocabulary = None if vocabulary is None else dict(vocabulary)
 
+    def setPlainJelly(self, enabled: bool) -> None:
+        """
+        Deliver the plain jelly inside messages already unjellied: each
+        element of a top-level list that is the jelly of a plain value
+        (what L{pbext._jelly.unjellyPlain} turns into a value) is
+        delivered as C{pbext._speedups.Jellied(value)}, built while the
+        bytes are parsed, without the expression; any other element is the
+        usual expression, for the full unjellier.  pbext's broker turns
+        this on where its policy lets plain values through.
+
+        Only the C accelerator parses this way; call it before any bytes
+        are fed.
+
+        @raise ValueError: If this decoder does not use the accelerator.
+        """
+        if self._core is None:
+            raise ValueError("plain-jelly decoding needs the C accelerator")
+        self._core.setPlainJelly(enabled)
+
     @property
     def accelerated(self) -> bool:
         """

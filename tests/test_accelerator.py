@@ -18,11 +18,12 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.spread import banana
+from twisted.spread import banana, jelly
 from twisted.trial.unittest import SynchronousTestCase
 
 from pbext import _jelly, codec
 from pbext._accelerator import reason, speedups
+from tests.test_jelly import bound, jellyExpressions, values
 
 OUTGOING = banana.Banana.outgoingVocabulary
 INCOMING = banana.Banana.incomingVocabulary
@@ -320,6 +321,165 @@ class AgreementTests(SynchronousTestCase):
             self.assertIs(jellyPlain(deep), _jelly.NOT_PLAIN)
 
 
+def canonical(value: object) -> object:
+    """
+    A form of C{value} that compares equal only for equal values of the
+    same types, ignoring the order of set members (which the full
+    unjellier's sets, built in another order, may iterate differently).
+    """
+    if isinstance(value, (set, frozenset)):
+        return (type(value).__name__, sorted(repr(canonical(v)) for v in value))
+    if isinstance(value, dict):
+        return ("dict", [(canonical(k), canonical(v)) for k, v in value.items()])
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, [canonical(v) for v in value])
+    return (type(value).__name__, repr(value))
+
+
+def unjellyBoth(sexp: object) -> Tuple[str, Any]:
+    """
+    What pbext's broker makes of an expression without plain-jelly
+    decoding: L{_jelly.unjellyPlain}, else the full unjellier.
+    """
+
+    def unjellyIt() -> Any:
+        value = _jelly._unjellyPlainPython(sexp)
+        if value is _jelly.NOT_PLAIN:
+            value = _jelly.Unjellier(bound()).unjellyFull(sexp)
+        return value
+
+    kind, result = outcome(unjellyIt)
+    if kind == "ok":
+        return kind, canonical(result)
+    return kind, result[0]
+
+
+def receivedValue(element: object) -> Tuple[str, Any]:
+    """
+    What pbext's broker makes of a message element decoded in plain-jelly
+    mode.
+    """
+    if speedups is not None and type(element) is speedups.Jellied:
+        return "ok", canonical(element.value)
+    return unjellyBoth(element)
+
+
+class PlainJellyDecodingTests(SynchronousTestCase):
+    """
+    L{codec.Decoder.setPlainJelly}: messages decoded with plain values
+    already unjellied give the broker exactly what decoding and then
+    unjellying gives, for any expressions, malformed ones included.
+    """
+
+    if speedups is None:
+        skip = f"the C accelerator is not available: {reason}"
+
+    def assertSameAsTwoSteps(self, message: list, sizes: List[int]) -> None:
+        try:
+            data = codec._encodePython(message, OUTGOING)
+        except (banana.BananaError, RecursionError):
+            return
+        cuts = sorted({min(size, len(data)) for size in sizes} | {0, len(data)})
+        chunks = [data[a:b] for a, b in zip(cuts, cuts[1:])]
+        fused = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+        fused.setPlainJelly(True)
+        plain = codec.Decoder(vocabulary=INCOMING, accelerated=False)
+        got = decodeAll(fused, chunks)
+        expected = decodeAll(plain, chunks)
+        self.assertEqual(got[1:], expected[1:])
+        self.assertEqual(len(got[0]), len(expected[0]))
+        for gotMessage, expectedMessage in zip(got[0], expected[0]):
+            if type(expectedMessage) is not list:
+                self.assertEqual(repr(gotMessage), repr(expectedMessage))
+                continue
+            self.assertEqual(len(gotMessage), len(expectedMessage))
+            for a, b in zip(gotMessage, expectedMessage):
+                self.assertEqual(receivedValue(a), unjellyBoth(b), (a, b))
+
+    @AGREEMENT
+    @given(
+        data=st.data(),
+        sizes=st.lists(st.integers(min_value=0, max_value=400), max_size=5),
+    )
+    def test_randomExpressions(self, data: Any, sizes: List[int]) -> None:
+        """
+        Random jelly expressions, well-formed or not, as call arguments.
+        """
+        first = data.draw(jellyExpressions)
+        second = data.draw(jellyExpressions)
+        self.assertSameAsTwoSteps(
+            [b"message", 3, 0, b"method", 1, first, second], sizes
+        )
+
+    @AGREEMENT
+    @given(
+        data=st.data(),
+        sizes=st.lists(st.integers(min_value=0, max_value=400), max_size=5),
+    )
+    def test_randomValues(self, data: Any, sizes: List[int]) -> None:
+        """
+        The jelly of random values, plain or not (shared containers and
+        dates need the full unjellier), as an answer and as arguments.
+        """
+
+        value = data.draw(values)
+        sexp = jelly.jelly(value)
+        self.assertSameAsTwoSteps([b"answer", 9, sexp], sizes)
+        self.assertSameAsTwoSteps(
+            [b"message", 3, 0, b"m", 1, [b"tuple", sexp, sexp], [b"dictionary"]],
+            sizes,
+        )
+
+    def test_mixed(self) -> None:
+        """
+        A plain part followed by one that is not: the values made for the
+        plain part are jellied back for the full unjellier.
+        """
+        sexp = [
+            b"list",
+            [b"unicode", b"text"],
+            [b"dictionary", [[b"unicode", b"k"], [b"set", 1, 2]], [b"x", 1]],
+            [b"tuple", [b"boolean", b"true"], [b"None"]],
+            [b"reference", 1, [b"list", [b"unicode", b"a"]]],
+            [b"dereference", 1],
+        ]
+        for message in (
+            [b"answer", 1, sexp],
+            [b"answer", 1, [b"list", [b"unicode", b"\xff"], [b"list"]]],
+            [b"answer", 1, [b"dictionary", [[b"list"], 1]]],
+            [b"answer", 1, [b"dictionary", [b"unicode", b"k"]]],
+            [b"answer", 1, [[b"unicode", b"x"], 1]],
+            [b"answer", 1, [b"unicode", b"x"], []],
+        ):
+            self.assertSameAsTwoSteps(message, [1, 7, 30])
+
+    def test_deep(self) -> None:
+        """
+        Deeper than the plain-jelly decoder goes, the full unjellier takes
+        over, with the same result.
+        """
+        sexp: list = [b"unicode", b"bottom"]
+        for _i in range(230):
+            sexp = [b"list", sexp]
+        decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True, maxDepth=1000)
+        decoder.setPlainJelly(True)
+        (message,) = decoder.feed(codec.encode([b"answer", 1, sexp], OUTGOING))
+        self.assertIsNot(type(message[2]), speedups.Jellied)
+        self.assertEqual(receivedValue(message[2]), unjellyBoth(sexp))
+
+    def test_onlyBetweenMessages(self) -> None:
+        """
+        The mode is chosen before bytes arrive (or between messages); the
+        pure-Python decoder does not offer it.
+        """
+        decoder = codec.Decoder(accelerated=True)
+        decoder.feed(b"\x02\x80")
+        self.assertRaises(RuntimeError, decoder.setPlainJelly, True)
+        self.assertRaises(
+            ValueError, codec.Decoder(accelerated=False).setPlainJelly, True
+        )
+
+
 class MemoryTests(SynchronousTestCase):
     """
     The C accelerator frees what it allocates, on success and on every
@@ -428,6 +588,35 @@ class MemoryTests(SynchronousTestCase):
                 except UnicodeEncodeError:
                     pass
             speedups.unjellyPlain([b"list", [b"unicode", b"ok"], [b"reference", 1]])
+
+        self.assertNoGrowth(work)
+
+    def test_plainJellyDecoding(self) -> None:
+        """
+        Decoding in plain-jelly mode, values jellied back and failures
+        included, leaves nothing behind.
+        """
+        messages = [
+            [b"answer", 1, [b"list", [b"unicode", b"a"], [b"dictionary"]]],
+            [b"answer", 1, [b"list", [b"unicode", b"a"], [b"reference", 1, [1]]]],
+            [b"answer", 1, [b"dictionary", [[b"unicode", b"k"], [b"set", 1]], 5]],
+            [b"answer", 1, [b"unicode", b"\xff"]],
+        ]
+        data = b"".join(codec.encode(m, OUTGOING) for m in messages)
+
+        def work() -> None:
+            decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+            decoder.setPlainJelly(True)
+            decoder.feed(data[:17])
+            decoder.feed(data[17:])
+            decoder = codec.Decoder(
+                vocabulary=INCOMING, accelerated=True, maxMessageBytes=40
+            )
+            decoder.setPlainJelly(True)
+            try:
+                decoder.feed(data)
+            except codec.FramingError:
+                pass
 
         self.assertNoGrowth(work)
 
