@@ -512,6 +512,10 @@ speedups_encode(PyObject *module, PyObject *args, PyObject *kwargs)
 /* Decoding                                                            */
 /* ------------------------------------------------------------------ */
 
+#define KEY_CACHE_SIZE 256
+#define KEY_CACHE_LONGEST 32
+#define SPARE_PAIRS 256
+
 typedef struct {
     PyObject_HEAD
     Py_ssize_t maxPrefix, maxString, maxList, maxDepth, maxTokens,
@@ -528,6 +532,12 @@ typedef struct {
     unsigned char *dicts;   /* in plain-jelly mode: a dictionary node */
     Py_ssize_t depth, stackCapacity;
     int plainJelly;
+    /* Plain-jelly mode: recently decoded short dictionary keys, reused
+     * (keys repeat from one dictionary to the next), and emptied
+     * two-element lists kept for the next dictionary's pairs. */
+    PyObject *keys[KEY_CACHE_SIZE];
+    PyObject *spare[SPARE_PAIRS];
+    int spareCount;
     Py_ssize_t tokens, messageBytes;
     PyObject *failure;      /* (limit, message) once failed, or NULL */
     int busy;
@@ -611,6 +621,13 @@ DecoderCore_clear(DecoderCore *self)
     Py_CLEAR(self->chunks);
     Py_CLEAR(self->failure);
     clearStack(self);
+    for (int i = 0; i < KEY_CACHE_SIZE; i++) {
+        Py_CLEAR(self->keys[i]);
+    }
+    while (self->spareCount > 0) {
+        self->spareCount--;
+        Py_CLEAR(self->spare[self->spareCount]);
+    }
     return 0;
 }
 
@@ -904,6 +921,24 @@ completed(DecoderCore *self, Py_ssize_t top, PyObject **item)
     if (value == NOT_PLAIN_C) {
         return 1;
     }
+    if (self->dicts[top]) {
+        /* Keep the pair lists this dictionary no longer needs. */
+        PyObject *node = *item;
+        for (Py_ssize_t i = 1; i < PyList_GET_SIZE(node); i++) {
+            PyObject *pair = PyList_GET_ITEM(node, i);
+            if (self->spareCount == SPARE_PAIRS) {
+                break;
+            }
+            if (Py_REFCNT(pair) != 1 || PyList_GET_SIZE(pair) != 2) {
+                continue;
+            }
+            PyListObject *list = (PyListObject *)pair;
+            Py_CLEAR(list->ob_item[0]);
+            Py_CLEAR(list->ob_item[1]);
+            Py_INCREF(pair);
+            self->spare[self->spareCount++] = pair;
+        }
+    }
     if (self->roles[top - 1] == ROLE_MESSAGE) {
         value = wrapJellied(value);
         if (value == NULL) {
@@ -914,6 +949,30 @@ completed(DecoderCore *self, Py_ssize_t top, PyObject **item)
     return 0;
 }
 
+
+/* The str of a short dictionary key, from the key cache when it holds
+ * the same ASCII text (strs are immutable: sharing one is safe). */
+static PyObject *
+cachedKey(DecoderCore *self, const char *bytes, Py_ssize_t size)
+{
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        h = (h ^ (unsigned char)bytes[i]) * 16777619u;
+    }
+    PyObject **slot = &self->keys[h % KEY_CACHE_SIZE];
+    PyObject *cached = *slot;
+    if (cached != NULL && PyUnicode_GET_LENGTH(cached) == size &&
+        memcmp(PyUnicode_DATA(cached), bytes, size) == 0) {
+        Py_INCREF(cached);
+        return cached;
+    }
+    PyObject *text = PyUnicode_DecodeUTF8(bytes, size, NULL);
+    if (text != NULL && PyUnicode_IS_ASCII(text)) {
+        Py_INCREF(text);
+        Py_XSETREF(*slot, text);
+    }
+    return text;
+}
 
 /* The jelly words of a str: [b"unicode", ...] is "\x02\x80" then these. */
 static const char UNICODE_WORD[] = "\x07\x82unicode";
@@ -956,8 +1015,15 @@ quickText(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
         return NULL;
     }
     p++;
-    PyObject *text = PyUnicode_DecodeUTF8((const char *)data + p,
-                                          (Py_ssize_t)number, NULL);
+    PyObject *text;
+    if (parent == ROLE_PAIR && self->filled[d - 1] == 0 &&
+        number <= KEY_CACHE_LONGEST) {
+        text = cachedKey(self, (const char *)data + p, (Py_ssize_t)number);
+    }
+    else {
+        text = PyUnicode_DecodeUTF8((const char *)data + p,
+                                    (Py_ssize_t)number, NULL);
+    }
     if (text == NULL) {
         if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
             PyErr_Clear();
@@ -1158,7 +1224,18 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                  * its full size, others grow as elements arrive, so
                  * memory follows the bytes received. */
                 Py_ssize_t want = (Py_ssize_t)num;
-                PyObject *list = newList(want <= end - pos ? want : 0);
+                PyObject *list;
+                if (want == 2 && self->spareCount > 0 && self->depth > 0 &&
+                    self->plainJelly &&
+                    self->roles[self->depth - 1] == ROLE_VALUE &&
+                    self->dicts[self->depth - 1] &&
+                    self->filled[self->depth - 1] > 0) {
+                    /* A dictionary's pair: an emptied one, if kept. */
+                    list = self->spare[--self->spareCount];
+                }
+                else {
+                    list = newList(want <= end - pos ? want : 0);
+                }
                 if (list == NULL) {
                     status = -1;
                     goto done;
@@ -2375,7 +2452,11 @@ convertNode(PyObject *list)
         return text;
     }
     if (isWord(tag, s_dictionary)) {
+#if PY_VERSION_HEX < 0x030E0000
+        PyObject *result = _PyDict_NewPresized(size - 1);
+#else
         PyObject *result = PyDict_New();
+#endif
         if (result == NULL) {
             return NULL;
         }
