@@ -168,13 +168,18 @@ def _pbextJelly(policy: Any) -> Tuple[Callable[[Any], Any], Callable[[Any], Any]
     outgoing = policy.outgoingTaster()
     incoming = policy.forConnection(())
 
-    # The broker's own order: the plain fast paths (C where the accelerator
-    # is built), then the full jellier and unjellier for anything else.
+    # The broker's own order: with the C accelerator, plain values are
+    # written straight to banana and decoded straight to values (see
+    # _pbextBanana); then the plain fast paths; then the full jellier and
+    # unjellier for anything else.
     jellyPlain = getattr(_jelly, "jellyPlain", None)
     unjellyPlain = getattr(_jelly, "unjellyPlain", None)
     notPlain = getattr(_jelly, "NOT_PLAIN", None)
+    speedups = _speedups()
 
     def jellyIt(obj: Any) -> Any:
+        if speedups is not None and speedups.isPlain(obj):
+            return speedups.Jellied(obj)
         if jellyPlain is not None:
             sexp = jellyPlain(obj)
             if sexp is not notPlain:
@@ -182,6 +187,8 @@ def _pbextJelly(policy: Any) -> Tuple[Callable[[Any], Any], Callable[[Any], Any]
         return jellyWith(obj, outgoing, None, ())
 
     def unjellyIt(sexp: Any) -> Any:
+        if speedups is not None and type(sexp) is speedups.Jellied:
+            return sexp.value
         if unjellyPlain is not None:
             value = unjellyPlain(sexp)
             if value is not notPlain:
@@ -191,6 +198,18 @@ def _pbextJelly(policy: Any) -> Tuple[Callable[[Any], Any], Callable[[Any], Any]
     if unjellyIt(jellyIt(_TRIAL)) != _TRIAL:
         raise ValueError("pbext._jelly does not round-trip a small structure")
     return jellyIt, unjellyIt
+
+
+def _speedups() -> Any:
+    """
+    pbext's C accelerator, or L{None} where it is not built (or pbext
+    predates it).
+    """
+    try:
+        from pbext._accelerator import speedups
+    except ImportError:
+        return None
+    return speedups
 
 
 def _pbextBanana(
@@ -213,18 +232,23 @@ def _pbextBanana(
         limits = policy.limits.framingLimits()
         maxBytes = policy.limits.maxOutgoingMessageBytes
     decoder = codec.Decoder(vocabulary=incoming, **limits)
+    if _speedups() is not None:
+        # As pbext's broker decodes: plain values unjellied while parsing.
+        decoder.setPlainJelly(True)
     feed = decoder.feed
 
+    # A value travels in an answer message, as in a call's result: with the
+    # accelerator, that is where it is written and read in one pass.
     def encode(sexp: Any) -> bytes:
-        return encodeWith(sexp, outgoing, maxBytes)
+        return encodeWith([b"answer", 1, sexp], outgoing, maxBytes)
 
     def decode(chunks: List[bytes]) -> Any:
         received: List[Any] = []
         for chunk in chunks:
             received.extend(feed(chunk))
-        return received[0]
+        return received[0][2]
 
-    trial = [b"list", 1, -2, 2**40, 1.5, b"x" * 300, [b"dictionary"]]
+    trial = [b"trial", 1, -2, 2**40, 1.5, b"x" * 300, [b"nested"]]
     if decode([encode(trial)]) != trial:
         raise ValueError("pbext.codec does not round-trip a small expression")
     return encode, decode
