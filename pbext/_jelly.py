@@ -60,6 +60,7 @@ from twisted.spread.jelly import InsecureJelly
 from pbext._accelerator import speedups as _speedups
 from pbext.security import (
     _IMPORTING_TYPES,
+    _JELLY_NAMESPACE,
     BoundPolicy,
     _allowsBasicTypes,
     _allowsSentBuiltins,
@@ -251,10 +252,10 @@ def _assignsStateWholesale(cls: type) -> bool:
             flavors.RemoteCopy.setCopyableState,
             pb.CopiedFailure.setCopyableState,
         )
-    if issubclass(cls, _twistedJelly.Unjellyable):
+    if issubclass(cls, _Unjellyable):
         return (
-            cls.unjellyFor is _twistedJelly.Unjellyable.unjellyFor
-            and cls.setStateFor is _twistedJelly.Unjellyable.setStateFor
+            cls.unjellyFor is _Unjellyable.unjellyFor
+            and cls.setStateFor is _Unjellyable.setStateFor
         )
     return False
 
@@ -279,20 +280,27 @@ class _StateChecking:
         return getattr(self._unjellier, name)
 
 
+# Read once: attribute lookups on twisted.spread.jelly go through a slow
+# deprecation proxy (see pbext.security._JELLY_NAMESPACE).
+_Unjellyable = _twistedJelly.Unjellyable
+_createBlank = _twistedJelly._createBlank
+_newInstance = _twistedJelly._newInstance
+
+
 def _classicRegistry() -> Mapping[bytes, Any]:
     """
     Twisted's global copier registry, looked up on each use (tests and
     applications may replace it).  Its keys are bytes, whatever its
     annotation says.
     """
-    return cast("Mapping[bytes, Any]", _twistedJelly.unjellyableRegistry)
+    return cast("Mapping[bytes, Any]", _JELLY_NAMESPACE["unjellyableRegistry"])
 
 
 def _classicFactories() -> Mapping[bytes, Any]:
     """
     Twisted's global copier factory registry, looked up on each use.
     """
-    return cast("Mapping[bytes, Any]", _twistedJelly.unjellyableFactoryRegistry)
+    return cast("Mapping[bytes, Any]", _JELLY_NAMESPACE["unjellyableFactoryRegistry"])
 
 
 # PB's own copy tags, always understood.
@@ -477,7 +485,7 @@ class Unjellier(_twistedJelly._Unjellier):
                 raise InsecureJelly(
                     f"{obj[0].decode()!r} expressions need a broker to refer to"
                 )
-        instance = _twistedJelly._createBlank(regClass)
+        instance = _createBlank(regClass)
         method = getattr(instance, "unjellyFor", regClass)
         unjellier: Any = self
         if (
@@ -506,7 +514,7 @@ class Unjellier(_twistedJelly._Unjellier):
         state = self.unjelly(state)
         if self.checkCopyState and not hasattr(cls, "__setstate__"):
             _checkCopyState(state, cls)
-        return self._maybePostUnjelly(_twistedJelly._newInstance(cls, state))
+        return self._maybePostUnjelly(_newInstance(cls, state))
 
     def _unjellyItems(self, rest: list[Any]) -> tuple[list[Any], list[int]]:
         """
