@@ -512,9 +512,9 @@ speedups_encode(PyObject *module, PyObject *args, PyObject *kwargs)
 /* Decoding                                                            */
 /* ------------------------------------------------------------------ */
 
-#define KEY_CACHE_SIZE 256
+#define KEY_CACHE_SIZE 64
 #define KEY_CACHE_LONGEST 32
-#define SPARE_PAIRS 256
+#define SPARE_PAIRS 32
 
 typedef struct {
     PyObject_HEAD
@@ -535,8 +535,8 @@ typedef struct {
     /* Plain-jelly mode: recently decoded short dictionary keys, reused
      * (keys repeat from one dictionary to the next), and emptied
      * two-element lists kept for the next dictionary's pairs. */
-    PyObject *keys[KEY_CACHE_SIZE];
-    PyObject *spare[SPARE_PAIRS];
+    PyObject **keys;        /* KEY_CACHE_SIZE slots, made on first use */
+    PyObject **spare;       /* SPARE_PAIRS slots, made on first use */
     int spareCount;
     Py_ssize_t tokens, messageBytes;
     PyObject *failure;      /* (limit, message) once failed, or NULL */
@@ -614,6 +614,28 @@ clearStack(DecoderCore *self)
     }
 }
 
+/* Drop the key cache and the spare pair lists: they serve one message,
+ * and an idle connection keeps neither. */
+static void
+releaseCaches(DecoderCore *self)
+{
+    if (self->keys != NULL) {
+        for (int i = 0; i < KEY_CACHE_SIZE; i++) {
+            Py_CLEAR(self->keys[i]);
+        }
+        PyMem_Free(self->keys);
+        self->keys = NULL;
+    }
+    if (self->spare != NULL) {
+        while (self->spareCount > 0) {
+            self->spareCount--;
+            Py_CLEAR(self->spare[self->spareCount]);
+        }
+        PyMem_Free(self->spare);
+        self->spare = NULL;
+    }
+}
+
 static int
 DecoderCore_clear(DecoderCore *self)
 {
@@ -621,13 +643,7 @@ DecoderCore_clear(DecoderCore *self)
     Py_CLEAR(self->chunks);
     Py_CLEAR(self->failure);
     clearStack(self);
-    for (int i = 0; i < KEY_CACHE_SIZE; i++) {
-        Py_CLEAR(self->keys[i]);
-    }
-    while (self->spareCount > 0) {
-        self->spareCount--;
-        Py_CLEAR(self->spare[self->spareCount]);
-    }
+    releaseCaches(self);
     return 0;
 }
 
@@ -641,6 +657,7 @@ DecoderCore_dealloc(DecoderCore *self)
     PyMem_Free(self->filled);
     PyMem_Free(self->roles);
     PyMem_Free(self->dicts);
+
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -921,7 +938,15 @@ completed(DecoderCore *self, Py_ssize_t top, PyObject **item)
     if (value == NOT_PLAIN_C) {
         return 1;
     }
-    if (self->dicts[top]) {
+    if (self->dicts[top] && PyList_GET_SIZE(*item) > 1 && self->spare == NULL) {
+        self->spare = PyMem_Calloc(SPARE_PAIRS, sizeof(PyObject *));
+        if (self->spare == NULL) {
+            Py_DECREF(value);
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    if (self->dicts[top] && self->spare != NULL) {
         /* Keep the pair lists this dictionary no longer needs. */
         PyObject *node = *item;
         for (Py_ssize_t i = 1; i < PyList_GET_SIZE(node); i++) {
@@ -955,6 +980,12 @@ completed(DecoderCore *self, Py_ssize_t top, PyObject **item)
 static PyObject *
 cachedKey(DecoderCore *self, const char *bytes, Py_ssize_t size)
 {
+    if (self->keys == NULL) {
+        self->keys = PyMem_Calloc(KEY_CACHE_SIZE, sizeof(PyObject *));
+        if (self->keys == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
     uint32_t h = 2166136261u;
     for (Py_ssize_t i = 0; i < size; i++) {
         h = (h ^ (unsigned char)bytes[i]) * 16777619u;
@@ -1395,6 +1426,9 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
             tooLong(self);
             status = -1;
             goto done;
+        }
+        if (self->keys != NULL || self->spare != NULL) {
+            releaseCaches(self);
         }
         tokens = 1;
         messageOrigin = pos;

@@ -56,6 +56,7 @@ from twisted.spread import banana, flavors, jelly, pb
 
 from pbext import _jelly, keepalive, typecheck
 from pbext._accelerator import speedups as _speedups
+from pbext._transport import directWriter
 from pbext.codec import Decoder, FramingError, encode
 from pbext.copyable import failureRegistry
 from pbext.security import (
@@ -390,6 +391,8 @@ class Broker(pb.Broker):
         if keepaliveTimeout is not None:
             self.keepaliveTimeout = keepaliveTimeout
         self._decoder: Decoder | None = None
+        # How encoded messages reach the transport (see connectionMade).
+        self._write: Callable[[bytes], None] = self._writeToTransport
         self._backlog: deque[object] = deque()
         self._drainCall: IDelayedCall | None = None
         self._readPauses: set[str] = set()
@@ -508,6 +511,7 @@ class Broker(pb.Broker):
     def connectionMade(self) -> None:
         self._getClock()
         setNoDelay(self.transport)
+        self._write = directWriter(self.transport) or self.transport.write
         self._decoder = Decoder(**self.limits.framingLimits())  # type: ignore[arg-type]
         if self._fusedReceive and self._decoder.accelerated:
             self._decoder.setPlainJelly(True)
@@ -729,6 +733,9 @@ class Broker(pb.Broker):
             self._pausedBytes += len(data)
             if self._pausedBytes > self.limits.maxPendingWriteBytes:
                 self._pauseReading("backpressure")
+        self._write(data)
+
+    def _writeToTransport(self, data: bytes) -> None:
         self.transport.write(data)
 
     def sendCall(self, *exp: object) -> None:

@@ -283,29 +283,6 @@ class MemoryMetrics:
         self.violations[kind] += 1
 
 
-class _CountingWriter:
-    """
-    Stands in for a broker's transport while it sends one expression,
-    counting the bytes written; everything else goes to the transport.
-    """
-
-    def __init__(self, transport: Any, metrics: IMetrics) -> None:
-        self._transport = transport
-        self._metrics = metrics
-
-    def write(self, data: bytes) -> None:
-        self._metrics.bytesSent(len(data))
-        self._transport.write(data)
-
-    def writeSequence(self, data: Iterable[bytes]) -> None:
-        chunks = list(data)
-        self._metrics.bytesSent(sum(len(c) for c in chunks))
-        self._transport.writeSequence(chunks)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
 class MeteredBroker(Broker):
     """
     A L{Broker} that reports to the L{Instrumentation} it was built for.
@@ -359,15 +336,21 @@ class MeteredBroker(Broker):
 
     def sendEncoded(self, obj: object) -> None:
         metrics = self._metrics()
-        transport = self.transport
-        if metrics is None or transport is None:
+        if metrics is None:
             super().sendEncoded(obj)
             return
-        self.transport = _CountingWriter(transport, metrics)
+        # Count what this expression writes, however the broker writes it.
+        write = self._write
+
+        def countingWrite(data: bytes) -> None:
+            metrics.bytesSent(len(data))
+            write(data)
+
+        self._write = countingWrite
         try:
             super().sendEncoded(obj)
         finally:
-            self.transport = transport
+            self._write = write
 
     def _violation(self, kind: str, message: str, **fields: Any) -> None:
         # Counted here rather than from the log: the log is rate-limited.

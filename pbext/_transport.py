@@ -1,0 +1,75 @@
+"""
+Writing to a TCP transport without waiting for a reactor turn.
+
+Twisted's TCP transport buffers every C{write}, asks the reactor to watch
+the socket for writability, and sends on the reactor's next turn.  For a
+request/response protocol such as PB that costs, for every message, two
+extra system calls (to watch and stop watching the socket) and one more
+turn of the reactor before the bytes leave.  When the transport has
+nothing buffered, sending at once is what it would do on that turn anyway;
+L{directWriter} does so, and hands whatever the socket does not take (and
+every write while something is buffered) to the transport's own C{write},
+so the order of bytes and Twisted's error handling are unchanged.
+
+@since: pbext NEXT
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from twisted.internet import tcp
+
+__all__ = ["directWriter"]
+
+# Exactly these classes: subclasses (UNIX sockets passing descriptors,
+# say) may queue more than bytes.
+_TCP_CONNECTIONS = (tcp.Server, tcp.Client)
+_NEEDED = (
+    "socket",
+    "dataBuffer",
+    "offset",
+    "_tempDataLen",
+    "connected",
+    "disconnecting",
+    "_writeDisconnected",
+)
+
+
+def directWriter(transport: object) -> Optional[Callable[[bytes], None]]:
+    """
+    A function that writes to C{transport} like its C{write}, sending at
+    once when nothing is buffered; or L{None} if C{transport} is not a
+    plain Twisted TCP connection (TLS, UNIX and in-memory transports keep
+    their own C{write}).
+    """
+    if type(transport) not in _TCP_CONNECTIONS:
+        return None
+    if not all(hasattr(transport, name) for name in _NEEDED):
+        return None
+    t: tcp.Connection = transport  # type: ignore[assignment]
+    write = t.write
+    send = t.socket.send
+
+    def directWrite(data: bytes) -> None:
+        if (
+            t.offset == len(t.dataBuffer)
+            and not t._tempDataLen
+            and t.connected
+            and not t.disconnecting
+            and not t._writeDisconnected
+            and not t.TLS
+        ):
+            try:
+                sent = send(data)
+            except OSError:
+                # Would block, or failed: the transport's own write path
+                # retries and reports a real failure as it always does.
+                sent = 0
+            if sent >= len(data):
+                return
+            if sent:
+                data = data[sent:]
+        write(data)
+
+    return directWrite

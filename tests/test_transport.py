@@ -1,0 +1,76 @@
+"""
+Tests for L{pbext._transport}: messages sent at once on idle TCP
+connections, through the transport's own buffer otherwise, arrive whole and
+in order, to stock and pbext peers alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+from twisted.internet import defer, reactor
+from twisted.spread import pb
+from twisted.trial.unittest import TestCase
+
+import pbext
+from pbext import testing
+from pbext._transport import directWriter
+
+
+class Echo(pb.Root):
+    def remote_echo(self, value: Any) -> Any:
+        return value
+
+
+class DirectWriterTests(TestCase):
+    """
+    Over real loopback TCP connections.
+    """
+
+    timeout = 60
+
+    def serve(self, factory: pb.PBServerFactory) -> int:
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port  # type: ignore[no-any-return]
+
+    @defer.inlineCallbacks
+    def rootOf(self, factory: pb.PBClientFactory, portNumber: int) -> Any:
+        connector = reactor.connectTCP("127.0.0.1", portNumber, factory)
+        self.addCleanup(connector.disconnect)
+        root = yield factory.getRootObject()
+        return root
+
+    def test_onlyPlainTCP(self) -> None:
+        """
+        Only Twisted's own TCP connections get a direct writer.
+        """
+        self.assertIsNone(directWriter(object()))
+        pair = testing.connectedPair(
+            pbext.PBServerFactory(Echo()), pbext.PBClientFactory()
+        )
+        self.addCleanup(pair.disconnect)
+        broker = pair.serverBroker
+        self.assertEqual(broker._write, broker.transport.write)  # type: ignore[union-attr]
+
+    @defer.inlineCallbacks
+    def test_largeAndPipelined(self) -> None:
+        """
+        Messages much larger than the socket takes at once, and many calls in
+        flight, arrive whole and in order, between pbext peers and between a
+        pbext server and a stock client.
+        """
+        portNumber = self.serve(pbext.PBServerFactory(Echo()))
+        big = [bytes([i]) * 600_000 for i in range(5)]
+        for clientFactory in (pbext.PBClientFactory(), pb.PBClientFactory()):
+            root = yield self.rootOf(clientFactory, portNumber)
+            broker = root.broker
+            if isinstance(clientFactory, pbext.PBClientFactory):
+                self.assertNotEqual(broker._write, broker.transport.write)
+            self.assertEqual((yield root.callRemote("echo", big)), big)
+            calls: List[defer.Deferred[Any]] = [
+                root.callRemote("echo", [i, b"x" * (i * 997)]) for i in range(150)
+            ]
+            answers = yield defer.gatherResults(calls)
+            self.assertEqual(answers, [[i, b"x" * (i * 997)] for i in range(150)])
+            clientFactory.disconnect()
