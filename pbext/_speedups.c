@@ -162,6 +162,11 @@ typedef struct {
     /* The encodings of jelly's words, made on first use (see tagToken). */
     unsigned char tagBytes[10][16];
     signed char tagLength[10];
+    /* A quick filter of the vocabulary's words, made on first use: their
+     * first bytes and their lengths (under 64). */
+    int filterReady;
+    unsigned char firstBytes[32];
+    uint64_t lengths;
 } Encoder;
 
 static int
@@ -482,6 +487,7 @@ speedups_encode(PyObject *module, PyObject *args, PyObject *kwargs)
     }
     e.longestWord = -1;
     memset(e.tagLength, -1, sizeof(e.tagLength));
+    e.filterReady = 0;
     /* Python's recursion limit, as the Python twin, but within what the
      * C stack surely holds. */
     e.maxNesting = Py_GetRecursionLimit();
@@ -1075,7 +1081,7 @@ quickText(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
  */
 static int
 decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
-             PyObject *received)
+             PyObject *received, PyObject *first)
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(buf);
     Py_ssize_t end = PyBytes_GET_SIZE(buf);
@@ -1098,6 +1104,13 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
         PyObject *numObject = NULL; /* set for prefixes over 8 bytes */
         PyObject *item;
         int rawItem = 0; /* plain-jelly mode: item is a list that is not */
+
+        if (first != NULL) {
+            /* A long string completed from held chunks (see decode). */
+            item = first;
+            first = NULL;
+            goto place;
+        }
 
         if (pos >= end) {
             break;
@@ -1482,6 +1495,96 @@ done:
     return status;
 }
 
+
+/* Strings longer than this are copied straight from the held chunks. */
+#define LONG_STRING (64 * 1024)
+
+/*
+ * The held chunks complete a long string whose header starts them: make
+ * the string with one copy from the chunks (not a join and then a slice),
+ * and the bytes after it the buffer to parse.  Returns 1 with *first and
+ * *rest set (new references), 0 if the held token is not such a string
+ * (the caller joins as usual), -1 on error.
+ */
+static int
+takeLongString(DecoderCore *self, PyObject **first, PyObject **rest)
+{
+    PyObject *chunks = self->chunks;
+    PyObject *head = PyList_GET_ITEM(chunks, 0);
+    const unsigned char *h = (const unsigned char *)PyBytes_AS_STRING(head);
+    Py_ssize_t headSize = PyBytes_GET_SIZE(head);
+    Py_ssize_t i = 0;
+    uint64_t number = 0;
+    int shift = 0;
+    while (i < headSize && h[i] < 0x80 && i < 9) {
+        number |= (uint64_t)h[i] << shift;
+        shift += 7;
+        i++;
+    }
+    if (i >= headSize || h[i] != B_STRING || i == 0 ||
+        (Py_ssize_t)number + i + 1 != self->need) {
+        return 0;
+    }
+    Py_ssize_t headerLength = i + 1;
+    Py_ssize_t size = (Py_ssize_t)number;
+    PyObject *string = PyBytes_FromStringAndSize(NULL, size);
+    if (string == NULL) {
+        return -1;
+    }
+    char *out = PyBytes_AS_STRING(string);
+    Py_ssize_t copied = 0, skip = headerLength, n = PyList_GET_SIZE(chunks);
+    Py_ssize_t c = 0, offset = 0;
+    for (; c < n && copied < size; c++) {
+        PyObject *chunk = PyList_GET_ITEM(chunks, c);
+        Py_ssize_t length = PyBytes_GET_SIZE(chunk) - skip;
+        Py_ssize_t take = length < size - copied ? length : size - copied;
+        if (take > 0) {
+            memcpy(out + copied, PyBytes_AS_STRING(chunk) + skip, take);
+            copied += take;
+        }
+        offset = skip + (take > 0 ? take : 0);
+        skip = 0;
+    }
+    /* What follows the string: the rest of the chunk it ended in, and any
+     * later chunks. */
+    Py_ssize_t restSize = self->have - self->need;
+    PyObject *after = PyBytes_FromStringAndSize(NULL, restSize);
+    if (after == NULL) {
+        Py_DECREF(string);
+        return -1;
+    }
+    char *to = PyBytes_AS_STRING(after);
+    if (c > 0) {
+        PyObject *last = PyList_GET_ITEM(chunks, c - 1);
+        Py_ssize_t tail = PyBytes_GET_SIZE(last) - offset;
+        if (tail > 0) {
+            memcpy(to, PyBytes_AS_STRING(last) + offset, tail);
+            to += tail;
+        }
+    }
+    for (; c < n; c++) {
+        PyObject *chunk = PyList_GET_ITEM(chunks, c);
+        memcpy(to, PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk));
+        to += PyBytes_GET_SIZE(chunk);
+    }
+    /* The string's bytes now count as parsed bytes of the message. */
+    self->messageBytes += self->need;
+    *first = string;
+    *rest = after;
+    return 1;
+}
+
+static int
+parseHeld(DecoderCore *self, PyObject *buf, PyObject *emit,
+          PyObject *received, PyObject *first)
+{
+    self->busy = 1;
+    int rc = decodeBuffer(self, buf, emit, received, first);
+    self->busy = 0;
+    Py_DECREF(buf);
+    return rc;
+}
+
 static int
 decode(DecoderCore *self, PyObject *data, PyObject *emit, PyObject *received)
 {
@@ -1498,7 +1601,7 @@ decode(DecoderCore *self, PyObject *data, PyObject *emit, PyObject *received)
                         "a Decoder cannot be fed from its own callback");
         return -1;
     }
-    PyObject *buf;
+    PyObject *buf, *first = NULL;
     if (PyBytes_CheckExact(data)) {
         Py_INCREF(data);
         buf = data;
@@ -1521,22 +1624,27 @@ decode(DecoderCore *self, PyObject *data, PyObject *emit, PyObject *received)
         if (self->have < self->need) {
             return 0;
         }
-        buf = PyBytes_FromStringAndSize(NULL, self->have);
-        if (buf == NULL) {
-            return -1;
+        int taken = 0;
+        if (self->need > LONG_STRING) {
+            taken = takeLongString(self, &first, &buf);
+            if (taken < 0) {
+                return -1;
+            }
         }
-        char *out = PyBytes_AS_STRING(buf);
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self->chunks); i++) {
-            PyObject *chunk = PyList_GET_ITEM(self->chunks, i);
-            memcpy(out, PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk));
-            out += PyBytes_GET_SIZE(chunk);
+        if (!taken) {
+            buf = PyBytes_FromStringAndSize(NULL, self->have);
+            if (buf == NULL) {
+                return -1;
+            }
+            char *out = PyBytes_AS_STRING(buf);
+            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self->chunks); i++) {
+                PyObject *chunk = PyList_GET_ITEM(self->chunks, i);
+                memcpy(out, PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk));
+                out += PyBytes_GET_SIZE(chunk);
+            }
         }
     }
-    self->busy = 1;
-    int rc = decodeBuffer(self, buf, emit, received);
-    self->busy = 0;
-    Py_DECREF(buf);
-    return rc;
+    return parseHeld(self, buf, emit, received, first);
 }
 
 static PyObject *
@@ -1608,6 +1716,13 @@ DecoderCore_getPendingBytes(DecoderCore *self, void *closure)
 }
 
 static PyObject *
+DecoderCore_getWantedBytes(DecoderCore *self, void *closure)
+{
+    Py_ssize_t wanted = self->chunks != NULL ? self->need - self->have : 0;
+    return PyLong_FromSsize_t(wanted > 0 ? wanted : 0);
+}
+
+static PyObject *
 DecoderCore_getMessageStarted(DecoderCore *self, void *closure)
 {
     return PyBool_FromLong(self->messageBytes + self->have > 0);
@@ -1629,6 +1744,8 @@ static PyMethodDef DecoderCore_methods[] = {
 static PyGetSetDef DecoderCore_getset[] = {
     {"pendingBytes", (getter)DecoderCore_getPendingBytes, NULL,
      "As pbext.codec.Decoder.pendingBytes.", NULL},
+    {"wantedBytes", (getter)DecoderCore_getWantedBytes, NULL,
+     "As pbext.codec.Decoder.wantedBytes.", NULL},
     {"messageStarted", (getter)DecoderCore_getMessageStarted, NULL,
      "As pbext.codec.Decoder.messageStarted.", NULL},
     {NULL}
@@ -2032,6 +2149,49 @@ notPlainError(void)
     return -1;
 }
 
+
+/* Whether an ASCII text could be one of the vocabulary's words (which
+ * encodeBytes writes as a vocabulary token): a quick test of its length
+ * and first byte against the words'. */
+static int
+mayBeWord(Encoder *e, const void *data, Py_ssize_t size)
+{
+    if (e->vocabulary == NULL) {
+        return 0;
+    }
+    if (!e->filterReady) {
+        memset(e->firstBytes, 0, sizeof(e->firstBytes));
+        e->lengths = 0;
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(e->vocabulary, &pos, &key, &value)) {
+            if (!PyBytes_Check(key)) {
+                continue;
+            }
+            Py_ssize_t n = PyBytes_GET_SIZE(key);
+            if (n == 0 || n >= 64) {
+                /* Unusual words: look every text up. */
+                e->lengths = UINT64_MAX;
+                memset(e->firstBytes, 0xff, sizeof(e->firstBytes));
+                break;
+            }
+            unsigned char first = (unsigned char)PyBytes_AS_STRING(key)[0];
+            e->lengths |= (uint64_t)1 << n;
+            e->firstBytes[first >> 3] |= (unsigned char)(1 << (first & 7));
+        }
+        e->filterReady = 1;
+    }
+    if (size >= 64) {
+        return e->lengths == UINT64_MAX;
+    }
+    if (size == 0) {
+        return e->lengths == UINT64_MAX;
+    }
+    unsigned char first = ((const unsigned char *)data)[0];
+    return (e->lengths >> size) & 1 &&
+           (e->firstBytes[first >> 3] >> (first & 7)) & 1;
+}
+
 static int
 writeText(Encoder *e, PyObject *text)
 {
@@ -2039,7 +2199,8 @@ writeText(Encoder *e, PyObject *text)
     if (writeToken(e, 2, B_LIST) < 0 || writeWord(e, W_UNICODE) < 0) {
         return -1;
     }
-    if (PyUnicode_IS_ASCII(text)) {
+    if (PyUnicode_IS_ASCII(text) &&
+        !mayBeWord(e, PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text))) {
         Py_ssize_t size = PyUnicode_GET_LENGTH(text);
         if (size > sizeLimit) {
             PyErr_Format(BananaError, "byte string is too long to send (%zd)",
@@ -2054,12 +2215,12 @@ writeText(Encoder *e, PyObject *text)
         }
         return writeRaw(e, (const char *)PyUnicode_DATA(text), size);
     }
+    /* Not ASCII, or perhaps a vocabulary word: written as any byte
+     * string (encodeBytes looks the word up). */
     PyObject *raw = PyUnicode_AsUTF8String(text);
     if (raw == NULL) {
         return -1;
     }
-    /* UTF-8 never equals a vocabulary word that matters here; but stay
-     * exact: write it as any byte string. */
     int rc = encodeBytes(e, raw);
     Py_DECREF(raw);
     return rc;

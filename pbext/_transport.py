@@ -1,5 +1,6 @@
 """
-Writing to a TCP transport without waiting for a reactor turn.
+Writing to a TCP transport without waiting for a reactor turn, and reading
+long strings in few reads.
 
 Twisted's TCP transport buffers every C{write}, asks the reactor to watch
 the socket for writability, and sends on the reactor's next turn.  For a
@@ -20,7 +21,10 @@ from typing import Callable, Optional
 
 from twisted.internet import tcp
 
-__all__ = ["directWriter"]
+__all__ = ["LargeReads", "directWriter"]
+
+#: The most a connection reads at once while a long string is arriving.
+LARGEST_READ = 4 * 1024 * 1024
 
 # Exactly these classes: subclasses (UNIX sockets passing descriptors,
 # say) may queue more than bytes.
@@ -73,3 +77,43 @@ def directWriter(transport: object) -> Optional[Callable[[bytes], None]]:
         write(data)
 
     return directWrite
+
+
+class LargeReads:
+    """
+    Let a TCP connection read a long string in few reads.
+
+    Twisted's TCP transport reads at most C{bufferSize} (64 KiB) per turn
+    of the reactor, so a 512 KiB string takes nine turns, each with its
+    own callbacks.  Once a string's header says how many bytes are still
+    to come, L{update} raises the transport's read size to that (up to
+    L{LARGEST_READ}); after it, back to the transport's own.  Only the read
+    size changes: the bytes and their order do not.
+    """
+
+    def __init__(self, transport: tcp.Connection) -> None:
+        self.transport = transport
+        self.normal: int = transport.bufferSize
+
+    @classmethod
+    def forTransport(cls, transport: object) -> Optional[LargeReads]:
+        """
+        A L{LargeReads} for C{transport} if it is a plain Twisted TCP
+        connection, else L{None}.
+        """
+        if type(transport) not in _TCP_CONNECTIONS:
+            return None
+        if not isinstance(getattr(transport, "bufferSize", None), int):
+            return None
+        return cls(transport)  # type: ignore[arg-type]
+
+    def update(self, wanted: int) -> None:
+        """
+        Read up to C{wanted} bytes at once if that is more than usual, else
+        the usual amount.
+        """
+        transport = self.transport
+        if wanted > self.normal:
+            transport.bufferSize = min(wanted, LARGEST_READ)
+        elif transport.bufferSize != self.normal:
+            transport.bufferSize = self.normal

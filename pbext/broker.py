@@ -56,7 +56,7 @@ from twisted.spread import banana, flavors, jelly, pb
 
 from pbext import _jelly, keepalive, typecheck
 from pbext._accelerator import speedups as _speedups
-from pbext._transport import directWriter
+from pbext._transport import LargeReads, directWriter
 from pbext.codec import Decoder, FramingError, encode
 from pbext.copyable import failureRegistry
 from pbext.security import (
@@ -391,8 +391,10 @@ class Broker(pb.Broker):
         if keepaliveTimeout is not None:
             self.keepaliveTimeout = keepaliveTimeout
         self._decoder: Decoder | None = None
-        # How encoded messages reach the transport (see connectionMade).
+        # How encoded messages reach the transport, and how long strings
+        # are read (see connectionMade).
         self._write: Callable[[bytes], None] = self._writeToTransport
+        self._largeReads: LargeReads | None = None
         self._backlog: deque[object] = deque()
         self._drainCall: IDelayedCall | None = None
         self._readPauses: set[str] = set()
@@ -512,6 +514,7 @@ class Broker(pb.Broker):
         self._getClock()
         setNoDelay(self.transport)
         self._write = directWriter(self.transport) or self.transport.write
+        self._largeReads = LargeReads.forTransport(self.transport)
         self._decoder = Decoder(**self.limits.framingLimits())  # type: ignore[arg-type]
         if self._fusedReceive and self._decoder.accelerated:
             self._decoder.setPlainJelly(True)
@@ -644,6 +647,8 @@ class Broker(pb.Broker):
         except FramingError as e:
             self._dropConnection("framingError", str(e), limit=e.limit)
             return
+        if self._largeReads is not None:
+            self._largeReads.update(decoder.wantedBytes)
         if decoder.messageStarted:
             if "messageTimeout" not in self._timers:
                 self._setTimer(

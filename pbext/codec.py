@@ -286,6 +286,17 @@ class Decoder:
         return self._messageBytes + self._have
 
     @property
+    def wantedBytes(self) -> int:
+        """
+        How many more bytes complete the string (or float) whose header has
+        arrived and whose body is still arriving; 0 when no such token is
+        pending.  A transport can read that much at once.
+        """
+        if self._core is not None:
+            return self._core.wantedBytes  # type: ignore[no-any-return]
+        return max(self._need - self._have, 0) if self._chunks else 0
+
+    @property
     def messageStarted(self) -> bool:
         """
         Whether a top-level expression has been partly received.

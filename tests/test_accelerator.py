@@ -222,6 +222,9 @@ class AgreementTests(SynchronousTestCase):
                 st.text(max_size=10),
                 st.binary(max_size=10),
                 st.sampled_from([object(), BigInt(3), "\ud800", b"unicode"]),
+                # Texts that are words of PB's vocabulary are sent as
+                # vocabulary tokens.
+                st.sampled_from(["error", "message", "None", "list", "copy", "x"]),
             ),
             lambda children: st.one_of(
                 st.lists(children, max_size=5),
@@ -266,6 +269,18 @@ class AgreementTests(SynchronousTestCase):
             )
         self.assertIs(message[2].value, value)
         self.assertEqual(message[2].context, "context")
+
+    def test_jelliedVocabularyWords(self) -> None:
+        """
+        A text that is a word of the vocabulary is written as the plain
+        jelly's encoding writes it: a vocabulary token.
+        """
+        value = {"error": ["message", "answer"], "k": "None", "": "list"}
+        for vocabulary in (OUTGOING, None, {b"": 3, b"k": 4}):
+            self.assertEqual(
+                speedups.encode(speedups.Jellied(value), vocabulary),
+                codec._encodePython(_jelly._jellyPlainPython(value), vocabulary),
+            )
 
     def test_unjellyOddExpressions(self) -> None:
         """
@@ -478,6 +493,72 @@ class PlainJellyDecodingTests(SynchronousTestCase):
         self.assertRaises(
             ValueError, codec.Decoder(accelerated=False).setPlainJelly, True
         )
+
+
+class LongStringTests(SynchronousTestCase):
+    """
+    Long strings held across chunks are copied straight from the chunks,
+    with the same results as the pure-Python decoder, wherever the chunks
+    are cut.
+    """
+
+    if speedups is None:
+        skip = f"the C accelerator is not available: {reason}"
+
+    def test_cuts(self) -> None:
+        """
+        Long strings in a list, followed by more messages, cut at the
+        header, just after it, in the middle and at the end.
+        """
+        big = bytes(range(256)) * 400
+        messages = [
+            [b"answer", 1, [b"list", big, b"tail", big[:70000]]],
+            [b"answer", 2, [b"unicode", b"a" * 100000]],
+            [b"x", 3],
+        ]
+        data = b"".join(codec.encode(m, OUTGOING) for m in messages)
+        starts = [data.find(b"\x82", 10) - 3, data.find(b"\x82\x00\x01\x02")]
+        cutPoints = {1, 9, 12, 13, 14, 50000, 102410, len(data) - 5}
+        for start in starts:
+            cutPoints.update(range(start - 2, start + 4))
+        for cut in sorted(c for c in cutPoints if 0 < c < len(data)):
+            for step in (cut, 65536, 7777):
+                chunks = [data[:cut]] + [
+                    data[i : i + step] for i in range(cut, len(data), step)
+                ]
+                for limits in ({}, {"maxMessageBytes": 150000}):
+                    results = [
+                        decodeAll(
+                            codec.Decoder(
+                                vocabulary=INCOMING, accelerated=flag, **limits
+                            ),
+                            chunks,
+                        )
+                        for flag in (True, False)
+                    ]
+                    self.assertEqual(results[0], results[1], (cut, step, limits))
+                fused = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+                fused.setPlainJelly(True)
+                received, failure, pending = decodeAll(fused, chunks)
+                self.assertEqual(
+                    [m[2].value for m in received[:2]],
+                    [[big, b"tail", big[:70000]], "a" * 100000],
+                )
+                self.assertEqual((failure, pending), (None, 0))
+
+    def test_wantedBytes(self) -> None:
+        """
+        While a long string arrives, the decoder says how much is missing.
+        """
+        for flag in (True, False):
+            decoder = codec.Decoder(accelerated=flag)
+            data = codec.encode([b"x" * 200000], None)
+            decoder.feed(data[:1000])
+            self.assertEqual(decoder.wantedBytes, len(data) - 1000)
+            decoder.feed(data[1000:5000])
+            self.assertEqual(decoder.wantedBytes, len(data) - 5000)
+            decoder.feed(data[5000:])
+            self.assertEqual(decoder.wantedBytes, 0)
 
 
 class MemoryTests(SynchronousTestCase):

@@ -14,12 +14,38 @@ from twisted.trial.unittest import TestCase
 
 import pbext
 from pbext import testing
-from pbext._transport import directWriter
+from pbext._transport import LARGEST_READ, LargeReads, directWriter
 
 
 class Echo(pb.Root):
     def remote_echo(self, value: Any) -> Any:
         return value
+
+
+class FakeConnection:
+    bufferSize = 65536
+
+
+class LargeReadsTests(TestCase):
+    """
+    L{LargeReads} raises a connection's read size while a long string
+    arrives, and puts it back after.
+    """
+
+    def test_update(self) -> None:
+        connection = FakeConnection()
+        reads = LargeReads(connection)  # type: ignore[arg-type]
+        reads.update(10)
+        self.assertEqual(connection.bufferSize, 65536)
+        reads.update(500_000)
+        self.assertEqual(connection.bufferSize, 500_000)
+        reads.update(LARGEST_READ * 3)
+        self.assertEqual(connection.bufferSize, LARGEST_READ)
+        reads.update(0)
+        self.assertEqual(connection.bufferSize, 65536)
+
+    def test_onlyPlainTCP(self) -> None:
+        self.assertIsNone(LargeReads.forTransport(FakeConnection()))
 
 
 class DirectWriterTests(TestCase):
@@ -68,6 +94,10 @@ class DirectWriterTests(TestCase):
             if isinstance(clientFactory, pbext.PBClientFactory):
                 self.assertNotEqual(broker._write, broker.transport.write)
             self.assertEqual((yield root.callRemote("echo", big)), big)
+            if isinstance(clientFactory, pbext.PBClientFactory):
+                # Read in large pieces, then back to the usual size.
+                self.assertIsNotNone(broker._largeReads)
+                self.assertEqual(broker.transport.bufferSize, 65536)
             calls: List[defer.Deferred[Any]] = [
                 root.callRemote("echo", [i, b"x" * (i * 997)]) for i in range(150)
             ]
