@@ -10,13 +10,16 @@ turn of the reactor before the bytes leave.  When the transport has
 nothing buffered, sending at once is what it would do on that turn anyway;
 L{directWriter} does so, and hands whatever the socket does not take (and
 every write while something is buffered) to the transport's own C{write},
-so the order of bytes and Twisted's error handling are unchanged.
+so the order of bytes and Twisted's error handling are unchanged.  The
+first time a connection sends a large message, its socket send buffer is
+set to L{LARGE_SEND_BUFFER}.
 
 @since: pbext NEXT
 """
 
 from __future__ import annotations
 
+import socket
 from typing import Callable, Optional
 
 from twisted.internet import tcp
@@ -25,6 +28,15 @@ __all__ = ["LargeReads", "directWriter"]
 
 #: The most a connection reads at once while a long string is arriving.
 LARGEST_READ = 4 * 1024 * 1024
+
+#: The socket send buffer asked for once a connection sends a message
+#: larger than L{LARGE_MESSAGE}: what Linux's own autotuning grows to at
+#: most by default (C{net.ipv4.tcp_wmem}), asked for at once, so a large
+#: message leaves in one send instead of trickling out over many reactor
+#: turns while the kernel grows the buffer.  The kernel caps it at
+#: C{net.core.wmem_max}.
+LARGE_SEND_BUFFER = 4 * 1024 * 1024
+LARGE_MESSAGE = 64 * 1024
 
 # Exactly these classes: subclasses (UNIX sockets passing descriptors,
 # say) may queue more than bytes.
@@ -53,9 +65,18 @@ def directWriter(transport: object) -> Optional[Callable[[bytes], None]]:
         return None
     t: tcp.Connection = transport  # type: ignore[assignment]
     write = t.write
-    send = t.socket.send
+    sock = t.socket
+    send = sock.send
+    bufferRaised = False
 
     def directWrite(data: bytes) -> None:
+        nonlocal bufferRaised
+        if not bufferRaised and len(data) > LARGE_MESSAGE:
+            bufferRaised = True
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LARGE_SEND_BUFFER)
+            except OSError:
+                pass
         if (
             t.offset == len(t.dataBuffer)
             and not t._tempDataLen

@@ -6,6 +6,8 @@ in order, to stock and pbext peers alike.
 
 from __future__ import annotations
 
+import socket
+import sys
 from typing import Any, List
 
 from twisted.internet import defer, reactor
@@ -14,7 +16,12 @@ from twisted.trial.unittest import TestCase
 
 import pbext
 from pbext import testing
-from pbext._transport import LARGEST_READ, LargeReads, directWriter
+from pbext._transport import (
+    LARGE_SEND_BUFFER,
+    LARGEST_READ,
+    LargeReads,
+    directWriter,
+)
 
 
 class Echo(pb.Root):
@@ -98,6 +105,17 @@ class DirectWriterTests(TestCase):
                 # Read in large pieces, then back to the usual size.
                 self.assertIsNotNone(broker._largeReads)
                 self.assertEqual(broker.transport.bufferSize, 65536)
+                # Having sent a large message, the socket got a large send
+                # buffer (Linux reports twice what was set, capped).
+                if sys.platform.startswith("linux"):
+                    with open("/proc/sys/net/core/wmem_max") as f:
+                        cap = int(f.read())
+                    self.assertEqual(
+                        broker.transport.socket.getsockopt(
+                            socket.SOL_SOCKET, socket.SO_SNDBUF
+                        ),
+                        2 * min(LARGE_SEND_BUFFER, cap),
+                    )
             calls: List[defer.Deferred[Any]] = [
                 root.callRemote("echo", [i, b"x" * (i * 997)]) for i in range(150)
             ]
