@@ -407,6 +407,23 @@ def _describeSample(result: Dict[str, Any], workload: Workload) -> str:
     return text
 
 
+def acceleratorNote() -> str:
+    """
+    Whether the pbext measured runs with its C accelerator: in a source
+    tree it must be built in place first.
+    """
+    try:
+        from pbext import _accelerator
+    except ImportError:
+        return "pbext has no C accelerator module"
+    if _accelerator.speedups is not None:
+        return "pbext runs with its C accelerator"
+    return (
+        f"pbext runs in pure Python ({_accelerator.reason}); build the "
+        "accelerator with: python setup.py build_ext --inplace"
+    )
+
+
 def run(options: argparse.Namespace) -> Dict[str, Any]:
     """
     Run every measurement C{options} asks for.
@@ -427,6 +444,10 @@ def run(options: argparse.Namespace) -> Dict[str, Any]:
         else:
             skipped[system] = detail
             _progress(f"note: {system} skipped: {detail}")
+    if "pbext" in systems:
+        note = acceleratorNote()
+        notes.append(note)
+        _progress(f"note: {note}")
     workloads = [BY_NAME[name] for name in options.workloads]
     results: Dict[str, Any] = {
         "schema": SCHEMA,
