@@ -17,6 +17,7 @@ a non-empty value before pbext is imported also turns the accelerator off.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from types import ModuleType
 from typing import Optional
@@ -30,7 +31,12 @@ def _load() -> tuple[Optional[ModuleType], Optional[str]]:
     try:
         from pbext import _speedups  # type: ignore[attr-defined]
     except ImportError as e:
-        return None, f"pbext._speedups is not built ({e})"
+        if importlib.util.find_spec("pbext._speedups") is None:
+            return None, (
+                "pbext._speedups is not built (pip found no C compiler or "
+                "Python headers when it installed pbext)"
+            )
+        return None, f"pbext._speedups does not load ({e})"
     return _speedups, None
 
 
