@@ -751,7 +751,8 @@ class SwitchTests(SynchronousTestCase):
         """
         With C{PBEXT_PURE_PYTHON} set, pbext imports without the
         accelerator, and its broker tests (in-memory brokers, typed
-        copyables, and Twisted's own PB tests against pbext) pass on the pure-Python
+        copyables, hostile peers over real connections, and Twisted's own
+        PB tests against pbext) pass on the pure-Python
         codec.
         """
         env = dict(os.environ, PBEXT_PURE_PYTHON="1")
@@ -784,6 +785,8 @@ class SwitchTests(SynchronousTestCase):
                 os.path.abspath(self.mktemp()),
                 "tests.test_broker",
                 "tests.test_copyable",
+                "tests.test_hostile",
+                "tests.test_transport",
                 "tests.test_twisted_pb",
             ],
             env=env,
