@@ -95,6 +95,20 @@ seenAdd(Seen *seen, void *pointer)
     return 0;
 }
 
+/* An empty identity set; its slots are freed with PyMem_Free. */
+static int
+seenInit(Seen *seen)
+{
+    seen->mask = 15;
+    seen->used = 0;
+    seen->slots = PyMem_Calloc(16, sizeof(void *));
+    if (seen->slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
 static inline int
 isWord(PyObject *obj, PyObject *word)
 {
@@ -1793,6 +1807,24 @@ pair(PyObject *first, PyObject *second)
 
 static PyObject *jellyNode(PyObject *obj, Seen *seen);
 
+/* A dictionary entry's key or value (made in that order, the value only
+ * if the key was) failed: release what was made, and return NOT_PLAIN_C
+ * if either stepped aside, or NULL for an error. */
+static PyObject *
+pairFailed(PyObject *key, PyObject *value)
+{
+    PyObject *outcome = (key == NOT_PLAIN_C || value == NOT_PLAIN_C)
+                            ? NOT_PLAIN_C
+                            : NULL;
+    if (key != NOT_PLAIN_C) {
+        Py_XDECREF(key);
+    }
+    if (value != NOT_PLAIN_C) {
+        Py_XDECREF(value);
+    }
+    return outcome;
+}
+
 /* The jelly of a str. */
 static inline PyObject *
 jellyStr(PyObject *obj)
@@ -1897,17 +1929,8 @@ jellyNode(PyObject *obj, Seen *seen)
             Py_DECREF(value);
             if (k == NULL || k == NOT_PLAIN_C || v == NULL ||
                 v == NOT_PLAIN_C) {
-                PyObject *result = (k == NOT_PLAIN_C || v == NOT_PLAIN_C)
-                                       ? NOT_PLAIN_C
-                                       : NULL;
-                if (k != NOT_PLAIN_C) {
-                    Py_XDECREF(k);
-                }
-                if (v != NOT_PLAIN_C) {
-                    Py_XDECREF(v);
-                }
                 Py_CLEAR(sexp);
-                sexp = result;
+                sexp = pairFailed(k, v);
                 goto out;
             }
             PyObject *entry = newList(2);
@@ -2007,11 +2030,8 @@ speedups_jellyPlain(PyObject *module, PyObject *obj)
         return obj;
     }
     Seen seen;
-    seen.mask = 15;
-    seen.used = 0;
-    seen.slots = PyMem_Calloc(16, sizeof(void *));
-    if (seen.slots == NULL) {
-        return PyErr_NoMemory();
+    if (seenInit(&seen) < 0) {
+        return NULL;
     }
     PyObject *sexp = jellyNode(obj, &seen);
     PyMem_Free(seen.slots);
@@ -2422,11 +2442,8 @@ static PyObject *
 speedups_isPlain(PyObject *module, PyObject *obj)
 {
     Seen seen;
-    seen.mask = 15;
-    seen.used = 0;
-    seen.slots = PyMem_Calloc(16, sizeof(void *));
-    if (seen.slots == NULL) {
-        return PyErr_NoMemory();
+    if (seenInit(&seen) < 0) {
+        return NULL;
     }
     int rc = checkPlain(obj, &seen);
     PyMem_Free(seen.slots);
@@ -2444,11 +2461,7 @@ static int
 encodeJellied(Encoder *e, PyObject *item, int depth)
 {
     Seen seen;
-    seen.mask = 15;
-    seen.used = 0;
-    seen.slots = PyMem_Calloc(16, sizeof(void *));
-    if (seen.slots == NULL) {
-        PyErr_NoMemory();
+    if (seenInit(&seen) < 0) {
         return -1;
     }
     int rc = writeJelly(e, ((Jellied *)item)->value, &seen);
@@ -2526,17 +2539,8 @@ unjellyNode(PyObject *sexp)
             Py_DECREF(entry);
             if (key == NULL || key == NOT_PLAIN_C || value == NULL ||
                 value == NOT_PLAIN_C) {
-                PyObject *outcome = (key == NOT_PLAIN_C || value == NOT_PLAIN_C)
-                                        ? NOT_PLAIN_C
-                                        : NULL;
-                if (key != NOT_PLAIN_C) {
-                    Py_XDECREF(key);
-                }
-                if (value != NOT_PLAIN_C) {
-                    Py_XDECREF(value);
-                }
                 Py_CLEAR(result);
-                result = outcome;
+                result = pairFailed(key, value);
                 goto out;
             }
             int rc = PyDict_SetItem(result, key, value);
@@ -2735,11 +2739,8 @@ jellyBack(PyObject *value)
         return value;
     }
     Seen seen;
-    seen.mask = 15;
-    seen.used = 0;
-    seen.slots = PyMem_Calloc(16, sizeof(void *));
-    if (seen.slots == NULL) {
-        return PyErr_NoMemory();
+    if (seenInit(&seen) < 0) {
+        return NULL;
     }
     PyObject *sexp = jellyNode(value, &seen);
     PyMem_Free(seen.slots);

@@ -115,6 +115,33 @@ sexpValues = st.recursive(
 )
 
 
+def plainValues(*leaves: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """
+    Trees of the builtin values jelly's plain paths handle, with C{leaves}
+    as more leaves.
+    """
+    return st.recursive(
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(allow_nan=False),
+            st.text(max_size=10),
+            st.binary(max_size=10),
+            *leaves,
+        ),
+        lambda children: st.one_of(
+            st.lists(children, max_size=5),
+            st.tuples(children, children),
+            st.frozensets(st.integers(), max_size=3),
+            st.sets(st.text(max_size=3), max_size=3),
+            st.dictionaries(st.text(max_size=5), children, max_size=4),
+            st.dictionaries(st.integers(), children, max_size=3),
+        ),
+        max_leaves=30,
+    )
+
+
 AGREEMENT = settings(
     max_examples=300,
     deadline=None,
@@ -178,27 +205,7 @@ class AgreementTests(SynchronousTestCase):
         )
 
     @AGREEMENT
-    @given(
-        value=st.recursive(
-            st.one_of(
-                st.none(),
-                st.booleans(),
-                st.integers(),
-                st.floats(allow_nan=False),
-                st.text(max_size=10),
-                st.binary(max_size=10),
-            ),
-            lambda children: st.one_of(
-                st.lists(children, max_size=5),
-                st.tuples(children, children),
-                st.frozensets(st.integers(), max_size=3),
-                st.sets(st.text(max_size=3), max_size=3),
-                st.dictionaries(st.text(max_size=5), children, max_size=4),
-                st.dictionaries(st.integers(), children, max_size=3),
-            ),
-            max_leaves=30,
-        )
-    )
+    @given(value=plainValues())
     def test_jellyRoundTrip(self, value: object) -> None:
         """
         Plain values jelly to the same expression, and that expression
@@ -213,26 +220,12 @@ class AgreementTests(SynchronousTestCase):
 
     @AGREEMENT
     @given(
-        value=st.recursive(
-            st.one_of(
-                st.none(),
-                st.booleans(),
-                st.integers(min_value=-(2**500), max_value=2**500),
-                st.floats(allow_nan=False),
-                st.text(max_size=10),
-                st.binary(max_size=10),
-                st.sampled_from([object(), BigInt(3), "\ud800", b"unicode"]),
-                # Texts that are words of PB's vocabulary are sent as
-                # vocabulary tokens.
-                st.sampled_from(["error", "message", "None", "list", "copy", "x"]),
-            ),
-            lambda children: st.one_of(
-                st.lists(children, max_size=5),
-                st.tuples(children, children),
-                st.frozensets(st.integers(), max_size=3),
-                st.dictionaries(st.text(max_size=5), children, max_size=4),
-            ),
-            max_leaves=30,
+        value=plainValues(
+            st.integers(min_value=-(2**500), max_value=2**500),
+            st.sampled_from([object(), BigInt(3), "\ud800", b"unicode"]),
+            # Texts that are words of PB's vocabulary are sent as
+            # vocabulary tokens.
+            st.sampled_from(["error", "message", "None", "list", "copy", "x"]),
         ),
         pb=st.booleans(),
         limit=st.one_of(st.none(), st.integers(min_value=0, max_value=300)),
