@@ -2344,13 +2344,24 @@ writeJelly(Encoder *e, PyObject *obj, Seen *seen)
         }
     }
     else {
-        Py_ssize_t pos = 0;
+        /* Sets through the public iterator protocol (members of a plain
+         * set are plain atoms: writing them runs no Python code). */
+        PyObject *iterator = PyObject_GetIter(obj);
+        if (iterator == NULL) {
+            goto out;
+        }
         PyObject *key;
-        Py_hash_t hash;
-        while (_PySet_NextEntry(obj, &pos, &key, &hash)) {
-            if (writeMember(e, key, seen) < 0) {
+        while ((key = PyIter_Next(iterator)) != NULL) {
+            int failed = writeMember(e, key, seen) < 0;
+            Py_DECREF(key);
+            if (failed) {
+                Py_DECREF(iterator);
                 goto out;
             }
+        }
+        Py_DECREF(iterator);
+        if (PyErr_Occurred()) {
+            goto out;
         }
     }
     rc = 0;
@@ -2421,11 +2432,20 @@ checkPlain(PyObject *obj, Seen *seen)
         }
     }
     else {
-        Py_ssize_t pos = 0;
-        PyObject *key;
-        Py_hash_t hash;
-        while (rc == 1 && _PySet_NextEntry(obj, &pos, &key, &hash)) {
-            rc = checkPlain(key, seen);
+        PyObject *iterator = PyObject_GetIter(obj);
+        if (iterator == NULL) {
+            rc = -1;
+        }
+        else {
+            PyObject *key;
+            while (rc == 1 && (key = PyIter_Next(iterator)) != NULL) {
+                rc = checkPlain(key, seen);
+                Py_DECREF(key);
+            }
+            Py_DECREF(iterator);
+            if (rc == 1 && PyErr_Occurred()) {
+                rc = -1;
+            }
         }
     }
     Py_LeaveRecursiveCall();
