@@ -370,6 +370,27 @@ class Unjellier(_twistedJelly._Unjellier):
         )
         self.checkCopyState = bool(getattr(policy, "checkCopyState", True))
         self._trustBasic = _allowsBasicTypes(taster)
+        # The registry that handles each tag met so far (None: no registry
+        # does), asked once per expression rather than once per object: a
+        # list of a thousand copies of one type checks the type once.
+        self._registryOf: dict[bytes, Any] = {}
+
+    def _findRegistry(self, tag: bytes) -> Any:
+        """
+        The first registry that knows C{tag}, or L{None}; remembered for
+        the rest of this expression.
+
+        @raise InsecureJelly: If a registry knows it but the taster refuses
+            it.
+        """
+        for registry in self.registries:
+            if registry.isTypeKnown(tag):
+                if not self.taster.isTypeAllowed(tag):
+                    raise InsecureJelly(f"type {tag!r} not allowed")
+                self._registryOf[tag] = registry
+                return registry
+        self._registryOf[tag] = None
+        return None
 
     def unjellyFull(self, obj: Any) -> Any:
         """
@@ -424,11 +445,11 @@ class Unjellier(_twistedJelly._Unjellier):
                 f"{tag.decode()!r} expressions are refused: nothing is imported "
                 f"because a peer named it"
             )
-        for registry in self.registries:
-            if registry.isTypeKnown(tag):
-                if not self.taster.isTypeAllowed(tag):
-                    raise InsecureJelly(f"type {tag!r} not allowed")
-                return self._maybePostUnjelly(registry.unjellyFor(tag, self, obj))
+        registry = self._registryOf.get(tag, _UNSEEN)
+        if registry is _UNSEEN:
+            registry = self._findRegistry(tag)
+        if registry is not None:
+            return self._maybePostUnjelly(registry.unjellyFor(tag, self, obj))
         if self.classic:
             return self._unjellyClassic(tag, obj)
         if not self.taster.isTypeAllowed(tag):
@@ -953,6 +974,9 @@ def _unjellyPlainPython(sexp: Any) -> Any:
     except (_NotPlain, RecursionError):
         return NOT_PLAIN
 
+
+# Marks a tag not looked up yet in Unjellier._registryOf.
+_UNSEEN: Any = object()
 
 #: What L{jellyPlain} and L{unjellyPlain} return when the full jellier or
 #: unjellier is needed.
