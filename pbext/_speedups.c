@@ -127,7 +127,6 @@ isWord(PyObject *obj, PyObject *word)
 typedef struct {
     PyObject_HEAD
     PyObject *value;
-    PyObject *context;
 } Jellied;
 
 static int
@@ -815,8 +814,6 @@ wrapJellied(PyObject *value)
         return NULL;
     }
     wrapper->value = value;
-    Py_INCREF(Py_None);
-    wrapper->context = Py_None;
     PyObject_GC_Track(wrapper);
     return (PyObject *)wrapper;
 }
@@ -2064,10 +2061,10 @@ static PyObject *NotPlainError = NULL;
 static PyObject *
 Jellied_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"value", "context", NULL};
-    PyObject *value, *context = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:Jellied", keywords,
-                                     &value, &context)) {
+    static char *keywords[] = {"value", NULL};
+    PyObject *value;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:Jellied", keywords,
+                                     &value)) {
         return NULL;
     }
     Jellied *self = (Jellied *)type->tp_alloc(type, 0);
@@ -2076,8 +2073,6 @@ Jellied_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     Py_INCREF(value);
     self->value = value;
-    Py_INCREF(context);
-    self->context = context;
     return (PyObject *)self;
 }
 
@@ -2085,7 +2080,6 @@ static int
 Jellied_traverse(Jellied *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->value);
-    Py_VISIT(self->context);
     return 0;
 }
 
@@ -2093,7 +2087,6 @@ static int
 Jellied_clear(Jellied *self)
 {
     Py_CLEAR(self->value);
-    Py_CLEAR(self->context);
     return 0;
 }
 
@@ -2107,17 +2100,17 @@ Jellied_dealloc(Jellied *self)
 
 static PyMemberDef Jellied_members[] = {
     {"value", T_OBJECT, offsetof(Jellied, value), READONLY,
-     "The value to send, jellied."},
-    {"context", T_OBJECT, offsetof(Jellied, context), READONLY,
-     "Whatever the caller needs to jelly the value the ordinary way."},
+     "The plain value."},
     {NULL}
 };
 
 static PyTypeObject JelliedType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pbext._speedups.Jellied",
-    .tp_doc = "Jellied(value, context=None): encode() writes it as it "
-              "would write jellyPlain(value), or raises NotPlainError.",
+    .tp_doc = "Jellied(value): a plain value.  encode() writes it as it "
+              "would write jellyPlain(value) (or raises NotPlainError if it "
+              "is not plain); a decoder in plain-jelly mode delivers plain "
+              "values inside messages in it.",
     .tp_basicsize = sizeof(Jellied),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = Jellied_new,

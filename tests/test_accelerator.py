@@ -243,7 +243,7 @@ class AgreementTests(SynchronousTestCase):
         plain = sexp is not _jelly.NOT_PLAIN
         self.assertEqual(speedups.isPlain(value), plain)
         vocabulary = OUTGOING if pb else None
-        message = (b"answer", 7, speedups.Jellied(value, "context"))
+        message = (b"answer", 7, speedups.Jellied(value))
         if plain:
             self.assertEqual(
                 outcome(lambda: speedups.encode(message, vocabulary, limit)),
@@ -261,7 +261,6 @@ class AgreementTests(SynchronousTestCase):
                 vocabulary,
             )
         self.assertIs(message[2].value, value)
-        self.assertEqual(message[2].context, "context")
 
     def test_jelliedVocabularyWords(self) -> None:
         """
