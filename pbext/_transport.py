@@ -110,6 +110,11 @@ class LargeReads:
     to come, L{update} raises the transport's read size to that (up to
     L{LARGEST_READ}); after it, back to the transport's own.  Only the read
     size changes: the bytes and their order do not.
+
+    Twisted uses the same C{bufferSize} as the amount of buffered output
+    past which it pauses a registered producer, so while a long string
+    arrives the broker's write backpressure starts later, by at most
+    L{LARGEST_READ} bytes.
     """
 
     def __init__(self, transport: tcp.Connection) -> None:
