@@ -751,6 +751,7 @@ bigNumber(const unsigned char *prefix, Py_ssize_t length)
 
 static PyObject *jellyBack(PyObject *value);
 static PyObject *jellyNode(PyObject *obj, Seen *seen);
+static PyObject *jellyTree(PyObject *obj);
 static PyObject *convertNode(PyObject *list);
 static PyTypeObject JelliedType;
 
@@ -2009,17 +2010,11 @@ out:
     return sexp;
 }
 
-PyDoc_STRVAR(jellyPlain_doc,
-"jellyPlain(obj)\n\n"
-"The accelerated pbext._jelly.jellyPlain: the same expression, or\n"
-"NOT_PLAIN where the full jellier is needed.");
-
+/* The plain jelly of obj (a new reference), NOT_PLAIN_C if it is not
+ * plain, or NULL on error; atoms need no identity set. */
 static PyObject *
-speedups_jellyPlain(PyObject *module, PyObject *obj)
+jellyTree(PyObject *obj)
 {
-    if (checkConfigured() < 0) {
-        return NULL;
-    }
     PyTypeObject *kind = Py_TYPE(obj);
     if (kind == &PyBytes_Type || kind == &PyLong_Type ||
         kind == &PyFloat_Type) {
@@ -2032,6 +2027,21 @@ speedups_jellyPlain(PyObject *module, PyObject *obj)
     }
     PyObject *sexp = jellyNode(obj, &seen);
     PyMem_Free(seen.slots);
+    return sexp;
+}
+
+PyDoc_STRVAR(jellyPlain_doc,
+"jellyPlain(obj)\n\n"
+"The accelerated pbext._jelly.jellyPlain: the same expression, or\n"
+"NOT_PLAIN where the full jellier is needed.");
+
+static PyObject *
+speedups_jellyPlain(PyObject *module, PyObject *obj)
+{
+    if (checkConfigured() < 0) {
+        return NULL;
+    }
+    PyObject *sexp = jellyTree(obj);
     if (sexp == NOT_PLAIN_C) {
         Py_INCREF(NotPlain);
         return NotPlain;
@@ -2745,18 +2755,7 @@ convertNode(PyObject *list)
 static PyObject *
 jellyBack(PyObject *value)
 {
-    PyTypeObject *kind = Py_TYPE(value);
-    if (kind == &PyBytes_Type || kind == &PyLong_Type ||
-        kind == &PyFloat_Type) {
-        Py_INCREF(value);
-        return value;
-    }
-    Seen seen;
-    if (seenInit(&seen) < 0) {
-        return NULL;
-    }
-    PyObject *sexp = jellyNode(value, &seen);
-    PyMem_Free(seen.slots);
+    PyObject *sexp = jellyTree(value);
     if (sexp == NOT_PLAIN_C) {
         PyErr_SetString(PyExc_RuntimeError, "a decoded value is not plain");
         return NULL;

@@ -55,6 +55,22 @@ class LargeReadsTests(TestCase):
         self.assertIsNone(LargeReads.forTransport(FakeConnection()))
 
 
+def recordReadSizes(broker: Any) -> List[int]:
+    """
+    Record the transport's read size each time the broker's L{LargeReads}
+    updates it.
+    """
+    sizes: List[int] = []
+    update = broker._largeReads.update
+
+    def recordingUpdate(wanted: int) -> None:
+        update(wanted)
+        sizes.append(broker.transport.bufferSize)
+
+    broker._largeReads.update = recordingUpdate
+    return sizes
+
+
 class DirectWriterTests(TestCase):
     """
     Over real loopback TCP connections.
@@ -98,12 +114,14 @@ class DirectWriterTests(TestCase):
         for clientFactory in (pbext.PBClientFactory(), pb.PBClientFactory()):
             root = yield self.rootOf(clientFactory, portNumber)
             broker = root.broker
+            readSizes: List[int] = []
             if isinstance(clientFactory, pbext.PBClientFactory):
                 self.assertNotEqual(broker._write, broker.transport.write)
+                readSizes = recordReadSizes(broker)
             self.assertEqual((yield root.callRemote("echo", big)), big)
             if isinstance(clientFactory, pbext.PBClientFactory):
                 # Read in large pieces, then back to the usual size.
-                self.assertIsNotNone(broker._largeReads)
+                self.assertGreater(max(readSizes), 65536)
                 self.assertEqual(broker.transport.bufferSize, 65536)
                 # Having sent a large message, the socket got a large send
                 # buffer (Linux reports twice what was set, capped).
