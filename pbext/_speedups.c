@@ -2030,6 +2030,20 @@ jellyTree(PyObject *obj)
     return sexp;
 }
 
+/* What jellyPlain and unjellyPlain return for a result of the plain walk:
+ * NOT_PLAIN where the walk stepped aside or went too deep. */
+static PyObject *
+answerPlain(PyObject *result)
+{
+    if (result == NOT_PLAIN_C ||
+        (result == NULL && PyErr_ExceptionMatches(PyExc_RecursionError))) {
+        PyErr_Clear();
+        Py_INCREF(NotPlain);
+        return NotPlain;
+    }
+    return result;
+}
+
 PyDoc_STRVAR(jellyPlain_doc,
 "jellyPlain(obj)\n\n"
 "The accelerated pbext._jelly.jellyPlain: the same expression, or\n"
@@ -2042,16 +2056,7 @@ speedups_jellyPlain(PyObject *module, PyObject *obj)
         return NULL;
     }
     PyObject *sexp = jellyTree(obj);
-    if (sexp == NOT_PLAIN_C) {
-        Py_INCREF(NotPlain);
-        return NotPlain;
-    }
-    if (sexp == NULL && PyErr_ExceptionMatches(PyExc_RecursionError)) {
-        PyErr_Clear();
-        Py_INCREF(NotPlain);
-        return NotPlain;
-    }
-    return sexp;
+    return answerPlain(sexp);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2779,16 +2784,7 @@ speedups_unjellyPlain(PyObject *module, PyObject *sexp)
         return sexp;
     }
     PyObject *result = unjellyNode(sexp);
-    if (result == NOT_PLAIN_C) {
-        Py_INCREF(NotPlain);
-        return NotPlain;
-    }
-    if (result == NULL && PyErr_ExceptionMatches(PyExc_RecursionError)) {
-        PyErr_Clear();
-        Py_INCREF(NotPlain);
-        return NotPlain;
-    }
-    return result;
+    return answerPlain(result);
 }
 
 /* ------------------------------------------------------------------ */
