@@ -58,6 +58,16 @@ from twisted.spread import jelly as _twistedJelly
 from twisted.spread.jelly import InsecureJelly
 
 from pbext._accelerator import speedups as _speedups
+from pbext.copyable import (
+    _VERSION_KEY_BYTES,
+    CHECK_ANY,
+    CHECK_BOOL,
+    CHECK_BYTES,
+    CHECK_FLOAT,
+    CHECK_INT,
+    CHECK_STR,
+    VERSION_KEY,
+)
 from pbext.security import (
     _IMPORTING_TYPES,
     _JELLY_NAMESPACE,
@@ -432,6 +442,8 @@ class Unjellier(_twistedJelly._Unjellier):
             raise MalformedJelly("empty jelly expression")
         tag = obj[0]
         if type(tag) is not bytes:
+            if tag is PREBUILT and len(obj) == 2:
+                return obj[1]
             raise MalformedJelly(
                 f"jelly expression tags are bytes, not {type(tag).__name__}"
             )
@@ -821,18 +833,21 @@ _PLAIN_SEQUENCES: dict[type, bytes] = {
 }
 
 
-def _jellyPlain(obj: Any, seen: set[int]) -> Any:
+def _jellyPlain(obj: Any, seen: set[int], types: Mapping[type, Any] | None) -> Any:
     """
     Jelly a tree of builtin values exactly as L{Jellier} does with a taster
     that allows sending builtins, without building a jellier.
 
-    @param seen: The ids of the containers already jellied; a container met
-        twice (shared or cyclic) would need jelly's references, so it is
-        not plain.
+    @param seen: The ids of the containers (and typed objects) already
+        jellied; one met twice (shared or cyclic) would need jelly's
+        references, so it is not plain.
+    @param types: The send specs (L{pbext.copyable.SendSpec}) of the
+        registered classes to write as their registry would, or L{None}.
 
     @raise _NotPlain: If C{obj} holds anything but exact C{bytes}, C{int},
         C{float}, C{str}, C{bool}, L{None}, C{list}, C{tuple}, C{set},
-        C{frozenset} and C{dict}, or a container twice.
+        C{frozenset}, C{dict} and instances of the classes in C{types}, or
+        a container twice.
     """
     kind = type(obj)
     if kind is str:
@@ -854,16 +869,22 @@ def _jellyPlain(obj: Any, seen: set[int]) -> Any:
             if kind is str:
                 key = [b"unicode", key.encode("UTF-8")]
             elif kind is not bytes and kind is not int and kind is not float:
-                key = _jellyPlain(key, seen)
+                key = _jellyPlain(key, seen, types)
             kind = type(value)
             if kind is str:
                 value = [b"unicode", value.encode("UTF-8")]
             elif kind is not bytes and kind is not int and kind is not float:
-                value = _jellyPlain(value, seen)
+                value = _jellyPlain(value, seen, types)
             append([key, value])
         return sexp
     tag = _PLAIN_SEQUENCES.get(kind)
-    if tag is None or id(obj) in seen:
+    if tag is None:
+        spec = types.get(kind) if types else None
+        if spec is None or id(obj) in seen:
+            raise _NotPlain
+        seen.add(id(obj))
+        return _jellyTyped(obj, spec, seen, types)
+    if id(obj) in seen:
         raise _NotPlain
     seen.add(id(obj))
     sexp = [tag]
@@ -875,11 +896,39 @@ def _jellyPlain(obj: Any, seen: set[int]) -> Any:
         elif kind is bytes or kind is int or kind is float:
             append(item)
         else:
-            append(_jellyPlain(item, seen))
+            append(_jellyPlain(item, seen, types))
     return sexp
 
 
-def _jellyPlainPython(obj: Any) -> Any:
+def _jellyTyped(
+    obj: Any, spec: Any, seen: set[int], types: Mapping[type, Any] | None
+) -> list[Any]:
+    """
+    Jelly an instance of a registered class as its registry's
+    L{_TypedEntry<pbext.copyable._TypedEntry>} would.
+
+    @raise _NotPlain: If reading a field fails (the registry then raises
+        the error) or a field's value is not plain.
+    """
+    wireName, keys, version = spec
+    state: list[Any] = [b"dictionary"]
+    append = state.append
+    for name, key in keys:
+        try:
+            value = getattr(obj, name)
+        except Exception:
+            raise _NotPlain from None
+        if type(value) is str:
+            value = [b"unicode", value.encode("UTF-8")]
+        else:
+            value = _jellyPlain(value, seen, types)
+        append([[b"unicode", key], value])
+    if version > 1:
+        append([[b"unicode", _VERSION_KEY_BYTES], version])
+    return [wireName, state]
+
+
+def _jellyPlainPython(obj: Any, types: Mapping[type, Any] | None = None) -> Any:
     """
     Jelly C{obj} without a jellier if it is a tree of builtin values (no
     container appearing twice), exactly as L{Jellier} would with a taster
@@ -887,25 +936,33 @@ def _jellyPlainPython(obj: Any) -> Any:
 
     The caller must have checked that its taster allows sending builtins
     (L{pbext.security._allowsSentBuiltins}).
+
+    @param types: The send specs of the connection's registered classes
+        the plain path may write too (L{PlainTypes.send}), or L{None}.
     """
     kind = type(obj)
     if kind is bytes or kind is int or kind is float:
         return obj
     try:
-        return _jellyPlain(obj, set())
+        return _jellyPlain(obj, set(), types)
     except (_NotPlain, RecursionError):
         return NOT_PLAIN
 
 
-def _unjellyPlain(sexp: list[Any]) -> Any:
+def _unjellyPlain(sexp: list[Any], types: Mapping[bytes, Any] | None) -> Any:
     """
     Unjelly an expression made only of jelly's plain builtin expressions
     (C{unicode}, C{None}, C{boolean}, C{list}, C{tuple}, C{set},
-    C{frozenset}, C{dictionary}), producing exactly what L{Unjellier}
-    produces for it with a taster that allows the basic types.
+    C{frozenset}, C{dictionary}) and of the registered types in C{types},
+    producing exactly what L{Unjellier} produces for it with a taster that
+    allows the basic types.
 
-    @raise _NotPlain: For anything else, malformed input included (the
-        full unjellier then decides, and reports it).
+    @param types: The receive specs (L{pbext.copyable.ReceiveSpec}) of the
+        registered wire names to build as their registry would, or L{None}.
+
+    @raise _NotPlain: For anything else, malformed input and state a
+        registry would refuse included (the full unjellier then decides,
+        and reports it).
     """
     if not sexp:
         raise _NotPlain
@@ -926,9 +983,9 @@ def _unjellyPlain(sexp: list[Any]) -> Any:
                 raise _NotPlain
             key, value = pair
             if type(key) is list:
-                key = _unjellyPlain(key)
+                key = _unjellyPlain(key, types)
             if type(value) is list:
-                value = _unjellyPlain(value)
+                value = _unjellyPlain(value, types)
             try:
                 result[key] = value
             except TypeError:
@@ -936,7 +993,8 @@ def _unjellyPlain(sexp: list[Any]) -> Any:
         return result
     if tag == b"list" or tag == b"tuple" or tag == b"set" or tag == b"frozenset":
         items = [
-            _unjellyPlain(item) if type(item) is list else item for item in sexp[1:]
+            _unjellyPlain(item, types) if type(item) is list else item
+            for item in sexp[1:]
         ]
         if tag == b"list":
             return items
@@ -955,24 +1013,166 @@ def _unjellyPlain(sexp: list[Any]) -> Any:
             return True
         if sexp[1] == b"false":
             return False
+    spec = types.get(tag) if types else None
+    if spec is not None and len(sexp) == 2 and type(sexp[1]) is list:
+        state = _unjellyPlain(sexp[1], types)
+        if type(state) is dict:
+            return _buildTyped(spec, state)
     raise _NotPlain
 
 
-def _unjellyPlainPython(sexp: Any) -> Any:
+def _buildTyped(spec: Any, state: dict[Any, Any]) -> Any:
+    """
+    Build a registered type from received state, as its registry's
+    L{_Entry.unjelly<pbext.copyable._Entry.unjelly>} would where that
+    accepts the state.
+
+    @param state: The unjellied state dictionary (not changed).
+
+    @raise _NotPlain: Where the registry would do more (upgrade an older
+        version) or refuse: a field unknown, missing or of the wrong type,
+        a key that is not a C{str}, or an error building the object.  The
+        full unjellier then does the same again and reports the refusal.
+    """
+    build, byKeyword, fields, required, version = spec
+    sent = state.get(VERSION_KEY, _MISSING)
+    if sent is _MISSING:
+        if version != 1:
+            raise _NotPlain
+    elif type(sent) is not int or sent != version:
+        raise _NotPlain
+    present = 0
+    for name, value in state.items():
+        if sent is not _MISSING and name == VERSION_KEY:
+            continue
+        field = fields.get(name) if type(name) is str else None
+        if field is None:
+            raise _NotPlain
+        kind = field[0]
+        if kind == CHECK_ANY:
+            pass
+        elif kind == CHECK_INT:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise _NotPlain
+        elif kind == CHECK_STR:
+            if not isinstance(value, str):
+                raise _NotPlain
+        elif kind == CHECK_FLOAT:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise _NotPlain
+        elif kind == CHECK_BYTES:
+            if not isinstance(value, bytes):
+                raise _NotPlain
+        elif kind == CHECK_BOOL:
+            if value is not True and value is not False:
+                raise _NotPlain
+        else:
+            try:
+                mismatch = field[1](value)
+            except Exception:
+                raise _NotPlain from None
+            if mismatch is not None:
+                raise _NotPlain
+        if field[2]:
+            present += 1
+    if present != required:
+        raise _NotPlain
+    if sent is not _MISSING:
+        state = dict(state)
+        del state[VERSION_KEY]
+    try:
+        return build(**state) if byKeyword else build(state)
+    except Exception:
+        raise _NotPlain from None
+
+
+def _unjellyPlainPython(sexp: Any, types: Mapping[bytes, Any] | None = None) -> Any:
     """
     Unjelly C{sexp} without an unjellier if it is made only of jelly's
-    plain builtin expressions, exactly as L{Unjellier.unjellyFull} would
-    with a taster that allows the basic types; else return L{NOT_PLAIN}.
+    plain builtin expressions (and of registered types in C{types}),
+    exactly as L{Unjellier.unjellyFull} would with a taster that allows the
+    basic types; else return L{NOT_PLAIN}.
 
     The caller must have checked that its taster allows the basic types
     (L{pbext.security._allowsBasicTypes}).
+
+    @param types: The receive specs of the connection's registered types
+        the plain path may build too (L{PlainTypes.receive}), or L{None}.
     """
     if type(sexp) is not list:
         return sexp
     try:
-        return _unjellyPlain(sexp)
+        return _unjellyPlain(sexp, types)
     except (_NotPlain, RecursionError):
         return NOT_PLAIN
+
+
+class PlainTypes:
+    """
+    The registered types of one connection that the plain fast paths
+    handle themselves: what L{jellyPlain} and L{unjellyPlain} take as
+    C{types}.
+
+    A class is sent, and a wire name received, by the first of the
+    connection's registries that has it, as the L{Jellier} and
+    L{Unjellier} ask them in order; only those the first claimant handles
+    the common way (L{pbext.copyable.PlainTables}) are in the tables, and
+    no registry after one that is not a
+    L{pbext.copyable.CopyableRegistry} counts, since it could claim
+    anything.  Wire names the taster refuses are left out, so the full
+    unjellier refuses them.  The tables follow changes to the registries
+    (L{refresh}).
+
+    @ivar send: Send specs by class, or L{None} if there are none.
+    @ivar receive: Receive specs by wire name, or L{None} if none.
+    """
+
+    send: dict[type, Any] | None
+    receive: dict[bytes, Any] | None
+
+    def __init__(self, registries: Iterable[Any], taster: Any) -> None:
+        self._registries: list[Any] = []
+        for registry in registries:
+            if not hasattr(registry, "_plainTables"):
+                break
+            self._registries.append(registry)
+        self._taster = taster
+        self._generations: list[int] = []
+        self.send = self.receive = None
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """
+        Rebuild the tables if a registry changed since they were built.
+
+        @return: Whether they were rebuilt.
+        """
+        generations = [r._generation for r in self._registries]
+        if generations == self._generations:
+            return False
+        self._generations = generations
+        send: dict[type, Any] = {}
+        receive: dict[bytes, Any] = {}
+        classes: set[type] = set()
+        names: set[bytes] = set()
+        for registry in self._registries:
+            tables = registry._plainTables()
+            for cls, sendSpec in tables.send.items():
+                if cls not in classes and cls not in _FAST_JELLIERS:
+                    send[cls] = sendSpec
+            for name, receiveSpec in tables.receive.items():
+                if (
+                    name not in names
+                    and name not in _BASIC_THUNKS
+                    and name not in _IMPORTING_TYPES
+                    and self._taster.isTypeAllowed(name)
+                ):
+                    receive[name] = receiveSpec
+            classes.update(tables.classes)
+            names.update(tables.names)
+        self.send = send or None
+        self.receive = receive or None
+        return True
 
 
 # Marks a tag not looked up yet in Unjellier._registryOf.
@@ -988,8 +1188,15 @@ NOT_PLAIN: Any = object()
 jellyPlain = _jellyPlainPython
 unjellyPlain = _unjellyPlainPython
 
+#: The tag of C{[PREBUILT, obj]}, an expression the L{Unjellier} turns
+#: into C{obj} itself: pbext's decoder, when part of a message it has
+#: already turned into values proves not to be plain, hands the objects it
+#: built for registered types to the full unjellier this way, so that they
+#: are not built twice.  No peer can send it: tags on the wire are bytes.
+PREBUILT: Any = object()
+
 if _speedups is not None:
-    _speedups.configure(notPlain=NOT_PLAIN)
+    _speedups.configure(notPlain=NOT_PLAIN, prebuilt=PREBUILT, versionKey=VERSION_KEY)
     jellyPlain = _speedups.jellyPlain
     unjellyPlain = _speedups.unjellyPlain
 

@@ -42,6 +42,8 @@ static PyObject *BananaError = NULL;    /* twisted.spread.banana.BananaError */
 static PyObject *plainFunc = NULL;      /* pbext.codec._plain */
 static PyObject *intTokenFunc = NULL;   /* pbext.codec._intToken */
 static PyObject *NotPlain = NULL;       /* pbext._jelly.NOT_PLAIN */
+static PyObject *Prebuilt = NULL;       /* pbext._jelly.PREBUILT */
+static PyObject *VersionKey = NULL;     /* pbext.copyable.VERSION_KEY */
 static Py_ssize_t sizeLimit = 640 * 1024;
 
 /* Interned jelly tags and words. */
@@ -52,10 +54,15 @@ static PyObject *s_dictionary, *s_list, *s_tuple, *s_set, *s_frozenset;
 static PyObject notPlainMarker;
 #define NOT_PLAIN_C (&notPlainMarker)
 
-/* An identity set of the containers already jellied. */
+/* An identity set of the containers (and typed objects) already
+ * jellied, with the rest of one walk's context: the send specs of the
+ * registered classes it writes (a dict class -> spec, or NULL), and
+ * whether it is jellying decoded values back (see jellyBack). */
 typedef struct {
     void **slots;
     Py_ssize_t mask, used;
+    PyObject *types;
+    int wrap;
 } Seen;
 
 static int
@@ -101,6 +108,8 @@ seenInit(Seen *seen)
 {
     seen->mask = 15;
     seen->used = 0;
+    seen->types = NULL;
+    seen->wrap = 0;
     seen->slots = PyMem_Calloc(16, sizeof(void *));
     if (seen->slots == NULL) {
         PyErr_NoMemory();
@@ -127,13 +136,100 @@ isWord(PyObject *obj, PyObject *word)
 typedef struct {
     PyObject_HEAD
     PyObject *value;
+    PyObject *types;    /* send specs, or NULL */
 } Jellied;
+
+/*
+ * Registered types on the plain paths.  pbext._jelly.PlainTypes hands
+ * over two tables built from a connection's copyable registries (see
+ * pbext.copyable.SendSpec and ReceiveSpec):
+ *
+ *   send     class -> (wireName, ((attribute, key), ...), version)
+ *   receive  wireName -> (build, byKeyword, fields, required, version)
+ *            with fields: name -> (checkKind, checker, required)
+ *
+ * An object of a class in the send table is written as its registry's
+ * _TypedEntry.jelly would; a [wireName, state] expression whose name is
+ * in the receive table is built when the state passes every check, as
+ * pbext._jelly._buildTyped does, and is left to the full unjellier (which
+ * repeats the work and reports the refusal) when it does not.
+ */
+#define CHECK_ANY 0
+#define CHECK_INT 1
+#define CHECK_STR 2
+#define CHECK_FLOAT 3
+#define CHECK_BYTES 4
+#define CHECK_BOOL 5
+
+/* The send spec of obj's class (borrowed), or NULL with no error. */
+static inline PyObject *
+sendSpecOf(Seen *seen, PyObject *obj)
+{
+    if (seen->types == NULL) {
+        return NULL;
+    }
+    PyObject *spec = PyDict_GetItemWithError(seen->types,
+                                             (PyObject *)Py_TYPE(obj));
+    if (spec == NULL) {
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 3 ||
+        !PyBytes_CheckExact(PyTuple_GET_ITEM(spec, 0)) ||
+        !PyTuple_CheckExact(PyTuple_GET_ITEM(spec, 1)) ||
+        !PyLong_CheckExact(PyTuple_GET_ITEM(spec, 2))) {
+        PyErr_SetString(PyExc_TypeError, "malformed send spec");
+        return NULL;
+    }
+    return spec;
+}
+
+/* The attribute name and key of field i of a send spec, borrowed. */
+static inline int
+specField(PyObject *spec, Py_ssize_t i, PyObject **name, PyObject **key)
+{
+    PyObject *field = PyTuple_GET_ITEM(PyTuple_GET_ITEM(spec, 1), i);
+    if (!PyTuple_CheckExact(field) || PyTuple_GET_SIZE(field) != 2 ||
+        !PyUnicode_CheckExact(PyTuple_GET_ITEM(field, 0)) ||
+        !PyBytes_CheckExact(PyTuple_GET_ITEM(field, 1))) {
+        PyErr_SetString(PyExc_TypeError, "malformed send spec");
+        return -1;
+    }
+    *name = PyTuple_GET_ITEM(field, 0);
+    *key = PyTuple_GET_ITEM(field, 1);
+    return 0;
+}
+
+/* A field's value read for the plain path: a new reference, or
+ * NOT_PLAIN_C if reading it fails (the registry then reports the error),
+ * or NULL on an error that is not an Exception. */
+static PyObject *
+readField(PyObject *obj, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        return NOT_PLAIN_C;
+    }
+    return value;
+}
+
+/* Whether a spec's version (a Python int) is above 1. */
+static inline int
+versioned(PyObject *spec)
+{
+    PyObject *version = PyTuple_GET_ITEM(spec, PyTuple_GET_SIZE(spec) - 1);
+    return PyLong_AsLong(version) != 1;
+}
 
 static int
 checkConfigured(void)
 {
     if (FramingError == NULL || BananaError == NULL || plainFunc == NULL ||
-        intTokenFunc == NULL || NotPlain == NULL) {
+        intTokenFunc == NULL || NotPlain == NULL || Prebuilt == NULL ||
+        VersionKey == NULL) {
         PyErr_SetString(PyExc_RuntimeError,
                         "pbext._speedups is not configured");
         return -1;
@@ -548,9 +644,10 @@ typedef struct {
     Py_ssize_t *wants;      /* declared lengths */
     Py_ssize_t *filled;     /* elements received */
     unsigned char *roles;   /* in plain-jelly mode: see ROLE_* */
-    unsigned char *dicts;   /* in plain-jelly mode: a dictionary node */
+    unsigned char *dicts;   /* in plain-jelly mode: see NODE_* */
     Py_ssize_t depth, stackCapacity;
     int plainJelly;
+    PyObject *plainTypes;   /* receive specs by wire name, or NULL */
     /* Plain-jelly mode: recently decoded short dictionary keys, reused
      * (keys repeat from one dictionary to the next), and emptied
      * two-element lists kept for the next dictionary's pairs. */
@@ -615,6 +712,7 @@ static int
 DecoderCore_traverse(DecoderCore *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->vocabulary);
+    Py_VISIT(self->plainTypes);
     Py_VISIT(self->chunks);
     Py_VISIT(self->failure);
     /* The lists being filled are untracked s-expression lists (see
@@ -659,6 +757,7 @@ static int
 DecoderCore_clear(DecoderCore *self)
 {
     Py_CLEAR(self->vocabulary);
+    Py_CLEAR(self->plainTypes);
     Py_CLEAR(self->chunks);
     Py_CLEAR(self->failure);
     clearStack(self);
@@ -742,6 +841,10 @@ bigNumber(const unsigned char *prefix, Py_ssize_t length)
  * made in them are jellied back (to expressions the full unjellier turns
  * into equal values).
  */
+/* What a VALUE list is, once its tag is known (the dicts array). */
+#define NODE_OTHER 0
+#define NODE_DICTIONARY 1
+#define NODE_TYPED 2   /* [wireName, state] of a registered type */
 #define ROLE_MESSAGE 0
 #define ROLE_VALUE 1
 #define ROLE_PAIR 2
@@ -751,8 +854,9 @@ bigNumber(const unsigned char *prefix, Py_ssize_t length)
 
 static PyObject *jellyBack(PyObject *value);
 static PyObject *jellyNode(PyObject *obj, Seen *seen);
-static PyObject *jellyTree(PyObject *obj);
-static PyObject *convertNode(PyObject *list);
+static PyObject *jellyTree(PyObject *obj, PyObject *types);
+static PyObject *convertNode(PyObject *list, PyObject *types);
+static PyObject *buildTyped(PyObject *spec, PyObject *state);
 static PyTypeObject JelliedType;
 
 static int
@@ -815,6 +919,7 @@ wrapJellied(PyObject *value)
         return NULL;
     }
     wrapper->value = value;
+    wrapper->types = NULL;
     PyObject_GC_Track(wrapper);
     return (PyObject *)wrapper;
 }
@@ -831,7 +936,7 @@ makeRaw(DecoderCore *self, Py_ssize_t level)
         }
         PyObject *list = self->lists[l];
         Py_ssize_t n = self->filled[l];
-        int pairs = role == ROLE_VALUE && self->dicts[l];
+        int pairs = role == ROLE_VALUE && self->dicts[l] == NODE_DICTIONARY;
         for (Py_ssize_t i = 0; i < n; i++) {
             PyObject *element = PyList_GET_ITEM(list, i);
             if (pairs && i > 0 && Py_TYPE(element) == &PyList_Type) {
@@ -878,7 +983,8 @@ assignRole(DecoderCore *self)
                 role = ROLE_RAW;
             }
             else {
-                role = self->dicts[d - 1] ? ROLE_PAIR : ROLE_VALUE;
+                role = self->dicts[d - 1] == NODE_DICTIONARY ? ROLE_PAIR
+                                                              : ROLE_VALUE;
             }
         }
         else {
@@ -928,6 +1034,14 @@ placeCheck(DecoderCore *self, Py_ssize_t top, PyObject *item, int rawItem)
     }
     if (role == ROLE_VALUE && self->filled[top] == 0) {
         int tag = plainTag(item);
+        if (tag < 0 && self->plainTypes != NULL &&
+            Py_TYPE(item) == &PyBytes_Type) {
+            int known = PyDict_Contains(self->plainTypes, item);
+            if (known < 0) {
+                return -1;
+            }
+            tag = known ? NODE_TYPED : -1;
+        }
         if (tag < 0) {
             return makeRaw(self, top);
         }
@@ -949,14 +1063,26 @@ completed(DecoderCore *self, Py_ssize_t top, PyObject **item)
     if (role != ROLE_VALUE) {
         return 1;
     }
-    PyObject *value = convertNode(*item);
+    int node = self->dicts[top];
+    PyObject *value = convertNode(*item, node == NODE_TYPED ? self->plainTypes
+                                                           : NULL);
     if (value == NULL) {
         return -1;
     }
     if (value == NOT_PLAIN_C) {
+        if (node == NODE_TYPED && PyList_GET_SIZE(*item) == 2) {
+            /* Left to the full unjellier, which needs the state as an
+             * expression (it may upgrade it, or must refuse it). */
+            PyObject *back = jellyBack(PyList_GET_ITEM(*item, 1));
+            if (back == NULL) {
+                return -1;
+            }
+            Py_SETREF(((PyListObject *)*item)->ob_item[1], back);
+        }
         return 1;
     }
-    if (self->dicts[top] && PyList_GET_SIZE(*item) > 1 && self->spare == NULL) {
+    if (node == NODE_DICTIONARY && PyList_GET_SIZE(*item) > 1 &&
+        self->spare == NULL) {
         self->spare = PyMem_Calloc(SPARE_PAIRS, sizeof(PyObject *));
         if (self->spare == NULL) {
             Py_DECREF(value);
@@ -964,7 +1090,7 @@ completed(DecoderCore *self, Py_ssize_t top, PyObject **item)
             return -1;
         }
     }
-    if (self->dicts[top] && self->spare != NULL) {
+    if (node == NODE_DICTIONARY && self->spare != NULL) {
         /* Keep the pair lists this dictionary no longer needs. */
         PyObject *node = *item;
         for (Py_ssize_t i = 1; i < PyList_GET_SIZE(node); i++) {
@@ -1042,7 +1168,7 @@ quickText(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
     unsigned char parent = self->roles[d - 1];
     int value = parent == ROLE_MESSAGE || parent == ROLE_PAIR ||
                 (parent == ROLE_VALUE && self->filled[d - 1] > 0 &&
-                 !self->dicts[d - 1]);
+                 self->dicts[d - 1] != NODE_DICTIONARY);
     if (!value || d > PLAIN_MAX_DEPTH || stringLimit - pos < 11 ||
         memcmp(data + pos, UNICODE_WORD, 9) != 0) {
         return NULL;
@@ -1284,7 +1410,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                 if (want == 2 && self->spareCount > 0 && self->depth > 0 &&
                     self->plainJelly &&
                     self->roles[self->depth - 1] == ROLE_VALUE &&
-                    self->dicts[self->depth - 1] &&
+                    self->dicts[self->depth - 1] == NODE_DICTIONARY &&
                     self->filled[self->depth - 1] > 0) {
                     /* A dictionary's pair: an emptied one, if kept. */
                     list = self->spare[--self->spareCount];
@@ -1722,6 +1848,30 @@ DecoderCore_setPlainJelly(DecoderCore *self, PyObject *flag)
 }
 
 static PyObject *
+DecoderCore_setPlainTypes(DecoderCore *self, PyObject *types)
+{
+    if (types != Py_None && !PyDict_CheckExact(types)) {
+        PyErr_SetString(PyExc_TypeError, "types must be a dict or None");
+        return NULL;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the types cannot change while decoding");
+        return NULL;
+    }
+    /* A type met before the change is built only if it is still in the
+     * new table when its expression completes. */
+    if (types == Py_None) {
+        Py_CLEAR(self->plainTypes);
+    }
+    else {
+        Py_INCREF(types);
+        Py_XSETREF(self->plainTypes, types);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 DecoderCore_getPendingBytes(DecoderCore *self, void *closure)
 {
     return PyLong_FromSsize_t(self->messageBytes + self->have);
@@ -1748,6 +1898,10 @@ static PyMethodDef DecoderCore_methods[] = {
     {"setPlainJelly", (PyCFunction)DecoderCore_setPlainJelly, METH_O,
      "setPlainJelly(flag): deliver the plain jelly values inside each "
      "message as values (see pbext.codec.Decoder.setPlainJelly)."},
+    {"setPlainTypes", (PyCFunction)DecoderCore_setPlainTypes, METH_O,
+     "setPlainTypes(types): in plain-jelly mode, build the registered "
+     "types whose receive specs types holds too (see "
+     "pbext.codec.Decoder.setPlainTypes)."},
     {"setVocabulary", (PyCFunction)DecoderCore_setVocabulary, METH_O,
      "setVocabulary(vocabulary): as pbext.codec.Decoder.setVocabulary."},
     {NULL}
@@ -1804,6 +1958,83 @@ pair(PyObject *first, PyObject *second)
 }
 
 static PyObject *jellyNode(PyObject *obj, Seen *seen);
+static PyObject *jellyMember(PyObject *obj, Seen *seen);
+
+/* The jelly of an object of a registered class, as its spec says (see
+ * pbext._jelly._jellyTyped); NOT_PLAIN_C if it is not plain. */
+static PyObject *
+jellyTyped(PyObject *obj, PyObject *spec, Seen *seen)
+{
+    int already = seenAdd(seen, obj);
+    if (already) {
+        return already < 0 ? NULL : NOT_PLAIN_C;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, 1));
+    int version = versioned(spec);
+    if (Py_EnterRecursiveCall(" while jellying")) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    PyObject *state = newList(1 + n + version);
+    if (state == NULL) {
+        goto out;
+    }
+    Py_INCREF(s_dictionary);
+    PyList_SET_ITEM(state, 0, s_dictionary);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name, *key;
+        if (specField(spec, i, &name, &key) < 0) {
+            goto fail;
+        }
+        PyObject *value = readField(obj, name);
+        if (value == NULL) {
+            goto fail;
+        }
+        if (value == NOT_PLAIN_C) {
+            result = NOT_PLAIN_C;
+            goto fail;
+        }
+        PyObject *v = jellyMember(value, seen);
+        Py_DECREF(value);
+        if (v == NULL || v == NOT_PLAIN_C) {
+            result = v;
+            goto fail;
+        }
+        Py_INCREF(key);
+        PyObject *k = pair(s_unicode, key);
+        if (k == NULL) {
+            Py_DECREF(v);
+            goto fail;
+        }
+        PyObject *entry = newList(2);
+        if (entry == NULL) {
+            Py_DECREF(k);
+            Py_DECREF(v);
+            goto fail;
+        }
+        PyList_SET_ITEM(entry, 0, k);
+        PyList_SET_ITEM(entry, 1, v);
+        PyList_SET_ITEM(state, i + 1, entry);
+    }
+    if (version) {
+        PyObject *k = pair(s_unicode, PyUnicode_AsUTF8String(VersionKey));
+        PyObject *v = PyTuple_GET_ITEM(spec, 2);
+        Py_INCREF(v);
+        PyObject *entry = k == NULL ? (Py_DECREF(v), NULL) : pair(k, v);
+        Py_XDECREF(k);
+        if (entry == NULL) {
+            goto fail;
+        }
+        PyList_SET_ITEM(state, n + 1, entry);
+    }
+    result = pair(PyTuple_GET_ITEM(spec, 0), state);
+    goto out;
+fail:
+    Py_XDECREF(state);
+out:
+    Py_LeaveRecursiveCall();
+    return result;
+}
 
 /* A dictionary entry's key or value (made in that order, the value only
  * if the key was) failed: release what was made, and return NOT_PLAIN_C
@@ -1831,7 +2062,7 @@ jellyStr(PyObject *obj)
 }
 
 /* A dictionary key or value, or a sequence item. */
-static inline PyObject *
+static PyObject *
 jellyMember(PyObject *obj, Seen *seen)
 {
     PyTypeObject *kind = Py_TYPE(obj);
@@ -1888,6 +2119,19 @@ jellyNode(PyObject *obj, Seen *seen)
         tag = s_frozenset;
     }
     else {
+        PyObject *spec = sendSpecOf(seen, obj);
+        if (spec != NULL) {
+            return jellyTyped(obj, spec, seen);
+        }
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        if (seen->wrap) {
+            /* A value the decoder built (a registered type): handed to
+             * the full unjellier as it is. */
+            Py_INCREF(obj);
+            return pair(Prebuilt, obj);
+        }
         return NOT_PLAIN_C;
     }
     int already = seenAdd(seen, obj);
@@ -2010,10 +2254,11 @@ out:
     return sexp;
 }
 
-/* The plain jelly of obj (a new reference), NOT_PLAIN_C if it is not
+/* The plain jelly of obj (a new reference), writing the registered
+ * classes of types (or none if NULL) too, NOT_PLAIN_C if it is not
  * plain, or NULL on error; atoms need no identity set. */
 static PyObject *
-jellyTree(PyObject *obj)
+jellyTree(PyObject *obj, PyObject *types)
 {
     PyTypeObject *kind = Py_TYPE(obj);
     if (kind == &PyBytes_Type || kind == &PyLong_Type ||
@@ -2025,6 +2270,7 @@ jellyTree(PyObject *obj)
     if (seenInit(&seen) < 0) {
         return NULL;
     }
+    seen.types = types;
     PyObject *sexp = jellyNode(obj, &seen);
     PyMem_Free(seen.slots);
     return sexp;
@@ -2045,18 +2291,42 @@ answerPlain(PyObject *result)
 }
 
 PyDoc_STRVAR(jellyPlain_doc,
-"jellyPlain(obj)\n\n"
+"jellyPlain(obj, types=None)\n\n"
 "The accelerated pbext._jelly.jellyPlain: the same expression, or\n"
-"NOT_PLAIN where the full jellier is needed.");
+"NOT_PLAIN where the full jellier is needed.  types holds the send\n"
+"specs of the registered classes to write too.");
+
+/* The arguments (value, types=None) of jellyPlain, unjellyPlain and
+ * isPlain: types is NULL for None, else a dict. */
+static int
+valueAndTypes(const char *function, PyObject *const *args, Py_ssize_t nargs,
+              PyObject **value, PyObject **types)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes 1 or 2 positional arguments (%zd given)",
+                     function, nargs);
+        return -1;
+    }
+    *value = args[0];
+    *types = nargs == 2 && args[1] != Py_None ? args[1] : NULL;
+    if (*types != NULL && !PyDict_CheckExact(*types)) {
+        PyErr_Format(PyExc_TypeError, "%s(): types must be a dict or None",
+                     function);
+        return -1;
+    }
+    return 0;
+}
 
 static PyObject *
-speedups_jellyPlain(PyObject *module, PyObject *obj)
+speedups_jellyPlain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (checkConfigured() < 0) {
+    PyObject *obj, *types;
+    if (checkConfigured() < 0 ||
+        valueAndTypes("jellyPlain", args, nargs, &obj, &types) < 0) {
         return NULL;
     }
-    PyObject *sexp = jellyTree(obj);
-    return answerPlain(sexp);
+    return answerPlain(jellyTree(obj, types));
 }
 
 /* ------------------------------------------------------------------ */
@@ -2076,10 +2346,14 @@ static PyObject *NotPlainError = NULL;
 static PyObject *
 Jellied_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"value", NULL};
-    PyObject *value;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:Jellied", keywords,
-                                     &value)) {
+    static char *keywords[] = {"value", "types", NULL};
+    PyObject *value, *types = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:Jellied", keywords,
+                                     &value, &types)) {
+        return NULL;
+    }
+    if (types != Py_None && !PyDict_CheckExact(types)) {
+        PyErr_SetString(PyExc_TypeError, "Jellied(): types must be a dict or None");
         return NULL;
     }
     Jellied *self = (Jellied *)type->tp_alloc(type, 0);
@@ -2088,6 +2362,10 @@ Jellied_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     Py_INCREF(value);
     self->value = value;
+    if (types != Py_None) {
+        Py_INCREF(types);
+        self->types = types;
+    }
     return (PyObject *)self;
 }
 
@@ -2095,6 +2373,7 @@ static int
 Jellied_traverse(Jellied *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->value);
+    Py_VISIT(self->types);
     return 0;
 }
 
@@ -2102,6 +2381,7 @@ static int
 Jellied_clear(Jellied *self)
 {
     Py_CLEAR(self->value);
+    Py_CLEAR(self->types);
     return 0;
 }
 
@@ -2122,10 +2402,10 @@ static PyMemberDef Jellied_members[] = {
 static PyTypeObject JelliedType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pbext._speedups.Jellied",
-    .tp_doc = "Jellied(value): a plain value.  encode() writes it as it "
-              "would write jellyPlain(value) (or raises NotPlainError if it "
-              "is not plain); a decoder in plain-jelly mode delivers plain "
-              "values inside messages in it.",
+    .tp_doc = "Jellied(value, types=None): a plain value.  encode() writes "
+              "it as it would write jellyPlain(value, types) (or raises "
+              "NotPlainError if it is not plain); a decoder in plain-jelly "
+              "mode delivers plain values inside messages in it.",
     .tp_basicsize = sizeof(Jellied),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = Jellied_new,
@@ -2255,8 +2535,68 @@ writeText(Encoder *e, PyObject *text)
 }
 
 static int writeJelly(Encoder *e, PyObject *obj, Seen *seen);
+static int writeMember(Encoder *e, PyObject *obj, Seen *seen);
 
-static inline int
+/* Write an object of a registered class as its spec says (see
+ * pbext._jelly._jellyTyped). */
+static int
+writeTyped(Encoder *e, PyObject *obj, PyObject *spec, Seen *seen)
+{
+    int already = seenAdd(seen, obj);
+    if (already) {
+        return already < 0 ? -1 : notPlainError();
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, 1));
+    int version = versioned(spec);
+    if (n + 1 + version > sizeLimit) {
+        PyErr_Format(BananaError, "list/tuple is too long to send (%zd)",
+                     n + 1 + version);
+        return -1;
+    }
+    if (Py_EnterRecursiveCall(" while jellying")) {
+        return -1;
+    }
+    int rc = -1;
+    if (writeToken(e, 2, B_LIST) < 0 ||
+        encodeBytes(e, PyTuple_GET_ITEM(spec, 0)) < 0 ||
+        writeToken(e, (uint64_t)(n + 1 + version), B_LIST) < 0 ||
+        writeWord(e, W_DICTIONARY) < 0) {
+        goto out;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name, *key;
+        if (specField(spec, i, &name, &key) < 0) {
+            goto out;
+        }
+        PyObject *value = readField(obj, name);
+        if (value == NULL) {
+            goto out;
+        }
+        if (value == NOT_PLAIN_C) {
+            notPlainError();
+            goto out;
+        }
+        /* The key is the name's UTF-8: written as [b"unicode", key]. */
+        int failed = writeToken(e, 2, B_LIST) < 0 || writeText(e, name) < 0 ||
+                     writeMember(e, value, seen) < 0;
+        Py_DECREF(value);
+        if (failed) {
+            goto out;
+        }
+    }
+    if (version) {
+        if (writeToken(e, 2, B_LIST) < 0 || writeText(e, VersionKey) < 0 ||
+            encodeInt(e, PyTuple_GET_ITEM(spec, 2)) < 0) {
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    Py_LeaveRecursiveCall();
+    return rc;
+}
+
+static int
 writeMember(Encoder *e, PyObject *obj, Seen *seen)
 {
     PyTypeObject *kind = Py_TYPE(obj);
@@ -2310,7 +2650,11 @@ writeJelly(Encoder *e, PyObject *obj, Seen *seen)
         size = PySet_GET_SIZE(obj);
     }
     else {
-        return notPlainError();
+        PyObject *spec = sendSpecOf(seen, obj);
+        if (spec == NULL) {
+            return PyErr_Occurred() ? -1 : notPlainError();
+        }
+        return writeTyped(e, obj, spec, seen);
     }
     int already = seenAdd(seen, obj);
     if (already < 0) {
@@ -2397,6 +2741,43 @@ encodableText(PyObject *text)
     return 1;
 }
 
+static int checkPlain(PyObject *obj, Seen *seen);
+
+/* checkPlain for an object of a registered class. */
+static int
+checkTyped(PyObject *obj, PyObject *spec, Seen *seen)
+{
+    int already = seenAdd(seen, obj);
+    if (already != 0) {
+        return already < 0 ? -1 : 0;
+    }
+    if (Py_EnterRecursiveCall(" while checking a value")) {
+        return -1;
+    }
+    int rc = 1;
+    Py_ssize_t n = PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, 1));
+    for (Py_ssize_t i = 0; rc == 1 && i < n; i++) {
+        PyObject *name, *key;
+        if (specField(spec, i, &name, &key) < 0) {
+            rc = -1;
+            break;
+        }
+        PyObject *value = readField(obj, name);
+        if (value == NULL) {
+            rc = -1;
+            break;
+        }
+        if (value == NOT_PLAIN_C) {
+            rc = 0;
+            break;
+        }
+        rc = checkPlain(value, seen);
+        Py_DECREF(value);
+    }
+    Py_LeaveRecursiveCall();
+    return rc;
+}
+
 /* 1 if obj is plain (jellyPlain would answer, without raising), 0 if
  * not, -1 on error. */
 static int
@@ -2413,7 +2794,11 @@ checkPlain(PyObject *obj, Seen *seen)
     if (kind != &PyDict_Type && kind != &PyList_Type &&
         kind != &PyTuple_Type && kind != &PySet_Type &&
         kind != &PyFrozenSet_Type) {
-        return 0;
+        PyObject *spec = sendSpecOf(seen, obj);
+        if (spec == NULL) {
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        return checkTyped(obj, spec, seen);
     }
     int already = seenAdd(seen, obj);
     if (already != 0) {
@@ -2461,18 +2846,23 @@ checkPlain(PyObject *obj, Seen *seen)
 }
 
 PyDoc_STRVAR(isPlain_doc,
-"isPlain(obj) -> bool\n\n"
-"Whether jellyPlain(obj) would give an expression (and not NOT_PLAIN or\n"
-"an error), found without building it: then encode() writes\n"
-"Jellied(obj) exactly as it writes jellyPlain(obj).");
+"isPlain(obj, types=None) -> bool\n\n"
+"Whether jellyPlain(obj, types) would give an expression (and not\n"
+"NOT_PLAIN or an error), found without building it: then encode()\n"
+"writes Jellied(obj, types) exactly as it writes jellyPlain(obj, types).");
 
 static PyObject *
-speedups_isPlain(PyObject *module, PyObject *obj)
+speedups_isPlain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    PyObject *obj, *types;
+    if (valueAndTypes("isPlain", args, nargs, &obj, &types) < 0) {
+        return NULL;
+    }
     Seen seen;
     if (seenInit(&seen) < 0) {
         return NULL;
     }
+    seen.types = types;
     int rc = checkPlain(obj, &seen);
     PyMem_Free(seen.slots);
     if (rc < 0) {
@@ -2492,6 +2882,7 @@ encodeJellied(Encoder *e, PyObject *item, int depth)
     if (seenInit(&seen) < 0) {
         return -1;
     }
+    seen.types = ((Jellied *)item)->types;
     int rc = writeJelly(e, ((Jellied *)item)->value, &seen);
     PyMem_Free(seen.slots);
     if (rc < 0 && PyErr_ExceptionMatches(PyExc_RecursionError)) {
@@ -2507,21 +2898,193 @@ encodeJellied(Encoder *e, PyObject *item, int depth)
 /* ------------------------------------------------------------------ */
 
 
-static PyObject *unjellyNode(PyObject *sexp);
+static PyObject *unjellyNode(PyObject *sexp, PyObject *types);
 
 /* An item: lists are unjellied, anything else is itself. */
 static inline PyObject *
-unjellyMember(PyObject *item)
+unjellyMember(PyObject *item, PyObject *types)
 {
     if (Py_TYPE(item) == &PyList_Type) {
-        return unjellyNode(item);
+        return unjellyNode(item, types);
     }
     Py_INCREF(item);
     return item;
 }
 
+/* Whether an exception that a checker or constructor raised is one the
+ * plain path leaves to the full unjellier (which raises it again, or
+ * reports the refusal): then it is cleared. */
+static int
+stepAside(void)
+{
+    if (PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_Clear();
+        return 1;
+    }
+    return 0;
+}
+
+/* Whether value passes a field's check (1), fails it (0), or -1. */
+static int
+checkField(PyObject *field, PyObject *value)
+{
+    long kind = PyLong_AsLong(PyTuple_GET_ITEM(field, 0));
+    switch (kind) {
+    case CHECK_ANY:
+        return 1;
+    case CHECK_INT:
+        return PyLong_Check(value) && !PyBool_Check(value);
+    case CHECK_STR:
+        return PyUnicode_Check(value);
+    case CHECK_FLOAT:
+        return (PyLong_Check(value) || PyFloat_Check(value)) &&
+               !PyBool_Check(value);
+    case CHECK_BYTES:
+        return PyBytes_Check(value);
+    case CHECK_BOOL:
+        return value == Py_True || value == Py_False;
+    default:
+        break;
+    }
+    PyObject *mismatch = PyObject_CallOneArg(PyTuple_GET_ITEM(field, 1), value);
+    if (mismatch == NULL) {
+        return stepAside() ? 0 : -1;
+    }
+    Py_DECREF(mismatch);
+    return mismatch == Py_None;
+}
+
+/*
+ * Build a registered type from its unjellied state (a dict, not changed)
+ * as pbext._jelly._buildTyped does: a new reference, NOT_PLAIN_C where
+ * the registry would do more or refuse, or NULL on error.
+ */
 static PyObject *
-unjellyNode(PyObject *sexp)
+buildTyped(PyObject *spec, PyObject *state)
+{
+    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 5 ||
+        !PyDict_CheckExact(PyTuple_GET_ITEM(spec, 2)) ||
+        !PyLong_CheckExact(PyTuple_GET_ITEM(spec, 3)) ||
+        !PyLong_CheckExact(PyTuple_GET_ITEM(spec, 4))) {
+        PyErr_SetString(PyExc_TypeError, "malformed receive spec");
+        return NULL;
+    }
+    PyObject *build = PyTuple_GET_ITEM(spec, 0);
+    int byKeyword = PyObject_IsTrue(PyTuple_GET_ITEM(spec, 1));
+    PyObject *fields = PyTuple_GET_ITEM(spec, 2);
+    Py_ssize_t required = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 3));
+    PyObject *version = PyTuple_GET_ITEM(spec, 4);
+    if (byKeyword < 0 || (required == -1 && PyErr_Occurred())) {
+        return NULL;
+    }
+    PyObject *sent = PyDict_GetItemWithError(state, VersionKey);
+    if (sent == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        if (versioned(spec)) {
+            return NOT_PLAIN_C;
+        }
+    }
+    else {
+        if (!PyLong_CheckExact(sent)) {
+            return NOT_PLAIN_C;
+        }
+        int same = PyObject_RichCompareBool(sent, version, Py_EQ);
+        if (same <= 0) {
+            return same < 0 ? NULL : NOT_PLAIN_C;
+        }
+    }
+    Py_ssize_t pos = 0, present = 0;
+    PyObject *name, *value;
+    while (PyDict_Next(state, &pos, &name, &value)) {
+        if (name == VersionKey ||
+            (sent != NULL && PyUnicode_CheckExact(name) &&
+             PyUnicode_Compare(name, VersionKey) == 0)) {
+            continue;
+        }
+        if (!PyUnicode_CheckExact(name)) {
+            return NOT_PLAIN_C;
+        }
+        PyObject *field = PyDict_GetItemWithError(fields, name);
+        if (field == NULL) {
+            return PyErr_Occurred() ? NULL : NOT_PLAIN_C;
+        }
+        if (!PyTuple_CheckExact(field) || PyTuple_GET_SIZE(field) != 3) {
+            PyErr_SetString(PyExc_TypeError, "malformed receive spec");
+            return NULL;
+        }
+        Py_INCREF(name);
+        Py_INCREF(value);
+        int ok = checkField(field, value);
+        Py_DECREF(name);
+        Py_DECREF(value);
+        if (ok <= 0) {
+            return ok < 0 ? NULL : NOT_PLAIN_C;
+        }
+        if (PyTuple_GET_ITEM(field, 2) == Py_True) {
+            present++;
+        }
+    }
+    if (present != required) {
+        return NOT_PLAIN_C;
+    }
+    PyObject *kwargs = state;
+    Py_INCREF(kwargs);
+    if (sent != NULL) {
+        Py_SETREF(kwargs, PyDict_Copy(state));
+        if (kwargs == NULL || PyDict_DelItem(kwargs, VersionKey) < 0) {
+            Py_XDECREF(kwargs);
+            return NULL;
+        }
+    }
+    PyObject *result;
+    if (byKeyword) {
+        PyObject *noArguments = PyTuple_New(0);
+        result = noArguments == NULL ? NULL
+                                     : PyObject_Call(build, noArguments, kwargs);
+        Py_XDECREF(noArguments);
+    }
+    else {
+        result = PyObject_CallOneArg(build, kwargs);
+    }
+    Py_DECREF(kwargs);
+    if (result == NULL) {
+        return stepAside() ? NOT_PLAIN_C : NULL;
+    }
+    return result;
+}
+
+/* A [wireName, state] expression of a type in types, or NOT_PLAIN_C. */
+static PyObject *
+unjellyTyped(PyObject *sexp, PyObject *types)
+{
+    PyObject *tag = PyList_GET_ITEM(sexp, 0);
+    if (types == NULL || !PyBytes_CheckExact(tag)) {
+        return NOT_PLAIN_C;
+    }
+    PyObject *spec = PyDict_GetItemWithError(types, tag);
+    if (spec == NULL) {
+        return PyErr_Occurred() ? NULL : NOT_PLAIN_C;
+    }
+    if (PyList_GET_SIZE(sexp) != 2 ||
+        Py_TYPE(PyList_GET_ITEM(sexp, 1)) != &PyList_Type) {
+        return NOT_PLAIN_C;
+    }
+    Py_INCREF(spec);
+    PyObject *state = unjellyNode(PyList_GET_ITEM(sexp, 1), types);
+    PyObject *result = state;
+    if (state != NULL && state != NOT_PLAIN_C) {
+        result = PyDict_CheckExact(state) ? buildTyped(spec, state)
+                                          : NOT_PLAIN_C;
+        Py_DECREF(state);
+    }
+    Py_DECREF(spec);
+    return result;
+}
+
+static PyObject *
+unjellyNode(PyObject *sexp, PyObject *types)
 {
     Py_ssize_t size = PyList_GET_SIZE(sexp);
     if (size == 0) {
@@ -2560,10 +3123,10 @@ unjellyNode(PyObject *sexp)
                 goto out;
             }
             Py_INCREF(entry);
-            PyObject *key = unjellyMember(PyList_GET_ITEM(entry, 0));
+            PyObject *key = unjellyMember(PyList_GET_ITEM(entry, 0), types);
             PyObject *value = (key == NULL || key == NOT_PLAIN_C)
                                   ? NULL
-                                  : unjellyMember(PyList_GET_ITEM(entry, 1));
+                                  : unjellyMember(PyList_GET_ITEM(entry, 1), types);
             Py_DECREF(entry);
             if (key == NULL || key == NOT_PLAIN_C || value == NULL ||
                 value == NOT_PLAIN_C) {
@@ -2598,7 +3161,7 @@ unjellyNode(PyObject *sexp)
         for (Py_ssize_t i = 1; i < PyList_GET_SIZE(sexp); i++) {
             PyObject *element = PyList_GET_ITEM(sexp, i);
             Py_INCREF(element);
-            PyObject *value = unjellyMember(element);
+            PyObject *value = unjellyMember(element, types);
             Py_DECREF(element);
             if (value == NULL || value == NOT_PLAIN_C) {
                 Py_DECREF(items);
@@ -2651,6 +3214,9 @@ unjellyNode(PyObject *sexp)
             result = Py_False;
         }
     }
+    if (result == NOT_PLAIN_C) {
+        result = unjellyTyped(sexp, types);
+    }
 out:
     Py_LeaveRecursiveCall();
     return result;
@@ -2661,7 +3227,7 @@ out:
  * already values (decoding in plain-jelly mode), as _unjellyPlainPython
  * would make it; NOT_PLAIN_C if it is not plain. */
 static PyObject *
-convertNode(PyObject *list)
+convertNode(PyObject *list, PyObject *types)
 {
     Py_ssize_t size = PyList_GET_SIZE(list);
     PyObject *tag = PyList_GET_ITEM(list, 0);
@@ -2753,14 +3319,39 @@ convertNode(PyObject *list)
             Py_RETURN_FALSE;
         }
     }
+    if (types != NULL && PyBytes_CheckExact(tag) && size == 2 &&
+        PyDict_CheckExact(PyList_GET_ITEM(list, 1))) {
+        PyObject *spec = PyDict_GetItemWithError(types, tag);
+        if (spec == NULL) {
+            return PyErr_Occurred() ? NULL : NOT_PLAIN_C;
+        }
+        Py_INCREF(spec);
+        PyObject *result = buildTyped(spec, PyList_GET_ITEM(list, 1));
+        Py_DECREF(spec);
+        return result;
+    }
     return NOT_PLAIN_C;
 }
 
-/* The plain jelly of a value convertNode made (a new reference). */
+/* The plain jelly of a value convertNode made (a new reference), in
+ * which the objects it built for registered types stay as they are, as
+ * [PREBUILT, object] (pbext._jelly.Unjellier returns the object). */
 static PyObject *
 jellyBack(PyObject *value)
 {
-    PyObject *sexp = jellyTree(value);
+    PyTypeObject *kind = Py_TYPE(value);
+    if (kind == &PyBytes_Type || kind == &PyLong_Type ||
+        kind == &PyFloat_Type) {
+        Py_INCREF(value);
+        return value;
+    }
+    Seen seen;
+    if (seenInit(&seen) < 0) {
+        return NULL;
+    }
+    seen.wrap = 1;
+    PyObject *sexp = jellyNode(value, &seen);
+    PyMem_Free(seen.slots);
     if (sexp == NOT_PLAIN_C) {
         PyErr_SetString(PyExc_RuntimeError, "a decoded value is not plain");
         return NULL;
@@ -2769,21 +3360,25 @@ jellyBack(PyObject *value)
 }
 
 PyDoc_STRVAR(unjellyPlain_doc,
-"unjellyPlain(sexp)\n\n"
+"unjellyPlain(sexp, types=None)\n\n"
 "The accelerated pbext._jelly.unjellyPlain: the same objects, or\n"
-"NOT_PLAIN where the full unjellier is needed.");
+"NOT_PLAIN where the full unjellier is needed.  types holds the\n"
+"receive specs of the registered types to build too.");
 
 static PyObject *
-speedups_unjellyPlain(PyObject *module, PyObject *sexp)
+speedups_unjellyPlain(PyObject *module, PyObject *const *args,
+                      Py_ssize_t nargs)
 {
-    if (checkConfigured() < 0) {
+    PyObject *sexp, *types;
+    if (checkConfigured() < 0 ||
+        valueAndTypes("unjellyPlain", args, nargs, &sexp, &types) < 0) {
         return NULL;
     }
     if (Py_TYPE(sexp) != &PyList_Type) {
         Py_INCREF(sexp);
         return sexp;
     }
-    PyObject *result = unjellyNode(sexp);
+    PyObject *result = unjellyNode(sexp, types);
     return answerPlain(result);
 }
 
@@ -2794,19 +3389,23 @@ speedups_unjellyPlain(PyObject *module, PyObject *sexp)
 PyDoc_STRVAR(configure_doc,
 "configure(**helpers)\n\n"
 "Hand the accelerator the Python twin's exception classes and helpers:\n"
-"framingError, bananaError, plain, intToken, sizeLimit (pbext.codec) and\n"
-"notPlain (pbext._jelly).  Called by those modules when they import.");
+"framingError, bananaError, plain, intToken, sizeLimit (pbext.codec),\n"
+"notPlain and prebuilt (pbext._jelly) and versionKey (pbext.copyable, by\n"
+"way of pbext._jelly).  Called by those modules when they import.");
 
 static PyObject *
 speedups_configure(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"framingError", "bananaError", "plain",
-                               "intToken", "sizeLimit", "notPlain", NULL};
+                               "intToken", "sizeLimit", "notPlain",
+                               "prebuilt", "versionKey", NULL};
     PyObject *framing = NULL, *banana = NULL, *plain = NULL, *intToken = NULL,
-             *limit = NULL, *notPlain = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOO:configure",
+             *limit = NULL, *notPlain = NULL, *prebuilt = NULL,
+             *versionKey = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOU:configure",
                                      keywords, &framing, &banana, &plain,
-                                     &intToken, &limit, &notPlain)) {
+                                     &intToken, &limit, &notPlain, &prebuilt,
+                                     &versionKey)) {
         return NULL;
     }
     if (limit != NULL) {
@@ -2823,6 +3422,8 @@ speedups_configure(PyObject *module, PyObject *args, PyObject *kwargs)
     SET(plainFunc, plain);
     SET(intTokenFunc, intToken);
     SET(NotPlain, notPlain);
+    SET(Prebuilt, prebuilt);
+    SET(VersionKey, versionKey);
 #undef SET
     Py_RETURN_NONE;
 }
@@ -2830,10 +3431,12 @@ speedups_configure(PyObject *module, PyObject *args, PyObject *kwargs)
 static PyMethodDef speedups_methods[] = {
     {"encode", (PyCFunction)(void (*)(void))speedups_encode,
      METH_VARARGS | METH_KEYWORDS, encode_doc},
-    {"jellyPlain", (PyCFunction)speedups_jellyPlain, METH_O, jellyPlain_doc},
-    {"unjellyPlain", (PyCFunction)speedups_unjellyPlain, METH_O,
-     unjellyPlain_doc},
-    {"isPlain", (PyCFunction)speedups_isPlain, METH_O, isPlain_doc},
+    {"jellyPlain", (PyCFunction)(void (*)(void))speedups_jellyPlain,
+     METH_FASTCALL, jellyPlain_doc},
+    {"unjellyPlain", (PyCFunction)(void (*)(void))speedups_unjellyPlain,
+     METH_FASTCALL, unjellyPlain_doc},
+    {"isPlain", (PyCFunction)(void (*)(void))speedups_isPlain, METH_FASTCALL,
+     isPlain_doc},
     {"configure", (PyCFunction)(void (*)(void))speedups_configure,
      METH_VARARGS | METH_KEYWORDS, configure_doc},
     {NULL}

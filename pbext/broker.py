@@ -368,6 +368,8 @@ class Broker(pb.Broker):
         # (decided once per connection: the tasters do not change).
         self._plainSend = _allowsSentBuiltins(outgoing)
         self._plainReceive = _allowsBasicTypes(self._incomingTaster)
+        # The registered copyable types those paths handle too.
+        self._plainTypes = _jelly.PlainTypes(self.registries, self._incomingTaster)
         # With the C accelerator, plain arguments and results are not
         # jellied at all: the encoder writes their jelly straight to banana
         # (unless a subclass changed how values are serialized).
@@ -518,6 +520,7 @@ class Broker(pb.Broker):
         self._decoder = Decoder(**self.limits.framingLimits())  # type: ignore[arg-type]
         if self._fusedReceive and self._decoder.accelerated:
             self._decoder.setPlainJelly(True)
+            self._decoder.setPlainTypes(self._plainTypes.receive)
         limits = self.limits
         self._setTimer(
             "handshakeTimeout",
@@ -642,6 +645,8 @@ class Broker(pb.Broker):
             self._setTimer(
                 "idleTimeout", self.limits.idleTimeout, self._timedOut("idleTimeout")
             )
+        if self._plainTypes.refresh() and self._fusedReceive and decoder.accelerated:
+            decoder.setPlainTypes(self._plainTypes.receive)
         try:
             decoder.feedTo(chunk, self._expressionDecoded)
         except FramingError as e:
@@ -845,9 +850,12 @@ class Broker(pb.Broker):
         kw: Any = None,
     ) -> Any:
         if self._plainSend:
-            # Builtin values need neither a jellier nor the attributes
-            # below (only Jellyable objects read them).
-            sexp = _jelly.jellyPlain(object)
+            # Builtin values (and the commonest registered copyables) need
+            # neither a jellier nor the attributes below (only Jellyable
+            # objects read them).
+            plainTypes = self._plainTypes
+            plainTypes.refresh()
+            sexp = _jelly.jellyPlain(object, plainTypes.send)
             if sexp is not _NOT_PLAIN:
                 return sexp
         if isinstance(object, defer.Deferred):
@@ -882,6 +890,11 @@ class Broker(pb.Broker):
         if self._fusedSend and _speedups is not None:
             if _speedups.isPlain(value):
                 return _speedups.Jellied(value)
+            plainTypes = self._plainTypes
+            plainTypes.refresh()
+            send = plainTypes.send
+            if send is not None and _speedups.isPlain(value, send):
+                return _speedups.Jellied(value, send)
             if isinstance(value, defer.Deferred):
                 return value.addCallback(
                     self._serializeOut, perspective, method, args, kw
@@ -893,7 +906,9 @@ class Broker(pb.Broker):
             # Unjellied by the decoder already.
             return sexp.value
         if self._plainReceive:
-            result = _jelly.unjellyPlain(sexp)
+            plainTypes = self._plainTypes
+            plainTypes.refresh()
+            result = _jelly.unjellyPlain(sexp, plainTypes.receive)
             if result is not _NOT_PLAIN:
                 return result
         self.unserializingPerspective = perspective

@@ -268,6 +268,24 @@ class Decoder:
             raise ValueError("plain-jelly decoding needs the C accelerator")
         self._core.setPlainJelly(enabled)
 
+    def setPlainTypes(self, types: Optional[Mapping[bytes, Any]]) -> None:
+        """
+        In plain-jelly mode, also build the registered copyable types whose
+        receive specs C{types} holds (L{pbext._jelly.PlainTypes.receive}),
+        as L{pbext._jelly.unjellyPlain} does with them: a copy whose state
+        passes every check of its registration arrives built, inside the
+        plain value that holds it; any other is left, as an expression, to
+        the full unjellier, which reports the refusal.  Call it before the
+        bytes whose types it should apply to are fed.
+
+        @param types: Receive specs by wire name, or L{None} for none.
+
+        @raise ValueError: If this decoder does not use the accelerator.
+        """
+        if self._core is None:
+            raise ValueError("plain-jelly decoding needs the C accelerator")
+        self._core.setPlainTypes(None if types is None else dict(types))
+
     @property
     def accelerated(self) -> bool:
         """

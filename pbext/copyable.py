@@ -404,7 +404,11 @@ class _Entry:
     @ivar typeName: the same as text, for messages.
     @ivar version: the current version of the type.
     @ivar upgraders: the upgrader from each older version to the next.
+    @ivar builtClass: the class that received state builds, where the
+        registration names one (L{None} for copiers, caches and failures).
     """
+
+    builtClass: type | None = None
 
     def __init__(
         self,
@@ -837,6 +841,21 @@ def _applyState(obj: Any, state: dict[str, object]) -> None:
         setattr(obj, name, value)
 
 
+def _keywordConstructor(cls: type) -> type | None:
+    """
+    C{cls} if checked state builds it as C{cls(**state)}: a dataclass with
+    its generated C{__init__}, or an attrs class whose parameters are
+    named as its attributes; else L{None}.
+    """
+    if dataclasses.is_dataclass(cls):
+        if cls.__dataclass_params__.init:  # type: ignore[attr-defined]
+            return cls
+        return None
+    if attrs.has(cls) and all(a.alias == a.name for a in attrs.fields(cls)):
+        return cls
+    return None
+
+
 def _builderFor(cls: type) -> Callable[[dict[str, object]], object]:
     """
     How to build an instance of C{cls} from checked state: the constructor
@@ -844,9 +863,9 @@ def _builderFor(cls: type) -> Callable[[dict[str, object]], object]:
     validators apply), else a blank instance given the declared fields
     (C{setCopyableState} for a L{pb.RemoteCopy} that overrides it).
     """
+    if _keywordConstructor(cls) is not None:
+        return lambda state: cls(**state)
     if dataclasses.is_dataclass(cls):
-        if cls.__dataclass_params__.init:  # type: ignore[attr-defined]
-            return lambda state: cls(**state)
 
         def buildDataclass(state: dict[str, object]) -> object:
             # No generated __init__: set the fields as a frozen dataclass's
@@ -859,8 +878,6 @@ def _builderFor(cls: type) -> Callable[[dict[str, object]], object]:
         return buildDataclass
     if attrs.has(cls):
         aliases = {a.name: a.alias for a in attrs.fields(cls) if a.alias != a.name}
-        if not aliases:
-            return lambda state: cls(**state)
 
         def buildAttrs(state: dict[str, object]) -> object:
             return cls(**{aliases.get(k, k): v for k, v in state.items()})
@@ -884,6 +901,121 @@ def _builderFor(cls: type) -> Callable[[dict[str, object]], object]:
     return buildPlain
 
 
+# The plain fast paths (pbext._jelly.jellyPlain and unjellyPlain, and their
+# C twins in pbext._speedups) handle the commonest registrations
+# themselves, from these tables; anything they do not handle, and every
+# refusal, is left to the registry's own jelly and unjelly methods above.
+
+#: How a field's value is checked on the plain fast paths: the checkers
+#: of C{Any}, C{int}, C{str}, C{float}, C{bytes} and C{bool} are done
+#: inline (by the C accelerator too); any other checker is called.
+CHECK_ANY, CHECK_INT, CHECK_STR, CHECK_FLOAT, CHECK_BYTES, CHECK_BOOL, CHECK_CALL = (
+    range(7)
+)
+
+
+def _checkKind(checker: _Checker) -> int:
+    if checker is _accept:
+        return CHECK_ANY
+    for kind, annotation in (
+        (CHECK_INT, int),
+        (CHECK_STR, str),
+        (CHECK_FLOAT, float),
+        (CHECK_BYTES, bytes),
+        (CHECK_BOOL, bool),
+    ):
+        if checker is _compile(annotation):
+            return kind
+    return CHECK_CALL
+
+
+#: C{(wireName, ((attribute, key), ...), version)}: a registered class is
+#: sent as C{[wireName, [b"dictionary", [[b"unicode", key], value], ...]]},
+#: with C{[[b"unicode", b"pbext.version"], version]} last if the version
+#: is above 1, as L{_TypedEntry.jelly} sends it.
+SendSpec = typing.Tuple[bytes, typing.Tuple[typing.Tuple[str, bytes], ...], int]
+
+#: C{(build, byKeyword, fields, required, version)}: checked state builds
+#: the object as C{build(**state)} if C{byKeyword}, else C{build(state)};
+#: C{fields} maps each declared field to C{(checkKind, checker, required)},
+#: and C{required} counts the required ones.
+ReceiveSpec = typing.Tuple[
+    Callable[..., object],
+    bool,
+    typing.Dict[str, typing.Tuple[int, _Checker, bool]],
+    int,
+    int,
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class PlainTables:
+    """
+    What one registry lets the plain fast paths do.
+
+    @ivar send: the specs of the sent classes they may write.
+    @ivar receive: the specs of the wire names they may build.
+    @ivar classes: every class the registry sends, fast or not.
+    @ivar names: every wire name it receives, fast or not.
+    """
+
+    send: dict[type, SendSpec]
+    receive: dict[bytes, ReceiveSpec]
+    classes: frozenset[type]
+    names: frozenset[bytes]
+
+
+def _sendSpec(entry: _Entry) -> SendSpec | None:
+    """
+    The send spec of a registration sent with its declared fields, or
+    L{None} for the others (copiers, classic copyables, caches).
+    """
+    if not isinstance(entry, _TypedEntry) or type(entry).jelly is not (
+        _TypedEntry.jelly
+    ):
+        return None
+    try:
+        keys = entry.sendKeys()
+    except (RegistryError, NameError):
+        return None
+    return (entry.wireName, keys, entry.version)
+
+
+def _receiveSpec(entry: _Entry) -> ReceiveSpec | None:
+    """
+    The receive spec of a registration whose state is read, checked and
+    built the common way into a known class, or L{None}.
+    """
+    kind = type(entry)
+    if (
+        kind.unjelly is not _Entry.unjelly
+        or kind.readState is not _Entry.readState
+        or kind.checkState is not _Entry.checkState
+        or kind.build is not _Entry.build
+    ):
+        return None
+    cls = entry.builtClass
+    # Classic unjelly runs an object's postUnjelly hook after the whole
+    # expression: the fast paths never do.
+    if cls is None or hasattr(cls, "postUnjelly"):
+        return None
+    try:
+        fields = entry.fields
+    except RegistryError:
+        return None
+    if "postUnjelly" in fields:
+        return None
+    table = {
+        name: (_checkKind(f.checker), f.checker, f.required)
+        for name, f in fields.items()
+    }
+    required = sum(1 for f in fields.values() if f.required)
+    constructor = _keywordConstructor(cls)
+    if constructor is not None:
+        return (constructor, True, table, required, entry.version)
+    return (entry._build, False, table, required, entry.version)
+
+
 @implementer(ICopyableRegistry)
 class CopyableRegistry:
     """
@@ -902,6 +1034,10 @@ class CopyableRegistry:
     def __init__(self) -> None:
         self._byName: dict[bytes, _Entry] = {}
         self._byClass: dict[type, _Entry] = {}
+        # Counts changes, so that the plain fast paths' tables built from
+        # this registry (see _plainTables) are rebuilt when it changes.
+        self._generation = 0
+        self._plain: tuple[int, PlainTables] | None = None
 
     def __repr__(self) -> str:
         names = ", ".join(sorted(e.typeName for e in self._byName.values()))
@@ -1016,6 +1152,32 @@ class CopyableRegistry:
         self._byName[entry.wireName] = entry
         if sent is not None:
             self._byClass[sent] = entry
+        self._generation += 1
+
+    def _plainTables(self) -> PlainTables:
+        """
+        The registrations the plain fast paths of L{pbext._jelly} (and the
+        C accelerator) may handle themselves, kept until the registry
+        changes.
+        """
+        cached = self._plain
+        if cached is not None and cached[0] == self._generation:
+            return cached[1]
+        send: dict[type, SendSpec] = {}
+        for cls, entry in self._byClass.items():
+            sendSpec = _sendSpec(entry)
+            if sendSpec is not None:
+                send[cls] = sendSpec
+        receive: dict[bytes, ReceiveSpec] = {}
+        for name, entry in self._byName.items():
+            receiveSpec = _receiveSpec(entry)
+            if receiveSpec is not None:
+                receive[name] = receiveSpec
+        tables = PlainTables(
+            send, receive, frozenset(self._byClass), frozenset(self._byName)
+        )
+        self._plain = (self._generation, tables)
+        return tables
 
     @overload
     def register(self, cls: type[_T], name: str, *, version: int = 1) -> type[_T]: ...
@@ -1075,6 +1237,7 @@ class CopyableRegistry:
             lambda: _classFields(cls),
             _builderFor(cls),
         )
+        entry.builtClass = cls
         self._add(entry, cls)
         return cls
 
@@ -1111,6 +1274,7 @@ class CopyableRegistry:
             entry = _StateEntry(wireName, version, fields, build, _copyableState)
         else:
             entry = _PairEntry(wireName, version, fields, build, localClass)
+        entry.builtClass = remoteClass
         self._add(entry, localClass)
 
     def registerCopier(
@@ -1178,6 +1342,7 @@ class CopyableRegistry:
             lambda: _classFields(cls),
             _builderFor(cls),
         )
+        entry.builtClass = cls
         self._add(entry, None)
 
     def registerCache(
@@ -1265,6 +1430,7 @@ class CopyableRegistry:
                 f"{name!r} already has an upgrader from version {fromVersion}"
             )
         entry.upgraders[fromVersion] = function
+        self._generation += 1
 
 
 class _PairEntry(_TypedEntry):
