@@ -1034,7 +1034,7 @@ def _buildTyped(spec: Any, state: dict[Any, Any]) -> Any:
         a key that is not a C{str}, or an error building the object.  The
         full unjellier then does the same again and reports the refusal.
     """
-    build, byKeyword, fields, required, version = spec
+    build, byKeyword, fields, required, version, positional, direct = spec
     sent = state.get(VERSION_KEY, _MISSING)
     if sent is _MISSING:
         if version != 1:
@@ -1081,7 +1081,21 @@ def _buildTyped(spec: Any, state: dict[Any, Any]) -> Any:
         state = dict(state)
         del state[VERSION_KEY]
     try:
-        return build(**state) if byKeyword else build(state)
+        if not byKeyword:
+            return build(state)
+        if positional is not None and len(state) == len(positional):
+            try:
+                arguments = [state[name] for name in positional]
+            except KeyError:
+                pass
+            else:
+                if direct:
+                    obj = object.__new__(build)
+                    for name, argument in zip(positional, arguments):
+                        object.__setattr__(obj, name, argument)
+                    return obj
+                return build(*arguments)
+        return build(**state)
     except Exception:
         raise _NotPlain from None
 

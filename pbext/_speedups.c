@@ -160,6 +160,8 @@ typedef struct {
 #define CHECK_FLOAT 3
 #define CHECK_BYTES 4
 #define CHECK_BOOL 5
+/* The most constructor parameters passed by position. */
+#define MAX_POSITIONAL 32
 
 /* The send spec of obj's class (borrowed), or NULL with no error. */
 static inline PyObject *
@@ -218,9 +220,8 @@ readField(PyObject *obj, PyObject *name)
 
 /* Whether a spec's version (a Python int) is above 1. */
 static inline int
-versioned(PyObject *spec)
+versioned(PyObject *version)
 {
-    PyObject *version = PyTuple_GET_ITEM(spec, PyTuple_GET_SIZE(spec) - 1);
     return PyLong_AsLong(version) != 1;
 }
 
@@ -648,6 +649,7 @@ typedef struct {
     Py_ssize_t depth, stackCapacity;
     int plainJelly;
     PyObject *plainTypes;   /* receive specs by wire name, or NULL */
+    PyObject *lastTag, *lastSpec;   /* the last one found in plainTypes */
     /* Plain-jelly mode: recently decoded short dictionary keys, reused
      * (keys repeat from one dictionary to the next), and emptied
      * two-element lists kept for the next dictionary's pairs. */
@@ -713,6 +715,8 @@ DecoderCore_traverse(DecoderCore *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->vocabulary);
     Py_VISIT(self->plainTypes);
+    Py_VISIT(self->lastTag);
+    Py_VISIT(self->lastSpec);
     Py_VISIT(self->chunks);
     Py_VISIT(self->failure);
     /* The lists being filled are untracked s-expression lists (see
@@ -758,6 +762,8 @@ DecoderCore_clear(DecoderCore *self)
 {
     Py_CLEAR(self->vocabulary);
     Py_CLEAR(self->plainTypes);
+    Py_CLEAR(self->lastTag);
+    Py_CLEAR(self->lastSpec);
     Py_CLEAR(self->chunks);
     Py_CLEAR(self->failure);
     clearStack(self);
@@ -855,7 +861,7 @@ bigNumber(const unsigned char *prefix, Py_ssize_t length)
 static PyObject *jellyBack(PyObject *value);
 static PyObject *jellyNode(PyObject *obj, Seen *seen);
 static PyObject *jellyTree(PyObject *obj, PyObject *types);
-static PyObject *convertNode(PyObject *list, PyObject *types);
+static PyObject *convertNode(PyObject *list);
 static PyObject *buildTyped(PyObject *spec, PyObject *state);
 static PyTypeObject JelliedType;
 
@@ -1020,6 +1026,28 @@ plainTag(PyObject *word)
     return -1;
 }
 
+/* The receive spec of a registered type's tag (borrowed), or NULL (with
+ * an error set, or not); a list of copies of one type looks it up once. */
+static PyObject *
+typedSpec(DecoderCore *self, PyObject *tag)
+{
+    if (self->plainTypes == NULL || Py_TYPE(tag) != &PyBytes_Type) {
+        return NULL;
+    }
+    PyObject *last = self->lastTag;
+    if (last != NULL && (last == tag || isWord(tag, last))) {
+        return self->lastSpec;
+    }
+    PyObject *spec = PyDict_GetItemWithError(self->plainTypes, tag);
+    if (spec != NULL) {
+        Py_INCREF(tag);
+        Py_XSETREF(self->lastTag, tag);
+        Py_INCREF(spec);
+        Py_XSETREF(self->lastSpec, spec);
+    }
+    return spec;
+}
+
 /* Before item goes into the list at level top: a list that is not plain
  * or a tag that is not plain's turns the list RAW. */
 static int
@@ -1034,13 +1062,13 @@ placeCheck(DecoderCore *self, Py_ssize_t top, PyObject *item, int rawItem)
     }
     if (role == ROLE_VALUE && self->filled[top] == 0) {
         int tag = plainTag(item);
-        if (tag < 0 && self->plainTypes != NULL &&
-            Py_TYPE(item) == &PyBytes_Type) {
-            int known = PyDict_Contains(self->plainTypes, item);
-            if (known < 0) {
+        if (tag < 0 && self->plainTypes != NULL) {
+            if (typedSpec(self, item) != NULL) {
+                tag = NODE_TYPED;
+            }
+            else if (PyErr_Occurred()) {
                 return -1;
             }
-            tag = known ? NODE_TYPED : -1;
         }
         if (tag < 0) {
             return makeRaw(self, top);
@@ -1064,8 +1092,26 @@ completed(DecoderCore *self, Py_ssize_t top, PyObject **item)
         return 1;
     }
     int node = self->dicts[top];
-    PyObject *value = convertNode(*item, node == NODE_TYPED ? self->plainTypes
-                                                           : NULL);
+    PyObject *value;
+    if (node == NODE_TYPED) {
+        PyObject *list = *item;
+        PyObject *spec = NULL;
+        if (PyList_GET_SIZE(list) == 2 &&
+            PyDict_CheckExact(PyList_GET_ITEM(list, 1))) {
+            spec = typedSpec(self, PyList_GET_ITEM(list, 0));
+        }
+        if (spec != NULL) {
+            Py_INCREF(spec);
+            value = buildTyped(spec, PyList_GET_ITEM(list, 1));
+            Py_DECREF(spec);
+        }
+        else {
+            value = PyErr_Occurred() ? NULL : NOT_PLAIN_C;
+        }
+    }
+    else {
+        value = convertNode(*item);
+    }
     if (value == NULL) {
         return -1;
     }
@@ -1143,6 +1189,10 @@ cachedKey(DecoderCore *self, const char *bytes, Py_ssize_t size)
     }
     PyObject *text = PyUnicode_DecodeUTF8(bytes, size, NULL);
     if (text != NULL && PyUnicode_IS_ASCII(text)) {
+        /* Interned, a key is the very object that names the field of a
+         * registered type (or a keyword parameter): looked up by
+         * identity. */
+        PyUnicode_InternInPlace(&text);
         Py_INCREF(text);
         Py_XSETREF(*slot, text);
     }
@@ -1213,13 +1263,45 @@ quickText(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
 }
 
 /*
+ * The garbage collector is paused while bytes are parsed.  Parsing
+ * allocates a list per banana list; they are never tracked (see newList),
+ * but every allocation still counts towards the collector's threshold, so
+ * a 100 KB message would set off dozens of collections, each walking the
+ * young objects and, now and then, the whole heap, for nothing: none of
+ * those lists can be garbage in a cycle.  Paused, the collector still
+ * counts; it runs, if it must, once parsing ends.  It is resumed for the
+ * callback that receives each message, so application code never runs
+ * with it paused; Python code the parser itself calls (the constructors
+ * and checkers of registered copyable types) does.
+ */
+static inline int
+pauseCollector(void)
+{
+#if PY_VERSION_HEX >= 0x030A0000
+    return PyGC_Disable();
+#else
+    return 0;
+#endif
+}
+
+static inline void
+resumeCollector(int collecting)
+{
+#if PY_VERSION_HEX >= 0x030A0000
+    if (collecting) {
+        PyGC_Enable();
+    }
+#endif
+}
+
+/*
  * Parse buf (the bytes held and the new ones), delivering each complete
  * top-level expression to emit (or appending it to the list received).
  * This follows pbext.codec.Decoder._decode step for step.
  */
 static int
 decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
-             PyObject *received, PyObject *first)
+             PyObject *received, PyObject *first, int collecting)
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(buf);
     Py_ssize_t end = PyBytes_GET_SIZE(buf);
@@ -1589,7 +1671,10 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
         stringLimit = end < messageLimit ? end : messageLimit;
         int rc;
         if (emit != NULL) {
+            /* The callback runs with the collector as it was. */
+            resumeCollector(collecting);
             PyObject *result = PyObject_CallOneArg(emit, item);
+            collecting = pauseCollector();
             rc = result == NULL ? -1 : 0;
             Py_XDECREF(result);
         }
@@ -1717,7 +1802,9 @@ parseHeld(DecoderCore *self, PyObject *buf, PyObject *emit,
           PyObject *received, PyObject *first)
 {
     self->busy = 1;
-    int rc = decodeBuffer(self, buf, emit, received, first);
+    int collecting = pauseCollector();
+    int rc = decodeBuffer(self, buf, emit, received, first, collecting);
+    resumeCollector(collecting);
     self->busy = 0;
     Py_DECREF(buf);
     return rc;
@@ -1861,6 +1948,8 @@ DecoderCore_setPlainTypes(DecoderCore *self, PyObject *types)
     }
     /* A type met before the change is built only if it is still in the
      * new table when its expression completes. */
+    Py_CLEAR(self->lastTag);
+    Py_CLEAR(self->lastSpec);
     if (types == Py_None) {
         Py_CLEAR(self->plainTypes);
     }
@@ -1970,7 +2059,7 @@ jellyTyped(PyObject *obj, PyObject *spec, Seen *seen)
         return already < 0 ? NULL : NOT_PLAIN_C;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, 1));
-    int version = versioned(spec);
+    int version = versioned(PyTuple_GET_ITEM(spec, 2));
     if (Py_EnterRecursiveCall(" while jellying")) {
         return NULL;
     }
@@ -2547,7 +2636,7 @@ writeTyped(Encoder *e, PyObject *obj, PyObject *spec, Seen *seen)
         return already < 0 ? -1 : notPlainError();
     }
     Py_ssize_t n = PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, 1));
-    int version = versioned(spec);
+    int version = versioned(PyTuple_GET_ITEM(spec, 2));
     if (n + 1 + version > sizeLimit) {
         PyErr_Format(BananaError, "list/tuple is too long to send (%zd)",
                      n + 1 + version);
@@ -2954,6 +3043,32 @@ checkField(PyObject *field, PyObject *value)
     return mismatch == Py_None;
 }
 
+/* What a dataclass's generated __init__ does when given every field (see
+ * pbext.copyable._setsFieldsOnly): a blank instance from object.__new__,
+ * each field set with object.__setattr__, in order. */
+static PyObject *
+buildDirectly(PyTypeObject *cls, PyObject *names, PyObject **values,
+              Py_ssize_t n)
+{
+    PyObject *noArguments = PyTuple_New(0);
+    if (noArguments == NULL) {
+        return NULL;
+    }
+    PyObject *obj = PyBaseObject_Type.tp_new(cls, noArguments, NULL);
+    Py_DECREF(noArguments);
+    if (obj == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyObject_GenericSetAttr(obj, PyTuple_GET_ITEM(names, i),
+                                    values[i]) < 0) {
+            Py_DECREF(obj);
+            return NULL;
+        }
+    }
+    return obj;
+}
+
 /*
  * Build a registered type from its unjellied state (a dict, not changed)
  * as pbext._jelly._buildTyped does: a new reference, NOT_PLAIN_C where
@@ -2962,7 +3077,7 @@ checkField(PyObject *field, PyObject *value)
 static PyObject *
 buildTyped(PyObject *spec, PyObject *state)
 {
-    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 5 ||
+    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 7 ||
         !PyDict_CheckExact(PyTuple_GET_ITEM(spec, 2)) ||
         !PyLong_CheckExact(PyTuple_GET_ITEM(spec, 3)) ||
         !PyLong_CheckExact(PyTuple_GET_ITEM(spec, 4))) {
@@ -2982,7 +3097,7 @@ buildTyped(PyObject *spec, PyObject *state)
         if (PyErr_Occurred()) {
             return NULL;
         }
-        if (versioned(spec)) {
+        if (versioned(version)) {
             return NOT_PLAIN_C;
         }
     }
@@ -3039,6 +3154,41 @@ buildTyped(PyObject *spec, PyObject *state)
         }
     }
     PyObject *result;
+    PyObject *positional = PyTuple_GET_ITEM(spec, 5);
+    if (byKeyword && PyTuple_CheckExact(positional) &&
+        PyTuple_GET_SIZE(positional) == PyDict_GET_SIZE(kwargs) &&
+        PyTuple_GET_SIZE(positional) <= MAX_POSITIONAL) {
+        /* Every parameter, by position: the same call, faster. */
+        PyObject *arguments[MAX_POSITIONAL];
+        Py_ssize_t n = PyTuple_GET_SIZE(positional);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            arguments[i] = PyDict_GetItemWithError(
+                kwargs, PyTuple_GET_ITEM(positional, i));
+            if (arguments[i] == NULL) {
+                if (PyErr_Occurred()) {
+                    Py_DECREF(kwargs);
+                    return NULL;
+                }
+                n = -1;
+                break;
+            }
+        }
+        if (n >= 0) {
+            /* The dictionary holds the arguments meanwhile. */
+            if (PyTuple_GET_ITEM(spec, 6) == Py_True && PyType_Check(build)) {
+                result = buildDirectly((PyTypeObject *)build, positional,
+                                       arguments, n);
+            }
+            else {
+                result = PyObject_Vectorcall(build, arguments, (size_t)n, NULL);
+            }
+            Py_DECREF(kwargs);
+            if (result == NULL) {
+                return stepAside() ? NOT_PLAIN_C : NULL;
+            }
+            return result;
+        }
+    }
     if (byKeyword) {
         PyObject *noArguments = PyTuple_New(0);
         result = noArguments == NULL ? NULL
@@ -3227,7 +3377,7 @@ out:
  * already values (decoding in plain-jelly mode), as _unjellyPlainPython
  * would make it; NOT_PLAIN_C if it is not plain. */
 static PyObject *
-convertNode(PyObject *list, PyObject *types)
+convertNode(PyObject *list)
 {
     Py_ssize_t size = PyList_GET_SIZE(list);
     PyObject *tag = PyList_GET_ITEM(list, 0);
@@ -3318,17 +3468,6 @@ convertNode(PyObject *list, PyObject *types)
         if (isWord(word, s_false)) {
             Py_RETURN_FALSE;
         }
-    }
-    if (types != NULL && PyBytes_CheckExact(tag) && size == 2 &&
-        PyDict_CheckExact(PyList_GET_ITEM(list, 1))) {
-        PyObject *spec = PyDict_GetItemWithError(types, tag);
-        if (spec == NULL) {
-            return PyErr_Occurred() ? NULL : NOT_PLAIN_C;
-        }
-        Py_INCREF(spec);
-        PyObject *result = buildTyped(spec, PyList_GET_ITEM(list, 1));
-        Py_DECREF(spec);
-        return result;
     }
     return NOT_PLAIN_C;
 }

@@ -62,6 +62,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import inspect
+import sys
 import typing
 from typing import Any, Callable, Iterable, Mapping, NoReturn, TypeVar, overload
 
@@ -935,16 +937,24 @@ def _checkKind(checker: _Checker) -> int:
 #: is above 1, as L{_TypedEntry.jelly} sends it.
 SendSpec = typing.Tuple[bytes, typing.Tuple[typing.Tuple[str, bytes], ...], int]
 
-#: C{(build, byKeyword, fields, required, version)}: checked state builds
-#: the object as C{build(**state)} if C{byKeyword}, else C{build(state)};
-#: C{fields} maps each declared field to C{(checkKind, checker, required)},
-#: and C{required} counts the required ones.
+#: C{(build, byKeyword, fields, required, version, positional, direct)}:
+#: checked state builds the object as C{build(**state)} if C{byKeyword},
+#: else C{build(state)}; C{fields} maps each declared field to
+#: C{(checkKind, checker, required)}, and C{required} counts the required
+#: ones.  Where C{positional} names every parameter of C{build} in order, a
+#: state with exactly those keys is passed positionally instead (the same
+#: call, made faster); and if C{direct}, C{build} is a dataclass whose
+#: generated C{__init__} does nothing but set those fields, which is done
+#: without running it: C{object.__new__(build)}, then
+#: C{object.__setattr__} of each field in order.
 ReceiveSpec = typing.Tuple[
     Callable[..., object],
     bool,
     typing.Dict[str, typing.Tuple[int, _Checker, bool]],
     int,
     int,
+    typing.Optional[typing.Tuple[str, ...]],
+    bool,
 ]
 
 
@@ -1012,8 +1022,66 @@ def _receiveSpec(entry: _Entry) -> ReceiveSpec | None:
     required = sum(1 for f in fields.values() if f.required)
     constructor = _keywordConstructor(cls)
     if constructor is not None:
-        return (constructor, True, table, required, entry.version)
-    return (entry._build, False, table, required, entry.version)
+        positional = _positionalParameters(cls)
+        direct = positional is not None and _setsFieldsOnly(cls, positional)
+        return (constructor, True, table, required, entry.version, positional, direct)
+    return (entry._build, False, table, required, entry.version, None, False)
+
+
+def _generated(function: object, owner: type, name: str) -> bool:
+    """
+    Whether C{function} is the method C{name} that L{dataclasses} wrote
+    for C{owner} (compiled from text, named for the class).
+    """
+    code = getattr(function, "__code__", None)
+    return (
+        code is not None
+        and code.co_filename == "<string>"
+        and getattr(function, "__qualname__", None) == f"{owner.__qualname__}.{name}"
+    )
+
+
+def _setsFieldsOnly(cls: type, parameters: tuple[str, ...]) -> bool:
+    """
+    Whether building C{cls(*values)} does nothing but make a blank
+    instance and set each of C{parameters} with C{object.__setattr__}: a
+    dataclass with its generated C{__init__}, whose parameters are exactly
+    its fields, with no C{__post_init__}, no C{__new__}, metaclass or
+    C{__setattr__} of its own (a frozen dataclass's generated one is
+    bypassed by its C{__init__} too), and nothing abstract.
+    """
+    if not dataclasses.is_dataclass(cls) or type(cls) is not type:
+        return False
+    if not _generated(cls.__dict__.get("__init__"), cls, "__init__"):
+        return False
+    if hasattr(cls, "__post_init__") or inspect.isabstract(cls):
+        return False
+    if cls.__new__ is not object.__new__:  # type: ignore[comparison-overlap]
+        return False
+    setter = cls.__setattr__
+    if setter is not object.__setattr__ and not (
+        cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+        and _generated(cls.__dict__.get("__setattr__"), cls, "__setattr__")
+    ):
+        return False
+    fields = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+    return fields == parameters
+
+
+def _positionalParameters(cls: type) -> tuple[str, ...] | None:
+    """
+    The parameters of C{cls}'s constructor, in order, if every one of them
+    may be passed by position or by keyword (so that a call with all of
+    them positionally is the call with all of them by keyword); else
+    L{None}.
+    """
+    try:
+        parameters = list(inspect.signature(cls).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters):
+        return None
+    return tuple(sys.intern(p.name) for p in parameters)
 
 
 @implementer(ICopyableRegistry)
