@@ -1101,6 +1101,196 @@ class PropertyTestsMixin(_Implementation):
         self.assertEqual(canonical(received), canonical(expected))
 
 
+#: A long string's length, and the share of it that must arrive before the
+#: decoder receives it in place.
+LONG = 300_000
+SHARE = 16
+
+
+def fillFrom(decoder: Decoder, data: bytes, count: int, received: List[object]) -> int:
+    """
+    Write the first C{count} bytes of C{data} into C{decoder}'s receive
+    buffer and report them; return how many were written.
+    """
+    buffer = decoder.receiveBuffer()
+    assert buffer is not None
+    with memoryview(buffer) as view:
+        count = min(count, len(view), len(data))
+        view[:count] = data[:count]
+    decoder.bufferFilled(count, received.append)
+    return count
+
+
+class ReceiveBufferTestsMixin(_Implementation):
+    """
+    A long string can be received straight into its final buffer
+    (L{Decoder.receiveBuffer} and L{Decoder.bufferFilled}), with exactly the
+    results of feeding the same bytes, and one copy.
+    """
+
+    def message(self) -> Tuple[List[object], bytes]:
+        """
+        A PB-like call carrying a long string, with tokens after it, and its
+        encoding followed by a second message.
+        """
+        body = bytes(range(256)) * (LONG // 256) + b"tail"
+        sexp: List[object] = [b"message", 7, b"root", [b"tuple", body], [b"x"]]
+        return sexp, self.encode(sexp, None) + self.encode([b"next", 1.5], None)
+
+    def test_awkwardSplits(self) -> None:
+        """
+        Fed in chunks split anywhere (inside the header, one byte either
+        side of the point where the string is made, at its last byte), the
+        message decodes as whole, by both ways of receiving.
+        """
+        sexp, data = self.message()
+        start = data.index(b"\x82", data.index(b"tuple")) + 1
+        share = LONG // SHARE
+        points = [
+            start - 1,
+            start,
+            start + 1,
+            start + share - 1,
+            start + share,
+            start + share + 1,
+            start + LONG + 3,
+            start + LONG + 4,
+            start + LONG + 5,
+        ]
+        for cut in points:
+            for second in (1, 1000, 65536, len(data)):
+                chunks = [data[:cut], data[cut : cut + second], data[cut + second :]]
+                self.assertEqual(
+                    feedAll(self.Decoder(), chunks), [sexp, [b"next", 1.5]]
+                )
+                decoder = self.Decoder()
+                received: List[object] = []
+                pos = 0
+                for chunk in chunks:
+                    decoder.feedTo(chunk, received.append)
+                    pos += len(chunk)
+                    if decoder.receiveBuffer() is not None:
+                        pos += fillFrom(decoder, data[pos:], second, received)
+                        decoder.feedTo(data[pos:], received.append)
+                        break
+                self.assertEqual(received, [sexp, [b"next", 1.5]], cut)
+                self.assertFalse(decoder.messageStarted)
+
+    def test_randomSplits(self) -> None:
+        """
+        Random mixes of fed chunks and filled buffers give the same
+        messages.
+        """
+        sexp, data = self.message()
+        for seed in range(20):
+            rng = random.Random(seed)
+            decoder = self.Decoder()
+            received: List[object] = []
+            pos = 0
+            while pos < len(data):
+                if decoder.receiveBuffer() is not None and rng.random() < 0.7:
+                    pos += fillFrom(
+                        decoder, data[pos:], rng.randint(0, 100_000), received
+                    )
+                else:
+                    size = rng.choice([1, 3, 4096, 65536, 200_000])
+                    decoder.feedTo(data[pos : pos + size], received.append)
+                    pos += size
+            self.assertEqual(received, [sexp, [b"next", 1.5]], seed)
+
+    def test_onlyOnceAShareArrived(self) -> None:
+        """
+        The string is made at its final size only once a sixteenth of it
+        has arrived, so a peer that declares a long string and sends little
+        of it costs little memory; short strings are never received in
+        place.
+        """
+        data = self.encode(b"z" * LONG, None)
+        header = len(data) - LONG
+        decoder = self.Decoder()
+        decoder.feed(data[: header + LONG // SHARE - 1])
+        self.assertIsNone(decoder.receiveBuffer())
+        decoder.feed(data[header + LONG // SHARE - 1 : header + LONG // SHARE])
+        buffer = decoder.receiveBuffer()
+        self.assertIsNotNone(buffer)
+        self.assertEqual(len(memoryview(buffer)), decoder.wantedBytes)
+        self.assertEqual(decoder.wantedBytes, LONG - LONG // SHARE)
+        self.assertEqual(decoder.pendingBytes, header + LONG // SHARE)
+        self.assertTrue(decoder.messageStarted)
+        short = self.Decoder()
+        short.feed(self.encode(b"s" * 65536, None)[:-1])
+        self.assertIsNone(short.receiveBuffer())
+        self.assertEqual(short.wantedBytes, 1)
+
+    def test_stateWhileReceiving(self) -> None:
+        """
+        C{wantedBytes}, C{pendingBytes} and C{messageStarted} follow bytes
+        written into the buffer as they follow bytes fed.
+        """
+        sexp, data = self.message()
+        decoder = self.Decoder()
+        decoder.feed(data[:100_000])
+        received: List[object] = []
+        fillFrom(decoder, data[100_000:], 50_000, received)
+        fed = self.Decoder()
+        fed.feed(data[:150_000])
+        self.assertEqual(
+            (decoder.wantedBytes, decoder.pendingBytes, decoder.messageStarted),
+            (fed.wantedBytes, fed.pendingBytes, fed.messageStarted),
+        )
+        self.assertEqual(received, [])
+
+    def test_noBufferOutstanding(self) -> None:
+        """
+        C{bufferFilled} needs the buffer just handed out: none asked for,
+        bytes fed since, or more bytes than it holds raise L{ValueError}.
+        """
+        _, data = self.message()
+        decoder = self.Decoder()
+        decoder.feed(data[:100_000])
+        self.assertRaises(ValueError, decoder.bufferFilled, 1, list.append)
+        buffer = decoder.receiveBuffer()
+        assert buffer is not None
+        self.assertRaises(
+            ValueError, decoder.bufferFilled, len(memoryview(buffer)) + 1, print
+        )
+        self.assertRaises(ValueError, decoder.bufferFilled, -1, print)
+        decoder.feed(data[100_000:100_010])
+        self.assertRaises(ValueError, decoder.bufferFilled, 1, print)
+        self.assertIsNone(self.Decoder().receiveBuffer())
+
+    def test_lingeringView(self) -> None:
+        """
+        Writing through a view of a buffer kept past C{bufferFilled} does
+        not change the string delivered.
+        """
+        body = b"q" * LONG
+        data = self.encode(body, None)
+        decoder = self.Decoder()
+        decoder.feed(data[:50_000])
+        buffer = decoder.receiveBuffer()
+        assert buffer is not None
+        view = memoryview(buffer)
+        view[:] = data[50_000:]
+        received: List[object] = []
+        decoder.bufferFilled(len(view), received.append)
+        view[:10] = b"0123456789"
+        self.assertEqual(received, [body])
+        view.release()
+
+    def test_framingErrorAfter(self) -> None:
+        """
+        A framing error in the bytes fed after a long string completes is
+        raised, and the decoder stays dead.
+        """
+        data = self.encode(b"e" * LONG, None)
+        decoder = self.Decoder()
+        decoder.feed(data[:40_000])
+        self.assertRaises(FramingError, decoder.feed, data[40_000:] + b"\x01\x8f")
+        self.assertRaises(FramingError, decoder.feed, b"")
+        self.assertIsNone(decoder.receiveBuffer())
+
+
 class PairEncodingTestsMixin(_Implementation):
     """
     L{encode}'s in-place path for two-element lists of short strings
@@ -1180,4 +1370,14 @@ class PairEncodingTests(PairEncodingTestsMixin, _Accelerated, SynchronousTestCas
 
 
 class PythonPairEncodingTests(PairEncodingTestsMixin, _PurePython, SynchronousTestCase):
+    pass
+
+
+class ReceiveBufferTests(ReceiveBufferTestsMixin, _Accelerated, SynchronousTestCase):
+    pass
+
+
+class PythonReceiveBufferTests(
+    ReceiveBufferTestsMixin, _PurePython, SynchronousTestCase
+):
     pass
