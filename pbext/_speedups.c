@@ -163,10 +163,18 @@ newList(Py_ssize_t size)
 /* Encoding                                                            */
 /* ------------------------------------------------------------------ */
 
+/* Strings longer than this are pieces of their own in encodePieces, and
+ * are received in place by a decoder (see startLongString). */
+#define LONG_STRING (64 * 1024)
+
 typedef struct {
     PyObject *bytes;      /* the output, grown with _PyBytes_Resize */
     char *data;
     Py_ssize_t size;      /* bytes written */
+    /* encodePieces: the pieces before bytes (NULL for encode), and their
+     * total size. */
+    PyObject *pieces;
+    Py_ssize_t flushed;
     Py_ssize_t capacity;
     Py_ssize_t limit;     /* most bytes allowed */
     PyObject *vocabulary; /* dict bytes -> int, or NULL */
@@ -254,9 +262,35 @@ tooLarge(Encoder *e)
 static inline int
 checkRoom(Encoder *e)
 {
-    if (e->size > e->limit) {
+    if (e->flushed + e->size > e->limit) {
         return tooLarge(e);
     }
+    return 0;
+}
+
+/* End the piece being written (if it holds anything) and start another. */
+static int
+flushPiece(Encoder *e)
+{
+    if (e->size == 0) {
+        return 0;
+    }
+    if (_PyBytes_Resize(&e->bytes, e->size) < 0) {
+        return -1;
+    }
+    int rc = PyList_Append(e->pieces, e->bytes);
+    Py_CLEAR(e->bytes);
+    if (rc < 0) {
+        return -1;
+    }
+    e->flushed += e->size;
+    e->size = 0;
+    e->capacity = 256;
+    e->bytes = PyBytes_FromStringAndSize(NULL, e->capacity);
+    if (e->bytes == NULL) {
+        return -1;
+    }
+    e->data = PyBytes_AS_STRING(e->bytes);
     return 0;
 }
 
@@ -316,8 +350,16 @@ encodeBytes(Encoder *e, PyObject *item)
     if (writeToken(e, (uint64_t)size, B_STRING) < 0) {
         return -1;
     }
-    if (e->size + size > e->limit) {
+    if (e->flushed + e->size + size > e->limit) {
         return tooLarge(e);
+    }
+    if (e->pieces != NULL && size > LONG_STRING) {
+        /* A piece of its own: not copied. */
+        if (flushPiece(e) < 0 || PyList_Append(e->pieces, item) < 0) {
+            return -1;
+        }
+        e->flushed += size;
+        return 0;
     }
     return writeRaw(e, PyBytes_AS_STRING(item), size);
 }
@@ -457,8 +499,14 @@ PyDoc_STRVAR(encode_doc,
 "The accelerated pbext.codec.encode: the same arguments, the same bytes\n"
 "and the same errors.");
 
+PyDoc_STRVAR(encodePieces_doc,
+"encodePieces(obj, vocabulary=None, maxMessageBytes=None) -> list\n\n"
+"The accelerated pbext.codec.encodePieces: the same arguments, the same\n"
+"pieces and the same errors.");
+
+/* encode, or encodePieces when pieces is true. */
 static PyObject *
-speedups_encode(PyObject *module, PyObject *args, PyObject *kwargs)
+runEncoder(PyObject *args, PyObject *kwargs, int pieces)
 {
     static char *keywords[] = {"obj", "vocabulary", "maxMessageBytes", NULL};
     PyObject *obj, *vocabulary = Py_None, *limitObject = Py_None;
@@ -509,22 +557,52 @@ speedups_encode(PyObject *module, PyObject *args, PyObject *kwargs)
     }
     e.capacity = 256;
     e.size = 0;
+    e.flushed = 0;
+    e.pieces = NULL;
+    if (pieces) {
+        e.pieces = PyList_New(0);
+        if (e.pieces == NULL) {
+            Py_XDECREF(e.vocabulary);
+            return NULL;
+        }
+    }
     e.bytes = PyBytes_FromStringAndSize(NULL, e.capacity);
     if (e.bytes == NULL) {
         Py_XDECREF(e.vocabulary);
+        Py_XDECREF(e.pieces);
         return NULL;
     }
     e.data = PyBytes_AS_STRING(e.bytes);
     int rc = encodeItem(&e, obj, 0);
     Py_XDECREF(e.vocabulary);
+    if (rc == 0 && pieces) {
+        rc = flushPiece(&e);
+    }
     if (rc < 0) {
-        Py_DECREF(e.bytes);
+        Py_XDECREF(e.bytes);
+        Py_XDECREF(e.pieces);
         return NULL;
+    }
+    if (pieces) {
+        Py_DECREF(e.bytes);
+        return e.pieces;
     }
     if (_PyBytes_Resize(&e.bytes, e.size) < 0) {
         return NULL;
     }
     return e.bytes;
+}
+
+static PyObject *
+speedups_encode(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    return runEncoder(args, kwargs, 0);
+}
+
+static PyObject *
+speedups_encodePieces(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    return runEncoder(args, kwargs, 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1526,9 +1604,8 @@ done:
 }
 
 
-/* Strings longer than this are received in place (see startLongString). */
-#define LONG_STRING (64 * 1024)
-/* ... once this share of them has arrived: a peer makes a decoder hold at
+/* Strings longer than LONG_STRING are received in place (see
+ * startLongString) once this share of them has arrived: a peer makes a decoder hold at
  * most this many times the bytes it sent. */
 #define LONG_STRING_SHARE 16
 
@@ -2439,7 +2516,7 @@ writeText(Encoder *e, PyObject *text)
         if (writeToken(e, (uint64_t)size, B_STRING) < 0) {
             return -1;
         }
-        if (e->size + size > e->limit) {
+        if (e->flushed + e->size + size > e->limit) {
             return tooLarge(e);
         }
         return writeRaw(e, (const char *)PyUnicode_DATA(text), size);
@@ -3031,6 +3108,8 @@ speedups_configure(PyObject *module, PyObject *args, PyObject *kwargs)
 static PyMethodDef speedups_methods[] = {
     {"encode", (PyCFunction)(void (*)(void))speedups_encode,
      METH_VARARGS | METH_KEYWORDS, encode_doc},
+    {"encodePieces", (PyCFunction)(void (*)(void))speedups_encodePieces,
+     METH_VARARGS | METH_KEYWORDS, encodePieces_doc},
     {"jellyPlain", (PyCFunction)speedups_jellyPlain, METH_O, jellyPlain_doc},
     {"unjellyPlain", (PyCFunction)speedups_unjellyPlain, METH_O,
      unjellyPlain_doc},

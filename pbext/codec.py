@@ -50,6 +50,7 @@ __all__ = [
     "Decoder",
     "FramingError",
     "encode",
+    "encodePieces",
 ]
 
 # Type bytes, as integers (banana's module constants are one-byte strings).
@@ -763,6 +764,50 @@ def _encodePython(
     """
     Encode C{obj} exactly as L{banana.Banana._encode} would.
 
+    See L{_encodeParts} for the arguments and errors.
+    """
+    return b"".join(_encodeParts(obj, vocabulary, maxMessageBytes))
+
+
+def _encodePiecesPython(
+    obj: object,
+    vocabulary: Optional[Mapping[bytes, int]] = None,
+    maxMessageBytes: Optional[int] = None,
+) -> List[bytes]:
+    """
+    Encode C{obj} as L{encode} does, in pieces: the encoding is their
+    concatenation, and every string longer than 64 KiB (and not a
+    vocabulary word) is a piece of its own, the very object given, so a
+    transport can send it without copying it into the message
+    (C{socket.sendmsg}).  No piece is empty.
+
+    See L{_encodeParts} for the arguments and errors.
+    """
+    pieces: List[bytes] = []
+    pending: List[Union[bytes, bytearray]] = []
+    for part in _encodeParts(obj, vocabulary, maxMessageBytes):
+        if type(part) is bytes and len(part) > _LONG_STRING:
+            if pending:
+                pieces.append(b"".join(pending))
+                pending = []
+            pieces.append(part)
+        elif part:
+            pending.append(part)
+    if pending:
+        pieces.append(b"".join(pending))
+    return pieces
+
+
+def _encodeParts(
+    obj: object,
+    vocabulary: Optional[Mapping[bytes, int]] = None,
+    maxMessageBytes: Optional[int] = None,
+) -> List[Union[bytes, bytearray]]:
+    """
+    Encode C{obj} exactly as L{banana.Banana._encode} would, as parts to
+    join: bytes objects given in C{obj} (strings of at least 1 KiB) and
+    byte arrays of the rest.
+
     @param obj: A list or tuple (of the types listed here), an C{int} of at
         most 64 bytes of prefix (C{bool} included), a C{float} or C{bytes}.
     @param vocabulary: Word to token number, when the C{b"pb"} dialect is
@@ -772,7 +817,7 @@ def _encodePython(
         take.  It is checked after every token, and before a string is
         copied, so encoding stops as soon as the limit is passed.
 
-    @return: The encoding.
+    @return: The parts of the encoding.
 
     @raise banana.BananaError: Where stock banana raises it: a list, tuple
         or string longer than 640 KiB, an integer out of range, or an
@@ -890,15 +935,15 @@ def _encodePython(
                 raise _tooLarge(limit)
         else:
             if not stack:
-                if parts:
-                    parts.append(out)
-                    return b"".join(parts)
-                return bytes(out)
+                parts.append(out)
+                return parts
             items = stack.pop()
 
 
 #: The pure-Python L{encode}, which the C one follows.
 encode = _encodePython
+#: The pure-Python L{encodePieces}, which the C one follows.
+encodePieces = _encodePiecesPython
 
 
 def _plain(obj: object) -> object:
@@ -940,3 +985,4 @@ if _speedups is not None:
         sizeLimit=_SIZE_LIMIT,
     )
     encode = _speedups.encode  # noqa: F811
+    encodePieces = _speedups.encodePieces  # noqa: F811

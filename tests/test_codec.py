@@ -24,6 +24,7 @@ from pbext.codec import (
     Decoder,
     FramingError,
     encode,
+    encodePieces,
 )
 
 OUTGOING = banana.Banana.outgoingVocabulary
@@ -277,11 +278,13 @@ class _Implementation:
     """
 
     encode = staticmethod(encode)
+    encodePieces = staticmethod(encodePieces)
     Decoder: type = Decoder
 
 
 class _PurePython(_Implementation):
     encode = staticmethod(codec._encodePython)
+    encodePieces = staticmethod(codec._encodePiecesPython)
     Decoder = PythonDecoder
 
 
@@ -290,6 +293,7 @@ class _Accelerated(_Implementation):
         skip = f"the C accelerator is not available: {reason}"
     else:
         encode = staticmethod(speedups.encode)
+        encodePieces = staticmethod(speedups.encodePieces)
     Decoder = AcceleratedDecoder
 
 
@@ -1101,6 +1105,9 @@ class PropertyTestsMixin(_Implementation):
         self.assertEqual(canonical(received), canonical(expected))
 
 
+#: The longest string L{encodePieces} copies into a piece.
+LONG_PIECE = 64 * 1024
+
 #: A long string's length, and the share of it that must arrive before the
 #: decoder receives it in place.
 LONG = 300_000
@@ -1291,6 +1298,60 @@ class ReceiveBufferTestsMixin(_Implementation):
         self.assertIsNone(decoder.receiveBuffer())
 
 
+class PiecesTestsMixin(_Implementation):
+    """
+    L{encodePieces} gives the bytes L{encode} gives, in pieces: every
+    string longer than 64 KiB a piece of its own, not copied.
+    """
+
+    def test_sameBytes(self) -> None:
+        """
+        The pieces of every sample value, and of values holding long
+        strings (one byte either side of 64 KiB, first, last, next to each
+        other, vocabulary words), join to stock's bytes; no piece is empty.
+        """
+        long = b"L" * (LONG_PIECE + 1)
+        values = sampleValues() + [
+            long,
+            [long],
+            [long, long, 1],
+            [b"x" * LONG_PIECE, 2],
+            [1, [b"tuple", long], [b"dictionary"]],
+            (b"tuple", b"y" * 200_000, b"z" * (LONG_PIECE + 7)),
+        ]
+        for value in values:
+            for dialect in (None, b"pb"):
+                pieces = self.encodePieces(value, vocabularyFor(dialect))
+                self.assertEqual(b"".join(pieces), stockEncode(value, dialect))
+                self.assertTrue(all(type(piece) is bytes and piece for piece in pieces))
+
+    def test_longStringsNotCopied(self) -> None:
+        """
+        Long strings are their own pieces, the very objects given; the rest
+        is joined between them.
+        """
+        first = b"F" * (LONG_PIECE + 1)
+        second = bytes(range(256)) * 1000
+        pieces = self.encodePieces([b"message", first, 7, second, [b"x"]], None)
+        self.assertEqual(len(pieces), 5)
+        self.assertIs(pieces[1], first)
+        self.assertIs(pieces[3], second)
+        self.assertEqual(len(self.encodePieces([b"s" * LONG_PIECE], None)), 1)
+
+    def test_limit(self) -> None:
+        """
+        The size limit counts every piece.
+        """
+        long = b"L" * (LONG_PIECE + 1)
+        size = len(self.encode([long, long], None))
+        self.assertEqual(len(self.encodePieces([long, long], None, size)), 4)
+        error = self.assertRaises(
+            FramingError, self.encodePieces, [long, long, 1], None, size
+        )
+        self.assertEqual(error.limit, "maxMessageBytes")
+        self.assertRaises(FramingError, self.encodePieces, [long, long], None, size - 1)
+
+
 class PairEncodingTestsMixin(_Implementation):
     """
     L{encode}'s in-place path for two-element lists of short strings
@@ -1380,4 +1441,12 @@ class ReceiveBufferTests(ReceiveBufferTestsMixin, _Accelerated, SynchronousTestC
 class PythonReceiveBufferTests(
     ReceiveBufferTestsMixin, _PurePython, SynchronousTestCase
 ):
+    pass
+
+
+class PiecesTests(PiecesTestsMixin, _Accelerated, SynchronousTestCase):
+    pass
+
+
+class PythonPiecesTests(PiecesTestsMixin, _PurePython, SynchronousTestCase):
     pass
