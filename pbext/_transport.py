@@ -197,9 +197,11 @@ class DirectReads:
     C{bufferFilled(count)}, up to L{MOST_READS} times in a turn of the
     reactor while the socket has bytes and C{bufferFilled} returns true;
     once the buffer is complete it reads once more as Twisted does, for
-    what follows the string.  When no buffer is offered, C{doRead} is
-    Twisted's own.  The bytes and their order are those Twisted would read:
-    only where they are written to changes.
+    what follows the string.  When no buffer is offered, C{doRead} reads as
+    Twisted's own does, and then goes on into a buffer if that read made
+    one (C{receiveBuffer} returns L{None} whenever reading should stop).
+    The bytes and their order are those Twisted would read: only where they
+    are written to changes.
 
     The connection's C{doRead} is replaced on this one connection (an
     attribute of the instance) until L{stop}.
@@ -248,10 +250,17 @@ class DirectReads:
 
         @return: L{None}, or why the connection is lost, as Twisted's.
         """
+        t = self.transport
         buffer = self._receiveBuffer()
         if buffer is None:
-            return self._plainRead()
-        t = self.transport
+            # A read as Twisted's; if it brings a long string's header, the
+            # rest is likely here already: read it in this turn too.
+            result = self._plainRead()
+            if result is not None or t.disconnecting:
+                return result
+            buffer = self._receiveBuffer()
+            if buffer is None:
+                return None
         recvInto = self._recvInto
         for _ in range(MOST_READS):
             try:

@@ -669,10 +669,13 @@ class Broker(pb.Broker):
     def _receiveBuffer(self) -> Any:
         """
         Where the transport may receive the rest of the long string
-        arriving, if one is (see L{Decoder.receiveBuffer}), else L{None}.
+        arriving, if one is (see L{Decoder.receiveBuffer}) and reading is
+        not paused, else L{None}.
         """
         decoder = self._decoder
-        return None if decoder is None else decoder.receiveBuffer()
+        if decoder is None or self._readPauses:
+            return None
+        return decoder.receiveBuffer()
 
     def _receivedInto(self, count: int) -> bool:
         """

@@ -283,6 +283,22 @@ class DirectReadsTestsMixin(SocketPairMixin):
             if cut < start + len(blob) // 2:
                 self.assertGreater(sum(proto.filledCounts), len(blob) // 2)
 
+    def test_oneTurn(self) -> None:
+        """
+        A message with a long string, all in the socket already, is read in
+        one turn of the reactor: the read that brings its header goes on
+        into the string's buffer, and then reads what follows.
+        """
+        proto, transport, peer = self.reading()
+        for sock in (peer, transport.socket):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 << 20)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 << 20)
+        sexp = [b"answer", 1, b"w" * 300_000]
+        peer.sendall(encode(sexp) + encode([b"next"]))
+        self.assertIsNone(transport.doRead())
+        self.assertEqual(proto.messages, [sexp, [b"next"]])
+        self.assertGreater(sum(proto.filledCounts), 200_000)
+
     def test_lostMidString(self) -> None:
         """
         A connection closed in the middle of a long string reports it as
