@@ -260,10 +260,18 @@ newList(Py_ssize_t size)
 /* Encoding                                                            */
 /* ------------------------------------------------------------------ */
 
+/* Strings longer than this are pieces of their own in encodePieces, and
+ * are received in place by a decoder (see startLongString). */
+#define LONG_STRING (64 * 1024)
+
 typedef struct {
     PyObject *bytes;      /* the output, grown with _PyBytes_Resize */
     char *data;
     Py_ssize_t size;      /* bytes written */
+    /* encodePieces: the pieces before bytes (NULL for encode), and their
+     * total size. */
+    PyObject *pieces;
+    Py_ssize_t flushed;
     Py_ssize_t capacity;
     Py_ssize_t limit;     /* most bytes allowed */
     PyObject *vocabulary; /* dict bytes -> int, or NULL */
@@ -351,9 +359,35 @@ tooLarge(Encoder *e)
 static inline int
 checkRoom(Encoder *e)
 {
-    if (e->size > e->limit) {
+    if (e->flushed + e->size > e->limit) {
         return tooLarge(e);
     }
+    return 0;
+}
+
+/* End the piece being written (if it holds anything) and start another. */
+static int
+flushPiece(Encoder *e)
+{
+    if (e->size == 0) {
+        return 0;
+    }
+    if (_PyBytes_Resize(&e->bytes, e->size) < 0) {
+        return -1;
+    }
+    int rc = PyList_Append(e->pieces, e->bytes);
+    Py_CLEAR(e->bytes);
+    if (rc < 0) {
+        return -1;
+    }
+    e->flushed += e->size;
+    e->size = 0;
+    e->capacity = 256;
+    e->bytes = PyBytes_FromStringAndSize(NULL, e->capacity);
+    if (e->bytes == NULL) {
+        return -1;
+    }
+    e->data = PyBytes_AS_STRING(e->bytes);
     return 0;
 }
 
@@ -413,8 +447,16 @@ encodeBytes(Encoder *e, PyObject *item)
     if (writeToken(e, (uint64_t)size, B_STRING) < 0) {
         return -1;
     }
-    if (e->size + size > e->limit) {
+    if (e->flushed + e->size + size > e->limit) {
         return tooLarge(e);
+    }
+    if (e->pieces != NULL && size > LONG_STRING) {
+        /* A piece of its own: not copied. */
+        if (flushPiece(e) < 0 || PyList_Append(e->pieces, item) < 0) {
+            return -1;
+        }
+        e->flushed += size;
+        return 0;
     }
     return writeRaw(e, PyBytes_AS_STRING(item), size);
 }
@@ -554,8 +596,14 @@ PyDoc_STRVAR(encode_doc,
 "The accelerated pbext.codec.encode: the same arguments, the same bytes\n"
 "and the same errors.");
 
+PyDoc_STRVAR(encodePieces_doc,
+"encodePieces(obj, vocabulary=None, maxMessageBytes=None) -> list\n\n"
+"The accelerated pbext.codec.encodePieces: the same arguments, the same\n"
+"pieces and the same errors.");
+
+/* encode, or encodePieces when pieces is true. */
 static PyObject *
-speedups_encode(PyObject *module, PyObject *args, PyObject *kwargs)
+runEncoder(PyObject *args, PyObject *kwargs, int pieces)
 {
     static char *keywords[] = {"obj", "vocabulary", "maxMessageBytes", NULL};
     PyObject *obj, *vocabulary = Py_None, *limitObject = Py_None;
@@ -606,22 +654,52 @@ speedups_encode(PyObject *module, PyObject *args, PyObject *kwargs)
     }
     e.capacity = 256;
     e.size = 0;
+    e.flushed = 0;
+    e.pieces = NULL;
+    if (pieces) {
+        e.pieces = PyList_New(0);
+        if (e.pieces == NULL) {
+            Py_XDECREF(e.vocabulary);
+            return NULL;
+        }
+    }
     e.bytes = PyBytes_FromStringAndSize(NULL, e.capacity);
     if (e.bytes == NULL) {
         Py_XDECREF(e.vocabulary);
+        Py_XDECREF(e.pieces);
         return NULL;
     }
     e.data = PyBytes_AS_STRING(e.bytes);
     int rc = encodeItem(&e, obj, 0);
     Py_XDECREF(e.vocabulary);
+    if (rc == 0 && pieces) {
+        rc = flushPiece(&e);
+    }
     if (rc < 0) {
-        Py_DECREF(e.bytes);
+        Py_XDECREF(e.bytes);
+        Py_XDECREF(e.pieces);
         return NULL;
+    }
+    if (pieces) {
+        Py_DECREF(e.bytes);
+        return e.pieces;
     }
     if (_PyBytes_Resize(&e.bytes, e.size) < 0) {
         return NULL;
     }
     return e.bytes;
+}
+
+static PyObject *
+speedups_encode(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    return runEncoder(args, kwargs, 0);
+}
+
+static PyObject *
+speedups_encodePieces(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    return runEncoder(args, kwargs, 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -640,6 +718,17 @@ typedef struct {
     /* Bytes held: at most one incomplete token and what follows it. */
     PyObject *chunks;       /* list of bytes, or NULL when nothing is held */
     Py_ssize_t have, need;
+    /* The declared length of the string whose header starts the held
+     * bytes (0 if they hold no string's header). */
+    Py_ssize_t longSize;
+    /* A long string being received in place (see startLongString): the
+     * bytes object of its final size, filled up to its last longSize -
+     * (need - have) bytes; chunks is NULL meanwhile. */
+    PyObject *longString;
+    /* The receive buffer last handed out for longString, or NULL; and
+     * whether one that may still be written through was withdrawn. */
+    PyObject *offered;
+    int longShared;
     /* The lists being filled, outermost first, with declared lengths. */
     PyObject **lists;
     Py_ssize_t *wants;      /* declared lengths */
@@ -718,6 +807,8 @@ DecoderCore_traverse(DecoderCore *self, visitproc visit, void *arg)
     Py_VISIT(self->lastTag);
     Py_VISIT(self->lastSpec);
     Py_VISIT(self->chunks);
+    Py_VISIT(self->longString);
+    Py_VISIT(self->offered);
     Py_VISIT(self->failure);
     /* The lists being filled are untracked s-expression lists (see
      * newList): not visited, so no partly filled list is ever shown to
@@ -765,6 +856,8 @@ DecoderCore_clear(DecoderCore *self)
     Py_CLEAR(self->lastTag);
     Py_CLEAR(self->lastSpec);
     Py_CLEAR(self->chunks);
+    Py_CLEAR(self->longString);
+    Py_CLEAR(self->offered);
     Py_CLEAR(self->failure);
     clearStack(self);
     releaseCaches(self);
@@ -1305,7 +1398,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(buf);
     Py_ssize_t end = PyBytes_GET_SIZE(buf);
-    Py_ssize_t pos = 0, need = 0;
+    Py_ssize_t pos = 0, need = 0, stringSize = 0;
     Py_ssize_t tokens = self->tokens;
     Py_ssize_t maxMessageBytes = self->maxMessageBytes;
     /* Offsets of the current message's first byte and of its last
@@ -1425,6 +1518,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                     goto done;
                 }
                 need = stop - start;
+                stringSize = (Py_ssize_t)num;
                 pos = start;
                 break;
             }
@@ -1699,6 +1793,7 @@ done:
     Py_CLEAR(self->chunks);
     self->have = 0;
     self->need = 0;
+    self->longSize = 0;
     if (pos < end) {
         PyObject *tail = pos ? PyBytes_FromStringAndSize(
                                    (const char *)data + pos, end - pos)
@@ -1714,87 +1809,166 @@ done:
         PyList_SET_ITEM(self->chunks, 0, tail);
         self->have = end - pos;
         self->need = need;
+        self->longSize = stringSize;
     }
     return status;
 }
 
 
-/* Strings longer than this are copied straight from the held chunks. */
-#define LONG_STRING (64 * 1024)
+/* Strings longer than LONG_STRING are received in place (see
+ * startLongString) once this share of them has arrived: a peer makes a decoder hold at
+ * most this many times the bytes it sent. */
+#define LONG_STRING_SHARE 16
 
 /*
- * The held chunks complete a long string whose header starts them: make
- * the string with one copy from the chunks (not a join and then a slice),
- * and the bytes after it the buffer to parse.  Returns 1 with *first and
- * *rest set (new references), 0 if the held token is not such a string
- * (the caller joins as usual), -1 on error.
+ * A writable buffer over the part of a long string still to come, handed
+ * out by DecoderCore.receiveBuffer so a transport can receive straight
+ * into the string (socket.recv_into).  It refuses new views once the
+ * decoder has moved on; one still open then makes the decoder publish a
+ * copy of the string, so no bytes object it returns is ever written to.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *string;
+    Py_ssize_t offset, length;
+    Py_ssize_t exports;
+    int current;
+} ReceiveBuffer;
+
+static int
+ReceiveBuffer_getbuffer(ReceiveBuffer *self, Py_buffer *view, int flags)
+{
+    if (!self->current) {
+        view->obj = NULL;
+        PyErr_SetString(PyExc_BufferError,
+                        "this receive buffer is no longer current");
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)self,
+                          PyBytes_AS_STRING(self->string) + self->offset,
+                          self->length, 0, flags) < 0) {
+        return -1;
+    }
+    self->exports++;
+    return 0;
+}
+
+static void
+ReceiveBuffer_releasebuffer(ReceiveBuffer *self, Py_buffer *view)
+{
+    self->exports--;
+}
+
+static void
+ReceiveBuffer_dealloc(ReceiveBuffer *self)
+{
+    Py_XDECREF(self->string);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static Py_ssize_t
+ReceiveBuffer_length(ReceiveBuffer *self)
+{
+    return self->length;
+}
+
+static PyBufferProcs ReceiveBuffer_asBuffer = {
+    (getbufferproc)ReceiveBuffer_getbuffer,
+    (releasebufferproc)ReceiveBuffer_releasebuffer,
+};
+
+static PySequenceMethods ReceiveBuffer_asSequence = {
+    .sq_length = (lenfunc)ReceiveBuffer_length,
+};
+
+static PyTypeObject ReceiveBufferType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pbext._speedups.ReceiveBuffer",
+    .tp_doc = "A writable buffer over the rest of a long string being "
+              "received (see pbext.codec.Decoder.receiveBuffer).",
+    .tp_basicsize = sizeof(ReceiveBuffer),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_dealloc = (destructor)ReceiveBuffer_dealloc,
+    .tp_as_buffer = &ReceiveBuffer_asBuffer,
+    .tp_as_sequence = &ReceiveBuffer_asSequence,
+};
+
+/* Stop handing out the current receive buffer, noting whether a view of it
+ * is still open. */
+static void
+withdrawOffer(DecoderCore *self)
+{
+    ReceiveBuffer *offered = (ReceiveBuffer *)self->offered;
+    if (offered != NULL) {
+        if (offered->exports > 0) {
+            self->longShared = 1;
+        }
+        offered->current = 0;
+        Py_CLEAR(self->offered);
+    }
+}
+
+/*
+ * If the held bytes start a long string of which enough has arrived, make
+ * the string at its final size now and copy the body held into it: the
+ * rest is received in place (see receiveBuffer), or copied there once, and
+ * the string is complete without joining chunks.  Returns 0 or -1.
  */
 static int
-takeLongString(DecoderCore *self, PyObject **first, PyObject **rest)
+startLongString(DecoderCore *self)
 {
-    PyObject *chunks = self->chunks;
-    PyObject *head = PyList_GET_ITEM(chunks, 0);
-    const unsigned char *h = (const unsigned char *)PyBytes_AS_STRING(head);
-    Py_ssize_t headSize = PyBytes_GET_SIZE(head);
-    Py_ssize_t i = 0;
-    uint64_t number = 0;
-    int shift = 0;
-    while (i < headSize && h[i] < 0x80 && i < 9) {
-        number |= (uint64_t)h[i] << shift;
-        shift += 7;
-        i++;
-    }
-    if (i >= headSize || h[i] != B_STRING || i == 0 ||
-        (Py_ssize_t)number + i + 1 != self->need) {
+    if (self->chunks == NULL || self->longSize <= LONG_STRING) {
         return 0;
     }
-    Py_ssize_t headerLength = i + 1;
-    Py_ssize_t size = (Py_ssize_t)number;
+    Py_ssize_t size = self->longSize;
+    Py_ssize_t header = self->need - size;
+    Py_ssize_t body = self->have - header;
+    if (body < size / LONG_STRING_SHARE) {
+        return 0;
+    }
     PyObject *string = PyBytes_FromStringAndSize(NULL, size);
     if (string == NULL) {
         return -1;
     }
     char *out = PyBytes_AS_STRING(string);
-    Py_ssize_t copied = 0, skip = headerLength, n = PyList_GET_SIZE(chunks);
-    Py_ssize_t c = 0, offset = 0;
-    for (; c < n && copied < size; c++) {
-        PyObject *chunk = PyList_GET_ITEM(chunks, c);
+    Py_ssize_t skip = header;
+    PyObject *chunks = self->chunks;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(chunks); i++) {
+        PyObject *chunk = PyList_GET_ITEM(chunks, i);
         Py_ssize_t length = PyBytes_GET_SIZE(chunk) - skip;
-        Py_ssize_t take = length < size - copied ? length : size - copied;
-        if (take > 0) {
-            memcpy(out + copied, PyBytes_AS_STRING(chunk) + skip, take);
-            copied += take;
+        if (length > 0) {
+            memcpy(out, PyBytes_AS_STRING(chunk) + skip, length);
+            out += length;
         }
-        offset = skip + (take > 0 ? take : 0);
-        skip = 0;
+        skip = length < 0 ? -length : 0;
     }
-    /* What follows the string: the rest of the chunk it ended in, and any
-     * later chunks. */
-    Py_ssize_t restSize = self->have - self->need;
-    PyObject *after = PyBytes_FromStringAndSize(NULL, restSize);
-    if (after == NULL) {
+    Py_CLEAR(self->chunks);
+    self->longString = string;
+    self->longShared = 0;
+    return 0;
+}
+
+/* The long string is complete: take it (a new reference), counting its
+ * bytes as parsed bytes of the message. */
+static PyObject *
+finishLongString(DecoderCore *self)
+{
+    withdrawOffer(self);
+    PyObject *string = self->longString;
+    self->longString = NULL;
+    if (self->longShared) {
+        /* A view of it may still be written through: publish a copy. */
+        PyObject *copy = PyBytes_FromStringAndSize(PyBytes_AS_STRING(string),
+                                                   PyBytes_GET_SIZE(string));
         Py_DECREF(string);
-        return -1;
+        string = copy;
+        self->longShared = 0;
     }
-    char *to = PyBytes_AS_STRING(after);
-    if (c > 0) {
-        PyObject *last = PyList_GET_ITEM(chunks, c - 1);
-        Py_ssize_t tail = PyBytes_GET_SIZE(last) - offset;
-        if (tail > 0) {
-            memcpy(to, PyBytes_AS_STRING(last) + offset, tail);
-            to += tail;
-        }
-    }
-    for (; c < n; c++) {
-        PyObject *chunk = PyList_GET_ITEM(chunks, c);
-        memcpy(to, PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk));
-        to += PyBytes_GET_SIZE(chunk);
-    }
-    /* The string's bytes now count as parsed bytes of the message. */
     self->messageBytes += self->need;
-    *first = string;
-    *rest = after;
-    return 1;
+    self->have = 0;
+    self->need = 0;
+    self->longSize = 0;
+    return string;
 }
 
 static int
@@ -1807,11 +1981,15 @@ parseHeld(DecoderCore *self, PyObject *buf, PyObject *emit,
     resumeCollector(collecting);
     self->busy = 0;
     Py_DECREF(buf);
+    if (rc == 0) {
+        rc = startLongString(self);
+    }
     return rc;
 }
 
+/* Raise the recorded failure again, or refuse a call from a callback. */
 static int
-decode(DecoderCore *self, PyObject *data, PyObject *emit, PyObject *received)
+checkUsable(DecoderCore *self)
 {
     if (self->failure != NULL) {
         PyObject *exc = PyObject_CallObject(FramingError, self->failure);
@@ -1826,6 +2004,15 @@ decode(DecoderCore *self, PyObject *data, PyObject *emit, PyObject *received)
                         "a Decoder cannot be fed from its own callback");
         return -1;
     }
+    return 0;
+}
+
+static int
+decode(DecoderCore *self, PyObject *data, PyObject *emit, PyObject *received)
+{
+    if (checkUsable(self) < 0) {
+        return -1;
+    }
     PyObject *buf, *first = NULL;
     if (PyBytes_CheckExact(data)) {
         Py_INCREF(data);
@@ -1837,6 +2024,33 @@ decode(DecoderCore *self, PyObject *data, PyObject *emit, PyObject *received)
             return -1;
         }
     }
+    if (self->longString != NULL) {
+        /* Copy into the long string what belongs to it. */
+        withdrawOffer(self);
+        Py_ssize_t size = PyBytes_GET_SIZE(buf);
+        Py_ssize_t room = self->need - self->have;
+        Py_ssize_t n = size < room ? size : room;
+        memcpy(PyBytes_AS_STRING(self->longString) + self->longSize - room,
+               PyBytes_AS_STRING(buf), n);
+        self->have += n;
+        if (self->have < self->need) {
+            Py_DECREF(buf);
+            return 0;
+        }
+        first = finishLongString(self);
+        if (first == NULL) {
+            Py_DECREF(buf);
+            return -1;
+        }
+        PyObject *rest = PyBytes_FromStringAndSize(PyBytes_AS_STRING(buf) + n,
+                                                   size - n);
+        Py_DECREF(buf);
+        if (rest == NULL) {
+            Py_DECREF(first);
+            return -1;
+        }
+        return parseHeld(self, rest, emit, received, first);
+    }
     if (self->chunks != NULL) {
         /* Waiting for the rest of a token: only keep the chunk until it
          * is whole. */
@@ -1847,29 +2061,84 @@ decode(DecoderCore *self, PyObject *data, PyObject *emit, PyObject *received)
         self->have += PyBytes_GET_SIZE(buf);
         Py_DECREF(buf);
         if (self->have < self->need) {
-            return 0;
+            return startLongString(self);
         }
-        int taken = 0;
-        if (self->need > LONG_STRING) {
-            taken = takeLongString(self, &first, &buf);
-            if (taken < 0) {
-                return -1;
-            }
+        buf = PyBytes_FromStringAndSize(NULL, self->have);
+        if (buf == NULL) {
+            return -1;
         }
-        if (!taken) {
-            buf = PyBytes_FromStringAndSize(NULL, self->have);
-            if (buf == NULL) {
-                return -1;
-            }
-            char *out = PyBytes_AS_STRING(buf);
-            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self->chunks); i++) {
-                PyObject *chunk = PyList_GET_ITEM(self->chunks, i);
-                memcpy(out, PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk));
-                out += PyBytes_GET_SIZE(chunk);
-            }
+        char *out = PyBytes_AS_STRING(buf);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self->chunks); i++) {
+            PyObject *chunk = PyList_GET_ITEM(self->chunks, i);
+            memcpy(out, PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk));
+            out += PyBytes_GET_SIZE(chunk);
         }
     }
     return parseHeld(self, buf, emit, received, first);
+}
+
+static PyObject *
+DecoderCore_receiveBuffer(DecoderCore *self, PyObject *unused)
+{
+    if (self->longString == NULL || self->failure != NULL || self->busy) {
+        Py_RETURN_NONE;
+    }
+    withdrawOffer(self);
+    ReceiveBuffer *offer = PyObject_New(ReceiveBuffer, &ReceiveBufferType);
+    if (offer == NULL) {
+        return NULL;
+    }
+    Py_ssize_t room = self->need - self->have;
+    Py_INCREF(self->longString);
+    offer->string = self->longString;
+    offer->offset = self->longSize - room;
+    offer->length = room;
+    offer->exports = 0;
+    offer->current = 1;
+    Py_INCREF(offer);
+    self->offered = (PyObject *)offer;
+    return (PyObject *)offer;
+}
+
+static PyObject *
+DecoderCore_bufferFilled(DecoderCore *self, PyObject *args)
+{
+    Py_ssize_t count;
+    PyObject *emit;
+    if (!PyArg_ParseTuple(args, "nO:bufferFilled", &count, &emit)) {
+        return NULL;
+    }
+    if (checkUsable(self) < 0) {
+        return NULL;
+    }
+    if (self->offered == NULL) {
+        PyErr_SetString(PyExc_ValueError, "no receive buffer is outstanding");
+        return NULL;
+    }
+    if (count < 0 || count > self->need - self->have) {
+        PyErr_Format(PyExc_ValueError,
+                     "%zd bytes cannot fill a receive buffer of %zd", count,
+                     self->need - self->have);
+        return NULL;
+    }
+    withdrawOffer(self);
+    self->have += count;
+    if (self->have < self->need) {
+        Py_RETURN_NONE;
+    }
+    PyObject *first = finishLongString(self);
+    if (first == NULL) {
+        return NULL;
+    }
+    PyObject *rest = PyBytes_FromStringAndSize(NULL, 0);
+    if (rest == NULL) {
+        Py_DECREF(first);
+        return NULL;
+    }
+    if (parseHeld(self, rest, emit, NULL, first) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -1925,7 +2194,8 @@ DecoderCore_setPlainJelly(DecoderCore *self, PyObject *flag)
     if (on < 0) {
         return NULL;
     }
-    if (self->depth > 0 || self->chunks != NULL || self->busy) {
+    if (self->depth > 0 || self->chunks != NULL || self->longString != NULL ||
+        self->busy) {
         PyErr_SetString(PyExc_RuntimeError,
                         "plain-jelly mode changes only between messages");
         return NULL;
@@ -1969,7 +2239,9 @@ DecoderCore_getPendingBytes(DecoderCore *self, void *closure)
 static PyObject *
 DecoderCore_getWantedBytes(DecoderCore *self, void *closure)
 {
-    Py_ssize_t wanted = self->chunks != NULL ? self->need - self->have : 0;
+    Py_ssize_t wanted = self->chunks != NULL || self->longString != NULL
+                            ? self->need - self->have
+                            : 0;
     return PyLong_FromSsize_t(wanted > 0 ? wanted : 0);
 }
 
@@ -1984,6 +2256,12 @@ static PyMethodDef DecoderCore_methods[] = {
      "feed(data) -> list: as pbext.codec.Decoder.feed."},
     {"feedTo", (PyCFunction)DecoderCore_feedTo, METH_VARARGS,
      "feedTo(data, expressionReceived): as pbext.codec.Decoder.feedTo."},
+    {"receiveBuffer", (PyCFunction)DecoderCore_receiveBuffer, METH_NOARGS,
+     "receiveBuffer() -> buffer or None: as "
+     "pbext.codec.Decoder.receiveBuffer."},
+    {"bufferFilled", (PyCFunction)DecoderCore_bufferFilled, METH_VARARGS,
+     "bufferFilled(count, expressionReceived): as "
+     "pbext.codec.Decoder.bufferFilled."},
     {"setPlainJelly", (PyCFunction)DecoderCore_setPlainJelly, METH_O,
      "setPlainJelly(flag): deliver the plain jelly values inside each "
      "message as values (see pbext.codec.Decoder.setPlainJelly)."},
@@ -2607,7 +2885,7 @@ writeText(Encoder *e, PyObject *text)
         if (writeToken(e, (uint64_t)size, B_STRING) < 0) {
             return -1;
         }
-        if (e->size + size > e->limit) {
+        if (e->flushed + e->size + size > e->limit) {
             return tooLarge(e);
         }
         return writeRaw(e, (const char *)PyUnicode_DATA(text), size);
@@ -3570,6 +3848,8 @@ speedups_configure(PyObject *module, PyObject *args, PyObject *kwargs)
 static PyMethodDef speedups_methods[] = {
     {"encode", (PyCFunction)(void (*)(void))speedups_encode,
      METH_VARARGS | METH_KEYWORDS, encode_doc},
+    {"encodePieces", (PyCFunction)(void (*)(void))speedups_encodePieces,
+     METH_VARARGS | METH_KEYWORDS, encodePieces_doc},
     {"jellyPlain", (PyCFunction)(void (*)(void))speedups_jellyPlain,
      METH_FASTCALL, jellyPlain_doc},
     {"unjellyPlain", (PyCFunction)(void (*)(void))speedups_unjellyPlain,
@@ -3607,6 +3887,7 @@ PyInit__speedups(void)
         }
     }
     if (PyType_Ready(&DecoderCoreType) < 0 ||
+        PyType_Ready(&ReceiveBufferType) < 0 ||
         PyType_Ready(&JelliedType) < 0) {
         return NULL;
     }

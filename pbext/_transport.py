@@ -1,6 +1,6 @@
 """
-Writing to a TCP transport without waiting for a reactor turn, and reading
-long strings in few reads.
+Writing to a TCP transport without waiting for a reactor turn, and
+receiving long strings straight into their final buffer.
 
 Twisted's TCP transport buffers every C{write}, asks the reactor to watch
 the socket for writability, and sends on the reactor's next turn.  For a
@@ -8,26 +8,34 @@ request/response protocol such as PB that costs, for every message, two
 extra system calls (to watch and stop watching the socket) and one more
 turn of the reactor before the bytes leave.  When the transport has
 nothing buffered, sending at once is what it would do on that turn anyway;
-L{directWriter} does so, and hands whatever the socket does not take (and
-every write while something is buffered) to the transport's own C{write},
-so the order of bytes and Twisted's error handling are unchanged.  The
-first time a connection sends a large message, its socket send buffer is
-set to L{LARGE_SEND_BUFFER}.
+L{DirectWrites} does so, and hands whatever the socket does not take (and
+every write while something is buffered) to the transport's own C{write}
+or C{writeSequence}, so the order of bytes and Twisted's error handling
+are unchanged.  A message given in pieces (a long string is its own piece,
+see L{pbext.codec.encodePieces}) is sent with one C{sendmsg}, so the
+string is never copied into a joined message.  The first time a connection
+sends a large message, its socket send buffer is set to
+L{LARGE_SEND_BUFFER}.
+
+Twisted's TCP transport reads at most C{bufferSize} (64 KiB) per turn of
+the reactor, each read into a new bytes object, which a decoder then
+copies into the string it assembles.  L{DirectReads} reads the rest of a
+long string with C{recv_into} straight into the buffer the decoder made
+for it (L{pbext.codec.Decoder.receiveBuffer}), as many reads as the socket
+has bytes for in one turn, and reads everything else as Twisted does.
 
 @since: pbext NEXT
 """
 
 from __future__ import annotations
 
+import errno
 import socket
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
-from twisted.internet import tcp
+from twisted.internet import main, tcp
 
-__all__ = ["LargeReads", "directWriter"]
-
-#: The most a connection reads at once while a long string is arriving.
-LARGEST_READ = 4 * 1024 * 1024
+__all__ = ["DirectReads", "DirectWrites", "directWriter"]
 
 #: The socket send buffer asked for once a connection sends a message
 #: larger than L{LARGE_MESSAGE}: what Linux's own autotuning grows to at
@@ -37,6 +45,17 @@ LARGEST_READ = 4 * 1024 * 1024
 #: C{net.core.wmem_max}.
 LARGE_SEND_BUFFER = 4 * 1024 * 1024
 LARGE_MESSAGE = 64 * 1024
+
+#: The most pieces one C{sendmsg} is given (POSIX guarantees 16, Linux and
+#: the BSDs take 1024); a message in more is joined first.
+MOST_PIECES = 512
+
+#: The most reads L{DirectReads} makes in one turn of the reactor, so a
+#: peer sending a long string quickly does not keep other connections
+#: waiting for long.
+MOST_READS = 16
+
+_WOULD_BLOCK: int = getattr(tcp, "EWOULDBLOCK", errno.EWOULDBLOCK)
 
 # Exactly these classes: subclasses (UNIX sockets passing descriptors,
 # say) may queue more than bytes.
@@ -52,41 +71,72 @@ _NEEDED = (
 )
 
 
-def directWriter(transport: object) -> Optional[Callable[[bytes], None]]:
+def _plainTCP(transport: object) -> bool:
     """
-    A function that writes to C{transport} like its C{write}, sending at
-    once when nothing is buffered; or L{None} if C{transport} is not a
-    plain Twisted TCP connection (TLS, UNIX and in-memory transports keep
-    their own C{write}).
+    Whether C{transport} is one of Twisted's own TCP connections, with the
+    attributes L{DirectWrites} and L{DirectReads} use.
     """
     if type(transport) not in _TCP_CONNECTIONS:
-        return None
-    if not all(hasattr(transport, name) for name in _NEEDED):
-        return None
-    t: tcp.Connection = transport  # type: ignore[assignment]
-    write = t.write
-    sock = t.socket
-    send = sock.send
-    bufferRaised = False
+        return False
+    return all(hasattr(transport, name) for name in _NEEDED)
 
-    def directWrite(data: bytes) -> None:
-        nonlocal bufferRaised
-        if not bufferRaised and len(data) > LARGE_MESSAGE:
-            bufferRaised = True
+
+class DirectWrites:
+    """
+    Write to a plain Twisted TCP connection like its C{write} and
+    C{writeSequence}, sending at once when nothing is buffered.
+    """
+
+    def __init__(self, transport: tcp.Connection) -> None:
+        self.transport = transport
+        self._bufferRaised = False
+        self._sendmsg: Optional[Callable[..., int]] = getattr(
+            transport.socket, "sendmsg", None
+        )
+
+    @classmethod
+    def forTransport(cls, transport: object) -> Optional[DirectWrites]:
+        """
+        A L{DirectWrites} for C{transport} if it is a plain Twisted TCP
+        connection, else L{None} (TLS, UNIX and in-memory transports keep
+        their own C{write}).
+        """
+        if not _plainTCP(transport):
+            return None
+        return cls(transport)  # type: ignore[arg-type]
+
+    def _idle(self, size: int) -> bool:
+        """
+        Whether bytes may be sent at once: nothing is buffered and the
+        connection is open for writing, without TLS.  Raises the socket
+        send buffer the first time C{size} is large.
+        """
+        t = self.transport
+        if not self._bufferRaised and size > LARGE_MESSAGE:
+            self._bufferRaised = True
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LARGE_SEND_BUFFER)
+                t.socket.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_SNDBUF, LARGE_SEND_BUFFER
+                )
             except OSError:
                 pass
-        if (
+        return bool(
             t.offset == len(t.dataBuffer)
             and not t._tempDataLen
             and t.connected
             and not t.disconnecting
             and not t._writeDisconnected
             and not t.TLS
-        ):
+        )
+
+    def write(self, data: bytes) -> None:
+        """
+        Write C{data}, as C{transport.write(data)} would.
+        """
+        t = self.transport
+        if self._idle(len(data)):
             try:
-                sent = send(data)
+                sent = t.socket.send(data)
             except OSError:
                 # Would block, or failed: the transport's own write path
                 # retries and reports a real failure as it always does.
@@ -95,51 +145,136 @@ def directWriter(transport: object) -> Optional[Callable[[bytes], None]]:
                 return
             if sent:
                 data = data[sent:]
-        write(data)
+        t.write(data)
 
-    return directWrite
+    def writeSequence(self, pieces: Sequence[bytes]) -> None:
+        """
+        Write the concatenation of C{pieces}, as
+        C{transport.writeSequence(pieces)} would, but sending at once, with
+        one C{sendmsg}, when nothing is buffered.
+        """
+        t = self.transport
+        size = sum(map(len, pieces))
+        sendmsg = self._sendmsg
+        if sendmsg is None or len(pieces) > MOST_PIECES:
+            self.write(b"".join(pieces))
+            return
+        if self._idle(size):
+            try:
+                sent = sendmsg(pieces)
+            except OSError:
+                sent = 0
+            if sent >= size:
+                return
+            if sent:
+                rest = []
+                for piece in pieces:
+                    if sent >= len(piece):
+                        sent -= len(piece)
+                        continue
+                    rest.append(piece[sent:] if sent else piece)
+                    sent = 0
+                pieces = rest
+        t.writeSequence(pieces)
 
 
-class LargeReads:
+def directWriter(transport: object) -> Optional[Callable[[bytes], None]]:
     """
-    Let a TCP connection read a long string in few reads.
+    A function that writes to C{transport} like its C{write}, sending at
+    once when nothing is buffered; or L{None} if C{transport} is not a
+    plain Twisted TCP connection (see L{DirectWrites}).
+    """
+    writes = DirectWrites.forTransport(transport)
+    return None if writes is None else writes.write
 
-    Twisted's TCP transport reads at most C{bufferSize} (64 KiB) per turn
-    of the reactor, so a 512 KiB string takes nine turns, each with its
-    own callbacks.  Once a string's header says how many bytes are still
-    to come, L{update} raises the transport's read size to that (up to
-    L{LARGEST_READ}); after it, back to the transport's own.  Only the read
-    size changes: the bytes and their order do not.
 
-    Twisted uses the same C{bufferSize} as the amount of buffered output
-    past which it pauses a registered producer, so while a long string
-    arrives the broker's write backpressure starts later, by at most
-    L{LARGEST_READ} bytes.
+class DirectReads:
+    """
+    Read the rest of a long string straight into the buffer made for it.
+
+    While C{receiveBuffer()} returns a writable buffer, the connection's
+    C{doRead} receives into it with C{recv_into} and reports each read with
+    C{bufferFilled(count)}, up to L{MOST_READS} times in a turn of the
+    reactor while the socket has bytes and C{bufferFilled} returns true;
+    once the buffer is complete it reads once more as Twisted does, for
+    what follows the string.  When no buffer is offered, C{doRead} reads as
+    Twisted's own does, and then goes on into a buffer if that read made
+    one (C{receiveBuffer} returns L{None} whenever reading should stop).
+    The bytes and their order are those Twisted would read: only where they
+    are written to changes.
+
+    The connection's C{doRead} is replaced on this one connection (an
+    attribute of the instance) until L{stop}.
+
+    @ivar transport: The connection.
     """
 
-    def __init__(self, transport: tcp.Connection) -> None:
+    def __init__(
+        self,
+        transport: tcp.Connection,
+        receiveBuffer: Callable[[], Optional[Any]],
+        bufferFilled: Callable[[int], bool],
+    ) -> None:
         self.transport = transport
-        self.normal: int = transport.bufferSize
+        self._receiveBuffer = receiveBuffer
+        self._bufferFilled = bufferFilled
+        self._plainRead: Callable[[], Any] = type(transport).doRead.__get__(transport)
+        self._recvInto = transport.socket.recv_into
+        transport.doRead = self.doRead  # type: ignore[method-assign]
 
     @classmethod
-    def forTransport(cls, transport: object) -> Optional[LargeReads]:
+    def forTransport(
+        cls,
+        transport: object,
+        receiveBuffer: Callable[[], Optional[Any]],
+        bufferFilled: Callable[[int], bool],
+    ) -> Optional[DirectReads]:
         """
-        A L{LargeReads} for C{transport} if it is a plain Twisted TCP
+        A L{DirectReads} on C{transport} if it is a plain Twisted TCP
         connection, else L{None}.
         """
-        if type(transport) not in _TCP_CONNECTIONS:
+        if not _plainTCP(transport):
             return None
-        if not isinstance(getattr(transport, "bufferSize", None), int):
-            return None
-        return cls(transport)  # type: ignore[arg-type]
+        return cls(transport, receiveBuffer, bufferFilled)  # type: ignore[arg-type]
 
-    def update(self, wanted: int) -> None:
+    def stop(self) -> None:
         """
-        Read up to C{wanted} bytes at once if that is more than usual, else
-        the usual amount.
+        Give the connection its own C{doRead} back.
         """
-        transport = self.transport
-        if wanted > self.normal:
-            transport.bufferSize = min(wanted, LARGEST_READ)
-        elif transport.bufferSize != self.normal:
-            transport.bufferSize = self.normal
+        if vars(self.transport).get("doRead") == self.doRead:
+            del self.transport.doRead
+
+    def doRead(self) -> Any:
+        """
+        Read what the socket has, as C{tcp.Connection.doRead} does.
+
+        @return: L{None}, or why the connection is lost, as Twisted's.
+        """
+        t = self.transport
+        buffer = self._receiveBuffer()
+        if buffer is None:
+            # A read as Twisted's; if it brings a long string's header, the
+            # rest is likely here already: read it in this turn too.
+            result = self._plainRead()
+            if result is not None or t.disconnecting:
+                return result
+            buffer = self._receiveBuffer()
+            if buffer is None:
+                return None
+        recvInto = self._recvInto
+        for _ in range(MOST_READS):
+            try:
+                count = recvInto(buffer)
+            except OSError as e:
+                if e.args[0] == _WOULD_BLOCK:
+                    return None
+                return main.CONNECTION_LOST
+            if not count:
+                return main.CONNECTION_DONE
+            if not self._bufferFilled(count) or t.disconnecting:
+                return None
+            buffer = self._receiveBuffer()
+            if buffer is None:
+                # Complete: what follows it may be here already.
+                return self._plainRead()
+        return None

@@ -56,8 +56,8 @@ from twisted.spread import banana, flavors, jelly, pb
 
 from pbext import _jelly, keepalive, typecheck
 from pbext._accelerator import speedups as _speedups
-from pbext._transport import LargeReads, directWriter
-from pbext.codec import Decoder, FramingError, encode
+from pbext._transport import DirectReads, DirectWrites
+from pbext.codec import Decoder, FramingError, encodePieces
 from pbext.copyable import failureRegistry
 from pbext.security import (
     SecurityPolicy,
@@ -205,6 +205,19 @@ def resolvePolicy(
         for klass in security.allowedClasses:
             result.allowedClasses[klass] = 1
     return result
+
+
+def _readsInPlace(brokerClass: type) -> bool:
+    """
+    Whether C{brokerClass} handles bytes received into the decoder's buffer
+    (L{Broker._receivedInto}) as it handles bytes given to C{dataReceived}:
+    true unless a subclass overrides C{dataReceived} without overriding
+    C{_receivedInto} alongside it.
+    """
+    for klass in brokerClass.__mro__:
+        if "dataReceived" in vars(klass):
+            return "_receivedInto" in vars(klass)
+    return False
 
 
 class BrokerFactoryMixin:
@@ -396,7 +409,8 @@ class Broker(pb.Broker):
         # How encoded messages reach the transport, and how long strings
         # are read (see connectionMade).
         self._write: Callable[[bytes], None] = self._writeToTransport
-        self._largeReads: LargeReads | None = None
+        self._writeSequence: Callable[[list[bytes]], None] = self._writeJoined
+        self._directReads: DirectReads | None = None
         self._backlog: deque[object] = deque()
         self._drainCall: IDelayedCall | None = None
         self._readPauses: set[str] = set()
@@ -515,8 +529,19 @@ class Broker(pb.Broker):
     def connectionMade(self) -> None:
         self._getClock()
         setNoDelay(self.transport)
-        self._write = directWriter(self.transport) or self.transport.write
-        self._largeReads = LargeReads.forTransport(self.transport)
+        writes = DirectWrites.forTransport(self.transport)
+        if writes is not None:
+            self._write = writes.write
+            self._writeSequence = writes.writeSequence
+        else:
+            self._write = self.transport.write
+        if (
+            _readsInPlace(type(self))
+            and getattr(self.transport, "protocol", None) is self
+        ):
+            self._directReads = DirectReads.forTransport(
+                self.transport, self._receiveBuffer, self._receivedInto
+            )
         self._decoder = Decoder(**self.limits.framingLimits())  # type: ignore[arg-type]
         if self._fusedReceive and self._decoder.accelerated:
             self._decoder.setPlainJelly(True)
@@ -592,6 +617,9 @@ class Broker(pb.Broker):
         for d in running:
             d.cancel()
         self._decoder = None
+        if self._directReads is not None:
+            self._directReads.stop()
+            self._directReads = None
         factory = self.factory
         if factory is not None and hasattr(factory, "_brokerLost"):
             factory._brokerLost(self)
@@ -639,6 +667,43 @@ class Broker(pb.Broker):
         decoder = self._decoder
         if decoder is None:
             return
+        self._parse(decoder.feedTo, chunk)
+
+    def _receiveBuffer(self) -> Any:
+        """
+        Where the transport may receive the rest of the long string
+        arriving, if one is (see L{Decoder.receiveBuffer}) and reading is
+        not paused, else L{None}.
+        """
+        decoder = self._decoder
+        if decoder is None or self._readPauses:
+            return None
+        return decoder.receiveBuffer()
+
+    def _receivedInto(self, count: int) -> bool:
+        """
+        The transport received C{count} bytes into the buffer from
+        L{_receiveBuffer}: handle them as L{dataReceived} handles bytes.
+        A subclass that overrides C{dataReceived} overrides this too, or
+        its transport reads as Twisted does (see L{_readsInPlace}).
+
+        @return: Whether the transport may read on at once.
+        """
+        decoder = self._decoder
+        if decoder is None:
+            return False
+        self._parse(decoder.bufferFilled, count)
+        return self._decoder is not None and not self._readPauses
+
+    def _parse(
+        self, parse: Callable[[Any, Callable[[object], None]], None], data: Any
+    ) -> None:
+        """
+        Parse received bytes with C{parse} (a method of the decoder), and
+        keep the connection's timers, keepalive and queue up to date.
+        """
+        decoder = self._decoder
+        assert decoder is not None
         if self._keepalive is not None:
             self._keepalive.activity()
         if self.limits.idleTimeout is not None:
@@ -648,12 +713,10 @@ class Broker(pb.Broker):
         if self._plainTypes.refresh() and self._fusedReceive and decoder.accelerated:
             decoder.setPlainTypes(self._plainTypes.receive)
         try:
-            decoder.feedTo(chunk, self._expressionDecoded)
+            parse(data, self._expressionDecoded)
         except FramingError as e:
             self._dropConnection("framingError", str(e), limit=e.limit)
             return
-        if self._largeReads is not None:
-            self._largeReads.update(decoder.wantedBytes)
         if decoder.messageStarted:
             if "messageTimeout" not in self._timers:
                 self._setTimer(
@@ -738,15 +801,22 @@ class Broker(pb.Broker):
 
     def sendEncoded(self, obj: object) -> None:
         vocabulary = self.outgoingSymbols if self.currentDialect == b"pb" else None
-        data = encode(obj, vocabulary, self.limits.maxOutgoingMessageBytes)
+        pieces = encodePieces(obj, vocabulary, self.limits.maxOutgoingMessageBytes)
         if self._writePaused:
-            self._pausedBytes += len(data)
+            self._pausedBytes += sum(map(len, pieces))
             if self._pausedBytes > self.limits.maxPendingWriteBytes:
                 self._pauseReading("backpressure")
-        self._write(data)
+        if len(pieces) == 1:
+            self._write(pieces[0])
+        else:
+            self._writeSequence(pieces)
 
     def _writeToTransport(self, data: bytes) -> None:
         self.transport.write(data)
+
+    def _writeJoined(self, pieces: list[bytes]) -> None:
+        # Transports other than plain TCP get one write, as they always did.
+        self.transport.write(b"".join(pieces))
 
     def sendCall(self, *exp: object) -> None:
         """

@@ -50,6 +50,7 @@ __all__ = [
     "Decoder",
     "FramingError",
     "encode",
+    "encodePieces",
 ]
 
 # Type bytes, as integers (banana's module constants are one-byte strings).
@@ -89,6 +90,12 @@ DEFAULT_MAX_MESSAGE_TOKENS = 1_000_000
 #: Default for L{Decoder}'s C{maxMessageBytes}: 16 MiB, room for 25 strings
 #: of stock banana's maximum size in one message.
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+#: Strings longer than this are received in place: see L{Decoder.receiveBuffer}.
+_LONG_STRING = 64 * 1024
+#: ... once this share of them has arrived, so a peer makes a decoder hold at
+#: most this many times the bytes it sent.
+_LONG_STRING_SHARE = 16
 
 _findTypeByte = re.compile(b"[\x80-\xff]").search
 _unpackDouble = struct.Struct("!d").unpack_from
@@ -206,6 +213,13 @@ class Decoder:
         self._chunks: List[bytes] = []
         self._have = 0
         self._need = 0
+        # The declared length of the string whose header starts the held
+        # bytes (0 if they hold no string's header); and, once it is long
+        # and enough of it arrived, its final buffer, filled up to its last
+        # _longSize - (_need - _have) bytes, with _chunks empty meanwhile.
+        self._longSize = 0
+        self._long: Optional[bytearray] = None
+        self._offered = False
         # The lists being filled: the innermost one and its declared length,
         # and (list, length) for each enclosing one, outermost first; the
         # first entry of a non-empty stack is (None, 0), the top level.
@@ -232,6 +246,8 @@ class Decoder:
             self.feed = core.feed  # type: ignore[method-assign]
             self.feedTo = core.feedTo  # type: ignore[method-assign]
             self.setVocabulary = core.setVocabulary  # type: ignore[method-assign]
+            self.receiveBuffer = core.receiveBuffer  # type: ignore[method-assign]
+            self.bufferFilled = core.bufferFilled  # type: ignore[method-assign]
         else:
             self._core = None
         self.setVocabulary(vocabulary)
@@ -312,7 +328,9 @@ class Decoder:
         """
         if self._core is not None:
             return self._core.wantedBytes  # type: ignore[no-any-return]
-        return max(self._need - self._have, 0) if self._chunks else 0
+        if self._chunks or self._long is not None:
+            return max(self._need - self._have, 0)
+        return 0
 
     @property
     def messageStarted(self) -> bool:
@@ -369,6 +387,97 @@ class Decoder:
         """
         self._decode(data, expressionReceived)
 
+    def receiveBuffer(self) -> Optional[memoryview]:
+        """
+        A writable buffer for the rest of the long string arriving, or
+        L{None} when none is.
+
+        Once the header and a sixteenth of a string longer than 64 KiB have
+        arrived, the decoder makes the string at its final size; the rest of
+        its bytes can then be received straight into it (with
+        C{socket.recv_into}, say) instead of into new bytes objects that
+        L{feedTo} would copy again.  The buffer is exactly L{wantedBytes}
+        long; after writing the first C{count} bytes of it, call
+        L{bufferFilled} with C{count}, before feeding or asking for another
+        buffer.  A buffer handed out earlier must not be written to after
+        that call.
+
+        @return: A writable buffer (a C{memoryview}, or the C accelerator's
+            own buffer object), or L{None}.
+        """
+        if self._long is None or self._failure is not None or self._busy:
+            return None
+        self._offered = True
+        room = self._need - self._have
+        return memoryview(self._long)[self._longSize - room :]
+
+    def bufferFilled(
+        self, count: int, expressionReceived: Callable[[object], object]
+    ) -> None:
+        """
+        Parse the first C{count} bytes written into the buffer from
+        L{receiveBuffer}, exactly as L{feedTo} would parse them.
+
+        @param count: How many bytes were written, from the buffer's start.
+        @param expressionReceived: As for L{feedTo}.
+
+        @raise ValueError: If no buffer is outstanding (none was asked for,
+            or bytes were parsed since), or C{count} is negative or more
+            than the buffer holds.
+        @raise FramingError: As for L{feedTo}.
+        """
+        if self._failure is not None:
+            raise FramingError(*self._failure)
+        if self._busy:
+            raise RuntimeError("a Decoder cannot be fed from its own callback")
+        if not self._offered:
+            raise ValueError("no receive buffer is outstanding")
+        room = self._need - self._have
+        if count < 0 or count > room:
+            raise ValueError(f"{count} bytes cannot fill a receive buffer of {room}")
+        self._offered = False
+        self._have += count
+        if self._have < self._need:
+            return
+        self._decode(b"", expressionReceived, self._finishLong())
+
+    def _startLong(self) -> None:
+        """
+        If the held bytes start a long string of which enough has arrived,
+        make its final buffer now, with the body held copied into it.
+        """
+        size = self._longSize
+        if not self._chunks or size <= _LONG_STRING:
+            return
+        header = self._need - size
+        if self._have - header < size // _LONG_STRING_SHARE:
+            return
+        string = bytearray(size)
+        at = 0
+        skip = header
+        for chunk in self._chunks:
+            piece = memoryview(chunk)[skip:]
+            skip = max(skip - len(chunk), 0)
+            string[at : at + len(piece)] = piece
+            at += len(piece)
+        self._chunks = []
+        self._long = string
+
+    def _finishLong(self) -> bytes:
+        """
+        Take the completed long string, counting its bytes as parsed bytes
+        of the message.
+        """
+        assert self._long is not None
+        string = bytes(self._long)
+        self._long = None
+        self._offered = False
+        self._messageBytes += self._need
+        self._have = 0
+        self._need = 0
+        self._longSize = 0
+        return string
+
     def _fail(self, limit: str, message: str) -> FramingError:
         """
         Remember that parsing failed for good, and make the exception.
@@ -376,10 +485,16 @@ class Decoder:
         self._failure = (limit, message)
         return FramingError(limit, message)
 
-    def _decode(self, data: bytes, emit: Callable[[object], object]) -> None:
+    def _decode(
+        self,
+        data: bytes,
+        emit: Callable[[object], object],
+        first: Optional[bytes] = None,
+    ) -> None:
         """
         Parse C{data} after what is held, calling C{emit} with each complete
-        top-level expression.
+        top-level expression; or, given C{first} (a long string just
+        completed), that string and then C{data}.
         """
         if self._failure is not None:
             raise FramingError(*self._failure)
@@ -388,12 +503,27 @@ class Decoder:
         if type(data) is not bytes:
             data = bytes(data)
         chunks = self._chunks
-        if chunks:
-            # Waiting for the rest of a token: for a long string this is
-            # cheap, as only the chunk is kept until the string is whole.
+        if first is not None:
+            buf = data
+        elif self._long is not None:
+            # Copy into the long string what belongs to it.
+            self._offered = False
+            room = self._need - self._have
+            taken = memoryview(data)[:room]
+            at = self._longSize - room
+            self._long[at : at + len(taken)] = taken
+            self._have += len(taken)
+            if self._have < self._need:
+                return
+            first = self._finishLong()
+            buf = data[len(taken) :]
+        elif chunks:
+            # Waiting for the rest of a token: only the chunk is kept until
+            # the token is whole.
             chunks.append(data)
             self._have += len(data)
             if self._have < self._need:
+                self._startLong()
                 return
             buf = b"".join(chunks)
         else:
@@ -403,6 +533,7 @@ class Decoder:
         end = len(buf)
         pos = 0
         need = 0
+        stringSize = 0
         stack = self._stack
         cur = self._current
         want = self._want
@@ -426,6 +557,23 @@ class Decoder:
         # 0x83 NEG, 0x84 FLOAT, 0x85 LONGINT, 0x86 LONGNEG, 0x87 VOCAB):
         # this loop runs once per token and constants are the fastest.
         try:
+            if first is not None:
+                # A long string just completed: place it as the loop below
+                # places an item.
+                item = first
+                while cur is not None:
+                    cur.append(item)
+                    if len(cur) < want:
+                        break
+                    item = cur
+                    cur, want = stack.pop()
+                else:
+                    tokens = 1
+                    messageOrigin = pos
+                    messageLimit = pos + maxMessageBytes
+                    stringLimit = end if end < messageLimit else messageLimit
+                    emit(item)
+                    vocabulary = self._vocabulary
             while True:
                 # The number prefix (base-128, least significant first) and
                 # the type byte, fast for the usual zero- or one-byte prefix;
@@ -471,6 +619,7 @@ class Decoder:
                         if stop > messageLimit:
                             raise self._tooLong(maxMessageBytes)
                         need = stop - start
+                        stringSize = num
                         pos = start
                         break
                     item = buf[pos:stop]
@@ -564,10 +713,13 @@ class Decoder:
                 self._chunks = [tail]
                 self._have = len(tail)
                 self._need = need
+                self._longSize = stringSize
             else:
                 self._chunks = []
                 self._have = 0
                 self._need = 0
+                self._longSize = 0
+        self._startLong()
 
     def _tooLong(self, maxMessageBytes: int) -> FramingError:
         """
@@ -630,6 +782,50 @@ def _encodePython(
     """
     Encode C{obj} exactly as L{banana.Banana._encode} would.
 
+    See L{_encodeParts} for the arguments and errors.
+    """
+    return b"".join(_encodeParts(obj, vocabulary, maxMessageBytes))
+
+
+def _encodePiecesPython(
+    obj: object,
+    vocabulary: Optional[Mapping[bytes, int]] = None,
+    maxMessageBytes: Optional[int] = None,
+) -> List[bytes]:
+    """
+    Encode C{obj} as L{encode} does, in pieces: the encoding is their
+    concatenation, and every string longer than 64 KiB (and not a
+    vocabulary word) is a piece of its own, the very object given, so a
+    transport can send it without copying it into the message
+    (C{socket.sendmsg}).  No piece is empty.
+
+    See L{_encodeParts} for the arguments and errors.
+    """
+    pieces: List[bytes] = []
+    pending: List[Union[bytes, bytearray]] = []
+    for part in _encodeParts(obj, vocabulary, maxMessageBytes):
+        if type(part) is bytes and len(part) > _LONG_STRING:
+            if pending:
+                pieces.append(b"".join(pending))
+                pending = []
+            pieces.append(part)
+        elif part:
+            pending.append(part)
+    if pending:
+        pieces.append(b"".join(pending))
+    return pieces
+
+
+def _encodeParts(
+    obj: object,
+    vocabulary: Optional[Mapping[bytes, int]] = None,
+    maxMessageBytes: Optional[int] = None,
+) -> List[Union[bytes, bytearray]]:
+    """
+    Encode C{obj} exactly as L{banana.Banana._encode} would, as parts to
+    join: bytes objects given in C{obj} (strings of at least 1 KiB) and
+    byte arrays of the rest.
+
     @param obj: A list or tuple (of the types listed here), an C{int} of at
         most 64 bytes of prefix (C{bool} included), a C{float} or C{bytes}.
     @param vocabulary: Word to token number, when the C{b"pb"} dialect is
@@ -639,7 +835,7 @@ def _encodePython(
         take.  It is checked after every token, and before a string is
         copied, so encoding stops as soon as the limit is passed.
 
-    @return: The encoding.
+    @return: The parts of the encoding.
 
     @raise banana.BananaError: Where stock banana raises it: a list, tuple
         or string longer than 640 KiB, an integer out of range, or an
@@ -757,15 +953,15 @@ def _encodePython(
                 raise _tooLarge(limit)
         else:
             if not stack:
-                if parts:
-                    parts.append(out)
-                    return b"".join(parts)
-                return bytes(out)
+                parts.append(out)
+                return parts
             items = stack.pop()
 
 
 #: The pure-Python L{encode}, which the C one follows.
 encode = _encodePython
+#: The pure-Python L{encodePieces}, which the C one follows.
+encodePieces = _encodePiecesPython
 
 
 def _plain(obj: object) -> object:
@@ -807,3 +1003,4 @@ if _speedups is not None:
         sizeLimit=_SIZE_LIMIT,
     )
     encode = _speedups.encode  # noqa: F811
+    encodePieces = _speedups.encodePieces  # noqa: F811

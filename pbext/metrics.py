@@ -334,6 +334,12 @@ class MeteredBroker(Broker):
             metrics.bytesReceived(len(chunk))
         super().dataReceived(chunk)
 
+    def _receivedInto(self, count: int) -> bool:
+        metrics = self._metrics()
+        if metrics is not None:
+            metrics.bytesReceived(count)
+        return super()._receivedInto(count)
+
     def sendEncoded(self, obj: object) -> None:
         metrics = self._metrics()
         if metrics is None:
@@ -341,16 +347,23 @@ class MeteredBroker(Broker):
             return
         # Count what this expression writes, however the broker writes it.
         write = self._write
+        writeSequence = self._writeSequence
 
         def countingWrite(data: bytes) -> None:
             metrics.bytesSent(len(data))
             write(data)
 
+        def countingWriteSequence(pieces: list[bytes]) -> None:
+            metrics.bytesSent(sum(map(len, pieces)))
+            writeSequence(pieces)
+
         self._write = countingWrite
+        self._writeSequence = countingWriteSequence
         try:
             super().sendEncoded(obj)
         finally:
             self._write = write
+            self._writeSequence = writeSequence
 
     def _violation(self, kind: str, message: str, **fields: Any) -> None:
         # Counted here rather than from the log: the log is rate-limited.

@@ -610,6 +610,39 @@ class MemoryTests(SynchronousTestCase):
 
         self.assertNoGrowth(work)
 
+    def test_longStrings(self) -> None:
+        """
+        Long strings received in place (through receive buffers, fed, with
+        a view left open, or abandoned half way) and encoded in pieces
+        leave nothing behind.
+        """
+        data = codec.encode([b"a" * 70_000, b"b" * 70_000, [1]])
+
+        def work() -> None:
+            decoder = codec.Decoder(accelerated=True)
+            received: List[object] = []
+            decoder.feedTo(data[:10_000], received.append)
+            buffer = decoder.receiveBuffer()
+            assert buffer is not None
+            with memoryview(buffer) as view:
+                view[:30_000] = data[10_000:40_000]
+            decoder.bufferFilled(30_000, received.append)
+            view = memoryview(decoder.receiveBuffer())
+            decoder.feedTo(data[40_000:100_000], received.append)
+            view.release()
+            decoder.feedTo(data[100_000:], received.append)
+            assert len(received) == 1, received
+            abandoned = codec.Decoder(accelerated=True)
+            abandoned.feed(data[:20_000])
+            abandoned.receiveBuffer()
+            speedups.encodePieces([b"a" * 70_000, b"b" * 70_000, [1]])
+            try:
+                speedups.encodePieces([b"a" * 70_000, b"b" * 70_000], None, 100_000)
+            except codec.FramingError:
+                pass
+
+        self.assertNoGrowth(work)
+
     def test_decodeCallbackRaises(self) -> None:
         """
         A callback that raises leaves the rest held, and nothing leaks.

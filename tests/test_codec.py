@@ -24,6 +24,7 @@ from pbext.codec import (
     Decoder,
     FramingError,
     encode,
+    encodePieces,
 )
 
 OUTGOING = banana.Banana.outgoingVocabulary
@@ -277,11 +278,13 @@ class _Implementation:
     """
 
     encode = staticmethod(encode)
+    encodePieces = staticmethod(encodePieces)
     Decoder: type = Decoder
 
 
 class _PurePython(_Implementation):
     encode = staticmethod(codec._encodePython)
+    encodePieces = staticmethod(codec._encodePiecesPython)
     Decoder = PythonDecoder
 
 
@@ -290,6 +293,7 @@ class _Accelerated(_Implementation):
         skip = f"the C accelerator is not available: {reason}"
     else:
         encode = staticmethod(speedups.encode)
+        encodePieces = staticmethod(speedups.encodePieces)
     Decoder = AcceleratedDecoder
 
 
@@ -1101,6 +1105,253 @@ class PropertyTestsMixin(_Implementation):
         self.assertEqual(canonical(received), canonical(expected))
 
 
+#: The longest string L{encodePieces} copies into a piece.
+LONG_PIECE = 64 * 1024
+
+#: A long string's length, and the share of it that must arrive before the
+#: decoder receives it in place.
+LONG = 300_000
+SHARE = 16
+
+
+def fillFrom(decoder: Decoder, data: bytes, count: int, received: List[object]) -> int:
+    """
+    Write the first C{count} bytes of C{data} into C{decoder}'s receive
+    buffer and report them; return how many were written.
+    """
+    buffer = decoder.receiveBuffer()
+    assert buffer is not None
+    with memoryview(buffer) as view:
+        count = min(count, len(view), len(data))
+        view[:count] = data[:count]
+    decoder.bufferFilled(count, received.append)
+    return count
+
+
+class ReceiveBufferTestsMixin(_Implementation):
+    """
+    A long string can be received straight into its final buffer
+    (L{Decoder.receiveBuffer} and L{Decoder.bufferFilled}), with exactly the
+    results of feeding the same bytes, and one copy.
+    """
+
+    def message(self) -> Tuple[List[object], bytes]:
+        """
+        A PB-like call carrying a long string, with tokens after it, and its
+        encoding followed by a second message.
+        """
+        body = bytes(range(256)) * (LONG // 256) + b"tail"
+        sexp: List[object] = [b"message", 7, b"root", [b"tuple", body], [b"x"]]
+        return sexp, self.encode(sexp, None) + self.encode([b"next", 1.5], None)
+
+    def test_awkwardSplits(self) -> None:
+        """
+        Fed in chunks split anywhere (inside the header, one byte either
+        side of the point where the string is made, at its last byte), the
+        message decodes as whole, by both ways of receiving.
+        """
+        sexp, data = self.message()
+        start = data.index(b"\x82", data.index(b"tuple")) + 1
+        share = LONG // SHARE
+        points = [
+            start - 1,
+            start,
+            start + 1,
+            start + share - 1,
+            start + share,
+            start + share + 1,
+            start + LONG + 3,
+            start + LONG + 4,
+            start + LONG + 5,
+        ]
+        for cut in points:
+            for second in (1, 1000, 65536, len(data)):
+                chunks = [data[:cut], data[cut : cut + second], data[cut + second :]]
+                self.assertEqual(
+                    feedAll(self.Decoder(), chunks), [sexp, [b"next", 1.5]]
+                )
+                decoder = self.Decoder()
+                received: List[object] = []
+                pos = 0
+                for chunk in chunks:
+                    decoder.feedTo(chunk, received.append)
+                    pos += len(chunk)
+                    if decoder.receiveBuffer() is not None:
+                        pos += fillFrom(decoder, data[pos:], second, received)
+                        decoder.feedTo(data[pos:], received.append)
+                        break
+                self.assertEqual(received, [sexp, [b"next", 1.5]], cut)
+                self.assertFalse(decoder.messageStarted)
+
+    def test_randomSplits(self) -> None:
+        """
+        Random mixes of fed chunks and filled buffers give the same
+        messages.
+        """
+        sexp, data = self.message()
+        for seed in range(20):
+            rng = random.Random(seed)
+            decoder = self.Decoder()
+            received: List[object] = []
+            pos = 0
+            while pos < len(data):
+                if decoder.receiveBuffer() is not None and rng.random() < 0.7:
+                    pos += fillFrom(
+                        decoder, data[pos:], rng.randint(0, 100_000), received
+                    )
+                else:
+                    size = rng.choice([1, 3, 4096, 65536, 200_000])
+                    decoder.feedTo(data[pos : pos + size], received.append)
+                    pos += size
+            self.assertEqual(received, [sexp, [b"next", 1.5]], seed)
+
+    def test_onlyOnceAShareArrived(self) -> None:
+        """
+        The string is made at its final size only once a sixteenth of it
+        has arrived, so a peer that declares a long string and sends little
+        of it costs little memory; short strings are never received in
+        place.
+        """
+        data = self.encode(b"z" * LONG, None)
+        header = len(data) - LONG
+        decoder = self.Decoder()
+        decoder.feed(data[: header + LONG // SHARE - 1])
+        self.assertIsNone(decoder.receiveBuffer())
+        decoder.feed(data[header + LONG // SHARE - 1 : header + LONG // SHARE])
+        buffer = decoder.receiveBuffer()
+        self.assertIsNotNone(buffer)
+        self.assertEqual(len(memoryview(buffer)), decoder.wantedBytes)
+        self.assertEqual(decoder.wantedBytes, LONG - LONG // SHARE)
+        self.assertEqual(decoder.pendingBytes, header + LONG // SHARE)
+        self.assertTrue(decoder.messageStarted)
+        short = self.Decoder()
+        short.feed(self.encode(b"s" * 65536, None)[:-1])
+        self.assertIsNone(short.receiveBuffer())
+        self.assertEqual(short.wantedBytes, 1)
+
+    def test_stateWhileReceiving(self) -> None:
+        """
+        C{wantedBytes}, C{pendingBytes} and C{messageStarted} follow bytes
+        written into the buffer as they follow bytes fed.
+        """
+        sexp, data = self.message()
+        decoder = self.Decoder()
+        decoder.feed(data[:100_000])
+        received: List[object] = []
+        fillFrom(decoder, data[100_000:], 50_000, received)
+        fed = self.Decoder()
+        fed.feed(data[:150_000])
+        self.assertEqual(
+            (decoder.wantedBytes, decoder.pendingBytes, decoder.messageStarted),
+            (fed.wantedBytes, fed.pendingBytes, fed.messageStarted),
+        )
+        self.assertEqual(received, [])
+
+    def test_noBufferOutstanding(self) -> None:
+        """
+        C{bufferFilled} needs the buffer just handed out: none asked for,
+        bytes fed since, or more bytes than it holds raise L{ValueError}.
+        """
+        _, data = self.message()
+        decoder = self.Decoder()
+        decoder.feed(data[:100_000])
+        self.assertRaises(ValueError, decoder.bufferFilled, 1, list.append)
+        buffer = decoder.receiveBuffer()
+        assert buffer is not None
+        self.assertRaises(
+            ValueError, decoder.bufferFilled, len(memoryview(buffer)) + 1, print
+        )
+        self.assertRaises(ValueError, decoder.bufferFilled, -1, print)
+        decoder.feed(data[100_000:100_010])
+        self.assertRaises(ValueError, decoder.bufferFilled, 1, print)
+        self.assertIsNone(self.Decoder().receiveBuffer())
+
+    def test_lingeringView(self) -> None:
+        """
+        Writing through a view of a buffer kept past C{bufferFilled} does
+        not change the string delivered.
+        """
+        body = b"q" * LONG
+        data = self.encode(body, None)
+        decoder = self.Decoder()
+        decoder.feed(data[:50_000])
+        buffer = decoder.receiveBuffer()
+        assert buffer is not None
+        view = memoryview(buffer)
+        view[:] = data[50_000:]
+        received: List[object] = []
+        decoder.bufferFilled(len(view), received.append)
+        view[:10] = b"0123456789"
+        self.assertEqual(received, [body])
+        view.release()
+
+    def test_framingErrorAfter(self) -> None:
+        """
+        A framing error in the bytes fed after a long string completes is
+        raised, and the decoder stays dead.
+        """
+        data = self.encode(b"e" * LONG, None)
+        decoder = self.Decoder()
+        decoder.feed(data[:40_000])
+        self.assertRaises(FramingError, decoder.feed, data[40_000:] + b"\x01\x8f")
+        self.assertRaises(FramingError, decoder.feed, b"")
+        self.assertIsNone(decoder.receiveBuffer())
+
+
+class PiecesTestsMixin(_Implementation):
+    """
+    L{encodePieces} gives the bytes L{encode} gives, in pieces: every
+    string longer than 64 KiB a piece of its own, not copied.
+    """
+
+    def test_sameBytes(self) -> None:
+        """
+        The pieces of every sample value, and of values holding long
+        strings (one byte either side of 64 KiB, first, last, next to each
+        other, vocabulary words), join to stock's bytes; no piece is empty.
+        """
+        long = b"L" * (LONG_PIECE + 1)
+        values = sampleValues() + [
+            long,
+            [long],
+            [long, long, 1],
+            [b"x" * LONG_PIECE, 2],
+            [1, [b"tuple", long], [b"dictionary"]],
+            (b"tuple", b"y" * 200_000, b"z" * (LONG_PIECE + 7)),
+        ]
+        for value in values:
+            for dialect in (None, b"pb"):
+                pieces = self.encodePieces(value, vocabularyFor(dialect))
+                self.assertEqual(b"".join(pieces), stockEncode(value, dialect))
+                self.assertTrue(all(type(piece) is bytes and piece for piece in pieces))
+
+    def test_longStringsNotCopied(self) -> None:
+        """
+        Long strings are their own pieces, the very objects given; the rest
+        is joined between them.
+        """
+        first = b"F" * (LONG_PIECE + 1)
+        second = bytes(range(256)) * 1000
+        pieces = self.encodePieces([b"message", first, 7, second, [b"x"]], None)
+        self.assertEqual(len(pieces), 5)
+        self.assertIs(pieces[1], first)
+        self.assertIs(pieces[3], second)
+        self.assertEqual(len(self.encodePieces([b"s" * LONG_PIECE], None)), 1)
+
+    def test_limit(self) -> None:
+        """
+        The size limit counts every piece.
+        """
+        long = b"L" * (LONG_PIECE + 1)
+        size = len(self.encode([long, long], None))
+        self.assertEqual(len(self.encodePieces([long, long], None, size)), 4)
+        error = self.assertRaises(
+            FramingError, self.encodePieces, [long, long, 1], None, size
+        )
+        self.assertEqual(error.limit, "maxMessageBytes")
+        self.assertRaises(FramingError, self.encodePieces, [long, long], None, size - 1)
+
+
 class PairEncodingTestsMixin(_Implementation):
     """
     L{encode}'s in-place path for two-element lists of short strings
@@ -1180,4 +1431,22 @@ class PairEncodingTests(PairEncodingTestsMixin, _Accelerated, SynchronousTestCas
 
 
 class PythonPairEncodingTests(PairEncodingTestsMixin, _PurePython, SynchronousTestCase):
+    pass
+
+
+class ReceiveBufferTests(ReceiveBufferTestsMixin, _Accelerated, SynchronousTestCase):
+    pass
+
+
+class PythonReceiveBufferTests(
+    ReceiveBufferTestsMixin, _PurePython, SynchronousTestCase
+):
+    pass
+
+
+class PiecesTests(PiecesTestsMixin, _Accelerated, SynchronousTestCase):
+    pass
+
+
+class PythonPiecesTests(PiecesTestsMixin, _PurePython, SynchronousTestCase):
     pass

@@ -1,27 +1,33 @@
 """
 Tests for L{pbext._transport}: messages sent at once on idle TCP
-connections, through the transport's own buffer otherwise, arrive whole and
-in order, to stock and pbext peers alike.
+connections (in pieces, with one C{sendmsg}), through the transport's own
+buffer otherwise, and long strings received straight into their final
+buffer, arrive whole and in order, to stock and pbext peers alike.
 """
 
 from __future__ import annotations
 
+import errno
+import select
 import socket
 import sys
-from typing import Any, List
+from typing import Any, List, Tuple
 
-from twisted.internet import defer, reactor
-from twisted.spread import pb
+from twisted.internet import defer, main, protocol, reactor, tcp
+from twisted.spread import banana, pb
 from twisted.trial.unittest import TestCase
 
 import pbext
 from pbext import testing
+from pbext._accelerator import speedups
 from pbext._transport import (
     LARGE_SEND_BUFFER,
-    LARGEST_READ,
-    LargeReads,
+    MOST_PIECES,
+    DirectReads,
+    DirectWrites,
     directWriter,
 )
+from pbext.codec import Decoder, encode, encodePieces
 
 
 class Echo(pb.Root):
@@ -29,46 +35,348 @@ class Echo(pb.Root):
         return value
 
 
-class FakeConnection:
-    bufferSize = 65536
-
-
-class LargeReadsTests(TestCase):
+class Recorder(protocol.Protocol):
     """
-    L{LargeReads} raises a connection's read size while a long string
-    arrives, and puts it back after.
+    Record the bytes received.
     """
 
-    def test_update(self) -> None:
-        connection = FakeConnection()
-        reads = LargeReads(connection)  # type: ignore[arg-type]
-        reads.update(10)
-        self.assertEqual(connection.bufferSize, 65536)
-        reads.update(500_000)
-        self.assertEqual(connection.bufferSize, 500_000)
-        reads.update(LARGEST_READ * 3)
-        self.assertEqual(connection.bufferSize, LARGEST_READ)
-        reads.update(0)
-        self.assertEqual(connection.bufferSize, 65536)
+    def __init__(self) -> None:
+        self.chunks: List[bytes] = []
+        self.lost: List[Any] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.append(reason)
+
+
+class DecodingProtocol(Recorder):
+    """
+    Decode what arrives, as pbext's broker does: plain reads through
+    C{dataReceived}, the rest of a long string through L{DirectReads}.
+    """
+
+    def __init__(self, accelerated: bool) -> None:
+        super().__init__()
+        self.decoder = Decoder(accelerated=accelerated)
+        self.messages: List[object] = []
+        self.filledCounts: List[int] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        self.decoder.feedTo(data, self.messages.append)
+
+    def receiveBuffer(self) -> Any:
+        return self.decoder.receiveBuffer()
+
+    def bufferFilled(self, count: int) -> bool:
+        self.filledCounts.append(count)
+        self.decoder.bufferFilled(count, self.messages.append)
+        return True
+
+
+def stockEncode(obj: object) -> bytes:
+    """
+    What Twisted's own banana writes for C{obj} (before any dialect).
+    """
+    stock = banana.Banana(isClient=1)
+    stock.setPrefixLimit(64)
+    stock.currentDialect = b"none"
+    written: List[bytes] = []
+    stock.transport = type("T", (), {"write": staticmethod(written.append)})()
+    stock.sendEncoded(obj)
+    return b"".join(written)
+
+
+class SocketPairMixin:
+    """
+    Twisted TCP connections over one end of a socket pair, driven by hand
+    (the reactor does not read them), the other end a plain socket.
+    """
+
+    def connection(self, proto: protocol.Protocol) -> Tuple[tcp.Server, socket.socket]:
+        ours, peer = socket.socketpair()
+        transport = tcp.Server(ours, proto, ("127.0.0.1", 0), None, 0, reactor)  # type: ignore[arg-type]
+        transport.stopReading()
+        proto.makeConnection(transport)
+        peer.settimeout(10)
+
+        def cleanUp() -> None:
+            transport.stopReading()
+            transport.stopWriting()
+            ours.close()
+            peer.close()
+
+        self.addCleanup(cleanUp)  # type: ignore[attr-defined]
+        return transport, peer
+
+
+def receiveAll(peer: socket.socket, size: int) -> bytes:
+    """
+    Read exactly C{size} bytes from C{peer}.
+    """
+    got = bytearray()
+    while len(got) < size:
+        chunk = peer.recv(size - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return bytes(got)
+
+
+def flush(transport: tcp.Server, peer: socket.socket, size: int) -> bytes:
+    """
+    Let C{transport} write what it buffered while C{peer} reads C{size}
+    bytes.
+    """
+    got = bytearray()
+    peer.setblocking(False)
+    while len(got) < size:
+        if transport.doWrite() is not None:
+            break
+        try:
+            got += peer.recv(1 << 20)
+        except BlockingIOError:
+            pass
+    return bytes(got)
+
+
+class DirectWritesTests(SocketPairMixin, TestCase):
+    """
+    L{DirectWrites} sends the bytes the transport's own C{write} and
+    C{writeSequence} would send, in order, whatever the socket takes.
+    """
+
+    def message(self) -> object:
+        blob = bytes(range(256)) * 2048
+        return [b"message", 1, b"root", b"echo", 1, [b"tuple", blob], [b"dictionary"]]
+
+    def test_piecesAreStockBytes(self) -> None:
+        """
+        A message's pieces, sent with one C{sendmsg}, are byte for byte
+        what stock banana writes; the long string is not copied into a
+        piece.
+        """
+        obj = self.message()
+        pieces = encodePieces(obj)
+        self.assertEqual(len(pieces), 3)
+        self.assertIs(pieces[1], obj[5][1])  # type: ignore[index]
+        transport, peer = self.connection(Recorder())
+        writes = DirectWrites(transport)
+        writes.writeSequence(pieces)
+        expected = stockEncode(obj)
+        self.assertEqual(transport._tempDataLen, 0)
+        self.assertEqual(receiveAll(peer, len(expected)), expected)
+
+    def test_partialSend(self) -> None:
+        """
+        What the socket does not take of a message in pieces goes to the
+        transport's buffer, split where the send stopped, and later
+        writes queue behind it.
+        """
+        transport, peer = self.connection(Recorder())
+        transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        writes = DirectWrites(transport)
+        writes._bufferRaised = True
+        big = [bytes([i]) * 600_000 for i in range(4)]
+        pieces = encodePieces(big)
+        writes.writeSequence(pieces)
+        buffered = transport._tempDataLen
+        self.assertGreater(buffered, 0)
+        writes.write(b"after")
+        writes.writeSequence([b"and", b"more"])
+        expected = encode(big) + b"afterandmore"
+        self.assertEqual(flush(transport, peer, len(expected)), expected)
+
+    def test_failedSend(self) -> None:
+        """
+        A send that fails leaves the message to the transport, which
+        reports the failure its own way.
+        """
+        transport, peer = self.connection(Recorder())
+        peer.close()
+        writes = DirectWrites(transport)
+        writes.writeSequence([b"x" * 100_000, b"y" * 100_000])
+        self.assertEqual(transport._tempDataLen, 200_000)
+        self.assertIsInstance(transport.doWrite(), Exception)
+
+    def test_manyPieces(self) -> None:
+        """
+        More pieces than C{sendmsg} is given at once are joined first.
+        """
+        transport, peer = self.connection(Recorder())
+        writes = DirectWrites(transport)
+        pieces = [bytes([i % 256]) for i in range(MOST_PIECES + 1)]
+        writes.writeSequence(pieces)
+        self.assertEqual(receiveAll(peer, len(pieces)), b"".join(pieces))
+
+    def test_notWhileBuffered(self) -> None:
+        """
+        While the transport holds bytes, pieces queue behind them.
+        """
+        transport, peer = self.connection(Recorder())
+        transport.write(b"first")
+        DirectWrites(transport).writeSequence([b"second", b"third"])
+        self.assertEqual(flush(transport, peer, 16), b"firstsecondthird")
+
+
+class DirectReadsTestsMixin(SocketPairMixin):
+    """
+    L{DirectReads} reads what Twisted would read, in order, writing the
+    rest of a long string straight into the decoder's buffer.
+    """
+
+    accelerated = False
+
+    def reading(self) -> Tuple[DecodingProtocol, tcp.Server, socket.socket]:
+        proto = DecodingProtocol(self.accelerated)
+        transport, peer = self.connection(proto)
+        DirectReads(transport, proto.receiveBuffer, proto.bufferFilled)
+        return proto, transport, peer
+
+    def readAll(self, transport: tcp.Server) -> Any:
+        """
+        Call C{doRead} until the socket has nothing more.
+        """
+        while True:
+            result = transport.doRead()
+            if result is not None or not readable(transport.socket):
+                return result
+
+    def sendAll(self, transport: tcp.Server, peer: socket.socket, data: bytes) -> None:
+        """
+        Send C{data} from C{peer}, reading it with C{transport} as it goes.
+        """
+        peer.setblocking(False)
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[peer.send(view) :]
+            except BlockingIOError:
+                pass
+            self.readAll(transport)
+
+    def test_awkwardSplits(self) -> None:
+        """
+        A long string split at awkward points (inside its header, around
+        the sixteenth after which it is received in place, at its end,
+        with the next message in the same send) decodes whole, and most of
+        it is received in place.
+        """
+        blob = bytes(range(256)) * 2048
+        sexp = [b"message", 1, [b"tuple", blob], [b"dictionary"]]
+        data = encode(sexp) + encode([b"next"])
+        start = data.index(blob[:300])
+        for cut in (
+            start - 2,
+            start - 1,
+            start + len(blob) // 16,
+            start + len(blob) - 1,
+        ):
+            proto, transport, peer = self.reading()
+            self.sendAll(transport, peer, data[:cut])
+            self.sendAll(transport, peer, data[cut:])
+            self.assertEqual(proto.messages, [sexp, [b"next"]], cut)
+            plain = sum(map(len, proto.chunks))
+            self.assertEqual(plain + sum(proto.filledCounts), len(data))
+            if cut < start + len(blob) // 2:
+                self.assertGreater(sum(proto.filledCounts), len(blob) // 2)
+
+    def test_oneTurn(self) -> None:
+        """
+        A message with a long string, all in the socket already, is read in
+        one turn of the reactor: the read that brings its header goes on
+        into the string's buffer, and then reads what follows.
+        """
+        proto, transport, peer = self.reading()
+        for sock in (peer, transport.socket):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 << 20)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 << 20)
+        sexp = [b"answer", 1, b"w" * 300_000]
+        peer.sendall(encode(sexp) + encode([b"next"]))
+        self.assertIsNone(transport.doRead())
+        self.assertEqual(proto.messages, [sexp, [b"next"]])
+        self.assertGreater(sum(proto.filledCounts), 200_000)
+
+    def test_lostMidString(self) -> None:
+        """
+        A connection closed in the middle of a long string reports it as
+        done, after what arrived; nothing is delivered.
+        """
+        proto, transport, peer = self.reading()
+        data = encode(b"z" * 500_000)
+        self.sendAll(transport, peer, data[:200_000])
+        self.assertIsNone(self.readAll(transport))
+        self.assertIsNotNone(proto.receiveBuffer())
+        peer.close()
+        self.assertIs(self.readAll(transport), main.CONNECTION_DONE)
+        self.assertEqual(proto.messages, [])
+
+    def test_resetMidString(self) -> None:
+        """
+        A connection reset in the middle of a long string reports it as
+        lost.
+        """
+        proto, transport, peer = self.reading()
+        data = encode(b"z" * 500_000)
+        self.sendAll(transport, peer, data[:200_000])
+        transport.socket.shutdown(socket.SHUT_RD)
+        recvInto = transport.socket.recv_into
+
+        def failing(buffer: Any) -> int:
+            raise OSError(errno.ECONNRESET, "reset")
+
+        reads = vars(transport)["doRead"].__self__
+        reads._recvInto = failing
+        self.assertIs(transport.doRead(), main.CONNECTION_LOST)
+        reads._recvInto = recvInto
+        self.assertEqual(proto.messages, [])
+
+    def test_stop(self) -> None:
+        """
+        L{DirectReads.stop} gives the transport its own C{doRead} back.
+        """
+        proto, transport, peer = self.reading()
+        vars(transport)["doRead"].__self__.stop()
+        self.assertNotIn("doRead", vars(transport))
 
     def test_onlyPlainTCP(self) -> None:
-        self.assertIsNone(LargeReads.forTransport(FakeConnection()))
+        self.assertIsNone(DirectReads.forTransport(object(), print, print))  # type: ignore[arg-type]
 
 
-def recordReadSizes(broker: Any) -> List[int]:
+def readable(sock: socket.socket) -> bool:
     """
-    Record the transport's read size each time the broker's L{LargeReads}
-    updates it.
+    Whether C{sock} has bytes (or an end) to read.
     """
-    sizes: List[int] = []
-    update = broker._largeReads.update
+    return bool(select.select([sock], [], [], 0)[0])
 
-    def recordingUpdate(wanted: int) -> None:
-        update(wanted)
-        sizes.append(broker.transport.bufferSize)
 
-    broker._largeReads.update = recordingUpdate
-    return sizes
+class DirectReadsTests(DirectReadsTestsMixin, TestCase):
+    accelerated = True
+    if speedups is None:
+        skip = "the C accelerator is not available"
+
+
+class PythonDirectReadsTests(DirectReadsTestsMixin, TestCase):
+    accelerated = False
+
+
+def recordReceivedInto(broker: Any) -> List[int]:
+    """
+    Record the counts of bytes the broker is told were received straight
+    into its decoder's buffer.
+    """
+    counts: List[int] = []
+    receivedInto = broker._receivedInto
+    reads = broker._directReads
+
+    def recording(count: int) -> bool:
+        counts.append(count)
+        return receivedInto(count)  # type: ignore[no-any-return]
+
+    reads._bufferFilled = recording
+    return counts
 
 
 class DirectWriterTests(TestCase):
@@ -114,15 +422,14 @@ class DirectWriterTests(TestCase):
         for clientFactory in (pbext.PBClientFactory(), pb.PBClientFactory()):
             root = yield self.rootOf(clientFactory, portNumber)
             broker = root.broker
-            readSizes: List[int] = []
+            receivedInto: List[int] = []
             if isinstance(clientFactory, pbext.PBClientFactory):
                 self.assertNotEqual(broker._write, broker.transport.write)
-                readSizes = recordReadSizes(broker)
+                receivedInto = recordReceivedInto(broker)
             self.assertEqual((yield root.callRemote("echo", big)), big)
             if isinstance(clientFactory, pbext.PBClientFactory):
-                # Read in large pieces, then back to the usual size.
-                self.assertGreater(max(readSizes), 65536)
-                self.assertEqual(broker.transport.bufferSize, 65536)
+                # Most of the long strings were received in place.
+                self.assertGreater(sum(receivedInto), len(big) * 300_000)
                 # Having sent a large message, the socket got a large send
                 # buffer (Linux reports twice what was set, capped).
                 if sys.platform.startswith("linux"):
@@ -140,3 +447,43 @@ class DirectWriterTests(TestCase):
             answers = yield defer.gatherResults(calls)
             self.assertEqual(answers, [[i, b"x" * (i * 997)] for i in range(150)])
             clientFactory.disconnect()
+
+    @defer.inlineCallbacks
+    def test_lostMidString(self) -> None:
+        """
+        A peer that disconnects in the middle of a long string, received in
+        place, leaves the broker disconnected cleanly, its transport with
+        its own C{doRead} back.
+        """
+        brokers: List[Any] = []
+        factory = pbext.PBServerFactory(Echo())
+        build = factory.buildProtocol
+
+        def buildProtocol(addr: Any) -> Any:
+            broker = build(addr)
+            brokers.append(broker)
+            return broker
+
+        factory.buildProtocol = buildProtocol  # type: ignore[method-assign]
+        portNumber = self.serve(factory)
+        client = socket.create_connection(("127.0.0.1", portNumber))
+        self.addCleanup(client.close)
+        data = encode(b"q" * 600_000)
+        client.sendall(data[:300_000])
+        while not brokers or not brokers[0]._decoder.receiveBuffer():
+            yield deferLater(0.01)
+        broker = brokers[0]
+        transport = broker.transport
+        self.assertIn("doRead", vars(transport))
+        lost = defer.Deferred()
+        broker.notifyOnDisconnect(lambda: lost.callback(None))
+        client.close()
+        yield lost
+        self.assertIsNone(broker._directReads)
+        self.assertNotIn("doRead", vars(transport))
+
+
+def deferLater(seconds: float) -> defer.Deferred[None]:
+    from twisted.internet import task
+
+    return task.deferLater(reactor, seconds, lambda: None)
