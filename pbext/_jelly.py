@@ -49,6 +49,7 @@ This is a private module: its API may change with the broker's needs.
 from __future__ import annotations
 
 import datetime
+import operator
 from typing import Any, Callable, Iterable, Mapping, cast
 
 from twisted.persisted.crefutil import NotKnown, _DictKeyAndValue
@@ -1121,6 +1122,9 @@ def _unjellyPlainPython(sexp: Any, types: Mapping[bytes, Any] | None = None) -> 
         return NOT_PLAIN
 
 
+_GENERATION = operator.attrgetter("_generation")
+
+
 class PlainTypes:
     """
     The registered types of one connection that the plain fast paths
@@ -1134,25 +1138,42 @@ class PlainTypes:
     no registry after one that is not a
     L{pbext.copyable.CopyableRegistry} counts, since it could claim
     anything.  Wire names the taster refuses are left out, so the full
-    unjellier refuses them.  The tables follow changes to the registries
-    (L{refresh}).
+    unjellier refuses them.  The tables follow changes to the registries:
+    a registry that changes marks them L{stale}, and L{refresh} rebuilds
+    them.
 
     @ivar send: Send specs by class, or L{None} if there are none.
     @ivar receive: Receive specs by wire name, or L{None} if none.
+    @ivar stale: Whether a registry changed since the tables were built.
     """
+
+    __slots__ = (
+        "send",
+        "receive",
+        "stale",
+        "_registries",
+        "_taster",
+        "_generations",
+        "__weakref__",
+    )
 
     send: dict[type, Any] | None
     receive: dict[bytes, Any] | None
+    stale: bool
 
     def __init__(self, registries: Iterable[Any], taster: Any) -> None:
-        self._registries: list[Any] = []
+        usable = []
         for registry in registries:
             if not hasattr(registry, "_plainTables"):
                 break
-            self._registries.append(registry)
+            usable.append(registry)
+        self._registries = tuple(usable)
         self._taster = taster
-        self._generations: list[int] = []
+        self._generations: tuple[int, ...] = ()
         self.send = self.receive = None
+        self.stale = True
+        for registry in self._registries:
+            registry._watchers.add(self)
         self.refresh()
 
     def refresh(self) -> bool:
@@ -1161,29 +1182,39 @@ class PlainTypes:
 
         @return: Whether they were rebuilt.
         """
-        generations = [r._generation for r in self._registries]
+        self.stale = False
+        registries = self._registries
+        generations = tuple(map(_GENERATION, registries))
         if generations == self._generations:
             return False
         self._generations = generations
         send: dict[type, Any] = {}
         receive: dict[bytes, Any] = {}
-        classes: set[type] = set()
-        names: set[bytes] = set()
-        for registry in self._registries:
+        allowed = self._taster.isTypeAllowed
+        for index, registry in enumerate(registries):
             tables = registry._plainTables()
+            earlier = registries[:index]
             for cls, sendSpec in tables.send.items():
-                if cls not in classes and cls not in _FAST_JELLIERS:
-                    send[cls] = sendSpec
+                if cls not in _FAST_JELLIERS and not any(
+                    r._sends(cls) for r in earlier
+                ):
+                    send.setdefault(cls, sendSpec)
             for name, receiveSpec in tables.receive.items():
                 if (
-                    name not in names
-                    and name not in _BASIC_THUNKS
+                    name not in _BASIC_THUNKS
                     and name not in _IMPORTING_TYPES
-                    and self._taster.isTypeAllowed(name)
+                    and not any(r._receives(name) for r in earlier)
+                    and allowed(name)
                 ):
-                    receive[name] = receiveSpec
-            classes.update(tables.classes)
-            names.update(tables.names)
+                    receive.setdefault(name, receiveSpec)
+        # Usually one registry gives them all: share its tables (which
+        # never change) rather than keep a copy for each connection.
+        for registry in registries:
+            tables = registry._plainTables()
+            if send and send == tables.send:
+                send = tables.send
+            if receive and receive == tables.receive:
+                receive = tables.receive
         self.send = send or None
         self.receive = receive or None
         return True

@@ -134,7 +134,17 @@ class DirectWrites:
         Write C{data}, as C{transport.write(data)} would.
         """
         t = self.transport
-        if self._idle(len(data)):
+        # _idle, spelled out for the commonest case: a small message on an
+        # idle connection (this runs once per message).
+        if (
+            len(data) <= LARGE_MESSAGE
+            and t.offset == len(t.dataBuffer)
+            and not t._tempDataLen
+            and t.connected
+            and not t.disconnecting
+            and not t._writeDisconnected
+            and not t.TLS
+        ) or self._idle(len(data)):
             try:
                 sent = t.socket.send(data)
             except OSError:
@@ -220,6 +230,9 @@ class DirectReads:
         self._bufferFilled = bufferFilled
         self._plainRead: Callable[[], Any] = type(transport).doRead.__get__(transport)
         self._recvInto = transport.socket.recv_into
+        # Whether the last read left a buffer to receive into: if not, the
+        # next read need not ask first (a plain read is always right).
+        self._expecting = False
         transport.doRead = self.doRead  # type: ignore[method-assign]
 
     @classmethod
@@ -251,16 +264,18 @@ class DirectReads:
         @return: L{None}, or why the connection is lost, as Twisted's.
         """
         t = self.transport
-        buffer = self._receiveBuffer()
+        buffer = self._receiveBuffer() if self._expecting else None
         if buffer is None:
             # A read as Twisted's; if it brings a long string's header, the
             # rest is likely here already: read it in this turn too.
+            self._expecting = False
             result = self._plainRead()
             if result is not None or t.disconnecting:
                 return result
             buffer = self._receiveBuffer()
             if buffer is None:
                 return None
+        self._expecting = True
         recvInto = self._recvInto
         for _ in range(MOST_READS):
             try:

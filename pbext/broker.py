@@ -58,7 +58,7 @@ from pbext import _jelly, keepalive, typecheck
 from pbext._accelerator import speedups as _speedups
 from pbext._transport import DirectReads, DirectWrites
 from pbext.codec import Decoder, FramingError, encodePieces
-from pbext.copyable import failureRegistry
+from pbext.copyable import FailureRegistry, failureRegistry
 from pbext.security import (
     SecurityPolicy,
     _allowsBasicTypes,
@@ -265,11 +265,16 @@ class BrokerFactoryMixin:
         L{Broker}), attached to this factory.
         """
         if issubclass(self.protocol, Broker):
+            # One failure registry for all of this factory's connections
+            # (it never changes), not one each.
+            cached = getattr(self, "_connectionRegistries", None)
+            if cached is None or cached[:-1] != self.registries:
+                cached = self._connectionRegistries = withFailures(self.registries)
             broker: pb.Broker = self.protocol(
                 isClient=isClient,
                 security=self.security,
                 policy=self.policy,
-                registries=self.registries,
+                registries=cached,
                 clock=self._reactor,
                 **self._brokerOptions,
             )
@@ -277,6 +282,17 @@ class BrokerFactoryMixin:
             broker = self.protocol(isClient=isClient, security=self.security)
         broker.factory = self  # type: ignore[assignment]
         return broker
+
+
+def withFailures(registries: Iterable[Any]) -> tuple[Any, ...]:
+    """
+    C{registries} followed by a failure registry (L{failureRegistry}), as
+    a broker uses them, unless the last already is one.
+    """
+    registries = tuple(registries)
+    if registries and isinstance(registries[-1], FailureRegistry):
+        return registries
+    return (*registries, failureRegistry())
 
 
 def registriesFrom(registry: Any) -> tuple[Any, ...]:
@@ -367,7 +383,7 @@ class Broker(pb.Broker):
         self.limits = policy.limits
         # pbext's working CopiedFailure comes last, after the application's
         # registries (twisted#12530).
-        self.registries = (*registries, failureRegistry())
+        self.registries = withFailures(registries)
         self._incomingTaster = policy.forConnection(self.registries)
         outgoing = policy.outgoingTaster()
         if security is not jelly.globalSecurity and not isinstance(
@@ -710,8 +726,10 @@ class Broker(pb.Broker):
             self._setTimer(
                 "idleTimeout", self.limits.idleTimeout, self._timedOut("idleTimeout")
             )
-        if self._plainTypes.refresh() and self._fusedReceive and decoder.accelerated:
-            decoder.setPlainTypes(self._plainTypes.receive)
+        plainTypes = self._plainTypes
+        if plainTypes.stale and plainTypes.refresh() and self._fusedReceive:
+            if decoder.accelerated:
+                decoder.setPlainTypes(plainTypes.receive)
         try:
             parse(data, self._expressionDecoded)
         except FramingError as e:
@@ -924,7 +942,8 @@ class Broker(pb.Broker):
             # neither a jellier nor the attributes below (only Jellyable
             # objects read them).
             plainTypes = self._plainTypes
-            plainTypes.refresh()
+            if plainTypes.stale:
+                plainTypes.refresh()
             sexp = _jelly.jellyPlain(object, plainTypes.send)
             if sexp is not _NOT_PLAIN:
                 return sexp
@@ -961,7 +980,8 @@ class Broker(pb.Broker):
             if _speedups.isPlain(value):
                 return _speedups.Jellied(value)
             plainTypes = self._plainTypes
-            plainTypes.refresh()
+            if plainTypes.stale:
+                plainTypes.refresh()
             send = plainTypes.send
             if send is not None and _speedups.isPlain(value, send):
                 return _speedups.Jellied(value, send)
@@ -977,7 +997,8 @@ class Broker(pb.Broker):
             return sexp.value
         if self._plainReceive:
             plainTypes = self._plainTypes
-            plainTypes.refresh()
+            if plainTypes.stale:
+                plainTypes.refresh()
             result = _jelly.unjellyPlain(sexp, plainTypes.receive)
             if result is not _NOT_PLAIN:
                 return result

@@ -300,7 +300,11 @@ class Decoder:
         """
         if self._core is None:
             raise ValueError("plain-jelly decoding needs the C accelerator")
-        self._core.setPlainTypes(None if types is None else dict(types))
+        if types is not None and type(types) is not dict:
+            types = dict(types)
+        # Not copied: the tables are never changed once made, and
+        # connections share them.
+        self._core.setPlainTypes(types)
 
     @property
     def accelerated(self) -> bool:

@@ -65,6 +65,7 @@ import enum
 import inspect
 import sys
 import typing
+import weakref
 from typing import Any, Callable, Iterable, Mapping, NoReturn, TypeVar, overload
 
 import attrs
@@ -81,6 +82,7 @@ __all__ = [
     "CopiedFailure",
     "CopyableRegistry",
     "CopyableStateError",
+    "FailureRegistry",
     "RegistryError",
     "RemoteCacheObserver",
     "failureRegistry",
@@ -961,18 +963,20 @@ ReceiveSpec = typing.Tuple[
 @dataclasses.dataclass(frozen=True)
 class PlainTables:
     """
-    What one registry lets the plain fast paths do.
+    What one registry lets the plain fast paths do.  Never changed once
+    made: connections share them.
 
     @ivar send: the specs of the sent classes they may write.
     @ivar receive: the specs of the wire names they may build.
-    @ivar classes: every class the registry sends, fast or not.
-    @ivar names: every wire name it receives, fast or not.
     """
 
     send: dict[type, SendSpec]
     receive: dict[bytes, ReceiveSpec]
-    classes: frozenset[type]
-    names: frozenset[bytes]
+
+
+# The tables of every registry the fast paths can do nothing for (such as
+# the failure registry each connection has).
+_NO_PLAIN_TABLES = PlainTables({}, {})
 
 
 def _sendSpec(entry: _Entry) -> SendSpec | None:
@@ -1106,6 +1110,9 @@ class CopyableRegistry:
         # this registry (see _plainTables) are rebuilt when it changes.
         self._generation = 0
         self._plain: tuple[int, PlainTables] | None = None
+        # The tables built from this one (pbext._jelly.PlainTypes), told
+        # when it changes.
+        self._watchers: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         names = ", ".join(sorted(e.typeName for e in self._byName.values()))
@@ -1220,7 +1227,15 @@ class CopyableRegistry:
         self._byName[entry.wireName] = entry
         if sent is not None:
             self._byClass[sent] = entry
+        self._changed()
+
+    def _changed(self) -> None:
+        """
+        Note a change, for the plain fast paths' tables.
+        """
         self._generation += 1
+        for watcher in list(self._watchers):
+            watcher.stale = True
 
     def _plainTables(self) -> PlainTables:
         """
@@ -1241,11 +1256,21 @@ class CopyableRegistry:
             receiveSpec = _receiveSpec(entry)
             if receiveSpec is not None:
                 receive[name] = receiveSpec
-        tables = PlainTables(
-            send, receive, frozenset(self._byClass), frozenset(self._byName)
-        )
+        tables = PlainTables(send, receive) if send or receive else _NO_PLAIN_TABLES
         self._plain = (self._generation, tables)
         return tables
+
+    def _sends(self, cls: type) -> bool:
+        """
+        Whether this registry sends instances of C{cls}, fast or not.
+        """
+        return cls in self._byClass
+
+    def _receives(self, name: bytes) -> bool:
+        """
+        Whether this registry receives the wire name C{name}, fast or not.
+        """
+        return name in self._byName
 
     @overload
     def register(self, cls: type[_T], name: str, *, version: int = 1) -> type[_T]: ...
@@ -1498,7 +1523,7 @@ class CopyableRegistry:
                 f"{name!r} already has an upgrader from version {fromVersion}"
             )
         entry.upgraders[fromVersion] = function
-        self._generation += 1
+        self._changed()
 
 
 class _PairEntry(_TypedEntry):
@@ -1536,16 +1561,26 @@ def _copyableState(obj: Any, jellier: Any) -> Mapping[Any, object]:
     return obj.getStateToCopyFor(perspective)  # type: ignore[no-any-return]
 
 
+class FailureRegistry(CopyableRegistry):
+    """
+    A registry that knows only classic failures, made by
+    L{failureRegistry}.
+
+    @since: pbext NEXT
+    """
+
+
 def failureRegistry() -> CopyableRegistry:
     """
     A new registry that knows only classic failures: see
     L{CopyableRegistry.registerFailures}.
 
     pbext brokers consult one after the application's registries, so that a
-    failure from any peer arrives as a working L{CopiedFailure}.
+    failure from any peer arrives as a working L{CopiedFailure}; a factory
+    shares one between its connections.
 
     @since: pbext NEXT
     """
-    registry = CopyableRegistry()
+    registry = FailureRegistry()
     registry.registerFailures()
     return registry
