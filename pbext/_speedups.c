@@ -218,6 +218,19 @@ readField(PyObject *obj, PyObject *name)
     return value;
 }
 
+/* The value of field i of obj, as its send spec names it (a new
+ * reference), with the field's attribute name and key (borrowed);
+ * NOT_PLAIN_C if reading it fails; NULL on error. */
+static PyObject *
+typedField(PyObject *obj, PyObject *spec, Py_ssize_t i, PyObject **name,
+           PyObject **key)
+{
+    if (specField(spec, i, name, key) < 0) {
+        return NULL;
+    }
+    return readField(obj, *name);
+}
+
 /* Whether a spec's version (a Python int) is above 1. */
 static inline int
 versioned(PyObject *version)
@@ -2350,10 +2363,7 @@ jellyTyped(PyObject *obj, PyObject *spec, Seen *seen)
     PyList_SET_ITEM(state, 0, s_dictionary);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *name, *key;
-        if (specField(spec, i, &name, &key) < 0) {
-            goto fail;
-        }
-        PyObject *value = readField(obj, name);
+        PyObject *value = typedField(obj, spec, i, &name, &key);
         if (value == NULL) {
             goto fail;
         }
@@ -2932,10 +2942,7 @@ writeTyped(Encoder *e, PyObject *obj, PyObject *spec, Seen *seen)
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *name, *key;
-        if (specField(spec, i, &name, &key) < 0) {
-            goto out;
-        }
-        PyObject *value = readField(obj, name);
+        PyObject *value = typedField(obj, spec, i, &name, &key);
         if (value == NULL) {
             goto out;
         }
@@ -3125,11 +3132,7 @@ checkTyped(PyObject *obj, PyObject *spec, Seen *seen)
     Py_ssize_t n = PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, 1));
     for (Py_ssize_t i = 0; rc == 1 && i < n; i++) {
         PyObject *name, *key;
-        if (specField(spec, i, &name, &key) < 0) {
-            rc = -1;
-            break;
-        }
-        PyObject *value = readField(obj, name);
+        PyObject *value = typedField(obj, spec, i, &name, &key);
         if (value == NULL) {
             rc = -1;
             break;
