@@ -1050,9 +1050,10 @@ def _setsFieldsOnly(cls: type, parameters: tuple[str, ...]) -> bool:
     Whether building C{cls(*values)} does nothing but make a blank
     instance and set each of C{parameters} with C{object.__setattr__}: a
     dataclass with its generated C{__init__}, whose parameters are exactly
-    its fields, with no C{__post_init__}, no C{__new__}, metaclass or
-    C{__setattr__} of its own (a frozen dataclass's generated one is
-    bypassed by its C{__init__} too), and nothing abstract.
+    its fields (every one of them), with no C{__post_init__}, no
+    C{__new__}, metaclass or C{__setattr__} of its own (a frozen
+    dataclass's generated one is bypassed by its C{__init__} too), and
+    nothing abstract.
     """
     if not dataclasses.is_dataclass(cls) or type(cls) is not type:
         return False
@@ -1068,8 +1069,10 @@ def _setsFieldsOnly(cls: type, parameters: tuple[str, ...]) -> bool:
         and _generated(cls.__dict__.get("__setattr__"), cls, "__setattr__")
     ):
         return False
-    fields = tuple(f.name for f in dataclasses.fields(cls) if f.init)
-    return fields == parameters
+    # Every field: the generated __init__ also sets those it takes no
+    # parameter for (init=False), which a direct build would not.
+    fields = dataclasses.fields(cls)
+    return all(f.init for f in fields) and tuple(f.name for f in fields) == (parameters)
 
 
 def _positionalParameters(cls: type) -> tuple[str, ...] | None:

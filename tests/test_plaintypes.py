@@ -479,8 +479,22 @@ class TablesTests(SynchronousTestCase):
         class Slotted:
             x: int
 
+        @dataclasses.dataclass
+        class Derived:
+            x: int
+            doubled: List[int] = dataclasses.field(init=False, default_factory=list)
+
         registry = CopyableRegistry()
-        for cls in (Point, Frozen, Positive, AttrsPair, OwnInit, OwnSetattr, Slotted):
+        for cls in (
+            Point,
+            Frozen,
+            Positive,
+            AttrsPair,
+            OwnInit,
+            OwnSetattr,
+            Slotted,
+            Derived,
+        ):
             registry.register(cls, "t." + cls.__name__)
         receive = _jelly.PlainTypes(
             (registry,), POLICY.forConnection((registry,))
@@ -497,6 +511,7 @@ class TablesTests(SynchronousTestCase):
                 b"t.OwnInit": False,
                 b"t.OwnSetattr": False,
                 b"t.Slotted": True,
+                b"t.Derived": False,
             },
         )
         for unjellyPlain in (
@@ -505,7 +520,12 @@ class TablesTests(SynchronousTestCase):
         ):
             if unjellyPlain is None:
                 continue
-            for cls, value in ((OwnInit, 3), (OwnSetattr, 3), (Slotted, 3)):
+            for cls, value in (
+                (OwnInit, 3),
+                (OwnSetattr, 3),
+                (Slotted, 3),
+                (Derived, 3),
+            ):
                 sexp = [
                     b"t." + cls.__name__.encode(),
                     [b"dictionary", [[b"unicode", b"x"], value]],
@@ -515,6 +535,9 @@ class TablesTests(SynchronousTestCase):
                     POLICY.forConnection((registry,)), None, (registry,)
                 ).unjellyFull(sexp)
                 self.assertEqual((type(built), built.x), (type(full), full.x))
+                self.assertEqual(
+                    getattr(built, "__dict__", None), getattr(full, "__dict__", None)
+                )
 
     def test_strictPolicy(self) -> None:
         """
