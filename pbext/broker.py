@@ -42,7 +42,7 @@ from collections import deque
 from typing import Any, Callable, Iterable
 
 from twisted.cred.error import LoginFailed
-from twisted.internet import defer
+from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import (
     IDelayedCall,
     ISSLTransport,
@@ -205,6 +205,37 @@ def resolvePolicy(
         for klass in security.allowedClasses:
             result.allowedClasses[klass] = 1
     return result
+
+
+# Twisted's client endpoints put this between the transport and the
+# protocol; its dataReceived hands the bytes on unchanged.
+_ENDPOINT_WRAPPER: Any = getattr(endpoints, "_WrappingProtocol", None)
+
+
+def _deliversTo(protocol: object, broker: object) -> bool:
+    """
+    Whether the bytes a transport gives C{protocol} reach C{broker}'s
+    C{dataReceived} unchanged: C{protocol} is the broker, or wraps it (a
+    few levels deep at most) in Twisted's endpoint wrapper or in a class
+    that says it forwards them (C{forwardsReceivedBytes}) to the broker it
+    holds as C{broker}.  Only then may the transport receive into the
+    broker's buffers past C{protocol}; anything else reads as Twisted does.
+    """
+    for _level in range(4):
+        if protocol is broker:
+            return True
+        kind: Any = type(protocol)
+        if (
+            _ENDPOINT_WRAPPER is not None
+            and isinstance(protocol, _ENDPOINT_WRAPPER)
+            and kind.dataReceived is _ENDPOINT_WRAPPER.dataReceived
+        ):
+            protocol = getattr(protocol, "_wrappedProtocol", None)
+        elif getattr(kind, "forwardsReceivedBytes", False):
+            protocol = getattr(protocol, "__dict__", {}).get("broker")
+        else:
+            return False
+    return False
 
 
 def _readsInPlace(brokerClass: type) -> bool:
@@ -551,9 +582,8 @@ class Broker(pb.Broker):
             self._writeSequence = writes.writeSequence
         else:
             self._write = self.transport.write
-        if (
-            _readsInPlace(type(self))
-            and getattr(self.transport, "protocol", None) is self
+        if _readsInPlace(type(self)) and _deliversTo(
+            getattr(self.transport, "protocol", None), self
         ):
             self._directReads = DirectReads.forTransport(
                 self.transport, self._receiveBuffer, self._receivedInto

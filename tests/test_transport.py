@@ -398,6 +398,64 @@ class DirectWriterTests(TestCase):
         root = yield factory.getRootObject()
         return root
 
+    def test_deliversTo(self) -> None:
+        """
+        A broker receives in place only behind wrappers known to hand its
+        bytes on unchanged: Twisted's endpoint wrapper (not a subclass that
+        changes C{dataReceived}) and classes that say so.
+        """
+        from twisted.internet.endpoints import _WrappingProtocol
+
+        from pbext.broker import _deliversTo
+
+        broker = pbext.Broker()
+
+        class Forwarding:
+            forwardsReceivedBytes = True
+
+            def __init__(self) -> None:
+                self.broker = broker
+
+        class Other:
+            def __init__(self) -> None:
+                self.broker = broker
+
+        class Changing(_WrappingProtocol):
+            def dataReceived(self, data: bytes) -> None:
+                super().dataReceived(data[::-1])
+
+        self.assertTrue(_deliversTo(broker, broker))
+        self.assertTrue(_deliversTo(Forwarding(), broker))
+        self.assertTrue(
+            _deliversTo(_WrappingProtocol(defer.Deferred(), broker), broker)
+        )
+        self.assertTrue(
+            _deliversTo(_WrappingProtocol(defer.Deferred(), Forwarding()), broker)
+        )
+        self.assertFalse(_deliversTo(Other(), broker))
+        self.assertFalse(_deliversTo(Changing(defer.Deferred(), broker), broker))
+        self.assertFalse(_deliversTo(None, broker))
+
+    @defer.inlineCallbacks
+    def test_inPlaceThroughConnect(self) -> None:
+        """
+        A connection made by L{pbext.client.connect}, whose broker sits
+        behind a wrapper that forwards its bytes, receives long strings in
+        place too.
+        """
+        from pbext.client import connect
+
+        portNumber = self.serve(pbext.PBServerFactory(Echo()))
+        root = yield connect(reactor, f"tcp:host=127.0.0.1:port={portNumber}")
+        broker = root.broker
+        self.addCleanup(broker.transport.loseConnection)
+        self.assertIsNot(broker.transport.protocol, broker)
+        self.assertIsNotNone(broker._directReads)
+        receivedInto = recordReceivedInto(broker)
+        big = [bytes([i]) * 600_000 for i in range(3)]
+        self.assertEqual((yield root.callRemote("echo", big)), big)
+        self.assertGreater(sum(receivedInto), len(big) * 300_000)
+
     def test_onlyPlainTCP(self) -> None:
         """
         Only Twisted's own TCP connections get a direct writer.
