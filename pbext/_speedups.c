@@ -968,7 +968,7 @@ static PyObject *jellyBack(PyObject *value);
 static PyObject *jellyNode(PyObject *obj, Seen *seen);
 static PyObject *jellyTree(PyObject *obj, PyObject *types);
 static PyObject *convertNode(PyObject *list);
-static PyObject *buildTyped(PyObject *spec, PyObject *state);
+static PyObject *buildTyped(PyObject *spec, PyObject *state, int directOnly);
 static PyTypeObject JelliedType;
 
 static int
@@ -1169,7 +1169,13 @@ placeCheck(DecoderCore *self, Py_ssize_t top, PyObject *item, int rawItem)
     if (role == ROLE_VALUE && self->filled[top] == 0) {
         int tag = plainTag(item);
         if (tag < 0 && self->plainTypes != NULL) {
-            if (typedSpec(self, item) != NULL) {
+            /* Only types built without running any of their own code:
+             * the decoder builds them before the broker has decided
+             * whether the message is refused. */
+            PyObject *spec = typedSpec(self, item);
+            if (spec != NULL && PyTuple_CheckExact(spec) &&
+                PyTuple_GET_SIZE(spec) == 7 &&
+                PyTuple_GET_ITEM(spec, 6) == Py_True) {
                 tag = NODE_TYPED;
             }
             else if (PyErr_Occurred()) {
@@ -1208,7 +1214,7 @@ completed(DecoderCore *self, Py_ssize_t top, PyObject **item)
         }
         if (spec != NULL) {
             Py_INCREF(spec);
-            value = buildTyped(spec, PyList_GET_ITEM(list, 1));
+            value = buildTyped(spec, PyList_GET_ITEM(list, 1), 1);
             Py_DECREF(spec);
         }
         else {
@@ -3353,10 +3359,13 @@ buildDirectly(PyTypeObject *cls, PyObject *names, PyObject **values,
 /*
  * Build a registered type from its unjellied state (a dict, not changed)
  * as pbext._jelly._buildTyped does: a new reference, NOT_PLAIN_C where
- * the registry would do more or refuse, or NULL on error.
+ * the registry would do more or refuse, or NULL on error.  If directOnly,
+ * also NOT_PLAIN_C unless the object can be built without running any
+ * code of its class (a direct spec given every field), as the decoder
+ * needs.
  */
 static PyObject *
-buildTyped(PyObject *spec, PyObject *state)
+buildTyped(PyObject *spec, PyObject *state, int directOnly)
 {
     if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 7 ||
         !PyDict_CheckExact(PyTuple_GET_ITEM(spec, 2)) ||
@@ -3460,6 +3469,10 @@ buildTyped(PyObject *spec, PyObject *state)
                 result = buildDirectly((PyTypeObject *)build, positional,
                                        arguments, n);
             }
+            else if (directOnly) {
+                Py_DECREF(kwargs);
+                return NOT_PLAIN_C;
+            }
             else {
                 result = PyObject_Vectorcall(build, arguments, (size_t)n, NULL);
             }
@@ -3469,6 +3482,10 @@ buildTyped(PyObject *spec, PyObject *state)
             }
             return result;
         }
+    }
+    if (directOnly) {
+        Py_DECREF(kwargs);
+        return NOT_PLAIN_C;
     }
     if (byKeyword) {
         PyObject *noArguments = PyTuple_New(0);
@@ -3506,7 +3523,7 @@ unjellyTyped(PyObject *sexp, PyObject *types)
     PyObject *state = unjellyNode(PyList_GET_ITEM(sexp, 1), types);
     PyObject *result = state;
     if (state != NULL && state != NOT_PLAIN_C) {
-        result = PyDict_CheckExact(state) ? buildTyped(spec, state)
+        result = PyDict_CheckExact(state) ? buildTyped(spec, state, 0)
                                           : NOT_PLAIN_C;
         Py_DECREF(state);
     }

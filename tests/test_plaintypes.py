@@ -122,6 +122,28 @@ typedLeaves = st.one_of(
     st.builds(plainClass, st.integers(), texts),
 )
 
+directLeaves = st.one_of(
+    st.builds(
+        Point,
+        st.integers(),
+        st.one_of(st.floats(allow_nan=False), st.integers()),
+        texts,
+        st.lists(st.integers(), max_size=3),
+    ),
+    st.builds(Frozen, st.binary(max_size=5), st.booleans(), st.integers() | texts),
+)
+
+#: Values whose registered objects the decoder builds itself (see
+#: FusedTests.test_ownCodeNotRunWhileParsing).
+directValues = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), texts, directLeaves),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(texts, children, max_size=3),
+    ),
+    max_leaves=12,
+)
+
 typedValues = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), texts, typedLeaves),
     lambda children: st.one_of(
@@ -641,7 +663,20 @@ class FusedTests(SynchronousTestCase):
     )
     def test_decodeValues(self, value: object, cuts: List[int]) -> None:
         """
-        Values holding registered objects arrive built, at any chunking.
+        Values holding registered objects arrive as the full unjellier
+        builds them, at any chunking.
+        """
+        self.decodeBoth([b"answer", 1, fullJelly(value)], cuts)
+
+    @TWIN
+    @given(
+        directValues,
+        st.lists(st.integers(min_value=0, max_value=300), max_size=4),
+    )
+    def test_decodeDirectValues(self, value: object, cuts: List[int]) -> None:
+        """
+        Values holding objects of types built without running their own
+        code arrive built, at any chunking.
         """
         self.decodeBoth([b"answer", 1, fullJelly(value)], cuts, built=True)
 
@@ -671,7 +706,48 @@ class FusedTests(SynchronousTestCase):
         """
         An object built before the decoder finds that the rest of its
         value is not plain (a reference) reaches the full unjellier as it
-        was built, not built again.
+        was built, as C{[PREBUILT, object]}, not built again.
+        """
+        point = [
+            b"t.Point",
+            [
+                b"dictionary",
+                [[b"unicode", b"x"], 1],
+                [[b"unicode", b"y"], 2.5],
+                [[b"unicode", b"name"], [b"unicode", b"p"]],
+                [[b"unicode", b"tags"], [b"list"]],
+            ],
+        ]
+        sexp = [
+            b"list",
+            point,
+            [b"dictionary", [[b"unicode", b"c"], point]],
+            [b"reference", 1, [b"list"]],
+            [b"dereference", 1],
+        ]
+        decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+        decoder.setPlainJelly(True)
+        decoder.setPlainTypes(TYPES.receive)
+        (message,) = decoder.feed(codec.encode([b"answer", 1, sexp], OUTGOING))
+        expression = message[2]
+        self.assertIsNot(type(expression), speedups.Jellied)
+        first = expression[1]
+        second = expression[2][1][1]
+        self.assertIs(first[0], _jelly.PREBUILT)
+        self.assertIs(second[0], _jelly.PREBUILT)
+        result = _jelly.Unjellier(TASTER, None, (REGISTRY,)).unjellyFull(expression)
+        self.assertIs(result[0], first[1])
+        self.assertIs(result[1]["c"], second[1])
+        self.assertEqual(result[0], Point(1, 2.5, "p"))
+        self.assertIs(result[2], result[3])
+
+    def test_ownCodeNotRunWhileParsing(self) -> None:
+        """
+        The decoder builds only types it can build without running code of
+        their own (their C{__post_init__}, validators, constructors): it
+        parses before the broker decides whether the message is refused.
+        Those are left as expressions, which the broker's unjellying then
+        builds.
         """
         built: list = []
 
@@ -684,34 +760,42 @@ class FusedTests(SynchronousTestCase):
 
         registry = CopyableRegistry()
         registry.register(Counted, "t.Counted")
+        registry.register(Point, "t.Point")
         taster = POLICY.forConnection((registry,))
         types = _jelly.PlainTypes((registry,), taster)
         counted = [b"t.Counted", [b"dictionary", [[b"unicode", b"n"], 7]]]
-        sexp = [
-            b"list",
-            counted,
-            [b"dictionary", [[b"unicode", b"c"], counted]],
-            [b"reference", 1, [b"list"]],
-            [b"dereference", 1],
+        # A Point without its defaulted field needs its constructor too.
+        short = [
+            b"t.Point",
+            [
+                b"dictionary",
+                [[b"unicode", b"x"], 1],
+                [[b"unicode", b"y"], 2.5],
+                [[b"unicode", b"name"], [b"unicode", b"p"]],
+            ],
         ]
         decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
         decoder.setPlainJelly(True)
         decoder.setPlainTypes(types.receive)
-        (message,) = decoder.feed(codec.encode([b"answer", 1, sexp], OUTGOING))
+        data = codec.encode([b"answer", 1, [b"list", counted, short]], OUTGOING)
+        (message,) = decoder.feed(data)
+        self.assertEqual(built, [])
         self.assertIsNot(type(message[2]), speedups.Jellied)
-        self.assertEqual(len(built), 2)
-        result = _jelly.Unjellier(taster, None, (registry,)).unjellyFull(message[2])
-        self.assertEqual(len(built), 2)
-        self.assertIs(result[0], built[0])
-        self.assertIs(result[1]["c"], built[1])
-        self.assertIs(result[2], result[3])
+        expected = [Counted(7), Point(1, 2.5, "p")]
+        for unjelly in (
+            lambda sexp: speedups.unjellyPlain(sexp, types.receive),
+            _jelly.Unjellier(taster, None, (registry,)).unjellyFull,
+        ):
+            del built[:]
+            self.assertEqual(unjelly(message[2]), expected)
+            self.assertEqual(len(built), 1)
 
     def test_typesChange(self) -> None:
         """
         C{setPlainTypes} takes effect for the bytes fed after it, and
         L{None} turns building off.
         """
-        sexp = [b"t.Positive", [b"dictionary", [[b"unicode", b"value"], 1]]]
+        sexp = fullJelly(Frozen(b"d", True, 3))
         data = codec.encode([b"answer", 1, sexp], OUTGOING)
         decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
         decoder.setPlainJelly(True)
@@ -719,7 +803,7 @@ class FusedTests(SynchronousTestCase):
         self.assertEqual(message[2], sexp)
         decoder.setPlainTypes(TYPES.receive)
         (message,) = decoder.feed(data)
-        self.assertEqual(message[2].value, Positive(1))
+        self.assertEqual(message[2].value, Frozen(b"d", True, 3))
         decoder.setPlainTypes(None)
         (message,) = decoder.feed(data)
         self.assertEqual(message[2], sexp)
