@@ -64,6 +64,7 @@ import dataclasses
 import enum
 import inspect
 import sys
+import types
 import typing
 import weakref
 from typing import Any, Callable, Iterable, Mapping, NoReturn, TypeVar, overload
@@ -1052,8 +1053,8 @@ def _setsFieldsOnly(cls: type, parameters: tuple[str, ...]) -> bool:
     dataclass with its generated C{__init__}, whose parameters are exactly
     its fields (every one of them), with no C{__post_init__}, no
     C{__new__}, metaclass or C{__setattr__} of its own (a frozen
-    dataclass's generated one is bypassed by its C{__init__} too), and
-    nothing abstract.
+    dataclass's generated one is bypassed by its C{__init__} too), no
+    field that is a data descriptor, and nothing abstract.
     """
     if not dataclasses.is_dataclass(cls) or type(cls) is not type:
         return False
@@ -1072,6 +1073,14 @@ def _setsFieldsOnly(cls: type, parameters: tuple[str, ...]) -> bool:
     # Every field: the generated __init__ also sets those it takes no
     # parameter for (init=False), which a direct build would not.
     fields = dataclasses.fields(cls)
+    for f in fields:
+        # A field that is a data descriptor (other than a slot) runs code
+        # of its own when set.
+        attribute = inspect.getattr_static(cls, f.name, None)
+        if hasattr(type(attribute), "__set__") and not isinstance(
+            attribute, types.MemberDescriptorType
+        ):
+            return False
     return all(f.init for f in fields) and tuple(f.name for f in fields) == (parameters)
 
 

@@ -501,6 +501,20 @@ class TablesTests(SynchronousTestCase):
         class Slotted:
             x: int
 
+        class Doubling:
+            def __set_name__(self, owner: type, name: str) -> None:
+                self.name = "_" + name
+
+            def __get__(self, obj: object, owner: type) -> object:
+                return getattr(obj, self.name, 0) if obj is not None else 0
+
+            def __set__(self, obj: object, value: int) -> None:
+                setattr(obj, self.name, value * 2)
+
+        @dataclasses.dataclass
+        class Described:
+            x: int = Doubling()  # type: ignore[assignment]
+
         @dataclasses.dataclass
         class Derived:
             x: int
@@ -516,6 +530,7 @@ class TablesTests(SynchronousTestCase):
             OwnSetattr,
             Slotted,
             Derived,
+            Described,
         ):
             registry.register(cls, "t." + cls.__name__)
         receive = _jelly.PlainTypes(
@@ -534,6 +549,7 @@ class TablesTests(SynchronousTestCase):
                 b"t.OwnSetattr": False,
                 b"t.Slotted": True,
                 b"t.Derived": False,
+                b"t.Described": False,
             },
         )
         for unjellyPlain in (
@@ -547,6 +563,7 @@ class TablesTests(SynchronousTestCase):
                 (OwnSetattr, 3),
                 (Slotted, 3),
                 (Derived, 3),
+                (Described, 3),
             ):
                 sexp = [
                     b"t." + cls.__name__.encode(),
