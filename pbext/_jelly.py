@@ -68,6 +68,7 @@ from pbext.copyable import (
     CHECK_INT,
     CHECK_STR,
     VERSION_KEY,
+    CopyableRegistry,
 )
 from pbext.security import (
     _IMPORTING_TYPES,
@@ -1164,7 +1165,7 @@ class PlainTypes:
     def __init__(self, registries: Iterable[Any], taster: Any) -> None:
         usable = []
         for registry in registries:
-            if not hasattr(registry, "_plainTables"):
+            if not isinstance(registry, CopyableRegistry):
                 break
             usable.append(registry)
         self._registries = tuple(usable)
