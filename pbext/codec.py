@@ -287,11 +287,14 @@ class Decoder:
     def setPlainTypes(self, types: Optional[Mapping[bytes, Any]]) -> None:
         """
         In plain-jelly mode, also build the registered copyable types whose
-        receive specs C{types} holds (L{pbext._jelly.PlainTypes.receive}),
-        as L{pbext._jelly.unjellyPlain} does with them: a copy whose state
-        passes every check of its registration arrives built, inside the
-        plain value that holds it; any other is left, as an expression, to
-        the full unjellier, which reports the refusal.  Call it before the
+        receive specs C{types} holds (L{pbext._jelly.PlainTypes.receive})
+        and that can be built without running any code of their own (a
+        dataclass with a generated C{__init__}, given every field), as
+        L{pbext._jelly.unjellyPlain} builds them: a copy whose state passes
+        every check of its registration arrives built, inside the plain
+        value that holds it.  Any other copy is left as an expression, for
+        C{unjellyPlain} or the full unjellier once the message is accepted
+        (the latter reports a refusal).  Call it before the
         bytes whose types it should apply to are fed.
 
         @param types: Receive specs by wire name, or L{None} for none.

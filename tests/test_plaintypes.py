@@ -107,21 +107,7 @@ def plainClass(size: int, note: str) -> PlainClass:
 
 
 texts = st.text(max_size=6)
-typedLeaves = st.one_of(
-    st.builds(
-        Point,
-        st.integers(),
-        st.one_of(st.floats(allow_nan=False), st.integers()),
-        texts,
-        st.lists(st.integers(), max_size=3),
-    ),
-    st.builds(Frozen, st.binary(max_size=5), st.booleans(), st.integers() | texts),
-    st.builds(Positive, st.integers(min_value=0)),
-    st.builds(Versioned, st.integers(), texts),
-    st.builds(AttrsPair, st.none() | st.integers(), texts),
-    st.builds(plainClass, st.integers(), texts),
-)
-
+#: Objects of the types the decoder builds while it parses.
 directLeaves = st.one_of(
     st.builds(
         Point,
@@ -131,6 +117,14 @@ directLeaves = st.one_of(
         st.lists(st.integers(), max_size=3),
     ),
     st.builds(Frozen, st.binary(max_size=5), st.booleans(), st.integers() | texts),
+)
+
+typedLeaves = st.one_of(
+    directLeaves,
+    st.builds(Positive, st.integers(min_value=0)),
+    st.builds(Versioned, st.integers(), texts),
+    st.builds(AttrsPair, st.none() | st.integers(), texts),
+    st.builds(plainClass, st.integers(), texts),
 )
 
 #: Values whose registered objects the decoder builds itself (see
