@@ -719,6 +719,23 @@ speedups_encodePieces(PyObject *module, PyObject *args, PyObject *kwargs)
 /* Decoding                                                            */
 /* ------------------------------------------------------------------ */
 
+/* The most fields of a type whose copies the decoder reads straight from
+ * the bytes (see quickTyped). */
+#define QUICK_FIELDS 64
+
+/* How the decoder reads the copies of one registered type straight from
+ * the bytes: made from its receive spec on first use in a message. */
+typedef struct QuickTemplate {
+    PyObject *spec;         /* the receive spec it was made from */
+    int usable;             /* whether its copies can be read this way */
+    PyTypeObject *cls;      /* borrowed from spec: the class built */
+    PyObject *names;        /* borrowed from spec: the fields, in order */
+    Py_ssize_t n;
+    const char *keys[QUICK_FIELDS];   /* their UTF-8, owned by the names */
+    Py_ssize_t keySizes[QUICK_FIELDS];
+    unsigned char kinds[QUICK_FIELDS];  /* CHECK_* */
+} QuickTemplate;
+
 #define KEY_CACHE_SIZE 64
 #define KEY_CACHE_LONGEST 32
 #define SPARE_PAIRS 32
@@ -752,6 +769,7 @@ typedef struct {
     int plainJelly;
     PyObject *plainTypes;   /* receive specs by wire name, or NULL */
     PyObject *lastTag, *lastSpec;   /* the last one found in plainTypes */
+    struct QuickTemplate *quick;    /* how to read lastSpec's copies fast */
     /* Plain-jelly mode: recently decoded short dictionary keys, reused
      * (keys repeat from one dictionary to the next), and emptied
      * two-element lists kept for the next dictionary's pairs. */
@@ -819,6 +837,9 @@ DecoderCore_traverse(DecoderCore *self, visitproc visit, void *arg)
     Py_VISIT(self->plainTypes);
     Py_VISIT(self->lastTag);
     Py_VISIT(self->lastSpec);
+    if (self->quick != NULL) {
+        Py_VISIT(self->quick->spec);
+    }
     Py_VISIT(self->chunks);
     Py_VISIT(self->longString);
     Py_VISIT(self->offered);
@@ -839,11 +860,16 @@ clearStack(DecoderCore *self)
     }
 }
 
-/* Drop the key cache and the spare pair lists: they serve one message,
- * and an idle connection keeps neither. */
+/* Drop the key cache, the spare pair lists and the quick template: they
+ * serve one message, and an idle connection keeps none of them. */
 static void
 releaseCaches(DecoderCore *self)
 {
+    if (self->quick != NULL) {
+        Py_CLEAR(self->quick->spec);
+        PyMem_Free(self->quick);
+        self->quick = NULL;
+    }
     if (self->keys != NULL) {
         for (int i = 0; i < KEY_CACHE_SIZE; i++) {
             Py_CLEAR(self->keys[i]);
@@ -969,6 +995,9 @@ static PyObject *jellyNode(PyObject *obj, Seen *seen);
 static PyObject *jellyTree(PyObject *obj, PyObject *types);
 static PyObject *convertNode(PyObject *list);
 static PyObject *buildTyped(PyObject *spec, PyObject *state, int directOnly);
+static PyObject *buildDirectly(PyTypeObject *cls, PyObject *names,
+                               PyObject **values, Py_ssize_t n);
+static int stepAside(void);
 static PyTypeObject JelliedType;
 
 static int
@@ -1375,6 +1404,418 @@ quickText(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
 }
 
 /*
+ * Reading a registered type's copy straight from the bytes.
+ *
+ * The commonest copy is a dataclass whose fields hold ints, strs, floats,
+ * bytes or bools, sent as pbext and classic PB both write it:
+ *
+ *   [wireName, [b"dictionary", [[b"unicode", key], value], ...]]
+ *
+ * quickTyped reads such a copy when all of its bytes are at hand, and
+ * builds it as completed() would build it from the lists, without making
+ * them.  It reads nothing but what the general parser would accept with
+ * the same result: anything else (another shape, a key that is not a
+ * field, one sent twice, a value its field refuses, bytes still to come,
+ * a limit reached) makes it give up, having changed nothing, and the
+ * general parser reads the same bytes again from the start, building the
+ * copy or leaving it to the full unjellier (and raising any limit's
+ * error) as it always does.
+ */
+
+/* The template for spec: self->quick, remade if it was made for another
+ * spec; NULL (with no error set) if the type's copies are not read
+ * quickly, or with an error set. */
+static QuickTemplate *
+quickTemplate(DecoderCore *self, PyObject *spec)
+{
+    QuickTemplate *t = self->quick;
+    if (t != NULL && t->spec == spec) {
+        return t->usable ? t : NULL;
+    }
+    if (t == NULL) {
+        t = PyMem_Malloc(sizeof(QuickTemplate));
+        if (t == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        t->spec = NULL;
+        self->quick = t;
+    }
+    Py_INCREF(spec);
+    Py_XSETREF(t->spec, spec);
+    t->usable = 0;
+    /* As buildTyped's direct path: a class built without running its own
+     * code, by keyword, every field a constructor parameter, unversioned. */
+    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 7 ||
+        PyTuple_GET_ITEM(spec, 6) != Py_True ||
+        !PyType_Check(PyTuple_GET_ITEM(spec, 0)) ||
+        PyTuple_GET_ITEM(spec, 1) != Py_True ||
+        !PyDict_CheckExact(PyTuple_GET_ITEM(spec, 2)) ||
+        !PyLong_CheckExact(PyTuple_GET_ITEM(spec, 3)) ||
+        !PyLong_CheckExact(PyTuple_GET_ITEM(spec, 4)) ||
+        !PyTuple_CheckExact(PyTuple_GET_ITEM(spec, 5))) {
+        return NULL;
+    }
+    PyObject *fields = PyTuple_GET_ITEM(spec, 2);
+    PyObject *names = PyTuple_GET_ITEM(spec, 5);
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    if (n > QUICK_FIELDS || n > MAX_POSITIONAL ||
+        n != PyDict_GET_SIZE(fields) ||
+        versioned(PyTuple_GET_ITEM(spec, 4))) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        return NULL;
+    }
+    Py_ssize_t required = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 3));
+    if (required == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t present = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        if (!PyUnicode_CheckExact(name)) {
+            return NULL;
+        }
+        PyObject *field = PyDict_GetItemWithError(fields, name);
+        if (field == NULL) {
+            return NULL;
+        }
+        if (!PyTuple_CheckExact(field) || PyTuple_GET_SIZE(field) != 3 ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(field, 0))) {
+            return NULL;
+        }
+        long kind = PyLong_AsLong(PyTuple_GET_ITEM(field, 0));
+        if (kind != CHECK_INT && kind != CHECK_STR && kind != CHECK_FLOAT &&
+            kind != CHECK_BYTES && kind != CHECK_BOOL) {
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            return NULL;
+        }
+        Py_ssize_t size;
+        const char *key = PyUnicode_AsUTF8AndSize(name, &size);
+        if (key == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_UnicodeError)) {
+                PyErr_Clear();
+            }
+            return NULL;
+        }
+        t->keys[i] = key;
+        t->keySizes[i] = size;
+        t->kinds[i] = (unsigned char)kind;
+        if (PyTuple_GET_ITEM(field, 2) == Py_True) {
+            present++;
+        }
+    }
+    if (present != required) {
+        return NULL;
+    }
+    t->cls = (PyTypeObject *)PyTuple_GET_ITEM(spec, 0);
+    t->names = names;
+    t->n = n;
+    t->usable = 1;
+    return t;
+}
+
+/* Read a token's header at data[*p], before limit, as the general parser
+ * does, but only a prefix of at most 8 bytes: 1 with its type byte and
+ * number, and *p past it; 0 if that cannot be done. */
+static inline int
+quickToken(DecoderCore *self, const unsigned char *data, Py_ssize_t *p,
+           Py_ssize_t limit, unsigned int *typ, uint64_t *num)
+{
+    Py_ssize_t q = *p, start = q;
+    uint64_t number = 0;
+    int shift = 0;
+    while (q < limit && data[q] < 0x80) {
+        if (q - start >= 8 || q - start >= self->maxPrefix) {
+            return 0;
+        }
+        number |= (uint64_t)data[q] << shift;
+        shift += 7;
+        q++;
+    }
+    if (q >= limit) {
+        return 0;
+    }
+    *typ = data[q];
+    *num = number;
+    *p = q + 1;
+    return 1;
+}
+
+/* The bytes of a string token whose header quickToken read (at *p, of num
+ * bytes, within limit and maxStringBytes), or of a vocabulary token's
+ * word; *p moves past them.  0 if there are none of these. */
+static inline int
+quickBytes(DecoderCore *self, const unsigned char *data, Py_ssize_t *p,
+           Py_ssize_t limit, unsigned int typ, uint64_t num,
+           const char **bytes, Py_ssize_t *size)
+{
+    if (typ == B_STRING) {
+        if (num > (uint64_t)self->maxString ||
+            (Py_ssize_t)num > limit - *p) {
+            return 0;
+        }
+        *bytes = (const char *)data + *p;
+        *size = (Py_ssize_t)num;
+        *p += (Py_ssize_t)num;
+        return 1;
+    }
+    if (typ == B_VOCAB && self->vocabulary != NULL) {
+        PyObject *key = PyLong_FromUnsignedLongLong(num);
+        if (key == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        PyObject *word = PyDict_GetItemWithError(self->vocabulary, key);
+        Py_DECREF(key);
+        if (word == NULL || !PyBytes_CheckExact(word)) {
+            PyErr_Clear();
+            return 0;
+        }
+        /* The vocabulary holds it meanwhile. */
+        *bytes = PyBytes_AS_STRING(word);
+        *size = PyBytes_GET_SIZE(word);
+        return 1;
+    }
+    return 0;
+}
+
+/* Whether the next token is the string (or vocabulary word) word. */
+static inline int
+quickWord(DecoderCore *self, const unsigned char *data, Py_ssize_t *p,
+          Py_ssize_t limit, const char *word, Py_ssize_t wordSize)
+{
+    unsigned int typ;
+    uint64_t num;
+    const char *bytes;
+    Py_ssize_t size;
+    return quickToken(self, data, p, limit, &typ, &num) &&
+           quickBytes(self, data, p, limit, typ, num, &bytes, &size) &&
+           size == wordSize && memcmp(bytes, word, size) == 0;
+}
+
+/* Whether the next token is a list header of the given length. */
+static inline int
+quickList(DecoderCore *self, const unsigned char *data, Py_ssize_t *p,
+          Py_ssize_t limit, uint64_t length)
+{
+    unsigned int typ;
+    uint64_t num;
+    return quickToken(self, data, p, limit, &typ, &num) && typ == B_LIST &&
+           num == length;
+}
+
+/* A field's value of the given kind, read from the bytes: a new
+ * reference, or NOT_PLAIN_C where it is not one quickTyped reads, or NULL
+ * on error.  *lists counts the list headers' declared elements. */
+static PyObject *
+quickValue(DecoderCore *self, const unsigned char *data, Py_ssize_t *p,
+           Py_ssize_t limit, int kind, Py_ssize_t *lists)
+{
+    unsigned int typ;
+    uint64_t num;
+    const char *bytes;
+    Py_ssize_t size;
+    if (!quickToken(self, data, p, limit, &typ, &num)) {
+        return NOT_PLAIN_C;
+    }
+    switch (kind) {
+    case CHECK_FLOAT:
+        if (typ == B_FLOAT) {
+            if (limit - *p < 8) {
+                return NOT_PLAIN_C;
+            }
+            uint64_t bits = 0;
+            for (int i = 0; i < 8; i++) {
+                bits = (bits << 8) | data[*p + i];
+            }
+            *p += 8;
+            double value;
+            memcpy(&value, &bits, 8);
+            return PyFloat_FromDouble(value);
+        }
+        /* An int is a float field's value too. */
+        /* fall through */
+    case CHECK_INT:
+        if (typ == B_INT || typ == B_LONGINT) {
+            return PyLong_FromUnsignedLongLong(num);
+        }
+        if (typ == B_NEG || typ == B_LONGNEG) {
+            /* At most 8 bytes of prefix: well within a long long. */
+            return PyLong_FromLongLong(-(long long)num);
+        }
+        return NOT_PLAIN_C;
+    case CHECK_BYTES:
+        if (!quickBytes(self, data, p, limit, typ, num, &bytes, &size)) {
+            return NOT_PLAIN_C;
+        }
+        return PyBytes_FromStringAndSize(bytes, size);
+    case CHECK_STR:
+        if (typ != B_LIST || num != 2 ||
+            !quickWord(self, data, p, limit, "unicode", 7) ||
+            !quickToken(self, data, p, limit, &typ, &num) ||
+            !quickBytes(self, data, p, limit, typ, num, &bytes, &size)) {
+            return NOT_PLAIN_C;
+        }
+        *lists += 2;
+        {
+            PyObject *text = PyUnicode_DecodeUTF8(bytes, size, NULL);
+            if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeError)) {
+                PyErr_Clear();
+                return NOT_PLAIN_C;
+            }
+            return text;
+        }
+    case CHECK_BOOL:
+        if (typ != B_LIST || num != 2 ||
+            !quickWord(self, data, p, limit, "boolean", 7) ||
+            !quickToken(self, data, p, limit, &typ, &num) ||
+            !quickBytes(self, data, p, limit, typ, num, &bytes, &size)) {
+            return NOT_PLAIN_C;
+        }
+        *lists += 2;
+        if (size == 4 && memcmp(bytes, "true", 4) == 0) {
+            Py_RETURN_TRUE;
+        }
+        if (size == 5 && memcmp(bytes, "false", 5) == 0) {
+            Py_RETURN_FALSE;
+        }
+        return NOT_PLAIN_C;
+    default:
+        return NOT_PLAIN_C;
+    }
+}
+
+/*
+ * In plain-jelly mode with registered types, at a two-element list header
+ * (already checked against the limits, and counted in tokens) at
+ * data[pos]: if the list is a VALUE holding the copy of a type quickTemplate
+ * accepts, all before limit, return the copy (wrapped in Jellied in a
+ * message), set *after past it and add its lists' declared elements to
+ * *tokens.  Otherwise return NULL, with no error set, having changed
+ * nothing.
+ */
+static PyObject *
+quickTyped(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
+           Py_ssize_t limit, Py_ssize_t *after, Py_ssize_t *tokens)
+{
+    Py_ssize_t d = self->depth; /* the level this list would have */
+    unsigned char parent = self->roles[d - 1];
+    int value = parent == ROLE_MESSAGE || parent == ROLE_PAIR ||
+                (parent == ROLE_VALUE && self->filled[d - 1] > 0 &&
+                 self->dicts[d - 1] != NODE_DICTIONARY);
+    /* Its lists nest three deeper: [key, value], then [b"unicode", key]. */
+    if (!value || d + 3 > PLAIN_MAX_DEPTH || d + 3 >= self->maxDepth) {
+        return NULL;
+    }
+    Py_ssize_t p = pos;
+    unsigned int typ;
+    uint64_t num;
+    if (!quickToken(self, data, &p, limit, &typ, &num) || typ != B_STRING ||
+        num > (uint64_t)self->maxString || (Py_ssize_t)num > limit - p) {
+        return NULL;
+    }
+    const char *name = (const char *)data + p;
+    Py_ssize_t nameSize = (Py_ssize_t)num;
+    p += nameSize;
+    PyObject *spec;
+    PyObject *last = self->lastTag;
+    if (last != NULL && PyBytes_GET_SIZE(last) == nameSize &&
+        memcmp(PyBytes_AS_STRING(last), name, nameSize) == 0) {
+        spec = self->lastSpec;
+    }
+    else {
+        PyObject *tag = PyBytes_FromStringAndSize(name, nameSize);
+        if (tag == NULL) {
+            return NULL;
+        }
+        spec = typedSpec(self, tag);
+        Py_DECREF(tag);
+    }
+    if (spec == NULL) {
+        return NULL;
+    }
+    QuickTemplate *t = quickTemplate(self, spec);
+    if (t == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = t->n;
+    Py_ssize_t lists = n + 1;
+    if ((uint64_t)n + 1 > (uint64_t)self->maxList ||
+        !quickList(self, data, &p, limit, (uint64_t)n + 1) ||
+        !quickWord(self, data, &p, limit, "dictionary", 10)) {
+        return NULL;
+    }
+    PyObject *values[QUICK_FIELDS];
+    uint64_t found = 0;
+    Py_ssize_t k;
+    PyObject *result = NULL;
+    for (k = 0; k < n; k++) {
+        const char *key;
+        Py_ssize_t keySize;
+        /* [[b"unicode", key], value] */
+        if (!quickList(self, data, &p, limit, 2) ||
+            !quickList(self, data, &p, limit, 2) ||
+            !quickWord(self, data, &p, limit, "unicode", 7) ||
+            !quickToken(self, data, &p, limit, &typ, &num) ||
+            !quickBytes(self, data, &p, limit, typ, num, &key, &keySize)) {
+            goto out;
+        }
+        lists += 4;
+        /* The fields usually come in order; any order is read. */
+        Py_ssize_t i = k;
+        if (t->keySizes[i] != keySize ||
+            memcmp(t->keys[i], key, keySize) != 0) {
+            for (i = 0; i < n; i++) {
+                if (t->keySizes[i] == keySize &&
+                    memcmp(t->keys[i], key, keySize) == 0) {
+                    break;
+                }
+            }
+        }
+        /* Not a field, or one already given (the general parser keeps
+         * the last): left to it. */
+        if (i == n || (found >> i) & 1) {
+            goto out;
+        }
+        PyObject *v = quickValue(self, data, &p, limit, t->kinds[i], &lists);
+        if (v == NULL) {
+            result = NULL;
+            goto out;
+        }
+        if (v == NOT_PLAIN_C) {
+            goto out;
+        }
+        values[i] = v;
+        found |= (uint64_t)1 << i;
+    }
+    if (lists > self->maxTokens - *tokens) {
+        goto out;
+    }
+    result = buildDirectly(t->cls, t->names, values, n);
+    if (result == NULL && stepAside()) {
+        goto out;
+    }
+    if (result != NULL && parent == ROLE_MESSAGE) {
+        result = wrapJellied(result);
+    }
+    if (result != NULL) {
+        *after = p;
+        *tokens += lists;
+    }
+out:
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if ((found >> i) & 1) {
+            Py_DECREF(values[i]);
+        }
+    }
+    return result;
+}
+
+/*
  * The garbage collector is paused while bytes are parsed.  Parsing
  * allocates a list per banana list; they are never tracked (see newList),
  * but every allocation still counts towards the collector's threshold, so
@@ -1587,6 +2028,12 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                 /* The commonest plain jelly, [b"unicode", utf8]: made a
                  * str straight from the bytes when they are all here. */
                 item = quickText(self, data, pos, stringLimit, &pos);
+                if (item == NULL && !PyErr_Occurred() &&
+                    self->plainTypes != NULL) {
+                    /* The copy of a registered type, read straight. */
+                    item = quickTyped(self, data, pos, stringLimit, &pos,
+                                      &tokens);
+                }
                 if (item == NULL && PyErr_Occurred()) {
                     status = -1;
                     goto done;
@@ -1773,7 +2220,8 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
             status = -1;
             goto done;
         }
-        if (self->keys != NULL || self->spare != NULL) {
+        if (self->keys != NULL || self->spare != NULL ||
+            self->quick != NULL) {
             releaseCaches(self);
         }
         tokens = 1;
