@@ -298,6 +298,13 @@ typedef struct {
     int filterReady;
     unsigned char firstBytes[32];
     uint64_t lengths;
+    /* The bytes of the last registered type written (see typedBytes):
+     * its send spec, its header and each field's key, one after the
+     * other, and where each starts (typedFields + 2 offsets). */
+    PyObject *typedSpec;
+    PyObject *typedBytes;
+    Py_ssize_t *typedOffsets;
+    Py_ssize_t typedFields;
 } Encoder;
 
 static int
@@ -659,6 +666,10 @@ runEncoder(PyObject *args, PyObject *kwargs, int pieces)
     e.longestWord = -1;
     memset(e.tagLength, -1, sizeof(e.tagLength));
     e.filterReady = 0;
+    e.typedSpec = NULL;
+    e.typedBytes = NULL;
+    e.typedOffsets = NULL;
+    e.typedFields = 0;
     /* Python's recursion limit, as the Python twin, but within what the
      * C stack surely holds. */
     e.maxNesting = Py_GetRecursionLimit();
@@ -685,6 +696,9 @@ runEncoder(PyObject *args, PyObject *kwargs, int pieces)
     e.data = PyBytes_AS_STRING(e.bytes);
     int rc = encodeItem(&e, obj, 0);
     Py_XDECREF(e.vocabulary);
+    Py_XDECREF(e.typedSpec);
+    Py_XDECREF(e.typedBytes);
+    PyMem_Free(e.typedOffsets);
     if (rc == 0 && pieces) {
         rc = flushPiece(&e);
     }
@@ -3368,6 +3382,97 @@ writeText(Encoder *e, PyObject *text)
 static int writeJelly(Encoder *e, PyObject *obj, Seen *seen);
 static int writeMember(Encoder *e, PyObject *obj, Seen *seen);
 
+/* Strings longer than this in a registered type's header or keys are not
+ * kept by typedBytes. */
+#define TYPED_BYTES_LONGEST 1024
+
+/*
+ * The bytes every object of a registered class starts with, and those of
+ * each field's key, as writeTyped writes them for this encoding (they
+ * depend on its vocabulary): kept for the last class written, since a
+ * message usually holds many objects of one class.  They are written once
+ * where the object would go, copied, and the output is cut back.
+ * Returns 1 when e->typedBytes holds them, 0 when they are not kept (long
+ * strings), -1 on error.
+ */
+static int
+typedBytes(Encoder *e, PyObject *spec)
+{
+    if (e->typedSpec == spec) {
+        return 1;
+    }
+    PyObject *tag = PyTuple_GET_ITEM(spec, 0);
+    PyObject *fields = PyTuple_GET_ITEM(spec, 1);
+    Py_ssize_t n = PyTuple_GET_SIZE(fields);
+    if (PyBytes_GET_SIZE(tag) > TYPED_BYTES_LONGEST) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name, *key;
+        if (specField(spec, i, &name, &key) < 0) {
+            return -1;
+        }
+        if (PyUnicode_GET_LENGTH(name) > TYPED_BYTES_LONGEST / 4) {
+            return 0;
+        }
+    }
+    Py_ssize_t *offsets = PyMem_Malloc((n + 2) * sizeof(Py_ssize_t));
+    if (offsets == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int version = versioned(PyTuple_GET_ITEM(spec, 2));
+    Py_ssize_t mark = e->size;
+    Py_ssize_t limit = e->limit;
+    e->limit = PY_SSIZE_T_MAX;
+    int rc = -1;
+    if (writeToken(e, 2, B_LIST) < 0 || encodeBytes(e, tag) < 0 ||
+        writeToken(e, (uint64_t)(n + 1 + version), B_LIST) < 0 ||
+        writeWord(e, W_DICTIONARY) < 0) {
+        goto out;
+    }
+    offsets[0] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name, *key;
+        offsets[i + 1] = e->size - mark;
+        /* The key is the name's UTF-8: written as [b"unicode", key]. */
+        if (specField(spec, i, &name, &key) < 0 ||
+            writeToken(e, 2, B_LIST) < 0 || writeText(e, name) < 0) {
+            goto out;
+        }
+    }
+    offsets[n + 1] = e->size - mark;
+    PyObject *bytes = PyBytes_FromStringAndSize(e->data + mark,
+                                                e->size - mark);
+    if (bytes == NULL) {
+        goto out;
+    }
+    Py_INCREF(spec);
+    Py_XSETREF(e->typedSpec, spec);
+    Py_XSETREF(e->typedBytes, bytes);
+    PyMem_Free(e->typedOffsets);
+    e->typedOffsets = offsets;
+    offsets = NULL;
+    e->typedFields = n;
+    rc = 1;
+out:
+    PyMem_Free(offsets);
+    e->size = mark;
+    e->limit = limit;
+    return rc;
+}
+
+/* Write bytes kept by typedBytes, from offset start to stop. */
+static inline int
+writeKept(Encoder *e, Py_ssize_t start, Py_ssize_t stop)
+{
+    if (writeRaw(e, PyBytes_AS_STRING(e->typedBytes) + start, stop - start) <
+        0) {
+        return -1;
+    }
+    return checkRoom(e);
+}
+
 /* Write an object of a registered class as its spec says (see
  * pbext._jelly._jellyTyped). */
 static int
@@ -3388,10 +3493,19 @@ writeTyped(Encoder *e, PyObject *obj, PyObject *spec, Seen *seen)
         return -1;
     }
     int rc = -1;
-    if (writeToken(e, 2, B_LIST) < 0 ||
-        encodeBytes(e, PyTuple_GET_ITEM(spec, 0)) < 0 ||
-        writeToken(e, (uint64_t)(n + 1 + version), B_LIST) < 0 ||
-        writeWord(e, W_DICTIONARY) < 0) {
+    int kept = typedBytes(e, spec);
+    if (kept < 0) {
+        goto out;
+    }
+    if (kept) {
+        if (writeKept(e, 0, e->typedOffsets[1]) < 0) {
+            goto out;
+        }
+    }
+    else if (writeToken(e, 2, B_LIST) < 0 ||
+             encodeBytes(e, PyTuple_GET_ITEM(spec, 0)) < 0 ||
+             writeToken(e, (uint64_t)(n + 1 + version), B_LIST) < 0 ||
+             writeWord(e, W_DICTIONARY) < 0) {
         goto out;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -3404,9 +3518,18 @@ writeTyped(Encoder *e, PyObject *obj, PyObject *spec, Seen *seen)
             notPlainError();
             goto out;
         }
-        /* The key is the name's UTF-8: written as [b"unicode", key]. */
-        int failed = writeToken(e, 2, B_LIST) < 0 || writeText(e, name) < 0 ||
-                     writeMember(e, value, seen) < 0;
+        /* typedBytes may have been remade for another class while the
+         * value was read (a property's code may write one). */
+        int failed;
+        if (kept && e->typedSpec == spec) {
+            failed = writeKept(e, e->typedOffsets[i + 1],
+                               e->typedOffsets[i + 2]) < 0;
+        }
+        else {
+            /* The key is the name's UTF-8: written as [b"unicode", key]. */
+            failed = writeToken(e, 2, B_LIST) < 0 || writeText(e, name) < 0;
+        }
+        failed = failed || writeMember(e, value, seen) < 0;
         Py_DECREF(value);
         if (failed) {
             goto out;
