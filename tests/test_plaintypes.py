@@ -48,6 +48,20 @@ class Point:
     tags: List[int] = dataclasses.field(default_factory=list)
 
 
+@dataclasses.dataclass
+class Flat:
+    """
+    Only scalar fields: the decoder reads its copies straight from the
+    bytes when they are all at hand.
+    """
+
+    x: int
+    ratio: float
+    name: str
+    data: bytes
+    flag: bool
+
+
 @dataclasses.dataclass(frozen=True)
 class Frozen:
     data: bytes
@@ -85,6 +99,7 @@ def makeRegistry() -> CopyableRegistry:
     registry = CopyableRegistry()
     registry.register(Point, "t.Point")
     registry.register(Frozen, "t.Frozen")
+    registry.register(Flat, "t.Flat")
     registry.register(Positive, "t.Positive")
     registry.register(Versioned, "t.Versioned", version=2)
     registry.registerUpgrader("t.Versioned", 1, lambda s: {**s, "label": "old"})
@@ -117,6 +132,14 @@ directLeaves = st.one_of(
         st.lists(st.integers(), max_size=3),
     ),
     st.builds(Frozen, st.binary(max_size=5), st.booleans(), st.integers() | texts),
+    st.builds(
+        Flat,
+        st.integers(),
+        st.one_of(st.floats(allow_nan=False), st.integers()),
+        texts,
+        st.binary(max_size=5),
+        st.booleans(),
+    ),
 )
 
 typedLeaves = st.one_of(
@@ -168,6 +191,7 @@ fieldNames = st.sampled_from(
     [
         b"x",
         b"y",
+        b"ratio",
         b"name",
         b"tags",
         b"data",
@@ -195,6 +219,8 @@ stateExpressions = st.builds(
         [
             b"t.Point",
             b"t.Frozen",
+            b"t.Flat",
+            b"t.Flat",
             b"t.Positive",
             b"t.Versioned",
             b"t.AttrsPair",
@@ -800,6 +826,80 @@ class FusedTests(SynchronousTestCase):
             del built[:]
             self.assertEqual(unjelly(message[2]), expected)
             self.assertEqual(len(built), 1)
+
+    def flatState(self, pairs: list) -> list:
+        return [b"t.Flat", [b"dictionary", *([[b"unicode", k], v] for k, v in pairs)]]
+
+    def test_quickShapes(self) -> None:
+        """
+        Copies of a type with only scalar fields, all at hand, are built
+        whatever the order of their fields; a field sent twice, a missing
+        or unknown one, or a value the field refuses, leave the copy to the
+        general parser and the full unjellier, with the same outcome as
+        when the bytes arrive one at a time.
+        """
+        fields = [
+            (b"x", 1),
+            (b"ratio", 2.5),
+            (b"name", [b"unicode", b"n\xc3\xa9"]),
+            (b"data", b"answer"),
+            (b"flag", [b"boolean", b"false"]),
+        ]
+        shapes = [
+            fields,
+            list(reversed(fields)),
+            [*fields, (b"x", 2)],
+            fields[:-1],
+            [*fields, (b"other", 1)],
+            [(b"x", [b"unicode", b"1"]), *fields[1:]],
+            [*fields[:2], (b"name", [b"unicode", b"\xff"]), *fields[3:]],
+            [(b"x", 1), (b"ratio", 3), *fields[2:]],
+        ]
+        message = [b"answer", 1, [b"list", *map(self.flatState, shapes)]]
+        self.decodeBoth(message, [])
+        self.decodeBoth(message, list(range(300)))
+        decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+        decoder.setPlainJelly(True)
+        decoder.setPlainTypes(TYPES.receive)
+        (got,) = decoder.feed(
+            codec._encodePython([b"answer", 1, self.flatState(fields)], OUTGOING)
+        )
+        self.assertEqual(got[2].value, Flat(1, 2.5, "n\xe9", b"answer", False))
+
+    def test_quickLimits(self) -> None:
+        """
+        A copy read straight from the bytes counts towards the message's
+        limits as the general parser counts it.
+        """
+        data = codec._encodePython(
+            [b"answer", 1, fullJelly(Flat(1, 2.0, "n", b"d", True))], OUTGOING
+        )
+        flat = Flat(1, 2.0, "n", b"d", True)
+
+        def outcome(limits: dict, whole: bool) -> object:
+            decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True, **limits)
+            decoder.setPlainJelly(True)
+            decoder.setPlainTypes(TYPES.receive)
+            try:
+                if whole:
+                    (got,) = decoder.feed(data)
+                else:
+                    # One byte at a time: never all at hand.
+                    (got,) = [
+                        m
+                        for i in range(len(data))
+                        for m in decoder.feed(data[i : i + 1])
+                    ]
+            except codec.FramingError as e:
+                return e.limit
+            return got[2].value
+
+        for name in ("maxMessageTokens", "maxDepth"):
+            # The smallest limit the general parser accepts the message at.
+            least = next(n for n in range(1, 100) if outcome({name: n}, False) == flat)
+            self.assertEqual(outcome({name: least - 1}, False), name)
+            self.assertEqual(outcome({name: least - 1}, True), name)
+            self.assertEqual(outcome({name: least}, True), flat)
 
     def test_typesChange(self) -> None:
         """
