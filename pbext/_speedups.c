@@ -1476,9 +1476,6 @@ quickTemplate(DecoderCore *self, PyObject *spec)
     if (n > QUICK_FIELDS || n > MAX_POSITIONAL ||
         n != PyDict_GET_SIZE(fields) ||
         versioned(PyTuple_GET_ITEM(spec, 4))) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
         return NULL;
     }
     Py_ssize_t required = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 3));
@@ -1502,9 +1499,7 @@ quickTemplate(DecoderCore *self, PyObject *spec)
         long kind = PyLong_AsLong(PyTuple_GET_ITEM(field, 0));
         if (kind != CHECK_INT && kind != CHECK_STR && kind != CHECK_FLOAT &&
             kind != CHECK_BYTES && kind != CHECK_BOOL) {
-            if (PyErr_Occurred()) {
-                return NULL;
-            }
+            /* Other values are left to the general parser. */
             return NULL;
         }
         Py_ssize_t size;
