@@ -1617,6 +1617,20 @@ quickList(DecoderCore *self, const unsigned char *data, Py_ssize_t *p,
            num == length;
 }
 
+/* Whether the rest of a two-element list (its header read as typ and num)
+ * is [word, string]: then *bytes and *size are the string's. */
+static inline int
+quickTagged(DecoderCore *self, const unsigned char *data, Py_ssize_t *p,
+            Py_ssize_t limit, unsigned int typ, uint64_t num,
+            const char *word, Py_ssize_t wordSize, const char **bytes,
+            Py_ssize_t *size)
+{
+    return typ == B_LIST && num == 2 &&
+           quickWord(self, data, p, limit, word, wordSize) &&
+           quickToken(self, data, p, limit, &typ, &num) &&
+           quickBytes(self, data, p, limit, typ, num, bytes, size);
+}
+
 /* A field's value of the given kind, read from the bytes: a new
  * reference, or NOT_PLAIN_C where it is not one quickTyped reads, or NULL
  * on error.  *lists counts the list headers' declared elements. */
@@ -1663,10 +1677,8 @@ quickValue(DecoderCore *self, const unsigned char *data, Py_ssize_t *p,
         }
         return PyBytes_FromStringAndSize(bytes, size);
     case CHECK_STR:
-        if (typ != B_LIST || num != 2 ||
-            !quickWord(self, data, p, limit, "unicode", 7) ||
-            !quickToken(self, data, p, limit, &typ, &num) ||
-            !quickBytes(self, data, p, limit, typ, num, &bytes, &size)) {
+        if (!quickTagged(self, data, p, limit, typ, num, "unicode", 7, &bytes,
+                         &size)) {
             return NOT_PLAIN_C;
         }
         *lists += 2;
@@ -1679,10 +1691,8 @@ quickValue(DecoderCore *self, const unsigned char *data, Py_ssize_t *p,
             return text;
         }
     case CHECK_BOOL:
-        if (typ != B_LIST || num != 2 ||
-            !quickWord(self, data, p, limit, "boolean", 7) ||
-            !quickToken(self, data, p, limit, &typ, &num) ||
-            !quickBytes(self, data, p, limit, typ, num, &bytes, &size)) {
+        if (!quickTagged(self, data, p, limit, typ, num, "boolean", 7, &bytes,
+                         &size)) {
             return NOT_PLAIN_C;
         }
         *lists += 2;
@@ -1767,10 +1777,9 @@ quickTyped(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
         Py_ssize_t keySize;
         /* [[b"unicode", key], value] */
         if (!quickList(self, data, &p, limit, 2) ||
-            !quickList(self, data, &p, limit, 2) ||
-            !quickWord(self, data, &p, limit, "unicode", 7) ||
             !quickToken(self, data, &p, limit, &typ, &num) ||
-            !quickBytes(self, data, &p, limit, typ, num, &key, &keySize)) {
+            !quickTagged(self, data, &p, limit, typ, num, "unicode", 7, &key,
+                         &keySize)) {
             goto out;
         }
         lists += 4;
