@@ -60,6 +60,7 @@ import inspect
 import types
 import typing
 import weakref
+from itertools import repeat
 from typing import (
     Any,
     Callable,
@@ -240,6 +241,13 @@ def _compile(annotation: object) -> _Checker:
     return checker
 
 
+#: The classes each checker made by L{_exactTypeChecker} accepts and
+#: refuses, so that a container of them can check its elements in bulk.
+_exactTypes: weakref.WeakKeyDictionary[
+    _Checker, tuple[tuple[type, ...], tuple[type, ...]]
+] = weakref.WeakKeyDictionary()
+
+
 def _exactTypeChecker(
     accepted: tuple[type, ...], refused: tuple[type, ...], expected: str
 ) -> _Checker:
@@ -247,6 +255,14 @@ def _exactTypeChecker(
     A checker for a plain class: C{isinstance(value, accepted)} and not an
     instance of C{refused} (used to keep C{bool} out of C{int}).
     """
+    check = _makeExactTypeChecker(accepted, refused, expected)
+    _exactTypes[check] = (accepted, refused)
+    return check
+
+
+def _makeExactTypeChecker(
+    accepted: tuple[type, ...], refused: tuple[type, ...], expected: str
+) -> _Checker:
     if refused:
 
         def check(value: object) -> _Mismatch | None:
@@ -377,7 +393,31 @@ def _iterableChecker(
                 return (where + mismatch[0], mismatch[1], mismatch[2])
         return None
 
-    return check
+    exact = _exactTypes.get(itemChecker)
+    if exact is None:
+        return check
+    accepted, refused = exact
+    checkEach = check
+
+    def checkInBulk(value: object) -> _Mismatch | None:
+        # Elements of a class checked with isinstance (int, str, a
+        # copyable...), in a builtin container: every isinstance runs
+        # in C, and only a container that fails is walked element by
+        # element to name the first mismatch.
+        if type(value) in _BULK_CONTAINERS and isinstance(value, container):
+            elements = typing.cast(Iterable[object], value)
+            if all(map(isinstance, elements, repeat(accepted))) and not (
+                refused and any(map(isinstance, elements, repeat(refused)))
+            ):
+                return None
+        return checkEach(value)
+
+    return checkInBulk
+
+
+#: The containers whose elements L{_iterableChecker} may check in bulk: a
+#: builtin container can be iterated twice, with no code of its own run.
+_BULK_CONTAINERS = frozenset({list, tuple, set, frozenset})
 
 
 def _fixedTupleChecker(items: tuple[object, ...], expected: str) -> _Checker:

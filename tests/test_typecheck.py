@@ -187,6 +187,32 @@ class CheckValueTests(SynchronousTestCase):
         self.assertAccepts(list, [1, "a"])
         self.assertAccepts(List, [1, "a"])
 
+
+    def test_manyElements(self) -> None:
+        """
+        Long containers of a plain class (checked in bulk) name the first
+        mismatch as an element-by-element check would: a C{bool} among
+        C{int}s, a C{str} in a set, an element of a tuple subclass.
+        """
+        many = list(range(1000))
+        self.assertAccepts(list[int], many)
+        self.assertAccepts(tuple[float, ...], (1.5, *many))
+        self.assertEqual(
+            _mismatch([*many, True, "x"], list[int]),
+            "arg 'v'[1000]: expected int, got bool",
+        )
+        self.assertEqual(
+            _mismatch({*many, "x"}, set[int]),
+            "arg 'v' element: expected int, got str",
+        )
+        Pair = collections.namedtuple("Pair", "a b")
+        self.assertEqual(
+            _mismatch(Pair(1, "b"), tuple[int, ...]),
+            "arg 'v'[1]: expected int, got str",
+        )
+        self.assertEqual(
+            _mismatch(many, list[str]), "arg 'v'[0]: expected str, got int"
+        )
     def test_nestedPath(self) -> None:
         """
         Paths through nested containers accumulate.
