@@ -277,6 +277,10 @@ newList(Py_ssize_t size)
  * are received in place by a decoder (see startLongString). */
 #define LONG_STRING (64 * 1024)
 
+/* The size of the encoder's filter of vocabulary words, in bits (a power
+ * of two). */
+#define WORD_FILTER_BITS 1024
+
 typedef struct {
     PyObject *bytes;      /* the output, grown with _PyBytes_Resize */
     char *data;
@@ -294,10 +298,12 @@ typedef struct {
     unsigned char tagBytes[10][16];
     signed char tagLength[10];
     /* A quick filter of the vocabulary's words, made on first use: their
-     * first bytes and their lengths (under 64). */
+     * length, first and last bytes, as bits of a small Bloom filter
+     * (see mayBeWord); everyText if some word is empty or 64 bytes long
+     * or more, so that every text is looked up. */
     int filterReady;
-    unsigned char firstBytes[32];
-    uint64_t lengths;
+    int everyText;
+    unsigned char wordBits[WORD_FILTER_BITS / 8];
     /* The bytes of the last registered type written (see typedBytes):
      * its send spec, its header and each field's key, one after the
      * other, and where each starts (typedFields + 2 offsets). */
@@ -545,6 +551,8 @@ encodeFloat(Encoder *e, PyObject *item)
 static int encodeItem(Encoder *e, PyObject *item, int depth);
 static int encodeJellied(Encoder *e, PyObject *item, int depth);
 static PyTypeObject JelliedType;
+static int writeEncoded(Encoder *e, PyObject *item);
+static PyTypeObject EncodedType;
 
 static int
 encodeSequence(Encoder *e, PyObject *item, int depth)
@@ -600,6 +608,9 @@ encodeItem(Encoder *e, PyObject *item, int depth)
     if (kind == &JelliedType) {
         return encodeJellied(e, item, depth);
     }
+    if (kind == &EncodedType) {
+        return writeEncoded(e, item);
+    }
     /* A subclass (bool, say): encode its plain equivalent, one level
      * deeper, as the Python twin does. */
     PyObject *plain = PyObject_CallOneArg(plainFunc, item);
@@ -621,6 +632,105 @@ PyDoc_STRVAR(encodePieces_doc,
 "The accelerated pbext.codec.encodePieces: the same arguments, the same\n"
 "pieces and the same errors.");
 
+/* Set up an encoder for one message: its vocabulary (a mapping, or None)
+ * and its limit (an int, or None for none); pieces says whether it makes
+ * pieces (encodePieces) or one byte string (encode). */
+static int
+encoderStart(Encoder *e, PyObject *vocabulary, PyObject *limitObject,
+             int pieces)
+{
+    if (checkConfigured() < 0) {
+        return -1;
+    }
+    e->limit = PY_SSIZE_T_MAX;
+    if (limitObject != Py_None) {
+        e->limit = PyLong_AsSsize_t(limitObject);
+        if (e->limit == -1 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                return -1;
+            }
+            PyErr_Clear();
+            e->limit = PY_SSIZE_T_MAX;
+        }
+    }
+    e->vocabulary = NULL;
+    if (vocabulary != Py_None) {
+        if (!PyDict_Check(vocabulary)) {
+            /* A mapping of another type: a plain dict copy behaves the
+             * same for lookups of exact bytes. */
+            e->vocabulary = PyDict_New();
+            if (e->vocabulary == NULL ||
+                PyDict_Update(e->vocabulary, vocabulary) < 0) {
+                Py_XDECREF(e->vocabulary);
+                return -1;
+            }
+        }
+        else {
+            Py_INCREF(vocabulary);
+            e->vocabulary = vocabulary;
+        }
+    }
+    e->longestWord = -1;
+    memset(e->tagLength, -1, sizeof(e->tagLength));
+    e->filterReady = 0;
+    e->typedSpec = NULL;
+    e->typedBytes = NULL;
+    e->typedOffsets = NULL;
+    e->typedFields = 0;
+    /* Python's recursion limit, as the Python twin, but within what the
+     * C stack surely holds. */
+    e->maxNesting = Py_GetRecursionLimit();
+    if (e->maxNesting > 20000) {
+        e->maxNesting = 20000;
+    }
+    e->capacity = 256;
+    e->size = 0;
+    e->flushed = 0;
+    e->pieces = NULL;
+    if (pieces) {
+        e->pieces = PyList_New(0);
+        if (e->pieces == NULL) {
+            Py_XDECREF(e->vocabulary);
+            return -1;
+        }
+    }
+    e->bytes = PyBytes_FromStringAndSize(NULL, e->capacity);
+    if (e->bytes == NULL) {
+        Py_XDECREF(e->vocabulary);
+        Py_XDECREF(e->pieces);
+        return -1;
+    }
+    e->data = PyBytes_AS_STRING(e->bytes);
+    return 0;
+}
+
+/* End an encoder set up by encoderStart, rc being what writing its
+ * message returned: the bytes (or the list of pieces), or NULL on error. */
+static PyObject *
+encoderFinish(Encoder *e, int rc)
+{
+    Py_XDECREF(e->vocabulary);
+    Py_XDECREF(e->typedSpec);
+    Py_XDECREF(e->typedBytes);
+    PyMem_Free(e->typedOffsets);
+    if (rc == 0 && e->pieces != NULL) {
+        rc = flushPiece(e);
+    }
+    if (rc < 0) {
+        Py_XDECREF(e->bytes);
+        Py_XDECREF(e->pieces);
+        return NULL;
+    }
+    if (e->pieces != NULL) {
+        Py_DECREF(e->bytes);
+        return e->pieces;
+    }
+    if (_PyBytes_Resize(&e->bytes, e->size) < 0) {
+        return NULL;
+    }
+    return e->bytes;
+}
+
 /* encode, or encodePieces when pieces is true. */
 static PyObject *
 runEncoder(PyObject *args, PyObject *kwargs, int pieces)
@@ -631,90 +741,11 @@ runEncoder(PyObject *args, PyObject *kwargs, int pieces)
                                      &obj, &vocabulary, &limitObject)) {
         return NULL;
     }
-    if (checkConfigured() < 0) {
-        return NULL;
-    }
     Encoder e;
-    e.limit = PY_SSIZE_T_MAX;
-    if (limitObject != Py_None) {
-        e.limit = PyLong_AsSsize_t(limitObject);
-        if (e.limit == -1 && PyErr_Occurred()) {
-            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
-                return NULL;
-            }
-            PyErr_Clear();
-            e.limit = PY_SSIZE_T_MAX;
-        }
-    }
-    e.vocabulary = NULL;
-    if (vocabulary != Py_None) {
-        if (!PyDict_Check(vocabulary)) {
-            /* A mapping of another type: a plain dict copy behaves the
-             * same for lookups of exact bytes. */
-            e.vocabulary = PyDict_New();
-            if (e.vocabulary == NULL ||
-                PyDict_Update(e.vocabulary, vocabulary) < 0) {
-                Py_XDECREF(e.vocabulary);
-                return NULL;
-            }
-        }
-        else {
-            Py_INCREF(vocabulary);
-            e.vocabulary = vocabulary;
-        }
-    }
-    e.longestWord = -1;
-    memset(e.tagLength, -1, sizeof(e.tagLength));
-    e.filterReady = 0;
-    e.typedSpec = NULL;
-    e.typedBytes = NULL;
-    e.typedOffsets = NULL;
-    e.typedFields = 0;
-    /* Python's recursion limit, as the Python twin, but within what the
-     * C stack surely holds. */
-    e.maxNesting = Py_GetRecursionLimit();
-    if (e.maxNesting > 20000) {
-        e.maxNesting = 20000;
-    }
-    e.capacity = 256;
-    e.size = 0;
-    e.flushed = 0;
-    e.pieces = NULL;
-    if (pieces) {
-        e.pieces = PyList_New(0);
-        if (e.pieces == NULL) {
-            Py_XDECREF(e.vocabulary);
-            return NULL;
-        }
-    }
-    e.bytes = PyBytes_FromStringAndSize(NULL, e.capacity);
-    if (e.bytes == NULL) {
-        Py_XDECREF(e.vocabulary);
-        Py_XDECREF(e.pieces);
+    if (encoderStart(&e, vocabulary, limitObject, pieces) < 0) {
         return NULL;
     }
-    e.data = PyBytes_AS_STRING(e.bytes);
-    int rc = encodeItem(&e, obj, 0);
-    Py_XDECREF(e.vocabulary);
-    Py_XDECREF(e.typedSpec);
-    Py_XDECREF(e.typedBytes);
-    PyMem_Free(e.typedOffsets);
-    if (rc == 0 && pieces) {
-        rc = flushPiece(&e);
-    }
-    if (rc < 0) {
-        Py_XDECREF(e.bytes);
-        Py_XDECREF(e.pieces);
-        return NULL;
-    }
-    if (pieces) {
-        Py_DECREF(e.bytes);
-        return e.pieces;
-    }
-    if (_PyBytes_Resize(&e.bytes, e.size) < 0) {
-        return NULL;
-    }
-    return e.bytes;
+    return encoderFinish(&e, encodeItem(&e, obj, 0));
 }
 
 static PyObject *
@@ -3307,9 +3338,19 @@ notPlainError(void)
 }
 
 
+/* The bit of the word filter for a word of size bytes (1 to 63) starting
+ * and ending with first and last. */
+static inline unsigned int
+wordBit(unsigned char first, unsigned char last, Py_ssize_t size)
+{
+    return ((unsigned int)first * 131u + (unsigned int)last * 17u +
+            (unsigned int)size * 7u) & (WORD_FILTER_BITS - 1);
+}
+
 /* Whether an ASCII text could be one of the vocabulary's words (which
- * encodeBytes writes as a vocabulary token): a quick test of its length
- * and first byte against the words'. */
+ * encodeBytes writes as a vocabulary token): a quick test of its length,
+ * first and last bytes against the words'.  A text that passes is looked
+ * up; one that fails is surely no word. */
 static int
 mayBeWord(Encoder *e, const void *data, Py_ssize_t size)
 {
@@ -3317,8 +3358,8 @@ mayBeWord(Encoder *e, const void *data, Py_ssize_t size)
         return 0;
     }
     if (!e->filterReady) {
-        memset(e->firstBytes, 0, sizeof(e->firstBytes));
-        e->lengths = 0;
+        memset(e->wordBits, 0, sizeof(e->wordBits));
+        e->everyText = 0;
         Py_ssize_t pos = 0;
         PyObject *key, *value;
         while (PyDict_Next(e->vocabulary, &pos, &key, &value)) {
@@ -3328,26 +3369,28 @@ mayBeWord(Encoder *e, const void *data, Py_ssize_t size)
             Py_ssize_t n = PyBytes_GET_SIZE(key);
             if (n == 0 || n >= 64) {
                 /* Unusual words: look every text up. */
-                e->lengths = UINT64_MAX;
-                memset(e->firstBytes, 0xff, sizeof(e->firstBytes));
+                e->everyText = 1;
                 break;
             }
-            unsigned char first = (unsigned char)PyBytes_AS_STRING(key)[0];
-            e->lengths |= (uint64_t)1 << n;
-            e->firstBytes[first >> 3] |= (unsigned char)(1 << (first & 7));
+            const unsigned char *word =
+                (const unsigned char *)PyBytes_AS_STRING(key);
+            unsigned int bit = wordBit(word[0], word[n - 1], n);
+            e->wordBits[bit >> 3] |= (unsigned char)(1u << (bit & 7));
         }
         e->filterReady = 1;
     }
-    if (size >= 64) {
-        return e->lengths == UINT64_MAX;
+    if (e->everyText) {
+        return 1;
     }
-    if (size == 0) {
-        return e->lengths == UINT64_MAX;
+    if (size == 0 || size >= 64) {
+        return 0;
     }
-    unsigned char first = ((const unsigned char *)data)[0];
-    return (e->lengths >> size) & 1 &&
-           (e->firstBytes[first >> 3] >> (first & 7)) & 1;
+    const unsigned char *text = (const unsigned char *)data;
+    unsigned int bit = wordBit(text[0], text[size - 1], size);
+    return (e->wordBits[bit >> 3] >> (bit & 7)) & 1;
 }
+
+static int encodableText(PyObject *text);
 
 static int
 writeText(Encoder *e, PyObject *text)
@@ -3373,7 +3416,11 @@ writeText(Encoder *e, PyObject *text)
         return writeRaw(e, (const char *)PyUnicode_DATA(text), size);
     }
     /* Not ASCII, or perhaps a vocabulary word: written as any byte
-     * string (encodeBytes looks the word up). */
+     * string (encodeBytes looks the word up); not plain if UTF-8 cannot
+     * encode it (as checkPlain says). */
+    if (!encodableText(text)) {
+        return notPlainError();
+    }
     PyObject *raw = PyUnicode_AsUTF8String(text);
     if (raw == NULL) {
         return -1;
@@ -3842,6 +3889,138 @@ encodeJellied(Encoder *e, PyObject *item, int depth)
         return notPlainError();
     }
     return rc;
+}
+
+/*
+ * Encoded: a plain value encoded ahead of its message.  A broker about to
+ * send a value learns whether it is plain by encoding it (encodeIfPlain),
+ * instead of checking it first and encoding it later, which read every
+ * field of every object twice; the message then carries the value's bytes
+ * as they are.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *pieces;   /* list of bytes, as encodePieces makes them */
+    Py_ssize_t size;    /* their total length */
+} Encoded;
+
+static void
+Encoded_dealloc(Encoded *self)
+{
+    Py_XDECREF(self->pieces);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Encoded_getPieces(Encoded *self, void *closure)
+{
+    return PyList_GetSlice(self->pieces, 0, PyList_GET_SIZE(self->pieces));
+}
+
+static PyObject *
+Encoded_getSize(Encoded *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->size);
+}
+
+static PyGetSetDef Encoded_getset[] = {
+    {"pieces", (getter)Encoded_getPieces, NULL,
+     "A copy of the list of byte strings the value was encoded into.", NULL},
+    {"size", (getter)Encoded_getSize, NULL, "Their total length.", NULL},
+    {NULL}
+};
+
+static PyTypeObject EncodedType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pbext._speedups.Encoded",
+    .tp_doc = "The banana bytes of a plain value, made by encodeIfPlain(); "
+              "encode() and encodePieces() write them as they are where "
+              "the Encoded stands in a message.",
+    .tp_basicsize = sizeof(Encoded),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_dealloc = (destructor)Encoded_dealloc,
+    .tp_getset = Encoded_getset,
+};
+
+/* Write an Encoded's bytes: copied, but for long strings, which stay
+ * pieces of their own in encodePieces (as encodeBytes leaves them). */
+static int
+writeEncoded(Encoder *e, PyObject *item)
+{
+    Encoded *encoded = (Encoded *)item;
+    if (e->flushed + e->size + encoded->size > e->limit) {
+        return tooLarge(e);
+    }
+    Py_ssize_t count = PyList_GET_SIZE(encoded->pieces);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *piece = PyList_GET_ITEM(encoded->pieces, i);
+        Py_ssize_t size = PyBytes_GET_SIZE(piece);
+        if (e->pieces != NULL && size > LONG_STRING) {
+            if (flushPiece(e) < 0 || PyList_Append(e->pieces, piece) < 0) {
+                return -1;
+            }
+            e->flushed += size;
+        }
+        else if (writeRaw(e, PyBytes_AS_STRING(piece), size) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(encodeIfPlain_doc,
+"encodeIfPlain(value, types, vocabulary, maxMessageBytes) -> Encoded | None\n\n"
+"Encode value as encodePieces(Jellied(value, types), vocabulary,\n"
+"maxMessageBytes) would, in an Encoded, or answer None where that would\n"
+"raise NotPlainError (value is not plain).  Other errors (a value too\n"
+"large to send) are raised.");
+
+static PyObject *
+speedups_encodeIfPlain(PyObject *module, PyObject *const *args,
+                       Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError,
+                     "encodeIfPlain() takes 4 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    PyObject *value, *types;
+    if (valueAndTypes("encodeIfPlain", args, 2, &value, &types) < 0) {
+        return NULL;
+    }
+    Encoder e;
+    if (encoderStart(&e, args[2], args[3], 1) < 0) {
+        return NULL;
+    }
+    Seen seen;
+    if (seenInit(&seen) < 0) {
+        encoderFinish(&e, -1);
+        return NULL;
+    }
+    seen.types = types;
+    int rc = writeJelly(&e, value, &seen);
+    PyMem_Free(seen.slots);
+    if (rc < 0 && (PyErr_ExceptionMatches(NotPlainError) ||
+                   PyErr_ExceptionMatches(PyExc_RecursionError))) {
+        /* Not plain, or too deep for the plain path (where jellyPlain
+         * steps aside too). */
+        PyErr_Clear();
+        encoderFinish(&e, -1);
+        Py_RETURN_NONE;
+    }
+    PyObject *pieces = encoderFinish(&e, rc);
+    if (pieces == NULL) {
+        return NULL;
+    }
+    Encoded *encoded = PyObject_New(Encoded, &EncodedType);
+    if (encoded == NULL) {
+        Py_DECREF(pieces);
+        return NULL;
+    }
+    encoded->pieces = pieces;
+    encoded->size = e.flushed;
+    return (PyObject *)encoded;
 }
 
 /* ------------------------------------------------------------------ */
@@ -4451,6 +4630,8 @@ static PyMethodDef speedups_methods[] = {
      METH_FASTCALL, unjellyPlain_doc},
     {"isPlain", (PyCFunction)(void (*)(void))speedups_isPlain, METH_FASTCALL,
      isPlain_doc},
+    {"encodeIfPlain", (PyCFunction)(void (*)(void))speedups_encodeIfPlain,
+     METH_FASTCALL, encodeIfPlain_doc},
     {"configure", (PyCFunction)(void (*)(void))speedups_configure,
      METH_VARARGS | METH_KEYWORDS, configure_doc},
     {NULL}
@@ -4483,7 +4664,7 @@ PyInit__speedups(void)
     }
     if (PyType_Ready(&DecoderCoreType) < 0 ||
         PyType_Ready(&ReceiveBufferType) < 0 ||
-        PyType_Ready(&JelliedType) < 0) {
+        PyType_Ready(&JelliedType) < 0 || PyType_Ready(&EncodedType) < 0) {
         return NULL;
     }
     if (NotPlainError == NULL) {
@@ -4509,6 +4690,12 @@ PyInit__speedups(void)
     Py_INCREF(&JelliedType);
     if (PyModule_AddObject(module, "Jellied", (PyObject *)&JelliedType) < 0) {
         Py_DECREF(&JelliedType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&EncodedType);
+    if (PyModule_AddObject(module, "Encoded", (PyObject *)&EncodedType) < 0) {
+        Py_DECREF(&EncodedType);
         Py_DECREF(module);
         return NULL;
     }

@@ -75,6 +75,15 @@ _NEVER_AWAITABLE = frozenset(
     {int, float, str, bytes, bool, type(None), list, tuple, dict, set, frozenset}
 )
 
+#: Containers that L{Broker._serializeOut} checks and leaves to the
+#: message's encoder when they hold at most L{_ENCODE_AHEAD_LENGTH} items;
+#: longer ones it encodes ahead.
+_SMALL_CONTAINERS = frozenset({list, tuple, dict, set, frozenset})
+_ENCODE_AHEAD_LENGTH = 32
+
+#: Values that L{Broker._serializeOut} leaves to the message's encoder too.
+_ATOMS = frozenset({int, float, str, bytes, bool, type(None)})
+
 #: The entry a pbext server adds to banana's dialect offer.
 PBEXT_DIALECT = b"pbext/1"
 
@@ -847,9 +856,17 @@ class Broker(pb.Broker):
 
     # -- sending bytes -----------------------------------------------------
 
+    def _outgoingVocabulary(self) -> dict[bytes, int] | None:
+        """
+        The vocabulary messages are sent with: the C{b"pb"} dialect's, once
+        it is selected.
+        """
+        return self.outgoingSymbols if self.currentDialect == b"pb" else None
+
     def sendEncoded(self, obj: object) -> None:
-        vocabulary = self.outgoingSymbols if self.currentDialect == b"pb" else None
-        pieces = encodePieces(obj, vocabulary, self.limits.maxOutgoingMessageBytes)
+        pieces = encodePieces(
+            obj, self._outgoingVocabulary(), self.limits.maxOutgoingMessageBytes
+        )
         if self._writePaused:
             self._pausedBytes += sum(map(len, pieces))
             if self._pausedBytes > self.limits.maxPendingWriteBytes:
@@ -1001,20 +1018,44 @@ class Broker(pb.Broker):
     ) -> Any:
         """
         Serialize a value that goes straight into a message (call arguments
-        or a result): a plain value becomes a L{_speedups.Jellied}, which
-        the accelerated encoder writes exactly as the bytes of its plain
-        jelly, without building that expression; anything else is
-        L{serialize}d.
+        or a result) with the accelerated encoder, if it is plain: the
+        encoder writes exactly the bytes of its plain jelly, without
+        building that expression.  Anything else is L{serialize}d.
+
+        A small container or an atom becomes a L{_speedups.Jellied}, which
+        the message's encoder writes.  Anything larger is encoded here, to a
+        L{_speedups.Encoded} the message carries as it is: encoding it is
+        how it is found to be plain, so its fields are read once, not once
+        to check and once to write.
         """
         if self._fusedSend and _speedups is not None:
-            if _speedups.isPlain(value):
+            kind = type(value)
+            small = kind in _ATOMS or (
+                kind in _SMALL_CONTAINERS and len(value) <= _ENCODE_AHEAD_LENGTH
+            )
+            if small and _speedups.isPlain(value):
                 return _speedups.Jellied(value)
             plainTypes = self._plainTypes
             if plainTypes.stale:
                 plainTypes.refresh()
             send = plainTypes.send
-            if send is not None and _speedups.isPlain(value, send):
-                return _speedups.Jellied(value, send)
+            if small:
+                if send is not None and _speedups.isPlain(value, send):
+                    return _speedups.Jellied(value, send)
+            elif kind is not defer.Deferred:
+                try:
+                    encoded = _speedups.encodeIfPlain(
+                        value,
+                        send,
+                        self._outgoingVocabulary(),
+                        self.limits.maxOutgoingMessageBytes,
+                    )
+                except banana.BananaError:
+                    # Too large to send: encoding the message fails the
+                    # same way, and sendCall reports it to the caller.
+                    return _speedups.Jellied(value, send)
+                if encoded is not None:
+                    return encoded
             if isinstance(value, defer.Deferred):
                 return value.addCallback(
                     self._serializeOut, perspective, method, args, kw

@@ -262,6 +262,79 @@ class AgreementTests(SynchronousTestCase):
             )
         self.assertIs(message[2].value, value)
 
+    @AGREEMENT
+    @given(
+        value=plainValues(),
+        pb=st.booleans(),
+        limit=st.one_of(st.none(), st.integers(min_value=0, max_value=300)),
+    )
+    def test_encodeIfPlain(
+        self, value: object, pb: bool, limit: Optional[int]
+    ) -> None:
+        """
+        L{speedups.encodeIfPlain} encodes a plain value to the pieces of its
+        L{speedups.Jellied} (or fails as they fail), and a message holding
+        the L{speedups.Encoded} encodes as one holding the value's plain
+        jelly, in one byte string or in pieces.
+        """
+        vocabulary = OUTGOING if pb else None
+        encoded = outcome(
+            lambda: speedups.encodeIfPlain(value, None, vocabulary, limit)
+        )
+        expected = outcome(
+            lambda: speedups.encodePieces(speedups.Jellied(value), vocabulary, limit)
+        )
+        if expected[0] != "ok":
+            self.assertEqual(encoded, expected)
+            return
+        self.assertEqual(encoded[0], "ok")
+        self.assertEqual(encoded[1].pieces, expected[1])
+        sexp = _jelly._jellyPlainPython(value)
+        for messageLimit in (None, limit):
+            message = (b"answer", 7, encoded[1])
+            want = outcome(
+                lambda: codec._encodePython(
+                    (b"answer", 7, sexp), vocabulary, messageLimit
+                )
+            )
+            self.assertEqual(
+                outcome(lambda: speedups.encode(message, vocabulary, messageLimit)),
+                want,
+            )
+            pieces = outcome(
+                lambda: speedups.encodePieces(message, vocabulary, messageLimit)
+            )
+            if want[0] == "ok":
+                self.assertEqual(("ok", b"".join(pieces[1])), want)
+            else:
+                self.assertEqual(pieces, want)
+
+    def test_encodeIfPlainNotPlain(self) -> None:
+        """
+        L{speedups.encodeIfPlain} answers L{None} for a value that is not
+        plain, or too deeply nested for the plain path.
+        """
+        deep: list = []
+        for _ in range(100_000):
+            deep = [deep]
+        for value in ([1, object()], {"a": "\ud800"}, BigInt(3), deep):
+            self.assertIsNone(speedups.encodeIfPlain(value, None, OUTGOING, None))
+
+    def test_encodedLongStrings(self) -> None:
+        """
+        Long byte strings in an L{speedups.Encoded} stay pieces of their own
+        when the message is encoded in pieces: they are not copied.
+        """
+        blob = b"z" * (200 * 1024)
+        encoded = speedups.encodeIfPlain([blob, blob], None, OUTGOING, None)
+        pieces = speedups.encodePieces((b"answer", 7, encoded), OUTGOING)
+        self.assertIs(pieces[1], blob)
+        self.assertIs(pieces[3], blob)
+        self.assertEqual(
+            b"".join(pieces),
+            codec._encodePython((b"answer", 7, [b"list", blob, blob]), OUTGOING),
+        )
+
     def test_jelliedVocabularyWords(self) -> None:
         """
         A text that is a word of the vocabulary is written as the plain

@@ -58,6 +58,15 @@ class Root(pb.Root):
     def remote_many(self, count: int) -> list[bytes]:
         return [b"y" * 600_000] * count
 
+    def remote_pieces(self, count: int, size: int) -> list[bytes]:
+        return [b"y" * size] * count
+
+    def remote_referenceables(self, count: int) -> list[pb.Referenceable]:
+        return [Root() for _ in range(count)]
+
+    def remote_manyInsecure(self, count: int) -> list[object]:
+        return [Unregistered() for _ in range(count)]
+
     def remote__private(self) -> str:
         self.privateCalled = True
         return "secret"
@@ -314,6 +323,33 @@ class CallTests(SynchronousTestCase):
         self.assertTrue(f.check(pbbroker.MessageTooLarge), f)
         # The connection still works.
         self.assertEqual(self.successResultOf(pair.call("echo", 1)), 1)
+
+    def test_longAnswerTooLarge(self) -> None:
+        """
+        A long list (encoded ahead of its message by the accelerated path)
+        too large to send also becomes an error answer.
+        """
+        pair = Pair(self)
+        limit = pair.server.limits.maxOutgoingMessageBytes
+        f = self.failureResultOf(pair.call("pieces", 100, limit // 50))
+        self.assertTrue(f.check(pbbroker.MessageTooLarge), f)
+        self.assertEqual(self.successResultOf(pair.call("pieces", 100, 3)), [b"yyy"] * 100)
+
+    def test_longAnswersNotPlain(self) -> None:
+        """
+        A long list of objects that are not plain is jellied the ordinary
+        way: references arrive as references, and what the client's policy
+        refuses fails the caller.
+        """
+        pair = Pair(self)
+        references = self.successResultOf(pair.call("referenceables", 40))
+        self.assertEqual(len(references), 40)
+        self.assertTrue(all(isinstance(r, pb.RemoteReference) for r in references))
+        echoed = references[39].callRemote("echo", 5)
+        pair.flush()
+        self.assertEqual(self.successResultOf(echoed), 5)
+        f = self.failureResultOf(pair.call("manyInsecure", 40))
+        self.assertTrue(f.check(jelly.InsecureJelly), f)
 
     def test_callTooLargeDoesNotLeak(self) -> None:
         """

@@ -661,6 +661,40 @@ class FusedTests(SynchronousTestCase):
         expected = codec._encodePython([b"answer", 1, fullJelly(value)], OUTGOING)
         self.assertEqual(speedups.encode(message, OUTGOING), expected)
 
+    @TWIN
+    @given(typedValues)
+    def test_encodeIfPlain(self, value: object) -> None:
+        """
+        L{speedups.encodeIfPlain} encodes a value with registered types
+        ahead of its message, and the message carrying the L{Encoded}
+        encodes to the bytes of the registry's jelly of it.
+        """
+        encoded = speedups.encodeIfPlain(value, TYPES.send, OUTGOING, None)
+        self.assertIsInstance(encoded, speedups.Encoded)
+        self.assertEqual(
+            b"".join(encoded.pieces),
+            speedups.encode(speedups.Jellied(value, TYPES.send), OUTGOING),
+        )
+        self.assertEqual(encoded.size, sum(map(len, encoded.pieces)))
+        expected = codec._encodePython([b"answer", 1, fullJelly(value)], OUTGOING)
+        message = [b"answer", 1, encoded]
+        self.assertEqual(speedups.encode(message, OUTGOING), expected)
+        self.assertEqual(b"".join(speedups.encodePieces(message, OUTGOING)), expected)
+
+    def test_encodeIfPlainRefuses(self) -> None:
+        """
+        L{speedups.encodeIfPlain} answers L{None} for what is not plain: an
+        object of a class without a send spec, one met twice, one whose
+        field cannot be read.
+        """
+        point = Point(1, 2.5, "p")
+        broken = Point(1, 2.5, "p")
+        del broken.name
+        for value in ([point, object()], [point, point], {"p": broken}, Point):
+            self.assertIsNone(
+                speedups.encodeIfPlain(value, TYPES.send, OUTGOING, None), value
+            )
+
     def decodeBoth(self, message: list, cuts: List[int], built: bool = False) -> None:
         """
         Decode C{message} cut at C{cuts} in plain-jelly mode with the types,
