@@ -768,6 +768,10 @@ speedups_encodePieces(PyObject *module, PyObject *args, PyObject *kwargs)
  * the bytes (see quickTyped). */
 #define QUICK_FIELDS 64
 
+/* The most bytes of the fixed parts of a copy (its keys, and the tokens
+ * around them) the decoder keeps to compare the next copies with. */
+#define QUICK_FIXED_BYTES 2048
+
 /* How the decoder reads the copies of one registered type straight from
  * the bytes: made from its receive spec on first use in a message. */
 typedef struct QuickTemplate {
@@ -779,6 +783,16 @@ typedef struct QuickTemplate {
     const char *keys[QUICK_FIELDS];   /* their UTF-8, owned by the names */
     Py_ssize_t keySizes[QUICK_FIELDS];
     unsigned char kinds[QUICK_FIELDS];  /* CHECK_* */
+    /* The bytes of a copy but for its tag and values, as last read field
+     * by field (see quickTyped): the segment before value k starts at
+     * fixed + starts[k] and ends at starts[k + 1].  Bytes equal to them
+     * parse as they did (a template lasts one message, in which the
+     * vocabulary and limits do not change), so the next copies are read
+     * with one comparison per field.  fixedFields is 0 while there are
+     * none (or they are too long to keep). */
+    Py_ssize_t fixedFields;
+    Py_ssize_t starts[QUICK_FIELDS + 1];
+    unsigned char fixed[QUICK_FIXED_BYTES];
 } QuickTemplate;
 
 #define KEY_CACHE_SIZE 64
@@ -1489,6 +1503,7 @@ quickTemplate(DecoderCore *self, PyObject *spec)
     Py_INCREF(spec);
     Py_XSETREF(t->spec, spec);
     t->usable = 0;
+    t->fixedFields = 0;
     /* As buildTyped's direct path: a class built without running its own
      * code, by keyword, every field a constructor parameter, unversioned. */
     if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 7 ||
@@ -1794,15 +1809,54 @@ quickTyped(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
     }
     Py_ssize_t n = t->n;
     Py_ssize_t lists = n + 1;
+    PyObject *values[QUICK_FIELDS];
+    uint64_t found = 0;
+    Py_ssize_t k;
+    PyObject *result = NULL;
+    if (t->fixedFields == n) {
+        /* The fixed bytes of the last copy read, compared segment by
+         * segment; on any difference the copy is read field by field. */
+        Py_ssize_t q = p;
+        for (k = 0; k < n; k++) {
+            Py_ssize_t size = t->starts[k + 1] - t->starts[k];
+            if (limit - q < size ||
+                memcmp(data + q, t->fixed + t->starts[k], size) != 0) {
+                break;
+            }
+            q += size;
+            PyObject *v = quickValue(self, data, &q, limit, t->kinds[k],
+                                     &lists);
+            if (v == NULL) {
+                goto out;
+            }
+            if (v == NOT_PLAIN_C) {
+                break;
+            }
+            values[k] = v;
+            found |= (uint64_t)1 << k;
+        }
+        if (k == n) {
+            lists += 4 * n;
+            p = q;
+            goto build;
+        }
+        /* Start again. */
+        for (Py_ssize_t i = 0; i < k; i++) {
+            Py_DECREF(values[i]);
+        }
+        found = 0;
+        lists = n + 1;
+    }
+    Py_ssize_t segment = p;     /* where the fixed bytes before field k start */
+    Py_ssize_t fixedSize = 0;   /* how many are kept so far */
+    int inOrder = 1;
+    /* Remade below: unusable until this copy is read whole. */
+    t->fixedFields = 0;
     if ((uint64_t)n + 1 > (uint64_t)self->maxList ||
         !quickList(self, data, &p, limit, (uint64_t)n + 1) ||
         !quickWord(self, data, &p, limit, "dictionary", 10)) {
         return NULL;
     }
-    PyObject *values[QUICK_FIELDS];
-    uint64_t found = 0;
-    Py_ssize_t k;
-    PyObject *result = NULL;
     for (k = 0; k < n; k++) {
         const char *key;
         Py_ssize_t keySize;
@@ -1830,6 +1884,16 @@ quickTyped(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
         if (i == n || (found >> i) & 1) {
             goto out;
         }
+        if (i != k || fixedSize + (p - segment) > QUICK_FIXED_BYTES) {
+            inOrder = 0;
+        }
+        else {
+            /* Kept for the next copy (in the template once this one is
+             * read whole). */
+            t->starts[k] = fixedSize;
+            memcpy(t->fixed + fixedSize, data + segment, p - segment);
+            fixedSize += p - segment;
+        }
         PyObject *v = quickValue(self, data, &p, limit, t->kinds[i], &lists);
         if (v == NULL) {
             result = NULL;
@@ -1840,7 +1904,13 @@ quickTyped(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
         }
         values[i] = v;
         found |= (uint64_t)1 << i;
+        segment = p;
     }
+    if (inOrder) {
+        t->starts[n] = fixedSize;
+        t->fixedFields = n;
+    }
+build:
     if (lists > self->maxTokens - *tokens) {
         goto out;
     }

@@ -900,6 +900,38 @@ class FusedTests(SynchronousTestCase):
         )
         self.assertEqual(got[2].value, Flat(1, 2.5, "n\xe9", b"answer", False))
 
+    def test_quickRepeats(self) -> None:
+        """
+        Copies after the first are compared with its bytes: each copy that
+        differs from the one before (in field order, keys, values, kinds)
+        is read as if it came first, and a copy like the first after it is
+        read quickly again.
+        """
+        fields = [
+            (b"x", 1),
+            (b"ratio", 2.5),
+            (b"name", [b"unicode", b"n"]),
+            (b"data", b"d"),
+            (b"flag", [b"boolean", b"true"]),
+        ]
+        odd = [
+            list(reversed(fields)),
+            [(b"y", 1), *fields[1:]],
+            [(b"x", 1), (b"ratio", 2.5), (b"name", [b"unicode", b"\xff"]), *fields[3:]],
+            [(b"x", 1), (b"ratio", [b"unicode", b"2.5"]), *fields[2:]],
+            [*fields[:4], (b"flag", [b"boolean", b"maybe"])],
+            [(b"x", -(2**70)), *fields[1:]],
+            [(b"x", 1), (b"ratio", 7), (b"name", [b"unicode", b"n" * 300]), *fields[3:]],
+            fields[:-1],
+        ]
+        good = self.flatState(fields)
+        copies = [good, good]
+        for shape in odd:
+            copies += [self.flatState(shape), good, good]
+        message = [b"answer", 1, [b"list", *copies]]
+        self.decodeBoth(message, [])
+        self.decodeBoth(message, [37, 91, 400, 401, 1000])
+
     def test_quickLimits(self) -> None:
         """
         A copy read straight from the bytes counts towards the message's
