@@ -838,6 +838,11 @@ typedef struct {
     Py_ssize_t tokens, messageBytes;
     PyObject *failure;      /* (limit, message) once failed, or NULL */
     int busy;
+    /* Copies built straight from the bytes during this parse, which the
+     * collector does not track until it ends (see keepFresh): new
+     * references. */
+    PyObject **fresh;
+    Py_ssize_t freshCount, freshCapacity;
 } DecoderCore;
 
 static Py_ssize_t
@@ -946,9 +951,15 @@ releaseCaches(DecoderCore *self)
     }
 }
 
+static void releaseFresh(DecoderCore *self);
+
 static int
 DecoderCore_clear(DecoderCore *self)
 {
+    releaseFresh(self);
+    PyMem_Free(self->fresh);
+    self->fresh = NULL;
+    self->freshCapacity = 0;
     Py_CLEAR(self->vocabulary);
     Py_CLEAR(self->plainTypes);
     Py_CLEAR(self->lastTag);
@@ -1463,6 +1474,89 @@ quickText(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
 }
 
 /*
+ * Copies kept from the collector while the bytes are parsed.
+ *
+ * A message of a thousand copies makes a thousand new objects that the
+ * collector tracks; the allocations of the parse make a collection due,
+ * and it runs as the message is delivered, walking every copy while the
+ * application has them (and promoting them towards the old generations,
+ * whose full collections walk the whole heap) though they are usually
+ * dropped soon after.  So the copies quickTyped builds -- whose fields
+ * hold only numbers, strings and bytes, so they cannot be part of a
+ * reference cycle, and which nothing but the decoder's lists refers to
+ * until their message is delivered -- are untracked as they are built
+ * (even while the rest of their message is awaited), the collection that
+ * is due runs when their message is complete, and then they are tracked
+ * again, young, before the message is handed out.
+ */
+
+/* Untrack obj (a copy just built), keeping a reference to track it again
+ * in releaseFresh; if there is no room to keep it, it stays tracked. */
+static void
+keepFresh(DecoderCore *self, PyObject *obj)
+{
+    if (!PyObject_IS_GC(obj)) {
+        return;
+    }
+    if (self->freshCount == self->freshCapacity) {
+        Py_ssize_t capacity = self->freshCapacity ? self->freshCapacity * 2 : 256;
+        PyObject **fresh = PyMem_Realloc(self->fresh, capacity * sizeof(PyObject *));
+        if (fresh == NULL) {
+            return;
+        }
+        self->fresh = fresh;
+        self->freshCapacity = capacity;
+    }
+    Py_INCREF(obj);
+    self->fresh[self->freshCount++] = obj;
+    PyObject_GC_UnTrack(obj);
+}
+
+/* Track the kept copies again and let go of them. */
+static void
+releaseFresh(DecoderCore *self)
+{
+    Py_ssize_t count = self->freshCount;
+    self->freshCount = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *obj = self->fresh[i];
+        if (!PyObject_GC_IsTracked(obj)) {
+            PyObject_GC_Track(obj);
+        }
+        Py_DECREF(obj);
+    }
+}
+
+/* gc.get_count, gc.get_threshold and gc.collect. */
+static PyObject *gcGetCount = NULL, *gcGetThreshold = NULL, *gcCollect = NULL;
+
+/* Run the young generation's collection if the collector would run it
+ * at the next allocation (more allocations than its threshold); errors
+ * are dropped: this only moves a collection earlier. */
+static void
+collectYoungIfDue(void)
+{
+    PyObject *count = PyObject_CallNoArgs(gcGetCount);
+    PyObject *threshold = PyObject_CallNoArgs(gcGetThreshold);
+    if (count != NULL && threshold != NULL && PyTuple_Check(count) &&
+        PyTuple_Check(threshold) && PyTuple_GET_SIZE(count) > 0 &&
+        PyTuple_GET_SIZE(threshold) > 0) {
+        long young = PyLong_AsLong(PyTuple_GET_ITEM(count, 0));
+        long most = PyLong_AsLong(PyTuple_GET_ITEM(threshold, 0));
+        if (most > 0 && young > most) {
+            PyObject *zero = PyLong_FromLong(0);
+            if (zero != NULL) {
+                Py_XDECREF(PyObject_CallOneArg(gcCollect, zero));
+                Py_DECREF(zero);
+            }
+        }
+    }
+    Py_XDECREF(count);
+    Py_XDECREF(threshold);
+    PyErr_Clear();
+}
+
+/*
  * Reading a registered type's copy straight from the bytes.
  *
  * The commonest copy is a dataclass whose fields hold ints, strs, floats,
@@ -1918,6 +2012,9 @@ build:
     if (result == NULL && stepAside()) {
         goto out;
     }
+    if (result != NULL) {
+        keepFresh(self, result);
+    }
     if (result != NULL && parent == ROLE_MESSAGE) {
         result = wrapJellied(result);
     }
@@ -1964,6 +2061,20 @@ resumeCollector(int collecting)
         PyGC_Enable();
     }
 #endif
+}
+
+/* Resume the collector, run the collection the parse made due while the
+ * copies it built are untracked, and track them again. */
+static void
+resumeAndRelease(DecoderCore *self, int collecting)
+{
+    resumeCollector(collecting);
+    if (self->freshCount > 0) {
+        if (collecting && !PyErr_Occurred()) {
+            collectYoungIfDue();
+        }
+        releaseFresh(self);
+    }
 }
 
 /*
@@ -2351,14 +2462,19 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
         stringLimit = end < messageLimit ? end : messageLimit;
         int rc;
         if (emit != NULL) {
-            /* The callback runs with the collector as it was. */
-            resumeCollector(collecting);
+            /* The callback runs with the collector as it was, and with
+             * the message's copies tracked. */
+            resumeAndRelease(self, collecting);
             PyObject *result = PyObject_CallOneArg(emit, item);
             collecting = pauseCollector();
             rc = result == NULL ? -1 : 0;
             Py_XDECREF(result);
         }
         else {
+            if (self->freshCount > 0) {
+                resumeAndRelease(self, collecting);
+                collecting = pauseCollector();
+            }
             rc = PyList_Append(received, item);
         }
         Py_DECREF(item);
@@ -2565,6 +2681,10 @@ parseHeld(DecoderCore *self, PyObject *buf, PyObject *emit,
     int collecting = pauseCollector();
     int rc = decodeBuffer(self, buf, emit, received, first, collecting);
     resumeCollector(collecting);
+    if (rc < 0) {
+        /* The message is abandoned. */
+        releaseFresh(self);
+    }
     self->busy = 0;
     Py_DECREF(buf);
     if (rc == 0) {
@@ -4736,6 +4856,19 @@ PyInit__speedups(void)
         PyType_Ready(&ReceiveBufferType) < 0 ||
         PyType_Ready(&JelliedType) < 0 || PyType_Ready(&EncodedType) < 0) {
         return NULL;
+    }
+    if (gcCollect == NULL) {
+        PyObject *gc = PyImport_ImportModule("gc");
+        if (gc == NULL) {
+            return NULL;
+        }
+        gcGetCount = PyObject_GetAttrString(gc, "get_count");
+        gcGetThreshold = PyObject_GetAttrString(gc, "get_threshold");
+        gcCollect = PyObject_GetAttrString(gc, "collect");
+        Py_DECREF(gc);
+        if (gcGetCount == NULL || gcGetThreshold == NULL || gcCollect == NULL) {
+            return NULL;
+        }
     }
     if (NotPlainError == NULL) {
         NotPlainError = PyErr_NewExceptionWithDoc(
