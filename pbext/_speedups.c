@@ -63,6 +63,9 @@ typedef struct {
     Py_ssize_t mask, used;
     PyObject *types;
     int wrap;
+    /* checkPlain: how many more values it may look at before it answers
+     * 2 (too many to tell). */
+    Py_ssize_t budget;
 } Seen;
 
 static int
@@ -110,6 +113,7 @@ seenInit(Seen *seen)
     seen->used = 0;
     seen->types = NULL;
     seen->wrap = 0;
+    seen->budget = PY_SSIZE_T_MAX;
     seen->slots = PyMem_Calloc(16, sizeof(void *));
     if (seen->slots == NULL) {
         PyErr_NoMemory();
@@ -3967,10 +3971,14 @@ checkTyped(PyObject *obj, PyObject *spec, Seen *seen)
 }
 
 /* 1 if obj is plain (jellyPlain would answer, without raising), 0 if
- * not, -1 on error. */
+ * not, -1 on error; 2 if it holds more values than seen->budget allows
+ * looking at. */
 static int
 checkPlain(PyObject *obj, Seen *seen)
 {
+    if (--seen->budget < 0) {
+        return 2;
+    }
     PyTypeObject *kind = Py_TYPE(obj);
     if (kind == &PyBytes_Type || kind == &PyLong_Type ||
         kind == &PyFloat_Type || kind == &PyBool_Type || obj == Py_None) {
@@ -4158,29 +4166,14 @@ writeEncoded(Encoder *e, PyObject *item)
     return 0;
 }
 
-PyDoc_STRVAR(encodeIfPlain_doc,
-"encodeIfPlain(value, types, vocabulary, maxMessageBytes) -> Encoded | None\n\n"
-"Encode value as encodePieces(Jellied(value, types), vocabulary,\n"
-"maxMessageBytes) would, in an Encoded, or answer None where that would\n"
-"raise NotPlainError (value is not plain).  Other errors (a value too\n"
-"large to send) are raised.");
-
+/* encodePieces(Jellied(value, types), vocabulary, limit) in an Encoded,
+ * or None if value is not plain; NULL on any other error. */
 static PyObject *
-speedups_encodeIfPlain(PyObject *module, PyObject *const *args,
-                       Py_ssize_t nargs)
+encodeAhead(PyObject *value, PyObject *types, PyObject *vocabulary,
+            PyObject *limit)
 {
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError,
-                     "encodeIfPlain() takes 4 positional arguments (%zd given)",
-                     nargs);
-        return NULL;
-    }
-    PyObject *value, *types;
-    if (valueAndTypes("encodeIfPlain", args, 2, &value, &types) < 0) {
-        return NULL;
-    }
     Encoder e;
-    if (encoderStart(&e, args[2], args[3], 1) < 0) {
+    if (encoderStart(&e, vocabulary, limit, 1) < 0) {
         return NULL;
     }
     Seen seen;
@@ -4211,6 +4204,91 @@ speedups_encodeIfPlain(PyObject *module, PyObject *const *args,
     encoded->pieces = pieces;
     encoded->size = e.flushed;
     return (PyObject *)encoded;
+}
+
+/* The four arguments (value, types, vocabulary, maxMessageBytes) of
+ * encodeIfPlain and preparePlain; types is NULL for None. */
+static int
+aheadArguments(const char *function, PyObject *const *args, Py_ssize_t nargs,
+               PyObject **value, PyObject **types)
+{
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes 4 positional arguments (%zd given)",
+                     function, nargs);
+        return -1;
+    }
+    return valueAndTypes(function, args, 2, value, types);
+}
+
+PyDoc_STRVAR(encodeIfPlain_doc,
+"encodeIfPlain(value, types, vocabulary, maxMessageBytes) -> Encoded | None\n\n"
+"Encode value as encodePieces(Jellied(value, types), vocabulary,\n"
+"maxMessageBytes) would, in an Encoded, or answer None where that would\n"
+"raise NotPlainError (value is not plain).  Other errors (a value too\n"
+"large to send) are raised.");
+
+static PyObject *
+speedups_encodeIfPlain(PyObject *module, PyObject *const *args,
+                       Py_ssize_t nargs)
+{
+    PyObject *value, *types;
+    if (aheadArguments("encodeIfPlain", args, nargs, &value, &types) < 0) {
+        return NULL;
+    }
+    return encodeAhead(value, types, args[2], args[3]);
+}
+
+/* How many values preparePlain looks at before it encodes instead. */
+#define PREPARE_BUDGET 64
+
+PyDoc_STRVAR(preparePlain_doc,
+"preparePlain(value, types, vocabulary, maxMessageBytes)\n"
+"    -> Jellied | Encoded | None\n\n"
+"What a broker puts in a message for value: Jellied(value, types) if it\n"
+"is plain and small (the message's encoder writes it), else\n"
+"encodeIfPlain(value, types, vocabulary, maxMessageBytes): an Encoded if\n"
+"it is plain, None if not.");
+
+static PyObject *
+speedups_preparePlain(PyObject *module, PyObject *const *args,
+                      Py_ssize_t nargs)
+{
+    PyObject *value, *types;
+    if (aheadArguments("preparePlain", args, nargs, &value, &types) < 0) {
+        return NULL;
+    }
+    Seen seen;
+    if (seenInit(&seen) < 0) {
+        return NULL;
+    }
+    seen.types = types;
+    seen.budget = PREPARE_BUDGET;
+    int rc = checkPlain(value, &seen);
+    PyMem_Free(seen.slots);
+    if (rc < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_RecursionError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        rc = 0;
+    }
+    if (rc == 0) {
+        Py_RETURN_NONE;
+    }
+    if (rc == 2) {
+        return encodeAhead(value, types, args[2], args[3]);
+    }
+    Jellied *jellied = PyObject_GC_New(Jellied, &JelliedType);
+    if (jellied == NULL) {
+        return NULL;
+    }
+    Py_INCREF(value);
+    jellied->value = value;
+    Py_XINCREF(types);
+    jellied->types = types;
+    PyObject_GC_Track(jellied);
+    return (PyObject *)jellied;
 }
 
 /* ------------------------------------------------------------------ */
@@ -4822,6 +4900,8 @@ static PyMethodDef speedups_methods[] = {
      isPlain_doc},
     {"encodeIfPlain", (PyCFunction)(void (*)(void))speedups_encodeIfPlain,
      METH_FASTCALL, encodeIfPlain_doc},
+    {"preparePlain", (PyCFunction)(void (*)(void))speedups_preparePlain,
+     METH_FASTCALL, preparePlain_doc},
     {"configure", (PyCFunction)(void (*)(void))speedups_configure,
      METH_VARARGS | METH_KEYWORDS, configure_doc},
     {NULL}

@@ -75,15 +75,6 @@ _NEVER_AWAITABLE = frozenset(
     {int, float, str, bytes, bool, type(None), list, tuple, dict, set, frozenset}
 )
 
-#: Containers that L{Broker._serializeOut} checks and leaves to the
-#: message's encoder when they hold at most L{_ENCODE_AHEAD_LENGTH} items;
-#: longer ones it encodes ahead.
-_SMALL_CONTAINERS = frozenset({list, tuple, dict, set, frozenset})
-_ENCODE_AHEAD_LENGTH = 32
-
-#: Values that L{Broker._serializeOut} leaves to the message's encoder too.
-_ATOMS = frozenset({int, float, str, bytes, bool, type(None)})
-
 #: The entry a pbext server adds to banana's dialect offer.
 PBEXT_DIALECT = b"pbext/1"
 
@@ -1022,29 +1013,20 @@ class Broker(pb.Broker):
         encoder writes exactly the bytes of its plain jelly, without
         building that expression.  Anything else is L{serialize}d.
 
-        A small container or an atom becomes a L{_speedups.Jellied}, which
-        the message's encoder writes.  Anything larger is encoded here, to a
+        A small value becomes a L{_speedups.Jellied}, which the message's
+        encoder writes; a larger one is encoded here, to a
         L{_speedups.Encoded} the message carries as it is: encoding it is
         how it is found to be plain, so its fields are read once, not once
-        to check and once to write.
+        to check and once to write (see L{_speedups.preparePlain}).
         """
         if self._fusedSend and _speedups is not None:
-            kind = type(value)
-            small = kind in _ATOMS or (
-                kind in _SMALL_CONTAINERS and len(value) <= _ENCODE_AHEAD_LENGTH
-            )
-            if small and _speedups.isPlain(value):
-                return _speedups.Jellied(value)
-            plainTypes = self._plainTypes
-            if plainTypes.stale:
-                plainTypes.refresh()
-            send = plainTypes.send
-            if small:
-                if send is not None and _speedups.isPlain(value, send):
-                    return _speedups.Jellied(value, send)
-            elif kind is not defer.Deferred:
+            if type(value) is not defer.Deferred:
+                plainTypes = self._plainTypes
+                if plainTypes.stale:
+                    plainTypes.refresh()
+                send = plainTypes.send
                 try:
-                    encoded = _speedups.encodeIfPlain(
+                    prepared = _speedups.preparePlain(
                         value,
                         send,
                         self._outgoingVocabulary(),
@@ -1054,8 +1036,8 @@ class Broker(pb.Broker):
                     # Too large to send: encoding the message fails the
                     # same way, and sendCall reports it to the caller.
                     return _speedups.Jellied(value, send)
-                if encoded is not None:
-                    return encoded
+                if prepared is not None:
+                    return prepared
             if isinstance(value, defer.Deferred):
                 return value.addCallback(
                     self._serializeOut, perspective, method, args, kw

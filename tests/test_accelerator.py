@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tracemalloc
+from functools import partial
 from typing import Any, Callable, List, Optional, Tuple
 
 from hypothesis import HealthCheck, given, settings
@@ -268,9 +269,7 @@ class AgreementTests(SynchronousTestCase):
         pb=st.booleans(),
         limit=st.one_of(st.none(), st.integers(min_value=0, max_value=300)),
     )
-    def test_encodeIfPlain(
-        self, value: object, pb: bool, limit: Optional[int]
-    ) -> None:
+    def test_encodeIfPlain(self, value: object, pb: bool, limit: Optional[int]) -> None:
         """
         L{speedups.encodeIfPlain} encodes a plain value to the pieces of its
         L{speedups.Jellied} (or fails as they fail), and a message holding
@@ -290,19 +289,19 @@ class AgreementTests(SynchronousTestCase):
         self.assertEqual(encoded[0], "ok")
         self.assertEqual(encoded[1].pieces, expected[1])
         sexp = _jelly._jellyPlainPython(value)
+        message = (b"answer", 7, encoded[1])
         for messageLimit in (None, limit):
-            message = (b"answer", 7, encoded[1])
             want = outcome(
-                lambda: codec._encodePython(
-                    (b"answer", 7, sexp), vocabulary, messageLimit
+                partial(
+                    codec._encodePython, (b"answer", 7, sexp), vocabulary, messageLimit
                 )
             )
             self.assertEqual(
-                outcome(lambda: speedups.encode(message, vocabulary, messageLimit)),
+                outcome(partial(speedups.encode, message, vocabulary, messageLimit)),
                 want,
             )
             pieces = outcome(
-                lambda: speedups.encodePieces(message, vocabulary, messageLimit)
+                partial(speedups.encodePieces, message, vocabulary, messageLimit)
             )
             if want[0] == "ok":
                 self.assertEqual(("ok", b"".join(pieces[1])), want)
@@ -319,6 +318,60 @@ class AgreementTests(SynchronousTestCase):
             deep = [deep]
         for value in ([1, object()], {"a": "\ud800"}, BigInt(3), deep):
             self.assertIsNone(speedups.encodeIfPlain(value, None, OUTGOING, None))
+
+    @AGREEMENT
+    @given(value=plainValues(), pb=st.booleans())
+    def test_preparePlain(self, value: object, pb: bool) -> None:
+        """
+        L{speedups.preparePlain} gives a plain value's L{speedups.Jellied}
+        if it holds few values, else its L{speedups.Encoded}; either way a
+        message holding it encodes as one holding the value's plain jelly.
+        """
+        vocabulary = OUTGOING if pb else None
+        prepared = speedups.preparePlain(value, None, vocabulary, None)
+        self.assertIn(type(prepared), (speedups.Jellied, speedups.Encoded))
+        if type(prepared) is speedups.Jellied:
+            self.assertIs(prepared.value, value)
+        sexp = _jelly._jellyPlainPython(value)
+        self.assertEqual(
+            speedups.encode((b"answer", 7, prepared), vocabulary),
+            codec._encodePython((b"answer", 7, sexp), vocabulary),
+        )
+
+    def test_preparePlainSizes(self) -> None:
+        """
+        L{speedups.preparePlain} looks at a few dozen values before it
+        encodes instead, whatever their nesting, and answers L{None} for
+        what is not plain, small or large.
+        """
+        for small in (42, "x", [1, 2, 3], {"a": [1, 2]}, ([1] * 30,)):
+            self.assertIs(
+                type(speedups.preparePlain(small, None, OUTGOING, None)),
+                speedups.Jellied,
+            )
+        for large in (
+            list(range(100)),
+            ([{"k": i} for i in range(40)],),
+            {"a": [[1] * 80]},
+        ):
+            self.assertIs(
+                type(speedups.preparePlain(large, None, OUTGOING, None)),
+                speedups.Encoded,
+            )
+        deep: list = []
+        for _ in range(100_000):
+            deep = [deep]
+        for value in ([object()], [*range(100), object()], ("\ud800",), deep):
+            self.assertIsNone(speedups.preparePlain(value, None, OUTGOING, None))
+        self.assertRaises(
+            codec.FramingError,
+            speedups.preparePlain,
+            [b"x" * 100] * 100,
+            None,
+            OUTGOING,
+            1000,
+        )
+        self.assertRaises(TypeError, speedups.preparePlain, 1, None, None)
 
     def test_encodedLongStrings(self) -> None:
         """

@@ -333,7 +333,9 @@ class CallTests(SynchronousTestCase):
         limit = pair.server.limits.maxOutgoingMessageBytes
         f = self.failureResultOf(pair.call("pieces", 100, limit // 50))
         self.assertTrue(f.check(pbbroker.MessageTooLarge), f)
-        self.assertEqual(self.successResultOf(pair.call("pieces", 100, 3)), [b"yyy"] * 100)
+        self.assertEqual(
+            self.successResultOf(pair.call("pieces", 100, 3)), [b"yyy"] * 100
+        )
 
     def test_longAnswersNotPlain(self) -> None:
         """

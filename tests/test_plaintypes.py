@@ -922,7 +922,12 @@ class FusedTests(SynchronousTestCase):
             [(b"x", 1), (b"ratio", [b"unicode", b"2.5"]), *fields[2:]],
             [*fields[:4], (b"flag", [b"boolean", b"maybe"])],
             [(b"x", -(2**70)), *fields[1:]],
-            [(b"x", 1), (b"ratio", 7), (b"name", [b"unicode", b"n" * 300]), *fields[3:]],
+            [
+                (b"x", 1),
+                (b"ratio", 7),
+                (b"name", [b"unicode", b"n" * 300]),
+                *fields[3:],
+            ],
             fields[:-1],
         ]
         good = self.flatState(fields)

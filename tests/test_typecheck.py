@@ -187,7 +187,6 @@ class CheckValueTests(SynchronousTestCase):
         self.assertAccepts(list, [1, "a"])
         self.assertAccepts(List, [1, "a"])
 
-
     def test_manyElements(self) -> None:
         """
         Long containers of a plain class (checked in bulk) name the first
@@ -213,6 +212,7 @@ class CheckValueTests(SynchronousTestCase):
         self.assertEqual(
             _mismatch(many, list[str]), "arg 'v'[0]: expected str, got int"
         )
+
     def test_nestedPath(self) -> None:
         """
         Paths through nested containers accumulate.
