@@ -66,6 +66,9 @@ typedef struct {
     /* checkPlain: how many more values it may look at before it answers
      * 2 (too many to tell). */
     Py_ssize_t budget;
+    /* The class sendSpecOf last looked up and its spec (both held), or
+     * NULL: a value usually holds many objects of one class. */
+    PyObject *lastClass, *lastSpec;
 } Seen;
 
 static int
@@ -105,7 +108,7 @@ seenAdd(Seen *seen, void *pointer)
     return 0;
 }
 
-/* An empty identity set; its slots are freed with PyMem_Free. */
+/* An empty identity set, freed with seenRelease. */
 static int
 seenInit(Seen *seen)
 {
@@ -114,12 +117,24 @@ seenInit(Seen *seen)
     seen->types = NULL;
     seen->wrap = 0;
     seen->budget = PY_SSIZE_T_MAX;
+    seen->lastClass = NULL;
+    seen->lastSpec = NULL;
     seen->slots = PyMem_Calloc(16, sizeof(void *));
     if (seen->slots == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     return 0;
+}
+
+/* Free what seenInit and sendSpecOf made. */
+static void
+seenRelease(Seen *seen)
+{
+    PyMem_Free(seen->slots);
+    seen->slots = NULL;
+    Py_CLEAR(seen->lastClass);
+    Py_CLEAR(seen->lastSpec);
 }
 
 static inline int
@@ -167,15 +182,20 @@ typedef struct {
 /* The most constructor parameters passed by position. */
 #define MAX_POSITIONAL 32
 
-/* The send spec of obj's class (borrowed), or NULL with no error. */
+/* The send spec of obj's class, or NULL with no error; a new reference
+ * (the spec is used while fields are read, which may run code). */
 static inline PyObject *
 sendSpecOf(Seen *seen, PyObject *obj)
 {
     if (seen->types == NULL) {
         return NULL;
     }
-    PyObject *spec = PyDict_GetItemWithError(seen->types,
-                                             (PyObject *)Py_TYPE(obj));
+    PyObject *cls = (PyObject *)Py_TYPE(obj);
+    if (cls == seen->lastClass) {
+        Py_INCREF(seen->lastSpec);
+        return seen->lastSpec;
+    }
+    PyObject *spec = PyDict_GetItemWithError(seen->types, cls);
     if (spec == NULL) {
         return NULL;
     }
@@ -186,6 +206,11 @@ sendSpecOf(Seen *seen, PyObject *obj)
         PyErr_SetString(PyExc_TypeError, "malformed send spec");
         return NULL;
     }
+    Py_INCREF(cls);
+    Py_XSETREF(seen->lastClass, cls);
+    Py_INCREF(spec);
+    Py_XSETREF(seen->lastSpec, spec);
+    Py_INCREF(spec);
     return spec;
 }
 
@@ -3195,7 +3220,9 @@ jellyNode(PyObject *obj, Seen *seen)
     else {
         PyObject *spec = sendSpecOf(seen, obj);
         if (spec != NULL) {
-            return jellyTyped(obj, spec, seen);
+            PyObject *result = jellyTyped(obj, spec, seen);
+            Py_DECREF(spec);
+            return result;
         }
         if (PyErr_Occurred()) {
             return NULL;
@@ -3346,7 +3373,7 @@ jellyTree(PyObject *obj, PyObject *types)
     }
     seen.types = types;
     PyObject *sexp = jellyNode(obj, &seen);
-    PyMem_Free(seen.slots);
+    seenRelease(&seen);
     return sexp;
 }
 
@@ -3850,7 +3877,9 @@ writeJelly(Encoder *e, PyObject *obj, Seen *seen)
         if (spec == NULL) {
             return PyErr_Occurred() ? -1 : notPlainError();
         }
-        return writeTyped(e, obj, spec, seen);
+        int rc = writeTyped(e, obj, spec, seen);
+        Py_DECREF(spec);
+        return rc;
     }
     int already = seenAdd(seen, obj);
     if (already < 0) {
@@ -3994,7 +4023,9 @@ checkPlain(PyObject *obj, Seen *seen)
         if (spec == NULL) {
             return PyErr_Occurred() ? -1 : 0;
         }
-        return checkTyped(obj, spec, seen);
+        int rc = checkTyped(obj, spec, seen);
+        Py_DECREF(spec);
+        return rc;
     }
     int already = seenAdd(seen, obj);
     if (already != 0) {
@@ -4060,7 +4091,7 @@ speedups_isPlain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     seen.types = types;
     int rc = checkPlain(obj, &seen);
-    PyMem_Free(seen.slots);
+    seenRelease(&seen);
     if (rc < 0) {
         if (!PyErr_ExceptionMatches(PyExc_RecursionError)) {
             return NULL;
@@ -4080,7 +4111,7 @@ encodeJellied(Encoder *e, PyObject *item, int depth)
     }
     seen.types = ((Jellied *)item)->types;
     int rc = writeJelly(e, ((Jellied *)item)->value, &seen);
-    PyMem_Free(seen.slots);
+    seenRelease(&seen);
     if (rc < 0 && PyErr_ExceptionMatches(PyExc_RecursionError)) {
         /* Too deep for the plain path: jellyPlain steps aside too. */
         PyErr_Clear();
@@ -4183,7 +4214,7 @@ encodeAhead(PyObject *value, PyObject *types, PyObject *vocabulary,
     }
     seen.types = types;
     int rc = writeJelly(&e, value, &seen);
-    PyMem_Free(seen.slots);
+    seenRelease(&seen);
     if (rc < 0 && (PyErr_ExceptionMatches(NotPlainError) ||
                    PyErr_ExceptionMatches(PyExc_RecursionError))) {
         /* Not plain, or too deep for the plain path (where jellyPlain
@@ -4265,7 +4296,7 @@ speedups_preparePlain(PyObject *module, PyObject *const *args,
     seen.types = types;
     seen.budget = PREPARE_BUDGET;
     int rc = checkPlain(value, &seen);
-    PyMem_Free(seen.slots);
+    seenRelease(&seen);
     if (rc < 0) {
         if (!PyErr_ExceptionMatches(PyExc_RecursionError)) {
             return NULL;
@@ -4810,7 +4841,7 @@ jellyBack(PyObject *value)
     }
     seen.wrap = 1;
     PyObject *sexp = jellyNode(value, &seen);
-    PyMem_Free(seen.slots);
+    seenRelease(&seen);
     if (sexp == NOT_PLAIN_C) {
         PyErr_SetString(PyExc_RuntimeError, "a decoded value is not plain");
         return NULL;
