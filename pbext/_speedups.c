@@ -4078,6 +4078,26 @@ PyDoc_STRVAR(isPlain_doc,
 "NOT_PLAIN or an error), found without building it: then encode()\n"
 "writes Jellied(obj, types) exactly as it writes jellyPlain(obj, types).");
 
+/* checkPlain(value) with the send specs types (or NULL), looking at no
+ * more than budget values; a value too deep to check is not plain. */
+static int
+checkValue(PyObject *value, PyObject *types, Py_ssize_t budget)
+{
+    Seen seen;
+    if (seenInit(&seen) < 0) {
+        return -1;
+    }
+    seen.types = types;
+    seen.budget = budget;
+    int rc = checkPlain(value, &seen);
+    seenRelease(&seen);
+    if (rc < 0 && PyErr_ExceptionMatches(PyExc_RecursionError)) {
+        PyErr_Clear();
+        rc = 0;
+    }
+    return rc;
+}
+
 static PyObject *
 speedups_isPlain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -4085,19 +4105,9 @@ speedups_isPlain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (valueAndTypes("isPlain", args, nargs, &obj, &types) < 0) {
         return NULL;
     }
-    Seen seen;
-    if (seenInit(&seen) < 0) {
-        return NULL;
-    }
-    seen.types = types;
-    int rc = checkPlain(obj, &seen);
-    seenRelease(&seen);
+    int rc = checkValue(obj, types, PY_SSIZE_T_MAX);
     if (rc < 0) {
-        if (!PyErr_ExceptionMatches(PyExc_RecursionError)) {
-            return NULL;
-        }
-        PyErr_Clear();
-        rc = 0;
+        return NULL;
     }
     return PyBool_FromLong(rc);
 }
@@ -4289,20 +4299,9 @@ speedups_preparePlain(PyObject *module, PyObject *const *args,
     if (aheadArguments("preparePlain", args, nargs, &value, &types) < 0) {
         return NULL;
     }
-    Seen seen;
-    if (seenInit(&seen) < 0) {
-        return NULL;
-    }
-    seen.types = types;
-    seen.budget = PREPARE_BUDGET;
-    int rc = checkPlain(value, &seen);
-    seenRelease(&seen);
+    int rc = checkValue(value, types, PREPARE_BUDGET);
     if (rc < 0) {
-        if (!PyErr_ExceptionMatches(PyExc_RecursionError)) {
-            return NULL;
-        }
-        PyErr_Clear();
-        rc = 0;
+        return NULL;
     }
     if (rc == 0) {
         Py_RETURN_NONE;

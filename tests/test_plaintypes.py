@@ -862,6 +862,15 @@ class FusedTests(SynchronousTestCase):
             self.assertEqual(unjelly(message[2]), expected)
             self.assertEqual(len(built), 1)
 
+    #: The state of a L{Flat}, as (key, jellied value) pairs.
+    flatFields = [
+        (b"x", 1),
+        (b"ratio", 2.5),
+        (b"name", [b"unicode", b"n\xc3\xa9"]),
+        (b"data", b"answer"),
+        (b"flag", [b"boolean", b"false"]),
+    ]
+
     def flatState(self, pairs: list) -> list:
         return [b"t.Flat", [b"dictionary", *([[b"unicode", k], v] for k, v in pairs)]]
 
@@ -873,13 +882,7 @@ class FusedTests(SynchronousTestCase):
         general parser and the full unjellier, with the same outcome as
         when the bytes arrive one at a time.
         """
-        fields = [
-            (b"x", 1),
-            (b"ratio", 2.5),
-            (b"name", [b"unicode", b"n\xc3\xa9"]),
-            (b"data", b"answer"),
-            (b"flag", [b"boolean", b"false"]),
-        ]
+        fields = self.flatFields
         shapes = [
             fields,
             list(reversed(fields)),
@@ -908,13 +911,7 @@ class FusedTests(SynchronousTestCase):
         is read as if it came first, and a copy like the first after it is
         read quickly again.
         """
-        fields = [
-            (b"x", 1),
-            (b"ratio", 2.5),
-            (b"name", [b"unicode", b"n"]),
-            (b"data", b"d"),
-            (b"flag", [b"boolean", b"true"]),
-        ]
+        fields = self.flatFields
         odd = [
             list(reversed(fields)),
             [(b"y", 1), *fields[1:]],
