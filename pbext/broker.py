@@ -465,6 +465,8 @@ class Broker(pb.Broker):
         self._pausedBytes = 0
         self._producing = False
         self._timers: dict[str, IDelayedCall] = {}
+        # When bytes last arrived, for the idle timer.
+        self._lastHeard = 0.0
         self._handshakeDone = False
         self._running: dict[int, defer.Deferred[Any]] = {}
         self._abandoned: dict[int, None] = {}
@@ -564,6 +566,25 @@ class Broker(pb.Broker):
         if call is not None and call.active():
             call.cancel()
 
+    def _idleTimerFired(self) -> None:
+        """
+        The idle timer fired: close the connection if the peer has really
+        been silent for C{idleTimeout} seconds, else wait for the rest.
+
+        Bytes arriving only record the time (see L{_parse}): moving the
+        timer for every chunk would cost a reactor call each.
+        """
+        self._timers.pop("idleTimeout", None)
+        timeout = self.limits.idleTimeout
+        assert timeout is not None
+        quiet = self._getClock().seconds() - self._lastHeard
+        if quiet < timeout:
+            self._setTimer("idleTimeout", timeout - quiet, self._idleTimerFired)
+            return
+        self._dropConnection(
+            "idleTimeout", "idleTimeout reached; closing the connection"
+        )
+
     def _timedOut(self, kind: str) -> Callable[[], None]:
         def expire() -> None:
             self._timers.pop(kind, None)
@@ -598,7 +619,9 @@ class Broker(pb.Broker):
             limits.handshakeTimeout,
             self._timedOut("handshakeTimeout"),
         )
-        self._setTimer("idleTimeout", limits.idleTimeout, self._timedOut("idleTimeout"))
+        if limits.idleTimeout is not None:
+            self._lastHeard = self._getClock().seconds()
+            self._setTimer("idleTimeout", limits.idleTimeout, self._idleTimerFired)
         if _backpressureCapable(self.transport):
             try:
                 self.transport.registerProducer(self, True)
@@ -753,9 +776,7 @@ class Broker(pb.Broker):
         if self._keepalive is not None:
             self._keepalive.activity()
         if self.limits.idleTimeout is not None:
-            self._setTimer(
-                "idleTimeout", self.limits.idleTimeout, self._timedOut("idleTimeout")
-            )
+            self._lastHeard = self._getClock().seconds()
         plainTypes = self._plainTypes
         if plainTypes.stale and plainTypes.refresh() and self._fusedReceive:
             if decoder.accelerated:

@@ -8,6 +8,7 @@ sockets are in L{tests.test_hostile}.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from twisted.internet import defer, task
@@ -19,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import pbext
 from pbext import broker as pbbroker
 from pbext import typecheck
-from pbext.security import classicPolicy, defaultPolicy
+from pbext.security import SecurityPolicy, classicPolicy, defaultPolicy
 from pbext.testing import connectedPair
 
 
@@ -209,6 +210,45 @@ class HandshakeTests(SynchronousTestCase):
         self.assertFalse(connection.serverBroker.disconnected)
         connection.advance(2)
         self.assertTrue(connection.serverBroker.disconnected)
+
+
+    def test_idleTimeout(self) -> None:
+        """
+        A connection the peer has sent nothing on for C{idleTimeout} is
+        closed; bytes arriving postpone that without moving a timer for
+        each message.
+        """
+        clock = task.Clock()
+        policy = SecurityPolicy(
+            name="idle-test",
+            limits=dataclasses.replace(defaultPolicy().limits, idleTimeout=10.0),
+        )
+        factory = pbext.PBServerFactory(Root(), reactor=clock, policy=policy)
+        pair = Pair(self, serverFactory=factory, clock=clock)
+        root = pair.root_()
+        scheduled: list[float] = []
+        callLater = clock.callLater
+
+        def countingCallLater(delay: float, f: Any, *a: Any, **kw: Any) -> Any:
+            scheduled.append(delay)
+            return callLater(delay, f, *a, **kw)
+
+        clock.callLater = countingCallLater  # type: ignore[method-assign]
+        for _ in range(20):
+            clock.advance(0.5)
+            d = root.callRemote("echo", 1)
+            pair.flush()
+            self.assertEqual(self.successResultOf(d), 1)
+        # Twenty messages, ten seconds: the idle timer fired once and waited
+        # for the rest; it was not moved for each message.
+        self.assertFalse(pair.server.disconnected)
+        self.assertLessEqual(len(scheduled), 2)
+        clock.advance(9)
+        pair.flush()
+        self.assertFalse(pair.server.disconnected)
+        clock.advance(1.5)
+        pair.flush()
+        self.assertTrue(pair.server.disconnected)
 
 
 class CallTests(SynchronousTestCase):
