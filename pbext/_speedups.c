@@ -986,9 +986,6 @@ static int
 DecoderCore_clear(DecoderCore *self)
 {
     releaseFresh(self);
-    PyMem_Free(self->fresh);
-    self->fresh = NULL;
-    self->freshCapacity = 0;
     Py_CLEAR(self->vocabulary);
     Py_CLEAR(self->plainTypes);
     Py_CLEAR(self->lastTag);
@@ -1541,19 +1538,24 @@ keepFresh(DecoderCore *self, PyObject *obj)
     PyObject_GC_UnTrack(obj);
 }
 
-/* Track the kept copies again and let go of them. */
+/* Track the kept copies again and let go of them (and of the room they
+ * took: a connection keeps nothing between messages). */
 static void
 releaseFresh(DecoderCore *self)
 {
     Py_ssize_t count = self->freshCount;
+    PyObject **fresh = self->fresh;
     self->freshCount = 0;
+    self->fresh = NULL;
+    self->freshCapacity = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *obj = self->fresh[i];
+        PyObject *obj = fresh[i];
         if (!PyObject_GC_IsTracked(obj)) {
             PyObject_GC_Track(obj);
         }
         Py_DECREF(obj);
     }
+    PyMem_Free(fresh);
 }
 
 /* gc.get_count, gc.get_threshold and gc.collect. */

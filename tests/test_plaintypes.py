@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import tracemalloc
 from typing import Any, List, Optional
 
 import attrs
@@ -976,6 +977,30 @@ class FusedTests(SynchronousTestCase):
         # Only the few copies cut by a piece's end are built by the general
         # parser, and tracked as they are built.
         self.assertLess(max(youngCopies), len(flats) // 20)
+
+    def test_copiesLeaveNothing(self) -> None:
+        """
+        Once a message of copies read straight from the bytes is delivered,
+        the decoder keeps nothing for them: a connection holds no more
+        memory between messages than before the first.
+        """
+        flats = [Flat(i, 0.5, f"n{i}", b"d", True) for i in range(5000)]
+        data = codec.encode([b"answer", 1, fullJelly(flats)], OUTGOING)
+        decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+        decoder.setPlainJelly(True)
+        decoder.setPlainTypes(TYPES.receive)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            (message,) = decoder.feed(data)
+            self.assertEqual(message[2].value, flats)
+            del message
+            gc.collect()
+            after = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        self.assertLess(after - before, 8000)
 
     def test_quickLimits(self) -> None:
         """
