@@ -69,6 +69,10 @@ from pbext.security import (
 _NOT_PLAIN = _jelly.NOT_PLAIN
 _JELLIED: Any = None if _speedups is None else _speedups.Jellied
 
+#: The jelly of an empty dictionary is C{[_DICTIONARY_ATOM]}.  Read once:
+#: C{twisted.spread.jelly} is a deprecation proxy, slow to read from.
+_DICTIONARY_ATOM: bytes = jelly.dictionary_atom
+
 #: Result types of remote methods that are never awaitable, so the call
 #: path need not ask L{inspect.isawaitable}.
 _NEVER_AWAITABLE = frozenset(
@@ -781,21 +785,26 @@ class Broker(pb.Broker):
         if plainTypes.stale and plainTypes.refresh() and self._fusedReceive:
             if decoder.accelerated:
                 decoder.setPlainTypes(plainTypes.receive)
+        # Once a dialect is chosen every expression is queued, so the
+        # decoder appends to the queue itself, without a call back here.
+        backlog = self._backlog
+        sink = backlog.append if self.currentDialect else self._expressionDecoded
         try:
-            parse(data, self._expressionDecoded)
+            parse(data, sink)
         except FramingError as e:
             self._dropConnection("framingError", str(e), limit=e.limit)
             return
+        timers = self._timers
         if decoder.messageStarted:
-            if "messageTimeout" not in self._timers:
+            if "messageTimeout" not in timers:
                 self._setTimer(
                     "messageTimeout",
                     self.limits.messageTimeout,
                     self._timedOut("messageTimeout"),
                 )
-        else:
+        elif "messageTimeout" in timers:
             self._cancelTimer("messageTimeout")
-        if self._backlog and self._drainCall is None:
+        if backlog and self._drainCall is None:
             self._drain()
 
     def _expressionDecoded(self, expression: object) -> None:
@@ -832,7 +841,7 @@ class Broker(pb.Broker):
         if backlog and not self.disconnected:
             self._pauseReading("fairness")
             self._drainCall = self._getClock().callLater(0, self._drain)
-        else:
+        elif self._readPauses:
             self._resumeReading("fairness")
 
     def expressionReceived(self, sexp: object) -> None:
@@ -1171,7 +1180,13 @@ class Broker(pb.Broker):
             raise pb.DeadReferenceError("Calling Stale Broker")
         try:
             netArgs = self._serializeOut(args, perspective, message)
-            netKw = self._serializeOut(kw, perspective, message)
+            # No keywords, the usual case: their jelly is always this.
+            # No keywords, the usual case: their jelly is always this.
+            netKw = (
+                self._serializeOut(kw, perspective, message)
+                if kw
+                else [_DICTIONARY_ATOM]
+            )
         except BaseException:
             return defer.fail(Failure())
         requestID = self.newRequestID()

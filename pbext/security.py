@@ -782,7 +782,9 @@ class _OutgoingTaster:
     def isClassAllowed(self, klass: type) -> bool:
         return bool(
             self.policy.isClassAllowed(klass)
-            or jelly.globalSecurity.isClassAllowed(klass)
+            # From the module's namespace: the module itself is a
+            # deprecation proxy, slow to read from on every check.
+            or _JELLY_NAMESPACE["globalSecurity"].isClassAllowed(klass)
         )
 
 

@@ -193,6 +193,47 @@ class HandshakeTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(pair.call("echo", [1, "a"])), [1, "a"])
         self.assertEqual(pair.client.peerFeatures, frozenset())
 
+    def test_callBytesAsStock(self) -> None:
+        """
+        A call, with keywords or without (whose empty dictionary pbext
+        sends without jellying it), reaches a stock server as the very
+        bytes a stock client would send.
+        """
+
+        def sent(pbextClient: bool) -> list[bytes]:
+            root = Root()
+            clock = task.Clock()
+            pair = Pair(
+                self,
+                root=root,
+                serverFactory=pb.PBServerFactory(root),
+                clientFactory=(
+                    pbext.PBClientFactory(reactor=clock)
+                    if pbextClient
+                    else pb.PBClientFactory()
+                ),
+                clock=clock,
+            )
+            remote = pair.root_()
+            received: list[bytes] = []
+            receive = pair.server.dataReceived
+
+            def record(data: bytes) -> None:
+                received.append(data)
+                receive(data)
+
+            pair.server.dataReceived = record  # type: ignore[method-assign]
+            for d in [
+                remote.callRemote("echo", 7),
+                remote.callRemote("echo", value=[1, "x"]),
+                remote.callRemote("echo", {}),
+            ]:
+                pair.flush()
+                self.successResultOf(d)
+            return received
+
+        self.assertEqual(b"".join(sent(True)), b"".join(sent(False)))
+
     def test_handshakeTimeout(self) -> None:
         """
         A connection that never finishes banana's handshake is closed after
@@ -210,7 +251,6 @@ class HandshakeTests(SynchronousTestCase):
         self.assertFalse(connection.serverBroker.disconnected)
         connection.advance(2)
         self.assertTrue(connection.serverBroker.disconnected)
-
 
     def test_idleTimeout(self) -> None:
         """
