@@ -352,7 +352,7 @@ def parseArguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help="a few operations per workload, to check that everything runs "
         "(the numbers mean nothing)",
     )
-    parser.add_argument("--rounds", type=int, help="rounds (default: 5, quick 2)")
+    parser.add_argument("--rounds", type=int, help="rounds (default: 7, quick 2)")
     parser.add_argument(
         "--systems",
         default=",".join(ALL_SYSTEMS),

@@ -18,7 +18,7 @@ from typing import Dict, Mapping, Tuple
 MODES: Tuple[str, ...] = ("full", "quick", "smoke")
 
 #: Rounds per mode when C{--rounds} is not given.
-DEFAULT_ROUNDS: Mapping[str, int] = {"full": 5, "quick": 2, "smoke": 1}
+DEFAULT_ROUNDS: Mapping[str, int] = {"full": 7, "quick": 2, "smoke": 1}
 
 
 @dataclasses.dataclass(frozen=True)
