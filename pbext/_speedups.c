@@ -1402,6 +1402,27 @@ completed(DecoderCore *self, Py_ssize_t top, PyObject **item)
 }
 
 
+/* The str of UTF-8 bytes, as PyUnicode_DecodeUTF8 makes it; short ASCII
+ * text (the commonest) is copied straight into a new str. */
+static PyObject *
+textFromUTF8(const char *bytes, Py_ssize_t size)
+{
+    if (size >= 2 && size <= 256) {
+        unsigned char high = 0;
+        for (Py_ssize_t i = 0; i < size; i++) {
+            high |= (unsigned char)bytes[i];
+        }
+        if (high < 0x80) {
+            PyObject *text = PyUnicode_New(size, 127);
+            if (text != NULL) {
+                memcpy(PyUnicode_DATA(text), bytes, size);
+            }
+            return text;
+        }
+    }
+    return PyUnicode_DecodeUTF8(bytes, size, NULL);
+}
+
 /* The str of a short dictionary key, from the key cache when it holds
  * the same ASCII text (strs are immutable: sharing one is safe). */
 static PyObject *
@@ -1483,8 +1504,7 @@ quickText(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
         text = cachedKey(self, (const char *)data + p, (Py_ssize_t)number);
     }
     else {
-        text = PyUnicode_DecodeUTF8((const char *)data + p,
-                                    (Py_ssize_t)number, NULL);
+        text = textFromUTF8((const char *)data + p, (Py_ssize_t)number);
     }
     if (text == NULL) {
         if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
@@ -1854,7 +1874,7 @@ quickValue(DecoderCore *self, const unsigned char *data, Py_ssize_t *p,
         }
         *lists += 2;
         {
-            PyObject *text = PyUnicode_DecodeUTF8(bytes, size, NULL);
+            PyObject *text = textFromUTF8(bytes, size);
             if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeError)) {
                 PyErr_Clear();
                 return NOT_PLAIN_C;
@@ -3547,9 +3567,13 @@ writeWord(Encoder *e, int which)
         e->tagLength[which] = (signed char)length;
         return checkRoom(e);
     }
-    if (writeRaw(e, (const char *)e->tagBytes[which], e->tagLength[which]) < 0) {
+    /* A fixed-size copy of the whole slot (a variable one of a few bytes
+     * costs more than the copy itself). */
+    if (encoderReserve(e, sizeof(e->tagBytes[which])) < 0) {
         return -1;
     }
+    memcpy(e->data + e->size, e->tagBytes[which], sizeof(e->tagBytes[which]));
+    e->size += e->tagLength[which];
     return checkRoom(e);
 }
 
@@ -3618,6 +3642,42 @@ static int encodableText(PyObject *text);
 static int
 writeText(Encoder *e, PyObject *text)
 {
+    if (e->tagLength[W_UNICODE] >= 0 && PyUnicode_IS_ASCII(text)) {
+        Py_ssize_t size = PyUnicode_GET_LENGTH(text);
+        const char *chars = (const char *)PyUnicode_DATA(text);
+        if (size <= sizeLimit && !mayBeWord(e, chars, size)) {
+            /* The commonest case, written in one go: the list header,
+             * the b"unicode" word (a fixed-size copy of its slot), the
+             * string's header and its bytes. */
+            if (encoderReserve(e, 2 + sizeof(e->tagBytes[0]) + 11 + size) <
+                0) {
+                return -1;
+            }
+            char *out = e->data + e->size;
+            *out++ = 2;
+            *out++ = (char)B_LIST;
+            memcpy(out, e->tagBytes[W_UNICODE], sizeof(e->tagBytes[0]));
+            out += e->tagLength[W_UNICODE];
+            uint64_t number = (uint64_t)size;
+            if (number == 0) {
+                *out++ = 0;
+            }
+            while (number) {
+                *out++ = (char)(number & 0x7f);
+                number >>= 7;
+            }
+            *out++ = (char)B_STRING;
+            Py_ssize_t written = (out - e->data) + size;
+            /* The same error writeToken, writeWord and writeRaw would
+             * give, at the first check that failed. */
+            if (e->flushed + written > e->limit) {
+                return tooLarge(e);
+            }
+            memcpy(out, chars, size);
+            e->size = written;
+            return 0;
+        }
+    }
     /* [b"unicode", utf8]: a two-element list. */
     if (writeToken(e, 2, B_LIST) < 0 || writeWord(e, W_UNICODE) < 0) {
         return -1;

@@ -400,6 +400,46 @@ class AgreementTests(SynchronousTestCase):
                 codec._encodePython(_jelly._jellyPlainPython(value), vocabulary),
             )
 
+    def test_textsAtTheLimit(self) -> None:
+        """
+        Texts of every kind the encoder writes its own way (short ASCII,
+        empty, one character, a vocabulary word, non-ASCII, 128 bytes and
+        more, whose length takes two bytes) encode as the plain jelly's
+        encoding does, and fail the same way when the message is one byte
+        over its limit.
+        """
+        texts = ["", "x", "k0", "3e7", "message", "caf\u00e9", "\u20ac" * 5]
+        texts += ["a" * 127, "b" * 128, "c" * 300]
+        for text in texts:
+            for value in (text, [text, {text: text}]):
+                sexp = _jelly._jellyPlainPython(value)
+                expected = codec._encodePython((b"answer", 7, sexp), OUTGOING)
+                message = (b"answer", 7, speedups.Jellied(value))
+                for limit in (len(expected), len(expected) - 1):
+                    self.assertEqual(
+                        outcome(partial(speedups.encode, message, OUTGOING, limit)),
+                        outcome(
+                            partial(
+                                codec._encodePython,
+                                (b"answer", 7, sexp),
+                                OUTGOING,
+                                limit,
+                            )
+                        ),
+                        (text, limit),
+                    )
+        # Each text decodes back to an equal str, alone, in a list and as a
+        # dictionary's key and value.
+        for text in texts:
+            for value in (text, [text, {text: text}]):
+                data = speedups.encode(
+                    (b"answer", 7, speedups.Jellied(value)), OUTGOING
+                )
+                decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+                decoder.setPlainJelly(True)
+                [message], failure, pending = decodeAll(decoder, [data])
+                self.assertEqual(receivedValue(message[2]), ("ok", canonical(value)))
+
     def test_unjellyOddExpressions(self) -> None:
         """
         Expressions no decoder makes (tags that are not exact C{bytes}, say)
