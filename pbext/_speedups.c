@@ -1461,23 +1461,20 @@ cachedKey(DecoderCore *self, const char *bytes, Py_ssize_t size)
 static const char UNICODE_WORD[] = "\x07\x82unicode";
 
 /*
- * In plain-jelly mode, at a two-element list header (already checked
- * against the limits) at data[pos]: if the list is a VALUE whose tag is
- * b"unicode" and whose UTF-8 string is wholly in the bytes at hand (and
- * within stringLimit and the limits), return the str (wrapped in Jellied
- * in a message) and set *after past it.  Otherwise return NULL, with no
- * error set, and the list is parsed the usual way.
+ * The contents of a two-element list whose header was just read, at
+ * data[pos]: if they are b"unicode" and a UTF-8 string wholly in the bytes
+ * at hand (before stringLimit, and within the limits), return the str
+ * (from the key cache if key and it is short) and set *after past it.
+ * Otherwise return NULL, with no error set (or with one on a real error,
+ * such as memory running out).
  */
 static PyObject *
-quickText(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
-          Py_ssize_t stringLimit, Py_ssize_t *after)
+quickTextBody(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
+              Py_ssize_t stringLimit, int key, Py_ssize_t *after)
 {
-    Py_ssize_t d = self->depth; /* the level this list would have */
-    unsigned char parent = self->roles[d - 1];
-    int value = parent == ROLE_MESSAGE || parent == ROLE_PAIR ||
-                (parent == ROLE_VALUE && self->filled[d - 1] > 0 &&
-                 self->dicts[d - 1] != NODE_DICTIONARY);
-    if (!value || d > PLAIN_MAX_DEPTH || stringLimit - pos < 11 ||
+    /* The tag is a string of seven bytes, which the parser would refuse
+     * under a lower maxStringBytes. */
+    if (stringLimit - pos < 11 || self->maxString < 7 ||
         memcmp(data + pos, UNICODE_WORD, 9) != 0) {
         return NULL;
     }
@@ -1499,8 +1496,7 @@ quickText(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
     }
     p++;
     PyObject *text;
-    if (parent == ROLE_PAIR && self->filled[d - 1] == 0 &&
-        number <= KEY_CACHE_LONGEST) {
+    if (key && number <= KEY_CACHE_LONGEST) {
         text = cachedKey(self, (const char *)data + p, (Py_ssize_t)number);
     }
     else {
@@ -1513,10 +1509,134 @@ quickText(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
         return NULL;
     }
     *after = p + (Py_ssize_t)number;
-    if (parent == ROLE_MESSAGE) {
+    return text;
+}
+
+/*
+ * In plain-jelly mode, at a two-element list header (already checked
+ * against the limits) at data[pos]: if the list is a VALUE whose tag is
+ * b"unicode" and whose UTF-8 string is wholly in the bytes at hand (and
+ * within stringLimit and the limits), return the str (wrapped in Jellied
+ * in a message) and set *after past it.  Otherwise return NULL, with no
+ * error set, and the list is parsed the usual way.
+ */
+static PyObject *
+quickText(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
+          Py_ssize_t stringLimit, Py_ssize_t *after)
+{
+    Py_ssize_t d = self->depth; /* the level this list would have */
+    unsigned char parent = self->roles[d - 1];
+    int value = parent == ROLE_MESSAGE || parent == ROLE_PAIR ||
+                (parent == ROLE_VALUE && self->filled[d - 1] > 0 &&
+                 self->dicts[d - 1] != NODE_DICTIONARY);
+    if (!value || d > PLAIN_MAX_DEPTH) {
+        return NULL;
+    }
+    PyObject *text = quickTextBody(
+        self, data, pos, stringLimit,
+        parent == ROLE_PAIR && self->filled[d - 1] == 0, after);
+    if (text != NULL && parent == ROLE_MESSAGE) {
         return wrapJellied(text);
     }
     return text;
+}
+
+/*
+ * An int token at data[pos] (INT or NEG, its prefix short and wholly
+ * before stringLimit): the int, with *after set past it; otherwise NULL,
+ * with no error set (or with one on a real error).
+ */
+static PyObject *
+quickInt(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
+         Py_ssize_t stringLimit, Py_ssize_t *after)
+{
+    Py_ssize_t p = pos;
+    uint64_t number = 0;
+    int shift = 0;
+    while (p < stringLimit && data[p] < 0x80) {
+        if (p - pos >= 8 || p - pos >= self->maxPrefix) {
+            return NULL;
+        }
+        number |= (uint64_t)data[p] << shift;
+        shift += 7;
+        p++;
+    }
+    if (p >= stringLimit || (data[p] != B_INT && data[p] != B_NEG)) {
+        return NULL;
+    }
+    PyObject *value = PyLong_FromUnsignedLongLong(number);
+    if (value != NULL && data[p] == B_NEG) {
+        Py_SETREF(value, PyNumber_Negative(value));
+    }
+    if (value != NULL) {
+        *after = p + 1;
+    }
+    return value;
+}
+
+/*
+ * In plain-jelly mode, at a two-element list header (already checked
+ * against the limits) at data[pos] whose list is a dictionary's [key,
+ * value] pair: if the key is a text and the value a text or an int, each
+ * in its canonical tokens and wholly in the bytes at hand, return the pair
+ * as the parser would have made it, set *after past it and count its
+ * texts' lists in *tokens.  Otherwise return NULL, with no error set (or
+ * with one on a real error), and the pair is parsed the usual way; so
+ * every limit the parser would check on the texts' lists is checked here
+ * first.
+ */
+static PyObject *
+quickPair(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
+          Py_ssize_t stringLimit, Py_ssize_t *tokens, Py_ssize_t *after)
+{
+    Py_ssize_t d = self->depth; /* the level the pair would have */
+    if (self->roles[d - 1] != ROLE_VALUE ||
+        self->dicts[d - 1] != NODE_DICTIONARY || self->filled[d - 1] == 0) {
+        return NULL;
+    }
+    /* The texts' lists are one level deeper, of two elements each. */
+    if (d + 1 > PLAIN_MAX_DEPTH || d + 1 >= self->maxDepth ||
+        self->maxList < 2 || self->maxTokens - *tokens < 4) {
+        return NULL;
+    }
+    if (stringLimit - pos < 2 || data[pos] != 2 || data[pos + 1] != B_LIST) {
+        return NULL;
+    }
+    Py_ssize_t p;
+    PyObject *key = quickTextBody(self, data, pos + 2, stringLimit, 1, &p);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *value;
+    Py_ssize_t lists = 1;
+    if (stringLimit - p >= 2 && data[p] == 2 && data[p + 1] == B_LIST) {
+        value = quickTextBody(self, data, p + 2, stringLimit, 0, &p);
+        lists = 2;
+    }
+    else {
+        value = quickInt(self, data, p, stringLimit, &p);
+    }
+    if (value == NULL) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    PyObject *pair;
+    if (self->spareCount > 0) {
+        pair = self->spare[--self->spareCount];
+    }
+    else {
+        pair = newList(2);
+        if (pair == NULL) {
+            Py_DECREF(key);
+            Py_DECREF(value);
+            return NULL;
+        }
+    }
+    PyList_SET_ITEM(pair, 0, key);
+    PyList_SET_ITEM(pair, 1, value);
+    *tokens += 2 * lists;
+    *after = p;
+    return pair;
 }
 
 /*
@@ -2306,9 +2426,14 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                 goto done;
             }
             if (num == 2 && self->plainJelly && self->depth > 0) {
-                /* The commonest plain jelly, [b"unicode", utf8]: made a
-                 * str straight from the bytes when they are all here. */
-                item = quickText(self, data, pos, stringLimit, &pos);
+                /* A dictionary's pair of a text and a text or an int,
+                 * read whole; else the commonest plain jelly, [b"unicode",
+                 * utf8]: made a str straight from the bytes when they are
+                 * all here. */
+                item = quickPair(self, data, pos, stringLimit, &tokens, &pos);
+                if (item == NULL && !PyErr_Occurred()) {
+                    item = quickText(self, data, pos, stringLimit, &pos);
+                }
                 if (item == NULL && !PyErr_Occurred() &&
                     self->plainTypes != NULL) {
                     /* The copy of a registered type, read straight. */

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tracemalloc
 from functools import partial
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -547,16 +547,18 @@ class PlainJellyDecodingTests(SynchronousTestCase):
     if speedups is None:
         skip = f"the C accelerator is not available: {reason}"
 
-    def assertSameAsTwoSteps(self, message: list, sizes: List[int]) -> None:
+    def assertSameAsTwoSteps(
+        self, message: list, sizes: List[int], **limits: int
+    ) -> None:
         try:
             data = codec._encodePython(message, OUTGOING)
         except (banana.BananaError, RecursionError):
             return
         cuts = sorted({min(size, len(data)) for size in sizes} | {0, len(data)})
         chunks = [data[a:b] for a, b in zip(cuts, cuts[1:])]
-        fused = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+        fused = codec.Decoder(vocabulary=INCOMING, accelerated=True, **limits)
         fused.setPlainJelly(True)
-        plain = codec.Decoder(vocabulary=INCOMING, accelerated=False)
+        plain = codec.Decoder(vocabulary=INCOMING, accelerated=False, **limits)
         got = decodeAll(fused, chunks)
         expected = decodeAll(plain, chunks)
         self.assertEqual(got[1:], expected[1:])
@@ -602,6 +604,55 @@ class PlainJellyDecodingTests(SynchronousTestCase):
             [b"message", 3, 0, b"m", 1, [b"tuple", sexp, sexp], [b"dictionary"]],
             sizes,
         )
+
+    @AGREEMENT
+    @given(
+        items=st.lists(
+            st.tuples(
+                st.one_of(st.text(max_size=6), st.sampled_from(["k0", "x" * 40])),
+                st.one_of(
+                    st.text(max_size=40),
+                    st.integers(min_value=-(2**70), max_value=2**70),
+                    st.booleans(),
+                ),
+            ),
+            min_size=1,
+            max_size=6,
+        ),
+        nesting=st.integers(min_value=0, max_value=3),
+        badKey=st.booleans(),
+        limits=st.fixed_dictionaries(
+            {},
+            optional={
+                "maxDepth": st.integers(min_value=1, max_value=8),
+                "maxMessageTokens": st.integers(min_value=1, max_value=90),
+                "maxListLength": st.integers(min_value=1, max_value=4),
+                "maxStringBytes": st.integers(min_value=1, max_value=12),
+                "maxPrefixBytes": st.integers(min_value=1, max_value=3),
+            },
+        ),
+        sizes=st.lists(st.integers(min_value=0, max_value=400), max_size=5),
+    )
+    def test_dictionaryPairs(
+        self,
+        items: List[Tuple[str, object]],
+        nesting: int,
+        badKey: bool,
+        limits: Dict[str, int],
+        sizes: List[int],
+    ) -> None:
+        """
+        Dictionaries of texts and ints (whose pairs the decoder reads
+        whole), nested, with a key that is not UTF-8 or not, cut anywhere
+        and under tight limits, give what decoding and then unjellying
+        gives, failures included.
+        """
+        sexp: list = jelly.jelly(dict(items))
+        if badKey:
+            sexp.append([[b"unicode", b"\xff"], [b"unicode", b"v"]])
+        for _i in range(nesting):
+            sexp = [b"list", sexp, [b"dictionary", [[b"unicode", b"n"], sexp]]]
+        self.assertSameAsTwoSteps([b"answer", 9, sexp], sizes, **limits)
 
     def test_mixed(self) -> None:
         """
