@@ -1460,6 +1460,10 @@ cachedKey(DecoderCore *self, const char *bytes, Py_ssize_t size)
 /* The jelly words of a str: [b"unicode", ...] is "\x02\x80" then these. */
 static const char UNICODE_WORD[] = "\x07\x82unicode";
 
+static inline int quickToken(DecoderCore *self, const unsigned char *data,
+                             Py_ssize_t *p, Py_ssize_t limit,
+                             unsigned int *typ, uint64_t *num);
+
 /*
  * The contents of a two-element list whose header was just read, at
  * data[pos]: if they are b"unicode" and a UTF-8 string wholly in the bytes
@@ -1478,23 +1482,14 @@ quickTextBody(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
         memcmp(data + pos, UNICODE_WORD, 9) != 0) {
         return NULL;
     }
-    Py_ssize_t p = pos + 9, start = p;
-    uint64_t number = 0;
-    int shift = 0;
-    while (p < stringLimit && data[p] < 0x80) {
-        if (p - start >= 8 || p - start >= self->maxPrefix) {
-            return NULL;
-        }
-        number |= (uint64_t)data[p] << shift;
-        shift += 7;
-        p++;
-    }
-    if (p >= stringLimit || data[p] != B_STRING ||
-        number > (uint64_t)self->maxString ||
-        (Py_ssize_t)number > stringLimit - p - 1) {
+    Py_ssize_t p = pos + 9;
+    unsigned int typ;
+    uint64_t number;
+    if (!quickToken(self, data, &p, stringLimit, &typ, &number) ||
+        typ != B_STRING || number > (uint64_t)self->maxString ||
+        (Py_ssize_t)number > stringLimit - p) {
         return NULL;
     }
-    p++;
     PyObject *text;
     if (key && number <= KEY_CACHE_LONGEST) {
         text = cachedKey(self, (const char *)data + p, (Py_ssize_t)number);
@@ -1551,25 +1546,18 @@ quickInt(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
          Py_ssize_t stringLimit, Py_ssize_t *after)
 {
     Py_ssize_t p = pos;
-    uint64_t number = 0;
-    int shift = 0;
-    while (p < stringLimit && data[p] < 0x80) {
-        if (p - pos >= 8 || p - pos >= self->maxPrefix) {
-            return NULL;
-        }
-        number |= (uint64_t)data[p] << shift;
-        shift += 7;
-        p++;
-    }
-    if (p >= stringLimit || (data[p] != B_INT && data[p] != B_NEG)) {
+    unsigned int typ;
+    uint64_t number;
+    if (!quickToken(self, data, &p, stringLimit, &typ, &number) ||
+        (typ != B_INT && typ != B_NEG)) {
         return NULL;
     }
     PyObject *value = PyLong_FromUnsignedLongLong(number);
-    if (value != NULL && data[p] == B_NEG) {
+    if (value != NULL && typ == B_NEG) {
         Py_SETREF(value, PyNumber_Negative(value));
     }
     if (value != NULL) {
-        *after = p + 1;
+        *after = p;
     }
     return value;
 }
