@@ -1181,7 +1181,6 @@ class Broker(pb.Broker):
         try:
             netArgs = self._serializeOut(args, perspective, message)
             # No keywords, the usual case: their jelly is always this.
-            # No keywords, the usual case: their jelly is always this.
             netKw = (
                 self._serializeOut(kw, perspective, message)
                 if kw
