@@ -363,13 +363,11 @@ encoderReserve(Encoder *e, Py_ssize_t more)
 
 /* Write a banana number prefix (base 128, least significant first; zero
  * is one zero byte) and a type byte. */
-static int
-writeToken(Encoder *e, uint64_t number, unsigned char typeByte)
+/* Write a token's prefix and type byte at out (which has room for 11
+ * bytes); return where they end. */
+static inline char *
+putToken(char *out, uint64_t number, unsigned char typeByte)
 {
-    if (encoderReserve(e, 11) < 0) {
-        return -1;
-    }
-    char *out = e->data + e->size;
     if (number == 0) {
         *out++ = 0;
     }
@@ -378,7 +376,16 @@ writeToken(Encoder *e, uint64_t number, unsigned char typeByte)
         number >>= 7;
     }
     *out++ = (char)typeByte;
-    e->size = out - e->data;
+    return out;
+}
+
+static int
+writeToken(Encoder *e, uint64_t number, unsigned char typeByte)
+{
+    if (encoderReserve(e, 11) < 0) {
+        return -1;
+    }
+    e->size = putToken(e->data + e->size, number, typeByte) - e->data;
     return 0;
 }
 
@@ -3766,20 +3773,10 @@ writeText(Encoder *e, PyObject *text)
                 0) {
                 return -1;
             }
-            char *out = e->data + e->size;
-            *out++ = 2;
-            *out++ = (char)B_LIST;
+            char *out = putToken(e->data + e->size, 2, B_LIST);
             memcpy(out, e->tagBytes[W_UNICODE], sizeof(e->tagBytes[0]));
-            out += e->tagLength[W_UNICODE];
-            uint64_t number = (uint64_t)size;
-            if (number == 0) {
-                *out++ = 0;
-            }
-            while (number) {
-                *out++ = (char)(number & 0x7f);
-                number >>= 7;
-            }
-            *out++ = (char)B_STRING;
+            out = putToken(out + e->tagLength[W_UNICODE], (uint64_t)size,
+                           B_STRING);
             Py_ssize_t written = (out - e->data) + size;
             /* The same error writeToken, writeWord and writeRaw would
              * give, at the first check that failed. */
