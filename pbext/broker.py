@@ -245,14 +245,83 @@ def _deliversTo(protocol: object, broker: object) -> bool:
 def _readsInPlace(brokerClass: type) -> bool:
     """
     Whether C{brokerClass} handles bytes received into the decoder's buffer
-    (L{Broker._receivedInto}) as it handles bytes given to C{dataReceived}:
+    (L{Broker._pbextReceivedInto}) as it handles bytes given to C{dataReceived}:
     true unless a subclass overrides C{dataReceived} without overriding
-    C{_receivedInto} alongside it.
+    C{_pbextReceivedInto} alongside it.
     """
     for klass in brokerClass.__mro__:
         if "dataReceived" in vars(klass):
-            return "_receivedInto" in vars(klass)
+            return "_pbextReceivedInto" in vars(klass)
     return False
+
+
+class _ReadOnlyView:
+    """
+    A public name that reads one of pbext's C{_pbext} attributes.
+
+    A non-data descriptor: an instance whose class (an application's
+    subclass) sets the public name gets an attribute of its own, and pbext,
+    which reads only the private name, behaves the same.
+    """
+
+    def __init__(self, private: str) -> None:
+        self._private = private
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return getattr(instance, self._private)
+
+
+class FactoryState:
+    """
+    pbext's state on one factory, held by the factory's single C{_pbext}
+    attribute.
+
+    Applications subclass pbext's factories and give their subclasses
+    attributes of their own (a Buildbot worker's factory has a C{_reactor}
+    class attribute; applications set C{self.options} or C{self.policy}).
+    Keeping everything pbext needs here, under one name of pbext's own,
+    lets a subclass use any other name without changing what pbext does.
+
+    @ivar policy: the L{SecurityPolicy} of every connection.
+    @ivar registries: the copyable registries of every connection, as
+        given.
+    @ivar reactor: the clock brokers keep time with, or L{None} for their
+        transport's reactor.
+    @ivar brokerOptions: the keyword arguments every L{Broker} is built
+        with (C{callTimeout}, C{keepaliveInterval}, C{keepaliveTimeout},
+        C{typedCalls}).
+    @ivar options: the factory's other pbext keyword options (login
+        options such as C{classicLogin} and C{allowPlaintextLogin}).
+    @ivar connectionRegistries: C{registries} with a failure registry
+        after them, as every broker gets them (built once).
+    @ivar connectionCount: how many brokers of a server factory are
+        connected.
+    @ivar perAddress: how many of them each peer host has.
+    @ivar brokerLost: called with each broker of the factory whose
+        connection is lost, or L{None}.
+
+    @since: pbext NEXT
+    """
+
+    def __init__(
+        self,
+        policy: SecurityPolicy,
+        registries: tuple[Any, ...],
+        reactor: Any,
+        brokerOptions: dict[str, Any],
+        options: dict[str, Any],
+    ) -> None:
+        self.policy = policy
+        self.registries = registries
+        self.reactor = reactor
+        self.brokerOptions = brokerOptions
+        self.options = options
+        self.connectionRegistries: tuple[Any, ...] | None = None
+        self.connectionCount = 0
+        self.perAddress: dict[str, int] = {}
+        self.brokerLost: Callable[[Broker], None] | None = None
 
 
 class BrokerFactoryMixin:
@@ -260,9 +329,9 @@ class BrokerFactoryMixin:
     What pbext's client and server factories share: the pbext options, and
     building a L{Broker} with them.
 
-    @ivar policy: the L{SecurityPolicy} of every connection.
-    @ivar registries: the copyable registries of every connection.
-    @ivar options: the other pbext keyword options the factory was given.
+    All of pbext's state lives in one L{FactoryState}, C{_pbext}; the
+    public names this class adds all start with C{pbext}, so a subclass
+    may define any other attribute (see docs/architecture.rst, "Names").
     """
 
     # Mixed in after Twisted's factory class, so pbext's factories keep the
@@ -271,8 +340,9 @@ class BrokerFactoryMixin:
 
     protocol: Any
     security: Any
+    _pbext: FactoryState
 
-    def _setUpPbext(
+    def _pbextSetUp(
         self,
         security: jelly.SecurityOptions,
         policy: SecurityPolicy | str | None,
@@ -283,36 +353,73 @@ class BrokerFactoryMixin:
         keepaliveTimeout: float | None,
         options: dict[str, Any],
     ) -> None:
-        self.policy = resolvePolicy(policy, security)
-        self.registries = registriesFrom(registry)
-        self._reactor = reactor
-        self._brokerOptions = {
-            "callTimeout": callTimeout,
-            "keepaliveInterval": keepaliveInterval,
-            "keepaliveTimeout": keepaliveTimeout,
-        }
-        self.options = options
+        self._pbext = FactoryState(
+            resolvePolicy(policy, security),
+            registriesFrom(registry),
+            reactor,
+            {
+                "callTimeout": callTimeout,
+                "keepaliveInterval": keepaliveInterval,
+                "keepaliveTimeout": keepaliveTimeout,
+            },
+            options,
+        )
 
-    def _buildBroker(self, isClient: bool) -> pb.Broker:
+    @property
+    def pbextPolicy(self) -> SecurityPolicy:
+        """
+        The L{SecurityPolicy} of every connection of this factory.
+
+        @since: pbext NEXT
+        """
+        return self._pbext.policy
+
+    @property
+    def pbextRegistries(self) -> tuple[Any, ...]:
+        """
+        The copyable registries of every connection this factory builds
+        from now on.
+
+        @since: pbext NEXT
+        """
+        return self._pbext.registries
+
+    @pbextRegistries.setter
+    def pbextRegistries(self, registries: Any) -> None:
+        self._pbext.registries = registriesFrom(registries)
+
+    @property
+    def pbextOptions(self) -> dict[str, Any]:
+        """
+        The pbext keyword options this factory was given that are not
+        broker options (the login options).
+
+        @since: pbext NEXT
+        """
+        return self._pbext.options
+
+    def _pbextBuildBroker(self, isClient: bool) -> pb.Broker:
         """
         Build a broker with this factory's policy, registries and options (a
         plain one if C{protocol} was replaced by a class that is not pbext's
         L{Broker}), attached to this factory.
         """
+        state = self._pbext
         if issubclass(self.protocol, Broker):
             # One failure registry for all of this factory's connections
             # (it never changes), not one each.
-            cached = getattr(self, "_connectionRegistries", None)
-            if cached is None or cached[:-1] != self.registries:
-                cached = self._connectionRegistries = withFailures(self.registries)
+            cached = state.connectionRegistries
+            if cached is None or cached[:-1] != state.registries:
+                cached = state.connectionRegistries = withFailures(state.registries)
             broker: pb.Broker = self.protocol(
                 isClient=isClient,
                 security=self.security,
-                policy=self.policy,
+                policy=state.policy,
                 registries=cached,
-                clock=self._reactor,
-                **self._brokerOptions,
+                clock=state.reactor,
+                **state.brokerOptions,
             )
+            broker._pbextFactoryState = state  # type: ignore[attr-defined]
         else:
             broker = self.protocol(isClient=isClient, security=self.security)
         broker.factory = self  # type: ignore[assignment]
@@ -355,7 +462,7 @@ class _Control(pb.Referenceable):
         """
         The peer says it is pbext and which features it has.
         """
-        self.broker.peerFeatures = frozenset(
+        self.broker._pbextPeerFeatures = frozenset(
             f for f in features if isinstance(f, bytes) and len(f) < 64
         )
         return [PBEXT_DIALECT]
@@ -370,7 +477,7 @@ class _Control(pb.Referenceable):
         """
         Cancel the running call C{requestID} of this connection, if any.
         """
-        self.broker._cancelIncoming(requestID)
+        self.broker._pbextCancelIncoming(requestID)
 
 
 class Broker(pb.Broker):
@@ -378,12 +485,18 @@ class Broker(pb.Broker):
     A L{pb.Broker} that applies a L{SecurityPolicy}, copyable registries and
     connection lifecycle management, speaking the classic wire.
 
-    @ivar policy: the security policy of this connection.
-    @ivar registries: the copyable registries of this connection.
-    @ivar peerFeatures: what the peer said it supports; empty for a stock
-        peer.  A pbext client knows it once banana's handshake is done.
+    Applications subclass brokers too, so every name this class adds to
+    L{pb.Broker} is either public and documented here or starts with
+    C{_pbext} (see docs/architecture.rst, "Names").  The public ones:
+
     @ivar callTimeout: default seconds a call waits for its answer, or
-        L{None}.
+        L{None}.  A class attribute a subclass may override.
+    @ivar keepaliveInterval: seconds without a byte from the peer before
+        it is pinged, or L{None} for no keepalive.  A class attribute a
+        subclass may override.
+    @ivar keepaliveTimeout: seconds a ping may wait for its answer before
+        the connection is dropped.  A class attribute a subclass may
+        override.
     """
 
     # pb.Broker's attributes, as this module uses them.
@@ -393,7 +506,9 @@ class Broker(pb.Broker):
     localObjects: Any
     luids: Any
 
-    peerFeatures: frozenset[bytes] = frozenset()
+    _pbextPeerFeatures: frozenset[bytes] = frozenset()
+    _pbextFactoryState: FactoryState | None = None
+    _pbextAddress: str | None = None
     callTimeout: float | None = None
     keepaliveInterval: float | None = None
     keepaliveTimeout: float = 30.0
@@ -414,12 +529,12 @@ class Broker(pb.Broker):
             policy = (
                 security if isinstance(security, SecurityPolicy) else defaultPolicy()
             )
-        self.policy = policy
-        self.limits = policy.limits
+        self._pbextPolicy = policy
+        self._pbextLimits = policy.limits
         # pbext's working CopiedFailure comes last, after the application's
         # registries (twisted#12530).
-        self.registries = withFailures(registries)
-        self._incomingTaster = policy.forConnection(self.registries)
+        self._pbextRegistries = withFailures(registries)
+        self._pbextIncomingTaster = policy.forConnection(self._pbextRegistries)
         outgoing = policy.outgoingTaster()
         if security is not jelly.globalSecurity and not isinstance(
             security, SecurityPolicy
@@ -427,97 +542,99 @@ class Broker(pb.Broker):
             # An application that passed its own SecurityOptions decides
             # what it sends, as with classic PB.
             outgoing = security
-        self._outgoingTaster = outgoing
+        self._pbextOutgoingTaster = outgoing
         # Whether plain builtin values may skip the jellier and unjellier
         # (decided once per connection: the tasters do not change).
-        self._plainSend = _allowsSentBuiltins(outgoing)
-        self._plainReceive = _allowsBasicTypes(self._incomingTaster)
+        self._pbextPlainSend = _allowsSentBuiltins(outgoing)
+        self._pbextPlainReceive = _allowsBasicTypes(self._pbextIncomingTaster)
         # The registered copyable types those paths handle too.
-        self._plainTypes = _jelly.PlainTypes(self.registries, self._incomingTaster)
+        self._pbextPlainTypes = _jelly.PlainTypes(
+            self._pbextRegistries, self._pbextIncomingTaster
+        )
         # With the C accelerator, plain arguments and results are not
         # jellied at all: the encoder writes their jelly straight to banana
         # (unless a subclass changed how values are serialized).
-        self._fusedSend = (
+        self._pbextFusedSend = (
             _speedups is not None
-            and self._plainSend
+            and self._pbextPlainSend
             and type(self).serialize is Broker.serialize
         )
         # And plain arguments and results arrive already unjellied, made
         # by the decoder while it parses (see Decoder.setPlainJelly).
-        self._fusedReceive = (
+        self._pbextFusedReceive = (
             _speedups is not None
-            and self._plainReceive
+            and self._pbextPlainReceive
             and type(self).unserialize is Broker.unserialize
         )
-        self._clock = clock
+        self._pbextClock = clock
         if callTimeout is not None:
             self.callTimeout = callTimeout
         if keepaliveInterval is not None:
             self.keepaliveInterval = keepaliveInterval
         if keepaliveTimeout is not None:
             self.keepaliveTimeout = keepaliveTimeout
-        self._decoder: Decoder | None = None
+        self._pbextDecoder: Decoder | None = None
         # How encoded messages reach the transport, and how long strings
         # are read (see connectionMade).
-        self._write: Callable[[bytes], None] = self._writeToTransport
-        self._writeSequence: Callable[[list[bytes]], None] = self._writeJoined
-        self._directReads: DirectReads | None = None
-        self._backlog: deque[object] = deque()
-        self._drainCall: IDelayedCall | None = None
-        self._readPauses: set[str] = set()
-        self._writePaused = False
-        self._pausedBytes = 0
-        self._producing = False
-        self._timers: dict[str, IDelayedCall] = {}
+        self._pbextWrite: Callable[[bytes], None] = self._pbextWriteToTransport
+        self._pbextWriteSequence: Callable[[list[bytes]], None] = self._pbextWriteJoined
+        self._pbextDirectReads: DirectReads | None = None
+        self._pbextBacklog: deque[object] = deque()
+        self._pbextDrainCall: IDelayedCall | None = None
+        self._pbextReadPauses: set[str] = set()
+        self._pbextWritePaused = False
+        self._pbextPausedBytes = 0
+        self._pbextProducing = False
+        self._pbextTimers: dict[str, IDelayedCall] = {}
         # When bytes last arrived, for the idle timer.
-        self._lastHeard = 0.0
-        self._handshakeDone = False
-        self._running: dict[int, defer.Deferred[Any]] = {}
-        self._abandoned: dict[int, None] = {}
-        self._eventWindow = 0.0
-        self._eventCount = 0
-        self._suppressed = 0
-        self._keepalive: Any = None
-        self._control = _Control(self)
-        self.setNameForLocal(CONTROL_NAME, self._control)
+        self._pbextLastHeard = 0.0
+        self._pbextHandshakeDone = False
+        self._pbextRunning: dict[int, defer.Deferred[Any]] = {}
+        self._pbextAbandoned: dict[int, None] = {}
+        self._pbextEventWindow = 0.0
+        self._pbextEventCount = 0
+        self._pbextSuppressed = 0
+        self._pbextKeepalive: Any = None
+        self._pbextControl = _Control(self)
+        self.setNameForLocal(CONTROL_NAME, self._pbextControl)
 
     # -- logging -----------------------------------------------------------
 
-    def _peerName(self) -> str:
+    def _pbextPeerName(self) -> str:
         transport = getattr(self, "transport", None)
         try:
             return str(transport.getPeer()) if transport is not None else "?"
         except Exception:
             return "?"
 
-    def _violation(self, kind: str, message: str, **fields: Any) -> None:
+    def _pbextViolation(self, kind: str, message: str, **fields: Any) -> None:
         """
         Log one policy violation as a structured event, rate-limited per
         connection.
         """
-        now = self._getClock().seconds()
-        if now - self._eventWindow >= 60.0:
-            if self._suppressed:
+        now = self._pbextGetClock().seconds()
+        if now - self._pbextEventWindow >= 60.0:
+            if self._pbextSuppressed:
                 _log.warn(
                     "pbext: {suppressed} more policy violations from {peer} "
                     "were not logged",
-                    suppressed=self._suppressed,
-                    peer=self._peerName(),
+                    suppressed=self._pbextSuppressed,
+                    peer=self._pbextPeerName(),
                     pbextEvent="violationsSuppressed",
                 )
-            self._eventWindow = now
-            self._eventCount = 0
-            self._suppressed = 0
-        self._eventCount += 1
-        if self._eventCount > self.limits.maxErrorEventsPerMinute:
-            self._suppressed += 1
+            self._pbextEventWindow = now
+            self._pbextEventCount = 0
+            self._pbextSuppressed = 0
+        self._pbextEventCount += 1
+        if self._pbextEventCount > self._pbextLimits.maxErrorEventsPerMinute:
+            self._pbextSuppressed += 1
             return
         _log.warn(
             "pbext: {kind} from {peer}: {message}",
             kind=kind,
             message=message,
-            peer=self._peerName(),
-            policy=self.policy.name,
+            peer=self._pbextPeerName(),
+            policy=self._pbextPolicy.name,
             pbextEvent="policyViolation",
             **{
                 k: (
@@ -529,12 +646,12 @@ class Broker(pb.Broker):
             },
         )
 
-    def _dropConnection(self, kind: str, message: str, **fields: Any) -> None:
+    def _pbextDropConnection(self, kind: str, message: str, **fields: Any) -> None:
         """
         Log a violation that ends the connection, and abort it.
         """
-        self._violation(kind, message, **fields)
-        self._decoder = None
+        self._pbextViolation(kind, message, **fields)
+        self._pbextDecoder = None
         transport = self.transport
         if transport is None or self.disconnected:
             return
@@ -546,93 +663,97 @@ class Broker(pb.Broker):
 
     # -- timers ------------------------------------------------------------
 
-    def _getClock(self) -> Any:
+    def _pbextGetClock(self) -> Any:
         """
         The clock timers run on: the one given, else the transport's
         reactor, else the global reactor.
         """
-        if self._clock is None:
+        if self._pbextClock is None:
             clock = getattr(self.transport, "reactor", None)
             if clock is None:
                 from twisted.internet import reactor as clock
-            self._clock = clock
-        return self._clock
+            self._pbextClock = clock
+        return self._pbextClock
 
-    def _setTimer(
+    def _pbextSetTimer(
         self, name: str, seconds: float | None, f: Callable[[], None]
     ) -> None:
-        self._cancelTimer(name)
+        self._pbextCancelTimer(name)
         if seconds is not None:
-            self._timers[name] = self._getClock().callLater(seconds, f)
+            self._pbextTimers[name] = self._pbextGetClock().callLater(seconds, f)
 
-    def _cancelTimer(self, name: str) -> None:
-        call = self._timers.pop(name, None)
+    def _pbextCancelTimer(self, name: str) -> None:
+        call = self._pbextTimers.pop(name, None)
         if call is not None and call.active():
             call.cancel()
 
-    def _idleTimerFired(self) -> None:
+    def _pbextIdleTimerFired(self) -> None:
         """
         The idle timer fired: close the connection if the peer has really
         been silent for C{idleTimeout} seconds, else wait for the rest.
 
-        Bytes arriving only record the time (see L{_parse}): moving the
+        Bytes arriving only record the time (see L{_pbextParse}): moving the
         timer for every chunk would cost a reactor call each.
         """
-        self._timers.pop("idleTimeout", None)
-        timeout = self.limits.idleTimeout
+        self._pbextTimers.pop("idleTimeout", None)
+        timeout = self._pbextLimits.idleTimeout
         assert timeout is not None
-        quiet = self._getClock().seconds() - self._lastHeard
+        quiet = self._pbextGetClock().seconds() - self._pbextLastHeard
         if quiet < timeout:
-            self._setTimer("idleTimeout", timeout - quiet, self._idleTimerFired)
+            self._pbextSetTimer(
+                "idleTimeout", timeout - quiet, self._pbextIdleTimerFired
+            )
             return
-        self._dropConnection(
+        self._pbextDropConnection(
             "idleTimeout", "idleTimeout reached; closing the connection"
         )
 
-    def _timedOut(self, kind: str) -> Callable[[], None]:
+    def _pbextTimedOut(self, kind: str) -> Callable[[], None]:
         def expire() -> None:
-            self._timers.pop(kind, None)
-            self._dropConnection(kind, f"{kind} reached; closing the connection")
+            self._pbextTimers.pop(kind, None)
+            self._pbextDropConnection(kind, f"{kind} reached; closing the connection")
 
         return expire
 
     # -- connection --------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self._getClock()
+        self._pbextGetClock()
         setNoDelay(self.transport)
         writes = DirectWrites.forTransport(self.transport)
         if writes is not None:
-            self._write = writes.write
-            self._writeSequence = writes.writeSequence
+            self._pbextWrite = writes.write
+            self._pbextWriteSequence = writes.writeSequence
         else:
-            self._write = self.transport.write
+            self._pbextWrite = self.transport.write
         if _readsInPlace(type(self)) and _deliversTo(
             getattr(self.transport, "protocol", None), self
         ):
-            self._directReads = DirectReads.forTransport(
-                self.transport, self._receiveBuffer, self._receivedInto
+            self._pbextDirectReads = DirectReads.forTransport(
+                self.transport, self._pbextReceiveBuffer, self._pbextReceivedInto
             )
-        self._decoder = Decoder(**self.limits.framingLimits())  # type: ignore[arg-type]
-        if self._fusedReceive and self._decoder.accelerated:
-            self._decoder.setPlainJelly(True)
-            self._decoder.setPlainTypes(self._plainTypes.receive)
-        limits = self.limits
-        self._setTimer(
+        self._pbextDecoder = Decoder(**self._pbextLimits.framingLimits())  # type: ignore[arg-type]
+        if self._pbextFusedReceive and self._pbextDecoder.accelerated:
+            self._pbextDecoder.setPlainJelly(True)
+            self._pbextDecoder.setPlainTypes(self._pbextPlainTypes.receive)
+        limits = self._pbextLimits
+        self._pbextSetTimer(
             "handshakeTimeout",
             limits.handshakeTimeout,
-            self._timedOut("handshakeTimeout"),
+            self._pbextTimedOut("handshakeTimeout"),
         )
         if limits.idleTimeout is not None:
-            self._lastHeard = self._getClock().seconds()
-            self._setTimer("idleTimeout", limits.idleTimeout, self._idleTimerFired)
+            self._pbextLastHeard = self._pbextGetClock().seconds()
+            self._pbextSetTimer(
+                "idleTimeout", limits.idleTimeout, self._pbextIdleTimerFired
+            )
         if _backpressureCapable(self.transport):
             try:
                 self.transport.registerProducer(self, True)
-                self._producing = True
+                self._pbextProducing = True
             except RuntimeError:
                 # Somebody else produces for this transport already.
-                self._producing = False
+                self._pbextProducing = False
         if self.isClient:
             super().connectionMade()
         else:
@@ -646,77 +767,104 @@ class Broker(pb.Broker):
             return
         if self.isClient:
             if isinstance(obj, list) and PBEXT_DIALECT in obj:
-                self.peerFeatures = frozenset([PBEXT_DIALECT])
+                self._pbextPeerFeatures = frozenset([PBEXT_DIALECT])
             if not isinstance(obj, list):
-                self._dropConnection("badHandshake", "dialect offer is not a list")
+                self._pbextDropConnection("badHandshake", "dialect offer is not a list")
                 return
         elif obj not in self.knownDialects:
-            self._dropConnection(
+            self._pbextDropConnection(
                 "badHandshake", "client chose an unknown dialect", dialect=obj
             )
             return
         super().callExpressionReceived(obj)
 
     def _selectDialect(self, dialect: bytes) -> None:
-        if self._decoder is not None and dialect == b"pb":
-            self._decoder.setVocabulary(self.incomingVocabulary)
+        if self._pbextDecoder is not None and dialect == b"pb":
+            self._pbextDecoder.setVocabulary(self.incomingVocabulary)
         super()._selectDialect(dialect)
 
     def connectionReady(self) -> None:
         super().connectionReady()
-        if self.isClient and PBEXT_DIALECT in self.peerFeatures:
+        if self.isClient and PBEXT_DIALECT in self._pbextPeerFeatures:
             self.remoteForName(CONTROL_NAME).callRemote(
                 "hello", [PBEXT_DIALECT], pbanswer=0
             )
-        self._startKeepalive()
+        self._pbextStartKeepalive()
 
     def proto_version(self, vnum: int) -> None:
         super().proto_version(vnum)
-        self._handshakeDone = True
-        self._cancelTimer("handshakeTimeout")
+        self._pbextHandshakeDone = True
+        self._pbextCancelTimer("handshakeTimeout")
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[override]
-        for name in list(self._timers):
-            self._cancelTimer(name)
-        if self._drainCall is not None and self._drainCall.active():
-            self._drainCall.cancel()
-        self._drainCall = None
-        self._backlog.clear()
-        if self._keepalive is not None:
-            self._keepalive.stop()
-            self._keepalive = None
-        running = list(self._running.values())
-        self._running.clear()
+        for name in list(self._pbextTimers):
+            self._pbextCancelTimer(name)
+        if self._pbextDrainCall is not None and self._pbextDrainCall.active():
+            self._pbextDrainCall.cancel()
+        self._pbextDrainCall = None
+        self._pbextBacklog.clear()
+        if self._pbextKeepalive is not None:
+            self._pbextKeepalive.stop()
+            self._pbextKeepalive = None
+        running = list(self._pbextRunning.values())
+        self._pbextRunning.clear()
         for d in running:
             d.cancel()
-        self._decoder = None
-        if self._directReads is not None:
-            self._directReads.stop()
-            self._directReads = None
-        factory = self.factory
-        if factory is not None and hasattr(factory, "_brokerLost"):
-            factory._brokerLost(self)
+        self._pbextDecoder = None
+        if self._pbextDirectReads is not None:
+            self._pbextDirectReads.stop()
+            self._pbextDirectReads = None
+        # Told through the factory's own pbext state, never by looking
+        # for a method name on a factory an application may have written.
+        state = self._pbextFactoryState
+        if state is not None and state.brokerLost is not None:
+            state.brokerLost(self)
         super().connectionLost(reason)
 
     # -- keepalive ---------------------------------------------------------
 
-    def _startKeepalive(self) -> None:
+    def _pbextStartKeepalive(self) -> None:
         interval = self.keepaliveInterval
         if not interval:
             return
         from pbext import keepalive
 
         keepalive.enableTcpKeepAlive(self.transport)
-        self._keepalive = keepalive.KeepAlive(
-            self._getClock(),
+        self._pbextKeepalive = keepalive.KeepAlive(
+            self._pbextGetClock(),
             interval,
             self.keepaliveTimeout,
-            self.ping,
-            lambda: self._dropConnection(
+            self._pbextPing,
+            lambda: self._pbextDropConnection(
                 "keepaliveTimeout", "the peer stopped answering keepalive pings"
             ),
         )
-        self._keepalive.start()
+        self._pbextKeepalive.start()
+
+    @property
+    def pbextPolicy(self) -> SecurityPolicy:
+        """
+        The security policy of this connection.
+
+        @since: pbext NEXT
+        """
+        return self._pbextPolicy
+
+    @property
+    def pbextRegistries(self) -> tuple[Any, ...]:
+        """
+        The copyable registries of this connection, pbext's failure
+        registry last.
+
+        @since: pbext NEXT
+        """
+        return self._pbextRegistries
+
+    #: What the peer said it supports; empty for a stock peer.  A pbext
+    #: client knows it once banana's handshake is done.  Read-only, but a
+    #: subclass may give its instances a C{peerFeatures} of their own:
+    #: pbext itself reads C{_pbextPeerFeatures}.
+    peerFeatures = _ReadOnlyView("_pbextPeerFeatures")
 
     def ping(self) -> defer.Deferred[Any]:
         """
@@ -724,11 +872,15 @@ class Broker(pb.Broker):
 
         A pbext peer answers its control object's C{ping}; a stock peer is
         sent a request every stock broker answers without side effects (see
-        L{pbext.keepalive.pingPeer}).
+        L{pbext.keepalive.pingPeer}).  The keepalive pings the same way
+        whether or not a subclass overrides this method.
 
         @return: a L{defer.Deferred} that fires when the answer arrives.
         """
-        if PBEXT_DIALECT in self.peerFeatures:
+        return self._pbextPing()
+
+    def _pbextPing(self) -> defer.Deferred[Any]:
+        if PBEXT_DIALECT in self._pbextPeerFeatures:
             return self.remoteForName(CONTROL_NAME).callRemote("ping")
         from pbext import keepalive
 
@@ -737,95 +889,95 @@ class Broker(pb.Broker):
     # -- receiving bytes ---------------------------------------------------
 
     def dataReceived(self, chunk: bytes) -> None:
-        decoder = self._decoder
+        decoder = self._pbextDecoder
         if decoder is None:
             return
-        self._parse(decoder.feedTo, chunk)
+        self._pbextParse(decoder.feedTo, chunk)
 
-    def _receiveBuffer(self) -> Any:
+    def _pbextReceiveBuffer(self) -> Any:
         """
         Where the transport may receive the rest of the long string
         arriving, if one is (see L{Decoder.receiveBuffer}) and reading is
         not paused, else L{None}.
         """
-        decoder = self._decoder
-        if decoder is None or self._readPauses:
+        decoder = self._pbextDecoder
+        if decoder is None or self._pbextReadPauses:
             return None
         return decoder.receiveBuffer()
 
-    def _receivedInto(self, count: int) -> bool:
+    def _pbextReceivedInto(self, count: int) -> bool:
         """
         The transport received C{count} bytes into the buffer from
-        L{_receiveBuffer}: handle them as L{dataReceived} handles bytes.
+        L{_pbextReceiveBuffer}: handle them as L{dataReceived} handles bytes.
         A subclass that overrides C{dataReceived} overrides this too, or
         its transport reads as Twisted does (see L{_readsInPlace}).
 
         @return: Whether the transport may read on at once.
         """
-        decoder = self._decoder
+        decoder = self._pbextDecoder
         if decoder is None:
             return False
-        self._parse(decoder.bufferFilled, count)
-        return self._decoder is not None and not self._readPauses
+        self._pbextParse(decoder.bufferFilled, count)
+        return self._pbextDecoder is not None and not self._pbextReadPauses
 
-    def _parse(
+    def _pbextParse(
         self, parse: Callable[[Any, Callable[[object], None]], None], data: Any
     ) -> None:
         """
         Parse received bytes with C{parse} (a method of the decoder), and
         keep the connection's timers, keepalive and queue up to date.
         """
-        decoder = self._decoder
+        decoder = self._pbextDecoder
         assert decoder is not None
-        if self._keepalive is not None:
-            self._keepalive.activity()
-        if self.limits.idleTimeout is not None:
-            self._lastHeard = self._getClock().seconds()
-        plainTypes = self._plainTypes
-        if plainTypes.stale and plainTypes.refresh() and self._fusedReceive:
+        if self._pbextKeepalive is not None:
+            self._pbextKeepalive.activity()
+        if self._pbextLimits.idleTimeout is not None:
+            self._pbextLastHeard = self._pbextGetClock().seconds()
+        plainTypes = self._pbextPlainTypes
+        if plainTypes.stale and plainTypes.refresh() and self._pbextFusedReceive:
             if decoder.accelerated:
                 decoder.setPlainTypes(plainTypes.receive)
         # Once a dialect is chosen every expression is queued, so the
         # decoder appends to the queue itself, without a call back here.
-        backlog = self._backlog
-        sink = backlog.append if self.currentDialect else self._expressionDecoded
+        backlog = self._pbextBacklog
+        sink = backlog.append if self.currentDialect else self._pbextExpressionDecoded
         try:
             parse(data, sink)
         except FramingError as e:
-            self._dropConnection("framingError", str(e), limit=e.limit)
+            self._pbextDropConnection("framingError", str(e), limit=e.limit)
             return
-        timers = self._timers
+        timers = self._pbextTimers
         if decoder.messageStarted:
             if "messageTimeout" not in timers:
-                self._setTimer(
+                self._pbextSetTimer(
                     "messageTimeout",
-                    self.limits.messageTimeout,
-                    self._timedOut("messageTimeout"),
+                    self._pbextLimits.messageTimeout,
+                    self._pbextTimedOut("messageTimeout"),
                 )
         elif "messageTimeout" in timers:
-            self._cancelTimer("messageTimeout")
-        if backlog and self._drainCall is None:
-            self._drain()
+            self._pbextCancelTimer("messageTimeout")
+        if backlog and self._pbextDrainCall is None:
+            self._pbextDrain()
 
-    def _expressionDecoded(self, expression: object) -> None:
+    def _pbextExpressionDecoded(self, expression: object) -> None:
         """
         Queue a decoded expression; but handle the dialect selection at
         once, since it changes how the very next token is decoded.
         """
-        if self.currentDialect is None and not self._backlog:
+        if self.currentDialect is None and not self._pbextBacklog:
             self.callExpressionReceived(expression)
         else:
-            self._backlog.append(expression)
+            self._pbextBacklog.append(expression)
 
-    def _drain(self) -> None:
+    def _pbextDrain(self) -> None:
         """
         Handle queued expressions, at most C{maxMessagesPerTurn} now; the
         rest after other connections had their turn, with this peer not
         read from meanwhile.
         """
-        self._drainCall = None
-        backlog = self._backlog
-        budget = self.limits.maxMessagesPerTurn
+        self._pbextDrainCall = None
+        backlog = self._pbextBacklog
+        budget = self._pbextLimits.maxMessagesPerTurn
         while backlog and budget > 0 and not self.disconnected:
             budget -= 1
             expression = backlog.popleft()
@@ -834,15 +986,15 @@ class Broker(pb.Broker):
             except Exception:
                 _log.failure(
                     "pbext: unexpected error handling a message from {peer}",
-                    peer=self._peerName(),
+                    peer=self._pbextPeerName(),
                 )
-                self._dropConnection("internalError", "error handling a message")
+                self._pbextDropConnection("internalError", "error handling a message")
                 return
         if backlog and not self.disconnected:
-            self._pauseReading("fairness")
-            self._drainCall = self._getClock().callLater(0, self._drain)
-        elif self._readPauses:
-            self._resumeReading("fairness")
+            self._pbextPauseReading("fairness")
+            self._pbextDrainCall = self._pbextGetClock().callLater(0, self._pbextDrain)
+        elif self._pbextReadPauses:
+            self._pbextResumeReading("fairness")
 
     def expressionReceived(self, sexp: object) -> None:
         if type(sexp) is list and sexp:
@@ -853,31 +1005,31 @@ class Broker(pb.Broker):
                 getattr(self, entry[0])(*sexp[1:])
                 return
         if not isinstance(sexp, list) or not sexp:
-            self._dropConnection("badMessage", "message is not a non-empty list")
+            self._pbextDropConnection("badMessage", "message is not a non-empty list")
             return
         command = sexp[0]
         if isinstance(command, bytes):
             command = command.decode("utf-8", "replace")
         if not isinstance(command, str) or command not in _COMMANDS:
-            self._violation("unknownCommand", "unknown command", command=command)
+            self._pbextViolation("unknownCommand", "unknown command", command=command)
             name = command.encode("utf-8") if isinstance(command, str) else b"?"
             self.sendCall(b"didNotUnderstand", name[:64])
             return
         if len(sexp) - 1 != _COMMANDS[command]:
-            self._dropConnection(
+            self._pbextDropConnection(
                 "badMessage", f"{command} with {len(sexp) - 1} arguments"
             )
             return
         getattr(self, "proto_" + command)(*sexp[1:])
 
     def proto_didNotUnderstand(self, command: object) -> None:
-        self._violation(
+        self._pbextViolation(
             "didNotUnderstand", "the peer did not understand a command", command=command
         )
 
     # -- sending bytes -----------------------------------------------------
 
-    def _outgoingVocabulary(self) -> dict[bytes, int] | None:
+    def _pbextOutgoingVocabulary(self) -> dict[bytes, int] | None:
         """
         The vocabulary messages are sent with: the C{b"pb"} dialect's, once
         it is selected.
@@ -886,21 +1038,23 @@ class Broker(pb.Broker):
 
     def sendEncoded(self, obj: object) -> None:
         pieces = encodePieces(
-            obj, self._outgoingVocabulary(), self.limits.maxOutgoingMessageBytes
+            obj,
+            self._pbextOutgoingVocabulary(),
+            self._pbextLimits.maxOutgoingMessageBytes,
         )
-        if self._writePaused:
-            self._pausedBytes += sum(map(len, pieces))
-            if self._pausedBytes > self.limits.maxPendingWriteBytes:
-                self._pauseReading("backpressure")
+        if self._pbextWritePaused:
+            self._pbextPausedBytes += sum(map(len, pieces))
+            if self._pbextPausedBytes > self._pbextLimits.maxPendingWriteBytes:
+                self._pbextPauseReading("backpressure")
         if len(pieces) == 1:
-            self._write(pieces[0])
+            self._pbextWrite(pieces[0])
         else:
-            self._writeSequence(pieces)
+            self._pbextWriteSequence(pieces)
 
-    def _writeToTransport(self, data: bytes) -> None:
+    def _pbextWriteToTransport(self, data: bytes) -> None:
         self.transport.write(data)
 
-    def _writeJoined(self, pieces: list[bytes]) -> None:
+    def _pbextWriteJoined(self, pieces: list[bytes]) -> None:
         # Transports other than plain TCP get one write, as they always did.
         self.transport.write(b"".join(pieces))
 
@@ -920,7 +1074,7 @@ class Broker(pb.Broker):
                     d.errback(MessageTooLarge(f"call not sent: {e}"))
                     return
             if command == b"answer" and isinstance(requestID, int):
-                self._violation("answerTooLarge", str(e))
+                self._pbextViolation("answerTooLarge", str(e))
                 self._sendError(
                     Failure(MessageTooLarge(f"answer not sent: {e}")), requestID
                 )
@@ -937,20 +1091,20 @@ class Broker(pb.Broker):
 
     # -- flow control ------------------------------------------------------
 
-    def _pauseReading(self, reason: str) -> None:
-        if not self._readPauses and self.transport is not None:
+    def _pbextPauseReading(self, reason: str) -> None:
+        if not self._pbextReadPauses and self.transport is not None:
             self.transport.pauseProducing()
             if reason == "backpressure":
-                self._violation(
+                self._pbextViolation(
                     "backpressure",
                     "the peer is not reading its answers; reading paused",
                 )
-        self._readPauses.add(reason)
+        self._pbextReadPauses.add(reason)
 
-    def _resumeReading(self, reason: str) -> None:
-        if reason in self._readPauses:
-            self._readPauses.discard(reason)
-            if not self._readPauses and not self.disconnected:
+    def _pbextResumeReading(self, reason: str) -> None:
+        if reason in self._pbextReadPauses:
+            self._pbextReadPauses.discard(reason)
+            if not self._pbextReadPauses and not self.disconnected:
                 self.transport.resumeProducing()
 
     def pauseProducing(self) -> None:
@@ -958,38 +1112,40 @@ class Broker(pb.Broker):
         The transport's write buffer is full: count what is written from
         now on, and stop reading the peer past C{maxPendingWriteBytes}.
         """
-        self._writePaused = True
+        self._pbextWritePaused = True
 
     def resumeProducing(self) -> None:
         """
         The transport drained its buffer: read the peer again, and send the
         next pages of any pagers.
         """
-        self._writePaused = False
-        self._pausedBytes = 0
-        self._resumeReading("backpressure")
-        if not self._producing:
+        self._pbextWritePaused = False
+        self._pbextPausedBytes = 0
+        self._pbextResumeReading("backpressure")
+        if not self._pbextProducing:
             super().resumeProducing()
         elif self.pageProducers:
-            self._sendPages()
+            self._pbextSendPages()
 
     def stopProducing(self) -> None:
-        self._writePaused = True
+        self._pbextWritePaused = True
 
     def registerPageProducer(self, pager: Any) -> None:
-        if not self._producing:
+        if not self._pbextProducing:
             super().registerPageProducer(pager)
             return
         self.pageProducers.append(pager)
-        self._sendPages()
+        self._pbextSendPages()
 
-    def _sendPages(self) -> None:
+    def _pbextSendPages(self) -> None:
         """
         Send pages until every pager is done or the transport asks us to
         pause (it does so from inside C{write}); L{resumeProducing} carries
         on.
         """
-        while self.pageProducers and not self._writePaused and not self.disconnected:
+        while (
+            self.pageProducers and not self._pbextWritePaused and not self.disconnected
+        ):
             for pager in list(self.pageProducers):
                 pager.sendNextPage()
                 if not pager.stillPaging():
@@ -1005,11 +1161,11 @@ class Broker(pb.Broker):
         args: Any = None,
         kw: Any = None,
     ) -> Any:
-        if self._plainSend:
+        if self._pbextPlainSend:
             # Builtin values (and the commonest registered copyables) need
             # neither a jellier nor the attributes below (only Jellyable
             # objects read them).
-            plainTypes = self._plainTypes
+            plainTypes = self._pbextPlainTypes
             if plainTypes.stale:
                 plainTypes.refresh()
             sexp = _jelly.jellyPlain(object, plainTypes.send)
@@ -1022,14 +1178,16 @@ class Broker(pb.Broker):
         self.jellyArgs = args
         self.jellyKw = kw
         try:
-            return _jelly.jelly(object, self._outgoingTaster, self, self.registries)
+            return _jelly.jelly(
+                object, self._pbextOutgoingTaster, self, self._pbextRegistries
+            )
         finally:
             self.serializingPerspective = None
             self.jellyMethod = None
             self.jellyArgs = None
             self.jellyKw = None
 
-    def _serializeOut(
+    def _pbextSerializeOut(
         self,
         value: Any,
         perspective: Any = None,
@@ -1049,9 +1207,9 @@ class Broker(pb.Broker):
         how it is found to be plain, so its fields are read once, not once
         to check and once to write (see L{_speedups.preparePlain}).
         """
-        if self._fusedSend and _speedups is not None:
+        if self._pbextFusedSend and _speedups is not None:
             if type(value) is not defer.Deferred:
-                plainTypes = self._plainTypes
+                plainTypes = self._pbextPlainTypes
                 if plainTypes.stale:
                     plainTypes.refresh()
                 send = plainTypes.send
@@ -1059,8 +1217,8 @@ class Broker(pb.Broker):
                     prepared = _speedups.preparePlain(
                         value,
                         send,
-                        self._outgoingVocabulary(),
-                        self.limits.maxOutgoingMessageBytes,
+                        self._pbextOutgoingVocabulary(),
+                        self._pbextLimits.maxOutgoingMessageBytes,
                     )
                 except banana.BananaError:
                     # Too large to send: encoding the message fails the
@@ -1070,7 +1228,7 @@ class Broker(pb.Broker):
                     return prepared
             if isinstance(value, defer.Deferred):
                 return value.addCallback(
-                    self._serializeOut, perspective, method, args, kw
+                    self._pbextSerializeOut, perspective, method, args, kw
                 )
         return self.serialize(value, perspective, method, args, kw)
 
@@ -1078,8 +1236,8 @@ class Broker(pb.Broker):
         if _JELLIED is not None and type(sexp) is _JELLIED:
             # Unjellied by the decoder already.
             return sexp.value
-        if self._plainReceive:
-            plainTypes = self._plainTypes
+        if self._pbextPlainReceive:
+            plainTypes = self._pbextPlainTypes
             if plainTypes.stale:
                 plainTypes.refresh()
             result = _jelly.unjellyPlain(sexp, plainTypes.receive)
@@ -1088,7 +1246,11 @@ class Broker(pb.Broker):
         self.unserializingPerspective = perspective
         try:
             return _jelly.unjelly(
-                sexp, self._incomingTaster, self, self.registries, self.policy
+                sexp,
+                self._pbextIncomingTaster,
+                self,
+                self._pbextRegistries,
+                self._pbextPolicy,
             )
         finally:
             self.unserializingPerspective = None
@@ -1107,14 +1269,17 @@ class Broker(pb.Broker):
             self.localObjects[luid].incref()
             return luid
         # The control object does not count: the same quota as classic.
-        if len(self.localObjects) - 1 > self.limits.maxReferences:
-            self._violation("maxReferences", "too many references for one connection")
+        if len(self.localObjects) - 1 > self._pbextLimits.maxReferences:
+            self._pbextViolation(
+                "maxReferences", "too many references for one connection"
+            )
             # As classic PB: a peer that keeps asking is disconnected.
             self.maxBrokerRefsViolations += 1
             if self.maxBrokerRefsViolations > 3:
                 self.transport.loseConnection()
             raise PolicyViolation(
-                f"more than {self.limits.maxReferences} references on one connection"
+                f"more than {self._pbextLimits.maxReferences} references "
+                "on one connection"
             )
         luid = self.newLocalID()
         self.localObjects[luid] = pb.Local(object)
@@ -1122,20 +1287,20 @@ class Broker(pb.Broker):
         return luid
 
     def cacheLocally(self, cid: int, instance: Any) -> None:
-        if len(self.locallyCachedObjects) >= self.limits.maxCachedObjects:
+        if len(self.locallyCachedObjects) >= self._pbextLimits.maxCachedObjects:
             raise jelly.InsecureJelly(
-                f"more than {self.limits.maxCachedObjects} cached objects"
+                f"more than {self._pbextLimits.maxCachedObjects} cached objects"
             )
         super().cacheLocally(cid, instance)
 
-    def _knownID(self, objectID: object, table: Any, command: str) -> bool:
+    def _pbextKnownID(self, objectID: object, table: Any, command: str) -> bool:
         """
         Whether C{objectID} names an entry of C{table} that the peer may
         release; if not, log the bogus C{command} (classic PB crashed on it).
         """
         if isinstance(objectID, int) and objectID in table:
             return True
-        self._violation(
+        self._pbextViolation(
             "bad" + command.capitalize(),
             f"{command} of an unknown object",
             objectID=objectID,
@@ -1143,15 +1308,15 @@ class Broker(pb.Broker):
         return False
 
     def proto_decref(self, objectID: object) -> None:
-        if self._knownID(objectID, self.localObjects, "decref"):
+        if self._pbextKnownID(objectID, self.localObjects, "decref"):
             super().proto_decref(objectID)
 
     def proto_decache(self, objectID: object) -> None:
-        if self._knownID(objectID, self.remotelyCachedObjects, "decache"):
+        if self._pbextKnownID(objectID, self.remotelyCachedObjects, "decache"):
             super().proto_decache(objectID)
 
     def proto_uncache(self, objectID: object) -> None:
-        if self._knownID(objectID, self.locallyCachedObjects, "uncache"):
+        if self._pbextKnownID(objectID, self.locallyCachedObjects, "uncache"):
             super().proto_uncache(objectID)
 
     # -- outgoing calls ----------------------------------------------------
@@ -1172,17 +1337,17 @@ class Broker(pb.Broker):
         timeout = kw.pop("pbtimeout", self.callTimeout)
         if "pbcallback" in kw or "pberrback" in kw:
             # The deprecated callback keywords: Twisted's own path.
-            return self._chainedSendMessage(
+            return self._pbextChainedSendMessage(
                 prefix, perspective, objectID, message, args, kw, timeout
             )
         answerRequired = kw.pop("pbanswer", 1)
         if self.disconnected:
             raise pb.DeadReferenceError("Calling Stale Broker")
         try:
-            netArgs = self._serializeOut(args, perspective, message)
+            netArgs = self._pbextSerializeOut(args, perspective, message)
             # No keywords, the usual case: their jelly is always this.
             netKw = (
-                self._serializeOut(kw, perspective, message)
+                self._pbextSerializeOut(kw, perspective, message)
                 if kw
                 else [_DICTIONARY_ATOM]
             )
@@ -1194,7 +1359,7 @@ class Broker(pb.Broker):
             # One Deferred, answered by proto_answer and cancellable by the
             # caller: the same one is waited for and returned.
             def cancel(d: defer.Deferred[Any]) -> None:
-                self._abandon(requestID)
+                self._pbextAbandon(requestID)
 
             result = defer.Deferred(cancel)
             self.waitingForAnswers[requestID] = result
@@ -1213,11 +1378,13 @@ class Broker(pb.Broker):
             and self.waitingForAnswers.get(requestID) is result
         ):
             result.addTimeout(
-                timeout, self._getClock(), self._timeoutCall(requestID, timeout)
+                timeout,
+                self._pbextGetClock(),
+                self._pbextTimeoutCall(requestID, timeout),
             )
         return result
 
-    def _chainedSendMessage(
+    def _pbextChainedSendMessage(
         self,
         prefix: bytes,
         perspective: Any,
@@ -1240,17 +1407,19 @@ class Broker(pb.Broker):
             return result
 
         def cancel(d: defer.Deferred[Any]) -> None:
-            self._abandon(requestID)
+            self._pbextAbandon(requestID)
 
         outer: defer.Deferred[Any] = defer.Deferred(cancel)
         result.chainDeferred(outer)
         if timeout is not None:
             outer.addTimeout(
-                timeout, self._getClock(), self._timeoutCall(requestID, timeout)
+                timeout,
+                self._pbextGetClock(),
+                self._pbextTimeoutCall(requestID, timeout),
             )
         return outer
 
-    def _timeoutCall(
+    def _pbextTimeoutCall(
         self, requestID: int, timeout: float
     ) -> Callable[[Any, float], Any]:
         def onTimeout(result: Any, seconds: float) -> Any:
@@ -1262,7 +1431,7 @@ class Broker(pb.Broker):
 
         return onTimeout
 
-    def _abandon(self, requestID: int) -> None:
+    def _pbextAbandon(self, requestID: int) -> None:
         """
         Forget the caller of C{requestID}: its answer, if one comes, is
         dropped quietly, and a pbext peer is asked to cancel the call.
@@ -1271,21 +1440,23 @@ class Broker(pb.Broker):
             return
         if self.waitingForAnswers.pop(requestID, None) is None:
             return
-        self._abandoned[requestID] = None
-        while len(self._abandoned) > _ABANDONED_MEMORY:
-            del self._abandoned[next(iter(self._abandoned))]
-        if PBEXT_DIALECT in self.peerFeatures and not self.disconnected:
+        self._pbextAbandoned[requestID] = None
+        while len(self._pbextAbandoned) > _ABANDONED_MEMORY:
+            del self._pbextAbandoned[next(iter(self._pbextAbandoned))]
+        if PBEXT_DIALECT in self._pbextPeerFeatures and not self.disconnected:
             self.remoteForName(CONTROL_NAME).callRemote("cancel", requestID, pbanswer=0)
 
-    def _takeWaiting(self, requestID: object, kind: str) -> defer.Deferred[Any] | None:
+    def _pbextTakeWaiting(
+        self, requestID: object, kind: str
+    ) -> defer.Deferred[Any] | None:
         d = None
         if isinstance(requestID, int):
             d = self.waitingForAnswers.pop(requestID, None)
         if d is None:
-            if isinstance(requestID, int) and requestID in self._abandoned:
-                del self._abandoned[requestID]
+            if isinstance(requestID, int) and requestID in self._pbextAbandoned:
+                del self._pbextAbandoned[requestID]
             else:
-                self._violation(
+                self._pbextViolation(
                     "unexpectedAnswer",
                     f"{kind} for no pending call",
                     requestID=requestID,
@@ -1293,7 +1464,7 @@ class Broker(pb.Broker):
         return d
 
     def proto_answer(self, requestID: object, netResult: object) -> None:
-        d = self._takeWaiting(requestID, "answer")
+        d = self._pbextTakeWaiting(requestID, "answer")
         if d is None:
             return
         try:
@@ -1304,7 +1475,7 @@ class Broker(pb.Broker):
             d.callback(result)
 
     def proto_error(self, requestID: object, fail: object) -> None:
-        d = self._takeWaiting(requestID, "error")
+        d = self._pbextTakeWaiting(requestID, "error")
         if d is None:
             return
         try:
@@ -1318,13 +1489,15 @@ class Broker(pb.Broker):
 
     # -- incoming calls ----------------------------------------------------
 
-    def _cancelIncoming(self, requestID: object) -> None:
+    def _pbextCancelIncoming(self, requestID: object) -> None:
         if isinstance(requestID, int):
-            d = self._running.get(requestID)
+            d = self._pbextRunning.get(requestID)
             if d is not None:
                 d.cancel()
 
-    def _refuse(self, requestID: int, answerRequired: object, exc: pb.Error) -> None:
+    def _pbextRefuse(
+        self, requestID: int, answerRequired: object, exc: pb.Error
+    ) -> None:
         if answerRequired:
             # As a Failure, so that _sendError copies it (with no traceback)
             # unless it is Jellyable or allowed, as classic PB does.
@@ -1341,7 +1514,7 @@ class Broker(pb.Broker):
         netKw: object,
     ) -> None:
         if not isinstance(requestID, int) or not isinstance(message, bytes):
-            self._dropConnection(
+            self._pbextDropConnection(
                 "badMessage", "malformed call", requestID=requestID, method=message
             )
             return
@@ -1349,19 +1522,22 @@ class Broker(pb.Broker):
             name = message.decode("utf-8")
         except UnicodeDecodeError:
             name = ""
-        if not self.policy.isMethodAllowed(name):
-            self._violation("methodRefused", "call to a refused method name", name=name)
-            self._refuse(
+        if not self._pbextPolicy.isMethodAllowed(name):
+            self._pbextViolation(
+                "methodRefused", "call to a refused method name", name=name
+            )
+            self._pbextRefuse(
                 requestID, answerRequired, PolicyViolation(f"method {name!r} refused")
             )
             return
-        if len(self._running) >= self.limits.maxOutstandingCalls:
-            self._violation("maxOutstandingCalls", "too many outstanding calls")
-            self._refuse(
+        if len(self._pbextRunning) >= self._pbextLimits.maxOutstandingCalls:
+            self._pbextViolation("maxOutstandingCalls", "too many outstanding calls")
+            self._pbextRefuse(
                 requestID,
                 answerRequired,
                 PolicyViolation(
-                    f"more than {self.limits.maxOutstandingCalls} outstanding calls"
+                    f"more than {self._pbextLimits.maxOutstandingCalls} "
+                    "outstanding calls"
                 ),
             )
             return
@@ -1371,47 +1547,47 @@ class Broker(pb.Broker):
             target = None
         if target is None:
             if objectID != keepalive.PING_OBJECT_ID:
-                self._violation(
+                self._pbextViolation(
                     "badObject", "call to an unknown object", objectID=objectID
                 )
-            self._refuse(requestID, answerRequired, pb.Error("Invalid Object ID"))
+            self._pbextRefuse(requestID, answerRequired, pb.Error("Invalid Object ID"))
             return
         try:
-            result = self._dispatch(target, name, netArgs, netKw)
+            result = self._pbextDispatch(target, name, netArgs, netKw)
         except pb.Error as e:
-            self._refuse(requestID, answerRequired, e)
+            self._pbextRefuse(requestID, answerRequired, e)
             return
         except (jelly.InsecureJelly, typecheck.TypeCheckError) as e:
-            self._violation("refusedArguments", str(e), name=name)
-            self._refuse(requestID, answerRequired, PolicyViolation(str(e)))
+            self._pbextViolation("refusedArguments", str(e), name=name)
+            self._pbextRefuse(requestID, answerRequired, PolicyViolation(str(e)))
             return
         except flavors.NoSuchMethod as e:
             # Answered as classic PB answers it (a copied NoSuchMethod that
             # callers trap), but logged as an event, not a traceback.
-            self._violation("noSuchMethod", str(e), name=name)
+            self._pbextViolation("noSuchMethod", str(e), name=name)
             if answerRequired:
                 self._sendError(Failure(e), requestID)
             return
         except BaseException:
-            self._failCall(Failure(), requestID, answerRequired, name)
+            self._pbextFailCall(Failure(), requestID, answerRequired, name)
             return
         if isinstance(result, defer.Deferred):
-            self._running[requestID] = result
+            self._pbextRunning[requestID] = result
 
             def done(value: Any) -> Any:
-                self._running.pop(requestID, None)
+                self._pbextRunning.pop(requestID, None)
                 return value
 
             result.addBoth(done)
             if answerRequired:
                 result.addCallbacks(
                     self._sendAnswer,
-                    self._answerFailure,
+                    self._pbextAnswerFailure,
                     callbackArgs=(requestID,),
                     errbackArgs=(requestID, name),
                 )
             else:
-                result.addErrback(self._failCall, requestID, 0, name)
+                result.addErrback(self._pbextFailCall, requestID, 0, name)
         elif answerRequired:
             self._sendAnswer(result, requestID)
 
@@ -1421,7 +1597,7 @@ class Broker(pb.Broker):
         whether the exception itself can travel with the taster jelly will
         use to send it.
         """
-        taster: Any = self._outgoingTaster
+        taster: Any = self._pbextOutgoingTaster
         if isinstance(fail, Failure):
             value = fail.value
             if isinstance(value, jelly.Jellyable) or taster.isClassAllowed(
@@ -1434,13 +1610,13 @@ class Broker(pb.Broker):
             fail.unsafeTracebacks = self.factory.unsafeTracebacks
         self.sendCall(b"error", requestID, self.serialize(fail))
 
-    def _answerFailure(self, fail: Failure, requestID: int, name: str) -> None:
+    def _pbextAnswerFailure(self, fail: Failure, requestID: int, name: str) -> None:
         if fail.check(pb.Error):
             self._sendError(fail, requestID)
         else:
-            self._failCall(fail, requestID, 1, name)
+            self._pbextFailCall(fail, requestID, 1, name)
 
-    def _failCall(
+    def _pbextFailCall(
         self, fail: Failure, requestID: int, answerRequired: object, name: str
     ) -> None:
         if fail.check(defer.CancelledError):
@@ -1450,7 +1626,7 @@ class Broker(pb.Broker):
             _log.info(
                 "pbext: login refused for {peer} in {name}",
                 name=name,
-                peer=self._peerName(),
+                peer=self._pbextPeerName(),
                 pbextEvent="loginRefused",
             )
         else:
@@ -1458,12 +1634,12 @@ class Broker(pb.Broker):
                 "pbext: remote method {name} called by {peer} failed",
                 fail,
                 name=name,
-                peer=self._peerName(),
+                peer=self._pbextPeerName(),
             )
         if answerRequired:
             self._sendError(fail, requestID)
 
-    def _dispatch(self, target: Any, name: str, netArgs: Any, netKw: Any) -> Any:
+    def _pbextDispatch(self, target: Any, name: str, netArgs: Any, netKw: Any) -> Any:
         """
         Find and run the method a call names on C{target}, the way the
         target's flavor would, and return its serialized result (possibly
@@ -1488,7 +1664,7 @@ class Broker(pb.Broker):
             ):
                 obj, prefix, perspective = owner, "perspective_", owner
             else:
-                return self._classicDispatch(target, name, netArgs, netKw)
+                return self._pbextClassicDispatch(target, name, netArgs, netKw)
         elif kind is flavors.Referenceable.remoteMessageReceived:
             obj, prefix = target, "remote_"
         elif kind is flavors.ViewPoint.remoteMessageReceived:
@@ -1498,7 +1674,7 @@ class Broker(pb.Broker):
         elif kind is flavors.RemoteCache.remoteMessageReceived:
             obj, prefix = target, "observe_"
         else:
-            return self._classicDispatch(target, name, netArgs, netKw)
+            return self._pbextClassicDispatch(target, name, netArgs, netKw)
         method = getattr(obj, prefix + name, None)
         if method is None:
             raise flavors.NoSuchMethod(f"No such method: {prefix}{name}")
@@ -1523,17 +1699,19 @@ class Broker(pb.Broker):
             state = defer.ensureDeferred(state)  # type: ignore[arg-type]
         if checker.returns is not None:
             if isinstance(state, defer.Deferred):
-                state.addCallback(self._checkReturn, method)
+                state.addCallback(self._pbextCheckReturn, method)
             else:
-                self._checkReturn(state, method)
-        return self._serializeOut(state, perspective, method, args, kw)
+                self._pbextCheckReturn(state, method)
+        return self._pbextSerializeOut(state, perspective, method, args, kw)
 
     @staticmethod
-    def _checkReturn(value: Any, method: Any) -> Any:
+    def _pbextCheckReturn(value: Any, method: Any) -> Any:
         typecheck.checkReturn(method, value)
         return value
 
-    def _classicDispatch(self, target: Any, name: str, netArgs: Any, netKw: Any) -> Any:
+    def _pbextClassicDispatch(
+        self, target: Any, name: str, netArgs: Any, netKw: Any
+    ) -> Any:
         result = target.remoteMessageReceived(self, name, netArgs, netKw)
         if inspect.isawaitable(result) and not isinstance(result, defer.Deferred):
             result = defer.ensureDeferred(result).addCallback(  # type: ignore[arg-type]

@@ -63,8 +63,8 @@ class PBClientFactory(pb.PBClientFactory, BrokerFactoryMixin):
         L{error.ConnectError} even when the attempt was made through an
         endpoint, which never calls L{clientConnectionFailed}.  L{connect}
         reports the precise reason instead.
-      - Logging in on a root object is one method, L{loginOnRoot}, shared by
-        L{login}, L{connect} and L{PBClientService}.
+      - Logging in on a root object is one method, L{pbextLoginOnRoot},
+        shared by L{login}, L{connect} and L{PBClientService}.
 
     The keyword-only options are pbext's, the same as
     L{pbext.server.PBServerFactory}'s; see L{pbext.broker.Broker} for what
@@ -73,10 +73,10 @@ class PBClientFactory(pb.PBClientFactory, BrokerFactoryMixin):
     without a byte from the server, it is pinged, and the connection is
     dropped if no answer comes within C{keepaliveTimeout} seconds.
 
-    @ivar policy: the L{SecurityPolicy} of every connection.
-    @ivar registries: the copyable registries of every connection.
-    @ivar options: the other pbext keyword options this factory was built
-        with (login options such as C{allowPlaintextLogin}).
+    pbext's state lives in one attribute, C{_pbext}; what it adds in
+    public starts with C{pbext} (L{pbextPolicy}, L{pbextRegistries},
+    L{pbextOptions}, L{pbextLoginOnRoot}), so a subclass may define any
+    other name.
     """
 
     protocol = Broker
@@ -95,7 +95,7 @@ class PBClientFactory(pb.PBClientFactory, BrokerFactoryMixin):
         **pbextOptions: Any,
     ) -> None:
         super().__init__(unsafeTracebacks, security)
-        self._setUpPbext(
+        self._pbextSetUp(
             security,
             policy,
             registry,
@@ -111,7 +111,7 @@ class PBClientFactory(pb.PBClientFactory, BrokerFactoryMixin):
         Build a client broker with this factory's policy, registries and
         options.
         """
-        return self._buildBroker(isClient=True)
+        return self._pbextBuildBroker(isClient=True)
 
     def stopFactory(self) -> None:
         """
@@ -146,9 +146,11 @@ class PBClientFactory(pb.PBClientFactory, BrokerFactoryMixin):
             avatar, or failing (with L{twisted.cred.error.UnauthorizedLogin}
             if the server refused the credentials).
         """
-        return self.getRootObject().addCallback(self.loginOnRoot, credentials, client)
+        return self.getRootObject().addCallback(
+            self.pbextLoginOnRoot, credentials, client
+        )
 
-    def loginOnRoot(
+    def pbextLoginOnRoot(
         self, root: pb.RemoteReference, credentials: Any, client: Any = None
     ) -> Deferred[Any]:
         """
@@ -169,6 +171,7 @@ class PBClientFactory(pb.PBClientFactory, BrokerFactoryMixin):
             certificate of the connection.
         @param client: see L{login}.
         @return: see L{login}.
+        @since: pbext NEXT
         """
         from pbext import login
 
@@ -260,7 +263,7 @@ def _requestReference(
     root = broker.remoteForName("root")
     if credentials is None:
         return succeed(root)
-    return maybeDeferred(factory.loginOnRoot, root, credentials, mind)
+    return maybeDeferred(factory.pbextLoginOnRoot, root, credentials, mind)
 
 
 def _abort(broker: pb.Broker) -> None:
@@ -386,7 +389,7 @@ def connect(
         C{"tcp:host=127.0.0.1:port=8787"}, C{"tls:host=example.com:port=8787"}
         or C{"unix:path=/run/app.sock"}.
     @param credentials: L{None} to get the root object; otherwise
-        credentials for L{PBClientFactory.loginOnRoot}
+        credentials for L{PBClientFactory.pbextLoginOnRoot}
         (L{twisted.cred.credentials.UsernamePassword} or
         L{twisted.cred.credentials.Anonymous}).
     @param mind: with C{credentials}, the I{mind} handed to the server's
@@ -540,27 +543,31 @@ class PBClientService(ClientService):
         self.mind = mind
         self.state = "stopped"
         self.lastFailure: Failure | None = None
-        self._description = endpoint if isinstance(endpoint, str) else repr(endpoint)
-        self._clock = clock
-        self._onConnect = onConnect
-        self._onDisconnect = onDisconnect
-        self._retryPolicy = retryPolicy or _defaultRetryPolicy()
-        self._refusedRetryPolicy = refusedRetryPolicy or _defaultRefusedRetryPolicy()
-        self._timeout = timeout
-        self._broker: pb.Broker | None = None
-        self._reference: pb.RemoteReference | None = None
-        self._timeoutCall: IDelayedCall | None = None
-        self._connecting: Deferred[Any] | None = None
-        self._attemptEnded = False
-        self._failedAttempts = 0
-        self._refusedAttempts = 0
-        self._lastRefused = False
-        self._stopped = False
-        self._waiters: list[list[Any]] = []
+        self._pbextDescription = (
+            endpoint if isinstance(endpoint, str) else repr(endpoint)
+        )
+        self._pbextClock = clock
+        self._pbextOnConnect = onConnect
+        self._pbextOnDisconnect = onDisconnect
+        self._pbextRetryPolicy = retryPolicy or _defaultRetryPolicy()
+        self._pbextRefusedRetryPolicy = (
+            refusedRetryPolicy or _defaultRefusedRetryPolicy()
+        )
+        self._pbextTimeout = timeout
+        self._pbextBroker: pb.Broker | None = None
+        self._pbextReference: pb.RemoteReference | None = None
+        self._pbextTimeoutCall: IDelayedCall | None = None
+        self._pbextConnecting: Deferred[Any] | None = None
+        self._pbextAttemptEnded = False
+        self._pbextFailedAttempts = 0
+        self._pbextRefusedAttempts = 0
+        self._pbextLastRefused = False
+        self._pbextStopped = False
+        self._pbextWaiters: list[list[Any]] = []
         super().__init__(
-            _AttemptEndpoint(self.endpoint, self._attempt),
-            _BrokerWatcher(self.factory, self._brokerBuilt, self._brokerLost),
-            retryPolicy=self._retryDelay,
+            _AttemptEndpoint(self.endpoint, self._pbextAttempt),
+            _BrokerWatcher(self.factory, self._pbextBrokerBuilt, self._pbextBrokerLost),
+            retryPolicy=self._pbextRetryDelay,
             clock=clock,
         )
 
@@ -580,16 +587,16 @@ class PBClientService(ClientService):
             L{CancelledError} when the service stops (at once if it already
             did).
         """
-        if self._stopped:
+        if self._pbextStopped:
             return fail(CancelledError())
-        if self._reference is not None:
-            return succeed(self._reference)
+        if self._pbextReference is not None:
+            return succeed(self._pbextReference)
         entry: list[Any] = []
         waiter: Deferred[pb.RemoteReference] = Deferred(
-            lambda d: self._waiters.remove(entry)
+            lambda d: self._pbextWaiters.remove(entry)
         )
         entry.extend([waiter, failAfterFailures])
-        self._waiters.append(entry)
+        self._pbextWaiters.append(entry)
         return waiter
 
     def startService(self) -> None:
@@ -597,7 +604,7 @@ class PBClientService(ClientService):
         Start connecting.
         """
         if not self.running:
-            self._stopped = False
+            self._pbextStopped = False
             self.state = "connecting"
         super().startService()
 
@@ -609,167 +616,173 @@ class PBClientService(ClientService):
 
         @return: a L{Deferred} that fires once the connection is closed.
         """
-        self._stopped = True
+        self._pbextStopped = True
         self.state = "stopped"
-        self._cancelTimeout()
-        waiters, self._waiters = self._waiters, []
+        self._pbextCancelTimeout()
+        waiters, self._pbextWaiters = self._pbextWaiters, []
         for waiter, _ in waiters:
             waiter.errback(CancelledError())
         return super().stopService()
 
     # Attempts
 
-    def _attempt(
+    def _pbextAttempt(
         self, endpoint: IStreamClientEndpoint, factory: IProtocolFactory
     ) -> Deferred[Any]:
         """
         L{ClientService} starts an attempt.
         """
         self.state = "connecting"
-        self._attemptEnded = False
+        self._pbextAttemptEnded = False
         # Armed first: an endpoint may connect (and a login may finish)
         # before connect() returns.
-        if self._timeout is not None:
-            self._timeoutCall = self._clock.callLater(self._timeout, self._timedOut)
-        self._connecting = endpoint.connect(factory)
-        return self._connecting.addErrback(self._connectFailed)
+        if self._pbextTimeout is not None:
+            self._pbextTimeoutCall = self._pbextClock.callLater(
+                self._pbextTimeout, self._pbextTimedOut
+            )
+        self._pbextConnecting = endpoint.connect(factory)
+        return self._pbextConnecting.addErrback(self._pbextConnectFailed)
 
-    def _connectFailed(self, reason: Failure) -> Failure:
-        self._attemptFailed(reason)
+    def _pbextConnectFailed(self, reason: Failure) -> Failure:
+        self._pbextAttemptFailed(reason)
         # ClientService schedules the next attempt.
         return reason
 
-    def _timedOut(self) -> None:
-        self._timeoutCall = None
-        connecting = self._connecting
-        self._attemptFailed(
+    def _pbextTimedOut(self) -> None:
+        self._pbextTimeoutCall = None
+        connecting = self._pbextConnecting
+        self._pbextAttemptFailed(
             Failure(
                 error.TimeoutError(
-                    string=f"no PB reference within {self._timeout} seconds"
+                    string=f"no PB reference within {self._pbextTimeout} seconds"
                 )
             )
         )
         if connecting is not None and not connecting.called:
             connecting.cancel()
-        elif self._broker is not None:
-            _abort(self._broker)
+        elif self._pbextBroker is not None:
+            _abort(self._pbextBroker)
 
-    def _brokerBuilt(self, broker: pb.Broker) -> None:
-        self._broker = broker
-        broker.notifyOnConnect(lambda: self._brokerReady(broker))
+    def _pbextBrokerBuilt(self, broker: pb.Broker) -> None:
+        self._pbextBroker = broker
+        broker.notifyOnConnect(lambda: self._pbextBrokerReady(broker))
 
-    def _brokerReady(self, broker: pb.Broker) -> None:
-        if broker is not self._broker or not self.running:
+    def _pbextBrokerReady(self, broker: pb.Broker) -> None:
+        if broker is not self._pbextBroker or not self.running:
             return
         _requestReference(
             self.factory, broker, self.credentials, self.mind
         ).addCallbacks(
-            self._gotReference,
-            self._refused,
+            self._pbextGotReference,
+            self._pbextRefused,
             callbackArgs=(broker,),
             errbackArgs=(broker,),
         )
 
-    def _gotReference(self, reference: pb.RemoteReference, broker: pb.Broker) -> None:
-        if broker is not self._broker or broker.disconnected or not self.running:
+    def _pbextGotReference(
+        self, reference: pb.RemoteReference, broker: pb.Broker
+    ) -> None:
+        if broker is not self._pbextBroker or broker.disconnected or not self.running:
             return
-        self._cancelTimeout()
-        self._reference = reference
+        self._pbextCancelTimeout()
+        self._pbextReference = reference
         self.state = "connected"
-        self._failedAttempts = self._refusedAttempts = 0
-        self._lastRefused = False
+        self._pbextFailedAttempts = self._pbextRefusedAttempts = 0
+        self._pbextLastRefused = False
         self._log.info(
             "Connected to {endpoint}",
-            endpoint=self._description,
+            endpoint=self._pbextDescription,
             pbextEvent="connected",
         )
-        self._callHook(self._onConnect, reference)
-        if self._reference is reference:
-            waiters, self._waiters = self._waiters, []
+        self._pbextCallHook(self._pbextOnConnect, reference)
+        if self._pbextReference is reference:
+            waiters, self._pbextWaiters = self._pbextWaiters, []
             for waiter, _ in waiters:
                 waiter.callback(reference)
 
-    def _refused(self, reason: Failure, broker: pb.Broker) -> None:
-        if broker is not self._broker or broker.disconnected:
-            # The connection was lost: _brokerLost reports why.
+    def _pbextRefused(self, reason: Failure, broker: pb.Broker) -> None:
+        if broker is not self._pbextBroker or broker.disconnected:
+            # The connection was lost: _pbextBrokerLost reports why.
             return
-        self._attemptFailed(reason, refused=reason.check(LoginFailed) is not None)
+        self._pbextAttemptFailed(reason, refused=reason.check(LoginFailed) is not None)
         transport: Any = broker.transport
         transport.loseConnection()
 
-    def _brokerLost(self, broker: pb.Broker, reason: Failure) -> None:
-        if broker is not self._broker:
+    def _pbextBrokerLost(self, broker: pb.Broker, reason: Failure) -> None:
+        if broker is not self._pbextBroker:
             return
-        self._broker = None
-        self._cancelTimeout()
-        reference, self._reference = self._reference, None
+        self._pbextBroker = None
+        self._pbextCancelTimeout()
+        reference, self._pbextReference = self._pbextReference, None
         if reference is None:
-            self._attemptFailed(reason)
+            self._pbextAttemptFailed(reason)
             return
         if self.running:
             self.state = "waiting"
             self.lastFailure = reason
             self._log.info(
                 "Connection to {endpoint} lost: {reason.value}",
-                endpoint=self._description,
+                endpoint=self._pbextDescription,
                 reason=reason,
                 pbextEvent="disconnected",
             )
-        self._callHook(self._onDisconnect, reason)
+        self._pbextCallHook(self._pbextOnDisconnect, reason)
 
-    def _attemptFailed(self, reason: Failure, refused: bool = False) -> None:
+    def _pbextAttemptFailed(self, reason: Failure, refused: bool = False) -> None:
         """
         The attempt under way failed; record why, once.
         """
-        if self._attemptEnded or not self.running:
+        if self._pbextAttemptEnded or not self.running:
             return
-        self._attemptEnded = True
-        self._cancelTimeout()
+        self._pbextAttemptEnded = True
+        self._pbextCancelTimeout()
         self.state = "waiting"
         self.lastFailure = reason
-        self._lastRefused = refused
+        self._pbextLastRefused = refused
         if refused:
             self._log.warn(
                 "{endpoint} refused the login: {reason.value}; retrying slowly",
-                endpoint=self._description,
+                endpoint=self._pbextDescription,
                 reason=reason,
                 pbextEvent="loginRefused",
             )
         else:
             self._log.info(
                 "Attempt to connect to {endpoint} failed: {reason.value}",
-                endpoint=self._description,
+                endpoint=self._pbextDescription,
                 reason=reason,
                 pbextEvent="attemptFailed",
             )
         ready = []
-        for entry in self._waiters:
+        for entry in self._pbextWaiters:
             if entry[1] is not None:
                 entry[1] -= 1
                 if entry[1] <= 0:
                     ready.append(entry)
         for entry in ready:
-            self._waiters.remove(entry)
+            self._pbextWaiters.remove(entry)
             entry[0].errback(reason)
 
-    def _retryDelay(self, attempt: int) -> float:
+    def _pbextRetryDelay(self, attempt: int) -> float:
         """
         L{ClientService}'s retry policy: how long to wait now.  Counts
         attempts since the last login, not since the last connection.
         """
         self.state = "waiting"
-        self._failedAttempts += 1
-        if self._lastRefused:
-            self._refusedAttempts += 1
-            return self._refusedRetryPolicy(self._refusedAttempts)
-        return self._retryPolicy(self._failedAttempts)
+        self._pbextFailedAttempts += 1
+        if self._pbextLastRefused:
+            self._pbextRefusedAttempts += 1
+            return self._pbextRefusedRetryPolicy(self._pbextRefusedAttempts)
+        return self._pbextRetryPolicy(self._pbextFailedAttempts)
 
-    def _cancelTimeout(self) -> None:
-        call, self._timeoutCall = self._timeoutCall, None
+    def _pbextCancelTimeout(self) -> None:
+        call, self._pbextTimeoutCall = self._pbextTimeoutCall, None
         if call is not None and call.active():
             call.cancel()
 
-    def _callHook(self, hook: Callable[[Any], object] | None, argument: Any) -> None:
+    def _pbextCallHook(
+        self, hook: Callable[[Any], object] | None, argument: Any
+    ) -> None:
         if hook is None:
             return
         try:

@@ -966,7 +966,19 @@ def peerIsPbext(broker: object) -> bool:
 
     @since: pbext NEXT
     """
-    return PBEXT_FEATURE in getattr(broker, "peerFeatures", frozenset())
+    return PBEXT_FEATURE in getattr(broker, "_pbextPeerFeatures", frozenset())
+
+
+def _loginOptions(factory: object) -> dict[str, Any]:
+    """
+    The login options of C{factory}: those it was built with if it is one
+    of pbext's factories (held in its C{_pbext} state, never read from a
+    plain attribute an application's subclass may have), else none.
+    """
+    from pbext.broker import FactoryState
+
+    state = getattr(factory, "_pbext", None)
+    return state.options if isinstance(state, FactoryState) else {}
 
 
 def loginOnRoot(
@@ -984,8 +996,8 @@ def loginOnRoot(
     C{classicLogin} is false.  The choice is logged (C{pbextEvent}
     C{"loginMethodChosen"}).
 
-    @param factory: the L{pb.PBClientFactory}; its C{options} dict (if any)
-        holds the login options.
+    @param factory: the L{pb.PBClientFactory}; if it is pbext's, the
+        pbext options it was built with hold the login options.
     @param credentials: L{IUsernamePassword} (username and password as
         bytes or str), L{IAnonymous} or L{CertificateLogin}.
     @param client: the mind handed to the server's realm.
@@ -1015,7 +1027,7 @@ class _ClientLogin:
         self.factory = factory
         self.credentials = credentials
         self.client = client
-        self.options: dict[str, Any] = getattr(factory, "options", None) or {}
+        self.options: dict[str, Any] = _loginOptions(factory)
 
     def start(self, root: pb.RemoteReference) -> Any:
         self.root = root

@@ -296,58 +296,58 @@ class MeteredBroker(Broker):
     own keepalive and control calls are not counted as calls.
     """
 
-    _instrumentation: Instrumentation | None = None
+    _pbextInstrumentation: Instrumentation | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._metricCalls: dict[int, tuple[str, float]] = {}
-        self._metricPeer: str | None = None
+        self._pbextMetricCalls: dict[int, tuple[str, float]] = {}
+        self._pbextMetricPeer: str | None = None
 
-    def _metrics(self) -> IMetrics | None:
-        inst = self._instrumentation
+    def _pbextMetrics(self) -> IMetrics | None:
+        inst = self._pbextInstrumentation
         return None if inst is None else inst.metrics
 
     def connectionMade(self) -> None:
-        inst = self._instrumentation
+        inst = self._pbextInstrumentation
         if inst is not None:
             inst.metrics.connectionOpened()
             try:
-                self._metricPeer = _peerText(self.transport.getPeer())
+                self._pbextMetricPeer = _peerText(self.transport.getPeer())
             except Exception:
-                self._metricPeer = None
-            inst._peerConnected(self._metricPeer)
+                self._pbextMetricPeer = None
+            inst._peerConnected(self._pbextMetricPeer)
         super().connectionMade()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[override]
-        inst = self._instrumentation
-        self._metricCalls.clear()
+        inst = self._pbextInstrumentation
+        self._pbextMetricCalls.clear()
         try:
             super().connectionLost(reason)
         finally:
             if inst is not None:
                 inst.metrics.connectionClosed()
-                inst._peerDisconnected(self._metricPeer)
+                inst._peerDisconnected(self._pbextMetricPeer)
 
     def dataReceived(self, chunk: bytes) -> None:
-        metrics = self._metrics()
+        metrics = self._pbextMetrics()
         if metrics is not None:
             metrics.bytesReceived(len(chunk))
         super().dataReceived(chunk)
 
-    def _receivedInto(self, count: int) -> bool:
-        metrics = self._metrics()
+    def _pbextReceivedInto(self, count: int) -> bool:
+        metrics = self._pbextMetrics()
         if metrics is not None:
             metrics.bytesReceived(count)
-        return super()._receivedInto(count)
+        return super()._pbextReceivedInto(count)
 
     def sendEncoded(self, obj: object) -> None:
-        metrics = self._metrics()
+        metrics = self._pbextMetrics()
         if metrics is None:
             super().sendEncoded(obj)
             return
         # Count what this expression writes, however the broker writes it.
-        write = self._write
-        writeSequence = self._writeSequence
+        write = self._pbextWrite
+        writeSequence = self._pbextWriteSequence
 
         def countingWrite(data: bytes) -> None:
             metrics.bytesSent(len(data))
@@ -357,20 +357,20 @@ class MeteredBroker(Broker):
             metrics.bytesSent(sum(map(len, pieces)))
             writeSequence(pieces)
 
-        self._write = countingWrite
-        self._writeSequence = countingWriteSequence
+        self._pbextWrite = countingWrite
+        self._pbextWriteSequence = countingWriteSequence
         try:
             super().sendEncoded(obj)
         finally:
-            self._write = write
-            self._writeSequence = writeSequence
+            self._pbextWrite = write
+            self._pbextWriteSequence = writeSequence
 
-    def _violation(self, kind: str, message: str, **fields: Any) -> None:
+    def _pbextViolation(self, kind: str, message: str, **fields: Any) -> None:
         # Counted here rather than from the log: the log is rate-limited.
-        metrics = self._metrics()
+        metrics = self._pbextMetrics()
         if metrics is not None:
             metrics.policyViolation(kind)
-        super()._violation(kind, message, **fields)
+        super()._pbextViolation(kind, message, **fields)
 
     def _recvMessage(
         self,
@@ -383,7 +383,7 @@ class MeteredBroker(Broker):
         netKw: object,
     ) -> None:
         tracked = (
-            self._instrumentation is not None
+            self._pbextInstrumentation is not None
             and isinstance(requestID, int)
             and isinstance(message, bytes)
             and objectID not in _HOUSEKEEPING
@@ -391,7 +391,7 @@ class MeteredBroker(Broker):
         if tracked:
             assert isinstance(requestID, int) and isinstance(message, bytes)
             name = message.decode("utf-8", "replace")
-            self._metricCalls[requestID] = (name, self._getClock().seconds())
+            self._pbextMetricCalls[requestID] = (name, self._pbextGetClock().seconds())
         try:
             super()._recvMessage(
                 findObjMethod,
@@ -404,23 +404,23 @@ class MeteredBroker(Broker):
             )
         finally:
             if tracked and not answerRequired:
-                self._finishCall(requestID, False)
+                self._pbextFinishCall(requestID, False)
 
-    def _finishCall(self, requestID: object, error: bool) -> None:
-        entry = self._metricCalls.pop(requestID, None)  # type: ignore[call-overload]
-        metrics = self._metrics()
+    def _pbextFinishCall(self, requestID: object, error: bool) -> None:
+        entry = self._pbextMetricCalls.pop(requestID, None)  # type: ignore[call-overload]
+        metrics = self._pbextMetrics()
         if entry is None or metrics is None:
             return
         name, started = entry
-        metrics.callFinished(name, self._getClock().seconds() - started, error)
+        metrics.callFinished(name, self._pbextGetClock().seconds() - started, error)
 
     def _sendAnswer(self, netResult: Any, requestID: int) -> None:
         super()._sendAnswer(netResult, requestID)
         # An answer too large to send became an error, already counted.
-        self._finishCall(requestID, False)
+        self._pbextFinishCall(requestID, False)
 
     def _sendError(self, fail: Any, requestID: int) -> None:
-        self._finishCall(requestID, True)
+        self._pbextFinishCall(requestID, True)
         super()._sendError(fail, requestID)
 
 
@@ -507,12 +507,12 @@ def instrument(
     base = factory.protocol
     if not (isinstance(base, type) and issubclass(base, Broker)):
         raise TypeError(f"{factory!r} does not build pbext brokers; cannot meter it")
-    if issubclass(base, MeteredBroker) and base._instrumentation is not None:
+    if issubclass(base, MeteredBroker) and base._pbextInstrumentation is not None:
         raise TypeError(f"{factory!r} is instrumented already")
     inst = Instrumentation(factory, metrics, publisher)
     bases = (base,) if issubclass(base, MeteredBroker) else (MeteredBroker, base)
     factory.protocol = type(
-        "Metered" + base.__name__, bases, {"_instrumentation": inst}
+        "Metered" + base.__name__, bases, {"_pbextInstrumentation": inst}
     )
     buildProtocol = factory.buildProtocol
 

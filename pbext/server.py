@@ -42,9 +42,9 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
     logins.  The keyword-only options are pbext's; see
     L{pbext.broker.Broker} for what each does.
 
-    @ivar policy: the L{SecurityPolicy} of every connection.
-    @ivar registries: the copyable registries of every connection.
-    @ivar options: the pbext keyword options this factory was built with.
+    pbext's state lives in one attribute, C{_pbext}; what it adds in
+    public starts with C{pbext} (L{pbextPolicy}, L{pbextRegistries},
+    L{pbextOptions}), so a subclass may define any other name.
     """
 
     protocol = Broker
@@ -67,7 +67,7 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
             # Login options: classicLogin, allowPlaintextLogin, loginThrottle.
             root = _PortalRoot.fromOptions(root, dict(pbextOptions, reactor=reactor))
         super().__init__(root, unsafeTracebacks, security)
-        self._setUpPbext(
+        self._pbextSetUp(
             security,
             policy,
             registry,
@@ -77,47 +77,48 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
             keepaliveTimeout,
             pbextOptions,
         )
-        self.connectionCount = 0
-        self._perAddress: dict[str, int] = {}
+        self._pbext.brokerLost = self._pbextBrokerLost
 
     def buildProtocol(self, addr: Any) -> pb.Broker | None:
         """
         Build a broker for a new connection, or refuse it (return L{None},
         which closes it) when the policy's connection limits are reached.
         """
-        limits = self.policy.limits
+        state = self._pbext
+        limits = state.policy.limits
         host = getattr(addr, "host", None)
-        if self.connectionCount >= limits.maxConnections or (
+        if state.connectionCount >= limits.maxConnections or (
             host is not None
-            and self._perAddress.get(host, 0) >= limits.maxConnectionsPerAddress
+            and state.perAddress.get(host, 0) >= limits.maxConnectionsPerAddress
         ):
             _log.warn(
                 "pbext: connection from {peer} refused: connection limit reached",
                 peer=str(addr),
-                connections=self.connectionCount,
+                connections=state.connectionCount,
                 pbextEvent="connectionRefused",
             )
             return None
-        proto = self._buildBroker(isClient=False)
+        proto = self._pbextBuildBroker(isClient=False)
         proto.setNameForLocal("root", self.root.rootObject(proto))
-        self.connectionCount += 1
+        state.connectionCount += 1
         proto._pbextAddress = host  # type: ignore[union-attr,attr-defined]
         if host is not None:
-            self._perAddress[host] = self._perAddress.get(host, 0) + 1
+            state.perAddress[host] = state.perAddress.get(host, 0) + 1
         return proto
 
-    def _brokerLost(self, broker: Broker) -> None:
+    def _pbextBrokerLost(self, broker: Broker) -> None:
         """
         A broker of this factory lost its connection: count it out.
         """
-        self.connectionCount -= 1
-        host = getattr(broker, "_pbextAddress", None)
+        state = self._pbext
+        state.connectionCount -= 1
+        host = broker._pbextAddress
         if host is not None:
-            left = self._perAddress.get(host, 1) - 1
+            left = state.perAddress.get(host, 1) - 1
             if left > 0:
-                self._perAddress[host] = left
+                state.perAddress[host] = left
             else:
-                self._perAddress.pop(host, None)
+                state.perAddress.pop(host, None)
 
 
 def buildServerFactory(

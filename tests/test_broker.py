@@ -247,7 +247,7 @@ class HandshakeTests(SynchronousTestCase):
         # The client's bytes never arrive: it never picks a dialect.
         connection.clientToServer.hold()
         connection.pump()
-        connection.advance(factory.policy.limits.handshakeTimeout - 1)
+        connection.advance(factory.pbextPolicy.limits.handshakeTimeout - 1)
         self.assertFalse(connection.serverBroker.disconnected)
         connection.advance(2)
         self.assertTrue(connection.serverBroker.disconnected)
@@ -398,7 +398,7 @@ class CallTests(SynchronousTestCase):
         answer instead of an unbounded write.
         """
         pair = Pair(self)
-        limit = pair.server.limits.maxOutgoingMessageBytes
+        limit = pair.server.pbextPolicy.limits.maxOutgoingMessageBytes
         f = self.failureResultOf(pair.call("many", limit // 600_000 + 2))
         self.assertTrue(f.check(pbbroker.MessageTooLarge), f)
         # The connection still works.
@@ -410,7 +410,7 @@ class CallTests(SynchronousTestCase):
         too large to send also becomes an error answer.
         """
         pair = Pair(self)
-        limit = pair.server.limits.maxOutgoingMessageBytes
+        limit = pair.server.pbextPolicy.limits.maxOutgoingMessageBytes
         f = self.failureResultOf(pair.call("pieces", 100, limit // 50))
         self.assertTrue(f.check(pbbroker.MessageTooLarge), f)
         self.assertEqual(
@@ -537,7 +537,7 @@ class LifecycleTests(SynchronousTestCase):
         pair.flush()
         self.failureResultOf(d, defer.CancelledError)
         self.assertEqual(pair.root.cancelled, [1])
-        self.assertEqual(pair.server._running, {})
+        self.assertEqual(pair.server._pbextRunning, {})
 
     def test_cancellationAgainstStockServer(self) -> None:
         """

@@ -158,7 +158,7 @@ class PBClientFactoryTests(SynchronousTestCase):
         self.assertIsInstance(factory, pb.PBClientFactory)
         self.assertTrue(factory.unsafeTracebacks)
         self.assertIs(factory.security, pb.globalSecurity)
-        self.assertEqual(factory.options, {"classicLogin": False})
+        self.assertEqual(factory.pbextOptions, {"classicLogin": False})
 
     def test_brokerOptions(self) -> None:
         """
@@ -217,13 +217,13 @@ class PBClientFactoryTests(SynchronousTestCase):
     def test_loginUsesLoginOnRoot(self) -> None:
         """
         L{PBClientFactory.login} logs in through
-        L{PBClientFactory.loginOnRoot}, the one method a stronger login
+        L{PBClientFactory.pbextLoginOnRoot}, the one method a stronger login
         replaces.
         """
         calls = []
 
         class Recording(PBClientFactory):
-            def loginOnRoot(self, root: Any, credentials: Any, client: Any = None):
+            def pbextLoginOnRoot(self, root: Any, credentials: Any, client: Any = None):
                 calls.append((root, credentials, client))
                 return defer.succeed("avatar")
 

@@ -96,7 +96,7 @@ class FramingTests(_Base):
         peer.transport.write(header(10 * 1024 * 1024, banana.STRING) + b"x" * 65536)
         yield self.waitLost(peer)
         self.assertDropped("framingError", "maxStringBytes")
-        self.assertIsNone(broker._decoder)
+        self.assertIsNone(broker._pbextDecoder)
         self.assertTrue(broker.disconnected)
         yield self.stockEcho()
 
@@ -127,7 +127,7 @@ class FramingTests(_Base):
         self.startServer(policyWith(maxMessageTokens=1000))
         peer = yield self.connectRaw()
         broker = self.serverBroker()
-        decoder = broker._decoder
+        decoder = broker._pbextDecoder
         fed: list[int] = []
         original = decoder.feedTo
 
@@ -166,7 +166,7 @@ class FramingTests(_Base):
         peer.transport.write(header(2, banana.LIST) * (256 * 1024))
         yield self.waitLost(peer)
         self.assertDropped("framingError", "maxDepth")
-        self.assertIsNone(broker._decoder)
+        self.assertIsNone(broker._pbextDecoder)
         yield self.stockEcho()
 
     @defer.inlineCallbacks
@@ -184,11 +184,11 @@ class FramingTests(_Base):
         peer.transport.write(partial)
         yield self.poll(
             lambda: (
-                broker._decoder is not None
-                and broker._decoder.pendingBytes == len(partial)
+                broker._pbextDecoder is not None
+                and broker._pbextDecoder.pendingBytes == len(partial)
             )
         )
-        self.assertLessEqual(broker._decoder.pendingBytes, len(partial))
+        self.assertLessEqual(broker._pbextDecoder.pendingBytes, len(partial))
         yield self.stockEcho()
         yield self.waitLost(peer)
         self.assertDropped("messageTimeout")
@@ -613,7 +613,7 @@ class ConnectionTests(_Base):
         # Once one leaves, a stock client gets its place.
         first.transport.abortConnection()
         yield self.waitLost(first)
-        yield self.poll(lambda: self.factory.connectionCount == 2)
+        yield self.poll(lambda: self.factory._pbext.connectionCount == 2)
         yield self.stockEcho()
 
 
@@ -656,4 +656,4 @@ class FuzzTests(_Base):
             yield defer.gatherResults([self.waitLost(peer) for peer in peers])
         self.assertEqual(self.flushLoggedErrors(), [])
         yield self.stockEcho()
-        yield self.poll(lambda: self.factory.connectionCount == 0)
+        yield self.poll(lambda: self.factory._pbext.connectionCount == 0)

@@ -529,14 +529,14 @@ class PolicyOptionsTests(SynchronousTestCase):
         Without C{--policy}, the C{default} preset is served.
         """
         svc = tap.makeService(self.parse())
-        self.assertEqual(svc.factory.policy.name, "default")
+        self.assertEqual(svc.factory.pbextPolicy.name, "default")
 
     def test_policyPreset(self) -> None:
         """
         C{--policy strict} serves the strict preset.
         """
         svc = tap.makeService(self.parse("--policy", "strict"))
-        self.assertEqual(svc.factory.policy.name, "strict")
+        self.assertEqual(svc.factory.pbextPolicy.name, "strict")
 
     def test_policyFile(self) -> None:
         """
@@ -601,7 +601,7 @@ class PolicyOptionsTests(SynchronousTestCase):
                 "tests.test_tap.makeRegistry",
             )
         )
-        self.assertEqual(len(svc.factory.registries), 2)
+        self.assertEqual(len(svc.factory.pbextRegistries), 2)
 
     def test_registryWrongKind(self) -> None:
         """
@@ -623,7 +623,7 @@ class PolicyOptionsTests(SynchronousTestCase):
             )
         )
         self.assertEqual(
-            svc.factory._brokerOptions,
+            svc.factory._pbext.brokerOptions,
             {"keepaliveInterval": 60.0, "keepaliveTimeout": 5.0, "callTimeout": 9.0},
         )
         self.assertRaises(usage.UsageError, self.parse, "--keepalive", "0")

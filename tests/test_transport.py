@@ -368,8 +368,8 @@ def recordReceivedInto(broker: Any) -> List[int]:
     into its decoder's buffer.
     """
     counts: List[int] = []
-    receivedInto = broker._receivedInto
-    reads = broker._directReads
+    receivedInto = broker._pbextReceivedInto
+    reads = broker._pbextDirectReads
 
     def recording(count: int) -> bool:
         counts.append(count)
@@ -450,7 +450,7 @@ class DirectWriterTests(TestCase):
         broker = root.broker
         self.addCleanup(broker.transport.loseConnection)
         self.assertIsNot(broker.transport.protocol, broker)
-        self.assertIsNotNone(broker._directReads)
+        self.assertIsNotNone(broker._pbextDirectReads)
         receivedInto = recordReceivedInto(broker)
         big = [bytes([i]) * 600_000 for i in range(3)]
         self.assertEqual((yield root.callRemote("echo", big)), big)
@@ -466,7 +466,7 @@ class DirectWriterTests(TestCase):
         )
         self.addCleanup(pair.disconnect)
         broker = pair.serverBroker
-        self.assertEqual(broker._write, broker.transport.write)  # type: ignore[union-attr]
+        self.assertEqual(broker._pbextWrite, broker.transport.write)  # type: ignore[union-attr]
 
     @defer.inlineCallbacks
     def test_largeAndPipelined(self) -> None:
@@ -482,7 +482,7 @@ class DirectWriterTests(TestCase):
             broker = root.broker
             receivedInto: List[int] = []
             if isinstance(clientFactory, pbext.PBClientFactory):
-                self.assertNotEqual(broker._write, broker.transport.write)
+                self.assertNotEqual(broker._pbextWrite, broker.transport.write)
                 receivedInto = recordReceivedInto(broker)
             self.assertEqual((yield root.callRemote("echo", big)), big)
             if isinstance(clientFactory, pbext.PBClientFactory):
@@ -528,7 +528,7 @@ class DirectWriterTests(TestCase):
         self.addCleanup(client.close)
         data = encode(b"q" * 600_000)
         client.sendall(data[:300_000])
-        while not brokers or not brokers[0]._decoder.receiveBuffer():
+        while not brokers or not brokers[0]._pbextDecoder.receiveBuffer():
             yield deferLater(0.01)
         broker = brokers[0]
         transport = broker.transport
@@ -537,7 +537,7 @@ class DirectWriterTests(TestCase):
         broker.notifyOnDisconnect(lambda: lost.callback(None))
         client.close()
         yield lost
-        self.assertIsNone(broker._directReads)
+        self.assertIsNone(broker._pbextDirectReads)
         self.assertNotIn("doRead", vars(transport))
 
 
