@@ -28,7 +28,7 @@ from pbext.security import (
     strictPolicy,
 )
 from pbext.server import PBServerFactory, PBServerService, buildServerFactory
-from pbext.typecheck import TypedCallError
+from pbext.typecheck import TypedCallError, typed
 
 __all__ = [
     "__version__",
@@ -53,4 +53,5 @@ __all__ = [
     "defaultPolicy",
     "loadPolicy",
     "strictPolicy",
+    "typed",
 ]

@@ -352,6 +352,7 @@ class BrokerFactoryMixin:
         keepaliveInterval: float | None,
         keepaliveTimeout: float | None,
         options: dict[str, Any],
+        typedCalls: bool | None = None,
     ) -> None:
         self._pbext = FactoryState(
             resolvePolicy(policy, security),
@@ -361,6 +362,7 @@ class BrokerFactoryMixin:
                 "callTimeout": callTimeout,
                 "keepaliveInterval": keepaliveInterval,
                 "keepaliveTimeout": keepaliveTimeout,
+                "typedCalls": typedCalls,
             },
             options,
         )
@@ -497,6 +499,11 @@ class Broker(pb.Broker):
     @ivar keepaliveTimeout: seconds a ping may wait for its answer before
         the connection is dropped.  A class attribute a subclass may
         override.
+    @ivar typedCalls: whether the arguments of every annotated remote
+        method called on this connection are checked against the
+        annotations (see L{pbext.typecheck}); when false (the default),
+        only methods marked with L{pbext.typecheck.typed} are.  A class
+        attribute a subclass may override.
     """
 
     # pb.Broker's attributes, as this module uses them.
@@ -512,6 +519,7 @@ class Broker(pb.Broker):
     callTimeout: float | None = None
     keepaliveInterval: float | None = None
     keepaliveTimeout: float = 30.0
+    typedCalls: bool = False
 
     def __init__(
         self,
@@ -523,6 +531,7 @@ class Broker(pb.Broker):
         callTimeout: float | None = None,
         keepaliveInterval: float | None = None,
         keepaliveTimeout: float | None = None,
+        typedCalls: bool | None = None,
     ) -> None:
         super().__init__(isClient, security)
         if policy is None:
@@ -573,6 +582,8 @@ class Broker(pb.Broker):
             self.keepaliveInterval = keepaliveInterval
         if keepaliveTimeout is not None:
             self.keepaliveTimeout = keepaliveTimeout
+        if typedCalls is not None:
+            self.typedCalls = typedCalls
         self._pbextDecoder: Decoder | None = None
         # How encoded messages reach the transport, and how long strings
         # are read (see connectionMade).
@@ -1557,6 +1568,10 @@ class Broker(pb.Broker):
         except pb.Error as e:
             self._pbextRefuse(requestID, answerRequired, e)
             return
+        except typecheck.TypedReturnError:
+            # The method's own fault, not the peer's: logged as a failure.
+            self._pbextFailCall(Failure(), requestID, answerRequired, name)
+            return
         except (jelly.InsecureJelly, typecheck.TypeCheckError) as e:
             self._pbextViolation("refusedArguments", str(e), name=name)
             self._pbextRefuse(requestID, answerRequired, PolicyViolation(str(e)))
@@ -1689,15 +1704,20 @@ class Broker(pb.Broker):
             }
             if not all(isinstance(k, str) for k in kw):
                 raise _jelly.MalformedJelly("keyword argument names must be strings")
-        # The compiled checks of the method, looked up once per call; for a
-        # method without annotations both checks are skipped.
-        checker = typecheck._callChecker(method)
-        if checker.checksArguments:
-            checker.checkArguments((*extra, *args), kw)
+        # Annotations are checked only when the program asked for it (the
+        # factory's typedCalls, or pbext.typed on the method or its class):
+        # otherwise the method is called as classic PB calls it.
+        checker = None
+        if self.typedCalls or typecheck.isTyped(method):
+            # The compiled checks of the method, looked up once per call; for
+            # a method without annotations both checks are skipped.
+            checker = typecheck._callChecker(method)
+            if checker.checksArguments:
+                checker.checkArguments((*extra, *args), kw)
         state = method(*extra, *args, **kw)
         if type(state) not in _NEVER_AWAITABLE and inspect.isawaitable(state):
             state = defer.ensureDeferred(state)  # type: ignore[arg-type]
-        if checker.returns is not None:
+        if checker is not None and checker.returns is not None:
             if isinstance(state, defer.Deferred):
                 state.addCallback(self._pbextCheckReturn, method)
             else:

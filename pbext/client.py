@@ -92,6 +92,7 @@ class PBClientFactory(pb.PBClientFactory, BrokerFactoryMixin):
         callTimeout: float | None = None,
         keepaliveInterval: float | None = None,
         keepaliveTimeout: float | None = None,
+        typedCalls: bool | None = None,
         **pbextOptions: Any,
     ) -> None:
         super().__init__(unsafeTracebacks, security)
@@ -104,6 +105,7 @@ class PBClientFactory(pb.PBClientFactory, BrokerFactoryMixin):
             keepaliveInterval,
             keepaliveTimeout,
             pbextOptions,
+            typedCalls,
         )
 
     def buildProtocol(self, addr: Any) -> pb.Broker:

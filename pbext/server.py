@@ -61,6 +61,7 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
         callTimeout: float | None = None,
         keepaliveInterval: float | None = None,
         keepaliveTimeout: float | None = None,
+        typedCalls: bool | None = None,
         **pbextOptions: Any,
     ) -> None:
         if isinstance(root, Portal):
@@ -76,6 +77,7 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
             keepaliveInterval,
             keepaliveTimeout,
             pbextOptions,
+            typedCalls,
         )
         self._pbext.brokerLost = self._pbextBrokerLost
 

@@ -230,6 +230,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "Refuse classic PB's MD5 challenge login: stock PB clients cannot "
             "log in; pbext clients use a stronger login.",
         ],
+        [
+            "typed-calls",
+            None,
+            "Check the arguments of every annotated remote method against its "
+            "annotations, refusing calls that do not match (by default only "
+            "methods marked with pbext.typed are checked).",
+        ],
     ]
 
     compData = usage.Completions(
@@ -562,6 +569,7 @@ def makeService(config: dict[str, Any]) -> service.MultiService:
         keepaliveInterval=config.get("keepalive"),
         keepaliveTimeout=config.get("keepalive-timeout"),
         callTimeout=config.get("call-timeout"),
+        typedCalls=bool(config.get("typed-calls")),
         **(loginOptions if checkers else {}),
     )
     for note in config.get("authNotes", []):

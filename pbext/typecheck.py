@@ -15,9 +15,19 @@ somewhere far from the cause.  This module turns annotations into checks:
     pbext.typecheck.TypeCheckError: arg 'points'[2]: expected int, got str
 
 L{checkArguments} and L{checkReturn} apply the annotations of a function to
-one call; the pbext broker calls them around every C{remote_}, C{view_},
-C{perspective_} and C{observe_} method that has annotations.  Unannotated
-methods and parameters are not checked, so existing code keeps working.
+one call.  The pbext broker calls them around a C{remote_}, C{view_},
+C{perspective_} or C{observe_} method only when the program asked for it:
+the method or its class is marked with L{typed}, or the factory was built
+with C{typedCalls=True}.  The annotations of existing programs were
+written for readers and type checkers, not as a contract for what arrives
+over the wire, so a method nobody marked is called exactly as classic PB
+calls it.  Unannotated methods and parameters are never checked.
+
+An annotation this module cannot check (C{Callable}, a non-runtime
+C{Protocol}) or cannot resolve (a name imported only under
+C{TYPE_CHECKING}) is skipped: that parameter accepts anything, and one
+warning event (C{pbextEvent} C{"annotationSkipped"}) is logged for the
+method, the first time it is checked.  It is never an error on the call.
 
 Checks run on every call, so each annotation is compiled once into a small
 checker function, and the checkers of each function are compiled once too;
@@ -73,6 +83,7 @@ from typing import (
 )
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.spread import flavors, pb
 
 __all__ = [
@@ -83,7 +94,13 @@ __all__ = [
     "checkReturn",
     "checkValue",
     "describeAnnotation",
+    "isTyped",
+    "typed",
 ]
+
+_log = Logger()
+
+_T = typing.TypeVar("_T")
 
 
 _Mismatch = tuple[str, str, str]
@@ -563,17 +580,13 @@ class _CallChecker:
 
     def __init__(self, function: Callable[..., object], skipFirst: bool) -> None:
         self.name = getattr(function, "__qualname__", repr(function))
+        #: The parameters (and C{"return"}) left unchecked, with why.
+        self.skipped: dict[str, str] = {}
+        hints = self._resolve(function)
         try:
-            hints = typing.get_type_hints(function)
-        except TypeError:
-            # Not a function, method, class or module (a callable object):
-            # nothing to check.
-            hints = {}
-        except Exception as e:
-            raise TypeError(
-                f"cannot resolve the annotations of {self.name}: {e}"
-            ) from e
-        parameters = list(inspect.signature(function).parameters.values())
+            parameters = list(inspect.signature(function).parameters.values())
+        except (TypeError, ValueError):
+            parameters = []
         if skipFirst and parameters:
             parameters = parameters[1:]
         positionalKinds = (
@@ -586,7 +599,7 @@ class _CallChecker:
         self.varKeyword: _Checker | None = None
         for parameter in parameters:
             name = parameter.name
-            checker = _compile(hints[name]) if name in hints else None
+            checker = self._compileHint(hints, name)
             if checker is _accept:
                 checker = None
             if parameter.kind in positionalKinds:
@@ -605,9 +618,61 @@ class _CallChecker:
         self.returns: tuple[str, _Checker] | None = None
         if "return" in hints:
             annotation = _awaitedAnnotation(hints["return"])
-            returnChecker = _compile(annotation)
-            if returnChecker is not _accept:
+            returnChecker = self._compileHint({"return": annotation}, "return")
+            if returnChecker is not None and returnChecker is not _accept:
                 self.returns = (describeAnnotation(annotation), returnChecker)
+        if self.skipped:
+            _log.warn(
+                "pbext: {function}: annotations that cannot be checked are "
+                "skipped: {reasons}",
+                function=self.name,
+                reasons="; ".join(f"{k}: {v}" for k, v in self.skipped.items()),
+                skipped=sorted(self.skipped),
+                pbextEvent="annotationSkipped",
+            )
+
+    def _resolve(self, function: Callable[..., object]) -> dict[str, object]:
+        """
+        The evaluated annotations of C{function}; one that cannot be
+        evaluated (a name imported only under C{TYPE_CHECKING}, say) is
+        left out and noted in L{skipped}.
+        """
+        try:
+            return typing.get_type_hints(function)
+        except TypeError:
+            # Not a function, method, class or module (a callable object):
+            # nothing to check.
+            return {}
+        except Exception:
+            pass
+        # Some annotation does not resolve: resolve them one at a time.
+        try:
+            raw = dict(inspect.get_annotations(function))
+        except Exception:
+            raw = {}
+        namespace = getattr(inspect.unwrap(function), "__globals__", {})
+        hints: dict[str, object] = {}
+        for name, annotation in raw.items():
+            probe = types.FunctionType(_probe.__code__, namespace)
+            probe.__annotations__ = {name: annotation}
+            try:
+                hints[name] = typing.get_type_hints(probe)[name]
+            except Exception as e:
+                self.skipped[name] = f"cannot resolve {annotation!r} ({e})"
+        return hints
+
+    def _compileHint(self, hints: dict[str, object], name: str) -> _Checker | None:
+        """
+        The checker of C{hints[name]}, or L{None} if there is no hint or it
+        cannot be checked (noted in L{skipped}).
+        """
+        if name not in hints:
+            return None
+        try:
+            return _compile(hints[name])
+        except TypeError as e:
+            self.skipped[name] = str(e)
+            return None
 
     def checkArguments(
         self, args: tuple[object, ...], kwargs: dict[str, object]
@@ -642,6 +707,13 @@ class _CallChecker:
                 raise TypedCallError(
                     self.name, f"arg {key!r}" + mismatch[0], *mismatch[1:]
                 )
+
+
+def _probe() -> None:
+    """
+    The code of the functions L{_CallChecker._resolve} resolves one
+    annotation with.
+    """
 
 
 def _awaitedAnnotation(annotation: object) -> object:
@@ -712,9 +784,9 @@ def checkArguments(
     @raise TypedCallError: if an argument does not match its annotation; the
         message names the function, the parameter and the position of the
         mismatching element, e.g. C{"Root.remote_draw: arg 'points'[3]:
-        expected Point, got dict"}.
-    @raise TypeError: if the annotations cannot be resolved or checked (a
-        bug in the function's annotations, reported on every call).
+        expected Point, got dict"}.  A parameter whose annotation cannot be
+        resolved or checked accepts anything (one warning event is logged
+        for the function).
     """
     checker = _callChecker(function)
     if checker.checksArguments:
@@ -746,3 +818,51 @@ def checkReturn(function: Callable[..., object], value: object) -> None:
             mismatch[1],
             mismatch[2],
         )
+
+
+def typed(target: _T) -> _T:
+    """
+    Ask for the arguments of remote calls to be checked against their
+    annotations, for one method or for every remote method of a class (and
+    of its subclasses)::
+
+        class Shapes(pb.Root):
+            @pbext.typed
+            def remote_move(self, shape: Shape, dx: int, dy: int) -> Shape:
+                ...
+
+        @pbext.typed
+        class Board(pb.Referenceable):
+            def remote_place(self, piece: Piece) -> None:
+                ...
+
+    A call whose arguments do not match is answered with a
+    L{TypedCallError}, without running the method; a result that does not
+    match its return annotation is a L{TypedReturnError}, logged on this
+    side.  Without this mark (or the factory option C{typedCalls=True})
+    annotations are not checked, as in classic PB.
+
+    The mark is an attribute, C{_pbextTyped}, set on the function or class
+    given, which is returned.
+
+    @param target: a function (a C{remote_}, C{perspective_}, C{view_} or
+        C{observe_} method) or a class.
+    @return: C{target}.
+    @since: pbext NEXT
+    """
+    target._pbextTyped = True  # type: ignore[attr-defined]
+    return target
+
+
+def isTyped(method: Callable[..., object]) -> bool:
+    """
+    Whether C{method} (usually a bound method about to be called remotely)
+    was marked with L{typed}, itself or through the class of the object it
+    is bound to.
+
+    @since: pbext NEXT
+    """
+    if getattr(method, "_pbextTyped", False):
+        return True
+    owner = getattr(method, "__self__", None)
+    return owner is not None and bool(getattr(type(owner), "_pbextTyped", False))

@@ -50,6 +50,7 @@ class Root(pb.Root):
     async def remote_asyncFail(self) -> None:
         raise pb.Error("async failure")
 
+    @typecheck.typed
     def remote_typed(self, count: int, name: str = "x") -> str:
         return name * count
 

@@ -85,6 +85,7 @@ PUBLIC = {
         "ping",
         "pbextPolicy",
         "pbextRegistries",
+        "typedCalls",
     },
     PBClientService: {
         "state",

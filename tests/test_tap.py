@@ -624,6 +624,11 @@ class PolicyOptionsTests(SynchronousTestCase):
         )
         self.assertEqual(
             svc.factory._pbext.brokerOptions,
-            {"keepaliveInterval": 60.0, "keepaliveTimeout": 5.0, "callTimeout": 9.0},
+            {
+                "keepaliveInterval": 60.0,
+                "keepaliveTimeout": 5.0,
+                "callTimeout": 9.0,
+                "typedCalls": False,
+            },
         )
         self.assertRaises(usage.UsageError, self.parse, "--keepalive", "0")

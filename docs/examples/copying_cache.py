@@ -8,14 +8,14 @@ Typed cacheables: C{registerCache}.
 
 A L{pb.Cacheable} registered with a wire name is sent once per connection,
 as classic cacheables are; the state the copy receives is checked against
-the L{pb.RemoteCache} class's annotations, and its C{observe_} methods'
-annotations are checked on every update.
+the L{pb.RemoteCache} class's annotations, and the annotations of its
+C{observe_} method marked with C{pbext.typed} are checked on every update.
 """
 
 from twisted.internet import defer, endpoints, task
 from twisted.spread import pb
 
-from pbext import PBClientFactory, PBServerFactory
+from pbext import PBClientFactory, PBServerFactory, typed
 from pbext.copyable import CopyableRegistry
 
 registry = CopyableRegistry()
@@ -49,6 +49,7 @@ class ThermometerCopy(pb.RemoteCache):
     room: str
     degrees: float
 
+    @typed
     def observe_setDegrees(self, degrees: float) -> None:
         self.degrees = degrees
 

@@ -13,8 +13,9 @@ One registry, given to both factories, says which classes travel by value
 and under which wire name: a dataclass registered with C{register}, a
 class this program does not own (L{uuid.UUID}) with C{registerCopier}, and
 a classic Copyable/RemoteCopy pair with C{registerPair}.  Received state is
-checked field by field before anything is built, and a remote method's
-annotations are checked before it runs; a refusal is an error answer to the
+checked field by field before anything is built, and the annotations of
+a remote method marked with C{pbext.typed} are checked before it runs; a
+refusal is an error answer to the
 caller, and the connection carries on.
 """
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from twisted.internet import endpoints, task
 from twisted.spread import pb
 
-from pbext import PBClientFactory, PBServerFactory
+from pbext import PBClientFactory, PBServerFactory, typed
 from pbext.copyable import CopyableRegistry
 
 registry = CopyableRegistry()
@@ -73,6 +74,7 @@ registry.registerPair(Pond, RemotePond, "example.Pond")
 
 
 class Shapes(pb.Root):
+    @typed
     def remote_move(self, point: Point, n: int) -> Point:
         # Runs only if point is a Point and n an int.
         return Point(point.x + n, point.y + n, point.label)
