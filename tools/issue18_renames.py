@@ -2,13 +2,18 @@
 The renames of issue 18 (pbext's state on classes applications subclass
 moved under C{_pbext} names), as a script that applies them to a checkout.
 
-Run it on a branch made before the renames, to adapt that branch's code:
+Run it on a branch made before the renames, to adapt that branch's code,
+one scope at a time (see L{SCOPES})::
 
-    python tools/issue18_renames.py pbext/broker.py pbext/metrics.py tests/...
+    python tools/issue18_renames.py broker pbext/broker.py tests/test_x.py
+    python tools/issue18_renames.py factory pbext/server.py
 
 It rewrites attribute accesses (C{self.NAME}, C{broker.NAME}, ...) and
-C{def NAME} of the renamed names; review the diff afterwards.  A one-off
-merge aid: delete it once every branch is merged.
+C{def NAME} of the renamed names, and nothing else (not C{super().NAME},
+strings or docstrings): review the diff afterwards.  In pbext/broker.py
+the broker scope also rewrites the factory mixin's C{self.policy}; the
+mixin was rewritten by hand (L{FACTORY} says where each name went).  A
+one-off merge aid: delete it once every branch is merged.
 """
 
 from __future__ import annotations
@@ -90,16 +95,35 @@ def rename(text: str, mapping: dict[str, str], owners: str = r"self") -> str:
     return text
 
 
-def main(paths: list[str]) -> None:
+#: Which mapping each scope applies, and on which owners.
+SCOPES: dict[str, tuple[dict[str, str], str]] = {
+    # Code of pbext.broker.Broker and its subclasses, and code reaching
+    # into a broker (tests).
+    "broker": (BROKER, r"self|broker|proto|server|client|self\.broker"),
+    # Code of pbext.metrics.MeteredBroker.
+    "metered": ({**BROKER, **{n: _private(n) for n in METERED}}, r"self"),
+    # Code of PBClientService (only inside that class: _clock, _broker ...
+    # are common names elsewhere).
+    "service": ({n: _private(n) for n in SERVICE_PRIVATE}, r"self"),
+    # Code of the factories (server.py, client.py, the factory mixin) and
+    # code reaching into a factory.
+    "factory": (FACTORY, r"self|factory|self\.factory|svc\.factory"),
+}
+
+
+def main(scope: str, paths: list[str]) -> None:
+    mapping, owners = SCOPES[scope]
     for path in paths:
         with open(path) as f:
             text = f.read()
-        new = rename(text, BROKER, r"self|broker|proto|server|client|self\.broker")
+        new = rename(text, mapping, owners)
         if new != text:
             with open(path, "w") as f:
                 f.write(new)
-            print("renamed broker names in", path)
+            print(f"renamed {scope} names in", path)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if len(sys.argv) < 3 or sys.argv[1] not in SCOPES:
+        sys.exit(f"usage: {sys.argv[0]} {{{','.join(SCOPES)}}} FILE...")
+    main(sys.argv[1], sys.argv[2:])
