@@ -324,6 +324,31 @@ class FactoryState:
         self.brokerLost: Callable[[Broker], None] | None = None
 
 
+class _DefaultFactoryState:
+    """
+    The C{_pbext} of a factory whose C{__init__} never ran pbext's: a
+    subclass written for Twisted's factory, rebased onto pbext's, may call
+    C{pb.PBServerFactory.__init__} itself.  The first read sets the factory
+    up with pbext's defaults (and its C{security}), as if it had been
+    built with no pbext options.
+    """
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        instance._pbextSetUp(
+            getattr(instance, "security", jelly.globalSecurity),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            {},
+        )
+        return instance.__dict__["_pbext"]
+
+
 class BrokerFactoryMixin:
     """
     What pbext's client and server factories share: the pbext options, and
@@ -340,7 +365,7 @@ class BrokerFactoryMixin:
 
     protocol: Any
     security: Any
-    _pbext: FactoryState
+    _pbext: FactoryState = _DefaultFactoryState()  # type: ignore[assignment]
 
     def _pbextSetUp(
         self,

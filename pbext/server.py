@@ -79,6 +79,9 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
             pbextOptions,
             typedCalls,
         )
+
+    def _pbextSetUp(self, *args: Any, **kwargs: Any) -> None:
+        super()._pbextSetUp(*args, **kwargs)
         self._pbext.brokerLost = self._pbextBrokerLost
 
     def buildProtocol(self, addr: Any) -> pb.Broker | None:

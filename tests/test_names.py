@@ -307,6 +307,32 @@ class SubclassNamesTests(SynchronousTestCase):
             conn.advance(10)
         self.assertEqual(realm.avatar.keepalives, 3)
 
+    def test_twistedInit(self) -> None:
+        """
+        Subclasses written for Twisted's factories that call Twisted's
+        C{__init__} themselves, skipping pbext's, get pbext's defaults:
+        their connections work and are counted in and out.
+        """
+
+        class Server(pbext.PBServerFactory):
+            def __init__(self, root: Any) -> None:
+                pb.PBServerFactory.__init__(self, root)
+
+        class Client(pbext.PBClientFactory):
+            def __init__(self) -> None:
+                pb.PBClientFactory.__init__(self)
+
+        clock = Clock()
+        server = Server(DemoRoot())
+        for _ in range(3):
+            conn = connectedPair(server, Client(), clock=clock)
+            self.assertEqual(conn.resultOf(conn.rootObject().callRemote("echo", 1)), 1)
+            self.assertIsInstance(conn.serverBroker, Broker)
+            self.assertEqual(conn.serverBroker.pbextPolicy.name, "default")
+            self.assertEqual(server._pbext.connectionCount, 1)
+            conn.disconnect()
+        self.assertEqual(server._pbext.connectionCount, 0)
+
     def test_broker(self) -> None:
         """
         A L{Broker} subclass whose body defines every old name, and whose
