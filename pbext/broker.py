@@ -221,7 +221,7 @@ def _deliversTo(protocol: object, broker: object) -> bool:
     Whether the bytes a transport gives C{protocol} reach C{broker}'s
     C{dataReceived} unchanged: C{protocol} is the broker, or wraps it (a
     few levels deep at most) in Twisted's endpoint wrapper or in a class
-    that says it forwards them (C{forwardsReceivedBytes}) to the broker it
+    that says it forwards them (C{_pbextForwardsReceivedBytes}) to the broker it
     holds as C{broker}.  Only then may the transport receive into the
     broker's buffers past C{protocol}; anything else reads as Twisted does.
     """
@@ -235,7 +235,7 @@ def _deliversTo(protocol: object, broker: object) -> bool:
             and kind.dataReceived is _ENDPOINT_WRAPPER.dataReceived
         ):
             protocol = getattr(protocol, "_wrappedProtocol", None)
-        elif getattr(kind, "forwardsReceivedBytes", False):
+        elif getattr(kind, "_pbextForwardsReceivedBytes", False):
             protocol = getattr(protocol, "__dict__", {}).get("broker")
         else:
             return False

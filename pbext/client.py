@@ -188,12 +188,12 @@ class _LossReporter:
     Everything else is forwarded to the broker, including the interfaces
     it provides (this class declares none of its own).
 
-    @cvar forwardsReceivedBytes: Received bytes reach the broker's
+    @cvar _pbextForwardsReceivedBytes: Received bytes reach the broker's
         C{dataReceived} unchanged, so the broker may have its transport
         receive long strings in place (see L{pbext.broker.Broker}).
     """
 
-    forwardsReceivedBytes = True
+    _pbextForwardsReceivedBytes = True
 
     def __init__(
         self, broker: pb.Broker, lost: Callable[[pb.Broker, Failure], None]

@@ -411,7 +411,7 @@ class DirectWriterTests(TestCase):
         broker = pbext.Broker()
 
         class Forwarding:
-            forwardsReceivedBytes = True
+            _pbextForwardsReceivedBytes = True
 
             def __init__(self) -> None:
                 self.broker = broker

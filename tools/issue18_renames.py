@@ -81,6 +81,10 @@ FACTORY = {
     "loginOnRoot": "pbextLoginOnRoot",
 }
 
+#: Also renamed by hand: the class attribute C{forwardsReceivedBytes} a
+#: protocol wrapper sets (pbext.client._LossReporter) is now
+#: C{_pbextForwardsReceivedBytes}, read by pbext.broker._deliversTo.
+
 BROKER = {name: _private(name) for name in BROKER_PRIVATE}
 BROKER.update(BROKER_PUBLIC)
 
