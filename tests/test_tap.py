@@ -632,3 +632,13 @@ class PolicyOptionsTests(SynchronousTestCase):
             },
         )
         self.assertRaises(usage.UsageError, self.parse, "--keepalive", "0")
+
+    def test_typedCalls(self) -> None:
+        """
+        C{--typed-calls} turns on the call checks of every broker the
+        factory builds; they are off without it.
+        """
+        svc = tap.makeService(self.parse("--typed-calls"))
+        self.assertTrue(svc.factory.buildProtocol(None).typedCalls)
+        svc = tap.makeService(self.parse())
+        self.assertFalse(svc.factory.buildProtocol(None).typedCalls)
