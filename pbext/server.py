@@ -81,6 +81,10 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
         )
 
     def _pbextSetUp(self, *args: Any, **kwargs: Any) -> None:
+        """
+        Set up pbext's state (see L{BrokerFactoryMixin._pbextSetUp}), with
+        the hook that counts a lost connection out.
+        """
         super()._pbextSetUp(*args, **kwargs)
         self._pbext.brokerLost = self._pbextBrokerLost
 
@@ -105,6 +109,10 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
             return None
         proto = self._pbextBuildBroker(isClient=False)
         proto.setNameForLocal("root", self.root.rootObject(proto))
+        if not isinstance(proto, Broker):
+            # Not pbext's broker (a stock protocol class): it would never
+            # report its loss, so it is not counted in.
+            return proto
         state.connectionCount += 1
         proto._pbextAddress = host  # type: ignore[union-attr,attr-defined]
         if host is not None:

@@ -333,6 +333,22 @@ class SubclassNamesTests(SynchronousTestCase):
             conn.disconnect()
         self.assertEqual(server._pbext.connectionCount, 0)
 
+    def test_stockProtocol(self) -> None:
+        """
+        A server factory whose C{protocol} is a stock broker class does not
+        count its connections, which would never be counted out.
+        """
+        clock = Clock()
+        server = pbext.PBServerFactory(
+            DemoRoot(), policy=limitedPolicy(maxConnections=1), reactor=clock
+        )
+        server.protocol = pb.Broker
+        for _ in range(3):
+            conn = connectedPair(server, pb.PBClientFactory(), clock=clock)
+            self.assertEqual(conn.resultOf(conn.rootObject().callRemote("echo", 1)), 1)
+            conn.disconnect()
+        self.assertEqual(server._pbext.connectionCount, 0)
+
     def test_broker(self) -> None:
         """
         A L{Broker} subclass whose body defines every old name, and whose
