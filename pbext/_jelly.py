@@ -82,6 +82,7 @@ from pbext.security import (
     _IMPORTING_TYPES,
     _JELLY_NAMESPACE,
     BoundPolicy,
+    UnsendableError,
     _allowsBasicTypes,
     _allowsSentBuiltins,
 )
@@ -1451,9 +1452,13 @@ class Jellier(_twistedJelly._Jellier):
     Twisted's jellier, asking the connection's registries first and
     serializing builtin values without building and tasting their type
     names.  Its output is exactly stock jelly's for everything stock jelly
-    can send.
+    can send; an instance of a class it may not send raises
+    L{UnsendableError} unless C{substitute} (stock jelly sends an
+    C{unpersistable} placeholder instead).
 
     @ivar registries: The connection's copyable registries, in order.
+    @ivar substitute: Whether to send what cannot be sent as stock jelly
+        does.
     """
 
     def __init__(
@@ -1462,6 +1467,7 @@ class Jellier(_twistedJelly._Jellier):
         invoker: Any = None,
         registries: Iterable[Any] = (),
         persistentStore: Any = None,
+        substitute: bool = True,
     ) -> None:
         """
         @param taster: The taster for what is sent (normally
@@ -1469,9 +1475,13 @@ class Jellier(_twistedJelly._Jellier):
         @param invoker: The broker, or L{None}.
         @param registries: The connection's L{ICopyableRegistry} providers.
         @param persistentStore: Stock jelly's persistent-store hook.
+        @param substitute: Send an instance of a class the taster does not
+            allow as stock jelly's C{unpersistable} placeholder, instead of
+            raising L{UnsendableError}.
         """
         super().__init__(taster, persistentStore, invoker)
         self.registries = tuple(registries)
+        self.substitute = substitute
         self._fast = _FAST_JELLIERS if _allowsSentBuiltins(taster) else {}
 
     def jelly(self, obj: Any) -> Any:
@@ -1488,9 +1498,62 @@ class Jellier(_twistedJelly._Jellier):
                     return sexp
         return super().jelly(obj)
 
+    def unpersistable(self, reason: Any, sxp: Any = None) -> Any:
+        """
+        Stock jelly calls this for an instance of a class its taster does
+        not allow: raise L{UnsendableError} unless L{substitute}.  Other
+        callers (an application's own C{jellyFor}) get the placeholder.
+
+        @raise UnsendableError: For a class that may not be sent.
+        """
+        text = reason.decode("utf-8", "replace") if type(reason) is bytes else reason
+        if not self.substitute and type(text) is str:
+            className = _insecureClassName(text)
+            if className is not None:
+                raise UnsendableError(_unsendableMessage(className), className)
+        return super().unpersistable(reason, sxp)
+
+
+def _insecureClassName(reason: str) -> str | None:
+    """
+    The class named in stock jelly's reason for an C{unpersistable}
+    placeholder of an instance it may not send, or L{None} for any other
+    reason.
+    """
+    prefix, suffix = "instance of class ", " deemed insecure"
+    if reason.startswith(prefix) and reason.endswith(suffix):
+        return reason[len(prefix) : -len(suffix)]
+    return None
+
+
+def _unsendableMessage(className: str) -> str:
+    """
+    Why an instance of C{className} cannot be sent, and what to do.
+    """
+    receiving = any(
+        isinstance(value, type) and qual(value) == className
+        for value in _classicRegistry().values()
+    )
+    why = (
+        "its class is registered (pb.setUnjellyableForClass) only for receiving copies"
+        if receiving
+        else "its class is not a pb.Copyable, not registered for sending in a "
+        "copyable registry, and not allowed by the policy"
+    )
+    return (
+        f"cannot send an instance of {className}: {why}; send a pb.Copyable or "
+        f"a registered type instead (classic PB would have sent the string "
+        f"'<unpersistable>' in its place; the policy option sendUnpersistable "
+        f"restores that)"
+    )
+
 
 def jelly(
-    obj: object, taster: Any, invoker: Any = None, registries: Iterable[Any] = ()
+    obj: object,
+    taster: Any,
+    invoker: Any = None,
+    registries: Iterable[Any] = (),
+    policy: Any = None,
 ) -> Any:
     """
     Serialize C{obj} to a jelly expression.
@@ -1498,12 +1561,19 @@ def jelly(
     @param taster: The outgoing taster (C{policy.outgoingTaster()}).
     @param invoker: The broker, or L{None}.
     @param registries: The connection's L{ICopyableRegistry} providers.
+    @param policy: The sender's policy: unless its C{sendUnpersistable} is
+        true, an instance of a class that may not be sent raises
+        L{UnsendableError}.  Without one, such an instance is sent as stock
+        jelly sends it, as an C{unpersistable} placeholder.
+
+    @raise UnsendableError: See C{policy}.
     """
     if _allowsSentBuiltins(taster):
         sexp = jellyPlain(obj)
         if sexp is not NOT_PLAIN:
             return sexp
-    return Jellier(taster, invoker, registries).jelly(obj)
+    substitute = policy is None or bool(getattr(policy, "sendUnpersistable", False))
+    return Jellier(taster, invoker, registries, substitute=substitute).jelly(obj)
 
 
 def unjelly(

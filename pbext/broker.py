@@ -59,6 +59,7 @@ from pbext._accelerator import speedups as _speedups
 from pbext._transport import DirectReads, DirectWrites
 from pbext.codec import Decoder, FramingError, encodePieces
 from pbext.copyable import FailureRegistry, failureRegistry
+from pbext.copystate import CopyHookError, HookErrorLog
 from pbext.security import (
     SecurityPolicy,
     _allowsBasicTypes,
@@ -480,6 +481,9 @@ class Broker(pb.Broker):
         self._keepalive: Any = None
         self._control = _Control(self)
         self.setNameForLocal(CONTROL_NAME, self._control)
+        # Errors of the application's own code building received copies,
+        # logged as its bugs (rate-limited per class); made when needed.
+        self._pbextHookErrors: HookErrorLog | None = None
 
     # -- logging -----------------------------------------------------------
 
@@ -1022,7 +1026,9 @@ class Broker(pb.Broker):
         self.jellyArgs = args
         self.jellyKw = kw
         try:
-            return _jelly.jelly(object, self._outgoingTaster, self, self.registries)
+            return _jelly.jelly(
+                object, self._outgoingTaster, self, self.registries, self.policy
+            )
         finally:
             self.serializingPerspective = None
             self.jellyMethod = None
@@ -1090,8 +1096,22 @@ class Broker(pb.Broker):
             return _jelly.unjelly(
                 sexp, self._incomingTaster, self, self.registries, self.policy
             )
+        except CopyHookError as e:
+            self._reportHookError(e)
+            raise
         finally:
             self.unserializingPerspective = None
+
+    def _reportHookError(self, error: CopyHookError) -> None:
+        """
+        Log an error of the application's own code building a received
+        copy as a bug of the application, with its traceback (at most one
+        a minute for each class): the peer is not blamed.
+        """
+        log = self._pbextHookErrors
+        if log is None:
+            log = self._pbextHookErrors = HookErrorLog(self._getClock().seconds)
+        log.report(error, self._peerName())
 
     # -- references and caches ---------------------------------------------
 
