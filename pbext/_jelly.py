@@ -280,8 +280,8 @@ class _ClassicClass:
     @ivar rule: Its declared rule (L{pbext.copystate.ruleOf}).
     @ivar index: Where its state is in its expression: 2 for a
         L{pb.RemoteCache} (C{[name, cacheID, state]}), else 1.
-    @ivar needsDict: Whether Twisted's code assigns the state to
-        C{__dict__} as it is, so that only a dictionary will do.
+    @ivar needsDict: Whether only a dictionary will do (else empty state,
+        such as L{None}, is accepted too).
     @ivar goodKeys: The received keys (as bytes) already found acceptable.
     """
 
@@ -298,22 +298,19 @@ class _ClassicClass:
                 pass
         self.rule = ruleOf(regClass)
         self.index = 1
-        self.needsDict = False
-        if isClass:
-            if issubclass(regClass, flavors.RemoteCopy):
-                if issubclass(regClass, flavors.RemoteCache):
-                    self.index = 2
-                self.needsDict = (
-                    invoker is None
-                    and not hasattr(regClass, "__setstate__")
-                    and regClass.unjellyFor
-                    in (flavors.RemoteCopy.unjellyFor, flavors.RemoteCache.unjellyFor)
-                )
-            elif issubclass(regClass, _Unjellyable):
-                self.needsDict = (
-                    regClass.unjellyFor is _Unjellyable.unjellyFor
-                    and regClass.setStateFor is _Unjellyable.setStateFor
-                )
+        # Only pb.RemoteCopy's own setCopyableState turns empty state (None,
+        # an empty list ...) into {}, so only its classes may get it, unless
+        # Twisted's code assigns the state to __dict__ as it is (no broker).
+        self.needsDict = True
+        if isClass and issubclass(regClass, flavors.RemoteCopy):
+            if issubclass(regClass, flavors.RemoteCache):
+                self.index = 2
+            self.needsDict = (
+                invoker is None
+                and not hasattr(regClass, "__setstate__")
+                and regClass.unjellyFor
+                in (flavors.RemoteCopy.unjellyFor, flavors.RemoteCache.unjellyFor)
+            )
         self.goodKeys: set[bytes] = set()
 
 
