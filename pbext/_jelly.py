@@ -290,12 +290,10 @@ class _ClassicClass:
     def __init__(self, regClass: Any, invoker: Any) -> None:
         isClass = isinstance(regClass, type)
         self.owner: type | None = regClass if isClass else None
-        self.name = qual(regClass) if isClass else repr(regClass)[:200]
-        if not isClass:
-            try:
-                self.name = qual(regClass)
-            except Exception:
-                pass
+        try:
+            self.name = qual(regClass)
+        except Exception:
+            self.name = repr(regClass)[:200]
         self.rule = ruleOf(regClass)
         self.index = 1
         # Only pb.RemoteCopy's own setCopyableState turns empty state (None,

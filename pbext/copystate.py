@@ -200,11 +200,12 @@ def stateFields(*names: str) -> Callable[[_T], _T]:
     """
     Declare the state fields a classic copy class (or a copy factory)
     accepts from a peer: received state must then be a dictionary whose
-    keys are among C{names}, and nothing else is checked about it.
+    keys are among C{names}; any of them may be absent.
 
     A declared field may have a class-level default (C{isAdmin = False}):
-    declaring it is what lets a peer set it.  A field may not name a
-    method or a property of the class::
+    declaring it is what lets a peer set it.  A field may never name a
+    method or a property of the class (checked here, and again on receipt,
+    for subclasses that add one)::
 
         from pbext.copystate import stateFields
 
@@ -302,16 +303,18 @@ def keyProblem(key: object, owner: type | None, rule: Any) -> str | None:
         return f"state key {text!r} is not an identifier"
     if text.startswith("__"):
         return f"state key {text!r} names a special attribute"
-    if rule is not None:
-        if text not in rule:
-            return (
-                f"state key {text!r} is not a declared field "
-                f"(declared: {', '.join(sorted(rule)) or 'none'})"
-            )
-        return None
+    if rule is not None and text not in rule:
+        return (
+            f"state key {text!r} is not a declared field "
+            f"(declared: {', '.join(sorted(rule)) or 'none'})"
+        )
     if owner is not None:
         found = _classAttribute(owner, text)
-        if found is not None:
+        if found is not None and (
+            rule is None or _kindOf(found[1]) != "class attribute"
+        ):
+            # A declared field may have a class-level default, but never
+            # hide a method or property (a subclass may have added one).
             return (
                 f"state key {text!r} would hide the {_kindOf(found[1])} "
                 f"{qual(found[0])}.{text}; a class that accepts it declares it "

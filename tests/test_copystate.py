@@ -25,6 +25,7 @@ from pbext.copystate import (
     UNCHECKED,
     CopyHookError,
     HookErrorLog,
+    keyProblem,
     ruleOf,
     stateFields,
     uncheckedState,
@@ -443,6 +444,12 @@ class DeclarationTests(SynchronousTestCase):
         self.assertIn("greet", str(raised.exception))
         withProperty = type("Copy", (pb.RemoteCopy,), {"p": property(lambda s: 1)})
         self.assertRaises(ValueError, stateFields("p"), withProperty)
+        # A subclass that adds a method named like a declared field does
+        # not let a peer hide it.
+        later = type("Later", (Declared,), {"name": lambda self: "method"})
+        problem = keyProblem("name", later, ruleOf(later))
+        self.assertIn("would hide the method", problem or "")
+        self.assertIsNone(keyProblem("isAdmin", later, ruleOf(later)))
         # A class-level value may be declared: that is what lets a peer
         # set it.
         self.assertIs(stateFields("isAdmin")(Plain), Plain)
@@ -904,6 +911,20 @@ class BrokerHookErrorTests(SynchronousTestCase):
         copy = Injector("copystate.WithSetter", {"name": "n"})
         self.assertEqual(conn.resultOf(ref.callRemote("keep", copy)), 1)
         self.assertEqual(root.kept[0].name, "n")
+
+    def test_answerInjection(self) -> None:
+        """
+        A client checks the copies in its answers the same way: injected
+        state from the server fails the call locally and reaches none of
+        the client's code.
+        """
+        conn, root, ref = serverAndClient(self)
+        for state in injectedFor(WithSetter):
+            d = ref.callRemote("give", "copystate.WithSetter", state)
+            self.assertIsInstance(conn.failureOf(d).value, jelly.InsecureJelly)
+        self.assertEqual(SEEN, [])
+        made = conn.resultOf(ref.callRemote("give", "copystate.WithSetter", {"a": 1}))
+        self.assertEqual(made.a, 1)
 
     def test_newStyleDeclared(self) -> None:
         """
