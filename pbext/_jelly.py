@@ -1496,17 +1496,24 @@ class Jellier(_twistedJelly._Jellier):
     def unpersistable(self, reason: Any, sxp: Any = None) -> Any:
         """
         Stock jelly calls this for an instance of a class its taster does
-        not allow: raise L{UnsendableError} unless L{substitute}.  Other
-        callers (an application's own C{jellyFor}) get the placeholder.
+        not allow, to send a placeholder instead: raise L{UnsendableError}
+        unless L{substitute}.  So that no placeholder is ever sent by
+        default, any other caller (an application's own C{jellyFor}) gets
+        the error too.
 
-        @raise UnsendableError: For a class that may not be sent.
+        @raise UnsendableError: Unless L{substitute}.
         """
+        if self.substitute:
+            return super().unpersistable(reason, sxp)
         text = reason.decode("utf-8", "replace") if type(reason) is bytes else reason
-        if not self.substitute and type(text) is str:
-            className = _insecureClassName(text)
-            if className is not None:
-                raise UnsendableError(_unsendableMessage(className), className)
-        return super().unpersistable(reason, sxp)
+        className = _insecureClassName(text) if type(text) is str else None
+        if className is not None:
+            raise UnsendableError(_unsendableMessage(className), className)
+        raise UnsendableError(
+            f"cannot send a value jelly calls unpersistable ({str(text)[:200]}); "
+            f"the policy option sendUnpersistable sends a placeholder instead",
+            "",
+        )
 
 
 def _insecureClassName(reason: str) -> str | None:

@@ -1045,6 +1045,26 @@ class UnsendableTests(SynchronousTestCase):
             f.write("[policy]\nsendUnpersistable = yes\n")
         self.assertTrue(loadPolicy(path).sendUnpersistable)
 
+    def test_twistedReasonShape(self) -> None:
+        """
+        Stock jelly's reason for the placeholder of an instance it may not
+        send names the class as pbext expects, so that the error names it
+        too; any other reason still fails the call.
+        """
+        sexp = jelly.jelly(ReceiveOnly(), jelly.SecurityOptions())
+        self.assertEqual(sexp[0], b"unpersistable")
+        reason = sexp[1].decode("utf-8")
+        self.assertEqual(
+            _jelly._insecureClassName(reason), "tests.test_copystate.ReceiveOnly"
+        )
+        jellier = _jelly.Jellier(defaultPolicy().outgoingTaster(), substitute=False)
+        with self.assertRaises(UnsendableError) as raised:
+            jellier.unpersistable("my own reason")
+        self.assertIn("my own reason", str(raised.exception))
+        self.assertEqual(
+            _jelly.Jellier(None).unpersistable("x"), [b"unpersistable", b"x"]
+        )
+
     def test_lowLevelDefault(self) -> None:
         """
         L{_jelly.jelly} without a policy sends what stock jelly sends.
