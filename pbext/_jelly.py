@@ -345,8 +345,13 @@ _PB_UNJELLYABLES: dict[bytes, Any] = {
 }
 
 
-# The tags of empty state a classic copy may get instead of a dictionary.
-_EMPTY_TAGS = frozenset({b"list", b"tuple", b"set", b"frozenset", b"dictionary"})
+# What an empty container expression gives, as state of a classic copy.
+_EMPTY_STATES: dict[bytes, Any] = {
+    b"list": [],
+    b"tuple": (),
+    b"set": frozenset(),
+    b"frozenset": frozenset(),
+}
 
 
 # PB's reference tags: [tag, id], meaningful only to a broker.
@@ -688,8 +693,9 @@ class Unjellier(_twistedJelly._Unjellier):
         if tag == b"None" and len(expression) == 1:
             self._checkState(None, info)
             return
-        if tag in _EMPTY_TAGS and len(expression) == 1:
-            self._checkState((), info)
+        empty = _EMPTY_STATES.get(tag) if type(tag) is bytes else None
+        if empty is not None and len(expression) == 1:
+            self._checkState(empty, info)
             return
         if type(tag) is bytes:
             kind = tag.decode("utf-8", "replace")[:40]

@@ -336,7 +336,10 @@ def stateProblem(
     if type(state) is not dict:
         if not needsDict and (
             state is None
-            or (type(state) in (list, tuple, bytes, str, int, float) and not state)
+            or (
+                type(state) in (list, tuple, set, frozenset, bytes, str, int, float)
+                and not state
+            )
         ):
             return None
         return f"state is a {type(state).__name__}, not a dictionary"
