@@ -415,8 +415,10 @@ class Unjellier(_twistedJelly._Unjellier):
         # does), asked once per expression rather than once per object: a
         # list of a thousand copies of one type checks the type once.
         self._registryOf: dict[bytes, Any] = {}
-        # What is known of each classic class met so far.
+        # What is known of each classic class met so far, and the view of
+        # this unjellier their code gets.
         self._classicClasses: dict[Any, _ClassicClass] = {}
+        self._view: _ApplicationView | None = None
 
     def _findRegistry(self, tag: bytes) -> Any:
         """
@@ -607,17 +609,19 @@ class Unjellier(_twistedJelly._Unjellier):
             if index == 2 and type(obj[1]) is not int:
                 raise MalformedJelly("cache IDs are integers")
             self._checkStateExpression(obj[index], info)
-        view = _ApplicationView(self)
-        return self._runApplication(regClass, self._buildWith, regClass, view, obj)
-
-    @staticmethod
-    def _buildWith(regClass: Any, view: _ApplicationView, obj: list[Any]) -> Any:
-        """
-        What stock jelly does with a registered class or function.
-        """
-        instance = _createBlank(regClass)
-        method = getattr(instance, "unjellyFor", regClass)
-        return method(view, obj)
+        view = self._view
+        if view is None:
+            view = self._view = _ApplicationView(self)
+        # What stock jelly does with a registered class or function, with
+        # _runApplication's handling of errors (inline: once per copy).
+        try:
+            instance = _createBlank(regClass)
+            method = getattr(instance, "unjellyFor", regClass)
+            return method(view, obj)
+        except (InsecureJelly, pb.Error):
+            raise
+        except Exception as e:
+            raise hookError(regClass, Failure()) from e
 
     def _runApplication(
         self, owner: Any, function: Callable[..., Any], *args: Any
