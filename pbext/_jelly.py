@@ -41,6 +41,22 @@ importing by name under the taster's module and class checks).
 Basic expressions come first so no registry can change what C{reference}
 or C{list} mean.
 
+Classic copies
+==============
+
+An application's class (or function) found in Twisted's global registries
+has the state of its expression checked (L{pbext.copystate}) on the
+expression itself before any of its code runs, unless the policy's
+C{checkCopyState} is off or the class opted out; the code then runs with
+a view of the unjellier that turns malformed input into L{MalformedJelly},
+and any other exception of it becomes a L{pbext.copystate.CopyHookError}.
+PB's own classes and functions are trusted.  The C accelerator never
+builds classic copies: their expressions always reach this unjellier.
+
+Sending, an instance of a class that may not be sent raises
+L{pbext.security.UnsendableError} unless the sender's policy has
+C{sendUnpersistable} (stock jelly sends an C{unpersistable} placeholder).
+
 This is a private module: its API may change with the broker's needs.
 
 @since: pbext NEXT
