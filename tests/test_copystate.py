@@ -612,6 +612,17 @@ class ClassicStateTests(SynchronousTestCase):
         )
         self.assertEqual(made.value, 1)
 
+    def test_neverPlain(self) -> None:
+        """
+        The plain fast paths (the C accelerator's, where it is built, and
+        the pure-Python twin) never build a classic copy, even when its
+        state is plain: the unjellier that checks it always does.
+        """
+        sexp = [b"copystate.WithSetter", stateOf(("greet", 1))]
+        for unjellyPlain in (_jelly._unjellyPlainPython, _jelly.unjellyPlain):
+            self.assertIs(unjellyPlain(sexp), _jelly.NOT_PLAIN)
+            self.assertIs(unjellyPlain([b"list", sexp]), _jelly.NOT_PLAIN)
+
     def test_sharedState(self) -> None:
         """
         State sent as a reference to a dictionary already received is
