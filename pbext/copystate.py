@@ -16,8 +16,8 @@ state received for every such class is checked I{before} any of its code
 (C{setCopyableState}, C{setStateFor}, C{unjellyFor}, a copy factory,
 C{__setstate__}) sees it, whatever the class overrides:
 
-  - it must be a dictionary (or empty), whose keys are identifiers, not
-    C{__dunder__} names;
+  - it must be a dictionary (a L{pb.RemoteCopy} may also get empty state,
+    such as L{None}), whose keys are identifiers, not C{__dunder__} names;
   - and no key may name an attribute of the class (a method, a property,
     a slot or a class-level value), unless the class declares the fields
     it accepts with L{stateFields}: then every key must be one of those.
@@ -49,8 +49,14 @@ from twisted.python.reflect import qual
 from twisted.spread import pb
 
 __all__ = [
+    "UNCHECKED",
     "CopyHookError",
+    "HookErrorLog",
+    "hookError",
+    "keyProblem",
+    "ruleOf",
     "stateFields",
+    "stateProblem",
     "uncheckedState",
 ]
 
@@ -72,7 +78,8 @@ class _Unchecked:
         return "<unchecked state>"
 
 
-#: The rule of a class whose state is not checked.
+#: The rule of a class whose state is not checked (L{uncheckedState}).
+#: @since: pbext NEXT
 UNCHECKED: Any = _Unchecked()
 
 
@@ -126,6 +133,8 @@ def hookError(
     @param failure: The application's exception, with its traceback.
     @param hook: The hook's name; by default the function of the innermost
         frame of the traceback.
+
+    @since: pbext NEXT
     """
     if hook is None:
         hook = "code"
@@ -271,6 +280,8 @@ def ruleOf(owner: object) -> Any:
     """
     The declared rule of a class or factory: L{UNCHECKED}, a frozenset of
     field names, or L{None} (the default rule).
+
+    @since: pbext NEXT
     """
     if isinstance(owner, type):
         found = _classAttribute(owner, _RULE_ATTRIBUTE)
@@ -290,6 +301,8 @@ def keyProblem(key: object, owner: type | None, rule: Any) -> str | None:
     @param key: The key as received: C{str}, or UTF-8 C{bytes}.
     @param owner: The class the state is for, or L{None} (a factory
         function: no attribute to compare with).
+
+    @since: pbext NEXT
     """
     text = key
     if isinstance(key, bytes):
@@ -315,10 +328,15 @@ def keyProblem(key: object, owner: type | None, rule: Any) -> str | None:
         ):
             # A declared field may have a class-level default, but never
             # hide a method or property (a subclass may have added one).
+            advice = (
+                "a declared field may not name a method or property"
+                if rule is not None
+                else "a class that accepts it declares it with "
+                "pbext.copystate.stateFields"
+            )
             return (
                 f"state key {text!r} would hide the {_kindOf(found[1])} "
-                f"{qual(found[0])}.{text}; a class that accepts it declares it "
-                f"with pbext.copystate.stateFields"
+                f"{qual(found[0])}.{text}; {advice}"
             )
     return None
 
@@ -330,6 +348,8 @@ def stateProblem(
     Why C{state}, an unjellied value, may not be given to C{owner}'s code
     under C{rule}, or L{None} if it may: it must be a dictionary whose keys
     pass L{keyProblem}, or (unless C{needsDict}) L{None} or an empty value.
+
+    @since: pbext NEXT
     """
     if rule is UNCHECKED:
         return None
