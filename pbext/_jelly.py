@@ -41,6 +41,22 @@ importing by name under the taster's module and class checks).
 Basic expressions come first so no registry can change what C{reference}
 or C{list} mean.
 
+Classic copies
+==============
+
+An application's class (or function) found in Twisted's global registries
+has the state of its expression checked (L{pbext.copystate}) on the
+expression itself before any of its code runs, unless the policy's
+C{checkCopyState} is off or the class opted out; the code then runs with
+a view of the unjellier that turns malformed input into L{MalformedJelly},
+and any other exception of it becomes a L{pbext.copystate.CopyHookError}.
+PB's own classes and functions are trusted.  The C accelerator never
+builds classic copies: their expressions always reach this unjellier.
+
+Sending, an instance of a class that may not be sent raises
+L{pbext.security.UnsendableError} unless the sender's policy has
+C{sendUnpersistable} (stock jelly sends an C{unpersistable} placeholder).
+
 This is a private module: its API may change with the broker's needs.
 
 @since: pbext NEXT
@@ -50,9 +66,10 @@ from __future__ import annotations
 
 import datetime
 import operator
-from typing import Any, Callable, Iterable, Mapping, cast
+from typing import Any, Callable, Iterable, Mapping, NoReturn, cast
 
 from twisted.persisted.crefutil import NotKnown, _DictKeyAndValue
+from twisted.python.failure import Failure
 from twisted.python.reflect import qual
 from twisted.spread import flavors, pb
 from twisted.spread import jelly as _twistedJelly
@@ -70,10 +87,18 @@ from pbext.copyable import (
     VERSION_KEY,
     CopyableRegistry,
 )
+from pbext.copystate import (
+    UNCHECKED,
+    hookError,
+    keyProblem,
+    ruleOf,
+    stateProblem,
+)
 from pbext.security import (
     _IMPORTING_TYPES,
     _JELLY_NAMESPACE,
     BoundPolicy,
+    UnsendableError,
     _allowsBasicTypes,
     _allowsSentBuiltins,
 )
@@ -206,77 +231,12 @@ class _LinearContainer(NotKnown):
             self.resolveDependants(self.containerType(self.items))
 
 
-def _copyStateProblem(state: object) -> str | None:
-    """
-    Why C{state} may not become an instance's C{__dict__}, or
-    L{None} if it may: it must be a dictionary (or empty) whose keys are
-    identifiers (C{str}, or UTF-8 C{bytes}) not starting with two
-    underscores.
-    """
-    if state is None:
-        return None
-    if type(state) is not dict:
-        if type(state) in (list, tuple, bytes, str, int, float) and not state:
-            return None
-        return f"state is a {type(state).__name__}, not a dictionary"
-    for key in state:
-        text = key
-        if isinstance(key, bytes):
-            try:
-                text = key.decode("utf-8")
-            except UnicodeDecodeError:
-                return f"state key {key!r} is not UTF-8"
-        if not isinstance(text, str):
-            return f"state key {key!r} is a {type(key).__name__}, not a string"
-        if not text.isidentifier():
-            return f"state key {text!r} is not an identifier"
-        if text.startswith("__"):
-            return f"state key {text!r} names a special attribute"
-    return None
-
-
-def _checkCopyState(state: object, cls: type) -> None:
-    """
-    Refuse C{state} for an instance of C{cls} unless it is ordinary
-    attributes only.
-
-    @raise InsecureJelly: If it is not.
-    """
-    problem = _copyStateProblem(state)
-    if problem is not None:
-        raise InsecureJelly(
-            f"refused state for {qual(cls)}: {problem} (a peer may only set "
-            f"ordinary attributes)"
-        )
-
-
-def _assignsStateWholesale(cls: type) -> bool:
-    """
-    Whether C{cls} unjellies with Twisted's own C{unjellyFor}, which hands
-    the received state to C{setCopyableState} or C{setStateFor}
-    implementations that assign it to C{__dict__} unchecked.
-    """
-    if issubclass(cls, flavors.RemoteCopy):
-        return cls.unjellyFor in (
-            flavors.RemoteCopy.unjellyFor,
-            flavors.RemoteCache.unjellyFor,
-        ) and cls.setCopyableState in (
-            flavors.RemoteCopy.setCopyableState,
-            pb.CopiedFailure.setCopyableState,
-        )
-    if issubclass(cls, _Unjellyable):
-        return (
-            cls.unjellyFor is _Unjellyable.unjellyFor
-            and cls.setStateFor is _Unjellyable.setStateFor
-        )
-    return False
-
-
 class _StateChecking:
     """
-    The unjellier as seen by a classic C{unjellyFor} implementation whose
-    state needs checking: every value that implementation unjellies
-    directly is its state, and is checked before it is returned.
+    The unjellier as seen by Twisted's own C{unjellyFor} of a PB class
+    whose state is assigned wholesale (L{pb.CopiedFailure}): every value
+    that implementation unjellies directly is its state, and is checked
+    (ordinary attribute names only) before it is returned.
     """
 
     def __init__(self, unjellier: Unjellier, cls: type) -> None:
@@ -285,11 +245,87 @@ class _StateChecking:
 
     def unjelly(self, obj: Any) -> Any:
         state = self._unjellier.unjelly(obj)
-        _checkCopyState(state, self._cls)
+        problem = stateProblem(state, None, None)
+        if problem is not None:
+            raise InsecureJelly(
+                f"refused state for {qual(self._cls)}: {problem} (a peer may only "
+                f"set ordinary attributes)"
+            )
         return state
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._unjellier, name)
+
+
+class _ApplicationView:
+    """
+    The unjellier as application code (a class's own C{unjellyFor}, say)
+    sees it.  What that code unjellies through it is peer input: the
+    errors malformed input makes pbext's or Twisted's code raise become
+    L{MalformedJelly} here, so that they are not taken for errors of the
+    application's own code around the call.
+    """
+
+    __slots__ = ("_unjellier",)
+
+    def __init__(self, unjellier: Unjellier) -> None:
+        self._unjellier = unjellier
+
+    def unjelly(self, obj: Any) -> Any:
+        try:
+            return self._unjellier.unjelly(obj)
+        except (InsecureJelly, pb.Error):
+            raise
+        except _MALFORMED_ERRORS as e:
+            raise MalformedJelly(
+                f"malformed jelly expression ({type(e).__name__}: {e})"
+            ) from e
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._unjellier, name)
+
+
+class _ClassicClass:
+    """
+    What the L{Unjellier} knows about a class (or function) registered
+    with Twisted's global registries, worked out once per expression.
+
+    @ivar owner: The class the state's keys are compared with (L{None}
+        for a function).
+    @ivar name: Its qualified name, for messages.
+    @ivar rule: Its declared rule (L{pbext.copystate.ruleOf}).
+    @ivar index: Where its state is in its expression: 2 for a
+        L{pb.RemoteCache} (C{[name, cacheID, state]}), else 1.
+    @ivar needsDict: Whether only a dictionary will do (else empty state,
+        such as L{None}, is accepted too).
+    @ivar goodKeys: The received keys (as bytes) already found acceptable.
+    """
+
+    __slots__ = ("owner", "name", "rule", "index", "needsDict", "goodKeys")
+
+    def __init__(self, regClass: Any, invoker: Any) -> None:
+        isClass = isinstance(regClass, type)
+        self.owner: type | None = regClass if isClass else None
+        try:
+            self.name = qual(regClass)
+        except Exception:
+            self.name = repr(regClass)[:200]
+        self.rule = ruleOf(regClass)
+        self.index = 1
+        # Only pb.RemoteCopy's own setCopyableState turns empty state (None,
+        # an empty list ...) into {}, so only its classes may get it, unless
+        # Twisted's code assigns the state to __dict__ as it is (no broker).
+        self.needsDict = True
+        if isClass and issubclass(regClass, flavors.RemoteCopy):
+            if issubclass(regClass, flavors.RemoteCache):
+                self.index = 2
+            self.needsDict = (
+                invoker is None
+                and not hasattr(regClass, "__setstate__")
+                and regClass.unjellyFor
+                in (flavors.RemoteCopy.unjellyFor, flavors.RemoteCache.unjellyFor)
+            )
+        self.goodKeys: set[bytes] = set()
 
 
 # Read once: attribute lookups on twisted.spread.jelly go through a slow
@@ -322,6 +358,15 @@ _PB_UNJELLYABLES: dict[bytes, Any] = {
     b"cached": flavors.unjellyCached,
     b"lcache": flavors.unjellyLCache,
     b"twisted.spread.pb.CopyableFailure": pb.CopiedFailure,
+}
+
+
+# What an empty container expression gives, as state of a classic copy.
+_EMPTY_STATES: dict[bytes, Any] = {
+    b"list": [],
+    b"tuple": (),
+    b"set": frozenset(),
+    b"frozenset": frozenset(),
 }
 
 
@@ -386,6 +431,10 @@ class Unjellier(_twistedJelly._Unjellier):
         # does), asked once per expression rather than once per object: a
         # list of a thousand copies of one type checks the type once.
         self._registryOf: dict[bytes, Any] = {}
+        # What is known of each classic class met so far, and the view of
+        # this unjellier their code gets.
+        self._classicClasses: dict[Any, _ClassicClass] = {}
+        self._view: _ApplicationView | None = None
 
     def _findRegistry(self, tag: bytes) -> Any:
         """
@@ -421,7 +470,7 @@ class Unjellier(_twistedJelly._Unjellier):
                 f"malformed jelly expression ({type(e).__name__}: {e})"
             ) from e
         for hook in self.postCallbacks:
-            hook()
+            self._runApplication(type(getattr(hook, "__self__", hook)), hook)
         return result
 
     def _finish(self, result: Any) -> Any:
@@ -484,7 +533,12 @@ class Unjellier(_twistedJelly._Unjellier):
             factory = _classicFactories().get(tag)
             if factory is not None:
                 _checkArity(obj[1:], 1, tag.decode("utf-8", "replace"))
-                return self._maybePostUnjelly(factory(self.unjelly(obj[1])))
+                state = self.unjelly(obj[1])
+                if self.checkCopyState:
+                    self._checkState(state, self._classicClass(factory))
+                return self._maybePostUnjelly(
+                    self._runApplication(factory, factory, state)
+                )
         cls = self._instanceClass(tag)
         if cls is not None:
             _checkArity(obj[1:], 1, qual(cls))
@@ -508,29 +562,194 @@ class Unjellier(_twistedJelly._Unjellier):
     def _callUnjellyable(self, regClass: Any, obj: list[Any]) -> Any:
         """
         Call a registered class's C{unjellyFor} (or a registered function),
-        as stock jelly does, checking the state it assigns wholesale.
+        as stock jelly does.  PB's own are trusted (the state of a copied
+        failure is checked as it is unjellied); an application's have
+        their state checked first (L{_callApplication}).
         """
-        if obj[0] in _PB_REFERENCE_TAGS:
-            _checkArity(obj[1:], 1, obj[0].decode())
+        tag = obj[0]
+        if _PB_UNJELLYABLES.get(tag) is not regClass:
+            return self._callApplication(regClass, obj)
+        if tag in _PB_REFERENCE_TAGS:
+            _checkArity(obj[1:], 1, tag.decode())
             if type(obj[1]) not in (int, bytes, str):
                 raise MalformedJelly(
                     f"object IDs are integers or names, not {type(obj[1]).__name__}"
                 )
             if self.invoker is None:
                 raise InsecureJelly(
-                    f"{obj[0].decode()!r} expressions need a broker to refer to"
+                    f"{tag.decode()!r} expressions need a broker to refer to"
                 )
         instance = _createBlank(regClass)
-        method = getattr(instance, "unjellyFor", regClass)
+        method: Any = getattr(instance, "unjellyFor", regClass)
         unjellier: Any = self
-        if (
-            self.checkCopyState
-            and instance is not None
-            and _assignsStateWholesale(regClass)
-            and not (self.invoker is None and hasattr(regClass, "__setstate__"))
-        ):
+        if self.checkCopyState and regClass is pb.CopiedFailure:
             unjellier = _StateChecking(self, regClass)
         return method(unjellier, obj)
+
+    def _classicClass(self, regClass: Any) -> _ClassicClass:
+        """
+        What is known about C{regClass}, worked out once per expression.
+        """
+        info = self._classicClasses.get(regClass)
+        if info is None:
+            info = self._classicClasses[regClass] = _ClassicClass(
+                regClass, self.invoker
+            )
+        return info
+
+    def _callApplication(self, regClass: Any, obj: list[Any]) -> Any:
+        """
+        Build an object with an application's class (or function)
+        registered with C{pb.setUnjellyableForClass}.
+
+        Unless the policy or the class says otherwise, the expression must
+        be a copy's (C{[name, state]}, or C{[name, cacheID, state]} for a
+        L{pb.RemoteCache}) and its state must pass
+        L{pbext.copystate.stateProblem}, checked on the expression itself,
+        before any of the class's code runs: its C{unjellyFor} then
+        unjellies exactly what was checked.  An exception of that code is a
+        L{pbext.copystate.CopyHookError}.
+
+        @raise InsecureJelly: If the state is refused.
+        """
+        info = self._classicClass(regClass)
+        if self.checkCopyState and info.rule is not UNCHECKED:
+            index = info.index
+            if len(obj) != index + 1:
+                shape = "[name, cacheID, state]" if index == 2 else "[name, state]"
+                raise InsecureJelly(
+                    f"refused a {info.name}: a copy of it is {shape}, not "
+                    f"{len(obj)} elements (a class that reads a wire format of "
+                    f"its own must be declared with pbext.copystate.uncheckedState)"
+                )
+            if index == 2 and type(obj[1]) is not int:
+                raise MalformedJelly("cache IDs are integers")
+            self._checkStateExpression(obj[index], info)
+        view = self._view
+        if view is None:
+            view = self._view = _ApplicationView(self)
+        # What stock jelly does with a registered class or function, with
+        # _runApplication's handling of errors (inline: once per copy).
+        try:
+            instance = _createBlank(regClass)
+            method = getattr(instance, "unjellyFor", regClass)
+            return method(view, obj)
+        except (InsecureJelly, pb.Error):
+            raise
+        except Exception as e:
+            raise hookError(regClass, Failure()) from e
+
+    def _runApplication(
+        self, owner: Any, function: Callable[..., Any], *args: Any
+    ) -> Any:
+        """
+        Run application code that builds an object of C{owner}.
+
+        @raise pbext.copystate.CopyHookError: If it raises anything but an
+            L{InsecureJelly} or a L{pb.Error} (refusals, and errors of
+            nested copies, which pass unchanged).
+        """
+        try:
+            return function(*args)
+        except (InsecureJelly, pb.Error):
+            raise
+        except Exception as e:
+            raise hookError(owner, Failure()) from e
+
+    def _refuseState(self, info: _ClassicClass, problem: str) -> NoReturn:
+        raise InsecureJelly(f"refused state for {info.name}: {problem}")
+
+    def _checkState(self, state: Any, info: _ClassicClass) -> None:
+        """
+        Refuse unjellied C{state} for the class C{info} describes, unless
+        it passes L{pbext.copystate.stateProblem}.
+        """
+        problem = stateProblem(state, info.owner, info.rule, info.needsDict)
+        if problem is not None:
+            self._refuseState(info, problem)
+
+    def _checkStateExpression(self, expression: Any, info: _ClassicClass) -> None:
+        """
+        Refuse the state expression of a copy for the class C{info}
+        describes unless the state it gives passes
+        L{pbext.copystate.stateProblem}: read from the expression itself,
+        unjellying nothing (only a reference to a finished value is looked
+        up).
+
+        @raise InsecureJelly: If it is refused.
+        @raise MalformedJelly: If it is malformed.
+        """
+        for _ in range(8):
+            if type(expression) is not list or not expression:
+                break
+            tag = expression[0]
+            if tag is PREBUILT and len(expression) == 2:
+                self._checkState(expression[1], info)
+                return
+            if tag != b"reference":
+                break
+            _checkArity(expression[1:], 2, "reference")
+            _checkRefID(expression[1])
+            expression = expression[2]
+        if type(expression) is not list:
+            self._checkState(expression, info)
+            return
+        if not expression:
+            raise MalformedJelly("empty jelly expression")
+        tag = expression[0]
+        if tag == b"dictionary":
+            self._checkStateKeys(expression, info)
+            return
+        if tag == b"dereference":
+            _checkArity(expression[1:], 1, "dereference")
+            _checkRefID(expression[1])
+            value = self.references.get(expression[1], _MISSING)
+            if isinstance(value, NotKnown) and value.resolved:
+                value = value.resolvedObject
+            if value is _MISSING or isinstance(value, NotKnown):
+                self._refuseState(info, "state refers to an object not yet complete")
+            self._checkState(value, info)
+            return
+        if tag == b"None" and len(expression) == 1:
+            self._checkState(None, info)
+            return
+        empty = _EMPTY_STATES.get(tag) if type(tag) is bytes else None
+        if empty is not None and len(expression) == 1:
+            self._checkState(empty, info)
+            return
+        if type(tag) is bytes:
+            kind = tag.decode("utf-8", "replace")[:40]
+        else:
+            kind = type(tag).__name__
+        self._refuseState(info, f"state is a {kind!r} expression, not a dictionary")
+
+    def _checkStateKeys(self, expression: list[Any], info: _ClassicClass) -> None:
+        """
+        Check the keys of a state's C{dictionary} expression: each must be
+        a bytes atom or a C{unicode} expression, and pass
+        L{pbext.copystate.keyProblem}.
+        """
+        good = info.goodKeys
+        for pair in expression[1:]:
+            if type(pair) is not list or len(pair) != 2:
+                raise MalformedJelly("dictionary items are [key, value] lists")
+            key = pair[0]
+            if type(key) is list:
+                if len(key) == 2 and key[0] == b"unicode" and type(key[1]) is bytes:
+                    key = key[1]
+                else:
+                    self._refuseState(info, "a state key is not a string")
+            elif type(key) is not bytes:
+                self._refuseState(
+                    info, f"state key {key!r} is a {type(key).__name__}, not a string"
+                )
+            if key in good:
+                continue
+            problem = keyProblem(key, info.owner, info.rule)
+            if problem is not None:
+                self._refuseState(info, problem)
+            if len(good) < 1024:
+                good.add(key)
 
     def _instanceClass(self, tag: bytes) -> type | None:
         """
@@ -547,9 +766,11 @@ class Unjellier(_twistedJelly._Unjellier):
 
     def _genericUnjelly(self, cls: type, state: Any) -> Any:
         state = self.unjelly(state)
-        if self.checkCopyState and not hasattr(cls, "__setstate__"):
-            _checkCopyState(state, cls)
-        return self._maybePostUnjelly(_newInstance(cls, state))
+        if self.checkCopyState:
+            self._checkState(state, self._classicClass(cls))
+        return self._maybePostUnjelly(
+            self._runApplication(cls, _newInstance, cls, state)
+        )
 
     def _unjellyItems(self, rest: list[Any]) -> tuple[list[Any], list[int]]:
         """
@@ -1252,9 +1473,13 @@ class Jellier(_twistedJelly._Jellier):
     Twisted's jellier, asking the connection's registries first and
     serializing builtin values without building and tasting their type
     names.  Its output is exactly stock jelly's for everything stock jelly
-    can send.
+    can send; an instance of a class it may not send raises
+    L{UnsendableError} unless C{substitute} (stock jelly sends an
+    C{unpersistable} placeholder instead).
 
     @ivar registries: The connection's copyable registries, in order.
+    @ivar substitute: Whether to send what cannot be sent as stock jelly
+        does.
     """
 
     def __init__(
@@ -1263,6 +1488,7 @@ class Jellier(_twistedJelly._Jellier):
         invoker: Any = None,
         registries: Iterable[Any] = (),
         persistentStore: Any = None,
+        substitute: bool = True,
     ) -> None:
         """
         @param taster: The taster for what is sent (normally
@@ -1270,9 +1496,13 @@ class Jellier(_twistedJelly._Jellier):
         @param invoker: The broker, or L{None}.
         @param registries: The connection's L{ICopyableRegistry} providers.
         @param persistentStore: Stock jelly's persistent-store hook.
+        @param substitute: Send an instance of a class the taster does not
+            allow as stock jelly's C{unpersistable} placeholder, instead of
+            raising L{UnsendableError}.
         """
         super().__init__(taster, persistentStore, invoker)
         self.registries = tuple(registries)
+        self.substitute = substitute
         self._fast = _FAST_JELLIERS if _allowsSentBuiltins(taster) else {}
 
     def jelly(self, obj: Any) -> Any:
@@ -1289,9 +1519,69 @@ class Jellier(_twistedJelly._Jellier):
                     return sexp
         return super().jelly(obj)
 
+    def unpersistable(self, reason: Any, sxp: Any = None) -> Any:
+        """
+        Stock jelly calls this for an instance of a class its taster does
+        not allow, to send a placeholder instead: raise L{UnsendableError}
+        unless L{substitute}.  So that no placeholder is ever sent by
+        default, any other caller (an application's own C{jellyFor}) gets
+        the error too.
+
+        @raise UnsendableError: Unless L{substitute}.
+        """
+        if self.substitute:
+            return super().unpersistable(reason, sxp)
+        text = reason.decode("utf-8", "replace") if type(reason) is bytes else reason
+        className = _insecureClassName(text) if type(text) is str else None
+        if className is not None:
+            raise UnsendableError(_unsendableMessage(className), className)
+        raise UnsendableError(
+            f"cannot send a value jelly calls unpersistable ({str(text)[:200]}); "
+            f"the policy option sendUnpersistable sends a placeholder instead",
+            "",
+        )
+
+
+def _insecureClassName(reason: str) -> str | None:
+    """
+    The class named in stock jelly's reason for an C{unpersistable}
+    placeholder of an instance it may not send, or L{None} for any other
+    reason.
+    """
+    prefix, suffix = "instance of class ", " deemed insecure"
+    if reason.startswith(prefix) and reason.endswith(suffix):
+        return reason[len(prefix) : -len(suffix)]
+    return None
+
+
+def _unsendableMessage(className: str) -> str:
+    """
+    Why an instance of C{className} cannot be sent, and what to do.
+    """
+    receiving = any(
+        isinstance(value, type) and qual(value) == className
+        for value in _classicRegistry().values()
+    )
+    why = (
+        "its class is registered (pb.setUnjellyableForClass) only for receiving copies"
+        if receiving
+        else "its class is not a pb.Copyable, not registered for sending in a "
+        "copyable registry, and not allowed by the policy"
+    )
+    return (
+        f"cannot send an instance of {className}: {why}; send a pb.Copyable or "
+        f"a registered type instead (classic PB would have sent the string "
+        f"'<unpersistable>' in its place; the policy option sendUnpersistable "
+        f"restores that)"
+    )
+
 
 def jelly(
-    obj: object, taster: Any, invoker: Any = None, registries: Iterable[Any] = ()
+    obj: object,
+    taster: Any,
+    invoker: Any = None,
+    registries: Iterable[Any] = (),
+    policy: Any = None,
 ) -> Any:
     """
     Serialize C{obj} to a jelly expression.
@@ -1299,12 +1589,19 @@ def jelly(
     @param taster: The outgoing taster (C{policy.outgoingTaster()}).
     @param invoker: The broker, or L{None}.
     @param registries: The connection's L{ICopyableRegistry} providers.
+    @param policy: The sender's policy: unless its C{sendUnpersistable} is
+        true, an instance of a class that may not be sent raises
+        L{UnsendableError}.  Without one, such an instance is sent as stock
+        jelly sends it, as an C{unpersistable} placeholder.
+
+    @raise UnsendableError: See C{policy}.
     """
     if _allowsSentBuiltins(taster):
         sexp = jellyPlain(obj)
         if sexp is not NOT_PLAIN:
             return sexp
-    return Jellier(taster, invoker, registries).jelly(obj)
+    substitute = policy is None or bool(getattr(policy, "sendUnpersistable", False))
+    return Jellier(taster, invoker, registries, substitute=substitute).jelly(obj)
 
 
 def unjelly(

@@ -59,6 +59,7 @@ from pbext._accelerator import speedups as _speedups
 from pbext._transport import DirectReads, DirectWrites
 from pbext.codec import Decoder, FramingError, encodePieces
 from pbext.copyable import FailureRegistry, failureRegistry
+from pbext.copystate import CopyHookError, HookErrorLog
 from pbext.security import (
     SecurityPolicy,
     _allowsBasicTypes,
@@ -633,6 +634,9 @@ class Broker(pb.Broker):
         self._pbextKeepalive: Any = None
         self._pbextControl = _Control(self)
         self.setNameForLocal(CONTROL_NAME, self._pbextControl)
+        # Errors of the application's own code building received copies,
+        # logged as its bugs (rate-limited per class); made when needed.
+        self._pbextHookErrors: HookErrorLog | None = None
 
     # -- logging -----------------------------------------------------------
 
@@ -1215,7 +1219,11 @@ class Broker(pb.Broker):
         self.jellyKw = kw
         try:
             return _jelly.jelly(
-                object, self._pbextOutgoingTaster, self, self._pbextRegistries
+                object,
+                self._pbextOutgoingTaster,
+                self,
+                self._pbextRegistries,
+                self._pbextPolicy,
             )
         finally:
             self.serializingPerspective = None
@@ -1288,8 +1296,22 @@ class Broker(pb.Broker):
                 self._pbextRegistries,
                 self._pbextPolicy,
             )
+        except CopyHookError as e:
+            self._pbextReportHookError(e)
+            raise
         finally:
             self.unserializingPerspective = None
+
+    def _pbextReportHookError(self, error: CopyHookError) -> None:
+        """
+        Log an error of the application's own code building a received
+        copy as a bug of the application, with its traceback (at most one
+        a minute for each class): the peer is not blamed.
+        """
+        log = self._pbextHookErrors
+        if log is None:
+            log = self._pbextHookErrors = HookErrorLog(self._pbextGetClock().seconds)
+        log.report(error, self._pbextPeerName())
 
     # -- references and caches ---------------------------------------------
 

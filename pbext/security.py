@@ -35,6 +35,7 @@ are case-sensitive)::
     allowPrivateMethods = no
     acceptClassicRegistry = yes
     checkCopyState = yes
+    sendUnpersistable = no
 
     [limits]                    ; any field of Limits
     maxStringBytes = 1048576    ; whole numbers for sizes and counts
@@ -75,6 +76,7 @@ __all__ = [
     "Limits",
     "PolicyError",
     "SecurityPolicy",
+    "UnsendableError",
     "BoundPolicy",
     "classicPolicy",
     "defaultPolicy",
@@ -360,6 +362,36 @@ class PolicyError(ValueError):
     """
 
 
+class UnsendableError(Exception):
+    """
+    A value cannot be sent under the sender's policy: an instance of a
+    class that is neither a L{pb.Copyable} (or other
+    L{twisted.spread.jelly.Jellyable}), nor registered for sending in a
+    copyable registry of the connection, nor allowed with
+    L{SecurityPolicy.allowInstancesOf} -- typically a class registered
+    only for I{receiving} copies.
+
+    Classic jelly sends such a value as an C{unpersistable} placeholder,
+    which the receiver gets as the value (a string-like object saying the
+    class was "deemed insecure"); pbext's policies fail the call instead,
+    on the side that tried to send it, unless C{sendUnpersistable}.  A
+    result that cannot be sent fails the call (the server logs it, the
+    caller gets this error as a remote error); call arguments that cannot
+    be sent fail C{callRemote}'s Deferred with it, and nothing is sent.
+
+    @ivar className: The fully qualified name of the value's class.
+
+    @since: pbext NEXT
+    """
+
+    def __init__(self, message: str, className: str) -> None:
+        super().__init__(message)
+        self.className = className
+
+    def __reduce__(self) -> Any:
+        return (type(self), (str(self), self.className))
+
+
 def _typeName(typeName: object) -> bytes | None:
     """
     The C{bytes} form of a jelly type name, or L{None} if it is neither
@@ -508,10 +540,18 @@ class SecurityPolicy(jelly.SecurityOptions):
         names start with an underscore.
     @ivar acceptClassicRegistry: Whether type names registered in Twisted's
         global copier registries are accepted.
-    @ivar checkCopyState: Whether state received for classic
-        L{pb.RemoteCopy} classes (which assign it to C{__dict__} wholesale)
-        must be a dictionary of identifier keys without dunder names.
+    @ivar checkCopyState: Whether state received for classes registered
+        with Twisted's global registries (classic L{pb.RemoteCopy} and
+        L{jelly.Unjellyable} classes, copy factories) and for
+        L{allowInstancesOf} classes is checked before any of their code
+        sees it: a dictionary of identifier keys, no dunder names, no key
+        hiding a class attribute, or only the fields the class declares
+        (see L{pbext.copystate}).
     @ivar classic: Whether stock jelly's type semantics apply.
+    @ivar sendUnpersistable: Whether a value that cannot be sent (an
+        instance of a class registered only for receiving, say) is sent as
+        classic jelly's C{unpersistable} placeholder, as classic PB does,
+        instead of failing the call with L{UnsendableError}.
 
     @since: pbext NEXT
     """
@@ -524,6 +564,7 @@ class SecurityPolicy(jelly.SecurityOptions):
         acceptClassicRegistry: bool | None = None,
         checkCopyState: bool | None = None,
         classic: bool = False,
+        sendUnpersistable: bool | None = None,
     ) -> None:
         """
         @param name: A short name for logs.
@@ -536,6 +577,9 @@ class SecurityPolicy(jelly.SecurityOptions):
         @param checkCopyState: Check state received for classic
             C{RemoteCopy} classes; by default unless C{classic}.
         @param classic: Use stock jelly's type semantics.
+        @param sendUnpersistable: Send what cannot be sent as classic
+            jelly's C{unpersistable} placeholder instead of failing the
+            call with L{UnsendableError}; by default only when C{classic}.
 
         @raise TypeError: If C{limits} is not a L{Limits}.
         """
@@ -555,6 +599,9 @@ class SecurityPolicy(jelly.SecurityOptions):
         )
         self.checkCopyState = (
             (not self.classic) if checkCopyState is None else bool(checkCopyState)
+        )
+        self.sendUnpersistable = (
+            self.classic if sendUnpersistable is None else bool(sendUnpersistable)
         )
         self._instanceClasses: dict[bytes, type] = {}
         if self.classic:
@@ -1014,6 +1061,7 @@ _FILE_KEYS: Mapping[str, tuple[str, ...]] = {
         "allowPrivateMethods",
         "acceptClassicRegistry",
         "checkCopyState",
+        "sendUnpersistable",
     ),
     "limits": _LIMIT_FIELDS,
     "types": ("allow",),
@@ -1092,7 +1140,12 @@ def _loadPolicyFile(path: str) -> SecurityPolicy:
         )
     policy = presets[base]()
     policy.name = settings.get("name", os.path.splitext(os.path.basename(path))[0])
-    for flag in ("allowPrivateMethods", "acceptClassicRegistry", "checkCopyState"):
+    for flag in (
+        "allowPrivateMethods",
+        "acceptClassicRegistry",
+        "checkCopyState",
+        "sendUnpersistable",
+    ):
         if flag in settings:
             setattr(policy, flag, boolean("policy", flag))
 

@@ -30,6 +30,7 @@ from pbext._jelly import (
     unjelly,
     unjellyFor,
 )
+from pbext.copystate import uncheckedState
 from pbext.interfaces import ICopyableRegistry
 from pbext.security import (
     SecurityPolicy,
@@ -67,6 +68,20 @@ class CustomCopy(pb.RemoteCopy):
 
     def setCopyableState(self, state: Any) -> None:
         self.state = state
+
+
+@uncheckedState
+class UncheckedCustomCopy(CustomCopy):
+    """
+    A classic copier that checks its own state, and says so.
+    """
+
+
+@uncheckedState
+class UncheckedStatefulNode(StatefulNode):
+    """
+    A class that takes (and checks) any state through C{__setstate__}.
+    """
 
 
 class PlainUnjellyable(jelly.Unjellyable):
@@ -371,8 +386,8 @@ class UnjellyLookupTests(SynchronousTestCase):
         factories = dict(jelly.unjellyableFactoryRegistry)
         factories[b"test.Made"] = lambda state: ("made", state)
         self.patch(jelly, "unjellyableFactoryRegistry", factories)
-        sexp = [b"test.Made", [b"list", 1]]
-        self.assertEqual(unjelly(sexp, bound()), ("made", [1]))
+        sexp = [b"test.Made", [b"dictionary", [b"a", 1]]]
+        self.assertEqual(unjelly(sexp, bound()), ("made", {b"a": 1}))
         self.assertRaises(jelly.InsecureJelly, unjelly, sexp, bound(strictPolicy()))
 
     def test_pbFailureUnderStrict(self) -> None:
@@ -482,13 +497,20 @@ class CopyStateTests(SynchronousTestCase):
             jelly.InsecureJelly, unjelly, sexp, bound(policy), FakeBroker()
         )
 
-    def test_customSetterUnchecked(self) -> None:
+    def test_customSetterChecked(self) -> None:
         """
-        A copier with its own C{setCopyableState} receives its state as
-        sent: it decides what to accept.
+        A copier with its own C{setCopyableState} has its state checked
+        too, before that method sees it; declared with
+        L{pbext.copystate.uncheckedState}, it receives its state as sent
+        and decides what to accept.
         """
-        withRegistered(self, test__Custom=CustomCopy)
-        sexp = [b"test.Custom", [b"list", 1]]
+        withRegistered(
+            self, test__Custom=CustomCopy, test__Unchecked=UncheckedCustomCopy
+        )
+        for state in self.badStates:
+            with self.assertRaises(jelly.InsecureJelly):
+                unjelly([b"test.Custom", state], bound(), FakeBroker())
+        sexp = [b"test.Unchecked", [b"list", 1]]
         self.assertEqual(unjelly(sexp, bound(), FakeBroker()).state, [1])
 
     def test_failureState(self) -> None:
@@ -516,17 +538,22 @@ class CopyStateTests(SynchronousTestCase):
 
     def test_allowedInstanceState(self) -> None:
         """
-        State for C{allowInstancesOf} classes is checked unless the class
-        takes it through C{__setstate__}.
+        State for C{allowInstancesOf} classes is checked, also when the
+        class takes it through C{__setstate__}, unless the class is
+        declared with L{pbext.copystate.uncheckedState}.
         """
         policy = defaultPolicy()
-        policy.allowInstancesOf(Node, StatefulNode)
+        policy.allowInstancesOf(Node, StatefulNode, UncheckedStatefulNode)
         bad = [
             b"tests.test_jelly.Node",
             [b"dictionary", [[b"unicode", b"__class__"], 1]],
         ]
         self.assertRaises(jelly.InsecureJelly, unjelly, bad, bound(policy))
         sexp = [b"tests.test_jelly.StatefulNode", [b"list", 1]]
+        self.assertRaises(jelly.InsecureJelly, unjelly, sexp, bound(policy))
+        good = [b"tests.test_jelly.StatefulNode", [b"dictionary", [b"a", 1]]]
+        self.assertEqual(unjelly(good, bound(policy)).received, {b"a": 1})
+        sexp = [b"tests.test_jelly.UncheckedStatefulNode", [b"list", 1]]
         self.assertEqual(unjelly(sexp, bound(policy)).received, [1])
 
 

@@ -19,6 +19,7 @@ from twisted.internet import endpoints, task
 from twisted.spread import pb
 
 from pbext import PBClientFactory, PBServerFactory
+from pbext.copystate import stateFields
 
 
 class Pond(pb.Copyable):
@@ -36,10 +37,12 @@ class Pond(pb.Copyable):
         return {"frogs": self.frogs, "lilies": self.lilies}
 
 
+@stateFields("frogs", "lilies")
 class LocalPond(pb.RemoteCopy):
     """
     The client's copy.  The receiver creates it without calling
-    C{__init__}, then hands it the state.
+    C{__init__}, then hands it the state: under pbext's default policy,
+    only the fields it declares.
     """
 
     def setCopyableState(self, state):
