@@ -274,6 +274,21 @@ class OptionsTests(SynchronousTestCase):
         )
         options = self.parse("--login-throttle", "refuseAfter=0")
         self.assertEqual(options["loginThrottleSettings"], {"refuseAfter": None})
+        options = self.parse(
+            "--login-throttle",
+            "addressFreeFailures=5,addressRefuseAfter=0,maxAttemptsPerSecond=2,"
+            "maxUsernameDelay=3,trustFor=60",
+        )
+        self.assertEqual(
+            options["loginThrottleSettings"],
+            {
+                "addressFreeFailures": 5,
+                "addressRefuseAfter": None,
+                "maxAttemptsPerSecond": 2.0,
+                "maxUsernameDelay": 3.0,
+                "trustFor": 60.0,
+            },
+        )
         self.assertIsNone(
             self.parse("--login-throttle", "off")["loginThrottleSettings"]
         )
@@ -283,7 +298,12 @@ class OptionsTests(SynchronousTestCase):
         Unknown settings, bad values and settings that make no sense are
         usage errors.
         """
-        for spec in ("bogus=1", "maxDelay=x", "initialDelay=9,maxDelay=1"):
+        for spec in (
+            "bogus=1",
+            "maxDelay=x",
+            "initialDelay=9,maxDelay=1",
+            "maxAttemptsPerSecond=0",
+        ):
             message = self.assertUsageError("--login-throttle", spec)
             self.assertIn("--login-throttle", message)
 
