@@ -779,8 +779,9 @@ class Broker(pb.Broker):
         assert decoder is not None
         if self._keepalive is not None:
             self._keepalive.activity()
-        if self.limits.idleTimeout is not None:
-            self._lastHeard = self._getClock().seconds()
+        # For the idle timer, and for pbext.admission's choice of whom to
+        # evict.
+        self._lastHeard = self._getClock().seconds()
         plainTypes = self._plainTypes
         if plainTypes.stale and plainTypes.refresh() and self._fusedReceive:
             if decoder.accelerated:

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.spread import pb
 from twisted.spread.jelly import SecurityOptions, globalSecurity
 
+from pbext.admission import Admission
 from pbext.broker import Broker, BrokerFactoryMixin
 from pbext.login import (  # noqa: F401 (re-exported: they used to live here)
     _PortalAuthChallenger,
@@ -77,47 +78,37 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
             keepaliveTimeout,
             pbextOptions,
         )
-        self.connectionCount = 0
-        self._perAddress: dict[str, int] = {}
+        # Who holds a connection slot: caps, eviction, login deadline.
+        self._pbextAdmission = Admission(
+            reactor, loginRequired=isinstance(self.root, _PortalRoot)
+        )
+        if isinstance(self.root, _PortalRoot):
+            self.root.onLogin = self._pbextAdmission.loggedIn
 
     def buildProtocol(self, addr: Any) -> pb.Broker | None:
         """
-        Build a broker for a new connection, or refuse it (return L{None},
-        which closes it) when the policy's connection limits are reached.
+        Build a broker for a new connection.  At a connection cap, the
+        least valuable connection held makes room for it, or it is refused
+        (L{None}, which closes it); see L{pbext.admission}.
         """
         limits = self.policy.limits
-        host = getattr(addr, "host", None)
-        if self.connectionCount >= limits.maxConnections or (
-            host is not None
-            and self._perAddress.get(host, 0) >= limits.maxConnectionsPerAddress
-        ):
-            _log.warn(
-                "pbext: connection from {peer} refused: connection limit reached",
-                peer=str(addr),
-                connections=self.connectionCount,
-                pbextEvent="connectionRefused",
-            )
+        slot = self._pbextAdmission.admit(addr, limits)
+        if slot is None:
             return None
-        proto = self._buildBroker(isClient=False)
-        proto.setNameForLocal("root", self.root.rootObject(proto))
-        self.connectionCount += 1
-        proto._pbextAddress = host  # type: ignore[union-attr,attr-defined]
-        if host is not None:
-            self._perAddress[host] = self._perAddress.get(host, 0) + 1
+        try:
+            proto = self._buildBroker(isClient=False)
+            proto.setNameForLocal("root", self.root.rootObject(proto))
+        except BaseException:
+            self._pbextAdmission.release(slot)
+            raise
+        self._pbextAdmission.attach(slot, proto, limits)
         return proto
 
     def _brokerLost(self, broker: Broker) -> None:
         """
-        A broker of this factory lost its connection: count it out.
+        A broker of this factory lost its connection: give its slot back.
         """
-        self.connectionCount -= 1
-        host = getattr(broker, "_pbextAddress", None)
-        if host is not None:
-            left = self._perAddress.get(host, 1) - 1
-            if left > 0:
-                self._perAddress[host] = left
-            else:
-                self._perAddress.pop(host, None)
+        self._pbextAdmission.lost(broker)
 
 
 def buildServerFactory(

@@ -613,7 +613,7 @@ class ConnectionTests(_Base):
         # Once one leaves, a stock client gets its place.
         first.transport.abortConnection()
         yield self.waitLost(first)
-        yield self.poll(lambda: self.factory.connectionCount == 2)
+        yield self.poll(lambda: self.factory._pbextAdmission.connections == 2)
         yield self.stockEcho()
 
 
@@ -656,4 +656,4 @@ class FuzzTests(_Base):
             yield defer.gatherResults([self.waitLost(peer) for peer in peers])
         self.assertEqual(self.flushLoggedErrors(), [])
         yield self.stockEcho()
-        yield self.poll(lambda: self.factory.connectionCount == 0)
+        yield self.poll(lambda: self.factory._pbextAdmission.connections == 0)

@@ -5,6 +5,7 @@ events, with clients and servers connected in memory and a fake clock.
 
 from __future__ import annotations
 
+import dataclasses
 from hashlib import md5
 from typing import Any
 
@@ -22,7 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides
 
 import pbext
-from pbext import demo, login, throttle
+from pbext import demo, login, security, throttle
 from pbext.login import LoginThrottle, LoginThrottled
 from pbext.throttle import Attempt
 
@@ -163,6 +164,16 @@ class LoginTestsMixin:
         # The server's broker logs the error it sends, as classic PB does.
         self.flushLoggedErrors(*types)  # type: ignore[attr-defined]
         return failure  # type: ignore[no-any-return]
+
+
+def noLoginDeadline() -> Any:
+    """
+    The default policy without a login deadline, for tests in which one
+    connection keeps failing to log in for longer than it.
+    """
+    policy = security.defaultPolicy()
+    policy.limits = dataclasses.replace(policy.limits, loginTimeout=None)
+    return policy
 
 
 def answers(d: Any) -> list[object]:
@@ -912,7 +923,7 @@ class ThrottledLoginTests(LoginTestsMixin, SynchronousTestCase):
         address for 15 minutes.  Meanwhile another address logs in as
         another user at once, and as the attacked user too.
         """
-        server = self.serverFactory()
+        server = self.serverFactory(policy=noLoginDeadline())
         attacker = self.connect(server, host="203.0.113.66")
         answeredAt = []
         refused = 0
@@ -953,7 +964,7 @@ class ThrottledLoginTests(LoginTestsMixin, SynchronousTestCase):
         once the attacker's address is refused for that username, the real
         user still logs in, from a new address and from the one used before.
         """
-        server = self.serverFactory()
+        server = self.serverFactory(policy=noLoginDeadline())
         attacker = self.connect(server, host="203.0.113.66")
         home = "198.51.100.30"
         for n in range(25):
