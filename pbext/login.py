@@ -613,7 +613,10 @@ class _PortalWrapper(pb._PortalWrapper):
                 return defer.fail(e)
             if attempt.delay:
                 self._auditThrottled(fields, attempt.delay, None, attempt.limit)
-            d = throttler.wait(attempt)
+            d = throttler.wait(
+                attempt,
+                lambda delay, limit: self._auditThrottled(fields, delay, None, limit),
+            )
 
         def check(ignored: None) -> Any:
             if self.broker.disconnected:

@@ -615,8 +615,7 @@ def _collector(metrics: MemoryMetrics) -> Any:
             )
             evicted = CounterMetricFamily(
                 "pbext_connections_evicted",
-                "PB connections closed to make room for new ones, by the cap "
-                "reached.",
+                "PB connections closed to make room for new ones, by the cap reached.",
                 labels=["cap"],
             )
             for cap, count in metrics.connectionsEvicted.items():

@@ -16,31 +16,34 @@ it limits what each I{source} may do:
       growing delays between its attempts; after C{refuseAfter} failures,
       that username is refused I{from that address} for C{refuseFor}
       seconds;
-    - B{per username}, across addresses: once it has failed, at most
-      C{maxAttemptsPerSecond} attempts a second are checked, the others
-      wait their turn, but never longer than C{maxUsernameDelay}.  An
-      address that logged in as that user before (within C{trustFor}) skips
-      this queue, and an address below its own failure thresholds is never
-      refused by it.
+    - B{per username}, across addresses: at most C{maxAttemptsPerSecond}
+      attempts a second are checked; the others wait for a turn.  Attempts
+      from addresses that are not attacking the username (no failure for
+      it, below their own threshold) get the next turns first and are
+      never refused; the others are refused once they waited
+      C{maxUsernameDelay}.  An address that logged in as that user before
+      (within C{trustFor}) needs no turn at all.
 
 The result: a brute-force run against one username from one address gets
 a handful of guesses, then slows to one every C{maxDelay} seconds and is
 refused after C{refuseAfter}; from many addresses it gets at most
-C{maxAttemptsPerSecond} checked guesses a second (plus one per fresh
-address, see L{LoginThrottle.reserve}); and meanwhile the real user logs in
-from any address that is not attacking, at once from one it used before.
+C{maxAttemptsPerSecond} checked guesses a second; and meanwhile the real
+user logs in at once from an address used before, and from any other
+address that is not attacking after at most a turn's wait (a fraction of a
+second, unless many fresh addresses queue for that username at once: each
+of them gets one turn before it counts as attacking).
 
 @since: pbext NEXT
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Hashable
+from collections import OrderedDict, deque
+from typing import Any, Callable, Hashable
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer, task
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 #: The limits a throttled attempt names (L{LoginThrottled.limit}, the
 #: C{limit} field of C{loginThrottled} audit events).
@@ -85,6 +88,27 @@ class _Record:
         self.pending = 0
 
 
+class _Gate:
+    """
+    The turns of one username: when its recent checks were, and the
+    attempts waiting for a turn (those of addresses that are not attacking
+    it first).
+    """
+
+    __slots__ = ("checks", "fresh", "others", "timer")
+
+    def __init__(self) -> None:
+        self.checks: deque[float] = deque()
+        self.fresh: deque[tuple[Attempt, defer.Deferred[None], float]] = deque()
+        self.others: deque[tuple[Attempt, defer.Deferred[None], float]] = deque()
+        self.timer: IDelayedCall | None = None
+
+    def prune(self, now: float, window: float) -> None:
+        checks = self.checks
+        while checks and checks[0] + window <= now:
+            checks.popleft()
+
+
 class Attempt:
     """
     One login attempt admitted by L{LoginThrottle.reserve}: hand it back to
@@ -97,7 +121,7 @@ class Attempt:
     @since: pbext NEXT
     """
 
-    __slots__ = ("address", "username", "delay", "limit", "trusted", "overflow", "done")
+    __slots__ = ("address", "username", "delay", "limit", "trusted", "done")
 
     def __init__(
         self,
@@ -106,14 +130,12 @@ class Attempt:
         delay: float,
         limit: str | None,
         trusted: bool,
-        overflow: bool,
     ) -> None:
         self.address = address
         self.username = username
         self.delay = delay
         self.limit = limit
         self.trusted = trusted
-        self.overflow = overflow
         self.done = False
 
 
@@ -131,7 +153,7 @@ class LoginThrottle:
     16 and then 30 seconds between attempts, and is refused from that
     address for 15 minutes after 20 failures.  A username with recent
     failures is checked at most 5 times a second across all addresses;
-    attempts from other addresses wait for their turn at most 5 seconds.
+    attempts from other addresses wait for their turn at most a second.
 
     Attempts arriving while others wait queue behind them; one that would
     wait longer than C{maxDelay} for its address or pair is refused, so
@@ -159,7 +181,7 @@ class LoginThrottle:
         addressFreeFailures: int = 10,
         addressRefuseAfter: int | None = 100,
         maxAttemptsPerSecond: float = 5.0,
-        maxUsernameDelay: float = 5.0,
+        maxUsernameDelay: float = 1.0,
         trustFor: float = 30 * 86400.0,
         maxTrusted: int = 100_000,
     ) -> None:
@@ -228,6 +250,7 @@ class LoginThrottle:
         self.maxTrusted = maxTrusted
         self._records: OrderedDict[Hashable, _Record] = OrderedDict()
         self._trusted: OrderedDict[tuple[Hashable, Hashable], float] = OrderedDict()
+        self._gates: OrderedDict[Hashable, _Gate] = OrderedDict()
 
     # -- public queries ----------------------------------------------------
 
@@ -308,27 +331,6 @@ class LoginThrottle:
         if wait > self.maxDelay:
             raise LoginThrottled(wait - self.maxDelay, limit or ADDRESS)
 
-        overflow = False
-        useUsername = (
-            user is not None and (user.failures or user.pending) and not trusted
-        )
-        if useUsername:
-            assert user is not None
-            userWait = round(user.nextAttempt - now, 6)
-            if userWait > self.maxUsernameDelay:
-                fresh = (pair is None or pair.failures == 0) and (
-                    addr is None or addr.failures < self.addressFreeFailures
-                )
-                if not fresh:
-                    raise LoginThrottled(userWait - self.maxUsernameDelay, USERNAME)
-                # Not attacking: checked after the bounded delay, without
-                # taking a turn of the username's queue.
-                overflow = True
-                useUsername = False
-                userWait = self.maxUsernameDelay
-            if userWait > wait:
-                wait, limit = userWait, USERNAME
-
         start = now + wait
         spacing = 1.0 / self.maxAttemptsPerSecond
         if addr is None:
@@ -351,24 +353,27 @@ class LoginThrottle:
             self._touch(pairKey, pair, now)
             if user is None:
                 user = _Record(now)
-            if not trusted and not overflow:
-                # The username's turns are handed out at its rate as
-                # attempts arrive; an attempt's own address or pair delay
-                # does not hold up the others.
-                user.nextAttempt = max(user.nextAttempt, now) + spacing
             user.pending += 1
             self._touch(userKey, user, now)
         self._shrink()
-        return Attempt(address, username, wait, limit, trusted, overflow)
+        return Attempt(address, username, wait, limit, trusted)
 
-    def wait(self, attempt: Attempt) -> defer.Deferred[None]:
+    def wait(
+        self,
+        attempt: Attempt,
+        delayed: Callable[[float, str], None] | None = None,
+    ) -> defer.Deferred[None]:
         """
-        A L{defer.Deferred} that fires after C{attempt.delay} seconds, or
-        fails with L{LoginThrottled} if its address or pair has been
-        refused meanwhile.
+        A L{defer.Deferred} that fires when C{attempt} may be checked: after
+        C{attempt.delay} seconds, then when its username has a turn (see
+        L{reserve}).  It fails with L{LoginThrottled} if its address or
+        pair has been refused meanwhile, or if it is refused a turn.
+
+        @param delayed: called with the seconds an attempt is expected to
+            wait for its username's turn, and L{USERNAME}, if it must.
         """
 
-        def check() -> None:
+        def check(ignored: object = None) -> Any:
             now = self.clock.seconds()
             keys: list[tuple[Hashable, str]] = [(("address", attempt.address), ADDRESS)]
             if attempt.username is not None:
@@ -378,10 +383,106 @@ class LoginThrottle:
                 if record is not None and record.refusedUntil > now:
                     self.abandoned(attempt)
                     raise LoginThrottled(record.refusedUntil - now, limit)
+            return self._enterGate(attempt, delayed)
 
         if attempt.delay <= 0:
             return defer.maybeDeferred(check)
         return task.deferLater(self.clock, attempt.delay, check)
+
+    # -- the username gate -------------------------------------------------
+
+    def _window(self) -> tuple[int, float]:
+        """
+        How many checks of one username a window holds, and the window's
+        length in seconds: C{maxAttemptsPerSecond} checks a second.
+        """
+        capacity = max(1, int(self.maxAttemptsPerSecond))
+        return capacity, capacity / self.maxAttemptsPerSecond
+
+    def _fresh(self, attempt: Attempt, now: float) -> bool:
+        """
+        Whether C{attempt} comes from an address that is not attacking its
+        username: no failure for it from that address, no other attempt
+        of that pair waiting, and the address below its own threshold.
+        """
+        pair = self._get(("pair", attempt.address, attempt.username), now)
+        if pair is not None and (pair.failures or pair.pending > 1):
+            return False
+        addr = self._get(("address", attempt.address), now)
+        return addr is None or addr.failures < self.addressFreeFailures
+
+    def _enterGate(
+        self, attempt: Attempt, delayed: Callable[[float, str], None] | None
+    ) -> Any:
+        if attempt.username is None or attempt.trusted or attempt.done:
+            return None
+        now = self.clock.seconds()
+        gate = self._gates.get(attempt.username)
+        if gate is None:
+            gate = self._gates[attempt.username] = _Gate()
+        else:
+            self._gates.move_to_end(attempt.username)
+        capacity, window = self._window()
+        gate.prune(now, window)
+        if not gate.fresh and not gate.others and len(gate.checks) < capacity:
+            gate.checks.append(now)
+            return None
+        d: defer.Deferred[None] = defer.Deferred()
+        fresh = self._fresh(attempt, now)
+        queue = gate.fresh if fresh else gate.others
+        queue.append((attempt, d, now + self.maxUsernameDelay))
+        if delayed is not None:
+            ahead = len(gate.fresh) if fresh else len(gate.fresh) + len(gate.others)
+            turn = max(gate.checks[0] + window - now, 0.0) if gate.checks else 0.0
+            delayed(round(turn + (ahead - 1) * window / capacity, 6), USERNAME)
+        self._schedule(attempt.username, gate, now)
+        return d
+
+    def _schedule(self, username: Hashable, gate: _Gate, now: float) -> None:
+        if gate.timer is not None and gate.timer.active():
+            gate.timer.cancel()
+        gate.timer = None
+        capacity, window = self._window()
+        wakes = []
+        if gate.fresh or gate.others:
+            wakes.append(
+                gate.checks[0] + window if len(gate.checks) >= capacity else now
+            )
+        if gate.others:
+            wakes.append(gate.others[0][2])
+        if wakes:
+            gate.timer = self.clock.callLater(
+                max(min(wakes) - now, 0.0), self._openGate, username
+            )
+        elif not gate.checks:
+            self._gates.pop(username, None)
+
+    def _openGate(self, username: Hashable) -> None:
+        gate = self._gates.get(username)
+        if gate is None:
+            return
+        gate.timer = None
+        now = self.clock.seconds()
+        capacity, window = self._window()
+        gate.prune(now, window)
+        while len(gate.checks) < capacity and (gate.fresh or gate.others):
+            queue = gate.fresh if gate.fresh else gate.others
+            attempt, d, deadline = queue.popleft()
+            if attempt.done:
+                continue
+            gate.checks.append(now)
+            d.callback(None)
+        # Attacking addresses do not wait past maxUsernameDelay.
+        while gate.others and gate.others[0][2] <= now:
+            attempt, d, deadline = gate.others.popleft()
+            if attempt.done:
+                continue
+            self.abandoned(attempt)
+            retry = gate.checks[0] + window - now if gate.checks else window
+            d.errback(LoginThrottled(max(retry, 0.0), USERNAME))
+        if not gate.fresh and not gate.others:
+            gate.prune(now, window)
+        self._schedule(username, gate, now)
 
     def failed(self, attempt: Attempt) -> None:
         """
@@ -399,17 +500,12 @@ class LoginThrottle:
             self.addressRefuseAfter,
         )
         if attempt.username is not None:
-            pair = self._count(
+            self._count(
                 ("pair", attempt.address, attempt.username),
                 now,
                 self.freeFailures,
                 self.refuseAfter,
             )
-            if attempt.overflow and pair.failures < self.freeFailures:
-                pair.failures = self.freeFailures
-                pair.nextAttempt = max(
-                    pair.nextAttempt, now + self.delayAfter(pair.failures)
-                )
             self._count(("username", attempt.username), now, None, None)
         self._shrink()
 
@@ -513,6 +609,18 @@ class LoginThrottle:
             if not self._stale(record, now):
                 break
             del self._records[key]
+        # Gates of usernames nobody waits for and not checked within a
+        # window are forgotten; a bounded number of them are kept at all.
+        window = self._window()[1]
+        for _ in range(16):
+            if not self._gates:
+                break
+            username, gate = next(iter(self._gates.items()))
+            idle = not gate.fresh and not gate.others and gate.timer is None
+            old = not gate.checks or gate.checks[-1] + window <= now
+            if not (idle and (old or len(self._gates) > self.maxRecords)):
+                break
+            del self._gates[username]
         for _ in range(16):
             if not self._trusted:
                 break
