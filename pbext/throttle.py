@@ -72,6 +72,11 @@ class LoginThrottled(UnauthorizedLogin):
         )
 
 
+# Remote errors are named by their class's qualified name on the wire: keep
+# the name clients already know (pbext.login re-exports the class).
+LoginThrottled.__module__ = "pbext.login"
+
+
 class _Record:
     """
     What the throttle remembers of one address, (address, username) pair or
