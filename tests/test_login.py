@@ -872,6 +872,19 @@ class LoginThrottleTests(SynchronousTestCase):
         self.assertTrue(bounded.trusted("a998", b"u998"))
         self.assertFalse(bounded.trusted("a0", b"u0"))
 
+    def test_usernameTurnsForgotten(self) -> None:
+        """
+        What the throttle keeps of a username's turns is forgotten once
+        nobody waits for them and they are a second old, however many
+        usernames were tried.
+        """
+        for batch in range(10):
+            for n in range(100):
+                self.attempt(f"a{batch}", f"user{batch}-{n}".encode())
+            self.clock.advance(2)
+        self.throttle.abandoned(self.throttle.reserve("b", b"x"))
+        self.assertLessEqual(len(self.throttle._gates), 100)
+
     def test_succeededForgetsCleanRecords(self) -> None:
         """
         Logins that succeed leave nothing behind but their trusted pair.

@@ -483,6 +483,44 @@ class MakeServiceTests(SynchronousTestCase):
             "--auth", "memory:a:b", "--login-throttle", "off"
         ).factory.root
         self.assertIsNone(root.loginThrottle)
+        root = self.makeService(
+            "--auth",
+            "memory:a:b",
+            "--login-throttle",
+            "addressRefuseAfter=500,maxAttemptsPerSecond=2,trustFor=60",
+        ).factory.root
+        throttle = root.loginThrottle
+        self.assertEqual(
+            (
+                throttle.addressRefuseAfter,
+                throttle.maxAttemptsPerSecond,
+                throttle.trustFor,
+            ),
+            (500, 2.0, 60.0),
+        )
+
+    def test_admissionLimits(self) -> None:
+        """
+        C{--limit} sets the connection admission limits, and with C{--auth}
+        the factory gives connections a login deadline; without, it serves a
+        root with none.
+        """
+        factory = self.makeService(
+            "--auth",
+            "memory:a:b",
+            "--limit",
+            "maxConnectionsPerPrefix=8",
+            "--limit",
+            "loginTimeout=15",
+        ).factory
+        limits = factory.policy.limits
+        self.assertEqual(
+            (limits.maxConnectionsPerPrefix, limits.loginTimeout), (8, 15.0)
+        )
+        self.assertTrue(factory._pbextAdmission.loginRequired)
+        factory = self.makeService("--limit", "loginTimeout=off").factory
+        self.assertIsNone(factory.policy.limits.loginTimeout)
+        self.assertFalse(factory._pbextAdmission.loginRequired)
 
     def test_authNotesLogged(self) -> None:
         """
