@@ -156,9 +156,12 @@ class LoginThrottle:
     between attempts, and is refused for 15 minutes after 100 failures.
     One username from one address may fail 3 times, then waits 1, 2, 4, 8,
     16 and then 30 seconds between attempts, and is refused from that
-    address for 15 minutes after 20 failures.  A username with recent
-    failures is checked at most 5 times a second across all addresses;
-    attempts from other addresses wait for their turn at most a second.
+    address for 15 minutes after 20 failures.  A username is checked at
+    most 5 times a second across all addresses; an attempt from an address
+    attacking it is refused after waiting a second for its turn, one from
+    any other address waits until its turn comes (ahead of the attackers),
+    and one from an address that logged in as that user in the last 30
+    days does not wait.
 
     Attempts arriving while others wait queue behind them; one that would
     wait longer than C{maxDelay} for its address or pair is refused, so
@@ -211,9 +214,8 @@ class LoginThrottle:
             never).
         @param maxAttemptsPerSecond: the most attempts checked each second
             for an address, and for a username, once they have failed.
-        @param maxUsernameDelay: the longest an attempt waits for its turn
-            on a username; past it an attacking address is refused, any
-            other is checked after this delay.
+        @param maxUsernameDelay: the longest an attempt from an address
+            attacking a username waits for its turn before it is refused.
         @param trustFor: seconds an (address, username) pair that logged in
             is trusted: it skips the username's queue.
         @param maxTrusted: how many trusted pairs are kept at most.
@@ -297,16 +299,21 @@ class LoginThrottle:
     def reserve(self, address: Hashable, username: Hashable | None) -> Attempt:
         """
         Admit a login attempt from C{address} for C{username} (L{None} for
-        logins without one): decide how long it must wait before it is
-        checked, and hold its turn so later attempts wait behind it.
+        logins without one): decide how long its address and pair make it
+        wait before it is checked, and hold its place so later attempts of
+        the same address wait behind it.
 
-        An address that has not failed for C{username} and is below its
-        own failure threshold is never refused because of the username's
-        queue: past C{maxUsernameDelay} it is checked anyway (once: if that
-        attempt fails, the pair counts as having used its free failures).
+        The username's turn is taken later, by L{wait}: at most
+        C{maxAttemptsPerSecond} checks of one username a second.  Attempts
+        from an address that is not attacking the username (no failure and
+        no other attempt waiting for it, the address below its own
+        threshold) take the next turns first and are never refused; the
+        others are refused once they waited C{maxUsernameDelay}.  An
+        attempt from an address trusted for the username takes no turn.
 
-        @return: the L{Attempt}; wait C{attempt.delay} seconds (see
-            L{wait}), check it, then report its outcome.
+        @return: the L{Attempt}; wait for it with L{wait}, check it, then
+            report its outcome with L{failed}, L{succeeded} or
+            L{abandoned}.
         @raise LoginThrottled: if a limit refuses it.
         """
         now = self.clock.seconds()
