@@ -39,6 +39,7 @@ from typing import Any, Callable, Hashable
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+from pbext.login import _peerText
 from pbext.security import Limits
 
 _log = Logger(namespace="pbext.admission")
@@ -415,7 +416,7 @@ class Admission:
             "pbext: closed a connection from {peer} (idle {idle:.0f} s, never "
             "logged in) to admit {newcomer}: {cap} reached",
             peer=_peerOf(broker),
-            newcomer=str(newcomer),
+            newcomer=_peerText(newcomer),
             cap=cap,
             idle=idle,
             connections=self._total,
@@ -428,7 +429,7 @@ class Admission:
             "connectionRefused",
             "pbext: connection from {peer} refused: {cap} reached and no "
             "connection can make room",
-            peer=str(peer),
+            peer=_peerText(peer),
             cap=cap,
             connections=self._total,
         )
@@ -468,7 +469,7 @@ class Admission:
 
 def _peerOf(broker: Any) -> str:
     try:
-        return str(broker.transport.getPeer())
+        return _peerText(broker.transport.getPeer())
     except Exception:
         return "?"
 

@@ -14,7 +14,7 @@ from twisted.cred.portal import Portal
 from twisted.internet import defer, endpoints, reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock, deferLater
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent, globalLogPublisher
 from twisted.spread import pb
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -418,6 +418,9 @@ class FullServerEndToEndTests(TestCase):
             workers.append(avatar)
 
         # Stock PB clients that finish the handshake and then sit idle.
+        captured: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(captured.append)
+        self.addCleanup(globalLogPublisher.removeObserver, captured.append)
         attackers = []
         refused = 0
         for n in range(40):
@@ -444,7 +447,18 @@ class FullServerEndToEndTests(TestCase):
         self.assertLess(elapsed, 1.0)
 
         for worker in workers:
+            started = time.monotonic()
             self.assertEqual((yield worker.callRemote("whoami")), "worker")
+            self.assertLess(time.monotonic() - started, 0.25)
+        hostile = [
+            e
+            for e in captured
+            if str(e.get("peer", "")).split(":")[0]
+            in {f"127.0.0.{n}" for n in range(2, 6)}
+        ]
+        volume = sum(len(formatEvent(e)) for e in hostile)
+        self.assertGreater(len(hostile), 0)
+        self.assertLess(volume / len(attackers), 64 * 1024)
         counts = factory._pbextAdmission.counts
         self.assertGreaterEqual(counts[("evicted", "maxConnections")], 20)
         self.assertEqual(counts[("refused", "maxConnections")], 0)
