@@ -213,6 +213,24 @@ class InstrumentTests(SynchronousTestCase):
             dict(self.metrics.logins), {"success": 1, "failure": 2, "throttled": 1}
         )
 
+    def test_loginTimeouts(self) -> None:
+        """
+        Connections closed for not logging in within C{loginTimeout} are
+        counted.
+        """
+        checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+        server = pbext.PBServerFactory(
+            Portal(demo.DemoRealm(), [checker]),
+            reactor=self.clock,
+            policy=SecurityPolicy(limits=Limits(loginTimeout=5.0)),
+        )
+        self.instrumented(server)
+        conn = self.connect(server)
+        conn.advance(5)
+        self.assertFalse(conn.connected)
+        self.assertEqual(self.metrics.loginTimeouts, 1)
+        self.assertEqual(self.metrics.connectionsOpen, 0)
+
     def test_otherFactoriesLogins(self) -> None:
         """
         Login events from connections of another factory are not counted.
