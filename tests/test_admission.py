@@ -462,3 +462,62 @@ class FullServerEndToEndTests(TestCase):
         counts = factory._pbextAdmission.counts
         self.assertGreaterEqual(counts[("evicted", "maxConnections")], 20)
         self.assertEqual(counts[("refused", "maxConnections")], 0)
+
+
+class TwistdAdmissionTests(TestCase):
+    """
+    A real C{twistd pbserver} subprocess with small connection limits.
+    """
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_fullServerAndLoginDeadline(self) -> Any:
+        """
+        With C{--limit maxConnections=3 --limit loginTimeout=2}, three idle
+        stock clients from 127.0.0.2 fill the server; a client from
+        127.0.0.1 still logs in and is answered, and the idle ones left are
+        closed by the login deadline while the logged-in one stays.
+        """
+        from tests._process import startPBServer
+
+        proc = yield startPBServer(
+            self,
+            "--auth",
+            "memory:alice:secret",
+            "--limit",
+            "maxConnections=3",
+            "--limit",
+            "loginTimeout=2",
+        )
+        clients: list[pb.PBClientFactory] = []
+        self.addCleanup(lambda: [c.disconnect() for c in clients])
+
+        def connect(source: str, factory: pb.PBClientFactory) -> Any:
+            clients.append(factory)
+            endpoint = endpoints.TCP4ClientEndpoint(
+                reactor, "127.0.0.1", proc.port, bindAddress=(source, 0)
+            )
+            return endpoint.connect(factory)
+
+        idle = []
+        for _ in range(3):
+            factory = pb.PBClientFactory()
+            yield connect("127.0.0.2", factory)
+            idle.append((yield factory.getRootObject().addTimeout(10, reactor)))
+        factory = pbext.PBClientFactory()
+        yield connect("127.0.0.1", factory)
+        started = time.monotonic()
+        avatar = yield factory.login(
+            credentials.UsernamePassword(b"alice", b"secret")
+        ).addTimeout(10, reactor)
+        self.assertEqual((yield avatar.callRemote("whoami")), "alice")
+        self.assertLess(time.monotonic() - started, 1.0)
+        for _ in range(100):
+            if all(root.broker.disconnected for root in idle):
+                break
+            yield deferLater(reactor, 0.1, lambda: None)
+        self.assertTrue(all(root.broker.disconnected for root in idle))
+        self.assertEqual((yield avatar.callRemote("whoami")), "alice")
+        self.assertIn(b"to admit", proc.output)
+        self.assertIn(b"did not log in within loginTimeout", proc.output)
