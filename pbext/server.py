@@ -101,6 +101,11 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
         except BaseException:
             self._pbextAdmission.release(slot)
             raise
+        if not isinstance(proto, Broker):
+            # Not pbext's broker (a stock protocol class): it would never
+            # report its loss, so it holds no slot.
+            self._pbextAdmission.release(slot)
+            return proto
         self._pbextAdmission.attach(slot, proto, limits)
         return proto
 

@@ -341,6 +341,17 @@ class AdmissionTests(SynchronousTestCase):
         (event,) = events(captured, "connectionEvicted")
         self.assertEqual(event["suppressedBefore"], 69)
 
+    def test_stockBrokerHoldsNoSlot(self) -> None:
+        """
+        A connection of a stock broker class (the factory's C{protocol}
+        replaced) never reports its loss, so it holds no slot.
+        """
+        server = self.rootServer(maxConnections=2)
+        server.protocol = pb.Broker
+        conns = [self.connect(server, f"203.0.113.{n}") for n in range(3)]
+        self.assertTrue(all(c.connected for c in conns))
+        self.assertEqual(server._pbextAdmission.connections, 0)
+
     def test_stateBounded(self) -> None:
         """
         Once connections close, the admission holds nothing of them.
