@@ -397,7 +397,7 @@ class Admission:
         for n, slot in enumerate(slots):
             if n >= self.scanLimit:
                 break
-            heard = max(slot.admitted, float(getattr(slot.broker, "_lastHeard", 0.0)))
+            heard = _lastActive(slot)
             if best is None or heard < bestHeard:
                 best, bestHeard = slot, heard
         return best
@@ -408,9 +408,7 @@ class Admission:
         broker = slot.broker
         self.release(slot)
         self._count(EVICTED, cap)
-        idle = self._now() - max(
-            slot.admitted, float(getattr(broker, "_lastHeard", 0.0))
-        )
+        idle = self._now() - _lastActive(slot)
         self._event(
             "connectionEvicted",
             "pbext: closed a connection from {peer} (idle {idle:.0f} s, never "
@@ -465,6 +463,18 @@ class Admission:
         if not allowed:
             return
         _log.warn(format, pbextEvent=kind, suppressedBefore=suppressed, **fields)
+
+
+def _lastActive(slot: _Slot) -> float:
+    """
+    When C{slot}'s connection was last heard from: when bytes last arrived
+    (every slot's broker is a L{pbext.broker.Broker}, which records it), or
+    when it was admitted, if later.
+    """
+    broker = slot.broker
+    if broker is None:
+        return slot.admitted
+    return max(slot.admitted, float(broker._lastHeard))
 
 
 def _peerOf(broker: Any) -> str:
