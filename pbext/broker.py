@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from twisted.cred.error import LoginFailed
 from twisted.internet import defer, endpoints
@@ -66,6 +66,9 @@ from pbext.security import (
     _allowsSentBuiltins,
     defaultPolicy,
 )
+
+if TYPE_CHECKING:
+    from pbext.admission import Admission
 
 _NOT_PLAIN = _jelly.NOT_PLAIN
 _JELLIED: Any = None if _speedups is None else _speedups.Jellied
@@ -297,9 +300,8 @@ class FactoryState:
         options such as C{classicLogin} and C{allowPlaintextLogin}).
     @ivar connectionRegistries: C{registries} with a failure registry
         after them, as every broker gets them (built once).
-    @ivar connectionCount: how many brokers of a server factory are
-        connected.
-    @ivar perAddress: how many of them each peer host has.
+    @ivar admission: who holds a server factory's connection slots
+        (L{pbext.admission.Admission}), or L{None} on a client factory.
     @ivar brokerLost: called with each broker of the factory whose
         connection is lost, or L{None}.
 
@@ -320,9 +322,15 @@ class FactoryState:
         self.brokerOptions = brokerOptions
         self.options = options
         self.connectionRegistries: tuple[Any, ...] | None = None
-        self.connectionCount = 0
-        self.perAddress: dict[str, int] = {}
+        self.admission: Admission | None = None
         self.brokerLost: Callable[[Broker], None] | None = None
+
+    @property
+    def connectionCount(self) -> int:
+        """
+        How many brokers of a server factory are connected.
+        """
+        return 0 if self.admission is None else self.admission.connections
 
 
 class _DefaultFactoryState:
@@ -971,8 +979,9 @@ class Broker(pb.Broker):
         assert decoder is not None
         if self._pbextKeepalive is not None:
             self._pbextKeepalive.activity()
-        if self._pbextLimits.idleTimeout is not None:
-            self._pbextLastHeard = self._pbextGetClock().seconds()
+        # For the idle timer, and for pbext.admission's choice of whom to
+        # evict.
+        self._pbextLastHeard = self._pbextGetClock().seconds()
         plainTypes = self._pbextPlainTypes
         if plainTypes.stale and plainTypes.refresh() and self._pbextFusedReceive:
             if decoder.accelerated:

@@ -24,10 +24,11 @@ marked itself as pbext in its banana dialect offer
 (C{broker.peerFeatures}), so stock servers never see a call they do not
 know.  It then picks the strongest login both ends allow (L{login}).
 
-Failed password logins are slowed down per peer address and per username
-(L{LoginThrottle}); every login, failure, throttled attempt and logout is a
-structured L{twisted.logger} event on L{auditLog} (never a password or a
-hash).
+Failed password logins are slowed down per peer address, per (address,
+username) pair and per username, without locking any username out
+(L{LoginThrottle}, in L{pbext.throttle}); every login, failure, throttled
+attempt and logout is a structured L{twisted.logger} event on L{auditLog}
+(never a password or a hash).
 
 @since: pbext NEXT
 """
@@ -37,9 +38,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
-from collections import OrderedDict
 from hashlib import md5, sha256
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Sequence
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import (
@@ -52,19 +52,20 @@ from twisted.cred.credentials import (
 )
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IOpenSSLContextFactory,
-    IReactorTime,
     ISSLTransport,
 )
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.spread import pb
 from zope.interface import Attribute, implementer
+
+from pbext.throttle import Attempt, LoginThrottle, LoginThrottled
 
 #: The marker a pbext server adds to banana's dialect offer; a broker that
 #: saw it lists it in C{broker.peerFeatures}.
@@ -339,214 +340,6 @@ def _toBytes(value: object, what: str) -> bytes:
 # --- throttling -------------------------------------------------------------
 
 
-class LoginThrottled(UnauthorizedLogin):
-    """
-    A login refused without checking it, because too many logins failed
-    recently for its peer address or its username.
-
-    @ivar retryAfter: seconds until an attempt may be checked again.
-    @since: pbext NEXT
-    """
-
-    def __init__(self, retryAfter: float) -> None:
-        self.retryAfter = retryAfter
-        super().__init__(
-            f"too many failed logins; try again in {max(retryAfter, 1):.0f} seconds"
-        )
-
-
-class _Record:
-    __slots__ = ("failures", "nextAttempt", "refusedUntil", "updated")
-
-    def __init__(self, now: float) -> None:
-        self.failures = 0
-        self.nextAttempt = now
-        self.refusedUntil = 0.0
-        self.updated = now
-
-
-class LoginThrottle:
-    """
-    Slows down failed logins per key (pbext uses the peer address and the
-    username), without blocking the reactor.
-
-    Each key may fail C{freeFailures} times at full speed.  From then on,
-    an attempt for that key is checked only C{delay} seconds after the
-    previous one, where C{delay} starts at C{initialDelay} and doubles with
-    each further failure up to C{maxDelay}.  After C{refuseAfter} failures,
-    attempts are refused outright for C{refuseFor} seconds.  A successful
-    login forgets its keys; a key with no failure for C{forgetAfter} seconds
-    is forgotten too.
-
-    With the defaults, a guesser gets 3 attempts at once, then waits 1, 2,
-    4, 8, 16 and then 30 seconds between attempts (2 a minute), and after 20
-    failures is refused for 15 minutes, after which each further failure
-    refuses it for another 15 minutes.
-
-    Attempts that arrive while one is waiting queue up behind it, each a
-    delay later; an attempt that would wait longer than C{maxDelay} is
-    refused instead, so parallel connections do not raise the rate.
-
-    State is per instance (one per server factory); at most C{maxRecords}
-    keys are remembered, the least recently failed ones are dropped first.
-
-    @ivar clock: the L{IReactorTime} delays are scheduled on.
-    @since: pbext NEXT
-    """
-
-    def __init__(
-        self,
-        clock: IReactorTime,
-        freeFailures: int = 3,
-        initialDelay: float = 1.0,
-        maxDelay: float = 30.0,
-        refuseAfter: int | None = 20,
-        refuseFor: float = 900.0,
-        forgetAfter: float = 3600.0,
-        maxRecords: int = 100_000,
-    ) -> None:
-        if freeFailures < 0 or initialDelay < 0 or maxDelay < initialDelay:
-            raise ValueError("need freeFailures >= 0 and 0 <= initialDelay <= maxDelay")
-        if refuseAfter is not None and (refuseAfter < 1 or refuseFor <= 0):
-            raise ValueError("need refuseAfter >= 1 and refuseFor > 0")
-        if forgetAfter < max(maxDelay, refuseFor if refuseAfter else 0.0):
-            raise ValueError("forgetAfter must outlast maxDelay and refuseFor")
-        if maxRecords < 1:
-            raise ValueError("maxRecords must be at least 1")
-        self.clock = clock
-        self.freeFailures = freeFailures
-        self.initialDelay = initialDelay
-        self.maxDelay = maxDelay
-        self.refuseAfter = refuseAfter
-        self.refuseFor = refuseFor
-        self.forgetAfter = forgetAfter
-        self.maxRecords = maxRecords
-        self._records: OrderedDict[Hashable, _Record] = OrderedDict()
-
-    def delayAfter(self, failures: int) -> float:
-        """
-        The seconds between attempts for a key that failed C{failures} times.
-        """
-        extra = failures - self.freeFailures
-        if extra < 0:
-            return 0.0
-        return min(self.initialDelay * 2.0 ** min(extra, 64), self.maxDelay)
-
-    def failures(self, key: Hashable) -> int:
-        """
-        How many recent failures C{key} has.
-        """
-        record = self._get(key, self.clock.seconds())
-        return record.failures if record is not None else 0
-
-    def reserve(self, keys: Sequence[Hashable]) -> float:
-        """
-        Admit a login attempt for C{keys}: return how many seconds it must
-        wait before it is checked (C{0.0}: at once), and hold that slot so
-        the next attempt waits behind it.
-
-        @raise LoginThrottled: if a key is refused, or the wait would be
-            longer than C{maxDelay}.
-        """
-        now = self.clock.seconds()
-        self._expire(now)
-        wait = 0.0
-        records = []
-        for key in keys:
-            record = self._get(key, now)
-            if record is None:
-                continue
-            if record.refusedUntil > now:
-                raise LoginThrottled(record.refusedUntil - now)
-            wait = max(wait, record.nextAttempt - now)
-            records.append((key, record))
-        if wait > self.maxDelay:
-            raise LoginThrottled(wait - self.maxDelay)
-        start = now + wait
-        for key, record in records:
-            if record.failures >= self.freeFailures:
-                record.nextAttempt = max(
-                    record.nextAttempt, start + self.delayAfter(record.failures)
-                )
-                self._touch(key, record, now)
-        return wait
-
-    def wait(self, keys: Sequence[Hashable], seconds: float) -> defer.Deferred[None]:
-        """
-        A L{defer.Deferred} that fires after C{seconds} (as returned by
-        L{reserve}), or fails with L{LoginThrottled} if a key has been
-        refused meanwhile.
-        """
-
-        def check() -> None:
-            now = self.clock.seconds()
-            for key in keys:
-                record = self._get(key, now)
-                if record is not None and record.refusedUntil > now:
-                    raise LoginThrottled(record.refusedUntil - now)
-
-        if seconds <= 0:
-            return defer.succeed(None)
-        return task.deferLater(self.clock, seconds, check)
-
-    def failed(self, keys: Sequence[Hashable]) -> None:
-        """
-        Count a failed login against each of C{keys}.
-        """
-        now = self.clock.seconds()
-        for key in keys:
-            record = self._get(key, now)
-            if record is None:
-                record = _Record(now)
-            record.failures += 1
-            if record.failures >= self.freeFailures:
-                record.nextAttempt = max(
-                    record.nextAttempt, now + self.delayAfter(record.failures)
-                )
-            if self.refuseAfter is not None and record.failures >= self.refuseAfter:
-                record.refusedUntil = now + self.refuseFor
-            self._touch(key, record, now)
-        while len(self._records) > self.maxRecords:
-            self._records.popitem(last=False)
-
-    def succeeded(self, keys: Sequence[Hashable]) -> None:
-        """
-        Forget C{keys}: a login with them succeeded.
-        """
-        for key in keys:
-            self._records.pop(key, None)
-
-    def _touch(self, key: Hashable, record: _Record, now: float) -> None:
-        record.updated = now
-        self._records[key] = record
-        self._records.move_to_end(key)
-
-    def _stale(self, record: _Record, now: float) -> bool:
-        return (
-            record.updated + self.forgetAfter <= now
-            and record.refusedUntil <= now
-            and record.nextAttempt <= now
-        )
-
-    def _get(self, key: Hashable, now: float) -> _Record | None:
-        record = self._records.get(key)
-        if record is not None and self._stale(record, now):
-            del self._records[key]
-            return None
-        return record
-
-    def _expire(self, now: float) -> None:
-        # Records are kept in order of last update: drop stale ones from the
-        # front, a bounded amount of work per call.
-        for _ in range(16):
-            if not self._records:
-                return
-            key, record = next(iter(self._records.items()))
-            if not self._stale(record, now):
-                return
-            del self._records[key]
-
-
 def addressKey(address: IAddress) -> str:
     """
     The throttling key of a peer address: its IP address (IPv6 addresses by
@@ -799,27 +592,31 @@ class _PortalWrapper(pb._PortalWrapper):
         audit the outcome and hand back the avatar as a reference.
         """
         peer = self.broker.transport.getPeer()
-        keys: list[Hashable] = [("address", addressKey(peer))]
-        if username is not None:
-            keys.append(("username", _usernameKey(username)))
         throttler = self.loginRoot.loginThrottle if throttle else None
         fields = {
             "peer": _peerText(peer),
             "username": _usernameText(username),
             "method": method,
         }
+        attempt: Attempt | None = None
 
         if throttler is None:
             d: defer.Deferred[None] = defer.succeed(None)
         else:
             try:
-                delay = throttler.reserve(keys)
+                attempt = throttler.reserve(
+                    addressKey(peer),
+                    None if username is None else _usernameKey(username),
+                )
             except LoginThrottled as e:
-                self._auditThrottled(fields, 0.0, e.retryAfter)
+                self._auditThrottled(fields, 0.0, e.retryAfter, e.limit)
                 return defer.fail(e)
-            if delay:
-                self._auditThrottled(fields, delay, None)
-            d = throttler.wait(keys, delay)
+            if attempt.delay:
+                self._auditThrottled(fields, attempt.delay, None, attempt.limit)
+            d = throttler.wait(
+                attempt,
+                lambda delay, limit: self._auditThrottled(fields, delay, None, limit),
+            )
 
         def check(ignored: None) -> Any:
             if self.broker.disconnected:
@@ -829,13 +626,17 @@ class _PortalWrapper(pb._PortalWrapper):
 
         def succeeded(result: tuple[Any, Any, Callable[[], None]]) -> Any:
             interface, avatar, logout = result
-            if throttler is not None:
-                throttler.succeeded(keys)
+            if throttler is not None and attempt is not None:
+                throttler.succeeded(attempt)
             auditLog.info(
                 "pbext: {method} login of {username!r} from {peer} succeeded",
                 pbextEvent="login",
+                trusted=attempt is not None and attempt.trusted,
                 **fields,
             )
+            onLogin = self.loginRoot.onLogin
+            if onLogin is not None:
+                onLogin(self.broker, method)
 
             def auditedLogout() -> None:
                 auditLog.info(
@@ -850,10 +651,18 @@ class _PortalWrapper(pb._PortalWrapper):
         def failed(failure: Failure) -> Failure:
             if failure.check(LoginThrottled):
                 value = failure.value
-                self._auditThrottled(fields, 0.0, value.retryAfter)  # type: ignore[union-attr]
+                self._auditThrottled(
+                    fields,
+                    0.0,
+                    value.retryAfter,  # type: ignore[union-attr]
+                    value.limit,  # type: ignore[union-attr]
+                )
                 return failure
-            if throttler is not None and failure.check(UnauthorizedLogin):
-                throttler.failed(keys)
+            if throttler is not None and attempt is not None:
+                if failure.check(UnauthorizedLogin):
+                    throttler.failed(attempt)
+                else:
+                    throttler.abandoned(attempt)
             reason = failure.type.__name__ if failure.type else "error"
             auditLog.warn(
                 "pbext: {method} login of {username!r} from {peer} failed: {reason}",
@@ -886,24 +695,31 @@ class _PortalWrapper(pb._PortalWrapper):
         )
 
     def _auditThrottled(
-        self, fields: dict[str, Any], delay: float, retryAfter: float | None
+        self,
+        fields: dict[str, Any],
+        delay: float,
+        retryAfter: float | None,
+        limit: str | None,
     ) -> None:
         if retryAfter is None:
             auditLog.warn(
                 "pbext: {method} login of {username!r} from {peer} delayed "
-                "{delay:.1f} s after recent failures",
+                "{delay:.1f} s by the {limit} limit after recent failures",
                 pbextEvent="loginThrottled",
                 delay=delay,
                 refused=False,
+                limit=limit,
                 **fields,
             )
         else:
             auditLog.warn(
-                "pbext: {method} login of {username!r} from {peer} refused after "
-                "recent failures; retry in {retryAfter:.0f} s",
+                "pbext: {method} login of {username!r} from {peer} refused by "
+                "the {limit} limit after recent failures; retry in "
+                "{retryAfter:.0f} s",
                 pbextEvent="loginThrottled",
                 retryAfter=retryAfter,
                 refused=True,
+                limit=limit,
                 **fields,
             )
 
@@ -917,7 +733,12 @@ class _PortalRoot:
     @ivar classicLogin: serve classic PB's MD5 challenge (stock clients).
     @ivar allowPlaintextLogin: accept plaintext passwords without TLS.
     @ivar loginThrottle: the L{LoginThrottle}, or C{None} for none.
+    @ivar onLogin: called with the broker and the login method each time a
+        connection logs in, or L{None}; the server factory uses it to tell
+        logged-in connections from the others (L{pbext.admission}).
     """
+
+    onLogin: Callable[[pb.Broker, str], None] | None = None
 
     def __init__(
         self,

@@ -43,6 +43,7 @@ from pbext.login import _peerText
 
 __all__ = [
     "DEFAULT_BUCKETS",
+    "IAdmissionMetrics",
     "IMetrics",
     "Instrumentation",
     "MemoryMetrics",
@@ -157,6 +158,30 @@ class IMetrics(Interface):
         """
 
 
+class IAdmissionMetrics(Interface):
+    """
+    Receives what a server's admission of connections does
+    (L{pbext.admission}): evictions and login deadlines.  An L{IMetrics}
+    provider that also provides this gets them from L{instrument}.
+
+    @since: pbext NEXT
+    """
+
+    def connectionEvicted(reason: str) -> None:
+        """
+        A connection was closed to make room for a new one.
+
+        @param reason: the cap that was reached: C{"maxConnections"} or
+            C{"maxConnectionsPerPrefix"}.
+        """
+
+    def loginTimedOut() -> None:
+        """
+        A connection was closed because it did not log in within the
+        policy's C{loginTimeout}.
+        """
+
+
 class _Histogram:
     """
     Cumulative-bucket histogram of one label value.
@@ -178,7 +203,7 @@ class _Histogram:
                 self.counts[i] += 1
 
 
-@implementer(IMetrics)
+@implementer(IMetrics, IAdmissionMetrics)
 class MemoryMetrics:
     """
     An L{IMetrics} that keeps every number in memory, for tests, for an
@@ -191,6 +216,9 @@ class MemoryMetrics:
     @ivar connectionsOpen: connections open now.
     @ivar connectionsTotal: connections accepted so far.
     @ivar connectionsRefused: connections refused by the connection limits.
+    @ivar connectionsEvicted: L{Counter} of connections closed to make room
+        for new ones, by the cap reached.
+    @ivar loginTimeouts: connections closed for not logging in in time.
     @ivar logins: L{Counter} of login outcomes (see L{LOGIN_RESULTS}).
     @ivar calls: L{Counter} of answered calls by method name.
     @ivar callErrors: L{Counter} of calls answered with an error, by name.
@@ -214,6 +242,8 @@ class MemoryMetrics:
         self.connectionsOpen = 0
         self.connectionsTotal = 0
         self.connectionsRefused = 0
+        self.connectionsEvicted: Counter[str] = Counter()
+        self.loginTimeouts = 0
         self.logins: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
         self.callErrors: Counter[str] = Counter()
@@ -262,6 +292,12 @@ class MemoryMetrics:
 
     def loginAttempted(self, result: str) -> None:
         self.logins[result] += 1
+
+    def connectionEvicted(self, reason: str) -> None:
+        self.connectionsEvicted[reason] += 1
+
+    def loginTimedOut(self) -> None:
+        self.loginTimeouts += 1
 
     def callFinished(self, method: str, seconds: float, error: bool) -> None:
         label = self.methodLabel(method)
@@ -523,6 +559,16 @@ def instrument(
         return protocol
 
     factory.buildProtocol = countRefusals
+    admission = getattr(getattr(factory, "_pbext", None), "admission", None)
+    if admission is not None and IAdmissionMetrics.providedBy(metrics):
+
+        def admissionOutcome(outcome: str, reason: str) -> None:
+            if outcome == "evicted":
+                metrics.connectionEvicted(reason)
+            elif outcome == "loginTimeout":
+                metrics.loginTimedOut()
+
+        admission.observers.append(admissionOutcome)
     return inst
 
 
@@ -566,6 +612,19 @@ def _collector(metrics: MemoryMetrics) -> Any:
                 "pbext_connections_refused",
                 "PB connections refused by the connection limits.",
                 value=metrics.connectionsRefused,
+            )
+            evicted = CounterMetricFamily(
+                "pbext_connections_evicted",
+                "PB connections closed to make room for new ones, by the cap reached.",
+                labels=["cap"],
+            )
+            for cap, count in metrics.connectionsEvicted.items():
+                evicted.add_metric([cap], count)
+            yield evicted
+            yield CounterMetricFamily(
+                "pbext_login_timeouts",
+                "PB connections closed for not logging in within loginTimeout.",
+                value=metrics.loginTimeouts,
             )
             logins = CounterMetricFamily(
                 "pbext_logins", "Logins by result.", labels=["result"]

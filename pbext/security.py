@@ -97,7 +97,9 @@ bound that stock PB does not have.
 _KIB = 1024
 _MIB = 1024 * 1024
 
-_TIMEOUT_FIELDS = frozenset({"handshakeTimeout", "messageTimeout", "idleTimeout"})
+_TIMEOUT_FIELDS = frozenset(
+    {"handshakeTimeout", "messageTimeout", "idleTimeout", "loginTimeout"}
+)
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,27 @@ class Limits:
     127.0.0.1) are not refused.
     """
 
+    maxConnectionsPerPrefix: int = 1024
+    """
+    How many connections one server holds from one network prefix (an IPv4
+    /24, an IPv6 /64) at once, so that a peer with many addresses cannot
+    take every slot.  A newcomer past it takes the slot of the least
+    valuable connection of its prefix, if one can be evicted (see
+    L{pbext.admission}).
+
+    @since: pbext NEXT
+    """
+
+    loginTimeout: float | None = 60.0
+    """
+    Seconds a connection to a server with logins (a
+    L{twisted.cred.portal.Portal} root) may stay without logging in; a
+    server with a plain root has no login and no such deadline.  L{None}
+    keeps connections that never log in, as classic PB does.
+
+    @since: pbext NEXT
+    """
+
     maxMessagesPerTurn: int = 100
     """
     How many messages the broker processes from one C{dataReceived} before
@@ -268,7 +291,11 @@ class Limits:
             maxCachedObjects=1024,
         )
         return cls(
-            handshakeTimeout=None, messageTimeout=None, idleTimeout=None, **counts
+            handshakeTimeout=None,
+            messageTimeout=None,
+            idleTimeout=None,
+            loginTimeout=None,
+            **counts,
         )
 
     @classmethod
@@ -297,6 +324,8 @@ class Limits:
             idleTimeout=600.0,
             maxConnections=1024,
             maxConnectionsPerAddress=256,
+            maxConnectionsPerPrefix=256,
+            loginTimeout=30.0,
             maxMessagesPerTurn=32,
             maxErrorEventsPerMinute=10,
         )

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.spread import pb
 from twisted.spread.jelly import SecurityOptions, globalSecurity
 
+from pbext.admission import Admission
 from pbext.broker import Broker, BrokerFactoryMixin
 from pbext.login import (  # noqa: F401 (re-exported: they used to live here)
     _PortalAuthChallenger,
@@ -86,52 +87,47 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
         the hook that counts a lost connection out.
         """
         super()._pbextSetUp(*args, **kwargs)
-        self._pbext.brokerLost = self._pbextBrokerLost
+        state = self._pbext
+        state.brokerLost = self._pbextBrokerLost
+        # Who holds a connection slot: caps, eviction, login deadline.
+        portal = isinstance(self.root, _PortalRoot)
+        state.admission = Admission(state.reactor, loginRequired=portal)
+        if portal:
+            self.root.onLogin = state.admission.loggedIn
 
     def buildProtocol(self, addr: Any) -> pb.Broker | None:
         """
-        Build a broker for a new connection, or refuse it (return L{None},
-        which closes it) when the policy's connection limits are reached.
+        Build a broker for a new connection.  At a connection cap, the
+        least valuable connection held makes room for it, or it is refused
+        (L{None}, which closes it); see L{pbext.admission}.
         """
-        state = self._pbext
-        limits = state.policy.limits
-        host = getattr(addr, "host", None)
-        if state.connectionCount >= limits.maxConnections or (
-            host is not None
-            and state.perAddress.get(host, 0) >= limits.maxConnectionsPerAddress
-        ):
-            _log.warn(
-                "pbext: connection from {peer} refused: connection limit reached",
-                peer=str(addr),
-                connections=state.connectionCount,
-                pbextEvent="connectionRefused",
-            )
+        admission = self._pbext.admission
+        assert admission is not None
+        limits = self._pbext.policy.limits
+        slot = admission.admit(addr, limits)
+        if slot is None:
             return None
-        proto = self._pbextBuildBroker(isClient=False)
-        proto.setNameForLocal("root", self.root.rootObject(proto))
+        try:
+            proto = self._pbextBuildBroker(isClient=False)
+            proto.setNameForLocal("root", self.root.rootObject(proto))
+        except BaseException:
+            admission.release(slot)
+            raise
         if not isinstance(proto, Broker):
             # Not pbext's broker (a stock protocol class): it would never
-            # report its loss, so it is not counted in.
+            # report its loss, so it holds no slot.
+            admission.release(slot)
             return proto
-        state.connectionCount += 1
-        proto._pbextAddress = host  # type: ignore[union-attr,attr-defined]
-        if host is not None:
-            state.perAddress[host] = state.perAddress.get(host, 0) + 1
+        admission.attach(slot, proto, limits)
         return proto
 
     def _pbextBrokerLost(self, broker: Broker) -> None:
         """
-        A broker of this factory lost its connection: count it out.
+        A broker of this factory lost its connection: give its slot back.
         """
-        state = self._pbext
-        state.connectionCount -= 1
-        host = broker._pbextAddress
-        if host is not None:
-            left = state.perAddress.get(host, 1) - 1
-            if left > 0:
-                state.perAddress[host] = left
-            else:
-                state.perAddress.pop(host, None)
+        admission = self._pbext.admission
+        if admission is not None:
+            admission.lost(broker)
 
 
 def buildServerFactory(

@@ -52,6 +52,14 @@ _THROTTLE_SETTINGS = {
     "maxDelay": float,
     "refuseAfter": int,
     "refuseFor": float,
+    "addressFreeFailures": int,
+    "addressRefuseAfter": int,
+    "maxAttemptsPerSecond": float,
+    "maxUsernameDelay": float,
+    "trustFor": float,
+    "forgetAfter": float,
+    "maxRecords": int,
+    "maxTrusted": int,
 }
 
 DEFAULT_LISTEN = "tcp:8787"
@@ -332,7 +340,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["authDescriptions"].append((description, checker))
 
     def opt_login_throttle(self, spec: str) -> None:
-        """Slow down failed logins per client address and per username: 'off', or comma-separated settings, by default freeFailures=3, initialDelay=1, maxDelay=30, refuseAfter=20, refuseFor=900 (3 failures at once, then 1 s doubling to 30 s between attempts; refused for 900 s after 20 failures; refuseAfter=0 never refuses)."""  # noqa: E501
+        """Slow down failed logins per client address, per (address, username) and per username, never locking a username out: 'off', or comma-separated settings. Defaults: freeFailures=3, initialDelay=1, maxDelay=30, refuseAfter=20 (one username from one address: 3 failures, then 1 s doubling to 30 s between attempts, refused from that address after 20); addressFreeFailures=10, addressRefuseAfter=100 (one address, any usernames); refuseFor=900; maxAttemptsPerSecond=5 (per address and per username once they failed); maxUsernameDelay=1 (the longest an attacking address waits for a username's turn before it is refused); trustFor=2592000 (an address that logged in as a user skips that user's queue for 30 days). refuseAfter=0 or addressRefuseAfter=0 never refuses."""  # noqa: E501
         try:
             self["loginThrottleSettings"] = _parseThrottle(spec)
         except ValueError as e:
@@ -534,8 +542,9 @@ def _parseThrottle(spec: str) -> dict[str, Any] | None:
         if not sep or name not in _THROTTLE_SETTINGS:
             raise ValueError(f"unknown setting {item.strip()!r}")
         settings[name] = _THROTTLE_SETTINGS[name](value)
-    if settings.get("refuseAfter") == 0:
-        settings["refuseAfter"] = None
+    for name in ("refuseAfter", "addressRefuseAfter"):
+        if settings.get(name) == 0:
+            settings[name] = None
     # Check the combination now rather than when the server starts.
     from twisted.internet.task import Clock
 

@@ -5,6 +5,7 @@ events, with clients and servers connected in memory and a fake clock.
 
 from __future__ import annotations
 
+import dataclasses
 from hashlib import md5
 from typing import Any
 
@@ -22,8 +23,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides
 
 import pbext
-from pbext import demo, login
+from pbext import demo, login, security, throttle
 from pbext.login import LoginThrottle, LoginThrottled
+from pbext.throttle import Attempt
 
 SERVER = IPv4Address("TCP", "192.0.2.1", 8787)
 
@@ -143,12 +145,35 @@ class LoginTestsMixin:
     def whoami(self, conn: Connection, avatar: pb.RemoteReference) -> str:
         return self.successResultOf(conn.call(avatar, "whoami"))  # type: ignore[attr-defined,no-any-return]
 
+    def settle(self, conn: Connection, d: Any, seconds: float = 120.0) -> Any:
+        """
+        Advance the clock in tenths of a second, pumping C{conn}, until
+        C{d} has a result (at most C{seconds}); return C{d}.
+        """
+        done = answers(d)
+        for _ in range(int(seconds * 10)):
+            if done:
+                break
+            self.clock.advance(0.1)
+            conn.flush()
+        return d
+
     def loginFailure(self, d: Any, *types: type[BaseException]) -> Failure:
         failure = self.failureResultOf(d)  # type: ignore[attr-defined]
         self.assertTrue(failure.check(*types), failure)  # type: ignore[attr-defined]
         # The server's broker logs the error it sends, as classic PB does.
         self.flushLoggedErrors(*types)  # type: ignore[attr-defined]
         return failure  # type: ignore[no-any-return]
+
+
+def noLoginDeadline() -> Any:
+    """
+    The default policy without a login deadline, for tests in which one
+    connection keeps failing to log in for longer than it.
+    """
+    policy = security.defaultPolicy()
+    policy.limits = dataclasses.replace(policy.limits, loginTimeout=None)
+    return policy
 
 
 def answers(d: Any) -> list[object]:
@@ -163,6 +188,16 @@ def answers(d: Any) -> list[object]:
         return result
 
     d.addBoth(record)
+    return results
+
+
+def collect(d: Any) -> list[object]:
+    """
+    A list that gets C{d}'s result, success or failure, once it has one;
+    C{d} is left with C{None}, so a failure is not reported unhandled.
+    """
+    results: list[object] = []
+    d.addBoth(results.append)
     return results
 
 
@@ -599,123 +634,286 @@ class NonceLoginTests(LoginTestsMixin, SynchronousTestCase):
 
 class LoginThrottleTests(SynchronousTestCase):
     """
-    Tests for L{LoginThrottle}'s timing, on a fake clock.
+    Tests for L{LoginThrottle}'s limits, on a fake clock.
     """
 
     def setUp(self) -> None:
         self.clock = Clock()
         self.throttle = LoginThrottle(self.clock)
 
-    def fail(self, *keys: object, times: int = 1) -> None:  # type: ignore[override]
-        for _ in range(times):
-            self.throttle.failed(keys)
+    def attempt(
+        self, address: str, username: bytes | None, ok: bool = False
+    ) -> Attempt:
+        """
+        Reserve an attempt, wait its delay on the clock and report it as a
+        failure (or, with C{ok}, a success).
+        """
+        attempt = self.throttle.reserve(address, username)
+        d = self.throttle.wait(attempt)
+        done = answers(d)
+        self.clock.advance(attempt.delay)
+        for _ in range(100):
+            if done:
+                break
+            self.clock.advance(0.1)
+        self.successResultOf(d)
+        if ok:
+            self.throttle.succeeded(attempt)
+        else:
+            self.throttle.failed(attempt)
+        return attempt
 
-    def test_freeFailures(self) -> None:
+    def failTimes(self, address: str, username: bytes | None, times: int = 1) -> None:
+        for _ in range(times):
+            self.attempt(address, username)
+
+    def test_pairFreeFailures(self) -> None:
         """
-        The first three failures of a key cost nothing.
+        One username from one address fails three times at the address's
+        rate (5 a second), then waits a second before the fourth check.
         """
-        self.fail("a", times=2)
-        self.assertEqual(self.throttle.reserve(["a"]), 0.0)
-        self.fail("a")
-        self.assertEqual(self.throttle.reserve(["a"]), 1.0)
+        delays = [self.attempt("a", b"u").delay for _ in range(3)]
+        self.assertEqual(delays, [0.0, 0.2, 0.2])
+        attempt = self.throttle.reserve("a", b"u")
+        self.assertEqual((attempt.delay, attempt.limit), (1.0, throttle.PAIR))
 
     def test_delayDoubles(self) -> None:
         """
-        From the third failure on, the delay before the next check starts at
-        one second and doubles with each failure, up to 30 seconds.
+        From a pair's third failure on, the delay before the next check
+        starts at one second and doubles with each failure, up to 30
+        seconds; an address's delays start after its tenth failure.
         """
         delays = [self.throttle.delayAfter(n) for n in range(2, 11)]
         self.assertEqual(delays, [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0])
+        addressDelays = [self.throttle.delayAfter(n, 10) for n in (9, 10, 11, 15)]
+        self.assertEqual(addressDelays, [0.0, 1.0, 2.0, 30.0])
 
-    def test_refusedAfterTwentyFailures(self) -> None:
+    def test_pairRefusedOnlyFromItsAddress(self) -> None:
         """
-        After 20 failures a key is refused for 15 minutes; then one attempt
-        is checked again, and one more failure refuses it again.
+        After 20 failures a username is refused from that address for 15
+        minutes (the limit named C{addressAndUsername}); the same username
+        from another address, and other usernames from that address, are
+        still checked.
         """
-        self.fail("a", times=20)
-        error = self.assertRaises(LoginThrottled, self.throttle.reserve, ["a"])
-        self.assertEqual(error.retryAfter, 900.0)
+        self.failTimes("a", b"u", times=20)
+        error = self.assertRaises(LoginThrottled, self.throttle.reserve, "a", b"u")
+        self.assertEqual((error.retryAfter, error.limit), (900.0, throttle.PAIR))
+        other = self.throttle.reserve("b", b"u")
+        self.assertLessEqual(other.delay, self.throttle.maxUsernameDelay)
+        self.throttle.abandoned(other)
+        self.clock.advance(30)
+        self.assertEqual(self.throttle.reserve("a", b"v").limit, None)
+
+    def test_addressRefusedAfterHundredFailures(self) -> None:
+        """
+        An address that failed 100 times, for any usernames, is refused for
+        15 minutes (the C{address} limit), then checked again.
+        """
+        for n in range(100):
+            self.attempt("a", b"user%d" % n)
+        error = self.assertRaises(LoginThrottled, self.throttle.reserve, "a", b"x")
+        self.assertEqual((error.retryAfter, error.limit), (900.0, throttle.ADDRESS))
         self.clock.advance(900)
-        self.assertEqual(self.throttle.reserve(["a"]), 0.0)
-        self.fail("a")
-        self.assertRaises(LoginThrottled, self.throttle.reserve, ["a"])
+        self.throttle.abandoned(self.throttle.reserve("a", b"x"))
 
-    def test_successForgets(self) -> None:
+    def test_addressRate(self) -> None:
         """
-        A success forgets the failures of its keys.
+        Attempts from an address that failed are checked at most five a
+        second, whatever usernames they name, even when they arrive
+        together; an address that never failed is not slowed.
         """
-        self.fail("a", "b", times=10)
-        self.throttle.succeeded(["a"])
-        self.assertEqual(self.throttle.failures("a"), 0)
-        self.assertEqual(self.throttle.failures("b"), 10)
-        self.assertEqual(self.throttle.reserve(["a"]), 0.0)
+        self.failTimes("a", b"u0")
+        waits = [self.throttle.reserve("a", b"u%d" % n).delay for n in range(1, 6)]
+        self.assertEqual(waits, [0.2, 0.4, 0.6, 0.8, 1.0])
+        for _ in range(5):
+            self.attempt("clean", b"v", ok=True)
+        self.assertEqual(self.throttle.reserve("clean", b"v").delay, 0.0)
 
-    def test_otherKeysUnaffected(self) -> None:
+    def test_concurrentFirstAttempts(self) -> None:
         """
-        Failures of one key do not slow down another.
+        Attempts arriving together from an address that never failed wait
+        behind the first one, at five a second, until its outcome is known.
         """
-        self.fail("a", times=10)
-        self.assertEqual(self.throttle.reserve(["b"]), 0.0)
-
-    def test_slowestKeyWins(self) -> None:
-        """
-        An attempt with several keys waits for the slowest of them.
-        """
-        self.fail("a", times=4)
-        self.fail("b", times=5)
-        self.assertEqual(self.throttle.reserve(["a", "b"]), 4.0)
+        waits = [self.throttle.reserve("a", b"u%d" % n).delay for n in range(4)]
+        self.assertEqual(waits, [0.0, 0.2, 0.4, 0.6])
 
     def test_parallelAttemptsQueue(self) -> None:
         """
-        Attempts arriving together wait one behind the other, and one that
-        would wait longer than the longest delay is refused, so opening
-        more connections does not raise the rate.
+        Parallel attempts of a pair queue one behind the other, and one
+        that would wait longer than the longest delay is refused, so more
+        connections do not raise the rate.
         """
-        self.fail("a", times=5)
+        self.failTimes("a", b"u", times=5)
         waits = []
         for _ in range(10):
             try:
-                waits.append(self.throttle.reserve(["a"]))
+                waits.append(self.throttle.reserve("a", b"u").delay)
             except LoginThrottled:
                 waits.append(-1.0)
         self.assertEqual(
             waits, [4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 28.0, -1.0, -1.0, -1.0]
         )
 
+    def crowd(self, count: int, prefix: str = "a") -> list[list[object]]:
+        """
+        C{count} addresses that each failed once for C{b"u"}, then a
+        second later each try again at once; the results of their waits.
+        """
+        for n in range(count):
+            self.attempt(f"{prefix}{n}", b"u")
+        self.clock.advance(2)
+        return [
+            collect(self.throttle.wait(self.throttle.reserve(f"{prefix}{n}", b"u")))
+            for n in range(count)
+        ]
+
+    def test_usernameRateAcrossAddresses(self) -> None:
+        """
+        A username is checked at most five times a second across all
+        addresses: of twenty attacking addresses trying together, five are
+        checked at once, five a second later, and the others, having waited
+        C{maxUsernameDelay}, are refused (the C{username} limit).
+        """
+        waits = self.crowd(20)
+        self.assertEqual(sum(1 for w in waits if w), 5)
+        self.clock.advance(1)
+        self.assertEqual(sum(1 for w in waits if w == [None]), 10)
+        refused = [w[0] for w in waits if w and w != [None]]
+        self.assertEqual(len(refused), 10)
+        for failure in refused:
+            self.assertEqual(failure.value.limit, throttle.USERNAME)  # type: ignore[attr-defined]
+            failure.trap(LoginThrottled)  # type: ignore[attr-defined]
+
+    def test_usernameNeverRefusesFreshAddress(self) -> None:
+        """
+        While attacking addresses fill a username's turns, addresses that
+        are not attacking it get the next turns and are never refused,
+        however long they wait.
+        """
+        self.crowd(20)
+        fresh = [
+            collect(self.throttle.wait(self.throttle.reserve(f"b{n}", b"u")))
+            for n in range(12)
+        ]
+        owner = collect(self.throttle.wait(self.throttle.reserve("owner", b"u")))
+        self.assertEqual(owner, [])
+        self.clock.advance(1)
+        self.assertEqual(sum(1 for w in fresh if w == [None]), 5)
+        for _ in range(2):
+            self.clock.advance(1)
+        self.assertEqual(owner, [None])
+        self.assertTrue(all(w == [None] for w in fresh))
+
+    def test_trustedAddressSkipsUsernameQueue(self) -> None:
+        """
+        An address that logged in as a user before is checked at once for
+        that user, however many attempts from elsewhere are waiting.
+        """
+        self.attempt("home", b"u", ok=True)
+        self.assertTrue(self.throttle.trusted("home", b"u"))
+        waits = self.crowd(20)
+        self.assertIn([], waits)
+        home = self.throttle.reserve("home", b"u")
+        self.assertEqual((home.delay, home.trusted), (0.0, True))
+        self.successResultOf(self.throttle.wait(home))
+        self.clock.advance(30 * 86400)
+        self.assertFalse(self.throttle.trusted("home", b"u"))
+
+    def test_successForgetsPairOnly(self) -> None:
+        """
+        A success forgets its pair's failures, but not its address's: a
+        login to one account does not reset the guesses made against
+        others.
+        """
+        self.failTimes("a", b"u", times=2)
+        self.failTimes("a", b"v", times=2)
+        self.clock.advance(1)
+        self.attempt("a", b"u", ok=True)
+        self.assertEqual(self.throttle.failures(("pair", "a", b"u")), 0)
+        self.assertEqual(self.throttle.failures(("pair", "a", b"v")), 2)
+        self.assertEqual(self.throttle.failures(("address", "a")), 4)
+
+    def test_otherAddressesUnaffected(self) -> None:
+        """
+        Failures of one address do not slow down another address logging
+        in as another user.
+        """
+        self.failTimes("a", b"u", times=10)
+        self.assertEqual(self.throttle.reserve("b", b"v").delay, 0.0)
+
     def test_forgetAfter(self) -> None:
         """
-        A key that has not failed for an hour is forgotten.
+        A record with no failure for an hour is forgotten.
         """
-        self.fail("a", times=10)
+        self.failTimes("a", b"u", times=10)
         self.clock.advance(3599)
-        self.assertEqual(self.throttle.failures("a"), 10)
+        self.assertEqual(self.throttle.failures(("address", "a")), 10)
         self.clock.advance(1)
-        self.assertEqual(self.throttle.failures("a"), 0)
+        self.assertEqual(self.throttle.failures(("address", "a")), 0)
 
     def test_boundedMemory(self) -> None:
         """
-        At most C{maxRecords} keys are remembered; the least recently
-        failed are dropped first.
+        At most C{maxRecords} records and C{maxTrusted} trusted pairs are
+        remembered, however many addresses and usernames fail or log in;
+        the least recently used are dropped first.
         """
-        throttle = LoginThrottle(self.clock, maxRecords=3)
-        for key in "abcd":
-            throttle.failed([key])
-        self.assertEqual([throttle.failures(k) for k in "abcd"], [0, 1, 1, 1])
+        bounded = LoginThrottle(self.clock, maxRecords=50, maxTrusted=20)
+        for n in range(1000):
+            attempt = bounded.reserve(f"a{n}", b"u%d" % n)
+            if n % 2:
+                bounded.failed(attempt)
+            else:
+                bounded.succeeded(attempt)
+            self.clock.advance(0.001)
+        self.assertLessEqual(len(bounded), 50)
+        self.assertLessEqual(len(bounded._trusted), 20)
+        self.assertEqual(bounded.failures(("address", "a999")), 1)
+        self.assertEqual(bounded.failures(("address", "a1")), 0)
+        self.assertTrue(bounded.trusted("a998", b"u998"))
+        self.assertFalse(bounded.trusted("a0", b"u0"))
+
+    def test_usernameTurnsForgotten(self) -> None:
+        """
+        What the throttle keeps of a username's turns is forgotten once
+        nobody waits for them and they are a second old, however many
+        usernames were tried.
+        """
+        for batch in range(10):
+            for n in range(100):
+                self.attempt(f"a{batch}", f"user{batch}-{n}".encode())
+            self.clock.advance(2)
+        self.throttle.abandoned(self.throttle.reserve("b", b"x"))
+        self.assertLessEqual(len(self.throttle._gates), 100)
+
+    def test_succeededForgetsCleanRecords(self) -> None:
+        """
+        Logins that succeed leave nothing behind but their trusted pair.
+        """
+        for n in range(10):
+            self.attempt(f"a{n}", b"u%d" % n, ok=True)
+        self.assertEqual(len(self.throttle), 0)
 
     def test_waitRechecks(self) -> None:
         """
         L{LoginThrottle.wait} fires after the delay, on the clock, but fails
-        with L{LoginThrottled} if the key was refused meanwhile.
+        with L{LoginThrottled} if the pair was refused meanwhile.
         """
-        self.fail("a", times=3)
-        d = self.throttle.wait(["a"], self.throttle.reserve(["a"]))
+        self.failTimes("a", b"u", times=3)
+        attempt = self.throttle.reserve("a", b"u")
+        d = self.throttle.wait(attempt)
         self.assertNoResult(d)
         self.clock.advance(1)
         self.assertIsNone(self.successResultOf(d))
-        d = self.throttle.wait(["a"], 2.0)
-        self.fail("a", times=20)
-        self.clock.advance(2)
-        self.failureResultOf(d, LoginThrottled)
+        self.throttle.abandoned(attempt)
+
+        self.throttle = LoginThrottle(self.clock, freeFailures=10, refuseAfter=2)
+        self.failTimes("a", b"u")
+        waiting = self.throttle.wait(self.throttle.reserve("a", b"u"))
+        self.throttle.failed(self.throttle.reserve("a", b"u"))
+        self.clock.advance(1)
+        self.assertEqual(
+            self.failureResultOf(waiting, LoginThrottled).value.limit, throttle.PAIR
+        )
 
     def test_badSettings(self) -> None:
         """
@@ -725,8 +923,12 @@ class LoginThrottleTests(SynchronousTestCase):
             {"freeFailures": -1},
             {"initialDelay": 10.0, "maxDelay": 1.0},
             {"refuseAfter": 0},
+            {"addressRefuseAfter": 0},
             {"forgetAfter": 10.0},
             {"maxRecords": 0},
+            {"maxTrusted": 0},
+            {"maxAttemptsPerSecond": 0},
+            {"maxUsernameDelay": -1},
         ):
             self.assertRaises(ValueError, LoginThrottle, self.clock, **kwargs)
 
@@ -751,18 +953,19 @@ class LoginThrottleTests(SynchronousTestCase):
 
 class ThrottledLoginTests(LoginTestsMixin, SynchronousTestCase):
     """
-    Failed logins slow down per address and username, through the real
-    login objects, on a fake clock.
+    Failed logins slow down per address, pair and username, through the
+    real login objects, on a fake clock; no username is locked out.
     """
 
     def test_fiftyWrongPasswords(self) -> None:
         """
         Fifty wrong passwords in a row from one address get the documented
-        rate: three at once, then 1, 2, 4, 8, 16 and 30 seconds apart, and
-        after twenty failures immediate refusal for 15 minutes.  Meanwhile
-        another address logs in at once.
+        rate: three at five a second, then 1, 2, 4, 8, 16 and 30 seconds
+        apart, and after twenty failures that username is refused from that
+        address for 15 minutes.  Meanwhile another address logs in as
+        another user at once, and as the attacked user too.
         """
-        server = self.serverFactory()
+        server = self.serverFactory(policy=noLoginDeadline())
         attacker = self.connect(server, host="203.0.113.66")
         answeredAt = []
         refused = 0
@@ -782,46 +985,89 @@ class ThrottledLoginTests(LoginTestsMixin, SynchronousTestCase):
         self.flushLoggedErrors(UnauthorizedLogin)
         gaps = [b - a for a, b in zip(answeredAt, answeredAt[1:])]
         self.assertEqual(len(answeredAt), 20)
-        self.assertEqual(gaps[:8], [0.0, 0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0])
+        self.assertEqual(gaps[:8], [0.5, 0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0])
         self.assertEqual(set(gaps[8:]), {30.0})
         self.assertEqual(refused, 30)
 
-        bystander = self.connect(server, host="198.51.100.20")
-        avatar = self.loggedIn(
-            bystander.login(credentials.UsernamePassword(b"bob", b"builder"))
-        )
-        self.assertEqual(self.whoami(bystander, avatar), "bob")
+        for user, password, host in (
+            (b"bob", b"builder", "198.51.100.20"),
+            (b"alice", b"wonderland", "198.51.100.21"),
+        ):
+            bystander = self.connect(server, host=host)
+            avatar = self.loggedIn(
+                bystander.login(credentials.UsernamePassword(user, password))
+            )
+            self.assertEqual(self.whoami(bystander, avatar), user.decode())
 
-    def test_usernameThrottledFromEverywhere(self) -> None:
+    def test_usernameNotLockedOut(self) -> None:
         """
-        Failures for one username slow down attempts for it from other
-        addresses too; other usernames from those addresses are not slowed.
+        While one address guesses a username's password as fast as it is
+        allowed, the real user logs in from another address, at once; and
+        once the attacker's address is refused for that username, the real
+        user still logs in, from a new address and from the one used before.
+        """
+        server = self.serverFactory(policy=noLoginDeadline())
+        attacker = self.connect(server, host="203.0.113.66")
+        home = "198.51.100.30"
+        for n in range(25):
+            d = attacker.login(credentials.UsernamePassword(b"alice", b"guess"))
+            self.settle(attacker, d)
+            self.failureResultOf(d, UnauthorizedLogin)
+            if n in (2, 10, 24):
+                user = self.connect(server, host=home)
+                started = self.clock.seconds()
+                d = user.login(credentials.UsernamePassword(b"alice", b"wonderland"))
+                avatar = self.loggedIn(self.settle(user, d, 1.0))
+                self.assertLessEqual(self.clock.seconds() - started, 0.3)
+                self.assertEqual(self.whoami(user, avatar), "alice")
+        self.flushLoggedErrors(UnauthorizedLogin)
+        self.loginFailure(
+            attacker.login(credentials.UsernamePassword(b"alice", b"wonderland")),
+            LoginThrottled,
+        )
+        for host in (home, "198.51.100.31"):
+            user = self.connect(server, host=host)
+            d = user.login(credentials.UsernamePassword(b"alice", b"wonderland"))
+            self.loggedIn(self.settle(user, d, 1.0))
+
+    def test_usernameSlowedFromEverywhere(self) -> None:
+        """
+        Failures for one username slow attempts for it from other addresses
+        to five a second, a bounded delay; other usernames from other
+        addresses are not slowed.
         """
         server = self.serverFactory()
-        for n in range(3):
-            conn = self.connect(server, host=f"203.0.113.{n}")
-            self.loginFailure(
-                conn.login(credentials.UsernamePassword(b"alice", b"guess")),
-                UnauthorizedLogin,
-            )
+        conns = [self.connect(server, host=f"203.0.113.{n}") for n in range(7)]
+        pending = [
+            conn.login(credentials.UsernamePassword(b"alice", b"guess"))
+            for conn in conns
+        ]
+        self.failureResultOf(pending[0], UnauthorizedLogin)
+        self.assertNoResult(pending[6])
         conn = self.connect(server, host="198.51.100.30")
         d = conn.login(credentials.UsernamePassword(b"alice", b"wonderland"))
         self.assertNoResult(d)
-        other = conn.login(credentials.UsernamePassword(b"bob", b"builder"))
-        self.loggedIn(other)
-        self.clock.advance(1)
-        conn.flush()
+        bystander = self.connect(server, host="198.51.100.31")
+        self.loggedIn(bystander.login(credentials.UsernamePassword(b"bob", b"builder")))
+        self.settle(conn, d, 1.5)
         self.loggedIn(d)
+        for c, p in zip(conns[1:], pending[1:]):
+            self.settle(c, p, 2.0)
+            self.failureResultOf(p, UnauthorizedLogin)
+        self.flushLoggedErrors(UnauthorizedLogin)
 
     def test_successResets(self) -> None:
         """
-        A successful login resets its address and username.
+        A successful login resets its pair (address and username); the
+        username's failures from elsewhere are kept.
         """
         server = self.serverFactory()
         conn = self.connect(server)
         for _ in range(3):
             self.loginFailure(
-                conn.login(credentials.UsernamePassword(b"alice", b"guess")),
+                self.settle(
+                    conn, conn.login(credentials.UsernamePassword(b"alice", b"guess"))
+                ),
                 UnauthorizedLogin,
             )
         d = conn.login(credentials.UsernamePassword(b"alice", b"wonderland"))
@@ -829,8 +1075,9 @@ class ThrottledLoginTests(LoginTestsMixin, SynchronousTestCase):
         conn.flush()
         self.loggedIn(d)
         self.loggedIn(conn.login(credentials.UsernamePassword(b"alice", b"wonderland")))
-        throttle = server.root.loginThrottle
-        self.assertEqual(throttle.failures(("username", b"alice")), 0)
+        throttler = server.root.loginThrottle
+        self.assertEqual(throttler.failures(("pair", "198.51.100.7", b"alice")), 0)
+        self.assertEqual(throttler.failures(("address", "198.51.100.7")), 3)
 
     def test_stockClientThrottled(self) -> None:
         """
@@ -840,7 +1087,9 @@ class ThrottledLoginTests(LoginTestsMixin, SynchronousTestCase):
         conn = self.connect(server, pb.PBClientFactory())
         for _ in range(3):
             self.loginFailure(
-                conn.login(credentials.UsernamePassword(b"alice", b"guess")),
+                self.settle(
+                    conn, conn.login(credentials.UsernamePassword(b"alice", b"guess"))
+                ),
                 UnauthorizedLogin,
             )
         d = conn.login(credentials.UsernamePassword(b"alice", b"wonderland"))
@@ -862,13 +1111,14 @@ class ThrottledLoginTests(LoginTestsMixin, SynchronousTestCase):
                 conn.call(root, "login", username)
             )
             self.loginFailure(
-                conn.call(challenger, "respond", b"?" * 16, None), UnauthorizedLogin
+                self.settle(conn, conn.call(challenger, "respond", b"?" * 16, None)),
+                UnauthorizedLogin,
             )
-        throttle = server.root.loginThrottle
-        self.assertEqual(throttle.failures(("username", b"alice")), 2)
+        throttler = server.root.loginThrottle
+        self.assertEqual(throttler.failures(("username", b"alice")), 2)
         longKeys = [
             key
-            for key in throttle._records
+            for key in throttler._records
             if key[0] == "username" and key[1].startswith(b"sha256:")
         ]
         self.assertEqual([len(key[1]) for key in longKeys], [39])
@@ -896,7 +1146,9 @@ class ThrottledLoginTests(LoginTestsMixin, SynchronousTestCase):
         conn = self.connect(server)
         for _ in range(10):
             self.loginFailure(
-                conn.login(credentials.UsernamePassword(b"alice", b"guess")),
+                self.settle(
+                    conn, conn.login(credentials.UsernamePassword(b"alice", b"guess"))
+                ),
                 UnauthorizedLogin,
             )
         self.loggedIn(conn.login(credentials.UsernamePassword(b"alice", b"wonderland")))
@@ -922,7 +1174,9 @@ class ThrottledLoginTests(LoginTestsMixin, SynchronousTestCase):
         conn = self.connect(server)
         for _ in range(3):
             self.loginFailure(
-                conn.login(credentials.UsernamePassword(b"alice", b"guess")),
+                self.settle(
+                    conn, conn.login(credentials.UsernamePassword(b"alice", b"guess"))
+                ),
                 UnauthorizedLogin,
             )
         d = conn.login(credentials.UsernamePassword(b"alice", b"wonderland"))
@@ -948,7 +1202,12 @@ class AuditTests(LoginTestsMixin, SynchronousTestCase):
             conn = self.connect(host="203.0.113.5")
             for _ in range(3):
                 self.loginFailure(
-                    conn.login(credentials.UsernamePassword(b"alice", b"s3cr3t-guess")),
+                    self.settle(
+                        conn,
+                        conn.login(
+                            credentials.UsernamePassword(b"alice", b"s3cr3t-guess")
+                        ),
+                    ),
                     UnauthorizedLogin,
                 )
             d = conn.login(credentials.UsernamePassword(b"alice", b"wonderland"))
@@ -962,8 +1221,15 @@ class AuditTests(LoginTestsMixin, SynchronousTestCase):
             {(e["peer"], e["username"], e["method"], e["reason"]) for e in failed},
             {("203.0.113.5:40000", "alice", "nonce", "UnauthorizedLogin")},
         )
-        (throttled,) = audit(events, "loginThrottled")
-        self.assertEqual((throttled["delay"], throttled["refused"]), (1.0, False))
+        throttled = audit(events, "loginThrottled")
+        self.assertEqual(
+            [(e["delay"], e["refused"], e["limit"]) for e in throttled],
+            [
+                (0.2, False, "address"),
+                (0.2, False, "address"),
+                (1.0, False, "addressAndUsername"),
+            ],
+        )
         (success,) = audit(events, "login")
         self.assertEqual(
             (success["peer"], success["username"], success["method"]),
@@ -988,15 +1254,21 @@ class AuditTests(LoginTestsMixin, SynchronousTestCase):
         )
         conn = self.connect(server)
         self.loginFailure(
-            conn.login(credentials.UsernamePassword(b"bob", b"x")), UnauthorizedLogin
+            self.settle(conn, conn.login(credentials.UsernamePassword(b"bob", b"x"))),
+            UnauthorizedLogin,
         )
         with capturedLogs() as events:
             self.loginFailure(
-                conn.login(credentials.UsernamePassword(b"bob", b"builder")),
+                self.settle(
+                    conn, conn.login(credentials.UsernamePassword(b"bob", b"builder"))
+                ),
                 LoginThrottled,
             )
         (refused,) = audit(events, "loginThrottled")
-        self.assertEqual((refused["refused"], refused["retryAfter"]), (True, 900.0))
+        self.assertEqual(
+            (refused["refused"], refused["retryAfter"], refused["limit"]),
+            (True, 900.0, "addressAndUsername"),
+        )
 
     def test_anonymousEvents(self) -> None:
         """

@@ -12,6 +12,7 @@ from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.logger import LogPublisher
 from twisted.spread import pb
@@ -101,9 +102,12 @@ class InstrumentTests(SynchronousTestCase):
         self.addCleanup(inst.stopService)
         return inst
 
-    def connect(self, server: Any) -> Any:
+    def connect(self, server: Any, host: str = "127.0.0.1") -> Any:
         conn = connectedPair(
-            server, pbext.PBClientFactory(reactor=self.clock), clock=self.clock
+            server,
+            pbext.PBClientFactory(reactor=self.clock),
+            clock=self.clock,
+            clientAddress=IPv4Address("TCP", host, 49152),
         )
         self.addCleanup(conn.disconnect)
         return conn
@@ -158,23 +162,32 @@ class InstrumentTests(SynchronousTestCase):
 
     def test_connections(self) -> None:
         """
-        Open connections are a gauge, accepted ones a total, and those the
-        connection limit refused are counted.
+        Open connections are a gauge, accepted ones a total; those closed to
+        make room for a newcomer at the connection limit, and those refused
+        by a limit, are counted.
         """
-        policy = SecurityPolicy(limits=Limits(maxConnections=2))
+        policy = SecurityPolicy(
+            limits=Limits(maxConnections=2, maxConnectionsPerAddress=2)
+        )
         server = pbext.PBServerFactory(
             Root(self.clock), reactor=self.clock, policy=policy
         )
         self.instrumented(server)
-        first = self.connect(server)
-        self.connect(server)
-        self.connect(server)
+        first = self.connect(server, host="198.51.100.1")
+        second = self.connect(server, host="198.51.100.2")
+        self.clock.advance(1)
+        self.connect(server, host="198.51.100.2")
+        first.pump()
+        self.assertFalse(first.connected)
         self.assertEqual(self.metrics.connectionsOpen, 2)
-        self.assertEqual(self.metrics.connectionsTotal, 2)
+        self.assertEqual(self.metrics.connectionsTotal, 3)
+        self.assertEqual(self.metrics.connectionsEvicted, {"maxConnections": 1})
+        self.assertEqual(self.metrics.connectionsRefused, 0)
+        self.connect(server, host="198.51.100.2")
         self.assertEqual(self.metrics.connectionsRefused, 1)
-        first.disconnect()
+        second.disconnect()
         self.assertEqual(self.metrics.connectionsOpen, 1)
-        self.assertEqual(self.metrics.connectionsTotal, 2)
+        self.assertEqual(self.metrics.connectionsTotal, 3)
 
     def test_logins(self) -> None:
         """
@@ -199,6 +212,24 @@ class InstrumentTests(SynchronousTestCase):
         self.assertEqual(
             dict(self.metrics.logins), {"success": 1, "failure": 2, "throttled": 1}
         )
+
+    def test_loginTimeouts(self) -> None:
+        """
+        Connections closed for not logging in within C{loginTimeout} are
+        counted.
+        """
+        checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+        server = pbext.PBServerFactory(
+            Portal(demo.DemoRealm(), [checker]),
+            reactor=self.clock,
+            policy=SecurityPolicy(limits=Limits(loginTimeout=5.0)),
+        )
+        self.instrumented(server)
+        conn = self.connect(server)
+        conn.advance(5)
+        self.assertFalse(conn.connected)
+        self.assertEqual(self.metrics.loginTimeouts, 1)
+        self.assertEqual(self.metrics.connectionsOpen, 0)
 
     def test_otherFactoriesLogins(self) -> None:
         """

@@ -219,10 +219,9 @@ class SubclassNamesTests(SynchronousTestCase):
         self.assertIs(server.pbextPolicy, policy)
         self.assertIn(registry, server.pbextRegistries)
         self.assertIs(factory.pbextPolicy, policy)
-        # The connection limit is counted in pbext's state: a second
-        # connection is refused while the first is up, and admitted once
-        # it is gone (the broker told the factory, not the subclass).
-        self.assertIsNone(factory.buildProtocol(None))
+        # Connections are counted in pbext's state, and counted out once
+        # gone (the broker told the factory, not the subclass).
+        self.assertEqual(factory._pbext.connectionCount, 1)
         conn.disconnect()
         again = connectedPair(factory, pbext.PBClientFactory(), clock=clock)
         self.assertEqual(again.resultOf(again.rootObject().callRemote("echo", 6)), 6)

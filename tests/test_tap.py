@@ -274,6 +274,21 @@ class OptionsTests(SynchronousTestCase):
         )
         options = self.parse("--login-throttle", "refuseAfter=0")
         self.assertEqual(options["loginThrottleSettings"], {"refuseAfter": None})
+        options = self.parse(
+            "--login-throttle",
+            "addressFreeFailures=5,addressRefuseAfter=0,maxAttemptsPerSecond=2,"
+            "maxUsernameDelay=3,trustFor=60",
+        )
+        self.assertEqual(
+            options["loginThrottleSettings"],
+            {
+                "addressFreeFailures": 5,
+                "addressRefuseAfter": None,
+                "maxAttemptsPerSecond": 2.0,
+                "maxUsernameDelay": 3.0,
+                "trustFor": 60.0,
+            },
+        )
         self.assertIsNone(
             self.parse("--login-throttle", "off")["loginThrottleSettings"]
         )
@@ -283,7 +298,12 @@ class OptionsTests(SynchronousTestCase):
         Unknown settings, bad values and settings that make no sense are
         usage errors.
         """
-        for spec in ("bogus=1", "maxDelay=x", "initialDelay=9,maxDelay=1"):
+        for spec in (
+            "bogus=1",
+            "maxDelay=x",
+            "initialDelay=9,maxDelay=1",
+            "maxAttemptsPerSecond=0",
+        ):
             message = self.assertUsageError("--login-throttle", spec)
             self.assertIn("--login-throttle", message)
 
@@ -463,6 +483,44 @@ class MakeServiceTests(SynchronousTestCase):
             "--auth", "memory:a:b", "--login-throttle", "off"
         ).factory.root
         self.assertIsNone(root.loginThrottle)
+        root = self.makeService(
+            "--auth",
+            "memory:a:b",
+            "--login-throttle",
+            "addressRefuseAfter=500,maxAttemptsPerSecond=2,trustFor=60",
+        ).factory.root
+        throttle = root.loginThrottle
+        self.assertEqual(
+            (
+                throttle.addressRefuseAfter,
+                throttle.maxAttemptsPerSecond,
+                throttle.trustFor,
+            ),
+            (500, 2.0, 60.0),
+        )
+
+    def test_admissionLimits(self) -> None:
+        """
+        C{--limit} sets the connection admission limits, and with C{--auth}
+        the factory gives connections a login deadline; without, it serves a
+        root with none.
+        """
+        factory = self.makeService(
+            "--auth",
+            "memory:a:b",
+            "--limit",
+            "maxConnectionsPerPrefix=8",
+            "--limit",
+            "loginTimeout=15",
+        ).factory
+        limits = factory.pbextPolicy.limits
+        self.assertEqual(
+            (limits.maxConnectionsPerPrefix, limits.loginTimeout), (8, 15.0)
+        )
+        self.assertTrue(factory._pbext.admission.loginRequired)
+        factory = self.makeService("--limit", "loginTimeout=off").factory
+        self.assertIsNone(factory.pbextPolicy.limits.loginTimeout)
+        self.assertFalse(factory._pbext.admission.loginRequired)
 
     def test_authNotesLogged(self) -> None:
         """

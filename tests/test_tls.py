@@ -548,6 +548,8 @@ class ProxyProtocolTests(EndToEndMixin, TestCase):
             target, wrap=lambda f: ProxyHeaderFactory(f, "203.0.113.7")
         )
         for _ in range(2):
+            # Slower than the address's five attempts a second.
+            self.clock.advance(1)
             yield self.assertLoginFails(
                 attacker.login(credentials.UsernamePassword(b"mallory", b"guess")),
                 UnauthorizedLogin,
