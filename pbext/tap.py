@@ -12,6 +12,8 @@ C{--listen}.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from typing import Any, Callable
 
 from twisted.application import service
@@ -78,6 +80,22 @@ def _normalizeMemoryChecker(checker: object) -> object:
     return checker
 
 
+def _inWorkingDirectory(dottedName: str) -> str | None:
+    """
+    The file or package in the working directory that C{dottedName}'s
+    top-level module would be, if there is one and the working directory is
+    not on L{sys.path} (twistd does not put it there).
+    """
+    here = os.path.abspath(os.getcwd())
+    if any(os.path.abspath(p or os.curdir) == here for p in sys.path):
+        return None
+    top = dottedName.partition(".")[0]
+    for candidate in (top + ".py", os.path.join(top, "__init__.py")):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
 def _loadObject(kind: str, dottedName: str) -> object:
     """
     Import C{dottedName}, turning any failure into a L{usage.UsageError}.
@@ -85,10 +103,18 @@ def _loadObject(kind: str, dottedName: str) -> object:
     try:
         return reflect.namedAny(dottedName)
     except Exception as e:
+        found = _inWorkingDirectory(dottedName)
+        if found is not None:
+            raise usage.UsageError(
+                f"--{kind} {dottedName}: cannot import it: {found} is in the "
+                f"working directory, but twistd does not put the working "
+                f"directory on sys.path. Run it as PYTHONPATH=. twistd ..."
+            )
         raise usage.UsageError(
             f"--{kind} {dottedName}: cannot import it "
             f"({type(e).__name__}: {e}). Give the full dotted name of an "
-            f"object, such as mypackage.module.name, importable by twistd."
+            f"object, such as mypackage.module.name, importable by twistd "
+            f"(twistd does not look in the working directory: set PYTHONPATH)."
         )
 
 
@@ -303,6 +329,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
 
     def opt_auth(self, description: str) -> None:
         """Check logins with this twisted.cred checker (repeatable; see --help-auth), e.g. memory:alice:secret or file:/etc/pb-passwords."""  # noqa: E501
+        kind, _, argument = description.partition(":")
+        if kind == "file" and not os.path.isfile(argument):
+            # strcred's file: checker only warns, then refuses everyone.
+            raise usage.UsageError(
+                f"--auth {description}: no such file {argument!r}. Create it "
+                f"with one USERNAME:PASSWORD line per user, or give its path."
+            )
         try:
             checker = strcred.makeChecker(description)
         except strcred.InvalidAuthType as e:
@@ -341,9 +374,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         try:
             self["clientAuthorities"] = login.loadAuthorities(path)
         except ImportError as e:
-            raise usage.UsageError(
-                f"--tls-client-ca needs TLS support ({e}); install pbext[tls]."
-            )
+            from pbext._extras import TLS_MISSING
+
+            raise usage.UsageError(f"--tls-client-ca {path}: {TLS_MISSING} ({e})")
         except Exception as e:
             raise usage.UsageError(
                 f"--tls-client-ca {path}: cannot load certificates from it "
@@ -457,6 +490,12 @@ def _checkServerEndpoint(option: str, description: str, example: str) -> None:
     Refuse a server endpoint description strports cannot parse, naming the
     option, the reason and an example.
     """
+    from pbext._extras import checkTLSEndpoint
+
+    try:
+        checkTLSEndpoint(description)
+    except ImportError as e:
+        raise usage.UsageError(f"--{option} {description}: {e}")
     try:
         endpoints.serverFromString(None, description)  # type: ignore[arg-type]
     except Exception as e:
