@@ -1,0 +1,363 @@
+"""
+What a newcomer runs in their first hour, run as they run it: C{python -m
+pbext} and the real C{twistd} script in subprocesses, with the messages
+they print asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer, reactor, utils
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import TestCase
+
+from pbext import cli
+from pbext._extras import TLS_MISSING
+from pbext.client import connect
+from tests._process import _environment, startPBServer
+
+#: Seconds a subprocess may run.
+TIMEOUT = 60
+
+#: A sitecustomize that makes pyOpenSSL unimportable, as it is without
+#: the tls extra.
+_BLOCK_OPENSSL = '''\
+import sys
+
+
+class _BlockOpenSSL:
+    def find_spec(self, name, path=None, target=None):
+        if name == "OpenSSL" or name.startswith("OpenSSL."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _BlockOpenSSL())
+'''
+
+
+def run(
+    executable: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    path: str | None = None,
+) -> defer.Deferred[tuple[bytes, bytes, int]]:
+    """
+    Run C{executable ARGS}, with a timeout, and fire with its stdout, stderr
+    and exit status.
+    """
+    d = utils.getProcessOutputAndValue(
+        executable, list(args), env=env or _environment(), path=path, reactor=reactor
+    )
+    return d.addTimeout(TIMEOUT, reactor)
+
+
+def runCLI(*args: str, **kw: Any) -> defer.Deferred[tuple[bytes, bytes, int]]:
+    """
+    Run C{python -m pbext ARGS}.
+    """
+    return run(sys.executable, "-m", "pbext", *args, **kw)
+
+
+def twistdScript() -> str:
+    """
+    The C{twistd} console script installed next to this Python, which (unlike
+    C{python -c}) does not put the working directory on C{sys.path}.
+    """
+    return os.path.join(os.path.dirname(sys.executable), "twistd")
+
+
+def runTwistd(*args: str, **kw: Any) -> defer.Deferred[tuple[bytes, bytes, int]]:
+    """
+    Run the real C{twistd -n --pidfile= ARGS}.
+    """
+    return run(twistdScript(), "-n", "--pidfile=", *args, **kw)
+
+
+def withoutOpenSSL(test: TestCase) -> dict[str, str]:
+    """
+    An environment in which pyOpenSSL cannot be imported.
+    """
+    site = FilePath(test.mktemp())
+    site.makedirs()
+    site.child("sitecustomize.py").setContent(_BLOCK_OPENSSL.encode())
+    env = _environment()
+    env["PYTHONPATH"] = os.pathsep.join([site.path, env["PYTHONPATH"]])
+    return env
+
+
+def endpoint(port: int) -> str:
+    return f"tcp:host=127.0.0.1:port={port}"
+
+
+class CommandLineTests(TestCase):
+    """
+    C{python -m pbext} behaves like the command-line tools people know.
+    """
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_optionsAfterEndpoint(self) -> Any:
+        """
+        C{python -m pbext ping ENDPOINT --count 3}, as documented, sends three
+        pings: options may follow the arguments.
+        """
+        server = yield startPBServer(self)
+        out, err, code = yield runCLI(
+            "ping", endpoint(server.port), "--count", "3", "-i", "0"
+        )
+        self.assertEqual(code, cli.EXIT_OK, err)
+        self.assertIn(b"3/3 answered", out)
+
+    @defer.inlineCallbacks
+    def test_negativeNumberIsAnArgument(self) -> Any:
+        """
+        An argument such as C{-5} is a number, not an option; options after
+        it still count.
+        """
+        server = yield startPBServer(self)
+        out, err, code = yield runCLI("call", endpoint(server.port), "echo", "-5", "-j")
+        self.assertEqual((code, out), (cli.EXIT_OK, b"-5\n"), err)
+
+    @defer.inlineCallbacks
+    def test_usageErrorFirst(self) -> Any:
+        """
+        A usage error prints the error first, then one usage line, not the
+        whole help, and exits with L{cli.EXIT_USAGE}.
+        """
+        out, err, code = yield runCLI("ping")
+        self.assertEqual(code, cli.EXIT_USAGE)
+        self.assertEqual(out, b"")
+        lines = err.decode().splitlines()
+        self.assertEqual(
+            lines,
+            [
+                "python -m pbext ping: expected ENDPOINT, got 0 arguments (none)",
+                "usage: python -m pbext ping [options] ENDPOINT  "
+                "('python -m pbext ping --help' lists the options)",
+            ],
+        )
+        out, err, code = yield runCLI("call", "tcp:host=h:port=1", "m", "--nope")
+        self.assertEqual(code, cli.EXIT_USAGE)
+        self.assertEqual(
+            err.decode().splitlines()[0],
+            "python -m pbext call: option --nope not recognized",
+        )
+
+    @defer.inlineCallbacks
+    def test_pingJSON(self) -> Any:
+        """
+        C{ping --json} prints one JSON object for scripts.
+        """
+        server = yield startPBServer(self)
+        out, err, code = yield runCLI(
+            "ping", "--json", endpoint(server.port), "-c", "2", "-i", "0"
+        )
+        self.assertEqual(code, cli.EXIT_OK, err)
+        result = json.loads(out)
+        self.assertEqual((result["sent"], result["answered"]), (2, 2))
+        self.assertEqual(len(result["rtt_ms"]), 2)
+        self.assertLessEqual(result["min_ms"], result["max_ms"])
+
+    @defer.inlineCallbacks
+    def test_callRegistry(self) -> Any:
+        """
+        C{call --registry DOTTED.NAME} receives the typed copies that
+        registry describes, as C{twistd pbserver --registry} sends them.
+        """
+        server = yield startPBServer(
+            self,
+            "--root",
+            "tests._firsthour.JobRoot",
+            "--registry",
+            "tests._firsthour.registry",
+        )
+        out, err, code = yield runCLI(
+            "call",
+            endpoint(server.port),
+            "job",
+            "'build'",
+            "--registry",
+            "tests._firsthour.registry",
+        )
+        self.assertEqual(code, cli.EXIT_OK, err)
+        self.assertEqual(out, b"Job(name='build', priority=3)\n")
+        out, err, code = yield runCLI(
+            "call", endpoint(server.port), "job", "'x'", "--registry", "no.such.thing"
+        )
+        self.assertEqual(code, cli.EXIT_USAGE)
+        self.assertIn(b"--registry no.such.thing: cannot import it", err)
+
+    @defer.inlineCallbacks
+    def test_realmHint(self) -> Any:
+        """
+        Calling an avatar's method on a realm's root, without logging in,
+        says to log in with C{--username}.
+        """
+        server = yield startPBServer(self, "--auth", "memory:alice:secret")
+        out, err, code = yield runCLI("call", endpoint(server.port), "whoami")
+        self.assertEqual(code, cli.EXIT_REMOTE, err)
+        self.assertIn(b"No such method: remote_whoami", err)
+        self.assertIn(
+            b"this server serves a realm, whose root only logs users in; "
+            b"log in with --username NAME (or --anonymous)",
+            err,
+        )
+
+    @defer.inlineCallbacks
+    def test_noHintForRoot(self) -> Any:
+        """
+        A missing method on a plain root gives no login hint.
+        """
+        server = yield startPBServer(self)
+        out, err, code = yield runCLI("call", endpoint(server.port), "nothing")
+        self.assertEqual(code, cli.EXIT_REMOTE, err)
+        self.assertNotIn(b"--username", err)
+
+    @defer.inlineCallbacks
+    def test_tlsMissing(self) -> Any:
+        """
+        A C{tls:} endpoint without the tls extra names the extra to install.
+        """
+        out, err, code = yield runCLI(
+            "ping", "tls:host=127.0.0.1:port=1", env=withoutOpenSSL(self)
+        )
+        self.assertEqual(code, cli.EXIT_USAGE, err)
+        self.assertIn(TLS_MISSING.encode(), err)
+        self.assertIn(b"TLS needs the tls extra: pip install 'pbext[tls]'", err)
+
+
+class ConnectTests(TestCase):
+    """
+    L{pbext.client.connect} as a script calls it.
+    """
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_wrongPasswordIsUnauthorizedLogin(self) -> Any:
+        """
+        A wrong password raises L{UnauthorizedLogin} with a message from an
+        C{await}, which C{except UnauthorizedLogin} catches, not a bare
+        L{pb.RemoteError} with an empty message.
+        """
+        server = yield startPBServer(self, "--auth", "memory:alice:secret")
+
+        async def attempt() -> Exception | None:
+            try:
+                await connect(
+                    reactor,
+                    endpoint(server.port),
+                    UsernamePassword(b"alice", b"wrong"),
+                )
+            except UnauthorizedLogin as e:
+                return e
+            return None
+
+        refusal = yield defer.ensureDeferred(attempt())
+        self.assertIsInstance(refusal, UnauthorizedLogin)
+        self.assertEqual(
+            str(refusal),
+            "the server refused the login; check the username and password",
+        )
+
+    @defer.inlineCallbacks
+    def test_tlsMissing(self) -> Any:
+        """
+        L{connect} to a C{tls:} endpoint without the tls extra raises
+        L{ImportError} naming the extra, not Twisted's C{NameError}.
+        """
+        script = (
+            "from twisted.internet import reactor\n"
+            "from pbext.client import connect\n"
+            "try:\n"
+            "    connect(reactor, 'tls:host=127.0.0.1:port=1')\n"
+            "except ImportError as e:\n"
+            "    print(e)\n"
+        )
+        out, err, code = yield run(
+            sys.executable, "-c", script, env=withoutOpenSSL(self)
+        )
+        self.assertEqual(code, 0, err)
+        self.assertTrue(
+            out.startswith(b"TLS needs the tls extra: pip install 'pbext[tls]'"), out
+        )
+
+
+class TwistdTests(TestCase):
+    """
+    The real C{twistd pbserver} script, run from an application's directory.
+    """
+
+    timeout = 120
+
+    def appDirectory(self) -> FilePath[str]:
+        """
+        A directory holding C{app.py} with a realm, as the tutorial builds.
+        """
+        here = FilePath(self.mktemp())
+        here.makedirs()
+        here.child("app.py").setContent(b"from pbext.demo import DemoRealm as realm\n")
+        return here
+
+    @defer.inlineCallbacks
+    def test_realmInWorkingDirectory(self) -> Any:
+        """
+        C{--realm app.realm} with C{app.py} in the working directory says
+        that twistd does not put it on C{sys.path} and suggests
+        C{PYTHONPATH=.}.
+        """
+        here = self.appDirectory()
+        out, err, code = yield runTwistd(
+            "pbserver", "--realm", "app.realm", "--auth", "memory:a:b", path=here.path
+        )
+        self.assertNotEqual(code, 0)
+        self.assertIn(
+            b"--realm app.realm: cannot import it: app.py is in the working "
+            b"directory, but twistd does not put the working directory on "
+            b"sys.path. Run it as PYTHONPATH=. twistd ...",
+            out + err,
+        )
+
+    @defer.inlineCallbacks
+    def test_authFileMissing(self) -> Any:
+        """
+        C{--auth file:missing-file} is a usage error naming the file, not a
+        warning followed by a server that refuses everyone.
+        """
+        out, err, code = yield runTwistd(
+            "pbserver", "--auth", "file:missing-file", path=self.appDirectory().path
+        )
+        self.assertNotEqual(code, 0)
+        self.assertIn(
+            b"--auth file:missing-file: no such file 'missing-file'. Create it "
+            b"with one USERNAME:PASSWORD line per user, or give its path.",
+            out + err,
+        )
+        self.assertNotIn(b"starting on", out + err)
+
+    @defer.inlineCallbacks
+    def test_tlsMissing(self) -> Any:
+        """
+        An C{ssl:} listener without the tls extra names the extra to
+        install, not C{No module named 'OpenSSL'} alone.
+        """
+        out, err, code = yield runTwistd(
+            "pbserver",
+            "--listen",
+            "ssl:0:privateKey=server.pem",
+            env=withoutOpenSSL(self),
+        )
+        self.assertNotEqual(code, 0)
+        self.assertIn(
+            b"--listen ssl:0:privateKey=server.pem: TLS needs the tls extra: "
+            b"pip install 'pbext[tls]'",
+            out + err,
+        )
