@@ -160,6 +160,13 @@ class CallTimeout(defer.TimeoutError):
     """
 
 
+def _seconds(seconds: float) -> str:
+    """
+    C{seconds} for a person: C{"1 second"}, C{"2 seconds"}, C{"0.5 seconds"}.
+    """
+    return f"{seconds:g} second" + ("" if seconds == 1 else "s")
+
+
 def _backpressureCapable(transport: object) -> bool:
     """
     Whether pbext registers its broker as a streaming producer of this
@@ -1213,7 +1220,9 @@ class Broker(pb.Broker):
             and self.waitingForAnswers.get(requestID) is result
         ):
             result.addTimeout(
-                timeout, self._getClock(), self._timeoutCall(requestID, timeout)
+                timeout,
+                self._getClock(),
+                self._timeoutCall(requestID, timeout, message),
             )
         return result
 
@@ -1246,17 +1255,27 @@ class Broker(pb.Broker):
         result.chainDeferred(outer)
         if timeout is not None:
             outer.addTimeout(
-                timeout, self._getClock(), self._timeoutCall(requestID, timeout)
+                timeout,
+                self._getClock(),
+                self._timeoutCall(requestID, timeout, message),
             )
         return outer
 
     def _timeoutCall(
-        self, requestID: int, timeout: float
+        self, requestID: int, timeout: float, message: bytes | str
     ) -> Callable[[Any, float], Any]:
+        if isinstance(message, bytes):
+            message = message.decode("utf-8", "replace")
+
         def onTimeout(result: Any, seconds: float) -> Any:
             if isinstance(result, Failure) and result.check(defer.CancelledError):
                 return Failure(
-                    CallTimeout(f"no answer to call {requestID} in {timeout} seconds")
+                    CallTimeout(
+                        f"no answer to {message}() (call {requestID}) in "
+                        f"{_seconds(timeout)}; if it needs longer, pass a "
+                        f"larger pbtimeout= to the call or callTimeout= to "
+                        f"the factory"
+                    )
                 )
             return result
 

@@ -22,7 +22,6 @@ The exit status says what went wrong: see L{EXIT_OK} and the others.
 from __future__ import annotations
 
 import ast
-import getopt
 import json
 import os
 import re
@@ -70,9 +69,23 @@ _LOGIN_ERRORS = (
 _NUMBER = re.compile(r"-\.?[0-9]")
 
 
-def _permute(
-    argv: Sequence[str], shortOpt: str, longOpt: Sequence[str]
-) -> list[str]:
+def _longTakesValue(name: str, longOpt: Sequence[str]) -> bool:
+    """
+    Whether the long option C{name} (or an unambiguous abbreviation of it)
+    takes a value.
+
+    @raise usage.UsageError: if no option, or more than one, has that name.
+    """
+    exact = [o for o in longOpt if o.rstrip("=") == name]
+    matches = exact or [o for o in longOpt if o.startswith(name)]
+    if not matches:
+        raise usage.UsageError(f"option --{name} not recognized")
+    if len(matches) > 1:
+        raise usage.UsageError(f"option --{name} is ambiguous")
+    return matches[0].endswith("=")
+
+
+def _permute(argv: Sequence[str], shortOpt: str, longOpt: Sequence[str]) -> list[str]:
     """
     Move the options in C{argv} before its other arguments, as GNU tools
     do, so that C{ping ENDPOINT --count 3} means C{ping --count 3 ENDPOINT}.
@@ -93,10 +106,7 @@ def _permute(
             break
         if word.startswith("--"):
             name, hasValue, _ = word[2:].partition("=")
-            try:
-                takesValue, _ = getopt.long_has_args(name, list(longOpt))
-            except getopt.GetoptError as e:
-                raise usage.UsageError(str(e))
+            takesValue = _longTakesValue(name, longOpt)
             options.append(word)
             if takesValue and not hasValue:
                 if not words:
@@ -108,9 +118,7 @@ def _permute(
                 if letter + ":" in shortOpt:
                     if i == len(word) - 1:
                         if not words:
-                            raise usage.UsageError(
-                                f"option -{letter} requires a value"
-                            )
+                            raise usage.UsageError(f"option -{letter} requires a value")
                         options.append(words.pop(0))
                     break
         else:
@@ -139,7 +147,7 @@ class _ConnectionOptions(usage.Options):
     def _wrongArguments(self, arguments: Sequence[str]) -> usage.UsageError:
         given = " ".join(arguments) if arguments else "none"
         return usage.UsageError(
-            f"expected {self.synopsis.replace('[options] ', '')}, "
+            f"expected {getattr(self, 'synopsis', '').replace('[options] ', '')}, "
             f"got {len(arguments)} argument{'s' if len(arguments) != 1 else ''} "
             f"({given})"
         )

@@ -404,9 +404,7 @@ class MeteredBroker(Broker):
             and isinstance(requestID, int)
             and isinstance(message, bytes)
             and objectID not in _HOUSEKEEPING
-            and not isinstance(
-                self.localObjectForID(objectID), _loginObjectTypes()
-            )
+            and not isinstance(self.localObjectForID(objectID), _loginObjectTypes())
         )
         if tracked:
             assert isinstance(requestID, int) and isinstance(message, bytes)

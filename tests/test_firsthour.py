@@ -27,7 +27,7 @@ TIMEOUT = 60
 
 #: A sitecustomize that makes pyOpenSSL unimportable, as it is without
 #: the tls extra.
-_BLOCK_OPENSSL = '''\
+_BLOCK_OPENSSL = """\
 import sys
 
 
@@ -39,7 +39,7 @@ class _BlockOpenSSL:
 
 
 sys.meta_path.insert(0, _BlockOpenSSL())
-'''
+"""
 
 
 def run(

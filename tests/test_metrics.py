@@ -348,7 +348,6 @@ class PrometheusTests(TestCase):
         body = yield readBody(response)
         self.check(body.decode("utf-8"))
 
-
     @defer.inlineCallbacks
     def test_noAccessLog(self) -> Any:
         """
