@@ -56,6 +56,7 @@ from twisted.spread import banana, flavors, jelly, pb
 
 from pbext import _jelly, keepalive, typecheck
 from pbext._accelerator import speedups as _speedups
+from pbext._peer import peerText
 from pbext._transport import DirectReads, DirectWrites
 from pbext.codec import Decoder, FramingError, encodePieces
 from pbext.copyable import FailureRegistry, failureRegistry
@@ -493,7 +494,7 @@ class Broker(pb.Broker):
     def _peerName(self) -> str:
         transport = getattr(self, "transport", None)
         try:
-            return str(transport.getPeer()) if transport is not None else "?"
+            return peerText(transport.getPeer()) if transport is not None else "?"
         except Exception:
             return "?"
 

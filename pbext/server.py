@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.spread import pb
 from twisted.spread.jelly import SecurityOptions, globalSecurity
 
+from pbext._peer import peerText
 from pbext.broker import Broker, BrokerFactoryMixin
 from pbext.login import (  # noqa: F401 (re-exported: they used to live here)
     _PortalAuthChallenger,
@@ -93,7 +94,7 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
         ):
             _log.warn(
                 "pbext: connection from {peer} refused: connection limit reached",
-                peer=str(addr),
+                peer=peerText(addr),
                 connections=self.connectionCount,
                 pbextEvent="connectionRefused",
             )

@@ -11,15 +11,24 @@ import os
 import sys
 from typing import Any
 
+from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
 from twisted.internet import defer, reactor, utils
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.python.filepath import FilePath
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from pbext import cli
+from pbext import PBClientFactory, PBServerFactory, cli
+from pbext._peer import peerText
 from pbext._extras import TLS_MISSING
 from pbext.client import connect
+from pbext.demo import DemoRealm
+from pbext.security import Limits, SecurityPolicy
+from pbext.testing import connectedPair
 from tests._process import _environment, startPBServer
 
 #: Seconds a subprocess may run.
@@ -360,4 +369,54 @@ class TwistdTests(TestCase):
             b"--listen ssl:0:privateKey=server.pem: TLS needs the tls extra: "
             b"pip install 'pbext[tls]'",
             out + err,
+        )
+
+
+class PeerFormatTests(SynchronousTestCase):
+    """
+    pbext's log events name a peer in one format.
+    """
+
+    def test_peerText(self) -> None:
+        """
+        L{peerText} writes C{HOST:PORT}, C{[HOST]:PORT} and C{unix:PATH}.
+        """
+        self.assertEqual(peerText(IPv4Address("TCP", "127.0.0.1", 5)), "127.0.0.1:5")
+        self.assertEqual(peerText(IPv6Address("TCP", "::1", 5)), "[::1]:5")
+        self.assertEqual(peerText(UNIXAddress(b"/run/pb.sock")), "unix:/run/pb.sock")
+
+    def test_oneFormat(self) -> None:
+        """
+        The broker's events (a missing method), the login audit, the
+        client's login and the server's refusals name peers as
+        C{127.0.0.1:49152}.
+        """
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock = Clock()
+        checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+        server = PBServerFactory(
+            Portal(DemoRealm(), [checker]),
+            reactor=clock,
+            policy=SecurityPolicy(limits=Limits(maxConnectionsPerAddress=1)),
+        )
+        conn = connectedPair(server, PBClientFactory(reactor=clock), clock=clock)
+        self.addCleanup(conn.disconnect)
+        avatar = conn.login(UsernamePassword(b"alice", b"secret"))
+        conn.failureOf(avatar.callRemote("noSuchMethod"))
+        self.assertIsNone(server.buildProtocol(IPv4Address("TCP", "127.0.0.1", 49153)))
+        peers = {
+            event["pbextEvent"]: event["peer"]
+            for event in events
+            if "peer" in event and "pbextEvent" in event
+        }
+        self.assertEqual(
+            peers,
+            {
+                "loginMethodChosen": "127.0.0.1:8787",
+                "login": "127.0.0.1:49152",
+                "policyViolation": "127.0.0.1:49152",
+                "connectionRefused": "127.0.0.1:49153",
+            },
         )
