@@ -23,8 +23,8 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from pbext import PBClientFactory, PBServerFactory, cli
-from pbext._peer import peerText
 from pbext._extras import TLS_MISSING
+from pbext._peer import peerText
 from pbext.client import connect
 from pbext.demo import DemoRealm
 from pbext.security import Limits, SecurityPolicy
