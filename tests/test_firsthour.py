@@ -15,10 +15,12 @@ from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
-from twisted.internet import defer, reactor, utils
+from twisted.internet import defer, protocol, reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -32,7 +34,7 @@ from pbext.testing import connectedPair
 from tests._process import _environment, startPBServer
 
 #: Seconds a subprocess may run.
-TIMEOUT = 60
+TIMEOUT = 30
 
 #: A sitecustomize that makes pyOpenSSL unimportable, as it is without
 #: the tls extra.
@@ -51,6 +53,27 @@ sys.meta_path.insert(0, _BlockOpenSSL())
 """
 
 
+class _Collector(protocol.ProcessProtocol):
+    """
+    Collects a child process's output and exit status.
+    """
+
+    def __init__(self) -> None:
+        self.out = b""
+        self.err = b""
+        self.ended: defer.Deferred[tuple[bytes, bytes, int]] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Failure) -> None:
+        code = getattr(reason.value, "exitCode", None)
+        self.ended.callback((self.out, self.err, -1 if code is None else code))
+
+
 def run(
     executable: str,
     *args: str,
@@ -58,13 +81,39 @@ def run(
     path: str | None = None,
 ) -> defer.Deferred[tuple[bytes, bytes, int]]:
     """
-    Run C{executable ARGS}, with a timeout, and fire with its stdout, stderr
-    and exit status.
+    Run C{executable ARGS} and fire with its stdout, stderr and exit
+    status; kill it if it runs longer than L{TIMEOUT} (a server that
+    should have refused to start, for instance), failing the test.
     """
-    d = utils.getProcessOutputAndValue(
-        executable, list(args), env=env or _environment(), path=path, reactor=reactor
+    collector = _Collector()
+    process = reactor.spawnProcess(
+        collector,
+        executable,
+        [executable, *args],
+        env=env or _environment(),
+        path=path,
     )
-    return d.addTimeout(TIMEOUT, reactor)
+
+    def kill() -> None:
+        try:
+            process.signalProcess("KILL")
+        except ProcessExitedAlready:
+            pass
+
+    killer = reactor.callLater(TIMEOUT, kill)
+
+    def ended(
+        result: tuple[bytes, bytes, int],
+    ) -> tuple[bytes, bytes, int]:
+        if not killer.active():
+            raise AssertionError(
+                f"{executable} {' '.join(args)} still running after "
+                f"{TIMEOUT} s:\n{result[0]!r}\n{result[1]!r}"
+            )
+        killer.cancel()
+        return result
+
+    return collector.ended.addCallback(ended)
 
 
 def runCLI(*args: str, **kw: Any) -> defer.Deferred[tuple[bytes, bytes, int]]:
