@@ -9,6 +9,11 @@ The commands are read from the C{.rst} sources, not retyped here:
     C{pip}, C{openssl}, C{mkdir}, C{cd}, or an environment assignment
     (C{PBEXT_...=}, C{PYTHONPATH=}) before one of them.
 
+A C{.. code-block::} of any language whose C{:caption:} is a file name
+(C{app.py}, C{passwords}) is written to that file, in the directory the
+commands have reached, before the commands after it run: that is how a
+tutorial page goes from an empty directory to a service.
+
 How they run (the rule; docs/architecture.rst says it too):
 
   1. One test per page.  A page's commands run in order, each with
@@ -17,12 +22,13 @@ How they run (the rule; docs/architecture.rst says it too):
      checkout), with this checkout's Python first on C{PATH} and on
      C{PYTHONPATH}.  A C{cd DIR} command changes the directory of the
      commands after it.
-  2. A command starting with C{twistd -n} serves: it is started in the
-     background and must accept connections on its ports (those it names,
-     or pbserver's default 8787) within L{START_TIMEOUT}; it runs until
-     the next such command or the end of the page, and must still be
-     running when it is stopped.  If one of its ports is already in use on
-     this machine the page is skipped, not failed.
+  2. A command starting with C{twistd -n} (after any C{NAME=VALUE})
+     serves: it is started in the background and must accept connections
+     on its ports (those it names, or pbserver's default 8787) within
+     L{START_TIMEOUT}; it runs until the next such command or the end of
+     the page, and must still be running when it is stopped.  If one of
+     its ports is already in use on this machine the page is skipped, not
+     failed.
   3. Any other command must exit with status 0 within L{TIMEOUT}.
   4. C{pip install} of pbext itself (C{pip install .}, C{-e ...},
      C{pbext[extra]}) is not run: the tests run against this checkout,
@@ -104,6 +110,9 @@ SKIPPED: dict[str, str] = {
     ),
 }
 
+_CAPTIONED = re.compile(r"\s*\.\. code-block::")
+_FILENAME = re.compile(r"\s*:caption:\s*([\w.-]+)\s*$")
+_SERVER = re.compile(r"^(\w+=\S*\s+)*twistd -n")
 _CONSOLE = re.compile(r"\s*\.\. code-block:: (console|shell|bash|sh|shell-session)\s*$")
 _COMMAND = re.compile(
     r"((PBEXT_\w+|PYTHONPATH)=\S*\s+)*(python|twistd|pip|openssl|mkdir|cd)(\s|$)"
@@ -115,14 +124,17 @@ _PORT = re.compile(r"(?:port=|tcp:|ssl:)(\d{2,5})")
 @dataclass
 class Command:
     """
-    A command shown in the docs.
+    A command shown in the docs, or a file a page shows in full.
 
-    @ivar text: the command, continuation lines included.
+    @ivar text: the command, continuation lines included; or the file's
+        content.
     @ivar line: the line of the block it is in.
+    @ivar filename: the file's name, for a file; L{None} for a command.
     """
 
     text: str
     line: int
+    filename: str | None = None
 
 
 def _blockLines(lines: list[str], start: int) -> tuple[list[str], int]:
@@ -155,6 +167,21 @@ def extractCommands(text: str) -> list[Command]:
     while i < len(lines):
         line = lines[i]
         console = bool(_CONSOLE.match(line))
+        if not console and _CAPTIONED.match(line):
+            named = next(
+                (
+                    m.group(1)
+                    for m in map(_FILENAME.match, lines[i + 1 : i + 4])
+                    if m is not None
+                ),
+                None,
+            )
+            block, after = _blockLines(lines, i)
+            if named is not None:
+                content = "\n".join(block).strip("\n") + "\n"
+                commands.append(Command(content, i + 1, named))
+            i = max(after, i + 1)
+            continue
         literal = line.rstrip().endswith("::") and not line.lstrip().startswith("..")
         if not (console or literal):
             i += 1
@@ -285,6 +312,9 @@ def runPage(test: SynchronousTestCase, page: Path) -> None:
     test.addCleanup(lambda: server is not None and server.stop())
     for command in extractCommands(page.read_text(encoding="utf-8")):
         text = command.text
+        if command.filename is not None:
+            (cwd / command.filename).write_text(text, encoding="utf-8")
+            continue
         if text in SKIPPED:
             continue
         text = _PIP_PBEXT.sub("", text)
@@ -294,7 +324,7 @@ def runPage(test: SynchronousTestCase, page: Path) -> None:
         if text.startswith("cd "):
             cwd = (cwd / text[3:].strip()).resolve()
             continue
-        if text.startswith("twistd -n"):
+        if _SERVER.match(text):
             stopServer()
             busy = [p for p in _ports(text) if _accepts(p)]
             if busy:
@@ -348,6 +378,7 @@ class DocumentedCommandsTests(SynchronousTestCase):
             c.text
             for page in documentedPages()
             for c in extractCommands(page.read_text(encoding="utf-8"))
+            if c.filename is None
         }
         self.assertEqual(sorted(set(SKIPPED) - documented), [])
 
