@@ -357,6 +357,15 @@ class Options(usage.Options):
         ["ping", None, PingOptions, "Measure round trips to a server."],
     ]
 
+    def opt_version(self) -> None:
+        """Print pbext's version and exit."""
+        # usage.Options' own --version prints Twisted's.
+        import twisted
+        from pbext import __version__
+
+        print(f"pbext {__version__.public()} (Twisted {twisted.__version__})")
+        raise SystemExit(0)
+
     def postOptions(self) -> None:
         if self.subCommand is None:
             raise usage.UsageError("give a command: call or ping")

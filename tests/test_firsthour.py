@@ -469,3 +469,24 @@ class PeerFormatTests(SynchronousTestCase):
                 "connectionRefused": "127.0.0.1:49153",
             },
         )
+
+
+class VersionTests(TestCase):
+    """
+    C{python -m pbext --version}.
+    """
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_version(self) -> Any:
+        """
+        C{--version} prints pbext's version, not Twisted's alone, and exits 0.
+        """
+        from pbext import __version__
+
+        out, err, code = yield runCLI("--version")
+        self.assertEqual(code, 0, err)
+        self.assertTrue(
+            out.startswith(f"pbext {__version__.public()} (Twisted ".encode()), out
+        )
