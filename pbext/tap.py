@@ -113,8 +113,8 @@ def _loadObject(kind: str, dottedName: str) -> object:
         raise usage.UsageError(
             f"--{kind} {dottedName}: cannot import it "
             f"({type(e).__name__}: {e}). Give the full dotted name of an "
-            f"object, such as mypackage.module.name, importable by twistd "
-            f"(twistd does not look in the working directory: set PYTHONPATH)."
+            f"importable object, such as mypackage.module.name, and set "
+            f"PYTHONPATH if its package is not installed."
         )
 
 
