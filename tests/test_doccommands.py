@@ -34,7 +34,9 @@ How they run (the rule; docs/architecture.rst says it too):
      C{pbext[extra]}) is not run: the tests run against this checkout,
      installed with every extra.  In C{pip install ... && rest}, the rest
      runs.
-  5. The commands that cannot run here are listed in L{SKIPPED}, each with
+  5. A page whose command needs a program that is not installed here
+     (C{openssl}, say) is skipped, naming it.
+  6. The commands that cannot run here are listed in L{SKIPPED}, each with
      its reason; the list is reviewed like code, and an entry that no
      longer matches a documented command fails the suite.
 """
@@ -112,6 +114,7 @@ SKIPPED: dict[str, str] = {
 
 _CAPTIONED = re.compile(r"\s*\.\. code-block::")
 _FILENAME = re.compile(r"\s*:caption:\s*([\w.-]+)\s*$")
+_PROGRAM = re.compile(r"^(\w+=\S*\s+)*([\w.-]+)")
 _SERVER = re.compile(r"^(\w+=\S*\s+)*twistd -n")
 _CONSOLE = re.compile(r"\s*\.\. code-block:: (console|shell|bash|sh|shell-session)\s*$")
 _COMMAND = re.compile(
@@ -324,6 +327,9 @@ def runPage(test: SynchronousTestCase, page: Path) -> None:
         if text.startswith("cd "):
             cwd = (cwd / text[3:].strip()).resolve()
             continue
+        program = _PROGRAM.match(text)
+        if program and shutil.which(program.group(2), path=env["PATH"]) is None:
+            raise SkipTest(f"{where}: {program.group(2)} is not installed here")
         if _SERVER.match(text):
             stopServer()
             busy = [p for p in _ports(text) if _accepts(p)]
