@@ -69,20 +69,22 @@ _LOGIN_ERRORS = (
 _NUMBER = re.compile(r"-\.?[0-9]")
 
 
-def _longTakesValue(name: str, longOpt: Sequence[str]) -> bool:
+def _longOption(name: str, longOpt: Sequence[str]) -> tuple[str, bool]:
     """
-    Whether the long option C{name} (or an unambiguous abbreviation of it)
-    takes a value.
+    The full name of the long option C{name} (or of the option it
+    abbreviates), and whether it takes a value.
 
     @raise usage.UsageError: if no option, or more than one, has that name.
     """
-    exact = [o for o in longOpt if o.rstrip("=") == name]
-    matches = exact or [o for o in longOpt if o.startswith(name)]
+    # usage.Options lists an option once per class that declares it, which
+    # getopt would call ambiguous: the caller passes the full name on.
+    exact = {o for o in longOpt if o.rstrip("=") == name}
+    matches = sorted(exact or {o for o in longOpt if o.startswith(name)})
     if not matches:
         raise usage.UsageError(f"option --{name} not recognized")
     if len(matches) > 1:
         raise usage.UsageError(f"option --{name} is ambiguous")
-    return matches[0].endswith("=")
+    return matches[0].rstrip("="), matches[0].endswith("=")
 
 
 def _permute(argv: Sequence[str], shortOpt: str, longOpt: Sequence[str]) -> list[str]:
@@ -105,9 +107,9 @@ def _permute(argv: Sequence[str], shortOpt: str, longOpt: Sequence[str]) -> list
             arguments.extend(words)
             break
         if word.startswith("--"):
-            name, hasValue, _ = word[2:].partition("=")
-            takesValue = _longTakesValue(name, longOpt)
-            options.append(word)
+            name, hasValue, value = word[2:].partition("=")
+            fullName, takesValue = _longOption(name, longOpt)
+            options.append(f"--{fullName}{hasValue}{value}")
             if takesValue and not hasValue:
                 if not words:
                     raise usage.UsageError(f"option --{name} requires a value")

@@ -20,6 +20,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
+from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -490,3 +491,61 @@ class VersionTests(TestCase):
         self.assertTrue(
             out.startswith(f"pbext {__version__.public()} (Twisted ".encode()), out
         )
+
+
+class PermuteTests(SynchronousTestCase):
+    """
+    How C{python -m pbext} reads options placed anywhere on the line.
+    """
+
+    def parse(self, *args: str) -> Any:
+        options = cli.Options()
+        options.parseOptions(list(args))
+        return options.subOptions
+
+    def test_anywhere(self) -> None:
+        """
+        Options before, between and after the arguments all count, in long,
+        short, clustered and C{=} forms, and abbreviated.
+        """
+        sub = self.parse(
+            "ping", "-c2", "tcp:host=h:port=1", "--interval=0.5", "--user", "al", "-j"
+        )
+        self.assertEqual(
+            (sub["count"], sub["interval"], sub["username"], sub["json"]),
+            (2, 0.5, "al", True),
+        )
+
+    def test_afterDoubleDash(self) -> None:
+        """
+        After C{--}, words that look like options are arguments.
+        """
+        self.assertEqual(
+            cli._permute(["e", "-j", "--", "--json", "-j"], "j", ["json"]),
+            ["-j", "--", "e", "--json", "-j"],
+        )
+
+    def test_negativeNumbers(self) -> None:
+        """
+        C{-5} and C{-.5} are arguments, not options.
+        """
+        sub = self.parse("call", "tcp:host=h:port=1", "add", "-5", "-.5", "-t", "3")
+        self.assertEqual((sub["args"], sub["timeout"]), ([-5, -0.5], 3.0))
+
+    def test_errors(self) -> None:
+        """
+        An unknown or ambiguous option, or one missing its value, is a
+        usage error naming it.
+        """
+        for args, message in [
+            (("ping", "e", "--nope"), "option --nope not recognized"),
+            (("ping", "e", "--count"), "option --count requires a value"),
+            (("ping", "e", "-c"), "option -c requires a value"),
+            (("ping", "e", "--in"), "option --in requires a value"),
+        ]:
+            error = self.assertRaises(usage.UsageError, self.parse, *args)
+            self.assertEqual(str(error), message, args)
+        error = self.assertRaises(
+            usage.UsageError, cli._permute, ["--co"], "", ["count=", "colour"]
+        )
+        self.assertEqual(str(error), "option --co is ambiguous")
