@@ -274,6 +274,27 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["policyObject"] = None
         self["authDescriptions"] = []
 
+    def parseOptions(self, options: Any = None) -> None:
+        """
+        Parse the command line; after a usage error, L{getUsage} is one
+        line, so that the error twistd prints after it stays in sight.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError:
+            self._usageFailed = True
+            raise
+
+    def getUsage(self, width: int | None = None) -> str:
+        """
+        The whole help, or after a usage error one line saying how to get
+        it (twistd prints the usage, then the error).
+        """
+        if getattr(self, "_usageFailed", False):
+            # twistd prints its own synopsis line before this one.
+            return "'twistd pbserver --help' lists pbserver's options."
+        return super().getUsage(width)
+
     def opt_policy(self, spec: str) -> None:
         """The security policy: a preset (default, strict, classic), an installed policy plugin's name, the dotted name of a policy object, or a policy file (see --help-policies)."""  # noqa: E501
         try:

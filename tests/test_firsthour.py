@@ -386,6 +386,28 @@ class TwistdTests(TestCase):
         )
 
     @defer.inlineCallbacks
+    def test_usageErrorInSight(self) -> Any:
+        """
+        A usage error of C{twistd pbserver} follows twistd's synopsis and
+        one line saying how to get the help, not the whole help, so it is
+        not scrolled away.
+        """
+        out, err, code = yield runTwistd(
+            "pbserver", "--limit", "nonsense", path=self.appDirectory().path
+        )
+        self.assertNotEqual(code, 0)
+        lines = (out + err).decode().splitlines()
+        self.assertEqual(
+            lines[:2],
+            [
+                "Usage: twistd [options]",
+                "'twistd pbserver --help' lists pbserver's options.",
+            ],
+        )
+        self.assertEqual(len(lines), 3, lines)
+        self.assertIn(": --limit nonsense: expected NAME=VALUE", lines[2])
+
+    @defer.inlineCallbacks
     def test_authFileMissing(self) -> Any:
         """
         C{--auth file:missing-file} is a usage error naming the file, not a
