@@ -56,6 +56,7 @@ from twisted.spread import banana, flavors, jelly, pb
 
 from pbext import _jelly, keepalive, typecheck
 from pbext._accelerator import speedups as _speedups
+from pbext._peer import peerText
 from pbext._transport import DirectReads, DirectWrites
 from pbext.codec import Decoder, FramingError, encodePieces
 from pbext.copyable import FailureRegistry, failureRegistry
@@ -162,6 +163,13 @@ class CallTimeout(defer.TimeoutError):
 
     The late answer, if one comes, is discarded quietly.
     """
+
+
+def _seconds(seconds: float) -> str:
+    """
+    C{seconds} for a person: C{"1 second"}, C{"2 seconds"}, C{"0.5 seconds"}.
+    """
+    return f"{seconds:g} second" + ("" if seconds == 1 else "s")
 
 
 def _backpressureCapable(transport: object) -> bool:
@@ -651,7 +659,7 @@ class Broker(pb.Broker):
     def _pbextPeerName(self) -> str:
         transport = getattr(self, "transport", None)
         try:
-            return str(transport.getPeer()) if transport is not None else "?"
+            return peerText(transport.getPeer()) if transport is not None else "?"
         except Exception:
             return "?"
 
@@ -1447,7 +1455,7 @@ class Broker(pb.Broker):
             result.addTimeout(
                 timeout,
                 self._pbextGetClock(),
-                self._pbextTimeoutCall(requestID, timeout),
+                self._pbextTimeoutCall(requestID, timeout, message),
             )
         return result
 
@@ -1482,17 +1490,25 @@ class Broker(pb.Broker):
             outer.addTimeout(
                 timeout,
                 self._pbextGetClock(),
-                self._pbextTimeoutCall(requestID, timeout),
+                self._pbextTimeoutCall(requestID, timeout, message),
             )
         return outer
 
     def _pbextTimeoutCall(
-        self, requestID: int, timeout: float
+        self, requestID: int, timeout: float, message: bytes | str
     ) -> Callable[[Any, float], Any]:
+        if isinstance(message, bytes):
+            message = message.decode("utf-8", "replace")
+
         def onTimeout(result: Any, seconds: float) -> Any:
             if isinstance(result, Failure) and result.check(defer.CancelledError):
                 return Failure(
-                    CallTimeout(f"no answer to call {requestID} in {timeout} seconds")
+                    CallTimeout(
+                        f"no answer to {message}() (call {requestID}) in "
+                        f"{_seconds(timeout)}; if it needs longer, pass a "
+                        f"larger pbtimeout= to the call or callTimeout= to "
+                        f"the factory"
+                    )
                 )
             return result
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import sys
 from typing import Any, Sequence, TextIO
 
@@ -65,10 +66,93 @@ _LOGIN_ERRORS = (
 )
 
 
+_NUMBER = re.compile(r"-\.?[0-9]")
+
+
+def _longOption(name: str, longOpt: Sequence[str]) -> tuple[str, bool]:
+    """
+    The full name of the long option C{name} (or of the option it
+    abbreviates), and whether it takes a value.
+
+    @raise usage.UsageError: if no option, or more than one, has that name.
+    """
+    # usage.Options lists an option once per class that declares it, which
+    # getopt would call ambiguous: the caller passes the full name on.
+    exact = {o for o in longOpt if o.rstrip("=") == name}
+    matches = sorted(exact or {o for o in longOpt if o.startswith(name)})
+    if not matches:
+        raise usage.UsageError(f"option --{name} not recognized")
+    if len(matches) > 1:
+        raise usage.UsageError(f"option --{name} is ambiguous")
+    return matches[0].rstrip("="), matches[0].endswith("=")
+
+
+def _permute(argv: Sequence[str], shortOpt: str, longOpt: Sequence[str]) -> list[str]:
+    """
+    Move the options in C{argv} before its other arguments, as GNU tools
+    do, so that C{ping ENDPOINT --count 3} means C{ping --count 3 ENDPOINT}.
+
+    A word that looks like a negative number (C{-5}, C{-.5}) is an
+    argument, not an option, and everything after C{--} is an argument.
+
+    @raise usage.UsageError: for an unknown or ambiguous long option, or an
+        option missing its value.
+    """
+    options: list[str] = []
+    arguments: list[str] = []
+    words = list(argv)
+    while words:
+        word = words.pop(0)
+        if word == "--":
+            arguments.extend(words)
+            break
+        if word.startswith("--"):
+            name, hasValue, value = word[2:].partition("=")
+            fullName, takesValue = _longOption(name, longOpt)
+            options.append(f"--{fullName}{hasValue}{value}")
+            if takesValue and not hasValue:
+                if not words:
+                    raise usage.UsageError(f"option --{name} requires a value")
+                options.append(words.pop(0))
+        elif word.startswith("-") and len(word) > 1 and not _NUMBER.match(word):
+            options.append(word)
+            for i, letter in enumerate(word[1:], 1):
+                if letter + ":" in shortOpt:
+                    if i == len(word) - 1:
+                        if not words:
+                            raise usage.UsageError(f"option -{letter} requires a value")
+                        options.append(words.pop(0))
+                    break
+        else:
+            arguments.append(word)
+    return [*options, "--", *arguments]
+
+
 class _ConnectionOptions(usage.Options):
     """
     What C{call} and C{ping} share: the endpoint and the credentials.
+
+    Options may come anywhere on the line, before or after the arguments.
     """
+
+    #: The sub-command's name, for messages.
+    command = ""
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{options}, accepting options after the arguments too.
+        """
+        if options is None:
+            options = sys.argv[1:]
+        super().parseOptions(_permute(options, self.shortOpt, self.longOpt))
+
+    def _wrongArguments(self, arguments: Sequence[str]) -> usage.UsageError:
+        given = " ".join(arguments) if arguments else "none"
+        return usage.UsageError(
+            f"expected {getattr(self, 'synopsis', '').replace('[options] ', '')}, "
+            f"got {len(arguments)} argument{'s' if len(arguments) != 1 else ''} "
+            f"({given})"
+        )
 
     optFlags = [
         ["anonymous", None, "Log in anonymously instead of getting the root."],
@@ -119,6 +203,12 @@ class _ConnectionOptions(usage.Options):
             raise usage.UsageError("--password needs --username")
 
     def _checkEndpoint(self, description: str) -> None:
+        from pbext._extras import checkTLSEndpoint
+
+        try:
+            checkTLSEndpoint(description)
+        except ImportError as e:
+            raise usage.UsageError(f"{description}: {e}")
         try:
             endpoints.clientFromString(None, description)  # type: ignore[arg-type]
         except Exception as e:
@@ -135,6 +225,8 @@ class CallOptions(_ConnectionOptions):
     Options of C{python -m pbext call}.
     """
 
+    command = "call"
+
     synopsis = "[options] ENDPOINT METHOD [ARG ...]"
 
     longdesc = (
@@ -143,7 +235,8 @@ class CallOptions(_ConnectionOptions):
         "42, 'text', b'bytes' or [1, {'a': 2}] (with --json, a JSON value); "
         "a bare word that is not a literal is passed as a string. Keyword "
         "arguments are written NAME=VALUE. A call that takes longer than a "
-        "second reports its progress on stderr. Exit status: 0 success, 1 "
+        "second reports its progress on stderr. Options may come before or "
+        "after the arguments; '--' ends them. Exit status: 0 success, 1 "
         "the remote method raised, 2 bad usage, 3 connection failed, 4 login "
         "refused."
     )
@@ -153,9 +246,20 @@ class CallOptions(_ConnectionOptions):
         ["json", "j", "Read arguments as JSON and print the result as JSON."],
     ]
 
-    def parseArgs(  # type: ignore[override]
-        self, endpoint: str, method: str, *args: str
-    ) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self["registries"] = []
+
+    def opt_registry(self, spec: str) -> None:
+        """A typed copyable registry whose types the result may hold (repeatable): the dotted name of a CopyableRegistry (or of a zero-argument callable returning one), or an installed registry plugin's name, as for twistd pbserver."""  # noqa: E501
+        from pbext.tap import _loadRegistry
+
+        self["registries"].append(_loadRegistry(spec))
+
+    def parseArgs(self, *arguments: str) -> None:  # type: ignore[override]
+        if len(arguments) < 2:
+            raise self._wrongArguments(arguments)
+        endpoint, method, *args = arguments
         self._checkEndpoint(endpoint)
         self["method"] = method
         positional: list[Any] = []
@@ -198,14 +302,23 @@ class PingOptions(_ConnectionOptions):
     Options of C{python -m pbext ping}.
     """
 
+    command = "ping"
+
     synopsis = "[options] ENDPOINT"
 
     longdesc = (
         "Connect (and log in, if asked) and measure round trips to the "
-        "server with pbext's ping, which stock PB servers answer too. Exit "
-        "status: 0 every ping answered, 1 a ping went unanswered, 2 bad "
-        "usage, 3 connection failed, 4 login refused."
+        "server with pbext's ping, which stock PB servers answer too. With "
+        "--json, print one JSON object with the round trips instead. Options "
+        "may come before or after ENDPOINT. Exit status: 0 every ping "
+        "answered, 1 a ping went unanswered, 2 bad usage, 3 connection "
+        "failed, 4 login refused."
     )
+
+    optFlags = [
+        *_ConnectionOptions.optFlags,
+        ["json", "j", "Print the round trips as one JSON object, for scripts."],
+    ]
 
     optParameters = [
         *_ConnectionOptions.optParameters,
@@ -213,8 +326,10 @@ class PingOptions(_ConnectionOptions):
         ["interval", "i", 1.0, "Seconds between pings.", float],
     ]
 
-    def parseArgs(self, endpoint: str) -> None:  # type: ignore[override]
-        self._checkEndpoint(endpoint)
+    def parseArgs(self, *arguments: str) -> None:  # type: ignore[override]
+        if len(arguments) != 1:
+            raise self._wrongArguments(arguments)
+        self._checkEndpoint(arguments[0])
 
     def postOptions(self) -> None:
         self._checkCredentials()
@@ -243,6 +358,15 @@ class Options(usage.Options):
         ["call", None, CallOptions, "Call a remote method and print the result."],
         ["ping", None, PingOptions, "Measure round trips to a server."],
     ]
+
+    def opt_version(self) -> None:
+        """Print pbext's version and exit."""
+        # usage.Options' own --version prints Twisted's.
+        import twisted
+        from pbext import __version__
+
+        print(f"pbext {__version__.public()} (Twisted {twisted.__version__})")
+        raise SystemExit(0)
 
     def postOptions(self) -> None:
         if self.subCommand is None:
@@ -305,13 +429,34 @@ def _connectExit(failure: Failure, output: _Output, endpoint: str) -> int:
 
 
 async def _connect(reactor: Any, options: _ConnectionOptions) -> Any:
-    from pbext.client import connect
+    from pbext.client import PBClientFactory, connect
 
+    registries = options.get("registries") or None
     return await connect(
         reactor,
         options["endpoint"],
         options.credentials(),
+        factory=PBClientFactory(reactor=reactor, registry=registries),
         timeout=options["timeout"],
+    )
+
+
+async def _realmHint(reactor: Any, reference: Any, options: CallOptions) -> str:
+    """
+    A hint to log in, if a call on the root failed because the server
+    serves a realm (its root answers pbext's C{loginMethods}); else C{""}.
+    """
+    if options.credentials() is not None:
+        return ""
+    try:
+        await reference.callRemote("loginMethods").addTimeout(
+            options["timeout"], reactor
+        )
+    except Exception:
+        return ""
+    return (
+        "pbext: this server serves a realm, whose root only logs users in; "
+        "log in with --username NAME (or --anonymous) to call the avatar"
     )
 
 
@@ -348,6 +493,10 @@ async def _call(reactor: Any, options: CallOptions, output: _Output) -> int:
             output.note(f"pbext: connection lost during {method}()")
             return EXIT_CONNECT
         output.note(f"pbext: {method}() failed: {_describeFailure(failure)}")
+        if _failureType(failure) == "twisted.spread.flavors.NoSuchMethod":
+            hint = await _realmHint(reactor, reference, options)
+            if hint:
+                output.note(hint)
         return EXIT_REMOTE
     finally:
         if later.active():
@@ -385,16 +534,49 @@ async def _ping(reactor: Any, options: PingOptions, output: _Output) -> int:
                 continue
             rtt = (reactor.seconds() - started) * 1000
             times.append(rtt)
-            output.result(f"ping {n}: {rtt:.2f} ms")
+            if not options["json"]:
+                output.result(f"ping {n}: {rtt:.2f} ms")
     finally:
         _disconnect(reference)
-    if times:
+    if options["json"]:
+        summary: dict[str, Any] = {
+            "endpoint": options["endpoint"],
+            "sent": options["count"],
+            "answered": len(times),
+            "rtt_ms": [round(t, 3) for t in times],
+        }
+        if times:
+            summary["min_ms"] = round(min(times), 3)
+            summary["avg_ms"] = round(sum(times) / len(times), 3)
+            summary["max_ms"] = round(max(times), 3)
+        output.result(json.dumps(summary))
+    elif times:
         output.result(
             f"{len(times)}/{options['count']} answered; "
             f"min/avg/max {min(times):.2f}/{sum(times) / len(times):.2f}/"
             f"{max(times):.2f} ms"
         )
     return status
+
+
+def _usageError(options: Options, error: usage.UsageError) -> str:
+    """
+    The error first, then one line of usage: not the whole C{--help}.
+    """
+    command = "python -m pbext"
+    sub = getattr(options, "subOptions", None) if options.subCommand else None
+    if sub is not None:
+        command = f"{command} {options.subCommand}"
+        synopsis = f"{command} {sub.synopsis}"
+    else:
+        synopsis = f"{command} call|ping ..."
+    message = str(error)
+    if message and message[0].isupper() and not message[:2].isupper():
+        message = message[0].lower() + message[1:]
+    return (
+        f"{command}: {message.rstrip('.')}\n"
+        f"usage: {synopsis}  ('{command} --help' lists the options)"
+    )
 
 
 async def run(
@@ -416,8 +598,7 @@ async def run(
     try:
         options.parseOptions(list(argv))
     except usage.UsageError as e:
-        output.note(f"python -m pbext: {e}")
-        output.note("Run 'python -m pbext --help' for usage.")
+        output.note(_usageError(options, e))
         return EXIT_USAGE
     sub = options.subOptions
     if options.subCommand == "call":

@@ -287,6 +287,11 @@ def _endpoint(
     reactor: Any, endpointOrDescription: IStreamClientEndpoint | str
 ) -> IStreamClientEndpoint:
     if isinstance(endpointOrDescription, str):
+        from pbext._extras import checkTLSEndpoint
+
+        # Without the tls extra Twisted fails with a NameError: say which
+        # extra to install instead.
+        checkTLSEndpoint(endpointOrDescription)
         return endpoints.clientFromString(reactor, endpointOrDescription)
     return endpointOrDescription
 
@@ -339,8 +344,11 @@ class _Connecting:
             # The connection was lost: _lost reports why.
             return
         # Report the refusal once the connection is closed, so that a
-        # failed connect() leaves nothing open.
-        self._refusal = reason
+        # failed connect() leaves nothing open.  A refused login is raised
+        # as the local twisted.cred error, not a bare RemoteError.
+        from pbext._refusals import localRefusal
+
+        self._refusal = localRefusal(reason)
         self._close()
 
     def _lost(self, broker: pb.Broker, reason: Failure) -> None:

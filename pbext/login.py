@@ -53,7 +53,7 @@ from twisted.cred.credentials import (
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.address import UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
@@ -65,6 +65,7 @@ from twisted.python.failure import Failure
 from twisted.spread import pb
 from zope.interface import Attribute, implementer
 
+from pbext._peer import peerText
 from pbext.throttle import Attempt, LoginThrottle, LoginThrottled
 
 #: The marker a pbext server adds to banana's dialect offer; a broker that
@@ -366,16 +367,8 @@ def addressKey(address: IAddress) -> str:
     return type(address).__name__
 
 
-def _peerText(address: object) -> str:
-    if isinstance(address, IPv4Address):
-        return f"{address.host}:{address.port}"
-    if isinstance(address, IPv6Address):
-        return f"[{address.host}]:{address.port}"
-    if isinstance(address, UNIXAddress):
-        name = address.name
-        text = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
-        return f"unix:{text or ''}"
-    return str(address)
+#: How log events name a peer (one format for all of pbext's events).
+_peerText = peerText
 
 
 def _usernameKey(username: object) -> bytes:

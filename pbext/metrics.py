@@ -35,6 +35,7 @@ from twisted.logger import (
     globalLogPublisher,
 )
 from twisted.python.failure import Failure
+from twisted.spread import pb
 from zope.interface import Interface, implementer
 
 from pbext.broker import CONTROL_NAME, Broker
@@ -88,6 +89,22 @@ _AUDIT_RESULTS = {
 
 #: Object IDs whose calls are pbext's own housekeeping, not application calls.
 _HOUSEKEEPING = frozenset([CONTROL_NAME, PING_OBJECT_ID])
+
+
+def _loginObjectTypes() -> tuple[type, ...]:
+    """
+    The classes of the objects a login talks to (the portal's root and its
+    challengers, classic and pbext's): their methods (C{login},
+    C{loginMethods}, C{loginWithNonce}, C{respond} ...) are the login's
+    internals, counted as logins rather than as application calls.
+    """
+    from pbext import login
+
+    return (
+        pb._PortalWrapper,
+        pb._PortalAuthChallenger,
+        login._NonceChallenger,
+    )
 
 
 class MetricsUnavailable(ImportError):
@@ -423,6 +440,7 @@ class MeteredBroker(Broker):
             and isinstance(requestID, int)
             and isinstance(message, bytes)
             and objectID not in _HOUSEKEEPING
+            and not isinstance(self.localObjectForID(objectID), _loginObjectTypes())
         )
         if tracked:
             assert isinstance(requestID, int) and isinstance(message, bytes)
@@ -717,6 +735,18 @@ def metricsSite(metrics: MemoryMetrics) -> Any:
     from twisted.web.resource import Resource
     from twisted.web.server import Site
 
+    class QuietSite(Site):
+        """
+        A site that writes no access log line per request: Prometheus
+        scrapes every few seconds, and the lines would bury the server's
+        own log.
+        """
+
+        noisy = False
+
+        def log(self, request: Any) -> None:
+            pass
+
     root = Resource()
     root.putChild(b"metrics", page)
-    return Site(root)
+    return QuietSite(root)

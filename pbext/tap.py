@@ -12,6 +12,8 @@ C{--listen}.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from typing import Any, Callable
 
 from twisted.application import service
@@ -86,6 +88,22 @@ def _normalizeMemoryChecker(checker: object) -> object:
     return checker
 
 
+def _inWorkingDirectory(dottedName: str) -> str | None:
+    """
+    The file or package in the working directory that C{dottedName}'s
+    top-level module would be, if there is one and the working directory is
+    not on L{sys.path} (twistd does not put it there).
+    """
+    here = os.path.abspath(os.getcwd())
+    if any(os.path.abspath(p or os.curdir) == here for p in sys.path):
+        return None
+    top = dottedName.partition(".")[0]
+    for candidate in (top + ".py", os.path.join(top, "__init__.py")):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
 def _loadObject(kind: str, dottedName: str) -> object:
     """
     Import C{dottedName}, turning any failure into a L{usage.UsageError}.
@@ -93,10 +111,18 @@ def _loadObject(kind: str, dottedName: str) -> object:
     try:
         return reflect.namedAny(dottedName)
     except Exception as e:
+        found = _inWorkingDirectory(dottedName)
+        if found is not None:
+            raise usage.UsageError(
+                f"--{kind} {dottedName}: cannot import it: {found} is in the "
+                f"working directory, but twistd does not put the working "
+                f"directory on sys.path. Run it as PYTHONPATH=. twistd ..."
+            )
         raise usage.UsageError(
             f"--{kind} {dottedName}: cannot import it "
             f"({type(e).__name__}: {e}). Give the full dotted name of an "
-            f"object, such as mypackage.module.name, importable by twistd."
+            f"importable object, such as mypackage.module.name, and set "
+            f"PYTHONPATH if its package is not installed."
         )
 
 
@@ -263,6 +289,27 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["policyObject"] = None
         self["authDescriptions"] = []
 
+    def parseOptions(self, options: Any = None) -> None:
+        """
+        Parse the command line; after a usage error, L{getUsage} is one
+        line, so that the error twistd prints after it stays in sight.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError:
+            self._usageFailed = True
+            raise
+
+    def getUsage(self, width: int | None = None) -> str:
+        """
+        The whole help, or after a usage error one line saying how to get
+        it (twistd prints the usage, then the error).
+        """
+        if getattr(self, "_usageFailed", False):
+            # twistd prints its own synopsis line before this one.
+            return "'twistd pbserver --help' lists pbserver's options."
+        return super().getUsage(width)
+
     def opt_policy(self, spec: str) -> None:
         """The security policy: a preset (default, strict, classic), an installed policy plugin's name, the dotted name of a policy object, or a policy file (see --help-policies)."""  # noqa: E501
         try:
@@ -318,6 +365,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
 
     def opt_auth(self, description: str) -> None:
         """Check logins with this twisted.cred checker (repeatable; see --help-auth), e.g. memory:alice:secret or file:/etc/pb-passwords."""  # noqa: E501
+        kind, _, argument = description.partition(":")
+        if kind == "file" and not os.path.isfile(argument):
+            # strcred's file: checker only warns, then refuses everyone.
+            raise usage.UsageError(
+                f"--auth {description}: no such file {argument!r}. Create it "
+                f"with one USERNAME:PASSWORD line per user, or give its path."
+            )
         try:
             checker = strcred.makeChecker(description)
         except strcred.InvalidAuthType as e:
@@ -356,9 +410,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         try:
             self["clientAuthorities"] = login.loadAuthorities(path)
         except ImportError as e:
-            raise usage.UsageError(
-                f"--tls-client-ca needs TLS support ({e}); install pbext[tls]."
-            )
+            from pbext._extras import TLS_MISSING
+
+            raise usage.UsageError(f"--tls-client-ca {path}: {TLS_MISSING} ({e})")
         except Exception as e:
             raise usage.UsageError(
                 f"--tls-client-ca {path}: cannot load certificates from it "
@@ -472,6 +526,12 @@ def _checkServerEndpoint(option: str, description: str, example: str) -> None:
     Refuse a server endpoint description strports cannot parse, naming the
     option, the reason and an example.
     """
+    from pbext._extras import checkTLSEndpoint
+
+    try:
+        checkTLSEndpoint(description)
+    except ImportError as e:
+        raise usage.UsageError(f"--{option} {description}: {e}")
     try:
         endpoints.serverFromString(None, description)  # type: ignore[arg-type]
     except Exception as e:

@@ -40,11 +40,12 @@ from types import TracebackType
 from typing import Any, Callable, Coroutine, Iterable, TypeVar
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.error import (
     ConnectionAborted,
     ConnectionDone,
     ConnectionLost,
+    ConnectionRefusedError,
     NotConnectingError,
     UserError,
 )
@@ -54,6 +55,7 @@ from twisted.internet.interfaces import (
     IProducer,
     IProtocol,
     IPushProducer,
+    IStreamClientEndpoint,
     ITCPTransport,
 )
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
@@ -65,10 +67,12 @@ from zope.interface import implementer
 
 __all__ = [
     "Direction",
+    "MemoryEndpoint",
     "MemoryTransport",
     "PBConnection",
     "PumpError",
     "connectedPair",
+    "memoryEndpoint",
 ]
 
 _T = TypeVar("_T")
@@ -932,3 +936,216 @@ def connectedPair(
     if handshake:
         connection.pump()
     return connection
+
+
+class _EndpointFactory(ClientFactory):
+    """
+    What a L{PBConnection} made by a L{MemoryEndpoint} sees as its client
+    factory: the protocol factory given to C{connect}, which (like any
+    endpoint's) is started and stopped and builds the protocol, but is not
+    told about connectors.
+    """
+
+    def __init__(self, protocolFactory: Any) -> None:
+        self._protocolFactory = protocolFactory
+
+    def doStart(self) -> None:
+        self._protocolFactory.doStart()
+
+    def doStop(self) -> None:
+        self._protocolFactory.doStop()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        return self._protocolFactory.buildProtocol(addr)
+
+    def startedConnecting(self, connector: IConnector) -> None:
+        pass
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        pass
+
+    def clientConnectionLost(self, connector: IConnector, reason: Failure) -> None:
+        pass
+
+
+@implementer(IStreamClientEndpoint)
+class MemoryEndpoint:
+    """
+    A client endpoint that connects to a server factory in memory.
+
+    Give it to code that takes an endpoint, such as
+    L{pbext.client.PBClientService} or L{pbext.client.connect}: each
+    C{connect} makes a new L{PBConnection} to the server factory, on the
+    endpoint's clock, and fires with the client's protocol at once.  Bytes
+    move only when the test calls L{pump} or L{advance}, which move every
+    connection the endpoint made; each connection (L{connections}) can hold,
+    delay, corrupt or drop its bytes as one made by L{connectedPair} can.
+
+    L{refuse} makes the next connections fail, as a server that is down
+    would, and L{stall} leaves them pending until cancelled, as a server
+    that does not answer would; L{accept} undoes both.
+
+    @ivar serverFactory: the server factory connections are made to.
+    @ivar clock: the clock shared by every connection.
+    @ivar connections: every L{PBConnection} made, oldest first.
+    @ivar attempts: how many times C{connect} was called.
+    @since: pbext NEXT
+    """
+
+    maxRounds = PBConnection.maxRounds
+
+    def __init__(
+        self,
+        serverFactory: Factory,
+        clock: Clock,
+        serverAddress: IPv4Address,
+    ) -> None:
+        self.serverFactory = serverFactory
+        self.clock = clock
+        self.serverAddress = serverAddress
+        self.connections: list[PBConnection] = []
+        self.attempts = 0
+        self._refusal: Failure | None = None
+        self._stalled = False
+
+    def __repr__(self) -> str:
+        return f"<MemoryEndpoint to {self.serverAddress}, {self.attempts} attempts>"
+
+    @property
+    def connection(self) -> PBConnection | None:
+        """
+        The latest connection made, or L{None}.
+        """
+        return self.connections[-1] if self.connections else None
+
+    def refuse(self, reason: BaseException | None = None) -> None:
+        """
+        Make the next connections fail with C{reason} (by default
+        L{ConnectionRefusedError}), until L{accept} is called.
+        """
+        self._refusal = Failure(reason or ConnectionRefusedError())
+        self._stalled = False
+
+    def stall(self) -> None:
+        """
+        Leave the next connection attempts pending (until cancelled), until
+        L{accept} is called.
+        """
+        self._stalled = True
+        self._refusal = None
+
+    def accept(self) -> None:
+        """
+        Connect the next attempts again.
+        """
+        self._refusal = None
+        self._stalled = False
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        """
+        Connect C{protocolFactory}'s protocol to a protocol of the server
+        factory, in memory.
+        """
+        self.attempts += 1
+        if self._refusal is not None:
+            return fail(self._refusal)
+        if self._stalled:
+            return Deferred()
+        port = 49152 + len(self.connections)
+        connection = PBConnection(
+            self.serverFactory,
+            _EndpointFactory(protocolFactory),
+            self.clock,
+            self.serverAddress,
+            IPv4Address("TCP", "127.0.0.1", port),
+        )
+        self.connections.append(connection)
+        connection.connector.connect()
+        connection._establish()
+        protocol = connection.clientBroker
+        if protocol is None:
+            return fail(ConnectionRefusedError("the client factory built no protocol"))
+        return succeed(protocol)
+
+    def pump(self) -> None:
+        """
+        Move bytes on every connection until none has anything more to
+        deliver now (connections made meanwhile included).
+        """
+        for _ in range(self.maxRounds):
+            count = len(self.connections)
+            for connection in list(self.connections):
+                if connection.connected:
+                    connection.pump()
+            if len(self.connections) == count:
+                return
+        raise PumpError(f"still connecting after {self.maxRounds} rounds")
+
+    def advance(self, seconds: float) -> None:
+        """
+        Move the clock C{seconds} forward, pumping every connection at each
+        time something is scheduled, as L{PBConnection.advance} does.
+        """
+        if seconds < 0:
+            raise ValueError(f"the clock cannot go back: {seconds!r}")
+        target = self.clock.seconds() + seconds
+        self.pump()
+        for _ in range(self.maxRounds):
+            times = [call.getTime() for call in self.clock.getDelayedCalls()]
+            for connection in self.connections:
+                for direction in (connection.clientToServer, connection.serverToClient):
+                    when = direction._nextTime()
+                    if when is not None:
+                        times.append(when)
+            nextTime = min(times, default=None)
+            if nextTime is None or nextTime > target:
+                break
+            self.clock.advance(max(0.0, nextTime - self.clock.seconds()))
+            self.pump()
+        else:
+            raise PumpError(
+                f"more than {self.maxRounds} timed events within {seconds} seconds"
+            )
+        self.clock.advance(max(0.0, target - self.clock.seconds()))
+        self.pump()
+
+    def disconnect(self) -> None:
+        """
+        Close every connection: a cleanup.  Stop the code that connects
+        (such as a L{pbext.client.PBClientService}) first, or it may connect
+        again.
+        """
+        for connection in self.connections:
+            connection.disconnect()
+
+
+def memoryEndpoint(
+    serverFactory: Factory,
+    *,
+    clock: Clock | None = None,
+    serverAddress: IPv4Address | None = None,
+) -> MemoryEndpoint:
+    """
+    A client endpoint connecting to C{serverFactory} in memory, so that code
+    taking an endpoint (L{pbext.client.PBClientService},
+    L{pbext.client.connect}) can be tested without sockets::
+
+        clock = Clock()
+        endpoint = memoryEndpoint(PBServerFactory(MyRoot()), clock=clock)
+        service = PBClientService(endpoint, clock=clock)
+        service.startService()
+        endpoint.pump()
+        root = successResultOf(service.whenConnected())
+
+    @param serverFactory: builds the server's broker for each connection.
+    @param clock: the clock of every connection; give the same one to the
+        code under test.  A new L{Clock} if not given.
+    @param serverAddress: the server's address; C{127.0.0.1:8787} by
+        default.  Each connection's client address has a new port.
+    @since: pbext NEXT
+    """
+    return MemoryEndpoint(
+        serverFactory,
+        clock if clock is not None else Clock(),
+        serverAddress or IPv4Address("TCP", "127.0.0.1", 8787),
+    )

@@ -525,6 +525,26 @@ class LifecycleTests(SynchronousTestCase):
         clock.advance(2)
         self.failureResultOf(d, pbbroker.CallTimeout)
 
+    def test_callTimeoutMessage(self) -> None:
+        """
+        L{pbbroker.CallTimeout}'s message names the method, says "1 second"
+        or "2 seconds" as a person would, and says how to allow longer.
+        """
+        said = {1: "1 second;", 2: "2 seconds;", 0.5: "0.5 seconds;"}
+        for seconds, words in said.items():
+            clock = task.Clock()
+            pair = Pair(
+                self,
+                clock=clock,
+                clientFactory=pbext.PBClientFactory(reactor=clock, callTimeout=seconds),
+            )
+            d = pair.call("wait")
+            clock.advance(seconds)
+            message = str(self.failureResultOf(d, pbbroker.CallTimeout).value)
+            self.assertIn("no answer to wait() (call ", message)
+            self.assertIn(words, message)
+            self.assertIn("pbtimeout=", message)
+
     def test_remoteCancellation(self) -> None:
         """
         Cancelling a call to a pbext server cancels the Deferred of the

@@ -46,7 +46,7 @@ class ExampleSuiteTests(SynchronousTestCase):
         temp = os.path.abspath(self.mktemp())
         argv = [sys.executable, "-m", "twisted.trial", "--temp-directory", temp]
         result = subprocess.run(
-            argv + ["test_greeter"],
+            argv + ["test_greeter", "test_greeter_service"],
             cwd=APP,
             env=env,
             stdout=subprocess.PIPE,

@@ -231,6 +231,31 @@ class InstrumentTests(SynchronousTestCase):
         self.assertEqual(self.metrics.loginTimeouts, 1)
         self.assertEqual(self.metrics.connectionsOpen, 0)
 
+    def test_loginInternalsAreNotCalls(self) -> None:
+        """
+        The methods a login calls on the portal's root and its challengers
+        (C{loginMethods}, C{loginWithNonce}, C{respond}, classic C{login}
+        ...) are not counted as application calls; the avatar's methods are.
+        """
+        checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+        server = pbext.PBServerFactory(
+            Portal(demo.DemoRealm(), [checker]), reactor=self.clock
+        )
+        self.instrumented(server)
+        conn = self.connect(server)
+        avatar = conn.login(credentials.UsernamePassword(b"alice", b"secret"))
+        classic = connectedPair(server, pb.PBClientFactory(), clock=self.clock)
+        self.addCleanup(classic.disconnect)
+        classic.login(credentials.UsernamePassword(b"alice", b"secret"))
+        conn.failureOf(
+            conn.clientFactory.login(credentials.UsernamePassword(b"alice", b"no"))
+        )
+        self.flushLoggedErrors(UnauthorizedLogin)
+        self.assertEqual(conn.resultOf(avatar.callRemote("whoami")), "alice")
+        self.assertEqual(dict(self.metrics.calls), {"whoami": 1})
+        self.assertEqual(dict(self.metrics.callErrors), {})
+        self.assertEqual(self.metrics.logins["success"], 2)
+
     def test_otherFactoriesLogins(self) -> None:
         """
         Login events from connections of another factory are not counted.
@@ -353,6 +378,30 @@ class PrometheusTests(TestCase):
         self.assertIn(b"text/plain", response.headers.getRawHeaders(b"content-type")[0])
         body = yield readBody(response)
         self.check(body.decode("utf-8"))
+
+    @defer.inlineCallbacks
+    def test_noAccessLog(self) -> Any:
+        """
+        A scrape of L{metrics.metricsSite} writes no access log line:
+        Prometheus scrapes every few seconds.
+        """
+        from twisted.internet import reactor
+        from twisted.logger import globalLogPublisher
+        from twisted.web.client import Agent, readBody
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        port = reactor.listenTCP(
+            0, metrics.metricsSite(self.filled()), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        url = f"http://127.0.0.1:{port.getHost().port}/metrics".encode()
+        for _ in range(3):
+            response = yield Agent(reactor).request(b"GET", url)
+            yield readBody(response)
+        logged = [repr(event) for event in events]
+        self.assertEqual([line for line in logged if "/metrics" in line], [])
 
 
 class UnavailableTests(SynchronousTestCase):

@@ -12,13 +12,18 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.error import (
     ConnectionAborted,
     ConnectionDone,
     ConnectionLost,
+    ConnectionRefusedError,
 )
-from twisted.internet.interfaces import IConnector, ITCPTransport
+from twisted.internet.interfaces import (
+    IConnector,
+    IStreamClientEndpoint,
+    ITCPTransport,
+)
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.spread import pb
@@ -27,7 +32,8 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 import pbext
-from pbext.testing import PBConnection, PumpError, connectedPair
+from pbext.client import connect
+from pbext.testing import PBConnection, PumpError, connectedPair, memoryEndpoint
 
 
 class Echoer(pb.Root):
@@ -885,3 +891,58 @@ class TeardownTests(SynchronousTestCase):
         self.assertEqual((server.numPorts, client.numPorts), (0, 0))
         self.assertTrue(conn.serverBroker.disconnected)  # type: ignore[union-attr]
         self.assertTrue(conn.clientBroker.disconnected)  # type: ignore[union-attr]
+
+
+class MemoryEndpointTests(SynchronousTestCase):
+    """
+    L{pbext.testing.memoryEndpoint} connects code that takes an endpoint to
+    a server factory in memory.
+    """
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.endpoint = memoryEndpoint(
+            pbext.PBServerFactory(pb.Root()), clock=self.clock
+        )
+        self.addCleanup(self.endpoint.disconnect)
+
+    def test_interface(self) -> None:
+        """
+        It provides L{IStreamClientEndpoint}.
+        """
+        self.assertTrue(verifyObject(IStreamClientEndpoint, self.endpoint))
+
+    def test_connect(self) -> None:
+        """
+        L{pbext.client.connect} gets the root through it once pumped, on the
+        endpoint's clock, and each connection has a client port of its own.
+        """
+        d = connect(self.clock, self.endpoint, timeout=5)
+        self.assertNoResult(d)
+        self.endpoint.pump()
+        root = self.successResultOf(d)
+        self.assertIsInstance(root, pb.RemoteReference)
+        second = connect(self.clock, self.endpoint, timeout=None)
+        self.endpoint.pump()
+        self.successResultOf(second)
+        ports = [c.clientAddress.port for c in self.endpoint.connections]
+        self.assertEqual(len(set(ports)), 2)
+
+    def test_refuseStallAccept(self) -> None:
+        """
+        C{refuse} fails the next attempts with L{ConnectionRefusedError};
+        C{stall} leaves them pending, so the caller's timeout fires;
+        C{accept} connects again.
+        """
+        self.endpoint.refuse()
+        self.failureResultOf(connect(self.clock, self.endpoint), ConnectionRefusedError)
+        self.endpoint.stall()
+        d = connect(self.clock, self.endpoint, timeout=5)
+        self.endpoint.advance(5)
+        self.failureResultOf(d, TimeoutError)
+        self.endpoint.accept()
+        d = connect(self.clock, self.endpoint)
+        self.endpoint.pump()
+        self.successResultOf(d)
+        self.assertEqual(self.endpoint.attempts, 3)
+        self.assertEqual(len(self.endpoint.connections), 1)

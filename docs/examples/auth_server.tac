@@ -30,7 +30,7 @@ from twisted.internet import reactor
 from pbext.demo import DemoRealm
 from pbext.login import ClientCertificateChecker, askForClientCertificates
 from pbext.login import loadAuthorities
-from pbext.server import PBServerFactory, PBServerService
+from pbext import PBServerFactory, PBServerService
 
 directory = os.environ.get(
     "PBEXT_AUTH_DIR", os.path.join(tempfile.gettempdir(), "pbext-auth-demo")

@@ -13,7 +13,7 @@ from twisted.cred.credentials import UsernamePassword
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
-from pbext.client import PBClientFactory, PBClientService
+from pbext import PBClientFactory, PBClientService
 
 log = Logger(namespace="client_service")
 

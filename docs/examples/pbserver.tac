@@ -8,7 +8,7 @@ import os
 from twisted.application import service
 
 from pbext.demo import DemoRoot
-from pbext.server import PBServerService, buildServerFactory
+from pbext import PBServerService, buildServerFactory
 
 listen = os.environ.get("PBEXT_LISTEN", "tcp:8787")
 

@@ -16,7 +16,7 @@ from twisted.application import service
 from twisted.cred import strcred
 
 from pbext.demo import DemoRealm
-from pbext.server import PBServerService, buildServerFactory
+from pbext import PBServerService, buildServerFactory
 
 listen = os.environ.get("PBEXT_LISTEN", "tcp:8787:interface=127.0.0.1").split()
 checker = strcred.makeChecker(os.environ.get("PBEXT_AUTH", "memory:alice:secret"))
