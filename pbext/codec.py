@@ -1011,3 +1011,9 @@ if _speedups is not None:
     )
     encode = _speedups.encode  # noqa: F811
     encodePieces = _speedups.encodePieces  # noqa: F811
+
+# The C decoder also needs the jelly half of the accelerator's
+# configuration, which pbext._jelly gives when it is imported: import it
+# here (last, as codec is complete by now), so that a program importing
+# only this module gets a working Decoder.
+from pbext import _jelly as _jellyConfiguresTheAccelerator  # noqa: E402, F401

@@ -1450,3 +1450,37 @@ class PiecesTests(PiecesTestsMixin, _Accelerated, SynchronousTestCase):
 
 class PythonPiecesTests(PiecesTestsMixin, _PurePython, SynchronousTestCase):
     pass
+
+
+class ImportAloneTests(SynchronousTestCase):
+    """
+    A program may import L{pbext.codec} (or L{pbext._jelly}) on its own,
+    without the package's lazily loaded public names.
+    """
+
+    def test_decoderAlone(self) -> None:
+        """
+        A L{Decoder} made by a program that imported only L{pbext.codec}
+        works, with the accelerator when it is built: importing
+        L{pbext.codec} gives the accelerator all of its configuration.
+        """
+        import os
+        import subprocess
+        import sys
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, PYTHONPATH=root)
+        script = (
+            "from pbext import codec\n"
+            "d = codec.Decoder()\n"
+            "print(d.accelerated, d.feed(codec.encode([b'x', 1])))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(out.stderr, "")
+        self.assertEqual(out.stdout.strip(), f"{speedups is not None} [[b'x', 1]]")

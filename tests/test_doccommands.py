@@ -77,7 +77,11 @@ SKIPPED: dict[str, str] = {
         "names the reader's own files; tests/test_tls.py serves client certificates"
     ),
     "twistd -n pbserver --auth file:passwords \\\n    --login-throttle "
-    "freeFailures=5,maxDelay=10,refuseAfter=0   # never refuse": (
+    "freeFailures=5,maxDelay=10,refuseAfter=0   # never refuse a pair": (
+        "needs the reader's password file; tests/test_tap.py parses these options"
+    ),
+    "twistd -n pbserver --auth file:passwords \\\n    --login-throttle "
+    "addressRefuseAfter=1000,maxAttemptsPerSecond=10": (
         "needs the reader's password file; tests/test_tap.py parses these options"
     ),
     "twistd -n pbserver --auth file:passwords --login-throttle off": (
