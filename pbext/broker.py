@@ -56,7 +56,13 @@ from twisted.spread import banana, flavors, jelly, pb
 
 from pbext import _jelly, keepalive, typecheck
 from pbext._accelerator import speedups as _speedups
-from pbext._transport import DirectReads, DirectWrites
+from pbext._transport import (
+    DirectReads,
+    DirectWrites,
+    pendingWriter,
+    producerTarget,
+)
+from pbext.budget import BYTES_STEP, MemoryBudget, budgetFor
 from pbext.codec import Decoder, FramingError, encodePieces
 from pbext.copyable import FailureRegistry, failureRegistry
 from pbext.security import (
@@ -162,15 +168,14 @@ class CallTimeout(defer.TimeoutError):
 
 def _backpressureCapable(transport: object) -> bool:
     """
-    Whether pbext registers its broker as a streaming producer of this
-    transport, to learn when the peer stops reading.
-
-    Only plain TCP and UNIX transports: a TLS transport waits for its
-    producer to unregister before it closes, which would make
-    C{loseConnection} hang; other transports keep classic PB's behaviour.
+    Whether pbext registers its broker as a streaming producer, to learn
+    when the peer stops reading: on TCP and UNIX transports, and on TLS
+    over them (registered on the transport under TLS: see
+    L{pbext._transport.producerTarget}).  Other transports keep classic
+    PB's behaviour.
     """
     if ISSLTransport.providedBy(transport):
-        return False
+        transport = producerTarget(transport)
     return (
         ITCPTransport.providedBy(transport) or IUNIXTransport.providedBy(transport)
     ) and hasattr(transport, "registerProducer")
@@ -316,7 +321,25 @@ class BrokerFactoryMixin:
         else:
             broker = self.protocol(isClient=isClient, security=self.security)
         broker.factory = self  # type: ignore[assignment]
+        if isinstance(broker, Broker):
+            broker._pbextBudget = self._pbextMemoryBudget()
         return broker
+
+    def _pbextMemoryBudget(self) -> MemoryBudget:
+        """
+        The memory budget all of this factory's connections share (see
+        L{pbext.budget}), made with the policy's limits when first needed
+        and again if the policy's limits change.
+        """
+        limits = self.policy.limits
+        budget: MemoryBudget | None = self.__dict__.get("_pbextBudget")
+        if (
+            budget is None
+            or budget.maxBufferedBytes != limits.maxServerBufferedBytes
+            or budget.maxHeldObjects != limits.maxServerHeldObjects
+        ):
+            budget = self._pbextBudget = budgetFor(limits)
+        return budget
 
 
 def withFailures(registries: Iterable[Any]) -> tuple[Any, ...]:
@@ -468,6 +491,15 @@ class Broker(pb.Broker):
         self._writePaused = False
         self._pausedBytes = 0
         self._producing = False
+        self._producerOn: Any = None
+        # How many bytes written wait to be sent (see connectionMade), and
+        # whether that is past maxPendingWriteBytes.
+        self._pendingOut: Callable[[], int] | None = None
+        self._outputFull = False
+        # The server-wide memory budget (set by the factory) and what this
+        # connection last reported to it.
+        self._pbextBudget: MemoryBudget | None = None
+        self._pbextChargedBytes = 0
         self._timers: dict[str, IDelayedCall] = {}
         # When bytes last arrived, for the idle timer.
         self._lastHeard = 0.0
@@ -626,10 +658,13 @@ class Broker(pb.Broker):
         if limits.idleTimeout is not None:
             self._lastHeard = self._getClock().seconds()
             self._setTimer("idleTimeout", limits.idleTimeout, self._idleTimerFired)
+        self._pendingOut = pendingWriter(self.transport)
         if _backpressureCapable(self.transport):
+            target = producerTarget(self.transport)
             try:
-                self.transport.registerProducer(self, True)
+                target.registerProducer(self, True)
                 self._producing = True
+                self._producerOn = target
             except RuntimeError:
                 # Somebody else produces for this transport already.
                 self._producing = False
@@ -693,6 +728,11 @@ class Broker(pb.Broker):
         if self._directReads is not None:
             self._directReads.stop()
             self._directReads = None
+        self._outputFull = False
+        budget = self._pbextBudget
+        if budget is not None:
+            budget.release(self)
+            self._pbextChargedBytes = 0
         factory = self.factory
         if factory is not None and hasattr(factory, "_brokerLost"):
             factory._brokerLost(self)
@@ -795,6 +835,8 @@ class Broker(pb.Broker):
             self._dropConnection("framingError", str(e), limit=e.limit)
             return
         timers = self._timers
+        if self._pbextBudget is not None:
+            self._chargeBytes()
         if decoder.messageStarted:
             if "messageTimeout" not in timers:
                 self._setTimer(
@@ -827,6 +869,10 @@ class Broker(pb.Broker):
         backlog = self._backlog
         budget = self.limits.maxMessagesPerTurn
         while backlog and budget > 0 and not self.disconnected:
+            if self._outputFull:
+                # The peer is not reading its answers: its messages wait
+                # (reading is paused too) until the output drains.
+                return
             budget -= 1
             expression = backlog.popleft()
             try:
@@ -888,14 +934,26 @@ class Broker(pb.Broker):
         pieces = encodePieces(
             obj, self._outgoingVocabulary(), self.limits.maxOutgoingMessageBytes
         )
-        if self._writePaused:
-            self._pausedBytes += sum(map(len, pieces))
-            if self._pausedBytes > self.limits.maxPendingWriteBytes:
-                self._pauseReading("backpressure")
         if len(pieces) == 1:
             self._write(pieces[0])
         else:
             self._writeSequence(pieces)
+        measure = self._pendingOut
+        if measure is not None:
+            pending = measure()
+        elif self._writePaused:
+            # A transport pbext cannot look into: count what was written
+            # since it asked us to pause.
+            self._pausedBytes += sum(map(len, pieces))
+            pending = self._pausedBytes
+        else:
+            return
+        if pending > self.limits.maxPendingWriteBytes and not self._outputFull:
+            self._outputBackedUp()
+        if self._pbextBudget is not None and (
+            abs(pending - self._pbextChargedBytes) >= BYTES_STEP
+        ):
+            self._chargeBytes()
 
     def _writeToTransport(self, data: bytes) -> None:
         self.transport.write(data)
@@ -937,7 +995,102 @@ class Broker(pb.Broker):
 
     # -- flow control ------------------------------------------------------
 
+    def _outputBackedUp(self) -> None:
+        """
+        More than C{maxPendingWriteBytes} wait to be sent to the peer: stop
+        reading it and handling its messages until they drain.
+        """
+        self._outputFull = True
+        self._pauseReading("backpressure")
+        if self._pendingOut is not None:
+            # Checked on a timer too: a transport whose bufferSize is above
+            # the limit never asked us to pause, so never says to resume.
+            self._setTimer("backpressure", 0.05, self._checkDrained)
+
+    def _checkDrained(self) -> None:
+        self._timers.pop("backpressure", None)
+        if not self._outputFull or self.disconnected:
+            return
+        measure = self._pendingOut
+        if measure is not None and measure() > self.limits.maxPendingWriteBytes // 2:
+            self._setTimer("backpressure", 0.05, self._checkDrained)
+            return
+        self._outputDrained()
+
+    def _outputDrained(self) -> None:
+        """
+        The output drained: read the peer and handle its messages again.
+        """
+        self._cancelTimer("backpressure")
+        wasFull = self._outputFull
+        self._outputFull = False
+        self._resumeReading("backpressure")
+        if self._pbextBudget is not None:
+            self._chargeBytes()
+        if (
+            wasFull
+            and self._backlog
+            and self._drainCall is None
+            and not self.disconnected
+        ):
+            self._drainCall = self._getClock().callLater(0, self._drain)
+
+    def _pbextBufferedBytes(self) -> int:
+        """
+        How many bytes this connection buffers now: output not yet sent,
+        and the part of an incoming message received so far (for the
+        server's L{MemoryBudget}).
+        """
+        if self.disconnected:
+            return 0
+        measure = self._pendingOut
+        pending = measure() if measure is not None else self._pausedBytes
+        decoder = self._decoder
+        if decoder is not None:
+            pending += decoder.pendingBytes
+        return pending
+
+    def _pbextHeldObjects(self) -> int:
+        """
+        How many objects this connection holds for its peer now:
+        references and cacheables given to it (not counting the root and
+        the control object), copies cached for it, and its calls running.
+        """
+        if self.disconnected:
+            return 0
+        return (
+            max(len(self.localObjects) - 2, 0)
+            + len(self.remotelyCachedObjects)
+            + len(self.locallyCachedObjects)
+            + len(self._running)
+        )
+
+    def _pbextCut(self, kind: str, message: str) -> None:
+        """
+        The server's memory budget is exhausted and this connection holds
+        the most: close it.
+        """
+        self._dropConnection(kind, message)
+
+    def _chargeBytes(self) -> None:
+        budget = self._pbextBudget
+        if budget is None:
+            return
+        amount = self._pbextBufferedBytes()
+        if amount != self._pbextChargedBytes and (
+            abs(amount - self._pbextChargedBytes) >= BYTES_STEP or not amount
+        ):
+            self._pbextChargedBytes = amount
+            budget.chargeBytes(self, amount)
+
+    def _chargeObjects(self) -> None:
+        budget = self._pbextBudget
+        if budget is not None:
+            budget.chargeObjects(self, self._pbextHeldObjects())
+
     def _pauseReading(self, reason: str) -> None:
+        if reason in self._readPauses:
+            return
         if not self._readPauses and self.transport is not None:
             self.transport.pauseProducing()
             if reason == "backpressure":
@@ -967,7 +1120,8 @@ class Broker(pb.Broker):
         """
         self._writePaused = False
         self._pausedBytes = 0
-        self._resumeReading("backpressure")
+        if self._outputFull:
+            self._outputDrained()
         if not self._producing:
             super().resumeProducing()
         elif self.pageProducers:
@@ -1119,6 +1273,8 @@ class Broker(pb.Broker):
         luid = self.newLocalID()
         self.localObjects[luid] = pb.Local(object)
         self.luids[puid] = luid
+        if self._pbextBudget is not None:
+            self._chargeObjects()
         return luid
 
     def cacheLocally(self, cid: int, instance: Any) -> None:
@@ -1127,6 +1283,8 @@ class Broker(pb.Broker):
                 f"more than {self.limits.maxCachedObjects} cached objects"
             )
         super().cacheLocally(cid, instance)
+        if self._pbextBudget is not None:
+            self._chargeObjects()
 
     def _knownID(self, objectID: object, table: Any, command: str) -> bool:
         """
@@ -1377,7 +1535,7 @@ class Broker(pb.Broker):
             self._refuse(requestID, answerRequired, pb.Error("Invalid Object ID"))
             return
         try:
-            result = self._dispatch(target, name, netArgs, netKw)
+            result = self._dispatch(target, name, netArgs, netKw, answerRequired)
         except pb.Error as e:
             self._refuse(requestID, answerRequired, e)
             return
@@ -1397,6 +1555,8 @@ class Broker(pb.Broker):
             return
         if isinstance(result, defer.Deferred):
             self._running[requestID] = result
+            if self._pbextBudget is not None:
+                self._chargeObjects()
 
             def done(value: Any) -> Any:
                 self._running.pop(requestID, None)
@@ -1463,7 +1623,14 @@ class Broker(pb.Broker):
         if answerRequired:
             self._sendError(fail, requestID)
 
-    def _dispatch(self, target: Any, name: str, netArgs: Any, netKw: Any) -> Any:
+    def _dispatch(
+        self,
+        target: Any,
+        name: str,
+        netArgs: Any,
+        netKw: Any,
+        answerRequired: object = 1,
+    ) -> Any:
         """
         Find and run the method a call names on C{target}, the way the
         target's flavor would, and return its serialized result (possibly
@@ -1526,6 +1693,11 @@ class Broker(pb.Broker):
                 state.addCallback(self._checkReturn, method)
             else:
                 self._checkReturn(state, method)
+        if not answerRequired:
+            # Nobody reads this answer: serializing it would only cost a
+            # peer's CPU and memory (and register references it never
+            # learns of, held until it disconnects).
+            return state
         return self._serializeOut(state, perspective, method, args, kw)
 
     @staticmethod
