@@ -246,7 +246,7 @@ class Limits:
     the log.
     """
 
-    maxServerBufferedBytes: int = 64 * _MIB
+    maxServerBufferedBytes: int = 32 * _MIB
     """
     How many bytes all connections of one factory together may buffer:
     output waiting for peers that do not read it, and incoming messages

@@ -11,6 +11,8 @@ stays small whatever the server does.
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from twisted.internet import defer, protocol, task
@@ -33,6 +35,15 @@ def residentBytes(pid: int) -> int:
             if line.startswith(b"VmRSS:"):
                 return int(line.split()[1]) * _KIB
     raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def cpuSeconds(pid: int) -> float:
+    """
+    The CPU time (user and system) process C{pid} has used, in seconds.
+    """
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class RSSWatch:
@@ -169,6 +180,15 @@ class NeverReads(Attacker):
 
     reads = False
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # A small receive buffer: the kernel holds little for us, so the
+        # server's own buffer fills sooner (cheaper for the attacker).
+        tcp = getattr(self.transport, "transport", self.transport)
+        handle = getattr(tcp, "socket", None)
+        if handle is not None:
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * _KIB)
+
     def nextMessages(self) -> list[bytes]:
         return [
             wireMessage(callMessage(self.nextID(), b"echo", [b"tuple", b"r" * 60_000]))
@@ -179,6 +199,25 @@ class NeverReads(Attacker):
     def dataReceived(self, data: bytes) -> None:
         if not self.handshake or not self.handshaken.called:
             super().dataReceived(data)
+
+
+class Amplified(NeverReads):
+    """
+    Never reads, and asks for answers about sixty times larger than its
+    calls: one 60 KB string sent once and referred to 60 times, echoed
+    back in full (just under C{maxOutgoingMessageBytes}).
+    """
+
+    repeats = 60
+
+    def nextMessages(self) -> list[bytes]:
+        value = [[b"reference", 1, b"a" * 60_000]]
+        value += [[b"dereference", 1]] * (self.repeats - 1)
+        return [
+            wireMessage(
+                callMessage(self.nextID(), b"echo", [b"tuple", [b"list", *value]])
+            )
+        ]
 
 
 class _Answered(Attacker):
@@ -295,6 +334,7 @@ class Unfinished(Attacker):
 
 ATTACKS: dict[str, type[Attacker]] = {
     "neverReads": NeverReads,
+    "amplified": Amplified,
     "cycles": Cycles,
     "largeMessages": LargeMessages,
     "manyTokens": ManyTokens,
