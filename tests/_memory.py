@@ -64,9 +64,10 @@ class RSSWatch:
     def sample(self) -> None:
         try:
             self.peak = max(self.peak, residentBytes(self.pid))
-        except OSError:
-            # The process is gone: the test will say so.
-            self.stop()
+        except (OSError, RuntimeError):
+            # The process is gone (or a zombie): the test will say so.
+            if self._loop.running:
+                self._loop.stop()
 
     def stop(self) -> int:
         """
@@ -76,7 +77,7 @@ class RSSWatch:
             self._loop.stop()
             try:
                 self.peak = max(self.peak, residentBytes(self.pid))
-            except OSError:
+            except (OSError, RuntimeError):
                 pass
         return self.peak
 
