@@ -315,7 +315,7 @@ class Limits:
             maxStringBytes=128 * _KIB,
             maxListLength=64 * _KIB,
             maxDepth=48,
-            maxMessageTokens=250_000,
+            maxMessageTokens=100_000,
             maxMessageBytes=4 * _MIB,
             maxOutgoingMessageBytes=4 * _MIB,
             maxOutstandingCalls=256,
