@@ -113,7 +113,7 @@ class Attacker(HostilePeer):
     @ivar done: Fires when the attack has finished sending.
     """
 
-    duration = 4.0
+    duration = 3.0
     budget = 48 * _MIB
     tick = 0.01
     reads = True
@@ -228,11 +228,11 @@ class _Answered(Attacker):
     """
 
     def _expression(self, expression: object) -> None:
-        super()._expression(expression)
-        if self.handshaken.called:
-            self.answers.clear()
-            self.received.clear()
-            self.waiting = False
+        if not self.handshaken.called:
+            super()._expression(expression)
+            return
+        # An answer (or error): nothing is kept, the next call may go.
+        self.waiting = False
 
     waiting = False
 

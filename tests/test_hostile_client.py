@@ -40,7 +40,7 @@ LATENCY = 0.25
 LOG_PER_PEER = 64 * 1024
 
 #: How long the client runs.
-SECONDS = 4.0
+SECONDS = 3.0
 
 if not sys.platform.startswith("linux"):
     skip = "reads /proc/PID/status"
@@ -307,7 +307,7 @@ class HostileServerTests(HostileMixin, TestCase):
         self.startServer()
 
     @defer.inlineCallbacks
-    def attack(self, kind: type[HostileServer]) -> Any:
+    def attack(self, kind: type[HostileServer], latency: float = LATENCY) -> Any:
         """
         Run the client against a C{kind} server and the good one; check the
         common judgement and return the client's report.
@@ -365,7 +365,7 @@ class HostileServerTests(HostileMixin, TestCase):
         # The good server kept answering.
         self.assertEqual(report["goodFailures"], [])
         self.assertGreater(report["goodCalls"], 10)
-        self.assertLess(report["goodP90"], LATENCY, report)
+        self.assertLess(report["goodP90"], latency, report)
         # Nothing unsafe reached the application.
         self.assertEqual(report["injected"], [])
         # Every hostile call ended, none later than its 1 s timeout (plus
@@ -440,9 +440,11 @@ class HostileServerTests(HostileMixin, TestCase):
     def test_cycles(self) -> Any:
         """
         Answers of reference cycles as large as a message may hold are
-        delivered as values, within the memory bound.
+        delivered as values, within the memory bound.  (Each takes the
+        client's reactor as long as a message may, see
+        L{tests.test_hostile_memory.HEAVY_LATENCY}.)
         """
-        yield self.attack(Cycles)
+        yield self.attack(Cycles, latency=0.5)
 
     @defer.inlineCallbacks
     def test_unknownRequestIDs(self) -> Any:
