@@ -9,11 +9,18 @@ import socket
 from typing import Any
 
 from twisted.internet import defer, task
+from twisted.spread import pb
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from pbext.budget import MemoryBudget, budgetFor
 from pbext.security import defaultPolicy
-from tests._hostile import HostileMixin, callMessage, wireMessage
+from tests._hostile import (
+    HostileMixin,
+    HostileRoot,
+    RecordingServerFactory,
+    callMessage,
+    wireMessage,
+)
 from tests.test_hostile import policyWith
 
 
@@ -234,3 +241,111 @@ class NeverReadsTests(HostileMixin, TestCase):
 
     def assertDropped(self, kind: str) -> None:
         self.assertIn(kind, self.recorder.kinds())
+
+
+class MakerRoot(pb.Root):
+    """
+    Gives out a new referenceable on every C{make}.
+    """
+
+    def remote_make(self) -> pb.Referenceable:
+        return pb.Referenceable()
+
+    def remote_echo(self, value: Any) -> Any:
+        return value
+
+
+class HeldObjectsTests(HostileMixin, TestCase):
+    """
+    C{maxServerHeldObjects} over real connections.
+    """
+
+    def setUp(self) -> None:
+        self.setUpHostile()
+
+    @defer.inlineCallbacks
+    def test_greediestCut(self) -> Any:
+        """
+        Of two clients that collect references, the one holding the most
+        is closed once the server holds more than C{maxServerHeldObjects}
+        for them together; the other keeps working.
+        """
+        factory = RecordingServerFactory(
+            MakerRoot(), policy=policyWith(maxServerHeldObjects=50)
+        )
+        port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.addCleanup(self._dropAll, factory)
+        factory.portNumber = port.getHost().port  # type: ignore[attr-defined]
+        self.factory = factory
+        modest = yield self.connectRaw()
+        greedy = yield self.connectRaw()
+        for requestID in range(1, 16):
+            modest.transport.write(wireMessage(callMessage(requestID, b"make")))
+        yield modest.answerTo(15, self.reactor)
+        for requestID in range(1, 41):
+            greedy.transport.write(wireMessage(callMessage(requestID, b"make")))
+        yield self.waitLost(greedy)
+        self.assertIn("maxServerHeldObjects", self.recorder.kinds())
+        modest.transport.write(
+            wireMessage(callMessage(99, b"echo", [b"tuple", b"still"]))
+        )
+        answer = yield modest.answerTo(99, self.reactor)
+        self.assertEqual(answer, [b"answer", 99, b"still"])
+        self.assertLessEqual(factory._pbextBudget.heldObjects, 50)
+
+
+class TLSBackpressureTests(TestCase):
+    """
+    On TLS the broker is a producer of the transport under TLS: it learns
+    when the peer stops reading, and closing still works.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        try:
+            from tests.test_tls import Certificates
+        except ImportError:
+            raise self.skipException("cryptography is not installed")
+        from twisted.internet import reactor
+        from twisted.python.filepath import FilePath
+
+        self.reactor = reactor
+        self.certificates = Certificates(FilePath(self.mktemp()))
+
+    @defer.inlineCallbacks
+    def test_loseConnection(self) -> Any:
+        """
+        Both brokers of a TLS connection are registered producers (on the
+        TCP transport under TLS), and C{loseConnection} on either side
+        closes the connection.
+        """
+        from twisted.internet import endpoints
+
+        import pbext
+
+        factory = RecordingServerFactory(HostileRoot())
+        endpoint = endpoints.serverFromString(
+            self.reactor, self.certificates.serverDescription()
+        )
+        port = yield endpoint.listen(factory)
+        self.addCleanup(port.stopListening)
+        for closing in ("client", "server"):
+            client = pbext.PBClientFactory()
+            yield endpoints.clientFromString(
+                self.reactor,
+                self.certificates.clientDescription(port.getHost().port),
+            ).connect(client)
+            root = yield client.getRootObject()
+            self.assertEqual((yield root.callRemote("echo", 1)), 1)
+            server = factory.brokers[-1]
+            for broker in (root.broker, server):
+                self.assertTrue(broker._producing)
+                self.assertIs(broker._producerOn, broker.transport.transport)
+                self.assertIsNotNone(broker._pendingOut)
+            lost: defer.Deferred[None] = defer.Deferred()
+            root.broker.notifyOnDisconnect(lambda lost=lost: lost.callback(None))
+            side = root.broker if closing == "client" else server
+            side.transport.loseConnection()
+            yield lost.addTimeout(10, self.reactor)
