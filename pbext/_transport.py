@@ -39,6 +39,7 @@ __all__ = [
     "DirectReads",
     "DirectWrites",
     "directWriter",
+    "discardPending",
     "pendingWriter",
     "producerTarget",
 ]
@@ -356,6 +357,26 @@ def pendingWriter(transport: object) -> Optional[Callable[[], int]]:
         return held + (_bufferedIn(lower) or 0)
 
     return pendingTLS
+
+
+def discardPending(transport: object) -> None:
+    """
+    Drop the bytes an aborted connection still buffers for writing (they
+    will never be sent: C{abortConnection} stops writing at once, but the
+    buffer lives until the connection is reported lost, a reactor turn
+    later).  Does nothing on transports L{pendingWriter} does not know.
+    """
+    if _TLS is not None and isinstance(transport, _TLS):
+        try:
+            transport._appSendBuffer = []  # type: ignore[attr-defined]
+        except AttributeError:
+            pass
+        transport = getattr(transport, "transport", None)
+    if isinstance(transport, tcp.Connection) and _bufferedIn(transport) is not None:
+        transport.dataBuffer = b""
+        transport.offset = 0
+        transport._tempDataBuffer = []  # type: ignore[attr-defined]
+        transport._tempDataLen = 0  # type: ignore[attr-defined]
 
 
 def producerTarget(transport: object) -> Any:

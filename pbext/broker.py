@@ -59,6 +59,7 @@ from pbext._accelerator import speedups as _speedups
 from pbext._transport import (
     DirectReads,
     DirectWrites,
+    discardPending,
     pendingWriter,
     producerTarget,
 )
@@ -500,6 +501,9 @@ class Broker(pb.Broker):
         # connection last reported to it.
         self._pbextBudget: MemoryBudget | None = None
         self._pbextChargedBytes = 0
+        # Whether _dropConnection closed the connection: nothing more is
+        # handled or sent.
+        self._pbextDropped = False
         self._timers: dict[str, IDelayedCall] = {}
         # When bytes last arrived, for the idle timer.
         self._lastHeard = 0.0
@@ -567,12 +571,17 @@ class Broker(pb.Broker):
         """
         self._violation(kind, message, **fields)
         self._decoder = None
+        self._pbextDropped = True
+        self._backlog.clear()
         transport = self.transport
         if transport is None or self.disconnected:
             return
         abort = getattr(transport, "abortConnection", None)
         if abort is not None:
             abort()
+            # Its output will never be sent: free it now, not a turn later
+            # (when many connections are cut at once, that adds up).
+            discardPending(transport)
         else:
             transport.loseConnection()
 
@@ -931,6 +940,8 @@ class Broker(pb.Broker):
         return self.outgoingSymbols if self.currentDialect == b"pb" else None
 
     def sendEncoded(self, obj: object) -> None:
+        if self._pbextDropped:
+            return
         pieces = encodePieces(
             obj, self._outgoingVocabulary(), self.limits.maxOutgoingMessageBytes
         )
