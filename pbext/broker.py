@@ -21,8 +21,10 @@ peer:
    logged as rate-limited events, never as tracebacks.
  - B{Resources.}  Per-connection caps on outstanding calls, references and
    cached objects; a handshake, message and idle timeout; write
-   backpressure (a peer that does not read its answers is not read from);
-   fairness (a burst of messages yields to other connections).
+   backpressure on TCP, UNIX and TLS (a peer that does not read its
+   answers is not read from); fairness (a burst of messages yields to
+   other connections); a memory budget shared by all connections of a
+   factory (L{pbext.budget}), which closes the largest holders first.
  - B{Lifecycle.}  C{async def} remote methods are awaited; calls can time
    out and be cancelled, remotely when the peer is pbext; an application
    keepalive notices a dead peer.
