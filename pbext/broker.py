@@ -494,11 +494,11 @@ class Broker(pb.Broker):
         self._writePaused = False
         self._pausedBytes = 0
         self._producing = False
-        self._producerOn: Any = None
+        self._pbextProducerOn: Any = None
         # How many bytes written wait to be sent (see connectionMade), and
         # whether that is past maxPendingWriteBytes.
-        self._pendingOut: Callable[[], int] | None = None
-        self._outputFull = False
+        self._pbextPendingOut: Callable[[], int] | None = None
+        self._pbextOutputFull = False
         # The server-wide memory budget (set by the factory) and what this
         # connection last reported to it.
         self._pbextBudget: MemoryBudget | None = None
@@ -669,13 +669,13 @@ class Broker(pb.Broker):
         if limits.idleTimeout is not None:
             self._lastHeard = self._getClock().seconds()
             self._setTimer("idleTimeout", limits.idleTimeout, self._idleTimerFired)
-        self._pendingOut = pendingWriter(self.transport)
+        self._pbextPendingOut = pendingWriter(self.transport)
         if _backpressureCapable(self.transport):
             target = producerTarget(self.transport)
             try:
                 target.registerProducer(self, True)
                 self._producing = True
-                self._producerOn = target
+                self._pbextProducerOn = target
             except RuntimeError:
                 # Somebody else produces for this transport already.
                 self._producing = False
@@ -739,7 +739,7 @@ class Broker(pb.Broker):
         if self._directReads is not None:
             self._directReads.stop()
             self._directReads = None
-        self._outputFull = False
+        self._pbextOutputFull = False
         budget = self._pbextBudget
         if budget is not None:
             budget.release(self)
@@ -847,7 +847,7 @@ class Broker(pb.Broker):
             return
         timers = self._timers
         if self._pbextBudget is not None:
-            self._chargeBytes()
+            self._pbextChargeBytes()
         if decoder.messageStarted:
             if "messageTimeout" not in timers:
                 self._setTimer(
@@ -880,7 +880,7 @@ class Broker(pb.Broker):
         backlog = self._backlog
         budget = self.limits.maxMessagesPerTurn
         while backlog and budget > 0 and not self.disconnected:
-            if self._outputFull:
+            if self._pbextOutputFull:
                 # The peer is not reading its answers: its messages wait
                 # (reading is paused too) until the output drains.
                 return
@@ -951,7 +951,7 @@ class Broker(pb.Broker):
             self._write(pieces[0])
         else:
             self._writeSequence(pieces)
-        measure = self._pendingOut
+        measure = self._pbextPendingOut
         if measure is not None:
             pending = measure()
         elif self._writePaused:
@@ -961,12 +961,12 @@ class Broker(pb.Broker):
             pending = self._pausedBytes
         else:
             return
-        if pending > self.limits.maxPendingWriteBytes and not self._outputFull:
-            self._outputBackedUp()
+        if pending > self.limits.maxPendingWriteBytes and not self._pbextOutputFull:
+            self._pbextOutputBackedUp()
         if self._pbextBudget is not None and (
             abs(pending - self._pbextChargedBytes) >= BYTES_STEP
         ):
-            self._chargeBytes()
+            self._pbextChargeBytes()
 
     def _writeToTransport(self, data: bytes) -> None:
         self.transport.write(data)
@@ -1008,38 +1008,38 @@ class Broker(pb.Broker):
 
     # -- flow control ------------------------------------------------------
 
-    def _outputBackedUp(self) -> None:
+    def _pbextOutputBackedUp(self) -> None:
         """
         More than C{maxPendingWriteBytes} wait to be sent to the peer: stop
         reading it and handling its messages until they drain.
         """
-        self._outputFull = True
+        self._pbextOutputFull = True
         self._pauseReading("backpressure")
-        if self._pendingOut is not None:
+        if self._pbextPendingOut is not None:
             # Checked on a timer too: a transport whose bufferSize is above
             # the limit never asked us to pause, so never says to resume.
-            self._setTimer("backpressure", 0.05, self._checkDrained)
+            self._setTimer("backpressure", 0.05, self._pbextCheckDrained)
 
-    def _checkDrained(self) -> None:
+    def _pbextCheckDrained(self) -> None:
         self._timers.pop("backpressure", None)
-        if not self._outputFull or self.disconnected:
+        if not self._pbextOutputFull or self.disconnected:
             return
-        measure = self._pendingOut
+        measure = self._pbextPendingOut
         if measure is not None and measure() > self.limits.maxPendingWriteBytes // 2:
-            self._setTimer("backpressure", 0.05, self._checkDrained)
+            self._setTimer("backpressure", 0.05, self._pbextCheckDrained)
             return
-        self._outputDrained()
+        self._pbextOutputDrained()
 
-    def _outputDrained(self) -> None:
+    def _pbextOutputDrained(self) -> None:
         """
         The output drained: read the peer and handle its messages again.
         """
         self._cancelTimer("backpressure")
-        wasFull = self._outputFull
-        self._outputFull = False
+        wasFull = self._pbextOutputFull
+        self._pbextOutputFull = False
         self._resumeReading("backpressure")
         if self._pbextBudget is not None:
-            self._chargeBytes()
+            self._pbextChargeBytes()
         if (
             wasFull
             and self._backlog
@@ -1056,7 +1056,7 @@ class Broker(pb.Broker):
         """
         if self.disconnected:
             return 0
-        measure = self._pendingOut
+        measure = self._pbextPendingOut
         pending = measure() if measure is not None else self._pausedBytes
         decoder = self._decoder
         if decoder is not None:
@@ -1085,7 +1085,7 @@ class Broker(pb.Broker):
         """
         self._dropConnection(kind, message)
 
-    def _chargeBytes(self) -> None:
+    def _pbextChargeBytes(self) -> None:
         budget = self._pbextBudget
         if budget is None:
             return
@@ -1096,7 +1096,7 @@ class Broker(pb.Broker):
             self._pbextChargedBytes = amount
             budget.chargeBytes(self, amount)
 
-    def _chargeObjects(self) -> None:
+    def _pbextChargeObjects(self) -> None:
         budget = self._pbextBudget
         if budget is not None:
             budget.chargeObjects(self, self._pbextHeldObjects())
@@ -1133,8 +1133,8 @@ class Broker(pb.Broker):
         """
         self._writePaused = False
         self._pausedBytes = 0
-        if self._outputFull:
-            self._outputDrained()
+        if self._pbextOutputFull:
+            self._pbextOutputDrained()
         if not self._producing:
             super().resumeProducing()
         elif self.pageProducers:
@@ -1287,7 +1287,7 @@ class Broker(pb.Broker):
         self.localObjects[luid] = pb.Local(object)
         self.luids[puid] = luid
         if self._pbextBudget is not None:
-            self._chargeObjects()
+            self._pbextChargeObjects()
         return luid
 
     def cacheLocally(self, cid: int, instance: Any) -> None:
@@ -1297,7 +1297,7 @@ class Broker(pb.Broker):
             )
         super().cacheLocally(cid, instance)
         if self._pbextBudget is not None:
-            self._chargeObjects()
+            self._pbextChargeObjects()
 
     def _knownID(self, objectID: object, table: Any, command: str) -> bool:
         """
@@ -1569,7 +1569,7 @@ class Broker(pb.Broker):
         if isinstance(result, defer.Deferred):
             self._running[requestID] = result
             if self._pbextBudget is not None:
-                self._chargeObjects()
+                self._pbextChargeObjects()
 
             def done(value: Any) -> Any:
                 self._running.pop(requestID, None)

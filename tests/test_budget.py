@@ -172,7 +172,7 @@ class NeverReadsTests(HostileMixin, TestCase):
             for i in range(1, 201)
         )
         peer.transport.write(calls)
-        yield self.poll(lambda: broker._outputFull)
+        yield self.poll(lambda: broker._pbextOutputFull)
         return broker, peer
 
     @defer.inlineCallbacks
@@ -184,7 +184,7 @@ class NeverReadsTests(HostileMixin, TestCase):
         """
         limit = 512 * 1024
         broker, peer = yield self.flood(policyWith(maxPendingWriteBytes=limit))
-        pending = broker._pendingOut()
+        pending = broker._pbextPendingOut()
         self.assertGreater(pending, limit)
         self.assertLess(pending, limit + 200_000)
         self.assertIn("backpressure", broker._readPauses)
@@ -195,7 +195,7 @@ class NeverReadsTests(HostileMixin, TestCase):
         # Once the peer reads, everything is answered.
         peer.transport.resumeProducing()
         yield peer.waitFor(lambda: len(peer.answers) >= 200 or None, self.reactor)
-        self.assertFalse(broker._outputFull)
+        self.assertFalse(broker._pbextOutputFull)
         yield self.stockEcho()
 
     @defer.inlineCallbacks
@@ -209,7 +209,7 @@ class NeverReadsTests(HostileMixin, TestCase):
             policyWith(maxPendingWriteBytes=limit), bufferSize=64 * 1024 * 1024
         )
         self.assertFalse(broker._writePaused)
-        self.assertLess(broker._pendingOut(), limit + 200_000)
+        self.assertLess(broker._pbextPendingOut(), limit + 200_000)
         self.assertLess(len(self.root.calls), 200)
         peer.transport.resumeProducing()
         yield peer.waitFor(lambda: len(peer.answers) >= 200 or None, self.reactor)
@@ -342,8 +342,8 @@ class TLSBackpressureTests(TestCase):
             server = factory.brokers[-1]
             for broker in (root.broker, server):
                 self.assertTrue(broker._producing)
-                self.assertIs(broker._producerOn, broker.transport.transport)
-                self.assertIsNotNone(broker._pendingOut)
+                self.assertIs(broker._pbextProducerOn, broker.transport.transport)
+                self.assertIsNotNone(broker._pbextPendingOut)
             lost: defer.Deferred[None] = defer.Deferred()
             root.broker.notifyOnDisconnect(lambda lost=lost: lost.callback(None))
             side = root.broker if closing == "client" else server
