@@ -35,7 +35,14 @@ from typing import Any, Callable, Optional, Sequence
 
 from twisted.internet import main, tcp
 
-__all__ = ["DirectReads", "DirectWrites", "directWriter"]
+__all__ = [
+    "DirectReads",
+    "DirectWrites",
+    "directWriter",
+    "discardPending",
+    "pendingWriter",
+    "producerTarget",
+]
 
 #: The socket send buffer asked for once a connection sends a message
 #: larger than L{LARGE_MESSAGE}: what Linux's own autotuning grows to at
@@ -293,3 +300,96 @@ class DirectReads:
                 # Complete: what follows it may be here already.
                 return self._plainRead()
         return None
+
+
+def _tlsClass() -> Any:
+    try:
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+    except ImportError:  # pragma: no cover (pyOpenSSL is not installed)
+        return None
+    return TLSMemoryBIOProtocol
+
+
+_TLS: Any = _tlsClass()
+
+
+def _bufferedIn(transport: object) -> Optional[int]:
+    """
+    The bytes a Twisted file-descriptor transport (TCP, UNIX) holds that
+    its socket has not taken yet, or L{None} if C{transport} is not one.
+    """
+    try:
+        buffered = len(transport.dataBuffer) - transport.offset  # type: ignore[attr-defined]
+        return buffered + transport._tempDataLen  # type: ignore[attr-defined,no-any-return]
+    except (AttributeError, TypeError):
+        return None
+
+
+def pendingWriter(transport: object) -> Optional[Callable[[], int]]:
+    """
+    A function that tells how many bytes written to C{transport} are still
+    waiting to be sent, or L{None} if pbext cannot tell for this transport.
+
+    Known: Twisted's TCP and UNIX transports (their write buffer) and TLS
+    over either (the bytes TLS holds back, and the buffer of the transport
+    under it).  The figure does not depend on the transport's
+    C{bufferSize}, which decides when a transport pauses its producer, so
+    raising it (for larger reads) does not delay write backpressure.
+    """
+    tls = None
+    if _TLS is not None and isinstance(transport, _TLS):
+        tls = transport
+        transport = getattr(transport, "transport", None)
+    if not isinstance(transport, tcp.Connection) or _bufferedIn(transport) is None:
+        return None
+    lower = transport
+    if tls is None:
+
+        def pending() -> int:
+            return (
+                len(lower.dataBuffer) - lower.offset + lower._tempDataLen  # type: ignore[attr-defined]
+            )
+
+        return pending
+
+    def pendingTLS() -> int:
+        held = sum(map(len, getattr(tls, "_appSendBuffer", ())))
+        return held + (_bufferedIn(lower) or 0)
+
+    return pendingTLS
+
+
+def discardPending(transport: object) -> None:
+    """
+    Drop the bytes an aborted connection still buffers for writing (they
+    will never be sent: C{abortConnection} stops writing at once, but the
+    buffer lives until the connection is reported lost, a reactor turn
+    later).  Does nothing on transports L{pendingWriter} does not know.
+    """
+    if _TLS is not None and isinstance(transport, _TLS):
+        try:
+            transport._appSendBuffer = []  # type: ignore[attr-defined]
+        except AttributeError:
+            pass
+        transport = getattr(transport, "transport", None)
+    if isinstance(transport, tcp.Connection) and _bufferedIn(transport) is not None:
+        transport.dataBuffer = b""
+        transport.offset = 0
+        transport._tempDataBuffer = []  # type: ignore[attr-defined]
+        transport._tempDataLen = 0  # type: ignore[attr-defined]
+
+
+def producerTarget(transport: object) -> Any:
+    """
+    The transport a broker registers itself on as a streaming producer, to
+    learn when its peer stops reading: C{transport} itself for TCP and
+    UNIX, the TCP or UNIX transport under it for TLS.
+
+    Registered on a TLS transport, a producer would keep C{loseConnection}
+    waiting for it to unregister (TLS closes only once its producer is
+    gone); registered below it, it is told when the encrypted bytes back
+    up, which is when the peer stops reading, and TLS closes as usual.
+    """
+    if _TLS is not None and isinstance(transport, _TLS):
+        return getattr(transport, "transport", None)
+    return transport

@@ -21,8 +21,10 @@ peer:
    logged as rate-limited events, never as tracebacks.
  - B{Resources.}  Per-connection caps on outstanding calls, references and
    cached objects; a handshake, message and idle timeout; write
-   backpressure (a peer that does not read its answers is not read from);
-   fairness (a burst of messages yields to other connections).
+   backpressure on TCP, UNIX and TLS (a peer that does not read its
+   answers is not read from); fairness (a burst of messages yields to
+   other connections); a memory budget shared by all connections of a
+   factory (L{pbext.budget}), which closes the largest holders first.
  - B{Lifecycle.}  C{async def} remote methods are awaited; calls can time
    out and be cancelled, remotely when the peer is pbext; an application
    keepalive notices a dead peer.
@@ -57,7 +59,14 @@ from twisted.spread import banana, flavors, jelly, pb
 from pbext import _jelly, keepalive, typecheck
 from pbext._accelerator import speedups as _speedups
 from pbext._peer import peerText
-from pbext._transport import DirectReads, DirectWrites
+from pbext._transport import (
+    DirectReads,
+    DirectWrites,
+    discardPending,
+    pendingWriter,
+    producerTarget,
+)
+from pbext.budget import BYTES_STEP, MemoryBudget, budgetFor
 from pbext.codec import Decoder, FramingError, encodePieces
 from pbext.copyable import FailureRegistry, failureRegistry
 from pbext.copystate import CopyHookError, HookErrorLog
@@ -174,15 +183,14 @@ def _seconds(seconds: float) -> str:
 
 def _backpressureCapable(transport: object) -> bool:
     """
-    Whether pbext registers its broker as a streaming producer of this
-    transport, to learn when the peer stops reading.
-
-    Only plain TCP and UNIX transports: a TLS transport waits for its
-    producer to unregister before it closes, which would make
-    C{loseConnection} hang; other transports keep classic PB's behaviour.
+    Whether pbext registers its broker as a streaming producer, to learn
+    when the peer stops reading: on TCP and UNIX transports, and on TLS
+    over them (registered on the transport under TLS: see
+    L{pbext._transport.producerTarget}).  Other transports keep classic
+    PB's behaviour.
     """
     if ISSLTransport.providedBy(transport):
-        return False
+        transport = producerTarget(transport)
     return (
         ITCPTransport.providedBy(transport) or IUNIXTransport.providedBy(transport)
     ) and hasattr(transport, "registerProducer")
@@ -310,6 +318,8 @@ class FactoryState:
         after them, as every broker gets them (built once).
     @ivar admission: who holds a server factory's connection slots
         (L{pbext.admission.Admission}), or L{None} on a client factory.
+    @ivar budget: the memory budget the factory's connections share
+        (L{pbext.budget.MemoryBudget}), made when first needed.
     @ivar brokerLost: called with each broker of the factory whose
         connection is lost, or L{None}.
 
@@ -331,6 +341,7 @@ class FactoryState:
         self.options = options
         self.connectionRegistries: tuple[Any, ...] | None = None
         self.admission: Admission | None = None
+        self.budget: MemoryBudget | None = None
         self.brokerLost: Callable[[Broker], None] | None = None
 
     @property
@@ -467,7 +478,26 @@ class BrokerFactoryMixin:
         else:
             broker = self.protocol(isClient=isClient, security=self.security)
         broker.factory = self  # type: ignore[assignment]
+        if isinstance(broker, Broker):
+            broker._pbextBudget = self._pbextMemoryBudget()
         return broker
+
+    def _pbextMemoryBudget(self) -> MemoryBudget:
+        """
+        The memory budget all of this factory's connections share (see
+        L{pbext.budget}), made with the policy's limits when first needed
+        and again if the policy's limits change.
+        """
+        state = self._pbext
+        limits = state.policy.limits
+        budget = state.budget
+        if (
+            budget is None
+            or budget.maxBufferedBytes != limits.maxServerBufferedBytes
+            or budget.maxHeldObjects != limits.maxServerHeldObjects
+        ):
+            budget = state.budget = budgetFor(limits)
+        return budget
 
 
 def withFailures(registries: Iterable[Any]) -> tuple[Any, ...]:
@@ -638,6 +668,18 @@ class Broker(pb.Broker):
         self._pbextWritePaused = False
         self._pbextPausedBytes = 0
         self._pbextProducing = False
+        self._pbextProducerOn: Any = None
+        # How many bytes written wait to be sent (see connectionMade), and
+        # whether that is past maxPendingWriteBytes.
+        self._pbextPendingOut: Callable[[], int] | None = None
+        self._pbextOutputFull = False
+        # The server-wide memory budget (set by the factory) and what this
+        # connection last reported to it.
+        self._pbextBudget: MemoryBudget | None = None
+        self._pbextChargedBytes = 0
+        # Whether _pbextDropConnection closed the connection: nothing more is
+        # handled or sent.
+        self._pbextDropped = False
         self._pbextTimers: dict[str, IDelayedCall] = {}
         # When bytes last arrived, for the idle timer.
         self._pbextLastHeard = 0.0
@@ -708,12 +750,17 @@ class Broker(pb.Broker):
         """
         self._pbextViolation(kind, message, **fields)
         self._pbextDecoder = None
+        self._pbextDropped = True
+        self._pbextBacklog.clear()
         transport = self.transport
         if transport is None or self.disconnected:
             return
         abort = getattr(transport, "abortConnection", None)
         if abort is not None:
             abort()
+            # Its output will never be sent: free it now, not a turn later
+            # (when many connections are cut at once, that adds up).
+            discardPending(transport)
         else:
             transport.loseConnection()
 
@@ -803,10 +850,13 @@ class Broker(pb.Broker):
             self._pbextSetTimer(
                 "idleTimeout", limits.idleTimeout, self._pbextIdleTimerFired
             )
+        self._pbextPendingOut = pendingWriter(self.transport)
         if _backpressureCapable(self.transport):
+            target = producerTarget(self.transport)
             try:
-                self.transport.registerProducer(self, True)
+                target.registerProducer(self, True)
                 self._pbextProducing = True
+                self._pbextProducerOn = target
             except RuntimeError:
                 # Somebody else produces for this transport already.
                 self._pbextProducing = False
@@ -870,6 +920,11 @@ class Broker(pb.Broker):
         if self._pbextDirectReads is not None:
             self._pbextDirectReads.stop()
             self._pbextDirectReads = None
+        self._pbextOutputFull = False
+        budget = self._pbextBudget
+        if budget is not None:
+            budget.release(self)
+            self._pbextChargedBytes = 0
         # Told through the factory's own pbext state, never by looking
         # for a method name on a factory an application may have written.
         state = self._pbextFactoryState
@@ -1004,6 +1059,8 @@ class Broker(pb.Broker):
             self._pbextDropConnection("framingError", str(e), limit=e.limit)
             return
         timers = self._pbextTimers
+        if self._pbextBudget is not None:
+            self._pbextChargeBytes()
         if decoder.messageStarted:
             if "messageTimeout" not in timers:
                 self._pbextSetTimer(
@@ -1036,6 +1093,10 @@ class Broker(pb.Broker):
         backlog = self._pbextBacklog
         budget = self._pbextLimits.maxMessagesPerTurn
         while backlog and budget > 0 and not self.disconnected:
+            if self._pbextOutputFull:
+                # The peer is not reading its answers: its messages wait
+                # (reading is paused too) until the output drains.
+                return
             budget -= 1
             expression = backlog.popleft()
             try:
@@ -1094,19 +1155,36 @@ class Broker(pb.Broker):
         return self.outgoingSymbols if self.currentDialect == b"pb" else None
 
     def sendEncoded(self, obj: object) -> None:
+        if self._pbextDropped:
+            return
         pieces = encodePieces(
             obj,
             self._pbextOutgoingVocabulary(),
             self._pbextLimits.maxOutgoingMessageBytes,
         )
-        if self._pbextWritePaused:
-            self._pbextPausedBytes += sum(map(len, pieces))
-            if self._pbextPausedBytes > self._pbextLimits.maxPendingWriteBytes:
-                self._pbextPauseReading("backpressure")
         if len(pieces) == 1:
             self._pbextWrite(pieces[0])
         else:
             self._pbextWriteSequence(pieces)
+        measure = self._pbextPendingOut
+        if measure is not None:
+            pending = measure()
+        elif self._pbextWritePaused:
+            # A transport pbext cannot look into: count what was written
+            # since it asked us to pause.
+            self._pbextPausedBytes += sum(map(len, pieces))
+            pending = self._pbextPausedBytes
+        else:
+            return
+        if (
+            pending > self._pbextLimits.maxPendingWriteBytes
+            and not self._pbextOutputFull
+        ):
+            self._pbextOutputBackedUp()
+        if self._pbextBudget is not None and (
+            abs(pending - self._pbextChargedBytes) >= BYTES_STEP
+        ):
+            self._pbextChargeBytes()
 
     def _pbextWriteToTransport(self, data: bytes) -> None:
         self.transport.write(data)
@@ -1148,7 +1226,105 @@ class Broker(pb.Broker):
 
     # -- flow control ------------------------------------------------------
 
+    def _pbextOutputBackedUp(self) -> None:
+        """
+        More than C{maxPendingWriteBytes} wait to be sent to the peer: stop
+        reading it and handling its messages until they drain.
+        """
+        self._pbextOutputFull = True
+        self._pbextPauseReading("backpressure")
+        if self._pbextPendingOut is not None:
+            # Checked on a timer too: a transport whose bufferSize is above
+            # the limit never asked us to pause, so never says to resume.
+            self._pbextSetTimer("backpressure", 0.05, self._pbextCheckDrained)
+
+    def _pbextCheckDrained(self) -> None:
+        self._pbextTimers.pop("backpressure", None)
+        if not self._pbextOutputFull or self.disconnected:
+            return
+        measure = self._pbextPendingOut
+        if (
+            measure is not None
+            and measure() > self._pbextLimits.maxPendingWriteBytes // 2
+        ):
+            self._pbextSetTimer("backpressure", 0.05, self._pbextCheckDrained)
+            return
+        self._pbextOutputDrained()
+
+    def _pbextOutputDrained(self) -> None:
+        """
+        The output drained: read the peer and handle its messages again.
+        """
+        self._pbextCancelTimer("backpressure")
+        wasFull = self._pbextOutputFull
+        self._pbextOutputFull = False
+        self._pbextResumeReading("backpressure")
+        if self._pbextBudget is not None:
+            self._pbextChargeBytes()
+        if (
+            wasFull
+            and self._pbextBacklog
+            and self._pbextDrainCall is None
+            and not self.disconnected
+        ):
+            self._pbextDrainCall = self._pbextGetClock().callLater(0, self._pbextDrain)
+
+    def _pbextBufferedBytes(self) -> int:
+        """
+        How many bytes this connection buffers now: output not yet sent,
+        and the part of an incoming message received so far (for the
+        server's L{MemoryBudget}).
+        """
+        if self.disconnected:
+            return 0
+        measure = self._pbextPendingOut
+        pending = measure() if measure is not None else self._pbextPausedBytes
+        decoder = self._pbextDecoder
+        if decoder is not None:
+            pending += decoder.pendingBytes
+        return pending
+
+    def _pbextHeldObjects(self) -> int:
+        """
+        How many objects this connection holds for its peer now:
+        references and cacheables given to it (not counting the root and
+        the control object), copies cached for it, and its calls running.
+        """
+        if self.disconnected:
+            return 0
+        return (
+            max(len(self.localObjects) - 2, 0)
+            + len(self.remotelyCachedObjects)
+            + len(self.locallyCachedObjects)
+            + len(self._pbextRunning)
+        )
+
+    def _pbextCut(self, kind: str, message: str) -> None:
+        """
+        The server's memory budget is exhausted and this connection holds
+        the most: close it.
+        """
+        self._pbextDropConnection(kind, message)
+
+    def _pbextChargeBytes(self) -> None:
+        budget = self._pbextBudget
+        if budget is None:
+            return
+        amount = self._pbextBufferedBytes()
+        if amount != self._pbextChargedBytes and (
+            abs(amount - self._pbextChargedBytes) >= BYTES_STEP or not amount
+        ):
+            self._pbextChargedBytes = amount
+            budget.chargeBytes(self, amount)
+
+    def _pbextChargeObjects(self) -> None:
+        budget = self._pbextBudget
+        if budget is not None:
+            budget.chargeObjects(self, self._pbextHeldObjects())
+
     def _pbextPauseReading(self, reason: str) -> None:
+        if reason in self._pbextReadPauses:
+            return
         if not self._pbextReadPauses and self.transport is not None:
             self.transport.pauseProducing()
             if reason == "backpressure":
@@ -1178,7 +1354,8 @@ class Broker(pb.Broker):
         """
         self._pbextWritePaused = False
         self._pbextPausedBytes = 0
-        self._pbextResumeReading("backpressure")
+        if self._pbextOutputFull:
+            self._pbextOutputDrained()
         if not self._pbextProducing:
             super().resumeProducing()
         elif self.pageProducers:
@@ -1359,6 +1536,8 @@ class Broker(pb.Broker):
         luid = self.newLocalID()
         self.localObjects[luid] = pb.Local(object)
         self.luids[puid] = luid
+        if self._pbextBudget is not None:
+            self._pbextChargeObjects()
         return luid
 
     def cacheLocally(self, cid: int, instance: Any) -> None:
@@ -1367,6 +1546,8 @@ class Broker(pb.Broker):
                 f"more than {self._pbextLimits.maxCachedObjects} cached objects"
             )
         super().cacheLocally(cid, instance)
+        if self._pbextBudget is not None:
+            self._pbextChargeObjects()
 
     def _pbextKnownID(self, objectID: object, table: Any, command: str) -> bool:
         """
@@ -1636,7 +1817,7 @@ class Broker(pb.Broker):
             self._pbextRefuse(requestID, answerRequired, pb.Error("Invalid Object ID"))
             return
         try:
-            result = self._pbextDispatch(target, name, netArgs, netKw)
+            result = self._pbextDispatch(target, name, netArgs, netKw, answerRequired)
         except pb.Error as e:
             self._pbextRefuse(requestID, answerRequired, e)
             return
@@ -1660,6 +1841,8 @@ class Broker(pb.Broker):
             return
         if isinstance(result, defer.Deferred):
             self._pbextRunning[requestID] = result
+            if self._pbextBudget is not None:
+                self._pbextChargeObjects()
 
             def done(value: Any) -> Any:
                 self._pbextRunning.pop(requestID, None)
@@ -1726,7 +1909,14 @@ class Broker(pb.Broker):
         if answerRequired:
             self._sendError(fail, requestID)
 
-    def _pbextDispatch(self, target: Any, name: str, netArgs: Any, netKw: Any) -> Any:
+    def _pbextDispatch(
+        self,
+        target: Any,
+        name: str,
+        netArgs: Any,
+        netKw: Any,
+        answerRequired: object = 1,
+    ) -> Any:
         """
         Find and run the method a call names on C{target}, the way the
         target's flavor would, and return its serialized result (possibly
@@ -1794,6 +1984,11 @@ class Broker(pb.Broker):
                 state.addCallback(self._pbextCheckReturn, method)
             else:
                 self._pbextCheckReturn(state, method)
+        if not answerRequired:
+            # Nobody reads this answer: serializing it would only cost a
+            # peer's CPU and memory (and register references it never
+            # learns of, held until it disconnects).
+            return state
         return self._pbextSerializeOut(state, perspective, method, args, kw)
 
     @staticmethod

@@ -144,19 +144,24 @@ class Limits:
     one or two lists).
     """
 
-    maxMessageTokens: int = 1_000_000
+    maxMessageTokens: int = 160_000
     """
     How many banana tokens one message may hold.  Bounds the objects built
-    for one message; a million is several times a 150,000-item sequence.
+    for one message (each token can become an object of its own, and a
+    message of references and cycles costs the receiver about 70 bytes
+    and a microsecond of unjelly per token) and so the memory and the
+    time one message can take; it still holds a 150,000-item sequence.
     """
 
-    maxMessageBytes: int = 16 * _MIB
+    maxMessageBytes: int = 4 * _MIB
     """
-    How many bytes one incoming message may take.  16 MiB holds many
-    maximum-size strings while bounding the memory one peer can pin.
+    How many bytes one incoming message may take.  4 MiB holds six
+    maximum-size strings while keeping what one peer can make the process
+    hold (the message, what it is unjellied into, and its answer) well
+    under 16 MB.
     """
 
-    maxOutgoingMessageBytes: int = 16 * _MIB
+    maxOutgoingMessageBytes: int = 4 * _MIB
     """
     The largest message this side sends; a bigger reply is replaced by an
     error answer.  Stops reference amplification (a small request whose
@@ -188,11 +193,15 @@ class Limits:
     rarely longer than 60 characters.
     """
 
-    maxPendingWriteBytes: int = 64 * _MIB
+    maxPendingWriteBytes: int = 2 * _MIB
     """
-    How many bytes may be written to a connection while its transport has
-    asked us to pause; past this the broker stops reading from that peer
-    until the transport drains.  Four maximum-size replies.
+    How many bytes written to a connection may wait to be sent (in the
+    transport's buffer) before the broker stops reading from that peer and
+    handling its messages, until the buffer drains to half of this.  A
+    peer that sends calls and never reads the answers then costs at most
+    this plus one answer.  Only the peer's own reading decides: Twisted's
+    C{bufferSize} (raised by some applications for larger reads) does not
+    change it, and TLS connections are paused as TCP ones are.
     """
 
     handshakeTimeout: float | None = 30.0
@@ -262,6 +271,30 @@ class Limits:
     the log.
     """
 
+    maxServerBufferedBytes: int = 32 * _MIB
+    """
+    How many bytes all connections of one factory together may buffer:
+    output waiting for peers that do not read it, and incoming messages
+    partly received.  Past it the connections buffering the most are
+    closed, largest first, until the sum is within it again, so many
+    hostile peers together cannot exhaust memory while clients that read
+    their answers keep being served.  64 MiB suits a small server (a few
+    hundred MB of memory); raise it with the memory you give the server.
+
+    @since: pbext NEXT
+    """
+
+    maxServerHeldObjects: int = 65536
+    """
+    How many objects all connections of one factory together may hold for
+    their peers: references and cacheables given to them, copies cached
+    for them, and their calls still running.  Past it the connections
+    holding the most are closed, largest first.  Sixteen connections at
+    every per-connection limit.
+
+    @since: pbext NEXT
+    """
+
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -311,14 +344,14 @@ class Limits:
             maxStringBytes=128 * _KIB,
             maxListLength=64 * _KIB,
             maxDepth=48,
-            maxMessageTokens=250_000,
+            maxMessageTokens=100_000,
             maxMessageBytes=4 * _MIB,
             maxOutgoingMessageBytes=4 * _MIB,
             maxOutstandingCalls=256,
             maxReferences=512,
             maxCachedObjects=256,
             maxMethodNameLength=64,
-            maxPendingWriteBytes=8 * _MIB,
+            maxPendingWriteBytes=1 * _MIB,
             handshakeTimeout=10.0,
             messageTimeout=30.0,
             idleTimeout=600.0,

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from twisted.internet import defer, task
+from twisted.logger import formatEventAsClassicLogText, globalLogPublisher
 from twisted.spread import banana, pb
 from twisted.spread.jelly import globalSecurity, unjellyableRegistry
 from twisted.trial.unittest import TestCase
@@ -60,9 +61,36 @@ def _prefix(number: int) -> bytes:
             return bytes(out)
 
 
+#: The most a server may log for one hostile connection.
+LOG_PER_CONNECTION = 64 * 1024
+
+
 class _Base(HostileMixin, TestCase):
     def setUp(self) -> None:
         self.setUpHostile()
+        # Everything logged while the test runs, formatted as a log file
+        # would hold it: a hostile peer must not be able to fill disks.
+        self.logBytes = 0
+        self.hostileConnections = 0
+
+        def count(event: dict[str, Any]) -> None:
+            self.logBytes += len(formatEventAsClassicLogText(event) or "")
+
+        globalLogPublisher.addObserver(count)
+        self.addCleanup(globalLogPublisher.removeObserver, count)
+        self.addCleanup(self.assertLogBounded)
+
+    def connectRaw(self, handshake: bool = True) -> Any:
+        self.hostileConnections += 1
+        return super().connectRaw(handshake)
+
+    def assertLogBounded(self) -> None:
+        """
+        The server logged less than L{LOG_PER_CONNECTION} bytes per hostile
+        connection.
+        """
+        connections = max(self.hostileConnections, 1)
+        self.assertLess(self.logBytes / connections, LOG_PER_CONNECTION)
 
     def assertDropped(self, kind: str, limit: str | None = None) -> None:
         """
@@ -305,6 +333,9 @@ class CallTests(_Base):
         self.assertEqual(self.flushLoggedErrors(), [])
         # Violations are rate-limited: far fewer events than calls.
         self.assertLessEqual(len(self.recorder.events), 100)
+        # And the log they make is small (but counted).
+        self.assertGreater(self.logBytes, 0)
+        self.assertLess(self.logBytes, LOG_PER_CONNECTION)
         yield self.assertStillAnswers(peer)
 
     @defer.inlineCallbacks
