@@ -155,10 +155,11 @@ class InjectOwnState(Inject):
 
 class ShadowMethod(Inject):
     """
-    State that shadows a method of the client's class.
+    State that shadows a method of the client's class (one it inherits
+    from C{pb.RemoteCopy}).
     """
 
-    STATES = [[b"dictionary", [_text("getStateToCopy"), 1]]]
+    STATES = [[b"dictionary", [_text("setCopyableState"), 1]]]
 
 
 class Cycles(HostileServer):
