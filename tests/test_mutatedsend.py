@@ -60,8 +60,30 @@ class Meddler:
         return 2
 
 
+class LateMeddler:
+    """
+    A registered class whose field runs an action the second time it is
+    read: a value found plain when it is prepared for a message, which
+    changes before the message is written.
+    """
+
+    field: int
+
+    def __init__(self, action: Callable[[], object]) -> None:
+        self._action = action
+        self._reads = 0
+
+    @property  # type: ignore[no-redef]
+    def field(self) -> int:
+        self._reads += 1
+        if self._reads == 2:
+            self._action()
+        return 1
+
+
 REGISTRY = CopyableRegistry()
 REGISTRY.register(Meddler, "t.Meddler")
+REGISTRY.register(LateMeddler, "t.LateMeddler")
 TYPES = _jelly.PlainTypes((REGISTRY,), defaultPolicy().forConnection((REGISTRY,)))
 SEND = TYPES.send
 
@@ -297,6 +319,11 @@ class Root(pb.Root):
     def remote_echo(self, value: Any) -> Any:
         return value
 
+    def remote_late(self) -> Any:
+        value: list = []
+        value.extend([LateMeddler(value.clear), 1, 2])
+        return value
+
 
 class RemoteTests(SynchronousTestCase):
     """
@@ -343,6 +370,27 @@ class RemoteTests(SynchronousTestCase):
             self.assertEqual(
                 self.connection.resultOf(self.root.callRemote("echo", 7)), 7
             )
+
+    def test_changedAfterCheck(self) -> None:
+        """
+        A small value checked when it is prepared and changed by its own
+        code before its message is written fails that call alone: an error
+        answer for a result, a failed call for arguments; the connection
+        stays up.  (Without the accelerator a value is read once, when it
+        is jellied.)
+        """
+        if speedups is None:
+            raise self.skipTest(f"the C accelerator is not available: {reason}")
+        failure = self.connection.failureOf(self.root.callRemote("late"))
+        self.assertTrue(failure.check(RuntimeError), failure)
+        self.assertIn(LIST_CHANGED, str(failure.value))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        value: list = []
+        value.extend([LateMeddler(value.clear), 1])
+        failure = self.connection.failureOf(self.root.callRemote("echo", value))
+        self.assertTrue(failure.check(RuntimeError), failure)
+        self.assertEqual(self.connection.resultOf(self.root.callRemote("echo", 7)), 7)
+        self.assertTrue(self.connection.connected)
 
 
 # Values with registered objects whose field changes a container of the
