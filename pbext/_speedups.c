@@ -140,23 +140,28 @@ dictWalkStart(DictWalk *walk, PyObject *dict)
     walk->size = walk->left = PyDict_GET_SIZE(dict);
 }
 
+/* The error of a dict's iterator (message) for a dict changed while it
+ * was walked; returns -1. */
+static int
+dictChanged(const char *message)
+{
+    PyErr_SetString(PyExc_RuntimeError, message);
+    return -1;
+}
+
 /* The next entry (new references): 1, or 0 after the last, or -1 with a
  * RuntimeError if the dict changed. */
-static int
+static inline int
 dictWalkNext(DictWalk *walk, PyObject **key, PyObject **value)
 {
     if (PyDict_GET_SIZE(walk->dict) != walk->size) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "dictionary changed size during iteration");
-        return -1;
+        return dictChanged("dictionary changed size during iteration");
     }
     if (!PyDict_Next(walk->dict, &walk->pos, key, value)) {
         return walk->left == 0 ? 0 : changedDuringWalk("dictionary");
     }
     if (walk->left == 0) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "dictionary keys changed during iteration");
-        return -1;
+        return dictChanged("dictionary keys changed during iteration");
     }
     walk->left--;
     Py_INCREF(*key);
