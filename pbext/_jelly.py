@@ -971,6 +971,9 @@ def _jellyPlainPython(obj: Any, types: Mapping[type, Any] | None = None) -> Any:
 
     @param types: The send specs of the connection's registered classes
         the plain path may write too (L{PlainTypes.send}), or L{None}.
+
+    @raise RuntimeError: If a list, dict or set changes while it is
+        jellied (a registered class's property may change one).
     """
     kind = type(obj)
     if kind is bytes or kind is int or kind is float:
