@@ -60,6 +60,20 @@ class Meddler:
         return 2
 
 
+class OrderedMeddler(Meddler):
+    """
+    A L{Meddler} hashed by the order it was made in, so that a set of them
+    is laid out (and iterated) the same way each time a plan is built.
+    """
+
+    def __init__(self, order: int) -> None:
+        super().__init__()
+        self._order = order
+
+    def __hash__(self) -> int:
+        return self._order
+
+
 class LateMeddler:
     """
     A registered class whose field runs an action the second time it is
@@ -84,6 +98,7 @@ class LateMeddler:
 REGISTRY = CopyableRegistry()
 REGISTRY.register(Meddler, "t.Meddler")
 REGISTRY.register(LateMeddler, "t.LateMeddler")
+REGISTRY.register(OrderedMeddler, "t.OrderedMeddler")
 TYPES = _jelly.PlainTypes((REGISTRY,), defaultPolicy().forConnection((REGISTRY,)))
 SEND = TYPES.send
 
@@ -412,6 +427,8 @@ plans = st.recursive(
             st.just("dict"),
             st.lists(st.tuples(st.text("abc", max_size=2), children), max_size=3),
         ),
+        # Sets of leaves (registered objects hash by identity).
+        st.tuples(st.just("set"), st.lists(leafPlans, max_size=4)),
     ),
     max_leaves=14,
 )
@@ -419,8 +436,20 @@ plans = st.recursive(
 
 def change(container: Any, operation: str) -> None:
     """
-    Change a list or dict in one of several ways.
+    Change a list, dict or set in one of several ways.
     """
+    if type(container) is set:
+        if operation == "clear":
+            container.clear()
+        elif operation == "pop" and container:
+            container.pop()
+        elif operation in ("append", "grow"):
+            container.update(range(100, 101 if operation == "append" else 106))
+        elif operation in ("delete", "replace") and container:
+            # The same size, other members: the iterator does not notice.
+            container.pop()
+            container.add(("swapped", len(container)))
+        return
     if type(container) is list:
         if operation == "clear":
             container.clear()
@@ -464,7 +493,7 @@ def build(plan: Any) -> Any:
         if kind in ("int", "str"):
             return node[1]
         if kind == "meddler":
-            meddler = Meddler()
+            meddler = OrderedMeddler(len(meddlers))
             meddlers.append((meddler, node[1], node[2]))
             return meddler
         if kind == "tuple":
@@ -473,6 +502,11 @@ def build(plan: Any) -> Any:
             value: Any = []
             containers.append(value)
             value.extend(make(child) for child in node[1])
+            return value
+        if kind == "set":
+            value = set()
+            containers.append(value)
+            value.update(make(child) for child in node[1])
             return value
         value = {}
         containers.append(value)
