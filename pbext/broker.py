@@ -939,7 +939,13 @@ class Broker(pb.Broker):
                     d.errback()
                     return
             if command == b"answer" and isinstance(requestID, int):
-                self._failCall(Failure(), requestID, 1, "(answer)")
+                failure = Failure()
+                _log.failure(
+                    "pbext: the answer to request {requestID} could not be sent",
+                    failure,
+                    requestID=requestID,
+                )
+                self._sendError(failure, requestID)
                 return
             raise
 
