@@ -1056,7 +1056,16 @@ _PLAIN_SEQUENCES: dict[type, bytes] = {
 }
 
 
-def _jellyPlain(obj: Any, seen: set[int], types: Mapping[type, Any] | None) -> Any:
+#: How deep containers and registered objects may nest in a value the
+#: plain paths handle: deeper, they step aside for the full jellier.  A
+#: fixed depth, the same in the C accelerator (C{PLAIN_MAX_NESTING}), so
+#: that both answer the same whatever the stack holds when they are called.
+_PLAIN_MAX_NESTING = 200
+
+
+def _jellyPlain(
+    obj: Any, seen: set[int], types: Mapping[type, Any] | None, depth: int = 0
+) -> Any:
     """
     Jelly a tree of builtin values exactly as L{Jellier} does with a taster
     that allows sending builtins, without building a jellier.
@@ -1066,11 +1075,17 @@ def _jellyPlain(obj: Any, seen: set[int], types: Mapping[type, Any] | None) -> A
         references, so it is not plain.
     @param types: The send specs (L{pbext.copyable.SendSpec}) of the
         registered classes to write as their registry would, or L{None}.
+    @param depth: How many containers and typed objects enclose C{obj}.
 
     @raise _NotPlain: If C{obj} holds anything but exact C{bytes}, C{int},
         C{float}, C{str}, C{bool}, L{None}, C{list}, C{tuple}, C{set},
         C{frozenset}, C{dict} and instances of the classes in C{types}, or
-        a container twice.
+        a container twice, or they nest deeper than L{_PLAIN_MAX_NESTING}.
+    @raise RuntimeError: If a container changes while it is jellied (a
+        registered object's property may change one): Python's own
+        iterators raise it for a dict or set, and this function for a
+        list, or for a container that gave fewer or more items than it
+        held (the C twin has written its length by then).
     """
     kind = type(obj)
     if kind is str:
@@ -1082,9 +1097,11 @@ def _jellyPlain(obj: Any, seen: set[int], types: Mapping[type, Any] | None) -> A
     if kind is bool:
         return [b"boolean", b"true" if obj else b"false"]
     if kind is dict:
-        if id(obj) in seen:
+        if id(obj) in seen or depth >= _PLAIN_MAX_NESTING:
             raise _NotPlain
         seen.add(id(obj))
+        depth += 1
+        size = len(obj)
         sexp: list[Any] = [b"dictionary"]
         append = sexp.append
         for key, value in obj.items():
@@ -1092,24 +1109,28 @@ def _jellyPlain(obj: Any, seen: set[int], types: Mapping[type, Any] | None) -> A
             if kind is str:
                 key = [b"unicode", key.encode("UTF-8")]
             elif kind is not bytes and kind is not int and kind is not float:
-                key = _jellyPlain(key, seen, types)
+                key = _jellyPlain(key, seen, types, depth)
             kind = type(value)
             if kind is str:
                 value = [b"unicode", value.encode("UTF-8")]
             elif kind is not bytes and kind is not int and kind is not float:
-                value = _jellyPlain(value, seen, types)
+                value = _jellyPlain(value, seen, types, depth)
             append([key, value])
+        if len(sexp) != size + 1:
+            raise RuntimeError("dictionary changed size during serialization")
         return sexp
     tag = _PLAIN_SEQUENCES.get(kind)
     if tag is None:
         spec = types.get(kind) if types else None
-        if spec is None or id(obj) in seen:
+        if spec is None or id(obj) in seen or depth >= _PLAIN_MAX_NESTING:
             raise _NotPlain
         seen.add(id(obj))
-        return _jellyTyped(obj, spec, seen, types)
-    if id(obj) in seen:
+        return _jellyTyped(obj, spec, seen, types, depth + 1)
+    if id(obj) in seen or depth >= _PLAIN_MAX_NESTING:
         raise _NotPlain
     seen.add(id(obj))
+    depth += 1
+    size = len(obj)
     sexp = [tag]
     append = sexp.append
     for item in obj:
@@ -1119,16 +1140,25 @@ def _jellyPlain(obj: Any, seen: set[int], types: Mapping[type, Any] | None) -> A
         elif kind is bytes or kind is int or kind is float:
             append(item)
         else:
-            append(_jellyPlain(item, seen, types))
+            append(_jellyPlain(item, seen, types, depth))
+    if len(sexp) != size + 1 or len(obj) != size:
+        raise RuntimeError(f"{tag.decode()} changed size during serialization")
     return sexp
 
 
 def _jellyTyped(
-    obj: Any, spec: Any, seen: set[int], types: Mapping[type, Any] | None
+    obj: Any,
+    spec: Any,
+    seen: set[int],
+    types: Mapping[type, Any] | None,
+    depth: int,
 ) -> list[Any]:
     """
     Jelly an instance of a registered class as its registry's
     L{_TypedEntry<pbext.copyable._TypedEntry>} would.
+
+    @param depth: How many containers and typed objects enclose its
+        fields' values, C{obj} included.
 
     @raise _NotPlain: If reading a field fails (the registry then raises
         the error) or a field's value is not plain.
@@ -1144,7 +1174,7 @@ def _jellyTyped(
         if type(value) is str:
             value = [b"unicode", value.encode("UTF-8")]
         else:
-            value = _jellyPlain(value, seen, types)
+            value = _jellyPlain(value, seen, types, depth)
         append([[b"unicode", key], value])
     if version > 1:
         append([[b"unicode", _VERSION_KEY_BYTES], version])
@@ -1162,6 +1192,9 @@ def _jellyPlainPython(obj: Any, types: Mapping[type, Any] | None = None) -> Any:
 
     @param types: The send specs of the connection's registered classes
         the plain path may write too (L{PlainTypes.send}), or L{None}.
+
+    @raise RuntimeError: If a list, dict or set changes while it is
+        jellied (a registered class's property may change one).
     """
     kind = type(obj)
     if kind is bytes or kind is int or kind is float:

@@ -69,7 +69,105 @@ typedef struct {
     /* The class sendSpecOf last looked up and its spec (both held), or
      * NULL: a value usually holds many objects of one class. */
     PyObject *lastClass, *lastSpec;
+    /* How many containers and registered objects enclose the value being
+     * walked (see enterLevel). */
+    int depth;
 } Seen;
+
+/*
+ * The walks over application values (jellyNode, writeJelly, checkPlain
+ * and their typed twins) read a registered object's fields with
+ * PyObject_GetAttr, which may run any Python code (a property, or a
+ * collection the allocation of a list sets off): code that may change or
+ * drop any container being walked.  So they hold a strong reference to
+ * every list item, dictionary key and value they use, take a list's
+ * length afresh before each item, and fail with a RuntimeError where a
+ * container changed while it was walked, as the Python twin does; see
+ * the encoder's contract in docs/architecture.rst.
+ */
+
+/* How deep containers and registered objects may nest in a plain value:
+ * deeper, the plain paths step aside, at the same depth in C and in
+ * Python (pbext._jelly._PLAIN_MAX_NESTING) whatever the stack holds. */
+#define PLAIN_MAX_NESTING 200
+
+/* Enter one more level of a plain walk: 1 if entered (leave it with
+ * leaveLevel), 0 if it is too deep to be plain, -1 on error (a
+ * RecursionError where the stack is nearly full). */
+static inline int
+enterLevel(Seen *seen, const char *where)
+{
+    if (seen->depth >= PLAIN_MAX_NESTING && !seen->wrap) {
+        return 0;
+    }
+    if (Py_EnterRecursiveCall(where)) {
+        return -1;
+    }
+    seen->depth++;
+    return 1;
+}
+
+static inline void
+leaveLevel(Seen *seen)
+{
+    seen->depth--;
+    Py_LeaveRecursiveCall();
+}
+
+/* The error for a container that changed while a walk wrote or checked
+ * it (what is "list", "set", ...); returns -1. */
+static int
+changedDuringWalk(const char *what)
+{
+    PyErr_Format(PyExc_RuntimeError, "%s changed size during serialization",
+                 what);
+    return -1;
+}
+
+/* A walk over a dict's entries that fails as Python's own dict iterator
+ * fails (the Python twin iterates with it) when the dict changes, and
+ * when it visits fewer entries than the dict held at the start. */
+typedef struct {
+    PyObject *dict;
+    Py_ssize_t pos, size, left;
+} DictWalk;
+
+static inline void
+dictWalkStart(DictWalk *walk, PyObject *dict)
+{
+    walk->dict = dict;
+    walk->pos = 0;
+    walk->size = walk->left = PyDict_GET_SIZE(dict);
+}
+
+/* The error of a dict's iterator (message) for a dict changed while it
+ * was walked; returns -1. */
+static int
+dictChanged(const char *message)
+{
+    PyErr_SetString(PyExc_RuntimeError, message);
+    return -1;
+}
+
+/* The next entry (new references): 1, or 0 after the last, or -1 with a
+ * RuntimeError if the dict changed. */
+static inline int
+dictWalkNext(DictWalk *walk, PyObject **key, PyObject **value)
+{
+    if (PyDict_GET_SIZE(walk->dict) != walk->size) {
+        return dictChanged("dictionary changed size during iteration");
+    }
+    if (!PyDict_Next(walk->dict, &walk->pos, key, value)) {
+        return walk->left == 0 ? 0 : changedDuringWalk("dictionary");
+    }
+    if (walk->left == 0) {
+        return dictChanged("dictionary keys changed during iteration");
+    }
+    walk->left--;
+    Py_INCREF(*key);
+    Py_INCREF(*value);
+    return 1;
+}
 
 static int
 seenAdd(Seen *seen, void *pointer)
@@ -119,6 +217,7 @@ seenInit(Seen *seen)
     seen->budget = PY_SSIZE_T_MAX;
     seen->lastClass = NULL;
     seen->lastSpec = NULL;
+    seen->depth = 0;
     seen->slots = PyMem_Calloc(16, sizeof(void *));
     if (seen->slots == NULL) {
         PyErr_NoMemory();
@@ -584,77 +683,162 @@ encodeFloat(Encoder *e, PyObject *item)
     return checkRoom(e);
 }
 
-static int encodeItem(Encoder *e, PyObject *item, int depth);
-static int encodeJellied(Encoder *e, PyObject *item, int depth);
+static int encodeJellied(Encoder *e, PyObject *item);
 static PyTypeObject JelliedType;
 static int writeEncoded(Encoder *e, PyObject *item);
 static PyTypeObject EncodedType;
 
+/* A list or tuple being encoded by encodeItem, or the plain equivalent
+ * of an object of a subclass (size -1), held. */
+typedef struct {
+    PyObject *sequence;
+    Py_ssize_t next;    /* the index of its next item */
+    Py_ssize_t size;    /* its length when its header was written */
+} Level;
+
+/* How many levels encodeItem keeps on the C stack before it takes room
+ * on the heap. */
+#define ENCODE_LEVELS 32
+
+/*
+ * Encode item as banana.  The walk keeps its lists on a stack of its
+ * own, not the C stack, so that it nests exactly as deep as the Python
+ * twin (Python's recursion limit) without ever running out of C stack.
+ * Writing an item may run Python code (a subclass's conversion, a
+ * Jellied value's registered objects), so each item is held while it is
+ * written, a list's length is read afresh before each item, and a list
+ * whose length no longer matches its header fails the encoding.
+ */
 static int
-encodeSequence(Encoder *e, PyObject *item, int depth)
+encodeItem(Encoder *e, PyObject *item)
 {
-    Py_ssize_t size = PySequence_Fast_GET_SIZE(item);
-    if (size > sizeLimit) {
-        PyErr_Format(BananaError, "list/tuple is too long to send (%zd)",
-                     size);
-        return -1;
-    }
-    if (writeToken(e, (uint64_t)size, B_LIST) < 0) {
-        return -1;
-    }
-    if (size == 0) {
-        return checkRoom(e);
-    }
-    /* The header is checked against the limit with the first scalar. */
-    if (depth >= e->maxNesting) {
-        PyErr_SetString(PyExc_RecursionError,
-                        "lists nested too deeply to encode with banana");
-        return -1;
-    }
-    /* A list may change while its items are encoded (a subclass's
-     * conversion runs Python code): index it afresh each time. */
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(item); i++) {
-        PyObject *element = PySequence_Fast_GET_ITEM(item, i);
-        Py_INCREF(element);
-        int rc = encodeItem(e, element, depth + 1);
-        Py_DECREF(element);
-        if (rc < 0) {
-            return -1;
+    Level small[ENCODE_LEVELS];
+    Level *stack = small;
+    Py_ssize_t capacity = ENCODE_LEVELS, depth = 0;
+    int rc = -1;
+    Py_INCREF(item);
+    for (;;) {
+        /* Write item (a new reference), or open it as a level. */
+        PyTypeObject *kind = Py_TYPE(item);
+        PyObject *open = NULL;
+        Py_ssize_t size = -1;
+        int written = 0;
+        if (kind == &PyBytes_Type) {
+            written = encodeBytes(e, item);
+        }
+        else if (kind == &PyLong_Type) {
+            written = encodeInt(e, item);
+        }
+        else if (kind == &PyFloat_Type) {
+            written = encodeFloat(e, item);
+        }
+        else if (kind == &PyList_Type || kind == &PyTuple_Type) {
+            size = PySequence_Fast_GET_SIZE(item);
+            if (size > sizeLimit) {
+                PyErr_Format(BananaError,
+                             "list/tuple is too long to send (%zd)", size);
+                written = -1;
+            }
+            else if (writeToken(e, (uint64_t)size, B_LIST) < 0) {
+                written = -1;
+            }
+            else if (size == 0) {
+                written = checkRoom(e);
+            }
+            /* The header is checked against the limit with the first
+             * scalar. */
+            else if (depth >= e->maxNesting) {
+                PyErr_SetString(PyExc_RecursionError,
+                                "lists nested too deeply to encode with "
+                                "banana");
+                written = -1;
+            }
+            else {
+                open = item;
+                Py_INCREF(open);
+            }
+        }
+        else if (kind == &JelliedType) {
+            written = encodeJellied(e, item);
+        }
+        else if (kind == &EncodedType) {
+            written = writeEncoded(e, item);
+        }
+        else {
+            /* A subclass (bool, say): its plain equivalent, one level
+             * deeper, as the Python twin does. */
+            open = PyObject_CallOneArg(plainFunc, item);
+            if (open == NULL) {
+                written = -1;
+            }
+        }
+        Py_DECREF(item);
+        item = NULL;
+        if (written < 0) {
+            goto out;
+        }
+        if (open != NULL) {
+            if (depth == capacity) {
+                Level *more = PyMem_Malloc(2 * capacity * sizeof(Level));
+                if (more == NULL) {
+                    Py_DECREF(open);
+                    PyErr_NoMemory();
+                    goto out;
+                }
+                memcpy(more, stack, depth * sizeof(Level));
+                if (stack != small) {
+                    PyMem_Free(stack);
+                }
+                stack = more;
+                capacity *= 2;
+            }
+            stack[depth].sequence = open;
+            stack[depth].next = 0;
+            stack[depth].size = size;
+            depth++;
+        }
+        /* The next item: the innermost level's next, closing the levels
+         * done. */
+        while (item == NULL) {
+            if (depth == 0) {
+                rc = 0;
+                goto out;
+            }
+            Level *level = &stack[depth - 1];
+            if (level->size < 0) {
+                if (level->next == 0) {
+                    level->next = 1;
+                    item = level->sequence;
+                    Py_INCREF(item);
+                    break;
+                }
+            }
+            else if (level->next <
+                     PySequence_Fast_GET_SIZE(level->sequence)) {
+                item = PySequence_Fast_GET_ITEM(level->sequence,
+                                                level->next);
+                Py_INCREF(item);
+                level->next++;
+                break;
+            }
+            else if (level->next != level->size ||
+                     PySequence_Fast_GET_SIZE(level->sequence) !=
+                         level->size) {
+                changedDuringWalk("list");
+                goto out;
+            }
+            depth--;
+            Py_DECREF(level->sequence);
         }
     }
-    return 0;
-}
-
-static int
-encodeItem(Encoder *e, PyObject *item, int depth)
-{
-    PyTypeObject *kind = Py_TYPE(item);
-    if (kind == &PyBytes_Type) {
-        return encodeBytes(e, item);
+out:
+    while (depth > 0) {
+        depth--;
+        Py_DECREF(stack[depth].sequence);
     }
-    if (kind == &PyList_Type || kind == &PyTuple_Type) {
-        return encodeSequence(e, item, depth);
+    if (stack != small) {
+        PyMem_Free(stack);
     }
-    if (kind == &PyLong_Type) {
-        return encodeInt(e, item);
-    }
-    if (kind == &PyFloat_Type) {
-        return encodeFloat(e, item);
-    }
-    if (kind == &JelliedType) {
-        return encodeJellied(e, item, depth);
-    }
-    if (kind == &EncodedType) {
-        return writeEncoded(e, item);
-    }
-    /* A subclass (bool, say): encode its plain equivalent, one level
-     * deeper, as the Python twin does. */
-    PyObject *plain = PyObject_CallOneArg(plainFunc, item);
-    if (plain == NULL) {
-        return -1;
-    }
-    int rc = encodeItem(e, plain, depth + 1);
-    Py_DECREF(plain);
     return rc;
 }
 
@@ -713,12 +897,9 @@ encoderStart(Encoder *e, PyObject *vocabulary, PyObject *limitObject,
     e->typedBytes = NULL;
     e->typedOffsets = NULL;
     e->typedFields = 0;
-    /* Python's recursion limit, as the Python twin, but within what the
-     * C stack surely holds. */
+    /* Python's recursion limit, as the Python twin (encodeItem keeps its
+     * levels on the heap). */
     e->maxNesting = Py_GetRecursionLimit();
-    if (e->maxNesting > 20000) {
-        e->maxNesting = 20000;
-    }
     e->capacity = 256;
     e->size = 0;
     e->flushed = 0;
@@ -781,7 +962,7 @@ runEncoder(PyObject *args, PyObject *kwargs, int pieces)
     if (encoderStart(&e, vocabulary, limitObject, pieces) < 0) {
         return NULL;
     }
-    return encoderFinish(&e, encodeItem(&e, obj, 0));
+    return encoderFinish(&e, encodeItem(&e, obj));
 }
 
 static PyObject *
@@ -3215,8 +3396,9 @@ jellyTyped(PyObject *obj, PyObject *spec, Seen *seen)
     }
     Py_ssize_t n = PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, 1));
     int version = versioned(PyTuple_GET_ITEM(spec, 2));
-    if (Py_EnterRecursiveCall(" while jellying")) {
-        return NULL;
+    int entered = enterLevel(seen, " while jellying");
+    if (entered <= 0) {
+        return entered < 0 ? NULL : NOT_PLAIN_C;
     }
     PyObject *result = NULL;
     PyObject *state = newList(1 + n + version);
@@ -3273,7 +3455,7 @@ jellyTyped(PyObject *obj, PyObject *spec, Seen *seen)
 fail:
     Py_XDECREF(state);
 out:
-    Py_LeaveRecursiveCall();
+    leaveLevel(seen);
     return result;
 }
 
@@ -3384,8 +3566,9 @@ jellyNode(PyObject *obj, Seen *seen)
     if (already) {
         return NOT_PLAIN_C;
     }
-    if (Py_EnterRecursiveCall(" while jellying")) {
-        return NULL;
+    int entered = enterLevel(seen, " while jellying");
+    if (entered <= 0) {
+        return entered < 0 ? NULL : NOT_PLAIN_C;
     }
     PyObject *sexp = NULL;
     if (kind == &PyDict_Type) {
@@ -3395,17 +3578,12 @@ jellyNode(PyObject *obj, Seen *seen)
         }
         Py_INCREF(tag);
         PyList_SET_ITEM(sexp, 0, tag);
-        Py_ssize_t pos = 0, index = 1;
+        Py_ssize_t index = 1;
         PyObject *key, *value;
-        while (PyDict_Next(obj, &pos, &key, &value)) {
-            if (index >= PyList_GET_SIZE(sexp)) {
-                PyErr_SetString(PyExc_RuntimeError,
-                                "dictionary changed size during iteration");
-                Py_CLEAR(sexp);
-                goto out;
-            }
-            Py_INCREF(key);
-            Py_INCREF(value);
+        DictWalk walk;
+        dictWalkStart(&walk, obj);
+        int more;
+        while ((more = dictWalkNext(&walk, &key, &value)) > 0) {
             PyObject *k = jellyMember(key, seen);
             PyObject *v = (k == NULL || k == NOT_PLAIN_C)
                               ? NULL
@@ -3427,20 +3605,19 @@ jellyNode(PyObject *obj, Seen *seen)
             }
             PyList_SET_ITEM(entry, 0, k);
             PyList_SET_ITEM(entry, 1, v);
+            /* dictWalkNext gives no more entries than the list has room
+             * for. */
             PyList_SET_ITEM(sexp, index, entry);
             index++;
         }
-        if (index != PyList_GET_SIZE(sexp)) {
-            PyErr_SetString(PyExc_RuntimeError,
-                            "dictionary changed size during iteration");
+        if (more < 0) {
             Py_CLEAR(sexp);
         }
         goto out;
     }
-    if (kind == &PyList_Type || kind == &PyTuple_Type) {
-        /* Jellying plain members runs no Python code: the sequence
-         * cannot change meanwhile. */
-        Py_ssize_t n = PySequence_Fast_GET_SIZE(obj);
+    if (kind == &PyTuple_Type) {
+        /* A tuple cannot change, and holds its items. */
+        Py_ssize_t n = PyTuple_GET_SIZE(obj);
         sexp = newList(1 + n);
         if (sexp == NULL) {
             goto out;
@@ -3448,7 +3625,7 @@ jellyNode(PyObject *obj, Seen *seen)
         Py_INCREF(tag);
         PyList_SET_ITEM(sexp, 0, tag);
         for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *j = jellyMember(PySequence_Fast_GET_ITEM(obj, i), seen);
+            PyObject *j = jellyMember(PyTuple_GET_ITEM(obj, i), seen);
             if (j == NULL || j == NOT_PLAIN_C) {
                 Py_CLEAR(sexp);
                 sexp = j;
@@ -3458,13 +3635,52 @@ jellyNode(PyObject *obj, Seen *seen)
         }
         goto out;
     }
-    /* set, frozenset */
+    if (kind == &PyList_Type) {
+        /* A registered object's field may change the list: its length is
+         * read afresh before each item, as Python's iterator does (the
+         * Python twin iterates with it), and it fails if it changed. */
+        Py_ssize_t n = PyList_GET_SIZE(obj), i;
+        sexp = newList(1 + n);
+        if (sexp == NULL) {
+            goto out;
+        }
+        Py_INCREF(tag);
+        PyList_SET_ITEM(sexp, 0, tag);
+        for (i = 0; i < PyList_GET_SIZE(obj); i++) {
+            PyObject *item = PyList_GET_ITEM(obj, i);
+            Py_INCREF(item);
+            PyObject *j = jellyMember(item, seen);
+            Py_DECREF(item);
+            if (j == NULL || j == NOT_PLAIN_C) {
+                Py_CLEAR(sexp);
+                sexp = j;
+                goto out;
+            }
+            if (i < n) {
+                PyList_SET_ITEM(sexp, i + 1, j);
+            }
+            else {
+                /* Grown: it fails below, unless a later item is not
+                 * plain. */
+                Py_DECREF(j);
+            }
+        }
+        if (i != n || PyList_GET_SIZE(obj) != n) {
+            changedDuringWalk("list");
+            Py_CLEAR(sexp);
+        }
+        goto out;
+    }
+    /* set, frozenset: through their own iterator, which fails if the set
+     * changes size; one that changes keeping its size may give another
+     * number of members. */
     sexp = newList(1);
     if (sexp == NULL) {
         goto out;
     }
     Py_INCREF(tag);
     PyList_SET_ITEM(sexp, 0, tag);
+    Py_ssize_t n = PySet_GET_SIZE(obj);
     {
         PyObject *iterator = PyObject_GetIter(obj);
         if (iterator == NULL) {
@@ -3488,12 +3704,18 @@ jellyNode(PyObject *obj, Seen *seen)
             }
         }
         Py_DECREF(iterator);
-        if (sexp != NULL && sexp != NOT_PLAIN_C && PyErr_Occurred()) {
-            Py_CLEAR(sexp);
+        if (sexp != NULL && sexp != NOT_PLAIN_C) {
+            if (PyErr_Occurred()) {
+                Py_CLEAR(sexp);
+            }
+            else if (PyList_GET_SIZE(sexp) != n + 1) {
+                changedDuringWalk(kind == &PySet_Type ? "set" : "frozenset");
+                Py_CLEAR(sexp);
+            }
         }
     }
 out:
-    Py_LeaveRecursiveCall();
+    leaveLevel(seen);
     return sexp;
 }
 
@@ -3933,8 +4155,9 @@ writeTyped(Encoder *e, PyObject *obj, PyObject *spec, Seen *seen)
                      n + 1 + version);
         return -1;
     }
-    if (Py_EnterRecursiveCall(" while jellying")) {
-        return -1;
+    int entered = enterLevel(seen, " while jellying");
+    if (entered <= 0) {
+        return entered < 0 ? -1 : notPlainError();
     }
     int rc = -1;
     int kept = typedBytes(e, spec);
@@ -3987,7 +4210,7 @@ writeTyped(Encoder *e, PyObject *obj, PyObject *spec, Seen *seen)
     }
     rc = 0;
 out:
-    Py_LeaveRecursiveCall();
+    leaveLevel(seen);
     return rc;
 }
 
@@ -4065,41 +4288,70 @@ writeJelly(Encoder *e, PyObject *obj, Seen *seen)
                      size + 1);
         return -1;
     }
-    if (Py_EnterRecursiveCall(" while jellying")) {
-        return -1;
+    int entered = enterLevel(seen, " while jellying");
+    if (entered <= 0) {
+        return entered < 0 ? -1 : notPlainError();
     }
+    /* The header says size members: if the container changes while they
+     * are written (a registered object's field may change it), the
+     * encoding fails rather than disagree with its header. */
     int rc = -1;
     if (writeToken(e, (uint64_t)(size + 1), B_LIST) < 0 ||
         writeWord(e, tag) < 0) {
         goto out;
     }
     if (tag == W_DICTIONARY) {
-        Py_ssize_t pos = 0;
         PyObject *key, *value;
-        while (PyDict_Next(obj, &pos, &key, &value)) {
-            if (writeToken(e, 2, B_LIST) < 0 ||
-                writeMember(e, key, seen) < 0 ||
-                writeMember(e, value, seen) < 0) {
+        DictWalk walk;
+        dictWalkStart(&walk, obj);
+        int more;
+        while ((more = dictWalkNext(&walk, &key, &value)) > 0) {
+            int failed = writeToken(e, 2, B_LIST) < 0 ||
+                         writeMember(e, key, seen) < 0 ||
+                         writeMember(e, value, seen) < 0;
+            Py_DECREF(key);
+            Py_DECREF(value);
+            if (failed) {
+                goto out;
+            }
+        }
+        if (more < 0) {
+            goto out;
+        }
+    }
+    else if (tag == W_TUPLE) {
+        /* A tuple cannot change, and holds its items. */
+        for (Py_ssize_t i = 0; i < size; i++) {
+            if (writeMember(e, PyTuple_GET_ITEM(obj, i), seen) < 0) {
                 goto out;
             }
         }
     }
-    else if (tag == W_LIST || tag == W_TUPLE) {
-        /* Writing plain members runs no Python code. */
-        for (Py_ssize_t i = 0; i < size; i++) {
-            if (writeMember(e, PySequence_Fast_GET_ITEM(obj, i), seen) < 0) {
+    else if (tag == W_LIST) {
+        Py_ssize_t i;
+        for (i = 0; i < PyList_GET_SIZE(obj); i++) {
+            PyObject *item = PyList_GET_ITEM(obj, i);
+            Py_INCREF(item);
+            int failed = writeMember(e, item, seen) < 0;
+            Py_DECREF(item);
+            if (failed) {
                 goto out;
             }
+        }
+        if (i != size || PyList_GET_SIZE(obj) != size) {
+            changedDuringWalk("list");
+            goto out;
         }
     }
     else {
-        /* Sets through the public iterator protocol (members of a plain
-         * set are plain atoms: writing them runs no Python code). */
+        /* Sets through their own iterator, which fails if the set
+         * changes size. */
         PyObject *iterator = PyObject_GetIter(obj);
         if (iterator == NULL) {
             goto out;
         }
         PyObject *key;
+        Py_ssize_t count = 0;
         while ((key = PyIter_Next(iterator)) != NULL) {
             int failed = writeMember(e, key, seen) < 0;
             Py_DECREF(key);
@@ -4107,15 +4359,20 @@ writeJelly(Encoder *e, PyObject *obj, Seen *seen)
                 Py_DECREF(iterator);
                 goto out;
             }
+            count++;
         }
         Py_DECREF(iterator);
         if (PyErr_Occurred()) {
             goto out;
         }
+        if (count != size) {
+            changedDuringWalk(tag == W_SET ? "set" : "frozenset");
+            goto out;
+        }
     }
     rc = 0;
 out:
-    Py_LeaveRecursiveCall();
+    leaveLevel(seen);
     return rc;
 }
 
@@ -4148,8 +4405,9 @@ checkTyped(PyObject *obj, PyObject *spec, Seen *seen)
     if (already != 0) {
         return already < 0 ? -1 : 0;
     }
-    if (Py_EnterRecursiveCall(" while checking a value")) {
-        return -1;
+    int entered = enterLevel(seen, " while checking a value");
+    if (entered <= 0) {
+        return entered;
     }
     int rc = 1;
     Py_ssize_t n = PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, 1));
@@ -4167,7 +4425,7 @@ checkTyped(PyObject *obj, PyObject *spec, Seen *seen)
         rc = checkPlain(value, seen);
         Py_DECREF(value);
     }
-    Py_LeaveRecursiveCall();
+    leaveLevel(seen);
     return rc;
 }
 
@@ -4203,27 +4461,50 @@ checkPlain(PyObject *obj, Seen *seen)
     if (already != 0) {
         return already < 0 ? -1 : 0;
     }
-    if (Py_EnterRecursiveCall(" while checking a value")) {
-        return -1;
+    int entered = enterLevel(seen, " while checking a value");
+    if (entered <= 0) {
+        return entered;
     }
     int rc = 1;
     if (kind == &PyDict_Type) {
-        Py_ssize_t pos = 0;
         PyObject *key, *value;
-        while (rc == 1 && PyDict_Next(obj, &pos, &key, &value)) {
+        DictWalk walk;
+        dictWalkStart(&walk, obj);
+        int more;
+        while (rc == 1 && (more = dictWalkNext(&walk, &key, &value)) != 0) {
+            if (more < 0) {
+                rc = -1;
+                break;
+            }
             rc = checkPlain(key, seen);
             if (rc == 1) {
                 rc = checkPlain(value, seen);
             }
+            Py_DECREF(key);
+            Py_DECREF(value);
         }
     }
-    else if (kind == &PyList_Type || kind == &PyTuple_Type) {
-        Py_ssize_t size = PySequence_Fast_GET_SIZE(obj);
+    else if (kind == &PyTuple_Type) {
+        /* A tuple cannot change, and holds its items. */
+        Py_ssize_t size = PyTuple_GET_SIZE(obj);
         for (Py_ssize_t i = 0; rc == 1 && i < size; i++) {
-            rc = checkPlain(PySequence_Fast_GET_ITEM(obj, i), seen);
+            rc = checkPlain(PyTuple_GET_ITEM(obj, i), seen);
+        }
+    }
+    else if (kind == &PyList_Type) {
+        Py_ssize_t size = PyList_GET_SIZE(obj), i;
+        for (i = 0; rc == 1 && i < PyList_GET_SIZE(obj); i++) {
+            PyObject *item = PyList_GET_ITEM(obj, i);
+            Py_INCREF(item);
+            rc = checkPlain(item, seen);
+            Py_DECREF(item);
+        }
+        if (rc == 1 && (i != size || PyList_GET_SIZE(obj) != size)) {
+            rc = changedDuringWalk("list");
         }
     }
     else {
+        Py_ssize_t size = PySet_GET_SIZE(obj), count = 0;
         PyObject *iterator = PyObject_GetIter(obj);
         if (iterator == NULL) {
             rc = -1;
@@ -4233,14 +4514,19 @@ checkPlain(PyObject *obj, Seen *seen)
             while (rc == 1 && (key = PyIter_Next(iterator)) != NULL) {
                 rc = checkPlain(key, seen);
                 Py_DECREF(key);
+                count++;
             }
             Py_DECREF(iterator);
             if (rc == 1 && PyErr_Occurred()) {
                 rc = -1;
             }
+            if (rc == 1 && count != size) {
+                rc = changedDuringWalk(kind == &PySet_Type ? "set"
+                                                            : "frozenset");
+            }
         }
     }
-    Py_LeaveRecursiveCall();
+    leaveLevel(seen);
     return rc;
 }
 
@@ -4285,15 +4571,22 @@ speedups_isPlain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static int
-encodeJellied(Encoder *e, PyObject *item, int depth)
+encodeJellied(Encoder *e, PyObject *item)
 {
     Seen seen;
     if (seenInit(&seen) < 0) {
         return -1;
     }
-    seen.types = ((Jellied *)item)->types;
-    int rc = writeJelly(e, ((Jellied *)item)->value, &seen);
+    /* Held while written: nothing else keeps them alive for sure. */
+    PyObject *value = ((Jellied *)item)->value;
+    PyObject *types = ((Jellied *)item)->types;
+    Py_INCREF(value);
+    Py_XINCREF(types);
+    seen.types = types;
+    int rc = writeJelly(e, value, &seen);
     seenRelease(&seen);
+    Py_DECREF(value);
+    Py_XDECREF(types);
     if (rc < 0 && PyErr_ExceptionMatches(PyExc_RecursionError)) {
         /* Too deep for the plain path: jellyPlain steps aside too. */
         PyErr_Clear();
@@ -4397,10 +4690,31 @@ encodeAhead(PyObject *value, PyObject *types, PyObject *vocabulary,
     seen.types = types;
     int rc = writeJelly(&e, value, &seen);
     seenRelease(&seen);
-    if (rc < 0 && (PyErr_ExceptionMatches(NotPlainError) ||
-                   PyErr_ExceptionMatches(PyExc_RecursionError))) {
-        /* Not plain, or too deep for the plain path (where jellyPlain
-         * steps aside too). */
+    if (rc < 0 && PyErr_ExceptionMatches(BananaError)) {
+        /* Too large to send, or a number banana cannot send, met before
+         * the walk reached what is not plain, if anything is: a value
+         * that is not plain is None (its full jelly may well be sent),
+         * whatever error writing it met first. */
+        PyObject *type, *error, *traceback;
+        PyErr_Fetch(&type, &error, &traceback);
+        int plain = checkValue(value, types, PY_SSIZE_T_MAX);
+        if (plain == 1) {
+            PyErr_Restore(type, error, traceback);
+        }
+        else {
+            Py_XDECREF(type);
+            Py_XDECREF(error);
+            Py_XDECREF(traceback);
+            if (plain == 0) {
+                encoderFinish(&e, -1);
+                Py_RETURN_NONE;
+            }
+        }
+    }
+    else if (rc < 0 && (PyErr_ExceptionMatches(NotPlainError) ||
+                        PyErr_ExceptionMatches(PyExc_RecursionError))) {
+        /* Not plain, or too deep for the stack (where jellyPlain steps
+         * aside too). */
         PyErr_Clear();
         encoderFinish(&e, -1);
         Py_RETURN_NONE;

@@ -1215,6 +1215,28 @@ class Broker(pb.Broker):
                 )
                 return
             raise
+        except Exception:
+            # A value checked when it was prepared (a _speedups.Jellied)
+            # that its own code (a registered class's property) changed
+            # before it was written: the encoder refuses it, and the call
+            # fails as if serializing it had failed.
+            command = exp[0] if exp else None
+            requestID = exp[1] if len(exp) > 1 else None
+            if command in (b"message", b"cachemessage"):
+                d = self.waitingForAnswers.pop(requestID, None)
+                if d is not None:
+                    d.errback()
+                    return
+            if command == b"answer" and isinstance(requestID, int):
+                failure = Failure()
+                _log.failure(
+                    "pbext: the answer to request {requestID} could not be sent",
+                    failure,
+                    requestID=requestID,
+                )
+                self._sendError(failure, requestID)
+                return
+            raise
 
     def sendDecRef(self, objectID: int) -> None:
         if not self.disconnected:
