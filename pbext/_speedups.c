@@ -281,21 +281,15 @@ checkConfigured(void)
 }
 
 /*
- * A new list for an s-expression, which the garbage collector never
- * tracks.  Decoded and jellied s-expressions hold only strings, numbers
- * and other such lists, all made here, so they cannot be part of a
- * reference cycle; yet a 100 KB message makes tens of thousands of them,
- * and tracked they would make the collector run (and walk the whole
- * heap) many times per message.  Its elements are NULL until set.
+ * A new list for an s-expression, of size elements that are NULL until
+ * set.  It is an ordinary list, tracked by the garbage collector like any
+ * other: the caller sets every element before any Python code can run
+ * (which could find the list through the collector and read a NULL).
  */
 static PyObject *
 newList(Py_ssize_t size)
 {
-    PyObject *list = PyList_New(size);
-    if (list != NULL) {
-        PyObject_GC_UnTrack(list);
-    }
-    return list;
+    return PyList_New(size);
 }
 
 /* ------------------------------------------------------------------ */
@@ -846,14 +840,12 @@ typedef struct {
     /* The declared length of the string whose header starts the held
      * bytes (0 if they hold no string's header). */
     Py_ssize_t longSize;
-    /* A long string being received in place (see startLongString): the
-     * bytes object of its final size, filled up to its last longSize -
-     * (need - have) bytes; chunks is NULL meanwhile. */
+    /* A long string being received in place (see startLongString): a
+     * bytearray of its final size, private to the decoder, filled up to
+     * its last longSize - (need - have) bytes; chunks is NULL meanwhile. */
     PyObject *longString;
-    /* The receive buffer last handed out for longString, or NULL; and
-     * whether one that may still be written through was withdrawn. */
+    /* The receive buffer last handed out for longString, or NULL. */
     PyObject *offered;
-    int longShared;
     /* The lists being filled, outermost first, with declared lengths. */
     PyObject **lists;
     Py_ssize_t *wants;      /* declared lengths */
@@ -874,11 +866,6 @@ typedef struct {
     Py_ssize_t tokens, messageBytes;
     PyObject *failure;      /* (limit, message) once failed, or NULL */
     int busy;
-    /* Copies built straight from the bytes during this parse, which the
-     * collector does not track until it ends (see keepFresh): new
-     * references. */
-    PyObject **fresh;
-    Py_ssize_t freshCount, freshCapacity;
 } DecoderCore;
 
 static Py_ssize_t
@@ -944,9 +931,16 @@ DecoderCore_traverse(DecoderCore *self, visitproc visit, void *arg)
     Py_VISIT(self->longString);
     Py_VISIT(self->offered);
     Py_VISIT(self->failure);
-    /* The lists being filled are untracked s-expression lists (see
-     * newList): not visited, so no partly filled list is ever shown to
-     * Python code. */
+    /* The lists being filled hold a placeholder (None) in every slot not
+     * filled yet (see openList), so showing them is safe. */
+    for (Py_ssize_t i = 0; i < self->depth; i++) {
+        Py_VISIT(self->lists[i]);
+    }
+    if (self->spare != NULL) {
+        for (int i = 0; i < self->spareCount; i++) {
+            Py_VISIT(self->spare[i]);
+        }
+    }
     return 0;
 }
 
@@ -987,12 +981,9 @@ releaseCaches(DecoderCore *self)
     }
 }
 
-static void releaseFresh(DecoderCore *self);
-
 static int
 DecoderCore_clear(DecoderCore *self)
 {
-    releaseFresh(self);
     Py_CLEAR(self->vocabulary);
     Py_CLEAR(self->plainTypes);
     Py_CLEAR(self->lastTag);
@@ -1153,6 +1144,36 @@ pushList(DecoderCore *self, PyObject *list, Py_ssize_t want)
 }
 
 
+/*
+ * A list the parser fills element by element: of size slots, each None
+ * until the parser sets it (with setSlot).  Python code runs while it is
+ * being filled (the constructors and checkers of registered types, the
+ * callback of feedTo), and the list is tracked by the garbage collector
+ * like any other, so it is never left with an empty (NULL) slot that
+ * such code could find through the collector.
+ */
+static PyObject *
+openList(Py_ssize_t size)
+{
+    PyObject *list = PyList_New(size);
+    if (list != NULL) {
+        for (Py_ssize_t i = 0; i < size; i++) {
+            Py_INCREF(Py_None);
+            PyList_SET_ITEM(list, i, Py_None);
+        }
+    }
+    return list;
+}
+
+/* Set slot i of a list (a placeholder or a value), stealing item. */
+static inline void
+setSlot(PyObject *list, Py_ssize_t i, PyObject *item)
+{
+    PyObject *old = PyList_GET_ITEM(list, i);
+    PyList_SET_ITEM(list, i, item);
+    Py_XDECREF(old);
+}
+
 /* Jellied(value), stealing value. */
 static PyObject *
 wrapJellied(PyObject *value)
@@ -1189,7 +1210,7 @@ makeRaw(DecoderCore *self, Py_ssize_t level)
                     if (back == NULL) {
                         return -1;
                     }
-                    Py_SETREF(((PyListObject *)element)->ob_item[j], back);
+                    setSlot(element, j, back);
                 }
                 continue;
             }
@@ -1197,7 +1218,7 @@ makeRaw(DecoderCore *self, Py_ssize_t level)
             if (back == NULL) {
                 return -1;
             }
-            Py_SETREF(((PyListObject *)list)->ob_item[i], back);
+            setSlot(list, i, back);
         }
         self->roles[l] = ROLE_RAW;
     }
@@ -1367,7 +1388,7 @@ completed(DecoderCore *self, Py_ssize_t top, PyObject **item)
             if (back == NULL) {
                 return -1;
             }
-            Py_SETREF(((PyListObject *)*item)->ob_item[1], back);
+            setSlot(*item, 1, back);
         }
         return 1;
     }
@@ -1391,9 +1412,10 @@ completed(DecoderCore *self, Py_ssize_t top, PyObject **item)
             if (Py_REFCNT(pair) != 1 || PyList_GET_SIZE(pair) != 2) {
                 continue;
             }
-            PyListObject *list = (PyListObject *)pair;
-            Py_CLEAR(list->ob_item[0]);
-            Py_CLEAR(list->ob_item[1]);
+            Py_INCREF(Py_None);
+            setSlot(pair, 0, Py_None);
+            Py_INCREF(Py_None);
+            setSlot(pair, 1, Py_None);
             Py_INCREF(pair);
             self->spare[self->spareCount++] = pair;
         }
@@ -1620,106 +1642,18 @@ quickPair(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
         pair = self->spare[--self->spareCount];
     }
     else {
-        pair = newList(2);
+        pair = openList(2);
         if (pair == NULL) {
             Py_DECREF(key);
             Py_DECREF(value);
             return NULL;
         }
     }
-    PyList_SET_ITEM(pair, 0, key);
-    PyList_SET_ITEM(pair, 1, value);
+    setSlot(pair, 0, key);
+    setSlot(pair, 1, value);
     *tokens += 2 * lists;
     *after = p;
     return pair;
-}
-
-/*
- * Copies kept from the collector while the bytes are parsed.
- *
- * A message of a thousand copies makes a thousand new objects that the
- * collector tracks; the allocations of the parse make a collection due,
- * and it runs as the message is delivered, walking every copy while the
- * application has them (and promoting them towards the old generations,
- * whose full collections walk the whole heap) though they are usually
- * dropped soon after.  So the copies quickTyped builds -- whose fields
- * hold only numbers, strings and bytes, so they cannot be part of a
- * reference cycle, and which nothing but the decoder's lists refers to
- * until their message is delivered -- are untracked as they are built
- * (even while the rest of their message is awaited), the collection that
- * is due runs when their message is complete, and then they are tracked
- * again, young, before the message is handed out.
- */
-
-/* Untrack obj (a copy just built), keeping a reference to track it again
- * in releaseFresh; if there is no room to keep it, it stays tracked. */
-static void
-keepFresh(DecoderCore *self, PyObject *obj)
-{
-    if (!PyObject_IS_GC(obj)) {
-        return;
-    }
-    if (self->freshCount == self->freshCapacity) {
-        Py_ssize_t capacity = self->freshCapacity ? self->freshCapacity * 2 : 256;
-        PyObject **fresh = PyMem_Realloc(self->fresh, capacity * sizeof(PyObject *));
-        if (fresh == NULL) {
-            return;
-        }
-        self->fresh = fresh;
-        self->freshCapacity = capacity;
-    }
-    Py_INCREF(obj);
-    self->fresh[self->freshCount++] = obj;
-    PyObject_GC_UnTrack(obj);
-}
-
-/* Track the kept copies again and let go of them (and of the room they
- * took: a connection keeps nothing between messages). */
-static void
-releaseFresh(DecoderCore *self)
-{
-    Py_ssize_t count = self->freshCount;
-    PyObject **fresh = self->fresh;
-    self->freshCount = 0;
-    self->fresh = NULL;
-    self->freshCapacity = 0;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *obj = fresh[i];
-        if (!PyObject_GC_IsTracked(obj)) {
-            PyObject_GC_Track(obj);
-        }
-        Py_DECREF(obj);
-    }
-    PyMem_Free(fresh);
-}
-
-/* gc.get_count, gc.get_threshold and gc.collect. */
-static PyObject *gcGetCount = NULL, *gcGetThreshold = NULL, *gcCollect = NULL;
-
-/* Run the young generation's collection if the collector would run it
- * at the next allocation (more allocations than its threshold); errors
- * are dropped: this only moves a collection earlier. */
-static void
-collectYoungIfDue(void)
-{
-    PyObject *count = PyObject_CallNoArgs(gcGetCount);
-    PyObject *threshold = PyObject_CallNoArgs(gcGetThreshold);
-    if (count != NULL && threshold != NULL && PyTuple_Check(count) &&
-        PyTuple_Check(threshold) && PyTuple_GET_SIZE(count) > 0 &&
-        PyTuple_GET_SIZE(threshold) > 0) {
-        long young = PyLong_AsLong(PyTuple_GET_ITEM(count, 0));
-        long most = PyLong_AsLong(PyTuple_GET_ITEM(threshold, 0));
-        if (most > 0 && young > most) {
-            PyObject *zero = PyLong_FromLong(0);
-            if (zero != NULL) {
-                Py_XDECREF(PyObject_CallOneArg(gcCollect, zero));
-                Py_DECREF(zero);
-            }
-        }
-    }
-    Py_XDECREF(count);
-    Py_XDECREF(threshold);
-    PyErr_Clear();
 }
 
 /*
@@ -2178,9 +2112,6 @@ build:
     if (result == NULL && stepAside()) {
         goto out;
     }
-    if (result != NULL) {
-        keepFresh(self, result);
-    }
     if (result != NULL && parent == ROLE_MESSAGE) {
         result = wrapJellied(result);
     }
@@ -2198,59 +2129,13 @@ out:
 }
 
 /*
- * The garbage collector is paused while bytes are parsed.  Parsing
- * allocates a list per banana list; they are never tracked (see newList),
- * but every allocation still counts towards the collector's threshold, so
- * a 100 KB message would set off dozens of collections, each walking the
- * young objects and, now and then, the whole heap, for nothing: none of
- * those lists can be garbage in a cycle.  Paused, the collector still
- * counts; it runs, if it must, once parsing ends.  It is resumed for the
- * callback that receives each message, so application code never runs
- * with it paused; Python code the parser itself calls (the constructors
- * and checkers of registered copyable types) does.
- */
-static inline int
-pauseCollector(void)
-{
-#if PY_VERSION_HEX >= 0x030A0000
-    return PyGC_Disable();
-#else
-    return 0;
-#endif
-}
-
-static inline void
-resumeCollector(int collecting)
-{
-#if PY_VERSION_HEX >= 0x030A0000
-    if (collecting) {
-        PyGC_Enable();
-    }
-#endif
-}
-
-/* Resume the collector, run the collection the parse made due while the
- * copies it built are untracked, and track them again. */
-static void
-resumeAndRelease(DecoderCore *self, int collecting)
-{
-    resumeCollector(collecting);
-    if (self->freshCount > 0) {
-        if (collecting && !PyErr_Occurred()) {
-            collectYoungIfDue();
-        }
-        releaseFresh(self);
-    }
-}
-
-/*
  * Parse buf (the bytes held and the new ones), delivering each complete
  * top-level expression to emit (or appending it to the list received).
  * This follows pbext.codec.Decoder._decode step for step.
  */
 static int
 decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
-             PyObject *received, PyObject *first, int collecting)
+             PyObject *received, PyObject *first)
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(buf);
     Py_ssize_t end = PyBytes_GET_SIZE(buf);
@@ -2459,7 +2344,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                     list = self->spare[--self->spareCount];
                 }
                 else {
-                    list = newList(want <= end - pos ? want : 0);
+                    list = openList(want <= end - pos ? want : 0);
                 }
                 if (list == NULL) {
                     status = -1;
@@ -2476,7 +2361,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                 }
                 continue;
             }
-            item = newList(0);
+            item = PyList_New(0);
             if (item == NULL) {
                 status = -1;
                 goto done;
@@ -2582,7 +2467,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                 goto done;
             }
             if (PyList_GET_SIZE(cur) > filled) {
-                PyList_SET_ITEM(cur, filled, item);
+                setSlot(cur, filled, item);
             }
             else {
                 int rc = PyList_Append(cur, item);
@@ -2633,19 +2518,11 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
         stringLimit = end < messageLimit ? end : messageLimit;
         int rc;
         if (emit != NULL) {
-            /* The callback runs with the collector as it was, and with
-             * the message's copies tracked. */
-            resumeAndRelease(self, collecting);
             PyObject *result = PyObject_CallOneArg(emit, item);
-            collecting = pauseCollector();
             rc = result == NULL ? -1 : 0;
             Py_XDECREF(result);
         }
         else {
-            if (self->freshCount > 0) {
-                resumeAndRelease(self, collecting);
-                collecting = pauseCollector();
-            }
             rc = PyList_Append(received, item);
         }
         Py_DECREF(item);
@@ -2696,13 +2573,16 @@ done:
 /*
  * A writable buffer over the part of a long string still to come, handed
  * out by DecoderCore.receiveBuffer so a transport can receive straight
- * into the string (socket.recv_into).  It refuses new views once the
- * decoder has moved on; one still open then makes the decoder publish a
- * copy of the string, so no bytes object it returns is ever written to.
+ * into the string's buffer (socket.recv_into).  The buffer is the
+ * decoder's own bytearray, never handed to anything else; the string is
+ * copied out of it into a new bytes object once complete (bytes objects
+ * are immutable: nothing here ever writes into one that exists).  It
+ * refuses new views once the decoder has moved on; a view still open
+ * then can only write into the bytearray, which this object keeps alive.
  */
 typedef struct {
     PyObject_HEAD
-    PyObject *string;
+    PyObject *string;   /* the bytearray */
     Py_ssize_t offset, length;
     Py_ssize_t exports;
     int current;
@@ -2718,7 +2598,7 @@ ReceiveBuffer_getbuffer(ReceiveBuffer *self, Py_buffer *view, int flags)
         return -1;
     }
     if (PyBuffer_FillInfo(view, (PyObject *)self,
-                          PyBytes_AS_STRING(self->string) + self->offset,
+                          PyByteArray_AS_STRING(self->string) + self->offset,
                           self->length, 0, flags) < 0) {
         return -1;
     }
@@ -2766,16 +2646,12 @@ static PyTypeObject ReceiveBufferType = {
     .tp_as_sequence = &ReceiveBuffer_asSequence,
 };
 
-/* Stop handing out the current receive buffer, noting whether a view of it
- * is still open. */
+/* Stop handing out the current receive buffer. */
 static void
 withdrawOffer(DecoderCore *self)
 {
     ReceiveBuffer *offered = (ReceiveBuffer *)self->offered;
     if (offered != NULL) {
-        if (offered->exports > 0) {
-            self->longShared = 1;
-        }
         offered->current = 0;
         Py_CLEAR(self->offered);
     }
@@ -2799,11 +2675,11 @@ startLongString(DecoderCore *self)
     if (body < size / LONG_STRING_SHARE) {
         return 0;
     }
-    PyObject *string = PyBytes_FromStringAndSize(NULL, size);
+    PyObject *string = PyByteArray_FromStringAndSize(NULL, size);
     if (string == NULL) {
         return -1;
     }
-    char *out = PyBytes_AS_STRING(string);
+    char *out = PyByteArray_AS_STRING(string);
     Py_ssize_t skip = header;
     PyObject *chunks = self->chunks;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(chunks); i++) {
@@ -2817,7 +2693,6 @@ startLongString(DecoderCore *self)
     }
     Py_CLEAR(self->chunks);
     self->longString = string;
-    self->longShared = 0;
     return 0;
 }
 
@@ -2827,16 +2702,14 @@ static PyObject *
 finishLongString(DecoderCore *self)
 {
     withdrawOffer(self);
-    PyObject *string = self->longString;
+    PyObject *buffer = self->longString;
     self->longString = NULL;
-    if (self->longShared) {
-        /* A view of it may still be written through: publish a copy. */
-        PyObject *copy = PyBytes_FromStringAndSize(PyBytes_AS_STRING(string),
-                                                   PyBytes_GET_SIZE(string));
-        Py_DECREF(string);
-        string = copy;
-        self->longShared = 0;
-    }
+    /* Copied once into the bytes object made for it (as the Python
+     * twin's bytes(bytearray) does): a view of the buffer still open can
+     * only write into the buffer. */
+    PyObject *string = PyBytes_FromStringAndSize(
+        PyByteArray_AS_STRING(buffer), PyByteArray_GET_SIZE(buffer));
+    Py_DECREF(buffer);
     self->messageBytes += self->need;
     self->have = 0;
     self->need = 0;
@@ -2849,13 +2722,7 @@ parseHeld(DecoderCore *self, PyObject *buf, PyObject *emit,
           PyObject *received, PyObject *first)
 {
     self->busy = 1;
-    int collecting = pauseCollector();
-    int rc = decodeBuffer(self, buf, emit, received, first, collecting);
-    resumeCollector(collecting);
-    if (rc < 0) {
-        /* The message is abandoned. */
-        releaseFresh(self);
-    }
+    int rc = decodeBuffer(self, buf, emit, received, first);
     self->busy = 0;
     Py_DECREF(buf);
     if (rc == 0) {
@@ -2907,7 +2774,7 @@ decode(DecoderCore *self, PyObject *data, PyObject *emit, PyObject *received)
         Py_ssize_t size = PyBytes_GET_SIZE(buf);
         Py_ssize_t room = self->need - self->have;
         Py_ssize_t n = size < room ? size : room;
-        memcpy(PyBytes_AS_STRING(self->longString) + self->longSize - room,
+        memcpy(PyByteArray_AS_STRING(self->longString) + self->longSize - room,
                PyBytes_AS_STRING(buf), n);
         self->have += n;
         if (self->have < self->need) {
@@ -4994,9 +4861,19 @@ convertNode(PyObject *list)
     return NOT_PLAIN_C;
 }
 
-/* The plain jelly of a value convertNode made (a new reference), in
- * which the objects it built for registered types stay as they are, as
- * [PREBUILT, object] (pbext._jelly.Unjellier returns the object). */
+/*
+ * The plain jelly of a value the decoder made (a new reference), in which
+ * the objects it built for registered types stay as they are, as
+ * [PREBUILT, object] (pbext._jelly.Unjellier returns the object).
+ *
+ * The decoder's values are trees it has just built from the bytes, so
+ * this walk keeps no identity set: the same object met twice is one of
+ * the interpreter's shared constants (the empty tuple, an empty
+ * frozenset, a small int, an interned str), which the full unjellier
+ * makes equal values of, and which an identity check would wrongly call
+ * shared.  It runs no Python code (the containers are exact builtins the
+ * decoder owns, the keys exact strs, bytes, numbers or such containers).
+ */
 static PyObject *
 jellyBack(PyObject *value)
 {
@@ -5006,17 +4883,97 @@ jellyBack(PyObject *value)
         Py_INCREF(value);
         return value;
     }
-    Seen seen;
-    if (seenInit(&seen) < 0) {
+    if (kind == &PyUnicode_Type) {
+        return pair(s_unicode, PyUnicode_AsUTF8String(value));
+    }
+    if (value == Py_None) {
+        PyObject *list = PyList_New(1);
+        if (list != NULL) {
+            Py_INCREF(s_None);
+            PyList_SET_ITEM(list, 0, s_None);
+        }
+        return list;
+    }
+    if (kind == &PyBool_Type) {
+        PyObject *word = value == Py_True ? s_true : s_false;
+        Py_INCREF(word);
+        return pair(s_boolean, word);
+    }
+    PyObject *tag;
+    if (kind == &PyDict_Type) {
+        tag = s_dictionary;
+    }
+    else if (kind == &PyList_Type) {
+        tag = s_list;
+    }
+    else if (kind == &PyTuple_Type) {
+        tag = s_tuple;
+    }
+    else if (kind == &PySet_Type) {
+        tag = s_set;
+    }
+    else if (kind == &PyFrozenSet_Type) {
+        tag = s_frozenset;
+    }
+    else {
+        /* An object built for a registered type. */
+        Py_INCREF(value);
+        return pair(Prebuilt, value);
+    }
+    if (Py_EnterRecursiveCall(" while jellying a decoded value back")) {
         return NULL;
     }
-    seen.wrap = 1;
-    PyObject *sexp = jellyNode(value, &seen);
-    seenRelease(&seen);
-    if (sexp == NOT_PLAIN_C) {
-        PyErr_SetString(PyExc_RuntimeError, "a decoded value is not plain");
-        return NULL;
+    PyObject *sexp = PyList_New(1);
+    if (sexp == NULL) {
+        goto out;
     }
+    Py_INCREF(tag);
+    PyList_SET_ITEM(sexp, 0, tag);
+    if (kind == &PyDict_Type) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *item;
+        while (PyDict_Next(value, &pos, &key, &item)) {
+            PyObject *k = jellyBack(key);
+            PyObject *v = k == NULL ? NULL : jellyBack(item);
+            PyObject *entry = v == NULL ? NULL : PyList_New(2);
+            if (entry == NULL) {
+                Py_XDECREF(k);
+                Py_XDECREF(v);
+                Py_CLEAR(sexp);
+                goto out;
+            }
+            PyList_SET_ITEM(entry, 0, k);
+            PyList_SET_ITEM(entry, 1, v);
+            int rc = PyList_Append(sexp, entry);
+            Py_DECREF(entry);
+            if (rc < 0) {
+                Py_CLEAR(sexp);
+                goto out;
+            }
+        }
+        goto out;
+    }
+    PyObject *iterator = PyObject_GetIter(value);
+    if (iterator == NULL) {
+        Py_CLEAR(sexp);
+        goto out;
+    }
+    PyObject *element;
+    while ((element = PyIter_Next(iterator)) != NULL) {
+        PyObject *j = jellyBack(element);
+        Py_DECREF(element);
+        int rc = j == NULL ? -1 : PyList_Append(sexp, j);
+        Py_XDECREF(j);
+        if (rc < 0) {
+            break;
+        }
+    }
+    Py_DECREF(iterator);
+    if (PyErr_Occurred()) {
+        Py_CLEAR(sexp);
+    }
+out:
+    Py_LeaveRecursiveCall();
     return sexp;
 }
 
@@ -5138,19 +5095,6 @@ PyInit__speedups(void)
         PyType_Ready(&ReceiveBufferType) < 0 ||
         PyType_Ready(&JelliedType) < 0 || PyType_Ready(&EncodedType) < 0) {
         return NULL;
-    }
-    if (gcCollect == NULL) {
-        PyObject *gc = PyImport_ImportModule("gc");
-        if (gc == NULL) {
-            return NULL;
-        }
-        gcGetCount = PyObject_GetAttrString(gc, "get_count");
-        gcGetThreshold = PyObject_GetAttrString(gc, "get_threshold");
-        gcCollect = PyObject_GetAttrString(gc, "collect");
-        Py_DECREF(gc);
-        if (gcGetCount == NULL || gcGetThreshold == NULL || gcCollect == NULL) {
-            return NULL;
-        }
     }
     if (NotPlainError == NULL) {
         NotPlainError = PyErr_NewExceptionWithDoc(
