@@ -794,6 +794,12 @@ class Broker(pb.Broker):
         except FramingError as e:
             self._dropConnection("framingError", str(e), limit=e.limit)
             return
+        except Exception as e:
+            # Anything else going wrong with the peer's bytes (a value the
+            # decoder cannot build, a bug of pbext's) is this peer's
+            # problem only: never an error out of dataReceived.
+            self._dropConnection("decodingError", f"{type(e).__name__}: {e}")
+            return
         timers = self._timers
         if decoder.messageStarted:
             if "messageTimeout" not in timers:
