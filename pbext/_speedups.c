@@ -779,13 +779,13 @@ runEncoder(PyObject *args, PyObject *kwargs, int pieces)
 }
 
 static PyObject *
-speedups_encode(PyObject *module, PyObject *args, PyObject *kwargs)
+speedups_encode(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     return runEncoder(args, kwargs, 0);
 }
 
 static PyObject *
-speedups_encodePieces(PyObject *module, PyObject *args, PyObject *kwargs)
+speedups_encodePieces(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     return runEncoder(args, kwargs, 1);
 }
@@ -2607,7 +2607,7 @@ ReceiveBuffer_getbuffer(ReceiveBuffer *self, Py_buffer *view, int flags)
 }
 
 static void
-ReceiveBuffer_releasebuffer(ReceiveBuffer *self, Py_buffer *view)
+ReceiveBuffer_releasebuffer(ReceiveBuffer *self, Py_buffer *Py_UNUSED(view))
 {
     self->exports--;
 }
@@ -2822,7 +2822,7 @@ decode(DecoderCore *self, PyObject *data, PyObject *emit, PyObject *received)
 }
 
 static PyObject *
-DecoderCore_receiveBuffer(DecoderCore *self, PyObject *unused)
+DecoderCore_receiveBuffer(DecoderCore *self, PyObject *Py_UNUSED(unused))
 {
     if (self->longString == NULL || self->failure != NULL || self->busy) {
         Py_RETURN_NONE;
@@ -2975,13 +2975,13 @@ DecoderCore_setPlainTypes(DecoderCore *self, PyObject *types)
 }
 
 static PyObject *
-DecoderCore_getPendingBytes(DecoderCore *self, void *closure)
+DecoderCore_getPendingBytes(DecoderCore *self, void *Py_UNUSED(closure))
 {
     return PyLong_FromSsize_t(self->messageBytes + self->have);
 }
 
 static PyObject *
-DecoderCore_getWantedBytes(DecoderCore *self, void *closure)
+DecoderCore_getWantedBytes(DecoderCore *self, void *Py_UNUSED(closure))
 {
     Py_ssize_t wanted = self->chunks != NULL || self->longString != NULL
                             ? self->need - self->have
@@ -2990,7 +2990,7 @@ DecoderCore_getWantedBytes(DecoderCore *self, void *closure)
 }
 
 static PyObject *
-DecoderCore_getMessageStarted(DecoderCore *self, void *closure)
+DecoderCore_getMessageStarted(DecoderCore *self, void *Py_UNUSED(closure))
 {
     return PyBool_FromLong(self->messageBytes + self->have > 0);
 }
@@ -3429,7 +3429,7 @@ valueAndTypes(const char *function, PyObject *const *args, Py_ssize_t nargs,
 }
 
 static PyObject *
-speedups_jellyPlain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+speedups_jellyPlain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *obj, *types;
     if (checkConfigured() < 0 ||
@@ -4138,7 +4138,7 @@ checkValue(PyObject *value, PyObject *types, Py_ssize_t budget)
 }
 
 static PyObject *
-speedups_isPlain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+speedups_isPlain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *obj, *types;
     if (valueAndTypes("isPlain", args, nargs, &obj, &types) < 0) {
@@ -4152,7 +4152,7 @@ speedups_isPlain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static int
-encodeJellied(Encoder *e, PyObject *item, int depth)
+encodeJellied(Encoder *e, PyObject *item, int Py_UNUSED(depth))
 {
     Seen seen;
     if (seenInit(&seen) < 0) {
@@ -4190,13 +4190,13 @@ Encoded_dealloc(Encoded *self)
 }
 
 static PyObject *
-Encoded_getPieces(Encoded *self, void *closure)
+Encoded_getPieces(Encoded *self, void *Py_UNUSED(closure))
 {
     return PyList_GetSlice(self->pieces, 0, PyList_GET_SIZE(self->pieces));
 }
 
 static PyObject *
-Encoded_getSize(Encoded *self, void *closure)
+Encoded_getSize(Encoded *self, void *Py_UNUSED(closure))
 {
     return PyLong_FromSsize_t(self->size);
 }
@@ -4309,7 +4309,7 @@ PyDoc_STRVAR(encodeIfPlain_doc,
 "large to send) are raised.");
 
 static PyObject *
-speedups_encodeIfPlain(PyObject *module, PyObject *const *args,
+speedups_encodeIfPlain(PyObject *Py_UNUSED(module), PyObject *const *args,
                        Py_ssize_t nargs)
 {
     PyObject *value, *types;
@@ -4331,7 +4331,7 @@ PyDoc_STRVAR(preparePlain_doc,
 "it is plain, None if not.");
 
 static PyObject *
-speedups_preparePlain(PyObject *module, PyObject *const *args,
+speedups_preparePlain(PyObject *Py_UNUSED(module), PyObject *const *args,
                       Py_ssize_t nargs)
 {
     PyObject *value, *types;
@@ -4984,7 +4984,7 @@ PyDoc_STRVAR(unjellyPlain_doc,
 "receive specs of the registered types to build too.");
 
 static PyObject *
-speedups_unjellyPlain(PyObject *module, PyObject *const *args,
+speedups_unjellyPlain(PyObject *Py_UNUSED(module), PyObject *const *args,
                       Py_ssize_t nargs)
 {
     PyObject *sexp, *types;
@@ -5012,7 +5012,7 @@ PyDoc_STRVAR(configure_doc,
 "way of pbext._jelly).  Called by those modules when they import.");
 
 static PyObject *
-speedups_configure(PyObject *module, PyObject *args, PyObject *kwargs)
+speedups_configure(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"framingError", "bananaError", "plain",
                                "intToken", "sizeLimit", "notPlain",
