@@ -11,13 +11,24 @@ import gc
 import weakref
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from pbext import codec
 from pbext._accelerator import speedups
 from tests._hostile import HostileMixin, callMessage, flattenBytes, wireMessage
-from tests.test_plaintypes import INCOMING, OUTGOING, TYPES, Flat, fullJelly
+from tests._parity import checkDecoding, checkUnjelly
+from tests.test_plaintypes import (
+    INCOMING,
+    OUTGOING,
+    TWIN,
+    TYPES,
+    Flat,
+    fullJelly,
+    stateExpressions,
+)
 
 #: Two empty tuples (the interpreter's one shared empty tuple, twice) and a
 #: jelly reference after them in the same list, so that the values decoded
@@ -241,6 +252,121 @@ class SharedConstantsTests(SynchronousTestCase):
         self.assertEqual(fast, slow)
         empties = [(), (), frozenset(), frozenset(), 1, 1]
         self.assertEqual(fast, ([empties, ["x", "x"], ["x", "x"]],))
+
+
+#: Atoms a peer may put anywhere: words of jelly, texts right and wrong,
+#: numbers (the shared small ints among them).
+atoms = st.one_of(
+    st.sampled_from(
+        [b"true", b"false", b"x", b"\xff", b"", b"unicode", b"tuple", b"None"]
+    ),
+    st.integers(min_value=-3, max_value=3),
+    st.integers(),
+    st.floats(allow_nan=False),
+)
+#: Tags, plain or not, registered or not.
+tags = st.sampled_from(
+    [
+        b"unicode",
+        b"tuple",
+        b"tuple",
+        b"list",
+        b"dictionary",
+        b"set",
+        b"frozenset",
+        b"frozenset",
+        b"None",
+        b"boolean",
+        b"reference",
+        b"dereference",
+        b"t.Flat",
+        b"t.Point",
+        b"t.Positive",
+        b"nonesuch",
+    ]
+)
+
+
+def _expression(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.builds(lambda t, rest: [t, *rest], tags, st.lists(children, max_size=4)),
+        st.builds(
+            lambda pairs: [b"dictionary", *[[k, v] for k, v in pairs]],
+            st.lists(st.tuples(children, children), max_size=3),
+        ),
+        st.builds(lambda t: [t], tags),
+        st.builds(lambda n, e: [b"reference", n, e], st.integers(1, 3), children),
+        st.builds(lambda n: [b"dereference", n], st.integers(1, 3)),
+    )
+
+
+#: Jelly expressions, well formed or not, as a peer may send them.
+expressions = st.recursive(
+    st.one_of(atoms, stateExpressions), _expression, max_leaves=16
+)
+
+
+class ParityTests(SynchronousTestCase):
+    """
+    The C accelerator's decoder (raw and plain-jelly), plain unjellier and
+    the Python twin agree on every input: the same expressions, the same
+    values handed to application code, the same errors.
+    """
+
+    @TWIN
+    @given(
+        st.lists(expressions, min_size=1, max_size=3),
+        st.lists(st.integers(min_value=0, max_value=400), max_size=4),
+        st.booleans(),
+    )
+    def test_expressions(
+        self, elements: list[Any], cuts: list[int], receiveBuffer: bool
+    ) -> None:
+        """
+        A message of random jelly expressions, at any chunking.
+        """
+        data = codec._encodePython([b"answer", 1, *elements], OUTGOING)
+        checkDecoding(data, cuts, {}, True, receiveBuffer)
+
+    @TWIN
+    @given(
+        expressions,
+        st.integers(min_value=1, max_value=12),
+        st.integers(min_value=2, max_value=80),
+        st.integers(min_value=1, max_value=400),
+    )
+    def test_limits(self, element: Any, depth: int, tokens: int, size: int) -> None:
+        """
+        Random expressions under low limits: the same limit is reported
+        at the same point.
+        """
+        data = codec._encodePython([b"answer", 1, element], OUTGOING)
+        limits = {
+            "maxDepth": depth,
+            "maxMessageTokens": tokens,
+            "maxMessageBytes": size,
+            "maxListLength": max(tokens // 2, 1),
+            "maxStringBytes": max(size // 4, 1),
+        }
+        checkDecoding(data, [size // 2], limits, True)
+
+    @TWIN
+    @given(expressions)
+    def test_unjellyPlain(self, sexp: Any) -> None:
+        """
+        The C plain unjellier, then the full one where it steps aside,
+        gives what the Python twin gives.
+        """
+        checkUnjelly(sexp)
+
+    def test_sharedConstants(self) -> None:
+        """
+        The input of issue 19 (two empty tuples, then a reference) decodes
+        the same on both paths.
+        """
+        data = codec._encodePython([b"answer", 1, SHARED_EMPTY], OUTGOING)
+        for cut in range(0, len(data), 7):
+            checkDecoding(data, [cut], {}, True)
 
 
 class PeerDecodingTests(HostileMixin, TestCase):
