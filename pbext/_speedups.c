@@ -1189,6 +1189,34 @@ wrapJellied(PyObject *value)
     return (PyObject *)wrapper;
 }
 
+/* Jelly back the values already made in the first n elements of a VALUE
+ * list that proved not plain (in the [key, value] pair lists of a
+ * dictionary's if pairs), so that the full unjellier reads it as the
+ * expression it was. */
+static int
+jellyBackElements(PyObject *list, Py_ssize_t n, int pairs)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *element = PyList_GET_ITEM(list, i);
+        if (pairs && i > 0 && Py_TYPE(element) == &PyList_Type) {
+            for (Py_ssize_t j = 0; j < PyList_GET_SIZE(element); j++) {
+                PyObject *back = jellyBack(PyList_GET_ITEM(element, j));
+                if (back == NULL) {
+                    return -1;
+                }
+                setSlot(element, j, back);
+            }
+            continue;
+        }
+        PyObject *back = jellyBack(element);
+        if (back == NULL) {
+            return -1;
+        }
+        setSlot(list, i, back);
+    }
+    return 0;
+}
+
 /* Turn the open VALUE and PAIR lists from level up RAW, jellying back the
  * values already made in them. */
 static int
@@ -1199,26 +1227,9 @@ makeRaw(DecoderCore *self, Py_ssize_t level)
         if (role == ROLE_RAW || role == ROLE_MESSAGE) {
             break;
         }
-        PyObject *list = self->lists[l];
-        Py_ssize_t n = self->filled[l];
         int pairs = role == ROLE_VALUE && self->dicts[l] == NODE_DICTIONARY;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *element = PyList_GET_ITEM(list, i);
-            if (pairs && i > 0 && Py_TYPE(element) == &PyList_Type) {
-                for (Py_ssize_t j = 0; j < PyList_GET_SIZE(element); j++) {
-                    PyObject *back = jellyBack(PyList_GET_ITEM(element, j));
-                    if (back == NULL) {
-                        return -1;
-                    }
-                    setSlot(element, j, back);
-                }
-                continue;
-            }
-            PyObject *back = jellyBack(element);
-            if (back == NULL) {
-                return -1;
-            }
-            setSlot(list, i, back);
+        if (jellyBackElements(self->lists[l], self->filled[l], pairs) < 0) {
+            return -1;
         }
         self->roles[l] = ROLE_RAW;
     }
@@ -1381,14 +1392,12 @@ completed(DecoderCore *self, Py_ssize_t top, PyObject **item)
         return -1;
     }
     if (value == NOT_PLAIN_C) {
-        if (node == NODE_TYPED && PyList_GET_SIZE(*item) == 2) {
-            /* Left to the full unjellier, which needs the state as an
-             * expression (it may upgrade it, or must refuse it). */
-            PyObject *back = jellyBack(PyList_GET_ITEM(*item, 1));
-            if (back == NULL) {
-                return -1;
-            }
-            setSlot(*item, 1, back);
+        /* Left to the full unjellier, which needs the values made in it
+         * as expressions (it may upgrade a registered type's state, or
+         * must refuse it, or a set of unhashable values). */
+        if (jellyBackElements(*item, PyList_GET_SIZE(*item),
+                              node == NODE_DICTIONARY) < 0) {
+            return -1;
         }
         return 1;
     }

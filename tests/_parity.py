@@ -127,7 +127,7 @@ def checkDecoding(
     if speedups is None:
         return
     c, cOutcome = _decode(data, cuts, limits, vocabulary, True, False, receiveBuffer)
-    if (c, cOutcome) != (py, pyOutcome):
+    if cOutcome != pyOutcome or not _same(c, py):
         raise Mismatch(f"raw decoding: C {c!r} {cOutcome} / Python {py!r} {pyOutcome}")
     fused, fusedOutcome = _decode(
         data, cuts, limits, vocabulary, True, True, receiveBuffer
