@@ -359,6 +359,20 @@ class ParityTests(SynchronousTestCase):
         """
         checkUnjelly(sexp)
 
+    def test_unhashableSetElements(self) -> None:
+        """
+        A set whose elements (decoded as values) cannot be hashed reaches
+        the full unjellier as the expression it was sent as, which
+        refuses it as it refuses the Python path's.
+        """
+        element = [b"set", [b"list", b"x"], [b"tuple"], -300]
+        data = codec._encodePython([b"answer", 1, element, 2], OUTGOING)
+        checkDecoding(data, [], {}, True)
+        decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+        decoder.setPlainJelly(True)
+        (message,) = decoder.feed(data)
+        self.assertEqual(message[2], element)
+
     def test_sharedConstants(self) -> None:
         """
         The input of issue 19 (two empty tuples, then a reference) decodes

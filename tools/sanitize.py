@@ -156,12 +156,22 @@ def main(argv: list[str]) -> int:
     if subprocess.run([sys.executable, "-c", check], cwd=tree, env=env).returncode:
         print("FAILED: the sanitized build is not the one imported")
         return 1
-    done = subprocess.run(
+    trial = subprocess.Popen(
         [sys.executable, "-m", "twisted.trial", "--reporter=text", *tests],
         cwd=tree,
         env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    return done.returncode
+    assert trial.stdout is not None
+    for line in trial.stdout:
+        # Named, so that CI's summary of the whole suite's trial run
+        # (the last line starting "PASSED (" or "FAILED (") is not this.
+        if line.startswith(("PASSED (", "FAILED (")):
+            line = f"sanitized build: {line}"
+        print(line, end="", flush=True)
+    return trial.wait()
 
 
 if __name__ == "__main__":
