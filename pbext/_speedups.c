@@ -840,12 +840,16 @@ typedef struct {
     /* The declared length of the string whose header starts the held
      * bytes (0 if they hold no string's header). */
     Py_ssize_t longSize;
-    /* A long string being received in place (see startLongString): a
-     * bytearray of its final size, private to the decoder, filled up to
+    /* A long string being received in place (see startLongString): the
+     * bytes object of its final size, just made and seen by nothing but
+     * this decoder until it is complete, filled (by memcpy, here) up to
      * its last longSize - (need - have) bytes; chunks is NULL meanwhile. */
     PyObject *longString;
-    /* The receive buffer last handed out for longString, or NULL. */
+    /* The receive buffer last handed out for longString, or NULL; and the
+     * bytearray its bytes are received into (see receiveBuffer), kept
+     * while longString is. */
     PyObject *offered;
+    PyObject *stage;
     /* The lists being filled, outermost first, with declared lengths. */
     PyObject **lists;
     Py_ssize_t *wants;      /* declared lengths */
@@ -929,6 +933,7 @@ DecoderCore_traverse(DecoderCore *self, visitproc visit, void *arg)
     }
     Py_VISIT(self->chunks);
     Py_VISIT(self->longString);
+    Py_VISIT(self->stage);
     Py_VISIT(self->offered);
     Py_VISIT(self->failure);
     /* The lists being filled hold a placeholder (None) in every slot not
@@ -990,6 +995,7 @@ DecoderCore_clear(DecoderCore *self)
     Py_CLEAR(self->lastSpec);
     Py_CLEAR(self->chunks);
     Py_CLEAR(self->longString);
+    Py_CLEAR(self->stage);
     Py_CLEAR(self->offered);
     Py_CLEAR(self->failure);
     clearStack(self);
@@ -2579,19 +2585,25 @@ done:
  * most this many times the bytes it sent. */
 #define LONG_STRING_SHARE 16
 
+/* The most bytes a receive buffer holds: small enough to be memory the
+ * allocator reuses warm from one string to the next, large enough that a
+ * long string takes few reads. */
+#define STAGE_SIZE (64 * 1024)
+
 /*
- * A writable buffer over the part of a long string still to come, handed
- * out by DecoderCore.receiveBuffer so a transport can receive straight
- * into the string's buffer (socket.recv_into).  The buffer is the
- * decoder's own bytearray, never handed to anything else; the string is
- * copied out of it into a new bytes object once complete (bytes objects
- * are immutable: nothing here ever writes into one that exists).  It
- * refuses new views once the decoder has moved on; a view still open
- * then can only write into the bytearray, which this object keeps alive.
+ * A writable buffer for the next bytes of a long string, handed out by
+ * DecoderCore.receiveBuffer so that a transport can receive them with
+ * socket.recv_into: a view of the start of the decoder's own bytearray
+ * (its stage), never of the string, which bufferFilled then fills from
+ * it.  So no buffer handed out ever writes into a bytes object: the
+ * string is written only by this module's memcpy, between its creation
+ * and its delivery, as the C API allows for a bytes object just made.
+ * It refuses new views once the decoder has moved on; a view still open
+ * then can only write into the stage, which this object keeps alive.
  */
 typedef struct {
     PyObject_HEAD
-    PyObject *string;   /* the bytearray */
+    PyObject *string;   /* the stage: a bytearray */
     Py_ssize_t offset, length;
     Py_ssize_t exports;
     int current;
@@ -2655,7 +2667,8 @@ static PyTypeObject ReceiveBufferType = {
     .tp_as_sequence = &ReceiveBuffer_asSequence,
 };
 
-/* Stop handing out the current receive buffer. */
+/* Stop handing out the current receive buffer (bytes written into it
+ * since are ignored). */
 static void
 withdrawOffer(DecoderCore *self)
 {
@@ -2684,11 +2697,11 @@ startLongString(DecoderCore *self)
     if (body < size / LONG_STRING_SHARE) {
         return 0;
     }
-    PyObject *string = PyByteArray_FromStringAndSize(NULL, size);
+    PyObject *string = PyBytes_FromStringAndSize(NULL, size);
     if (string == NULL) {
         return -1;
     }
-    char *out = PyByteArray_AS_STRING(string);
+    char *out = PyBytes_AS_STRING(string);
     Py_ssize_t skip = header;
     PyObject *chunks = self->chunks;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(chunks); i++) {
@@ -2711,14 +2724,9 @@ static PyObject *
 finishLongString(DecoderCore *self)
 {
     withdrawOffer(self);
-    PyObject *buffer = self->longString;
+    PyObject *string = self->longString;
     self->longString = NULL;
-    /* Copied once into the bytes object made for it (as the Python
-     * twin's bytes(bytearray) does): a view of the buffer still open can
-     * only write into the buffer. */
-    PyObject *string = PyBytes_FromStringAndSize(
-        PyByteArray_AS_STRING(buffer), PyByteArray_GET_SIZE(buffer));
-    Py_DECREF(buffer);
+    Py_CLEAR(self->stage);
     self->messageBytes += self->need;
     self->have = 0;
     self->need = 0;
@@ -2783,7 +2791,7 @@ decode(DecoderCore *self, PyObject *data, PyObject *emit, PyObject *received)
         Py_ssize_t size = PyBytes_GET_SIZE(buf);
         Py_ssize_t room = self->need - self->have;
         Py_ssize_t n = size < room ? size : room;
-        memcpy(PyByteArray_AS_STRING(self->longString) + self->longSize - room,
+        memcpy(PyBytes_AS_STRING(self->longString) + self->longSize - room,
                PyBytes_AS_STRING(buf), n);
         self->have += n;
         if (self->have < self->need) {
@@ -2837,15 +2845,22 @@ DecoderCore_receiveBuffer(DecoderCore *self, PyObject *Py_UNUSED(unused))
         Py_RETURN_NONE;
     }
     withdrawOffer(self);
+    Py_ssize_t room = self->need - self->have;
+    Py_ssize_t length = room < STAGE_SIZE ? room : STAGE_SIZE;
+    if (self->stage == NULL) {
+        self->stage = PyByteArray_FromStringAndSize(NULL, STAGE_SIZE);
+        if (self->stage == NULL) {
+            return NULL;
+        }
+    }
     ReceiveBuffer *offer = PyObject_New(ReceiveBuffer, &ReceiveBufferType);
     if (offer == NULL) {
         return NULL;
     }
-    Py_ssize_t room = self->need - self->have;
-    Py_INCREF(self->longString);
-    offer->string = self->longString;
-    offer->offset = self->longSize - room;
-    offer->length = room;
+    Py_INCREF(self->stage);
+    offer->string = self->stage;
+    offer->offset = 0;
+    offer->length = length;
     offer->exports = 0;
     offer->current = 1;
     Py_INCREF(offer);
@@ -2868,13 +2883,19 @@ DecoderCore_bufferFilled(DecoderCore *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "no receive buffer is outstanding");
         return NULL;
     }
-    if (count < 0 || count > self->need - self->have) {
+    Py_ssize_t length = ((ReceiveBuffer *)self->offered)->length;
+    if (count < 0 || count > length) {
         PyErr_Format(PyExc_ValueError,
                      "%zd bytes cannot fill a receive buffer of %zd", count,
-                     self->need - self->have);
+                     length);
         return NULL;
     }
     withdrawOffer(self);
+    /* The bytes received into the stage, copied where they belong in the
+     * string (which nothing else sees until it is complete). */
+    Py_ssize_t room = self->need - self->have;
+    memcpy(PyBytes_AS_STRING(self->longString) + self->longSize - room,
+           PyByteArray_AS_STRING(self->stage), count);
     self->have += count;
     if (self->have < self->need) {
         Py_RETURN_NONE;

@@ -206,19 +206,25 @@ class DecodedValuesTests(SynchronousTestCase):
             decoder = codec.Decoder(vocabulary=INCOMING, accelerated=accelerated)
             received: list[Any] = []
             decoder.feedTo(data[:20_000], received.append)
-            buffer = decoder.receiveBuffer()
-            self.assertIsNotNone(buffer)
-            view = memoryview(buffer)
-            rest = data[20_000:]
-            view[: len(rest)] = rest
-            decoder.bufferFilled(len(rest), received.append)
+            at = 20_000
+            views = []
+            while not received:
+                buffer = decoder.receiveBuffer()
+                self.assertIsNotNone(buffer)
+                view = memoryview(buffer)
+                views.append(view)
+                count = min(len(view), len(data) - at)
+                view[:count] = data[at : at + count]
+                at += count
+                decoder.bufferFilled(count, received.append)
             (message,) = received
             self.assertIs(type(message[2]), bytes)
             self.assertEqual(message[2], blob)
-            # Writing through the old view changes nothing delivered.
-            view[:4] = b"XXXX"
+            # Writing through the old views changes nothing delivered.
+            for view in views:
+                view[:4] = b"XXXX"
+                view.release()
             self.assertEqual(message[2], blob)
-            view.release()
 
 
 class SharedConstantsTests(SynchronousTestCase):
@@ -368,6 +374,8 @@ class ParityTests(SynchronousTestCase):
         element = [b"set", [b"list", b"x"], [b"tuple"], -300]
         data = codec._encodePython([b"answer", 1, element, 2], OUTGOING)
         checkDecoding(data, [], {}, True)
+        if speedups is None:
+            self.skipTest("the C accelerator is not built")
         decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
         decoder.setPlainJelly(True)
         (message,) = decoder.feed(data)
