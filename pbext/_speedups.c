@@ -380,21 +380,15 @@ checkConfigured(void)
 }
 
 /*
- * A new list for an s-expression, which the garbage collector never
- * tracks.  Decoded and jellied s-expressions hold only strings, numbers
- * and other such lists, all made here, so they cannot be part of a
- * reference cycle; yet a 100 KB message makes tens of thousands of them,
- * and tracked they would make the collector run (and walk the whole
- * heap) many times per message.  Its elements are NULL until set.
+ * A new list for an s-expression, of size elements that are NULL until
+ * set.  It is an ordinary list, tracked by the garbage collector like any
+ * other: the caller sets every element before any Python code can run
+ * (which could find the list through the collector and read a NULL).
  */
 static PyObject *
 newList(Py_ssize_t size)
 {
-    PyObject *list = PyList_New(size);
-    if (list != NULL) {
-        PyObject_GC_UnTrack(list);
-    }
-    return list;
+    return PyList_New(size);
 }
 
 /* ------------------------------------------------------------------ */
@@ -966,13 +960,13 @@ runEncoder(PyObject *args, PyObject *kwargs, int pieces)
 }
 
 static PyObject *
-speedups_encode(PyObject *module, PyObject *args, PyObject *kwargs)
+speedups_encode(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     return runEncoder(args, kwargs, 0);
 }
 
 static PyObject *
-speedups_encodePieces(PyObject *module, PyObject *args, PyObject *kwargs)
+speedups_encodePieces(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     return runEncoder(args, kwargs, 1);
 }
@@ -1028,13 +1022,15 @@ typedef struct {
      * bytes (0 if they hold no string's header). */
     Py_ssize_t longSize;
     /* A long string being received in place (see startLongString): the
-     * bytes object of its final size, filled up to its last longSize -
-     * (need - have) bytes; chunks is NULL meanwhile. */
+     * bytes object of its final size, just made and seen by nothing but
+     * this decoder until it is complete, filled (by memcpy, here) up to
+     * its last longSize - (need - have) bytes; chunks is NULL meanwhile. */
     PyObject *longString;
-    /* The receive buffer last handed out for longString, or NULL; and
-     * whether one that may still be written through was withdrawn. */
+    /* The receive buffer last handed out for longString, or NULL; and the
+     * bytearray its bytes are received into (see receiveBuffer), kept
+     * while longString is. */
     PyObject *offered;
-    int longShared;
+    PyObject *stage;
     /* The lists being filled, outermost first, with declared lengths. */
     PyObject **lists;
     Py_ssize_t *wants;      /* declared lengths */
@@ -1055,11 +1051,6 @@ typedef struct {
     Py_ssize_t tokens, messageBytes;
     PyObject *failure;      /* (limit, message) once failed, or NULL */
     int busy;
-    /* Copies built straight from the bytes during this parse, which the
-     * collector does not track until it ends (see keepFresh): new
-     * references. */
-    PyObject **fresh;
-    Py_ssize_t freshCount, freshCapacity;
 } DecoderCore;
 
 static Py_ssize_t
@@ -1123,11 +1114,19 @@ DecoderCore_traverse(DecoderCore *self, visitproc visit, void *arg)
     }
     Py_VISIT(self->chunks);
     Py_VISIT(self->longString);
+    Py_VISIT(self->stage);
     Py_VISIT(self->offered);
     Py_VISIT(self->failure);
-    /* The lists being filled are untracked s-expression lists (see
-     * newList): not visited, so no partly filled list is ever shown to
-     * Python code. */
+    /* The lists being filled hold a placeholder (None) in every slot not
+     * filled yet (see openList), so showing them is safe. */
+    for (Py_ssize_t i = 0; i < self->depth; i++) {
+        Py_VISIT(self->lists[i]);
+    }
+    if (self->spare != NULL) {
+        for (int i = 0; i < self->spareCount; i++) {
+            Py_VISIT(self->spare[i]);
+        }
+    }
     return 0;
 }
 
@@ -1168,18 +1167,16 @@ releaseCaches(DecoderCore *self)
     }
 }
 
-static void releaseFresh(DecoderCore *self);
-
 static int
 DecoderCore_clear(DecoderCore *self)
 {
-    releaseFresh(self);
     Py_CLEAR(self->vocabulary);
     Py_CLEAR(self->plainTypes);
     Py_CLEAR(self->lastTag);
     Py_CLEAR(self->lastSpec);
     Py_CLEAR(self->chunks);
     Py_CLEAR(self->longString);
+    Py_CLEAR(self->stage);
     Py_CLEAR(self->offered);
     Py_CLEAR(self->failure);
     clearStack(self);
@@ -1334,6 +1331,36 @@ pushList(DecoderCore *self, PyObject *list, Py_ssize_t want)
 }
 
 
+/*
+ * A list the parser fills element by element: of size slots, each None
+ * until the parser sets it (with setSlot).  Python code runs while it is
+ * being filled (the constructors and checkers of registered types, the
+ * callback of feedTo), and the list is tracked by the garbage collector
+ * like any other, so it is never left with an empty (NULL) slot that
+ * such code could find through the collector.
+ */
+static PyObject *
+openList(Py_ssize_t size)
+{
+    PyObject *list = PyList_New(size);
+    if (list != NULL) {
+        for (Py_ssize_t i = 0; i < size; i++) {
+            Py_INCREF(Py_None);
+            PyList_SET_ITEM(list, i, Py_None);
+        }
+    }
+    return list;
+}
+
+/* Set slot i of a list (a placeholder or a value), stealing item. */
+static inline void
+setSlot(PyObject *list, Py_ssize_t i, PyObject *item)
+{
+    PyObject *old = PyList_GET_ITEM(list, i);
+    PyList_SET_ITEM(list, i, item);
+    Py_XDECREF(old);
+}
+
 /* Jellied(value), stealing value. */
 static PyObject *
 wrapJellied(PyObject *value)
@@ -1349,6 +1376,34 @@ wrapJellied(PyObject *value)
     return (PyObject *)wrapper;
 }
 
+/* Jelly back the values already made in the first n elements of a VALUE
+ * list that proved not plain (in the [key, value] pair lists of a
+ * dictionary's if pairs), so that the full unjellier reads it as the
+ * expression it was. */
+static int
+jellyBackElements(PyObject *list, Py_ssize_t n, int pairs)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *element = PyList_GET_ITEM(list, i);
+        if (pairs && i > 0 && Py_TYPE(element) == &PyList_Type) {
+            for (Py_ssize_t j = 0; j < PyList_GET_SIZE(element); j++) {
+                PyObject *back = jellyBack(PyList_GET_ITEM(element, j));
+                if (back == NULL) {
+                    return -1;
+                }
+                setSlot(element, j, back);
+            }
+            continue;
+        }
+        PyObject *back = jellyBack(element);
+        if (back == NULL) {
+            return -1;
+        }
+        setSlot(list, i, back);
+    }
+    return 0;
+}
+
 /* Turn the open VALUE and PAIR lists from level up RAW, jellying back the
  * values already made in them. */
 static int
@@ -1359,26 +1414,9 @@ makeRaw(DecoderCore *self, Py_ssize_t level)
         if (role == ROLE_RAW || role == ROLE_MESSAGE) {
             break;
         }
-        PyObject *list = self->lists[l];
-        Py_ssize_t n = self->filled[l];
         int pairs = role == ROLE_VALUE && self->dicts[l] == NODE_DICTIONARY;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *element = PyList_GET_ITEM(list, i);
-            if (pairs && i > 0 && Py_TYPE(element) == &PyList_Type) {
-                for (Py_ssize_t j = 0; j < PyList_GET_SIZE(element); j++) {
-                    PyObject *back = jellyBack(PyList_GET_ITEM(element, j));
-                    if (back == NULL) {
-                        return -1;
-                    }
-                    Py_SETREF(((PyListObject *)element)->ob_item[j], back);
-                }
-                continue;
-            }
-            PyObject *back = jellyBack(element);
-            if (back == NULL) {
-                return -1;
-            }
-            Py_SETREF(((PyListObject *)list)->ob_item[i], back);
+        if (jellyBackElements(self->lists[l], self->filled[l], pairs) < 0) {
+            return -1;
         }
         self->roles[l] = ROLE_RAW;
     }
@@ -1541,14 +1579,12 @@ completed(DecoderCore *self, Py_ssize_t top, PyObject **item)
         return -1;
     }
     if (value == NOT_PLAIN_C) {
-        if (node == NODE_TYPED && PyList_GET_SIZE(*item) == 2) {
-            /* Left to the full unjellier, which needs the state as an
-             * expression (it may upgrade it, or must refuse it). */
-            PyObject *back = jellyBack(PyList_GET_ITEM(*item, 1));
-            if (back == NULL) {
-                return -1;
-            }
-            Py_SETREF(((PyListObject *)*item)->ob_item[1], back);
+        /* Left to the full unjellier, which needs the values made in it
+         * as expressions (it may upgrade a registered type's state, or
+         * must refuse it, or a set of unhashable values). */
+        if (jellyBackElements(*item, PyList_GET_SIZE(*item),
+                              node == NODE_DICTIONARY) < 0) {
+            return -1;
         }
         return 1;
     }
@@ -1572,9 +1608,10 @@ completed(DecoderCore *self, Py_ssize_t top, PyObject **item)
             if (Py_REFCNT(pair) != 1 || PyList_GET_SIZE(pair) != 2) {
                 continue;
             }
-            PyListObject *list = (PyListObject *)pair;
-            Py_CLEAR(list->ob_item[0]);
-            Py_CLEAR(list->ob_item[1]);
+            Py_INCREF(Py_None);
+            setSlot(pair, 0, Py_None);
+            Py_INCREF(Py_None);
+            setSlot(pair, 1, Py_None);
             Py_INCREF(pair);
             self->spare[self->spareCount++] = pair;
         }
@@ -1801,106 +1838,18 @@ quickPair(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
         pair = self->spare[--self->spareCount];
     }
     else {
-        pair = newList(2);
+        pair = openList(2);
         if (pair == NULL) {
             Py_DECREF(key);
             Py_DECREF(value);
             return NULL;
         }
     }
-    PyList_SET_ITEM(pair, 0, key);
-    PyList_SET_ITEM(pair, 1, value);
+    setSlot(pair, 0, key);
+    setSlot(pair, 1, value);
     *tokens += 2 * lists;
     *after = p;
     return pair;
-}
-
-/*
- * Copies kept from the collector while the bytes are parsed.
- *
- * A message of a thousand copies makes a thousand new objects that the
- * collector tracks; the allocations of the parse make a collection due,
- * and it runs as the message is delivered, walking every copy while the
- * application has them (and promoting them towards the old generations,
- * whose full collections walk the whole heap) though they are usually
- * dropped soon after.  So the copies quickTyped builds -- whose fields
- * hold only numbers, strings and bytes, so they cannot be part of a
- * reference cycle, and which nothing but the decoder's lists refers to
- * until their message is delivered -- are untracked as they are built
- * (even while the rest of their message is awaited), the collection that
- * is due runs when their message is complete, and then they are tracked
- * again, young, before the message is handed out.
- */
-
-/* Untrack obj (a copy just built), keeping a reference to track it again
- * in releaseFresh; if there is no room to keep it, it stays tracked. */
-static void
-keepFresh(DecoderCore *self, PyObject *obj)
-{
-    if (!PyObject_IS_GC(obj)) {
-        return;
-    }
-    if (self->freshCount == self->freshCapacity) {
-        Py_ssize_t capacity = self->freshCapacity ? self->freshCapacity * 2 : 256;
-        PyObject **fresh = PyMem_Realloc(self->fresh, capacity * sizeof(PyObject *));
-        if (fresh == NULL) {
-            return;
-        }
-        self->fresh = fresh;
-        self->freshCapacity = capacity;
-    }
-    Py_INCREF(obj);
-    self->fresh[self->freshCount++] = obj;
-    PyObject_GC_UnTrack(obj);
-}
-
-/* Track the kept copies again and let go of them (and of the room they
- * took: a connection keeps nothing between messages). */
-static void
-releaseFresh(DecoderCore *self)
-{
-    Py_ssize_t count = self->freshCount;
-    PyObject **fresh = self->fresh;
-    self->freshCount = 0;
-    self->fresh = NULL;
-    self->freshCapacity = 0;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *obj = fresh[i];
-        if (!PyObject_GC_IsTracked(obj)) {
-            PyObject_GC_Track(obj);
-        }
-        Py_DECREF(obj);
-    }
-    PyMem_Free(fresh);
-}
-
-/* gc.get_count, gc.get_threshold and gc.collect. */
-static PyObject *gcGetCount = NULL, *gcGetThreshold = NULL, *gcCollect = NULL;
-
-/* Run the young generation's collection if the collector would run it
- * at the next allocation (more allocations than its threshold); errors
- * are dropped: this only moves a collection earlier. */
-static void
-collectYoungIfDue(void)
-{
-    PyObject *count = PyObject_CallNoArgs(gcGetCount);
-    PyObject *threshold = PyObject_CallNoArgs(gcGetThreshold);
-    if (count != NULL && threshold != NULL && PyTuple_Check(count) &&
-        PyTuple_Check(threshold) && PyTuple_GET_SIZE(count) > 0 &&
-        PyTuple_GET_SIZE(threshold) > 0) {
-        long young = PyLong_AsLong(PyTuple_GET_ITEM(count, 0));
-        long most = PyLong_AsLong(PyTuple_GET_ITEM(threshold, 0));
-        if (most > 0 && young > most) {
-            PyObject *zero = PyLong_FromLong(0);
-            if (zero != NULL) {
-                Py_XDECREF(PyObject_CallOneArg(gcCollect, zero));
-                Py_DECREF(zero);
-            }
-        }
-    }
-    Py_XDECREF(count);
-    Py_XDECREF(threshold);
-    PyErr_Clear();
 }
 
 /*
@@ -2359,9 +2308,6 @@ build:
     if (result == NULL && stepAside()) {
         goto out;
     }
-    if (result != NULL) {
-        keepFresh(self, result);
-    }
     if (result != NULL && parent == ROLE_MESSAGE) {
         result = wrapJellied(result);
     }
@@ -2379,59 +2325,13 @@ out:
 }
 
 /*
- * The garbage collector is paused while bytes are parsed.  Parsing
- * allocates a list per banana list; they are never tracked (see newList),
- * but every allocation still counts towards the collector's threshold, so
- * a 100 KB message would set off dozens of collections, each walking the
- * young objects and, now and then, the whole heap, for nothing: none of
- * those lists can be garbage in a cycle.  Paused, the collector still
- * counts; it runs, if it must, once parsing ends.  It is resumed for the
- * callback that receives each message, so application code never runs
- * with it paused; Python code the parser itself calls (the constructors
- * and checkers of registered copyable types) does.
- */
-static inline int
-pauseCollector(void)
-{
-#if PY_VERSION_HEX >= 0x030A0000
-    return PyGC_Disable();
-#else
-    return 0;
-#endif
-}
-
-static inline void
-resumeCollector(int collecting)
-{
-#if PY_VERSION_HEX >= 0x030A0000
-    if (collecting) {
-        PyGC_Enable();
-    }
-#endif
-}
-
-/* Resume the collector, run the collection the parse made due while the
- * copies it built are untracked, and track them again. */
-static void
-resumeAndRelease(DecoderCore *self, int collecting)
-{
-    resumeCollector(collecting);
-    if (self->freshCount > 0) {
-        if (collecting && !PyErr_Occurred()) {
-            collectYoungIfDue();
-        }
-        releaseFresh(self);
-    }
-}
-
-/*
  * Parse buf (the bytes held and the new ones), delivering each complete
  * top-level expression to emit (or appending it to the list received).
  * This follows pbext.codec.Decoder._decode step for step.
  */
 static int
 decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
-             PyObject *received, PyObject *first, int collecting)
+             PyObject *received, PyObject *first)
 {
     const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(buf);
     Py_ssize_t end = PyBytes_GET_SIZE(buf);
@@ -2640,7 +2540,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                     list = self->spare[--self->spareCount];
                 }
                 else {
-                    list = newList(want <= end - pos ? want : 0);
+                    list = openList(want <= end - pos ? want : 0);
                 }
                 if (list == NULL) {
                     status = -1;
@@ -2657,7 +2557,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                 }
                 continue;
             }
-            item = newList(0);
+            item = PyList_New(0);
             if (item == NULL) {
                 status = -1;
                 goto done;
@@ -2763,7 +2663,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                 goto done;
             }
             if (PyList_GET_SIZE(cur) > filled) {
-                PyList_SET_ITEM(cur, filled, item);
+                setSlot(cur, filled, item);
             }
             else {
                 int rc = PyList_Append(cur, item);
@@ -2814,19 +2714,11 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
         stringLimit = end < messageLimit ? end : messageLimit;
         int rc;
         if (emit != NULL) {
-            /* The callback runs with the collector as it was, and with
-             * the message's copies tracked. */
-            resumeAndRelease(self, collecting);
             PyObject *result = PyObject_CallOneArg(emit, item);
-            collecting = pauseCollector();
             rc = result == NULL ? -1 : 0;
             Py_XDECREF(result);
         }
         else {
-            if (self->freshCount > 0) {
-                resumeAndRelease(self, collecting);
-                collecting = pauseCollector();
-            }
             rc = PyList_Append(received, item);
         }
         Py_DECREF(item);
@@ -2874,16 +2766,25 @@ done:
  * most this many times the bytes it sent. */
 #define LONG_STRING_SHARE 16
 
+/* The most bytes a receive buffer holds: small enough to be memory the
+ * allocator reuses warm from one string to the next, large enough that a
+ * long string takes few reads. */
+#define STAGE_SIZE (64 * 1024)
+
 /*
- * A writable buffer over the part of a long string still to come, handed
- * out by DecoderCore.receiveBuffer so a transport can receive straight
- * into the string (socket.recv_into).  It refuses new views once the
- * decoder has moved on; one still open then makes the decoder publish a
- * copy of the string, so no bytes object it returns is ever written to.
+ * A writable buffer for the next bytes of a long string, handed out by
+ * DecoderCore.receiveBuffer so that a transport can receive them with
+ * socket.recv_into: a view of the start of the decoder's own bytearray
+ * (its stage), never of the string, which bufferFilled then fills from
+ * it.  So no buffer handed out ever writes into a bytes object: the
+ * string is written only by this module's memcpy, between its creation
+ * and its delivery, as the C API allows for a bytes object just made.
+ * It refuses new views once the decoder has moved on; a view still open
+ * then can only write into the stage, which this object keeps alive.
  */
 typedef struct {
     PyObject_HEAD
-    PyObject *string;
+    PyObject *string;   /* the stage: a bytearray */
     Py_ssize_t offset, length;
     Py_ssize_t exports;
     int current;
@@ -2899,7 +2800,7 @@ ReceiveBuffer_getbuffer(ReceiveBuffer *self, Py_buffer *view, int flags)
         return -1;
     }
     if (PyBuffer_FillInfo(view, (PyObject *)self,
-                          PyBytes_AS_STRING(self->string) + self->offset,
+                          PyByteArray_AS_STRING(self->string) + self->offset,
                           self->length, 0, flags) < 0) {
         return -1;
     }
@@ -2908,7 +2809,7 @@ ReceiveBuffer_getbuffer(ReceiveBuffer *self, Py_buffer *view, int flags)
 }
 
 static void
-ReceiveBuffer_releasebuffer(ReceiveBuffer *self, Py_buffer *view)
+ReceiveBuffer_releasebuffer(ReceiveBuffer *self, Py_buffer *Py_UNUSED(view))
 {
     self->exports--;
 }
@@ -2947,16 +2848,13 @@ static PyTypeObject ReceiveBufferType = {
     .tp_as_sequence = &ReceiveBuffer_asSequence,
 };
 
-/* Stop handing out the current receive buffer, noting whether a view of it
- * is still open. */
+/* Stop handing out the current receive buffer (bytes written into it
+ * since are ignored). */
 static void
 withdrawOffer(DecoderCore *self)
 {
     ReceiveBuffer *offered = (ReceiveBuffer *)self->offered;
     if (offered != NULL) {
-        if (offered->exports > 0) {
-            self->longShared = 1;
-        }
         offered->current = 0;
         Py_CLEAR(self->offered);
     }
@@ -2998,7 +2896,6 @@ startLongString(DecoderCore *self)
     }
     Py_CLEAR(self->chunks);
     self->longString = string;
-    self->longShared = 0;
     return 0;
 }
 
@@ -3010,14 +2907,7 @@ finishLongString(DecoderCore *self)
     withdrawOffer(self);
     PyObject *string = self->longString;
     self->longString = NULL;
-    if (self->longShared) {
-        /* A view of it may still be written through: publish a copy. */
-        PyObject *copy = PyBytes_FromStringAndSize(PyBytes_AS_STRING(string),
-                                                   PyBytes_GET_SIZE(string));
-        Py_DECREF(string);
-        string = copy;
-        self->longShared = 0;
-    }
+    Py_CLEAR(self->stage);
     self->messageBytes += self->need;
     self->have = 0;
     self->need = 0;
@@ -3030,13 +2920,7 @@ parseHeld(DecoderCore *self, PyObject *buf, PyObject *emit,
           PyObject *received, PyObject *first)
 {
     self->busy = 1;
-    int collecting = pauseCollector();
-    int rc = decodeBuffer(self, buf, emit, received, first, collecting);
-    resumeCollector(collecting);
-    if (rc < 0) {
-        /* The message is abandoned. */
-        releaseFresh(self);
-    }
+    int rc = decodeBuffer(self, buf, emit, received, first);
     self->busy = 0;
     Py_DECREF(buf);
     if (rc == 0) {
@@ -3136,21 +3020,28 @@ decode(DecoderCore *self, PyObject *data, PyObject *emit, PyObject *received)
 }
 
 static PyObject *
-DecoderCore_receiveBuffer(DecoderCore *self, PyObject *unused)
+DecoderCore_receiveBuffer(DecoderCore *self, PyObject *Py_UNUSED(unused))
 {
     if (self->longString == NULL || self->failure != NULL || self->busy) {
         Py_RETURN_NONE;
     }
     withdrawOffer(self);
+    Py_ssize_t room = self->need - self->have;
+    Py_ssize_t length = room < STAGE_SIZE ? room : STAGE_SIZE;
+    if (self->stage == NULL) {
+        self->stage = PyByteArray_FromStringAndSize(NULL, STAGE_SIZE);
+        if (self->stage == NULL) {
+            return NULL;
+        }
+    }
     ReceiveBuffer *offer = PyObject_New(ReceiveBuffer, &ReceiveBufferType);
     if (offer == NULL) {
         return NULL;
     }
-    Py_ssize_t room = self->need - self->have;
-    Py_INCREF(self->longString);
-    offer->string = self->longString;
-    offer->offset = self->longSize - room;
-    offer->length = room;
+    Py_INCREF(self->stage);
+    offer->string = self->stage;
+    offer->offset = 0;
+    offer->length = length;
     offer->exports = 0;
     offer->current = 1;
     Py_INCREF(offer);
@@ -3173,13 +3064,19 @@ DecoderCore_bufferFilled(DecoderCore *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "no receive buffer is outstanding");
         return NULL;
     }
-    if (count < 0 || count > self->need - self->have) {
+    Py_ssize_t length = ((ReceiveBuffer *)self->offered)->length;
+    if (count < 0 || count > length) {
         PyErr_Format(PyExc_ValueError,
                      "%zd bytes cannot fill a receive buffer of %zd", count,
-                     self->need - self->have);
+                     length);
         return NULL;
     }
     withdrawOffer(self);
+    /* The bytes received into the stage, copied where they belong in the
+     * string (which nothing else sees until it is complete). */
+    Py_ssize_t room = self->need - self->have;
+    memcpy(PyBytes_AS_STRING(self->longString) + self->longSize - room,
+           PyByteArray_AS_STRING(self->stage), count);
     self->have += count;
     if (self->have < self->need) {
         Py_RETURN_NONE;
@@ -3289,13 +3186,13 @@ DecoderCore_setPlainTypes(DecoderCore *self, PyObject *types)
 }
 
 static PyObject *
-DecoderCore_getPendingBytes(DecoderCore *self, void *closure)
+DecoderCore_getPendingBytes(DecoderCore *self, void *Py_UNUSED(closure))
 {
     return PyLong_FromSsize_t(self->messageBytes + self->have);
 }
 
 static PyObject *
-DecoderCore_getWantedBytes(DecoderCore *self, void *closure)
+DecoderCore_getWantedBytes(DecoderCore *self, void *Py_UNUSED(closure))
 {
     Py_ssize_t wanted = self->chunks != NULL || self->longString != NULL
                             ? self->need - self->have
@@ -3304,7 +3201,7 @@ DecoderCore_getWantedBytes(DecoderCore *self, void *closure)
 }
 
 static PyObject *
-DecoderCore_getMessageStarted(DecoderCore *self, void *closure)
+DecoderCore_getMessageStarted(DecoderCore *self, void *Py_UNUSED(closure))
 {
     return PyBool_FromLong(self->messageBytes + self->have > 0);
 }
@@ -3784,7 +3681,7 @@ valueAndTypes(const char *function, PyObject *const *args, Py_ssize_t nargs,
 }
 
 static PyObject *
-speedups_jellyPlain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+speedups_jellyPlain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *obj, *types;
     if (checkConfigured() < 0 ||
@@ -4557,7 +4454,7 @@ checkValue(PyObject *value, PyObject *types, Py_ssize_t budget)
 }
 
 static PyObject *
-speedups_isPlain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+speedups_isPlain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *obj, *types;
     if (valueAndTypes("isPlain", args, nargs, &obj, &types) < 0) {
@@ -4616,13 +4513,13 @@ Encoded_dealloc(Encoded *self)
 }
 
 static PyObject *
-Encoded_getPieces(Encoded *self, void *closure)
+Encoded_getPieces(Encoded *self, void *Py_UNUSED(closure))
 {
     return PyList_GetSlice(self->pieces, 0, PyList_GET_SIZE(self->pieces));
 }
 
 static PyObject *
-Encoded_getSize(Encoded *self, void *closure)
+Encoded_getSize(Encoded *self, void *Py_UNUSED(closure))
 {
     return PyLong_FromSsize_t(self->size);
 }
@@ -4756,7 +4653,7 @@ PyDoc_STRVAR(encodeIfPlain_doc,
 "large to send) are raised.");
 
 static PyObject *
-speedups_encodeIfPlain(PyObject *module, PyObject *const *args,
+speedups_encodeIfPlain(PyObject *Py_UNUSED(module), PyObject *const *args,
                        Py_ssize_t nargs)
 {
     PyObject *value, *types;
@@ -4778,7 +4675,7 @@ PyDoc_STRVAR(preparePlain_doc,
 "it is plain, None if not.");
 
 static PyObject *
-speedups_preparePlain(PyObject *module, PyObject *const *args,
+speedups_preparePlain(PyObject *Py_UNUSED(module), PyObject *const *args,
                       Py_ssize_t nargs)
 {
     PyObject *value, *types;
@@ -5308,9 +5205,19 @@ convertNode(PyObject *list)
     return NOT_PLAIN_C;
 }
 
-/* The plain jelly of a value convertNode made (a new reference), in
- * which the objects it built for registered types stay as they are, as
- * [PREBUILT, object] (pbext._jelly.Unjellier returns the object). */
+/*
+ * The plain jelly of a value the decoder made (a new reference), in which
+ * the objects it built for registered types stay as they are, as
+ * [PREBUILT, object] (pbext._jelly.Unjellier returns the object).
+ *
+ * The decoder's values are trees it has just built from the bytes, so
+ * this walk keeps no identity set: the same object met twice is one of
+ * the interpreter's shared constants (the empty tuple, an empty
+ * frozenset, a small int, an interned str), which the full unjellier
+ * makes equal values of, and which an identity check would wrongly call
+ * shared.  It runs no Python code (the containers are exact builtins the
+ * decoder owns, the keys exact strs, bytes, numbers or such containers).
+ */
 static PyObject *
 jellyBack(PyObject *value)
 {
@@ -5320,17 +5227,97 @@ jellyBack(PyObject *value)
         Py_INCREF(value);
         return value;
     }
-    Seen seen;
-    if (seenInit(&seen) < 0) {
+    if (kind == &PyUnicode_Type) {
+        return pair(s_unicode, PyUnicode_AsUTF8String(value));
+    }
+    if (value == Py_None) {
+        PyObject *list = PyList_New(1);
+        if (list != NULL) {
+            Py_INCREF(s_None);
+            PyList_SET_ITEM(list, 0, s_None);
+        }
+        return list;
+    }
+    if (kind == &PyBool_Type) {
+        PyObject *word = value == Py_True ? s_true : s_false;
+        Py_INCREF(word);
+        return pair(s_boolean, word);
+    }
+    PyObject *tag;
+    if (kind == &PyDict_Type) {
+        tag = s_dictionary;
+    }
+    else if (kind == &PyList_Type) {
+        tag = s_list;
+    }
+    else if (kind == &PyTuple_Type) {
+        tag = s_tuple;
+    }
+    else if (kind == &PySet_Type) {
+        tag = s_set;
+    }
+    else if (kind == &PyFrozenSet_Type) {
+        tag = s_frozenset;
+    }
+    else {
+        /* An object built for a registered type. */
+        Py_INCREF(value);
+        return pair(Prebuilt, value);
+    }
+    if (Py_EnterRecursiveCall(" while jellying a decoded value back")) {
         return NULL;
     }
-    seen.wrap = 1;
-    PyObject *sexp = jellyNode(value, &seen);
-    seenRelease(&seen);
-    if (sexp == NOT_PLAIN_C) {
-        PyErr_SetString(PyExc_RuntimeError, "a decoded value is not plain");
-        return NULL;
+    PyObject *sexp = PyList_New(1);
+    if (sexp == NULL) {
+        goto out;
     }
+    Py_INCREF(tag);
+    PyList_SET_ITEM(sexp, 0, tag);
+    if (kind == &PyDict_Type) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *item;
+        while (PyDict_Next(value, &pos, &key, &item)) {
+            PyObject *k = jellyBack(key);
+            PyObject *v = k == NULL ? NULL : jellyBack(item);
+            PyObject *entry = v == NULL ? NULL : PyList_New(2);
+            if (entry == NULL) {
+                Py_XDECREF(k);
+                Py_XDECREF(v);
+                Py_CLEAR(sexp);
+                goto out;
+            }
+            PyList_SET_ITEM(entry, 0, k);
+            PyList_SET_ITEM(entry, 1, v);
+            int rc = PyList_Append(sexp, entry);
+            Py_DECREF(entry);
+            if (rc < 0) {
+                Py_CLEAR(sexp);
+                goto out;
+            }
+        }
+        goto out;
+    }
+    PyObject *iterator = PyObject_GetIter(value);
+    if (iterator == NULL) {
+        Py_CLEAR(sexp);
+        goto out;
+    }
+    PyObject *element;
+    while ((element = PyIter_Next(iterator)) != NULL) {
+        PyObject *j = jellyBack(element);
+        Py_DECREF(element);
+        int rc = j == NULL ? -1 : PyList_Append(sexp, j);
+        Py_XDECREF(j);
+        if (rc < 0) {
+            break;
+        }
+    }
+    Py_DECREF(iterator);
+    if (PyErr_Occurred()) {
+        Py_CLEAR(sexp);
+    }
+out:
+    Py_LeaveRecursiveCall();
     return sexp;
 }
 
@@ -5341,7 +5328,7 @@ PyDoc_STRVAR(unjellyPlain_doc,
 "receive specs of the registered types to build too.");
 
 static PyObject *
-speedups_unjellyPlain(PyObject *module, PyObject *const *args,
+speedups_unjellyPlain(PyObject *Py_UNUSED(module), PyObject *const *args,
                       Py_ssize_t nargs)
 {
     PyObject *sexp, *types;
@@ -5369,7 +5356,7 @@ PyDoc_STRVAR(configure_doc,
 "way of pbext._jelly).  Called by those modules when they import.");
 
 static PyObject *
-speedups_configure(PyObject *module, PyObject *args, PyObject *kwargs)
+speedups_configure(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"framingError", "bananaError", "plain",
                                "intToken", "sizeLimit", "notPlain",
@@ -5452,19 +5439,6 @@ PyInit__speedups(void)
         PyType_Ready(&ReceiveBufferType) < 0 ||
         PyType_Ready(&JelliedType) < 0 || PyType_Ready(&EncodedType) < 0) {
         return NULL;
-    }
-    if (gcCollect == NULL) {
-        PyObject *gc = PyImport_ImportModule("gc");
-        if (gc == NULL) {
-            return NULL;
-        }
-        gcGetCount = PyObject_GetAttrString(gc, "get_count");
-        gcGetThreshold = PyObject_GetAttrString(gc, "get_threshold");
-        gcCollect = PyObject_GetAttrString(gc, "collect");
-        Py_DECREF(gc);
-        if (gcGetCount == NULL || gcGetThreshold == NULL || gcCollect == NULL) {
-            return NULL;
-        }
     }
     if (NotPlainError == NULL) {
         NotPlainError = PyErr_NewExceptionWithDoc(

@@ -1058,6 +1058,12 @@ class Broker(pb.Broker):
         except FramingError as e:
             self._pbextDropConnection("framingError", str(e), limit=e.limit)
             return
+        except Exception as e:
+            # Anything else going wrong with the peer's bytes (a value the
+            # decoder cannot build, a bug of pbext's) is this peer's
+            # problem only: never an error out of dataReceived.
+            self._pbextDropConnection("decodingError", f"{type(e).__name__}: {e}")
+            return
         timers = self._pbextTimers
         if self._pbextBudget is not None:
             self._pbextChargeBytes()

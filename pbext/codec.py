@@ -400,14 +400,18 @@ class Decoder:
         L{None} when none is.
 
         Once the header and a sixteenth of a string longer than 64 KiB have
-        arrived, the decoder makes the string at its final size; the rest of
-        its bytes can then be received straight into it (with
-        C{socket.recv_into}, say) instead of into new bytes objects that
-        L{feedTo} would copy again.  The buffer is exactly L{wantedBytes}
-        long; after writing the first C{count} bytes of it, call
-        L{bufferFilled} with C{count}, before feeding or asking for another
-        buffer.  A buffer handed out earlier must not be written to after
-        that call.
+        arrived, the decoder makes a buffer for the string at its final
+        size; the rest of its bytes can then be received with
+        C{socket.recv_into}, say, instead of into new bytes objects that
+        L{feedTo} would copy again.  The buffer holds at least one byte and
+        at most L{wantedBytes} (the pure-Python decoder's is a view of the
+        string's own buffer, exactly that long; the C accelerator's holds
+        at most 64 KiB, which it copies into the string, since the string
+        is a C{bytes} object and no buffer handed out may write into one).
+        After writing the first C{count} bytes of it, call L{bufferFilled}
+        with C{count}, before feeding or asking for another buffer.
+        Writing into a buffer handed out earlier after that call changes
+        nothing received.
 
         @return: A writable buffer (a C{memoryview}, or the C accelerator's
             own buffer object), or L{None}.

@@ -21,7 +21,7 @@ import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.spread import banana, jelly
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from pbext import _jelly, codec
 from pbext._accelerator import reason, speedups
@@ -935,48 +935,6 @@ class FusedTests(SynchronousTestCase):
         message = [b"answer", 1, [b"list", *copies]]
         self.decodeBoth(message, [])
         self.decodeBoth(message, [37, 91, 400, 401, 1000])
-
-    def test_copiesOutOfDueCollection(self) -> None:
-        """
-        Copies read straight from the bytes are left out of the young
-        collections their parse makes due (which run before the message is
-        delivered, or between its pieces), and are tracked by the collector
-        once delivered, by C{feedTo} and C{feed} alike.
-        """
-        if not gc.isenabled():
-            raise SkipTest("the garbage collector is disabled")
-        flats = [Flat(i, 0.5, f"n{i}", b"d", True) for i in range(3000)]
-        data = codec.encode([b"answer", 1, fullJelly(flats)], OUTGOING)
-        youngCopies: list = []
-
-        def callback(phase: str, info: dict) -> None:
-            if phase == "start" and info["generation"] == 0:
-                youngCopies.append(sum(type(o) is Flat for o in gc.get_objects(0)))
-
-        gc.callbacks.append(callback)
-        self.addCleanup(gc.callbacks.remove, callback)
-        for feedTo in (True, False):
-            # Nothing young but what the parse makes.
-            gc.collect()
-            decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
-            decoder.setPlainJelly(True)
-            decoder.setPlainTypes(TYPES.receive)
-            received: list = []
-            for start in range(0, len(data), 40_000):
-                piece = data[start : start + 40_000]
-                if feedTo:
-                    decoder.feedTo(piece, received.append)
-                else:
-                    received.extend(decoder.feed(piece))
-            (message,) = received
-            got = message[2].value
-            self.assertEqual(got, flats)
-            self.assertTrue(all(gc.is_tracked(copy) for copy in got))
-            del got, message, received
-        self.assertNotEqual(youngCopies, [])
-        # Only the few copies cut by a piece's end are built by the general
-        # parser, and tracked as they are built.
-        self.assertLess(max(youngCopies), len(flats) // 20)
 
     def test_copiesLeaveNothing(self) -> None:
         """
