@@ -80,6 +80,3 @@ class CorpusTests(SynchronousTestCase):
         """
         self.replay("encoder")
 
-    # The encoder side of the accelerator is made memory-safe in a change
-    # of its own (issue 19, item 1); until it is merged these inputs still
-    # crash it.  Remove this line once that change is in.
