@@ -167,15 +167,16 @@ class Daemon:
             "--python",
             tac,
         ]
-        self.process = subprocess.Popen(
-            argv,
-            cwd=basedir,
-            env=_environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=open(os.path.join(basedir, "stdout.txt"), "wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(os.path.join(basedir, "stdout.txt"), "wb") as out:
+            self.process = subprocess.Popen(
+                argv,
+                cwd=basedir,
+                env=_environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def log(self) -> str:
         try:
