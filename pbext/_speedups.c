@@ -26,6 +26,36 @@
 #include <string.h>
 #include <stdint.h>
 
+/* Nesting depth of the recursive jelly walks below, held to Python's
+ * recursion limit as their pure-Python twins are.  From Python 3.13 on,
+ * Py_EnterRecursiveCall counts against a fixed C limit (thousands deep)
+ * instead of sys.getrecursionlimit(), so the C walks would accept values
+ * the pure-Python code refuses; a per-thread count keeps the two alike. */
+static _Thread_local int nestedDepth = 0;
+
+static int
+enterNested(const char *where)
+{
+    if (Py_EnterRecursiveCall(where)) {
+        return -1;
+    }
+    if (++nestedDepth > Py_GetRecursionLimit()) {
+        nestedDepth--;
+        Py_LeaveRecursiveCall();
+        PyErr_Format(PyExc_RecursionError,
+                     "maximum recursion depth exceeded%s", where);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+leaveNested(void)
+{
+    nestedDepth--;
+    Py_LeaveRecursiveCall();
+}
+
 /* Banana type bytes. */
 #define B_LIST 0x80
 #define B_INT 0x81
@@ -3215,7 +3245,7 @@ jellyTyped(PyObject *obj, PyObject *spec, Seen *seen)
     }
     Py_ssize_t n = PyTuple_GET_SIZE(PyTuple_GET_ITEM(spec, 1));
     int version = versioned(PyTuple_GET_ITEM(spec, 2));
-    if (Py_EnterRecursiveCall(" while jellying")) {
+    if (enterNested(" while jellying")) {
         return NULL;
     }
     PyObject *result = NULL;
@@ -3273,7 +3303,7 @@ jellyTyped(PyObject *obj, PyObject *spec, Seen *seen)
 fail:
     Py_XDECREF(state);
 out:
-    Py_LeaveRecursiveCall();
+    leaveNested();
     return result;
 }
 
@@ -3384,7 +3414,7 @@ jellyNode(PyObject *obj, Seen *seen)
     if (already) {
         return NOT_PLAIN_C;
     }
-    if (Py_EnterRecursiveCall(" while jellying")) {
+    if (enterNested(" while jellying")) {
         return NULL;
     }
     PyObject *sexp = NULL;
@@ -3493,7 +3523,7 @@ jellyNode(PyObject *obj, Seen *seen)
         }
     }
 out:
-    Py_LeaveRecursiveCall();
+    leaveNested();
     return sexp;
 }
 
@@ -3933,7 +3963,7 @@ writeTyped(Encoder *e, PyObject *obj, PyObject *spec, Seen *seen)
                      n + 1 + version);
         return -1;
     }
-    if (Py_EnterRecursiveCall(" while jellying")) {
+    if (enterNested(" while jellying")) {
         return -1;
     }
     int rc = -1;
@@ -3987,7 +4017,7 @@ writeTyped(Encoder *e, PyObject *obj, PyObject *spec, Seen *seen)
     }
     rc = 0;
 out:
-    Py_LeaveRecursiveCall();
+    leaveNested();
     return rc;
 }
 
@@ -4065,7 +4095,7 @@ writeJelly(Encoder *e, PyObject *obj, Seen *seen)
                      size + 1);
         return -1;
     }
-    if (Py_EnterRecursiveCall(" while jellying")) {
+    if (enterNested(" while jellying")) {
         return -1;
     }
     int rc = -1;
@@ -4115,7 +4145,7 @@ writeJelly(Encoder *e, PyObject *obj, Seen *seen)
     }
     rc = 0;
 out:
-    Py_LeaveRecursiveCall();
+    leaveNested();
     return rc;
 }
 
@@ -4148,7 +4178,7 @@ checkTyped(PyObject *obj, PyObject *spec, Seen *seen)
     if (already != 0) {
         return already < 0 ? -1 : 0;
     }
-    if (Py_EnterRecursiveCall(" while checking a value")) {
+    if (enterNested(" while checking a value")) {
         return -1;
     }
     int rc = 1;
@@ -4167,7 +4197,7 @@ checkTyped(PyObject *obj, PyObject *spec, Seen *seen)
         rc = checkPlain(value, seen);
         Py_DECREF(value);
     }
-    Py_LeaveRecursiveCall();
+    leaveNested();
     return rc;
 }
 
@@ -4203,7 +4233,7 @@ checkPlain(PyObject *obj, Seen *seen)
     if (already != 0) {
         return already < 0 ? -1 : 0;
     }
-    if (Py_EnterRecursiveCall(" while checking a value")) {
+    if (enterNested(" while checking a value")) {
         return -1;
     }
     int rc = 1;
@@ -4240,7 +4270,7 @@ checkPlain(PyObject *obj, Seen *seen)
             }
         }
     }
-    Py_LeaveRecursiveCall();
+    leaveNested();
     return rc;
 }
 
@@ -4776,7 +4806,7 @@ unjellyNode(PyObject *sexp, PyObject *types)
         }
         return text;
     }
-    if (Py_EnterRecursiveCall(" while unjellying")) {
+    if (enterNested(" while unjellying")) {
         return NULL;
     }
     PyObject *result = NULL;
@@ -4890,7 +4920,7 @@ unjellyNode(PyObject *sexp, PyObject *types)
         result = unjellyTyped(sexp, types);
     }
 out:
-    Py_LeaveRecursiveCall();
+    leaveNested();
     return result;
 }
 
