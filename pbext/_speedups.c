@@ -26,6 +26,36 @@
 #include <string.h>
 #include <stdint.h>
 
+/* Nesting depth of the recursive jelly walks below, held to Python's
+ * recursion limit as their pure-Python twins are.  From Python 3.13 on,
+ * Py_EnterRecursiveCall counts against a fixed C limit (thousands deep)
+ * instead of sys.getrecursionlimit(), so the C walks would accept values
+ * the pure-Python code refuses; a per-thread count keeps the two alike. */
+static _Thread_local int nestedDepth = 0;
+
+static int
+enterNested(const char *where)
+{
+    if (Py_EnterRecursiveCall(where)) {
+        return -1;
+    }
+    if (++nestedDepth > Py_GetRecursionLimit()) {
+        nestedDepth--;
+        Py_LeaveRecursiveCall();
+        PyErr_Format(PyExc_RecursionError,
+                     "maximum recursion depth exceeded%s", where);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+leaveNested(void)
+{
+    nestedDepth--;
+    Py_LeaveRecursiveCall();
+}
+
 /* Banana type bytes. */
 #define B_LIST 0x80
 #define B_INT 0x81
@@ -4987,7 +5017,7 @@ unjellyNode(PyObject *sexp, PyObject *types)
         }
         return text;
     }
-    if (Py_EnterRecursiveCall(" while unjellying")) {
+    if (enterNested(" while unjellying")) {
         return NULL;
     }
     PyObject *result = NULL;
@@ -5101,7 +5131,7 @@ unjellyNode(PyObject *sexp, PyObject *types)
         result = unjellyTyped(sexp, types);
     }
 out:
-    Py_LeaveRecursiveCall();
+    leaveNested();
     return result;
 }
 
