@@ -75,6 +75,11 @@ from twisted.spread import flavors, pb
 from twisted.spread import jelly as _twistedJelly
 from twisted.spread.jelly import InsecureJelly
 
+# The accelerator's plain paths also need the framing half of its
+# configuration, which pbext.codec gives when it is imported (and codec
+# imports this module in turn for the jelly half): import it here, so that
+# a program importing only this module gets a configured accelerator.
+from pbext import codec as _codecConfiguresTheAccelerator  # noqa: F401
 from pbext._accelerator import speedups as _speedups
 from pbext.copyable import (
     _VERSION_KEY_BYTES,

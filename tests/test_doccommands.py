@@ -66,6 +66,15 @@ START_TIMEOUT = 30
 
 #: Commands not run, and why.  Keys are the commands as extracted.
 SKIPPED: dict[str, str] = {
+    "python -m tox -e py -- tests.test_broker tests.test_twisted_internals": (
+        "builds a tox environment, and this test runs inside one"
+    ),
+    "python -m tox -e py-pure -- tests.test_codec": (
+        "builds a tox environment, and this test runs inside one"
+    ),
+    "python -m tox -e interop": (
+        "installs Buildbot and runs it: tox -e interop is part of the CI run"
+    ),
     "python -m pip install tox && python -m tox": (
         "runs the whole test suite in new environments: minutes, and this "
         "test is part of it"
