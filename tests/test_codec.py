@@ -1500,3 +1500,29 @@ class ImportAloneTests(SynchronousTestCase):
         )
         self.assertEqual(out.stderr, "")
         self.assertEqual(out.stdout.strip(), f"{speedups is not None} [[b'x', 1]]")
+
+    def test_jellyAlone(self) -> None:
+        """
+        The plain paths of L{pbext._jelly} work in a program that imported
+        only that module: importing it gives the accelerator all of its
+        configuration too.
+        """
+        import os
+        import subprocess
+        import sys
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, PYTHONPATH=root)
+        script = (
+            "from pbext import _jelly\n"
+            "print(_jelly.unjellyPlain([b'list', 1, [b'tuple']]))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(out.stderr, "")
+        self.assertEqual(out.stdout.strip(), "[1, ()]")
