@@ -1474,32 +1474,39 @@ class ImportAloneTests(SynchronousTestCase):
     without the package's lazily loaded public names.
     """
 
-    def test_decoderAlone(self) -> None:
+    def runAlone(self, script: str) -> str:
         """
-        A L{Decoder} made by a program that imported only L{pbext.codec}
-        works, with the accelerator when it is built: importing
-        L{pbext.codec} gives the accelerator all of its configuration.
+        Run C{script} in a new Python process that can import this
+        checkout's pbext, and return what it printed; it must print no
+        error.
         """
         import os
         import subprocess
         import sys
 
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, PYTHONPATH=root)
-        script = (
-            "from pbext import codec\n"
-            "d = codec.Decoder()\n"
-            "print(d.accelerated, d.feed(codec.encode([b'x', 1])))\n"
-        )
         out = subprocess.run(
             [sys.executable, "-c", script],
-            env=env,
+            env=dict(os.environ, PYTHONPATH=root),
             capture_output=True,
             text=True,
             timeout=60,
         )
         self.assertEqual(out.stderr, "")
-        self.assertEqual(out.stdout.strip(), f"{speedups is not None} [[b'x', 1]]")
+        return out.stdout.strip()
+
+    def test_decoderAlone(self) -> None:
+        """
+        A L{Decoder} made by a program that imported only L{pbext.codec}
+        works, with the accelerator when it is built: importing
+        L{pbext.codec} gives the accelerator all of its configuration.
+        """
+        printed = self.runAlone(
+            "from pbext import codec\n"
+            "d = codec.Decoder()\n"
+            "print(d.accelerated, d.feed(codec.encode([b'x', 1])))\n"
+        )
+        self.assertEqual(printed, f"{speedups is not None} [[b'x', 1]]")
 
     def test_jellyAlone(self) -> None:
         """
@@ -1507,22 +1514,8 @@ class ImportAloneTests(SynchronousTestCase):
         only that module: importing it gives the accelerator all of its
         configuration too.
         """
-        import os
-        import subprocess
-        import sys
-
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, PYTHONPATH=root)
-        script = (
+        printed = self.runAlone(
             "from pbext import _jelly\n"
             "print(_jelly.unjellyPlain([b'list', 1, [b'tuple']]))\n"
         )
-        out = subprocess.run(
-            [sys.executable, "-c", script],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        self.assertEqual(out.stderr, "")
-        self.assertEqual(out.stdout.strip(), "[1, ()]")
+        self.assertEqual(printed, "[1, ()]")
