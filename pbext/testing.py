@@ -95,6 +95,38 @@ class PumpError(AssertionError):
     """
 
 
+def _advance(
+    clock: Clock,
+    seconds: float,
+    maxRounds: int,
+    pump: Callable[[], object],
+    nextEventTime: Callable[[], float | None],
+) -> None:
+    """
+    Move C{clock} C{seconds} forward, stopping and calling C{pump} at each
+    time C{nextEventTime} says something falls due, so that timers and
+    bytes interleave as they would in real time.
+
+    @raise ValueError: if C{seconds} is negative.
+    @raise PumpError: if more than C{maxRounds} timed steps fall inside
+        C{seconds}.
+    """
+    if seconds < 0:
+        raise ValueError(f"the clock cannot go back: {seconds!r}")
+    target = clock.seconds() + seconds
+    pump()
+    for _ in range(maxRounds):
+        nextTime = nextEventTime()
+        if nextTime is None or nextTime > target:
+            break
+        clock.advance(max(0.0, nextTime - clock.seconds()))
+        pump()
+    else:
+        raise PumpError(f"more than {maxRounds} timed events within {seconds} seconds")
+    clock.advance(max(0.0, target - clock.seconds()))
+    pump()
+
+
 class Direction:
     """
     One way of a L{PBConnection}: the bytes one side writes, on their way to
@@ -748,22 +780,7 @@ class PBConnection:
         @raise PumpError: if more than L{maxRounds} timed steps fall inside
             C{seconds}, or if a pump raises it.
         """
-        if seconds < 0:
-            raise ValueError(f"the clock cannot go back: {seconds!r}")
-        target = self.clock.seconds() + seconds
-        self.pump()
-        for _ in range(self.maxRounds):
-            nextTime = self._nextEventTime()
-            if nextTime is None or nextTime > target:
-                break
-            self.clock.advance(max(0.0, nextTime - self.clock.seconds()))
-            self.pump()
-        else:
-            raise PumpError(
-                f"more than {self.maxRounds} timed events within {seconds} seconds"
-            )
-        self.clock.advance(max(0.0, target - self.clock.seconds()))
-        self.pump()
+        _advance(self.clock, seconds, self.maxRounds, self.pump, self._nextEventTime)
 
     def _nextEventTime(self) -> float | None:
         times = [call.getTime() for call in self.clock.getDelayedCalls()]
@@ -1086,28 +1103,16 @@ class MemoryEndpoint:
         Move the clock C{seconds} forward, pumping every connection at each
         time something is scheduled, as L{PBConnection.advance} does.
         """
-        if seconds < 0:
-            raise ValueError(f"the clock cannot go back: {seconds!r}")
-        target = self.clock.seconds() + seconds
-        self.pump()
-        for _ in range(self.maxRounds):
-            times = [call.getTime() for call in self.clock.getDelayedCalls()]
-            for connection in self.connections:
-                for direction in (connection.clientToServer, connection.serverToClient):
-                    when = direction._nextTime()
-                    if when is not None:
-                        times.append(when)
-            nextTime = min(times, default=None)
-            if nextTime is None or nextTime > target:
-                break
-            self.clock.advance(max(0.0, nextTime - self.clock.seconds()))
-            self.pump()
-        else:
-            raise PumpError(
-                f"more than {self.maxRounds} timed events within {seconds} seconds"
-            )
-        self.clock.advance(max(0.0, target - self.clock.seconds()))
-        self.pump()
+        _advance(self.clock, seconds, self.maxRounds, self.pump, self._nextEventTime)
+
+    def _nextEventTime(self) -> float | None:
+        times = [call.getTime() for call in self.clock.getDelayedCalls()]
+        for connection in self.connections:
+            for direction in (connection.clientToServer, connection.serverToClient):
+                when = direction._nextTime()
+                if when is not None:
+                    times.append(when)
+        return min(times, default=None)
 
     def disconnect(self) -> None:
         """
