@@ -33,6 +33,8 @@ TESTS = [
     "tests.test_accelerator",
     "tests.test_plaintypes",
     "tests.test_peerdecoding",
+    "tests.test_mutatedsend",
+    "tests.test_fuzzcorpus",
     "tests.test_hostile",
 ]
 
