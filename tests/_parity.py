@@ -102,32 +102,49 @@ def _messages(received: list[Any], accelerated: bool) -> list[Any]:
     return out
 
 
-def shape(value: object) -> object:
+def shape(value: object, _path: dict[int, int] | None = None) -> object:
     """
     A comparable stand-in for C{value}: its type and contents all the way
     down, objects of registered types by their attributes, sets by their
     elements' shapes whatever their order, floats by C{repr} (so that NaN
-    is itself).
+    is itself).  A value that contains itself (a peer may send reference
+    cycles) stands for the cycle as C{("cycle", N)}, N counting up from the
+    outermost of the containers being walked.
     """
+    if _path is None:
+        _path = {}
     kind = type(value)
-    if kind in (list, tuple):
-        return (kind.__name__, [shape(v) for v in value])  # type: ignore[attr-defined]
-    if kind is dict:
-        return ("dict", [(shape(k), shape(v)) for k, v in value.items()])  # type: ignore[attr-defined]
-    if kind in (set, frozenset):
-        return (kind.__name__, sorted(repr(shape(v)) for v in value))  # type: ignore[attr-defined]
-    if kind is float:
-        return ("float", repr(value))
-    if hasattr(value, "__dict__") and not isinstance(value, type):
-        return (kind.__name__, shape(dict(vars(value))))
-    return (kind.__name__, repr(value))
+    walked = kind in (list, tuple, dict, set, frozenset) or (
+        hasattr(value, "__dict__") and not isinstance(value, type)
+    )
+    if not walked:
+        if kind is float:
+            return ("float", repr(value))
+        return (kind.__name__, repr(value))
+    key = id(value)
+    if key in _path:
+        return ("cycle", _path[key])
+    _path[key] = len(_path)
+    try:
+        if kind in (list, tuple):
+            return (kind.__name__, [shape(v, _path) for v in value])  # type: ignore[attr-defined]
+        if kind is dict:
+            return (
+                "dict",
+                [(shape(k, _path), shape(v, _path)) for k, v in value.items()],  # type: ignore[attr-defined]
+            )
+        if kind in (set, frozenset):
+            return (kind.__name__, sorted(repr(shape(v, _path)) for v in value))  # type: ignore[attr-defined]
+        return (kind.__name__, shape(dict(vars(value)), _path))
+    finally:
+        del _path[key]
 
 
 def _same(a: object, b: object) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b) == 2:
-        return a[0] == b[0] and (a[1] == b[1] or shape(a[1]) == shape(b[1]))
+        return a[0] == b[0] and shape(a[1]) == shape(b[1])
     return shape(a) == shape(b)
 
 
