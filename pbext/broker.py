@@ -1819,7 +1819,12 @@ class Broker(pb.Broker):
                 "methodRefused", "call to a refused method name", name=name
             )
             self._pbextRefuse(
-                requestID, answerRequired, PolicyViolation(f"method {name!r} refused")
+                requestID,
+                answerRequired,
+                PolicyViolation(
+                    f"{name}(): the server's security policy refuses calls to "
+                    f"this method name"
+                ),
             )
             return
         if len(self._pbextRunning) >= self._pbextLimits.maxOutstandingCalls:
@@ -1828,8 +1833,9 @@ class Broker(pb.Broker):
                 requestID,
                 answerRequired,
                 PolicyViolation(
-                    f"more than {self._pbextLimits.maxOutstandingCalls} "
-                    "outstanding calls"
+                    f"{name}(): more than {self._pbextLimits.maxOutstandingCalls} "
+                    "calls on this connection are waiting for answers; wait for "
+                    "answers before calling again"
                 ),
             )
             return

@@ -159,11 +159,20 @@ def _checkFieldNames(names: Iterable[object]) -> frozenset[str]:
     checked = set()
     for name in names:
         if not isinstance(name, str):
-            raise TypeError(f"field names are str, not {type(name).__name__}: {name!r}")
+            raise TypeError(
+                f"field name {name!r} is a {type(name).__name__}; give each "
+                f"field name as a str"
+            )
         if not name.isidentifier():
-            raise ValueError(f"field name {name!r} is not an identifier")
+            raise ValueError(
+                f"field name {name!r} is not a Python identifier; give the "
+                f"attribute name as it is spelt in the class"
+            )
         if name.startswith("__"):
-            raise ValueError(f"field name {name!r} is a special (dunder) name")
+            raise ValueError(
+                f"field name {name!r} is a special (dunder) name, which a peer "
+                f"must never set; leave it out of the fields"
+            )
         checked.add(name)
     return frozenset(checked)
 
@@ -243,7 +252,8 @@ def stateFields(*names: str) -> Callable[[_T], _T]:
                 if found is not None and _kindOf(found[1]) != "class attribute":
                     raise ValueError(
                         f"{qual(target)}: field {name!r} would let a peer replace "
-                        f"the {_kindOf(found[1])} {qual(found[0])}.{name}"
+                        f"the {_kindOf(found[1])} {qual(found[0])}.{name}; leave "
+                        f"it out of the fields, or rename the attribute"
                     )
         setattr(target, _RULE_ATTRIBUTE, fields)
         return target

@@ -303,7 +303,10 @@ def loadAuthorities(path: str) -> list[Any]:
     end = b"-----END CERTIFICATE-----"
     blocks = [b + end for b in data.split(end) if b"-----BEGIN CERTIFICATE-----" in b]
     if not blocks:
-        raise ValueError(f"{path} holds no PEM certificate")
+        raise ValueError(
+            f"{path}: no PEM certificate in it; give a file holding "
+            f"-----BEGIN CERTIFICATE----- blocks"
+        )
     return [Certificate.loadPEM(block.strip()) for block in blocks]
 
 

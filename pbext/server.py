@@ -151,11 +151,18 @@ def buildServerFactory(
 
     if checkers:
         if root is not None:
-            raise ValueError("a root is served without login; give a realm")
+            raise ValueError(
+                "buildServerFactory(root=..., checkers=...): a root is served "
+                "without a login, so checkers have nothing to log in to; give "
+                "realm= instead of root="
+            )
         portal = Portal(realm if realm is not None else demo.DemoRealm(), checkers)
         return PBServerFactory(portal, **factoryOptions)
     if realm is not None:
-        raise ValueError("a realm needs at least one credentials checker")
+        raise ValueError(
+            "buildServerFactory(realm=...): a realm is served behind a login, "
+            "which needs a credentials checker; give checkers=[...]"
+        )
     return PBServerFactory(
         root if root is not None else demo.DemoRoot(), **factoryOptions
     )

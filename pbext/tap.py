@@ -352,8 +352,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             import prometheus_client  # noqa: F401
         except ImportError:
             raise usage.UsageError(
-                "--metrics needs prometheus-client, which is not installed: "
-                "pip install pbext[metrics]"
+                f"--metrics {description}: metrics need the metrics extra: "
+                f"pip install 'pbext[metrics]'"
             )
         _checkServerEndpoint("metrics", description, "tcp:9187:interface=127.0.0.1")
         self["metrics"] = description
@@ -398,11 +398,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         try:
             self["loginThrottleSettings"] = _parseThrottle(spec)
         except ValueError as e:
-            raise usage.UsageError(
-                f"--login-throttle {spec}: {e}. Give 'off' or settings such "
-                f"as freeFailures=3,initialDelay=1,maxDelay=30,refuseAfter=20,"
-                f"refuseFor=900."
-            )
+            raise usage.UsageError(f"--login-throttle {spec}: {e}")
         self["login-throttle"] = spec
 
     def opt_tls_client_ca(self, path: str) -> None:
@@ -564,7 +560,9 @@ def _loadRegistry(spec: str) -> object:
         )
     if not ICopyableRegistry.providedBy(registry):
         raise usage.UsageError(
-            f"--registry {spec}: {registry!r} is not a copyable registry"
+            f"--registry {spec}: {registry!r} is not a copyable registry; "
+            f"name a pbext.copyable.CopyableRegistry, or a zero-argument "
+            f"callable returning one"
         )
     validate = getattr(registry, "validate", None)
     if validate is not None:
@@ -600,8 +598,19 @@ def _parseThrottle(spec: str) -> dict[str, Any] | None:
         name, sep, value = item.partition("=")
         name = name.strip()
         if not sep or name not in _THROTTLE_SETTINGS:
-            raise ValueError(f"unknown setting {item.strip()!r}")
-        settings[name] = _THROTTLE_SETTINGS[name](value)
+            raise ValueError(
+                f"unknown setting {item.strip()!r}; give 'off' or settings "
+                f"such as freeFailures=3,initialDelay=1,maxDelay=30,"
+                f"refuseAfter=20,refuseFor=900"
+            )
+        convert = _THROTTLE_SETTINGS[name]
+        try:
+            settings[name] = convert(value)
+        except ValueError:
+            unit = "a whole number" if convert is int else "a number"
+            raise ValueError(
+                f"{name}={value.strip()}: not {unit}; give {name}=NUMBER"
+            ) from None
     for name in ("refuseAfter", "addressRefuseAfter"):
         if settings.get(name) == 0:
             settings[name] = None

@@ -221,26 +221,53 @@ class LoginThrottle:
         @param maxTrusted: how many trusted pairs are kept at most.
         """
         if freeFailures < 0 or addressFreeFailures < 0:
-            raise ValueError("need freeFailures >= 0 and addressFreeFailures >= 0")
+            raise ValueError(
+                f"freeFailures={freeFailures!r}, addressFreeFailures="
+                f"{addressFreeFailures!r}: failure counts cannot be negative; "
+                f"give 0 or more"
+            )
         if initialDelay < 0 or maxDelay < initialDelay:
-            raise ValueError("need 0 <= initialDelay <= maxDelay")
+            raise ValueError(
+                f"initialDelay={initialDelay!r}, maxDelay={maxDelay!r}: the "
+                f"first delay must be 0 seconds or more and no longer than the "
+                f"longest; raise maxDelay or lower initialDelay"
+            )
         for name, value in (
             ("refuseAfter", refuseAfter),
             ("addressRefuseAfter", addressRefuseAfter),
         ):
             if value is not None and value < 1:
-                raise ValueError(f"need {name} >= 1 (or None for never)")
+                raise ValueError(
+                    f"{name}={value!r}: give a number of failures of 1 or more, "
+                    f"or None to never refuse"
+                )
         if refuseFor <= 0:
-            raise ValueError("need refuseFor > 0")
+            raise ValueError(
+                f"refuseFor={refuseFor!r}: a refusal must last more than 0 "
+                f"seconds; give a positive number of seconds"
+            )
         refusing = refuseAfter is not None or addressRefuseAfter is not None
         if forgetAfter < max(maxDelay, refuseFor if refusing else 0.0):
-            raise ValueError("forgetAfter must outlast maxDelay and refuseFor")
+            raise ValueError(
+                f"forgetAfter={forgetAfter!r}: records would be forgotten "
+                f"before their delay or refusal ends; give at least "
+                f"{max(maxDelay, refuseFor if refusing else 0.0)!r} seconds"
+            )
         if maxRecords < 1 or maxTrusted < 1:
-            raise ValueError("maxRecords and maxTrusted must be at least 1")
+            raise ValueError(
+                f"maxRecords={maxRecords!r}, maxTrusted={maxTrusted!r}: give "
+                f"1 or more for each"
+            )
         if not maxAttemptsPerSecond > 0:
-            raise ValueError("maxAttemptsPerSecond must be positive")
+            raise ValueError(
+                f"maxAttemptsPerSecond={maxAttemptsPerSecond!r}: give a "
+                f"number of attempts greater than 0"
+            )
         if maxUsernameDelay < 0 or trustFor < 0:
-            raise ValueError("maxUsernameDelay and trustFor must not be negative")
+            raise ValueError(
+                f"maxUsernameDelay={maxUsernameDelay!r}, trustFor={trustFor!r}: "
+                f"give 0 seconds or more for each"
+            )
         self.clock = clock
         self.freeFailures = freeFailures
         self.initialDelay = initialDelay
