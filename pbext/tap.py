@@ -152,8 +152,8 @@ def _resolve(
         obj = made
     if result is None:
         raise usage.UsageError(
-            f"--{kind} {dottedName}: {obj!r} is not {wanted} (nor a "
-            f"zero-argument callable returning one)."
+            f"--{kind} {dottedName}: {obj!r} is not {wanted}; name one, or a "
+            f"zero-argument callable returning one."
         )
     return result
 

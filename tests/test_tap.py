@@ -307,6 +307,34 @@ class OptionsTests(SynchronousTestCase):
             message = self.assertUsageError("--login-throttle", spec)
             self.assertIn("--login-throttle", message)
 
+    def test_loginThrottleMessages(self) -> None:
+        """
+        A bad C{--login-throttle} names the setting as given and the one
+        thing to write instead.
+        """
+        self.assertEqual(
+            self.assertUsageError("--login-throttle", "bogus=1"),
+            "--login-throttle bogus=1: unknown setting 'bogus=1'; give 'off' "
+            "or settings such as freeFailures=3,initialDelay=1,maxDelay=30,"
+            "refuseAfter=20,refuseFor=900",
+        )
+        self.assertEqual(
+            self.assertUsageError("--login-throttle", "maxDelay=x"),
+            "--login-throttle maxDelay=x: maxDelay=x: not a number; give "
+            "maxDelay=NUMBER",
+        )
+        self.assertEqual(
+            self.assertUsageError("--login-throttle", "refuseAfter=y"),
+            "--login-throttle refuseAfter=y: refuseAfter=y: not a whole "
+            "number; give refuseAfter=NUMBER",
+        )
+        self.assertEqual(
+            self.assertUsageError("--login-throttle", "initialDelay=9,maxDelay=1"),
+            "--login-throttle initialDelay=9,maxDelay=1: initialDelay=9.0, "
+            "maxDelay=1.0: the first delay must be 0 seconds or more and no "
+            "longer than the longest; raise maxDelay or lower initialDelay",
+        )
+
     def test_tlsClientCA(self) -> None:
         """
         C{--tls-client-ca} loads the authorities and adds a checker of
@@ -332,6 +360,11 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("--listen ssl:", message)
         message = self.assertUsageError("--tls-client-ca", certificates.serverKey)
         self.assertIn("no PEM certificate", message)
+        self.assertIn(
+            f"{certificates.serverKey}: no PEM certificate in it; give a file "
+            f"holding -----BEGIN CERTIFICATE----- blocks",
+            message,
+        )
 
     def test_authUnknown(self) -> None:
         """
@@ -669,6 +702,17 @@ class PolicyOptionsTests(SynchronousTestCase):
             usage.UsageError, self.parse, "--registry", "tests.test_tap.customRoot"
         )
         self.assertIn("registry", str(error))
+        self.assertTrue(
+            str(error).endswith(
+                "is not a copyable registry (pbext.copyable.CopyableRegistry); "
+                "name one, or a zero-argument callable returning one."
+            ),
+            str(error),
+        )
+        self.assertTrue(
+            str(error).startswith("--registry tests.test_tap.customRoot: "),
+            str(error),
+        )
 
     def test_lifecycleOptions(self) -> None:
         """
