@@ -932,6 +932,56 @@ class LoginThrottleTests(SynchronousTestCase):
         ):
             self.assertRaises(ValueError, LoginThrottle, self.clock, **kwargs)
 
+    def test_badSettingsMessages(self) -> None:
+        """
+        A bad setting's L{ValueError} names the setting and its value as
+        given, then what to give instead.
+        """
+        for kwargs, expected in (
+            (
+                {"freeFailures": -1},
+                "freeFailures=-1, addressFreeFailures=10: failure counts "
+                "cannot be negative; give 0 or more",
+            ),
+            (
+                {"initialDelay": 10.0, "maxDelay": 1.0},
+                "initialDelay=10.0, maxDelay=1.0: the first delay must be 0 "
+                "seconds or more and no longer than the longest; raise "
+                "maxDelay or lower initialDelay",
+            ),
+            (
+                {"refuseAfter": 0},
+                "refuseAfter=0: give a number of failures of 1 or more, or "
+                "None to never refuse",
+            ),
+            (
+                {"refuseFor": 0},
+                "refuseFor=0: a refusal must last more than 0 seconds; give a "
+                "positive number of seconds",
+            ),
+            (
+                {"forgetAfter": 10.0},
+                "forgetAfter=10.0: records would be forgotten before their "
+                "delay or refusal ends; give at least 900.0 seconds",
+            ),
+            (
+                {"maxRecords": 0},
+                "maxRecords=0, maxTrusted=100000: give 1 or more for each",
+            ),
+            (
+                {"maxAttemptsPerSecond": 0},
+                "maxAttemptsPerSecond=0: give a number of attempts greater "
+                "than 0",
+            ),
+            (
+                {"maxUsernameDelay": -1},
+                "maxUsernameDelay=-1, trustFor=2592000.0: give 0 seconds or "
+                "more for each",
+            ),
+        ):
+            error = self.assertRaises(ValueError, LoginThrottle, self.clock, **kwargs)
+            self.assertEqual(str(error), expected)
+
     def test_addressKey(self) -> None:
         """
         Addresses are throttled by IP; IPv6 by /64 network, IPv4-mapped IPv6
