@@ -330,6 +330,11 @@ class CallTests(SynchronousTestCase):
         f = self.failureResultOf(pair.call("_private"))
         self.assertTrue(f.check(pbbroker.PolicyViolation), f)
         self.assertFalse(pair.root.privateCalled)
+        self.assertEqual(
+            f.getErrorMessage(),
+            "_private(): the server's security policy refuses calls to this "
+            "method name",
+        )
 
     def test_privateMethodClassic(self) -> None:
         """
@@ -385,6 +390,11 @@ class CallTests(SynchronousTestCase):
         pair.flush()
         f = self.failureResultOf(refused)
         self.assertTrue(f.check(pbbroker.PolicyViolation), f)
+        self.assertEqual(
+            f.getErrorMessage(),
+            f"wait(): more than {limit} calls on this connection are waiting "
+            f"for answers; wait for answers before calling again",
+        )
         self.assertEqual(len(root.pending), limit)
         root.pending[0].callback("done")
         pair.flush()

@@ -435,13 +435,30 @@ class DeclarationTests(SynchronousTestCase):
         Field names must be identifiers, not dunder names, and not the
         name of a method or property of the class.
         """
-        self.assertRaises(TypeError, stateFields, b"x")
-        self.assertRaises(ValueError, stateFields, "not-a-name")
-        self.assertRaises(ValueError, stateFields, "__class__")
+        self.assertEqual(
+            str(self.assertRaises(TypeError, stateFields, b"x")),
+            "field name b'x' is a bytes; give each field name as a str",
+        )
+        self.assertEqual(
+            str(self.assertRaises(ValueError, stateFields, "not-a-name")),
+            "field name 'not-a-name' is not a Python identifier; give the "
+            "attribute name as it is spelt in the class",
+        )
+        self.assertEqual(
+            str(self.assertRaises(ValueError, stateFields, "__class__")),
+            "field name '__class__' is a special (dunder) name, which a peer "
+            "must never set; leave it out of the fields",
+        )
         with self.assertRaises(ValueError) as raised:
             stateFields("greet")(type("Copy", (Plain,), {}))
         self.assertIn("method", str(raised.exception))
         self.assertIn("greet", str(raised.exception))
+        self.assertTrue(
+            str(raised.exception).endswith(
+                "; leave it out of the fields, or rename the attribute"
+            ),
+            str(raised.exception),
+        )
         withProperty = type("Copy", (pb.RemoteCopy,), {"p": property(lambda s: 1)})
         self.assertRaises(ValueError, stateFields("p"), withProperty)
         # A subclass that adds a method named like a declared field does

@@ -970,8 +970,7 @@ class LoginThrottleTests(SynchronousTestCase):
             ),
             (
                 {"maxAttemptsPerSecond": 0},
-                "maxAttemptsPerSecond=0: give a number of attempts greater "
-                "than 0",
+                "maxAttemptsPerSecond=0: give a number of attempts greater than 0",
             ),
             (
                 {"maxUsernameDelay": -1},

@@ -10,7 +10,10 @@ from io import StringIO
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker
 from twisted.cred import strcred
-from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.checkers import (
+    ICredentialsChecker,
+    InMemoryUsernamePasswordDatabaseDontUse,
+)
 from twisted.cred.credentials import (
     IAnonymous,
     ISSHPrivateKey,
@@ -578,6 +581,28 @@ class MakeServiceTests(SynchronousTestCase):
         self.addCleanup(svc.stopService)
         ports = [(port, f, interface) for port, f, _, interface in reactor.tcpServers]
         self.assertEqual(ports, [(8787, factory, "127.0.0.1"), (9999, factory, "")])
+
+    def test_buildServerFactoryMistakes(self) -> None:
+        """
+        L{server.buildServerFactory} refuses a root with checkers and a realm
+        without them, naming the arguments given and the one to give.
+        """
+        checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+        error = self.assertRaises(
+            ValueError, server.buildServerFactory, root=pb.Root(), checkers=[checker]
+        )
+        self.assertEqual(
+            str(error),
+            "buildServerFactory(root=..., checkers=...): a root is served "
+            "without a login, so checkers have nothing to log in to; give "
+            "realm= instead of root=",
+        )
+        error = self.assertRaises(ValueError, server.buildServerFactory, realm=object())
+        self.assertEqual(
+            str(error),
+            "buildServerFactory(realm=...): a realm is served behind a login, "
+            "which needs a credentials checker; give checkers=[...]",
+        )
 
 
 class PluginTests(SynchronousTestCase):
