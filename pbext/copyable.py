@@ -332,7 +332,10 @@ def _classFields(cls: type) -> dict[str, _Field]:
                 continue
             annotation = hints.get(a.name, a.type)
             if annotation is None:
-                raise RegistryError(f"{owner}: attribute {a.name!r} has no type")
+                raise RegistryError(
+                    f"{owner}: attribute {a.name!r} has no type; annotate it, "
+                    f"for example {a.name}: int"
+                )
             fields[a.name] = _makeField(
                 owner, a.name, annotation, a.default is attrs.NOTHING, a.alias
             )
@@ -354,7 +357,7 @@ def _cacheFields(cls: type) -> dict[str, _Field]:
         if reserved in fields:
             raise RegistryError(
                 f"{cls.__qualname__} cannot declare a field named {reserved!r}: "
-                f"pb.RemoteCache uses it"
+                f"pb.RemoteCache uses it; rename the field"
             )
     return fields
 
@@ -366,7 +369,10 @@ def _mappingFields(owner: str, declared: Mapping[str, object]) -> dict[str, _Fie
     fields = {}
     for name, annotation in declared.items():
         if not isinstance(name, str) or not name or name == VERSION_KEY:
-            raise RegistryError(f"{owner}: invalid field name {name!r}")
+            raise RegistryError(
+                f"{owner}: field name {name!r} is not a Python identifier; "
+                f"give the attribute name as it is spelt in the class"
+            )
         fields[name] = _makeField(owner, name, annotation, True)
     return fields
 
@@ -449,7 +455,8 @@ class _Entry:
             if deferNames:
                 return
             raise RegistryError(
-                f"{self.typeName}: cannot resolve the field annotations: {e}"
+                f"{self.typeName}: cannot resolve the field annotations: {e}; "
+                f"define or import that name in the class's module"
             ) from e
         self._fields = fields
         self._required = frozenset(f.name for f in fields.values() if f.required)
@@ -1202,23 +1209,34 @@ class CopyableRegistry:
 
     def _wireName(self, name: object) -> bytes:
         if not isinstance(name, str) or not name:
-            raise RegistryError(f"a wire name must be a non-empty str, got {name!r}")
+            raise RegistryError(
+                f"wire name {name!r}: give a non-empty str, such as 'myapp.Job'"
+            )
         wireName = name.encode("utf-8")
         if wireName in _RESERVED:
-            raise RegistryError(f"{name!r} is a jelly or PB type name")
+            raise RegistryError(
+                f"wire name {name!r} is a jelly or PB type name; choose a name "
+                f"of your own, such as 'myapp.Job'"
+            )
         if wireName in self._byName:
-            raise RegistryError(f"wire name {name!r} is already registered")
+            raise RegistryError(
+                f"wire name {name!r} is already registered; give each "
+                f"registration a wire name of its own"
+            )
         return wireName
 
     def _checkClass(self, cls: object, role: str, allowEnum: bool = False) -> type:
         if not isinstance(cls, type):
-            raise RegistryError(f"{role} must be a class, got {cls!r}")
+            raise RegistryError(
+                f"{role} {cls!r} is not a class; give the class itself, not an "
+                f"instance or its name"
+            )
         if not allowEnum:
             self._checkNotEnum(cls)
         if cls in self._byClass:
             raise RegistryError(
                 f"{cls.__qualname__} is already registered as "
-                f"{self._byClass[cls].typeName!r}"
+                f"{self._byClass[cls].typeName!r}; register each class once"
             )
         return cls
 
@@ -1232,7 +1250,9 @@ class CopyableRegistry:
     @staticmethod
     def _checkVersion(version: object) -> int:
         if type(version) is not int or version < 1:
-            raise RegistryError(f"version must be an int >= 1, got {version!r}")
+            raise RegistryError(
+                f"version={version!r}: give a whole number of 1 or more"
+            )
         return version
 
     def _add(self, entry: _Entry, sent: type | None) -> None:
@@ -1368,7 +1388,10 @@ class CopyableRegistry:
         """
         localClass = self._checkClass(localClass, "localClass")
         if not isinstance(remoteClass, type):
-            raise RegistryError(f"remoteClass must be a class, got {remoteClass!r}")
+            raise RegistryError(
+                f"remoteClass {remoteClass!r} is not a class; give the class "
+                f"itself, not an instance or its name"
+            )
         self._checkNotEnum(remoteClass)
         wireName = self._wireName(name)
         version = self._checkVersion(version)
@@ -1412,7 +1435,10 @@ class CopyableRegistry:
         """
         cls = self._checkClass(cls, "cls", allowEnum=True)
         if not (callable(toState) and callable(fromState)):
-            raise RegistryError("toState and fromState must be callable")
+            raise RegistryError(
+                f"toState={toState!r}, fromState={fromState!r}: give two "
+                f"functions, one making the state and one making the object"
+            )
         wireName = self._wireName(name)
         declared = dict(fields)
         entry = _StateEntry(
@@ -1439,7 +1465,10 @@ class CopyableRegistry:
         @raise RegistryError: as for L{register}.
         """
         if not isinstance(cls, type):
-            raise RegistryError(f"cls must be a class, got {cls!r}")
+            raise RegistryError(
+                f"cls {cls!r} is not a class; give the class itself, not an "
+                f"instance or its name"
+            )
         self._checkNotEnum(cls)
         entry = _ReceiveOnlyEntry(
             self._wireName(name),
@@ -1477,14 +1506,16 @@ class CopyableRegistry:
         cacheableClass = self._checkClass(cacheableClass, "cacheableClass")
         if not issubclass(cacheableClass, flavors.Cacheable):
             raise RegistryError(
-                f"{cacheableClass.__qualname__} is not a pb.Cacheable subclass"
+                f"{cacheableClass.__qualname__} is not a pb.Cacheable subclass; "
+                f"registerCache takes a pb.Cacheable and a pb.RemoteCache"
             )
         if not (
             isinstance(remoteCacheClass, type)
             and issubclass(remoteCacheClass, flavors.RemoteCache)
         ):
             raise RegistryError(
-                f"{remoteCacheClass!r} is not a pb.RemoteCache subclass"
+                f"{remoteCacheClass!r} is not a pb.RemoteCache subclass; "
+                f"registerCache takes a pb.Cacheable and a pb.RemoteCache"
             )
         entry = _CacheEntry(
             self._wireName(name), self._checkVersion(version), remoteCacheClass
@@ -1524,15 +1555,24 @@ class CopyableRegistry:
         """
         entry = self._byName.get(name.encode("utf-8") if isinstance(name, str) else b"")
         if entry is None:
-            raise RegistryError(f"no type registered as {name!r}")
+            raise RegistryError(
+                f"no type registered as {name!r}; register the type before "
+                f"its upgraders"
+            )
         if type(fromVersion) is not int or not 1 <= fromVersion < entry.version:
+            fix = (
+                f"give a version from 1 to {entry.version - 1}"
+                if entry.version > 1
+                else "register the type with version=2 or more first"
+            )
             raise RegistryError(
                 f"{name!r} is at version {entry.version}: cannot upgrade from "
-                f"version {fromVersion!r}"
+                f"version {fromVersion!r}; {fix}"
             )
         if fromVersion in entry.upgraders:
             raise RegistryError(
-                f"{name!r} already has an upgrader from version {fromVersion}"
+                f"{name!r} already has an upgrader from version {fromVersion}; "
+                f"register one upgrader per version"
             )
         entry.upgraders[fromVersion] = function
         self._changed()

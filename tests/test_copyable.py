@@ -1109,6 +1109,66 @@ class RegistrationErrorTests(SynchronousTestCase):
         self.assertRaises(RegistryError, registry.register)
         self.assertFalse(registry.typeNames())
 
+    def test_registrationMessages(self) -> None:
+        """
+        A registration mistake names what was given and the one thing to
+        do about it.
+        """
+        registry = CopyableRegistry()
+        points = _pointRegistry()
+
+        def message(f: Any, *args: Any, **kw: Any) -> str:
+            return str(self.assertRaises(RegistryError, f, *args, **kw))
+
+        self.assertEqual(
+            message(registry.register, Point(1, 2), "test.P"),
+            "register's first argument Point(x=1, y=2) is not a class; give "
+            "the class itself, not an instance or its name",
+        )
+        self.assertEqual(
+            message(registry.register, Point, ""),
+            "wire name '': give a non-empty str, such as 'myapp.Job'",
+        )
+        self.assertEqual(
+            message(registry.register, Point, "list"),
+            "wire name 'list' is a jelly or PB type name; choose a name of "
+            "your own, such as 'myapp.Job'",
+        )
+        self.assertEqual(
+            message(registry.register, Point, "test.P", version=0),
+            "version=0: give a whole number of 1 or more",
+        )
+        self.assertEqual(
+            message(points.register, Point, "test.Point2"),
+            "Point is already registered as 'test.Point'; register each class once",
+        )
+        self.assertEqual(
+            message(points.register, Plain, "test.Point"),
+            "wire name 'test.Point' is already registered; give each "
+            "registration a wire name of its own",
+        )
+        self.assertEqual(
+            message(
+                registry.registerCopier,
+                Point,
+                "test.C",
+                toState=1,
+                fromState=2,
+                fields={},
+            ),
+            "toState=1, fromState=2: give two functions, one making the "
+            "state and one making the object",
+        )
+        self.assertEqual(
+            message(points.registerUpgrader, "test.Nope", 1, dict),
+            "no type registered as 'test.Nope'; register the type before its upgraders",
+        )
+        self.assertEqual(
+            message(points.registerUpgrader, "test.Point", 1, dict),
+            "'test.Point' is at version 1: cannot upgrade from version 1; "
+            "register the type with version=2 or more first",
+        )
+
     def test_enumNeedsCopier(self) -> None:
         """
         An enum cannot be registered as a field-based type (its members are
