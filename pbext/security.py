@@ -649,7 +649,10 @@ class SecurityPolicy(jelly.SecurityOptions):
         if limits is None:
             limits = Limits.classic() if classic else Limits()
         if not isinstance(limits, Limits):
-            raise TypeError(f"limits must be a pbext.security.Limits, not {limits!r}")
+            raise TypeError(
+                f"limits={limits!r}: give a pbext.security.Limits, such as "
+                f"Limits(maxDepth=100)"
+            )
         self.name = name
         self.limits = limits
         self.classic = bool(classic)
@@ -826,7 +829,9 @@ class BoundPolicy:
         for registry in registries:
             if not ICopyableRegistry.providedBy(registry):
                 raise TypeError(
-                    f"{registry!r} does not provide pbext.interfaces.ICopyableRegistry"
+                    f"{registry!r} does not provide "
+                    f"pbext.interfaces.ICopyableRegistry; give a "
+                    f"pbext.copyable.CopyableRegistry"
                 )
         self.policy = policy
         self.registries: tuple[Any, ...] = registries
@@ -1016,7 +1021,8 @@ def _asPolicy(candidate: object, source: str) -> Any:
     if not ISecurityPolicy.providedBy(candidate):
         raise PolicyError(
             f"{source} gave {candidate!r}, which does not provide "
-            f"pbext.interfaces.ISecurityPolicy"
+            f"pbext.interfaces.ISecurityPolicy; make it give a "
+            f"pbext.security.SecurityPolicy"
         )
     return candidate
 
@@ -1226,7 +1232,8 @@ def _loadPolicyFile(path: str) -> SecurityPolicy:
             if not policy.classic and typeName.encode("utf-8") in _IMPORTING_TYPES:
                 raise PolicyError(
                     f"{where('types', 'allow')}: {typeName!r} makes jelly import "
-                    f"what a peer names; only a classic policy can allow it"
+                    f"what a peer names, which only a classic policy allows; "
+                    f"remove it, or set base = classic in [policy]"
                 )
             policy.allowTypes(typeName)
     _log.debug(

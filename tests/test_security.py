@@ -431,7 +431,14 @@ class SecurityPolicyTests(SynchronousTestCase):
         Binding to something that is not an L{ICopyableRegistry} fails
         early.
         """
-        self.assertRaises(TypeError, defaultPolicy().forConnection, [object()])
+        error = self.assertRaises(TypeError, defaultPolicy().forConnection, [object()])
+        self.assertTrue(
+            str(error).endswith(
+                " does not provide pbext.interfaces.ICopyableRegistry; give a "
+                "pbext.copyable.CopyableRegistry"
+            ),
+            str(error),
+        )
 
     def test_boundDelegates(self) -> None:
         """
@@ -536,7 +543,12 @@ class SecurityPolicyTests(SynchronousTestCase):
             (True, True, False, True),
         )
         self.assertEqual(classic.limits, Limits.classic())
-        self.assertRaises(TypeError, SecurityPolicy, limits={"maxDepth": 3})
+        error = self.assertRaises(TypeError, SecurityPolicy, limits={"maxDepth": 3})
+        self.assertEqual(
+            str(error),
+            "limits={'maxDepth': 3}: give a pbext.security.Limits, such as "
+            "Limits(maxDepth=100)",
+        )
 
 
 class PresetTests(SynchronousTestCase):
@@ -709,7 +721,20 @@ class LoadPolicyTests(SynchronousTestCase):
         L{PolicyError} saying so.
         """
         self.assertPolicyError("tests.test_security.notAPolicy", "neither")
-        self.assertPolicyError("tests.test_security.makeNothing", "ISecurityPolicy")
+        error = self.assertPolicyError(
+            "tests.test_security.makeNothing", "ISecurityPolicy"
+        )
+        self.assertTrue(
+            str(error).startswith("tests.test_security.makeNothing() gave "),
+            str(error),
+        )
+        self.assertTrue(
+            str(error).endswith(
+                ", which does not provide pbext.interfaces.ISecurityPolicy; "
+                "make it give a pbext.security.SecurityPolicy"
+            ),
+            str(error),
+        )
         self.assertPolicyError("tests.test_security.makeBroken", "broken factory")
         self.assertPolicyError(
             "tests.test_security.missing", "unknown security policy", "importable"
@@ -834,6 +859,21 @@ class LoadPolicyTests(SynchronousTestCase):
             self.assertIn(path, message, text)
             for fragment in fragments:
                 self.assertIn(fragment, message, text)
+
+    def test_fileImportingTypeMessage(self) -> None:
+        """
+        A non-classic policy file allowing a type that makes jelly import
+        names the key and the value, and says how to allow it.
+        """
+        path = self.writePolicy("[types]\nallow = module\n")
+        with self.assertRaises(PolicyError) as raised:
+            loadPolicy(path, plugins=[])
+        self.assertEqual(
+            str(raised.exception),
+            f"policy file {path}, [types] allow: 'module' makes jelly import "
+            f"what a peer names, which only a classic policy allows; remove "
+            f"it, or set base = classic in [policy]",
+        )
 
     def test_fileNotUTF8(self) -> None:
         """
