@@ -172,7 +172,10 @@ class ClientCertificateChecker:
         avatarId = self.avatarIdFor(credentials.certificate)
         if not avatarId:
             return defer.fail(
-                UnauthorizedLogin("the client certificate names no usable user")
+                UnauthorizedLogin(
+                    "the client certificate names no usable user; connect with "
+                    "a certificate issued to a user of this server"
+                )
             )
         return defer.succeed(avatarId)
 
@@ -338,7 +341,9 @@ def _toBytes(value: object, what: str) -> bytes:
         return value
     if isinstance(value, str):
         return value.encode("utf-8")
-    raise UnauthorizedLogin(f"the {what} must be bytes or str")
+    raise UnauthorizedLogin(
+        f"the {what} is a {type(value).__name__}; send it as bytes or str"
+    )
 
 
 # --- throttling -------------------------------------------------------------
@@ -427,7 +432,9 @@ class _PortalAuthChallenger(pb._PortalAuthChallenger):
         # Arguments are annotated object: classic PB accepts anything here,
         # and a wrong type is a failed login, not a typed-call error.
         if self._answered:
-            raise UnauthorizedLogin("this challenge was answered already")
+            raise UnauthorizedLogin(
+                "this challenge was answered already; log in again from the start"
+            )
         self._answered = True
         if self._wrapper is None:
             return super().remote_respond(response, mind)
@@ -467,7 +474,9 @@ class _NonceChallenger(pb.Referenceable):
 
     def remote_respond(self, response: object, mind: object) -> Any:
         if self.response is not None:
-            raise UnauthorizedLogin("this challenge was answered already")
+            raise UnauthorizedLogin(
+                "this challenge was answered already; log in again from the start"
+            )
         if not isinstance(response, bytes):
             raise UnauthorizedLogin("the response must be bytes")
         self.response = response
@@ -543,7 +552,8 @@ class _PortalWrapper(pb._PortalWrapper):
         if not self._plaintextAllowed():
             self._auditFailure(PLAINTEXT, username, "connection is not TLS")
             raise UnauthorizedLogin(
-                "this server accepts plaintext passwords only over TLS"
+                "this server accepts plaintext passwords only over TLS; "
+                "connect through a TLS endpoint"
             )
         user = _toBytes(username, "username")
         credentials = UsernamePassword(user, _toBytes(password, "password"))
@@ -563,7 +573,9 @@ class _PortalWrapper(pb._PortalWrapper):
         if certificate is None:
             self._auditFailure(CERTIFICATE, None, "no verified client certificate")
             raise UnauthorizedLogin(
-                "this connection has no verified TLS client certificate"
+                "this connection has no verified TLS client certificate; "
+                "connect over TLS with a certificate the server's authorities "
+                "signed"
             )
         return self.portalLogin(
             ClientCertificate(certificate),

@@ -67,8 +67,10 @@ class LoginThrottled(UnauthorizedLogin):
     def __init__(self, retryAfter: float, limit: str = ADDRESS) -> None:
         self.retryAfter = round(retryAfter, 6)
         self.limit = limit
+        seconds = int(f"{max(retryAfter, 1):.0f}")
         super().__init__(
-            f"too many failed logins; try again in {max(retryAfter, 1):.0f} seconds"
+            f"too many failed logins; try again in {seconds} "
+            f"second{'' if seconds == 1 else 's'}"
         )
 
 

@@ -431,7 +431,12 @@ class NegotiationTests(LoginTestsMixin, SynchronousTestCase):
         """
         conn = self.connect()
         d = conn.call(conn.root(), "loginWithPassword", b"alice", b"wonderland", None)
-        self.loginFailure(d, UnauthorizedLogin)
+        failure = self.loginFailure(d, UnauthorizedLogin)
+        self.assertEqual(
+            failure.getErrorMessage(),
+            "this server accepts plaintext passwords only over TLS; connect "
+            "through a TLS endpoint",
+        )
 
     def test_clientKeepsPasswordWithoutTLS(self) -> None:
         """
@@ -698,6 +703,7 @@ class LoginThrottleTests(SynchronousTestCase):
         self.failTimes("a", b"u", times=20)
         error = self.assertRaises(LoginThrottled, self.throttle.reserve, "a", b"u")
         self.assertEqual((error.retryAfter, error.limit), (900.0, throttle.PAIR))
+        self.assertEqual(str(error), "too many failed logins; try again in 900 seconds")
         other = self.throttle.reserve("b", b"u")
         self.assertLessEqual(other.delay, self.throttle.maxUsernameDelay)
         self.throttle.abandoned(other)
@@ -931,6 +937,18 @@ class LoginThrottleTests(SynchronousTestCase):
             {"maxUsernameDelay": -1},
         ):
             self.assertRaises(ValueError, LoginThrottle, self.clock, **kwargs)
+
+    def test_throttledMessageUnits(self) -> None:
+        """
+        A throttled login's message counts whole seconds in plain words:
+        "1 second", never "1 seconds".
+        """
+        self.assertEqual(
+            str(LoginThrottled(0.2)), "too many failed logins; try again in 1 second"
+        )
+        self.assertEqual(
+            str(LoginThrottled(2.4)), "too many failed logins; try again in 2 seconds"
+        )
 
     def test_badSettingsMessages(self) -> None:
         """
