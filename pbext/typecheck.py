@@ -326,8 +326,9 @@ def _classChecker(cls: type) -> _Checker:
         cls, "_is_runtime_protocol", False
     ):
         raise TypeError(
-            f"cannot check values against {cls.__qualname__}: a Protocol must "
-            f"be @runtime_checkable to be used in a checked annotation"
+            f"cannot check values against {cls.__qualname__}: it is a "
+            f"Protocol that is not runtime-checkable; decorate it with "
+            f"@typing.runtime_checkable"
         )
     if cls is pb.RemoteReference:
         return _exactTypeChecker((pb.RemoteReference,), (), "RemoteReference")
@@ -484,6 +485,9 @@ def _mappingChecker(
     return check
 
 
+#: The one fix named when an annotation cannot be checked.
+_CHECKABLE = "annotate it with a class, a Union, Literal or container of those, or Any"
+
 _sequences: dict[object, type | tuple[type, ...]] = {
     list: list,
     collections.abc.Sequence: collections.abc.Sequence,
@@ -528,7 +532,9 @@ def _build(annotation: object) -> _Checker:
     if origin is None:
         if isinstance(annotation, type):
             return _classChecker(annotation)
-        raise TypeError(f"cannot check values against the annotation {annotation!r}")
+        raise TypeError(
+            f"cannot check values against the annotation {annotation!r}; " + _CHECKABLE
+        )
     if origin in (typing.Annotated, typing.Final, typing.ClassVar):
         return _compile(args[0])
     if origin is Union or origin is types.UnionType:
@@ -553,12 +559,16 @@ def _build(annotation: object) -> _Checker:
         key, item = args if args else (Any, Any)
         return _mappingChecker(_mappings[origin], key, item, expected)
     if origin is type or origin is collections.abc.Callable:
-        raise TypeError(f"cannot check values against the annotation {expected}")
+        raise TypeError(
+            f"cannot check values against the annotation {expected}; " + _CHECKABLE
+        )
     if isinstance(origin, type):
         # Some other generic class (Deferred[int], a user's Box[T]): the
         # parameters cannot be checked, the class can.
         return _exactTypeChecker((origin,), (), expected)
-    raise TypeError(f"cannot check values against the annotation {annotation!r}")
+    raise TypeError(
+        f"cannot check values against the annotation {annotation!r}; " + _CHECKABLE
+    )
 
 
 # Functions.

@@ -393,6 +393,30 @@ class CheckValueTests(SynchronousTestCase):
             error = self.assertRaises(TypeError, checkValue, 1, annotation, "x")
             self.assertNotIsInstance(error, TypeCheckError)
 
+    def test_uncheckableMessages(self) -> None:
+        """
+        The L{TypeError} for an annotation that cannot be checked names the
+        annotation and the one way to write a checkable one.
+        """
+        error = self.assertRaises(TypeError, checkValue, 1, Callable[[], None], "x")
+        self.assertEqual(
+            str(error),
+            "cannot check values against the annotation Callable[[], None]; "
+            "annotate it with a class, a Union, Literal or container of "
+            "those, or Any",
+        )
+
+        class Closer(typing.Protocol):
+            def close(self) -> None: ...
+
+        error = self.assertRaises(TypeError, checkValue, 1, Closer, "x")
+        self.assertEqual(
+            str(error),
+            "cannot check values against CheckValueTests.test_uncheckableMessages."
+            "<locals>.Closer: it is a Protocol that is not runtime-checkable; decorate "
+            "it with @typing.runtime_checkable",
+        )
+
     def test_errorAttributes(self) -> None:
         """
         L{TypeCheckError} is a L{TypeError} carrying the path, the expected
