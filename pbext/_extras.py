@@ -10,6 +10,9 @@ import importlib
 #: What a TLS endpoint without the C{tls} extra says.
 TLS_MISSING = "TLS needs the tls extra: pip install 'pbext[tls]'"
 
+#: What metrics without the C{metrics} extra say.
+METRICS_MISSING = "metrics need the metrics extra: pip install 'pbext[metrics]'"
+
 #: Endpoint types that need the C{tls} extra (C{haproxy:} wraps another).
 _TLS_KINDS = {"ssl", "tls"}
 

@@ -597,10 +597,9 @@ def _prometheus() -> Any:
     try:
         import prometheus_client
     except ImportError as e:
-        raise MetricsUnavailable(
-            "the Prometheus exporter needs prometheus-client: "
-            "pip install pbext[metrics]"
-        ) from e
+        from pbext._extras import METRICS_MISSING
+
+        raise MetricsUnavailable(METRICS_MISSING) from e
     return prometheus_client
 
 

@@ -351,10 +351,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         try:
             import prometheus_client  # noqa: F401
         except ImportError:
-            raise usage.UsageError(
-                f"--metrics {description}: metrics need the metrics extra: "
-                f"pip install 'pbext[metrics]'"
-            )
+            from pbext._extras import METRICS_MISSING
+
+            raise usage.UsageError(f"--metrics {description}: {METRICS_MISSING}")
         _checkServerEndpoint("metrics", description, "tcp:9187:interface=127.0.0.1")
         self["metrics"] = description
 
