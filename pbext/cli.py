@@ -200,7 +200,7 @@ class _ConnectionOptions(usage.Options):
         if self["anonymous"] and self["username"] is not None:
             raise usage.UsageError("give --username or --anonymous, not both")
         if self["password"] is not None and self["username"] is None:
-            raise usage.UsageError("--password needs --username")
+            raise usage.UsageError("--password is for a username: add --username NAME")
 
     def _checkEndpoint(self, description: str) -> None:
         from pbext._extras import checkTLSEndpoint
@@ -334,9 +334,11 @@ class PingOptions(_ConnectionOptions):
     def postOptions(self) -> None:
         self._checkCredentials()
         if self["count"] < 1:
-            raise usage.UsageError("--count must be at least 1")
+            raise usage.UsageError(f"--count {self['count']}: give 1 or more pings")
         if self["interval"] < 0:
-            raise usage.UsageError("--interval cannot be negative")
+            raise usage.UsageError(
+                f"--interval {self['interval']:g}: give 0 seconds or more"
+            )
 
 
 class Options(usage.Options):

@@ -87,6 +87,35 @@ class OptionsTests(SynchronousTestCase):
             self.assertEqual(self.successResultOf(d), cli.EXIT_USAGE, argv)
             self.assertIn("python -m pbext", err.getvalue())
 
+    def test_pingAndCredentialMessages(self) -> None:
+        """
+        A bad C{--count}, C{--interval} or a C{--password} without a
+        username names the option as given and what to give instead,
+        before the one usage line.
+        """
+        for argv, message in [
+            (
+                ["ping", "--count", "0", "tcp:host=h:port=1"],
+                "--count 0: give 1 or more pings",
+            ),
+            (
+                ["ping", "--interval", "-2.5", "tcp:host=h:port=1"],
+                "--interval -2.5: give 0 seconds or more",
+            ),
+            (
+                ["ping", "--password", "x", "tcp:host=h:port=1"],
+                "--password is for a username: add --username NAME",
+            ),
+        ]:
+            err = io.StringIO()
+            d = defer.ensureDeferred(cli.run(reactor, argv, io.StringIO(), err))
+            self.assertEqual(self.successResultOf(d), cli.EXIT_USAGE, argv)
+            self.assertEqual(
+                err.getvalue().splitlines()[0],
+                f"python -m pbext ping: {message}",
+                argv,
+            )
+
 
 class CallTests(TestCase):
     """
