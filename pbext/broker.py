@@ -1821,10 +1821,7 @@ class Broker(pb.Broker):
             self._pbextRefuse(
                 requestID,
                 answerRequired,
-                PolicyViolation(
-                    f"{name}(): the server's security policy refuses calls to "
-                    f"this method name"
-                ),
+                PolicyViolation(f"{name}(): refused by the server's security policy"),
             )
             return
         if len(self._pbextRunning) >= self._pbextLimits.maxOutstandingCalls:
@@ -1834,8 +1831,7 @@ class Broker(pb.Broker):
                 answerRequired,
                 PolicyViolation(
                     f"{name}(): more than {self._pbextLimits.maxOutstandingCalls} "
-                    "calls on this connection are waiting for answers; wait for "
-                    "answers before calling again"
+                    "calls unanswered; wait for an answer before calling again"
                 ),
             )
             return

@@ -332,8 +332,7 @@ class CallTests(SynchronousTestCase):
         self.assertFalse(pair.root.privateCalled)
         self.assertEqual(
             f.getErrorMessage(),
-            "_private(): the server's security policy refuses calls to this "
-            "method name",
+            "_private(): refused by the server's security policy",
         )
 
     def test_privateMethodClassic(self) -> None:
@@ -392,8 +391,8 @@ class CallTests(SynchronousTestCase):
         self.assertTrue(f.check(pbbroker.PolicyViolation), f)
         self.assertEqual(
             f.getErrorMessage(),
-            f"wait(): more than {limit} calls on this connection are waiting "
-            f"for answers; wait for answers before calling again",
+            f"wait(): more than {limit} calls unanswered; wait for an answer "
+            f"before calling again",
         )
         self.assertEqual(len(root.pending), limit)
         root.pending[0].callback("done")
