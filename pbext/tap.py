@@ -408,6 +408,15 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             from pbext._extras import TLS_MISSING
 
             raise usage.UsageError(f"--tls-client-ca {path}: {TLS_MISSING} ({e})")
+        except ValueError as e:
+            if not str(e).startswith(f"{path}: "):
+                raise usage.UsageError(
+                    f"--tls-client-ca {path}: cannot load certificates from it "
+                    f"({type(e).__name__}: {e}); give a PEM file of CA "
+                    f"certificates."
+                )
+            # loadAuthorities names the file and the fix itself.
+            raise usage.UsageError(f"--tls-client-ca {e}")
         except Exception as e:
             raise usage.UsageError(
                 f"--tls-client-ca {path}: cannot load certificates from it "

@@ -363,10 +363,10 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("--listen ssl:", message)
         message = self.assertUsageError("--tls-client-ca", certificates.serverKey)
         self.assertIn("no PEM certificate", message)
-        self.assertIn(
-            f"{certificates.serverKey}: no PEM certificate in it; give a file "
-            f"holding -----BEGIN CERTIFICATE----- blocks",
+        self.assertEqual(
             message,
+            f"--tls-client-ca {certificates.serverKey}: no PEM certificate in "
+            f"it; give a file holding -----BEGIN CERTIFICATE----- blocks",
         )
 
     def test_authUnknown(self) -> None:
