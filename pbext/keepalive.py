@@ -106,9 +106,15 @@ class KeepAlive:
         @raise ValueError: if C{interval} or C{timeout} is not positive.
         """
         if not interval > 0:
-            raise ValueError(f"keepalive interval must be positive, not {interval!r}")
+            raise ValueError(
+                f"keepalive interval {interval!r}: give a number of seconds "
+                f"greater than 0"
+            )
         if not timeout > 0:
-            raise ValueError(f"keepalive timeout must be positive, not {timeout!r}")
+            raise ValueError(
+                f"keepalive timeout {timeout!r}: give a number of seconds "
+                f"greater than 0"
+            )
         self.interval = interval
         self.timeout = timeout
         self._clock = clock

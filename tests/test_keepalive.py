@@ -302,8 +302,13 @@ class KeepAliveTests(SynchronousTestCase):
         """
         A zero or negative interval or timeout is refused.
         """
-        for interval, timeout in [(0, 5), (-1, 5), (10, 0), (10, -2)]:
-            self.assertRaises(
+        for interval, timeout, message in [
+            (0, 5, "keepalive interval 0: give a number of seconds greater than 0"),
+            (-1, 5, "keepalive interval -1: give a number of seconds greater than 0"),
+            (10, 0, "keepalive timeout 0: give a number of seconds greater than 0"),
+            (10, -2, "keepalive timeout -2: give a number of seconds greater than 0"),
+        ]:
+            error = self.assertRaises(
                 ValueError,
                 KeepAlive,
                 self.clock,
@@ -312,6 +317,7 @@ class KeepAliveTests(SynchronousTestCase):
                 self.pinger.sendPing,
                 self.pinger.onDead,
             )
+            self.assertEqual(str(error), message)
 
 
 class PingRoot(pb.Root):
