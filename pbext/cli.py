@@ -407,6 +407,8 @@ def _failureType(failure: Failure) -> str:
         return kind.decode("utf-8", "replace")
     if isinstance(kind, str):
         return kind
+    if kind is None:
+        return "Exception"
     return f"{kind.__module__}.{kind.__qualname__}"
 
 

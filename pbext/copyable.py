@@ -822,8 +822,10 @@ class _FailureEntry(_ReceiveOnlyEntry):
         ):
             self.refuse("field 'parents': expected list[str]", field="parents")
         failure = CopiedFailure.__new__(CopiedFailure)
-        failure.type = remoteType
-        failure.value = _text(kept["value"])
+        # Like Twisted's CopiedFailure, a copied failure names its remote
+        # type and carries its message as text, not as local objects.
+        failure.type = remoteType  # type: ignore[assignment]
+        failure.value = _text(kept["value"])  # type: ignore[assignment]
         failure.traceback = _text(kept["traceback"])
         failure.parents = [_text(p) for p in parents]
         failure.tb = None

@@ -146,7 +146,9 @@ def hookError(
         name = qual(owner)  # type: ignore[arg-type]
     except Exception:
         name = repr(owner)[:200]
-    return CopyHookError(name, hook, qual(failure.type), failure)
+    kind = failure.type
+    exception = "Exception" if kind is None else qual(kind)
+    return CopyHookError(name, hook, exception, failure)
 
 
 def _checkFieldNames(names: Iterable[object]) -> frozenset[str]:

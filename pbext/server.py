@@ -90,10 +90,11 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
         state = self._pbext
         state.brokerLost = self._pbextBrokerLost
         # Who holds a connection slot: caps, eviction, login deadline.
-        portal = isinstance(self.root, _PortalRoot)
+        root = self.root
+        portal = isinstance(root, _PortalRoot)
         state.admission = Admission(state.reactor, loginRequired=portal)
-        if portal:
-            self.root.onLogin = state.admission.loggedIn
+        if isinstance(root, _PortalRoot):
+            root.onLogin = state.admission.loggedIn
 
     def buildProtocol(self, addr: Any) -> pb.Broker | None:
         """
