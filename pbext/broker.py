@@ -553,6 +553,15 @@ class _Control(pb.Referenceable):
         """
         self.broker._pbextCancelIncoming(requestID)
 
+    # -- introspection (pbext.introspect) --
+    def remote_describe(self, target: object) -> Any:
+        """
+        Describe C{target}, an object the peer holds a reference to.
+        """
+        from pbext import introspect
+
+        return introspect.answerDescribe(self.broker, target)
+
 
 class Broker(pb.Broker):
     """

@@ -41,7 +41,10 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
     Accepts everything L{pb.PBServerFactory} accepts.  C{root} is an object
     providing or adaptable to L{pb.IPBRoot}: a L{pb.Root}, or a L{Portal} for
     logins.  The keyword-only options are pbext's; see
-    L{pbext.broker.Broker} for what each does.
+    L{pbext.broker.Broker} for what each does, and L{pbext.introspect} for
+    C{introspection} (whether pbext clients may ask which remote methods
+    the objects they hold offer; L{None}, the default, means yes unless
+    the policy is C{strict}).
 
     pbext's state lives in one attribute, C{_pbext}; what it adds in
     public starts with C{pbext} (L{pbextPolicy}, L{pbextRegistries},
@@ -63,12 +66,16 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
         keepaliveInterval: float | None = None,
         keepaliveTimeout: float | None = None,
         typedCalls: bool | None = None,
+        introspection: bool | None = None,
         **pbextOptions: Any,
     ) -> None:
         if isinstance(root, Portal):
             # Login options: classicLogin, allowPlaintextLogin, loginThrottle.
             root = _PortalRoot.fromOptions(root, dict(pbextOptions, reactor=reactor))
         super().__init__(root, unsafeTracebacks, security)
+        if introspection is not None:
+            # Read by pbext.introspect.introspectionEnabled.
+            pbextOptions["introspection"] = introspection
         self._pbextSetUp(
             security,
             policy,
