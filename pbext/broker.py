@@ -899,11 +899,14 @@ class Broker(pb.Broker):
         super()._selectDialect(dialect)
 
     def connectionReady(self) -> None:
-        super().connectionReady()
+        # Hello goes first: pb.Broker.connectionReady hands the connection
+        # to the factory, whose root Deferred's callbacks may call at once,
+        # and the server must know it talks to pbext before those calls.
         if self.isClient and PBEXT_DIALECT in self._pbextPeerFeatures:
             self.remoteForName(CONTROL_NAME).callRemote(
                 "hello", [PBEXT_DIALECT], pbanswer=0
             )
+        super().connectionReady()
         self._pbextStartKeepalive()
 
     def proto_version(self, vnum: int) -> None:

@@ -7,12 +7,16 @@ C{python -m pbext}: a command-line PB client for operators.
     python -m pbext call --username alice --password secret \\
         tls:host=pb.example.com:port=8788 whoami
     python -m pbext ping tcp:host=127.0.0.1:port=8787 --count 3
+    python -m pbext describe tcp:host=127.0.0.1:port=8787
+    python -m pbext stubs tcp:host=127.0.0.1:port=8787 -o app_stubs.py
 
 C{call} connects to a strports client description, gets the root object
 (or logs in, with C{--username} or C{--anonymous}), calls one method with
 arguments given as Python literals (or JSON, with C{--json}) and prints its
 result.  C{ping} measures round trips with pbext's keepalive ping, which
-every PB server answers.
+every PB server answers.  C{describe} lists the remote methods of the root
+or avatar, and C{stubs} writes them as C{typing.Protocol} classes (see
+L{pbext.introspect}).
 
 The exit status says what went wrong: see L{EXIT_OK} and the others.
 
@@ -341,6 +345,96 @@ class PingOptions(_ConnectionOptions):
             )
 
 
+class _IntrospectionOptions(_ConnectionOptions):
+    """
+    What C{describe} and C{stubs} share: an endpoint, or C{--module}.
+    """
+
+    synopsis = "[options] ENDPOINT | --module PACKAGE.MODULE[:CLASS]"
+
+    optParameters = [
+        *_ConnectionOptions.optParameters,
+        [
+            "module",
+            "m",
+            None,
+            "Describe classes from their code, without a server: "
+            "PACKAGE.MODULE:CLASS (that class, and the remote classes its "
+            "annotations name) or PACKAGE.MODULE (every remote class it "
+            "defines).",
+        ],
+    ]
+
+    def parseArgs(self, *arguments: str) -> None:  # type: ignore[override]
+        if self["module"] is not None:
+            if arguments:
+                raise usage.UsageError(
+                    "give an ENDPOINT or --module, not both: --module reads "
+                    "the classes from their code"
+                )
+            return
+        if len(arguments) != 1:
+            raise self._wrongArguments(arguments)
+        self._checkEndpoint(arguments[0])
+
+    def postOptions(self) -> None:
+        self._checkCredentials()
+        if self["module"] is not None and (
+            self["username"] is not None or self["anonymous"]
+        ):
+            raise usage.UsageError(
+                "--module reads classes from their code; log in only with an "
+                "ENDPOINT"
+            )
+
+
+class DescribeOptions(_IntrospectionOptions):
+    """
+    Options of C{python -m pbext describe}.
+
+    @since: pbext NEXT
+    """
+
+    command = "describe"
+
+    longdesc = (
+        "List the remote methods of the server's root object (or, after a "
+        "login, of the avatar) with their signatures and the first line of "
+        "their docstrings, and the remote classes their annotations name. "
+        "Only pbext servers that allow introspection answer (the strict "
+        "policy and --no-introspection turn it off). Exit status: 0 "
+        "described, 1 the server refused, 2 bad usage, 3 connection failed, "
+        "4 login refused."
+    )
+
+    optFlags = [
+        *_ConnectionOptions.optFlags,
+        ["json", "j", "Print the description as JSON, for scripts."],
+    ]
+
+
+class StubsOptions(_IntrospectionOptions):
+    """
+    Options of C{python -m pbext stubs}.
+
+    @since: pbext NEXT
+    """
+
+    command = "stubs"
+
+    longdesc = (
+        "Write a Python module with a typing.Protocol for each remote class "
+        "the server describes (or --module names), for mypy to check calls "
+        "made through pbext.typed(reference, Protocol). Exit status as for "
+        "describe."
+    )
+
+    optParameters = [
+        *_IntrospectionOptions.optParameters,
+        ["output", "o", "-", "The file to write ('-', the default: stdout)."],
+    ]
+
+
 class Options(usage.Options):
     """
     Options of C{python -m pbext}.
@@ -359,6 +453,18 @@ class Options(usage.Options):
     subCommands = [
         ["call", None, CallOptions, "Call a remote method and print the result."],
         ["ping", None, PingOptions, "Measure round trips to a server."],
+        [
+            "describe",
+            None,
+            DescribeOptions,
+            "List the remote methods a server offers.",
+        ],
+        [
+            "stubs",
+            None,
+            StubsOptions,
+            "Write typing.Protocol stubs of a server's remote classes.",
+        ],
     ]
 
     def opt_version(self) -> None:
@@ -372,7 +478,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("give a command: call or ping")
+            raise usage.UsageError("give a command: call, ping, describe or stubs")
 
 
 class _Output:
@@ -573,7 +679,7 @@ def _usageError(options: Options, error: usage.UsageError) -> str:
         command = f"{command} {options.subCommand}"
         synopsis = f"{command} {sub.synopsis}"
     else:
-        synopsis = f"{command} call|ping ..."
+        synopsis = f"{command} call|ping|describe|stubs ..."
     message = str(error)
     if message and message[0].isupper() and not message[:2].isupper():
         message = message[0].lower() + message[1:]
@@ -607,6 +713,10 @@ async def run(
     sub = options.subOptions
     if options.subCommand == "call":
         return await _call(reactor, sub, output)
+    if options.subCommand in ("describe", "stubs"):
+        from pbext import _describecli
+
+        return await _describecli.run(reactor, sub, output)
     return await _ping(reactor, sub, output)
 
 

@@ -318,15 +318,15 @@ _MARKUP = re.compile(r"\b[CLIBUM]\{([^{}]*)\}")
 
 def _firstLine(thing: object) -> str:
     """
-    The first line of C{thing}'s docstring, epytext markup removed.
+    The first sentence or line of C{thing}'s docstring (its first
+    paragraph, joined, up to the first full stop), epytext markup removed.
     """
-    doc = inspect.getdoc(thing) if thing is not None else None
+    doc = thing if isinstance(thing, str) else inspect.getdoc(thing)
     if not doc:
         return ""
-    for line in doc.strip().splitlines():
-        if line.strip():
-            return _clip(_MARKUP.sub(r"\1", line.strip()))
-    return ""
+    paragraph = " ".join(doc.strip().split("\n\n", 1)[0].split())
+    sentence = re.split(r"(?<=[.!?])\s", paragraph, maxsplit=1)[0]
+    return _clip(_MARKUP.sub(r"\1", sentence))
 
 
 def _signature(function: Callable[..., object]) -> inspect.Signature | None:
@@ -447,10 +447,13 @@ def describeClass(
             truncated = True
             break
         methods.append(_describeMethod(name, function, skip, namer))
+    # The class's own docstring: one inherited from pb.Root and the like
+    # says nothing about this class.
+    own = cls.__dict__.get("__doc__")
     return {
         "name": f"{cls.__module__}.{cls.__qualname__}",
         "flavor": flavor,
-        "doc": _firstLine(cls),
+        "doc": _firstLine(own) if isinstance(own, str) else "",
         "methods": methods,
         "modules": [],
         "truncated": truncated,

@@ -830,7 +830,18 @@ def checkReturn(function: Callable[..., object], value: object) -> None:
         )
 
 
-def typed(target: _T) -> _T:
+_P = typing.TypeVar("_P")
+
+
+@typing.overload
+def typed(target: _T) -> _T: ...
+
+
+@typing.overload
+def typed(target: pb.RemoteReference, protocol: Callable[..., _P]) -> _P: ...
+
+
+def typed(target: Any, protocol: Any = None) -> Any:
     """
     Ask for the arguments of remote calls to be checked against their
     annotations, for one method or for every remote method of a class (and
@@ -855,12 +866,29 @@ def typed(target: _T) -> _T:
     The mark is an attribute, C{_pbextTyped}, set on the function or class
     given, which is returned.
 
+    On the calling side, C{typed(reference, Protocol)} (two arguments)
+    checks calls before they are made, with mypy: it returns a
+    L{pbext.typedref.TypedReference} typed as C{Protocol}, whose attributes
+    call the remote methods (C{await root.add(1, 2)} runs
+    C{reference.callRemote("add", 1, 2)}).  C{python -m pbext stubs}
+    writes such protocols; see docs/howto/introspection.rst.  Both forms
+    ask for calls checked against annotations, on either side of the wire.
+    (A protocol is taken as C{Callable[..., P]}, not C{type[P]}: mypy
+    refuses a protocol class where C{type[P]} is expected.)
+
     @param target: a function (a C{remote_}, C{perspective_}, C{view_} or
-        C{observe_} method) or a class.
-    @return: C{target}.
+        C{observe_} method) or a class; or, with C{protocol}, a
+        L{pb.RemoteReference}.
+    @param protocol: the C{typing.Protocol} the reference's remote methods
+        follow, or nothing.
+    @return: C{target}, or with C{protocol} a typed proxy of the reference.
     @since: pbext NEXT
     """
-    target._pbextTyped = True  # type: ignore[attr-defined]
+    if protocol is not None:
+        from pbext.typedref import TypedReference
+
+        return TypedReference(target)
+    target._pbextTyped = True
     return target
 
 
