@@ -18,13 +18,10 @@ def _refusal(failure: Failure) -> str | None:
     """
     The server's reason, if C{failure} is its refusal to describe.
     """
-    if failure.check(introspect.IntrospectionUnavailable):
+    if failure.check(
+        introspect.IntrospectionUnavailable, introspect.IntrospectionRefused
+    ):
         return str(failure.value)
-    if cli._failureType(failure) == "pbext.introspect.IntrospectionRefused":
-        message = failure.getErrorMessage()
-        if isinstance(message, bytes):
-            message = message.decode("utf-8", "replace")
-        return str(message)
     return None
 
 

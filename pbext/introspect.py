@@ -614,6 +614,9 @@ def answerDescribe(broker: Any, target: object) -> Description:
 # -- the client side -----------------------------------------------------------
 
 
+_REFUSED = b"pbext.introspect.IntrospectionRefused"
+
+
 class IntrospectionUnavailable(Exception):
     """
     The peer is not pbext, so it cannot describe its objects.
@@ -627,8 +630,7 @@ async def describeRemote(reference: pb.RemoteReference) -> Description:
     Ask the peer that owns C{reference} to describe it.
 
     @raise IntrospectionUnavailable: if the peer is a stock PB peer.
-    @raise IntrospectionRefused: (a copied failure of it) if the peer
-        refused.
+    @raise IntrospectionRefused: if the peer refused, with its reason.
     @since: pbext NEXT
     """
     from pbext.broker import CONTROL_NAME, PBEXT_DIALECT
@@ -639,7 +641,13 @@ async def describeRemote(reference: pb.RemoteReference) -> Description:
             "the server is not pbext (a stock PB server cannot describe its "
             "objects); read its source, or generate stubs with --module"
         )
-    answer = await broker.remoteForName(CONTROL_NAME).callRemote("describe", reference)
+    control = broker.remoteForName(CONTROL_NAME)
+    try:
+        answer = await control.callRemote("describe", reference)
+    except pb.RemoteError as e:
+        if e.remoteType in (_REFUSED, _REFUSED.decode("ascii")):
+            raise IntrospectionRefused(str(e)) from None
+        raise
     return checkDescription(answer)
 
 

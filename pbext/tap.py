@@ -271,6 +271,19 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "annotations, refusing calls that do not match (by default only "
             "methods marked with pbext.typed are checked).",
         ],
+        [
+            "introspection",
+            None,
+            "Let pbext clients ask which remote methods the objects they hold "
+            "offer (python -m pbext describe / stubs). The default unless "
+            "the policy is strict.",
+        ],
+        [
+            "no-introspection",
+            None,
+            "Never describe remote methods to clients (the default with the "
+            "strict policy).",
+        ],
     ]
 
     compData = usage.Completions(
@@ -472,6 +485,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["authNotes"] = notes
 
     def postOptions(self) -> None:
+        if self["introspection"] and self["no-introspection"]:
+            raise usage.UsageError(
+                "give --introspection or --no-introspection, not both"
+            )
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
         policy = self["policyObject"] or security.defaultPolicy()
@@ -629,6 +646,17 @@ def _parseThrottle(spec: str) -> dict[str, Any] | None:
     return settings
 
 
+def _introspection(config: dict[str, Any]) -> bool | None:
+    """
+    The factory's C{introspection} option: L{None} leaves it to the policy.
+    """
+    if config.get("introspection"):
+        return True
+    if config.get("no-introspection"):
+        return False
+    return None
+
+
 def makeService(config: dict[str, Any]) -> service.MultiService:
     """
     Build the service C{twistd pbserver} runs from parsed L{Options}.
@@ -656,6 +684,7 @@ def makeService(config: dict[str, Any]) -> service.MultiService:
         keepaliveTimeout=config.get("keepalive-timeout"),
         callTimeout=config.get("call-timeout"),
         typedCalls=bool(config.get("typed-calls")),
+        introspection=_introspection(config),
         **(loginOptions if checkers else {}),
     )
     for note in config.get("authNotes", []):
