@@ -222,3 +222,79 @@ class PingTests(TestCase):
         self.assertTrue(lines[0].startswith("ping 1: "), lines)
         self.assertTrue(lines[1].startswith("ping 2: "), lines)
         self.assertTrue(lines[2].startswith("2/2 answered"), lines)
+
+
+class DescribeTests(TestCase):
+    """
+    C{python -m pbext describe} and C{stubs} against a real C{twistd
+    pbserver}: the demo root, and the demo realm after a login.
+    """
+
+    @defer.inlineCallbacks
+    def test_demoRoot(self) -> Any:
+        """
+        C{describe} lists the demo root's methods; with C{--json} the same
+        as JSON; C{stubs} writes a module with a protocol for it.
+        """
+        server = yield startPBServer(self)
+        out, err, code = yield runCLI("describe", endpoint(server.port))
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"pbext.demo.DemoRoot (remote_ methods)\n", out)
+        self.assertIn(b"  ping() -> str\n", out)
+        out, err, code = yield runCLI("describe", "--json", endpoint(server.port))
+        self.assertEqual(code, 0, err)
+        methods = json.loads(out)["classes"][0]["methods"]
+        self.assertEqual([m["name"] for m in methods], ["echo", "ping", "version"])
+        path = self.mktemp()
+        out, err, code = yield runCLI("stubs", endpoint(server.port), "-o", path)
+        self.assertEqual(code, 0, err)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        compile(text, path, "exec")
+        self.assertIn("class DemoRoot(typing.Protocol):", text)
+        self.assertIn("def ping(self) -> twisted.internet.defer.Deferred[str]:", text)
+
+    @defer.inlineCallbacks
+    def test_realm(self) -> Any:
+        """
+        Against a realm, C{describe} without a login describes the login
+        root and says to log in; after a login it describes the avatar,
+        and C{stubs} writes its protocol.
+        """
+        server = yield startPBServer(self, "--auth", "memory:alice:secret")
+        out, err, code = yield runCLI("describe", endpoint(server.port))
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"log in with --username NAME", err)
+        login = ["--username", "alice", "--password", "secret"]
+        out, err, code = yield runCLI("describe", *login, endpoint(server.port))
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"pbext.demo.DemoAvatar (perspective_ methods)\n", out)
+        self.assertIn(b"  whoami() -> str\n", out)
+        out, err, code = yield runCLI("stubs", *login, endpoint(server.port))
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"class DemoAvatar(typing.Protocol):", out)
+
+    @defer.inlineCallbacks
+    def test_refused(self) -> Any:
+        """
+        A server started with C{--no-introspection} (or the strict policy)
+        refuses, and C{describe} says so with exit status 1.
+        """
+        for options in [["--no-introspection"], ["--policy", "strict"]]:
+            server = yield startPBServer(self, *options)
+            out, err, code = yield runCLI("describe", endpoint(server.port))
+            self.assertEqual((code, out), (cli.EXIT_REMOTE, b""), err)
+            self.assertIn(b"introspection is off", err)
+            self.assertIn(b"--module PACKAGE.MODULE:CLASS", err)
+
+    @defer.inlineCallbacks
+    def test_module(self) -> Any:
+        """
+        With C{--module}, no server is needed.
+        """
+        out, err, code = yield runCLI("describe", "--module", "pbext.demo:DemoRoot")
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"  version() -> str\n", out)
+        out, err, code = yield runCLI("stubs", "--module", "no.such.module")
+        self.assertEqual(code, cli.EXIT_USAGE)
+        self.assertIn(b"cannot import no.such.module", err)

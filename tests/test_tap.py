@@ -769,3 +769,20 @@ class PolicyOptionsTests(SynchronousTestCase):
         self.assertTrue(svc.factory.buildProtocol(None).typedCalls)
         svc = tap.makeService(self.parse())
         self.assertFalse(svc.factory.buildProtocol(None).typedCalls)
+
+    def test_introspection(self) -> None:
+        """
+        C{--introspection} and C{--no-introspection} set the factory's
+        option; without either it is left to the policy (L{None}); both
+        together are refused.
+        """
+        svc = tap.makeService(self.parse("--no-introspection"))
+        self.assertIs(svc.factory.pbextOptions["introspection"], False)
+        svc = tap.makeService(self.parse("--policy", "strict", "--introspection"))
+        self.assertIs(svc.factory.pbextOptions["introspection"], True)
+        svc = tap.makeService(self.parse())
+        self.assertNotIn("introspection", svc.factory.pbextOptions)
+        error = self.assertRaises(
+            usage.UsageError, self.parse, "--introspection", "--no-introspection"
+        )
+        self.assertIn("not both", str(error))
