@@ -383,8 +383,7 @@ class _IntrospectionOptions(_ConnectionOptions):
             self["username"] is not None or self["anonymous"]
         ):
             raise usage.UsageError(
-                "--module reads classes from their code; log in only with an "
-                "ENDPOINT"
+                "--module reads classes from their code; log in only with an ENDPOINT"
             )
 
 

@@ -47,7 +47,16 @@ import inspect
 import re
 import types
 import typing
-from typing import Any, Callable, Iterator, Literal, TypedDict, Union, get_args, get_origin
+from typing import (
+    Any,
+    Callable,
+    Iterator,
+    Literal,
+    TypedDict,
+    Union,
+    get_args,
+    get_origin,
+)
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -240,9 +249,7 @@ class _Namer:
             base = self._className(origin)
             if base == _ANY or not args:
                 return base
-            parts = [
-                "..." if a is Ellipsis else self._name(a, depth + 1) for a in args
-            ]
+            parts = ["..." if a is Ellipsis else self._name(a, depth + 1) for a in args]
             return f"{base}[{', '.join(parts)}]"
         if isinstance(annotation, type):
             return self._className(annotation)

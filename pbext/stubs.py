@@ -39,6 +39,7 @@ from __future__ import annotations
 import ast
 import keyword
 import re
+
 from pbext.introspect import ClassDescription, Description, MethodDescription
 
 __all__ = ["renderStubs"]
@@ -110,7 +111,9 @@ class _Writer:
 
     def __init__(self, description: Description) -> None:
         self.classes = [
-            c for c in description["classes"] if isinstance(c, dict) and _isDotted(c.get("name"))
+            c
+            for c in description["classes"]
+            if isinstance(c, dict) and _isDotted(c.get("name"))
         ]
         self.protocolNames: dict[str, str] = {}
         used: set[str] = set(_RESERVED)
@@ -156,8 +159,10 @@ class _Writer:
             assert isinstance(name, str)
             seen.add(name)
             kind = parameter.get("kind")
-            if kind != "positional" and slash is False and any(
-                p.get("kind") == "positional" for p in method["parameters"]
+            if (
+                kind != "positional"
+                and slash is False
+                and any(p.get("kind") == "positional" for p in method["parameters"])
             ):
                 parts.append("/")
                 slash = True
@@ -174,7 +179,9 @@ class _Writer:
                 star = True
             default = " = ..." if "default" in parameter else ""
             parts.append(f"{name}: {annotation}{default}")
-        if not slash and any(p.get("kind") == "positional" for p in method["parameters"]):
+        if not slash and any(
+            p.get("kind") == "positional" for p in method["parameters"]
+        ):
             parts.append("/")
         return ", ".join(parts)
 
@@ -218,11 +225,16 @@ class _Writer:
         wanted = sorted(
             m
             for m in self.modules
-            if m not in ("typing", "builtins") and re.search(rf"(?<![\w.]){re.escape(m)}\.", allText)
+            if m not in ("typing", "builtins")
+            and re.search(rf"(?<![\w.]){re.escape(m)}\.", allText)
         )
         lines = ["import typing", "", "if typing.TYPE_CHECKING:"]
         lines += ["    import twisted.internet.defer", "    import twisted.spread.pb"]
-        lines += [f"    import {m}" for m in wanted if m not in ("twisted.internet.defer", "twisted.spread.pb")]
+        lines += [
+            f"    import {m}"
+            for m in wanted
+            if m not in ("twisted.internet.defer", "twisted.spread.pb")
+        ]
         return lines
 
 
@@ -240,8 +252,9 @@ def renderStubs(description: Description, source: str = "") -> str:
     for cls in writer.classes:
         body += ["", ""] + writer.protocol(cls)
     origin = f" of {source}" if source else ""
+    origin = origin.replace("\\", "/").replace('"', "'")
     header = [
-        f'"""',
+        '"""',
         f"Typed stubs for the remote objects{origin}.",
         "",
         "Written by `python -m pbext stubs`; use a protocol with pbext.typed:",

@@ -309,9 +309,7 @@ class RefusalTests(SynchronousTestCase):
         conn = _connect(demo.DemoRoot())
         self.addCleanup(conn.disconnect)
         conn.rootObject()
-        self.assertFalse(
-            introspect.introspectionEnabled(conn.clientFactory._broker)
-        )
+        self.assertFalse(introspect.introspectionEnabled(conn.clientFactory._broker))
         self.assertTrue(introspect.introspectionEnabled(conn.serverBroker))
 
 
@@ -373,7 +371,9 @@ class DescribeClassTests(SynchronousTestCase):
         The plain-text form shows each class, then each method with short
         type names and its docstring's first sentence.
         """
-        text = introspect.formatText(introspect.describeModule("tests.test_introspect:Shop"))
+        text = introspect.formatText(
+            introspect.describeModule("tests.test_introspect:Shop")
+        )
         self.assertIn(
             "  add(a: int, b: int = 2, *more: int, scale: float = 1.0) -> int\n"
             "      Add numbers.",

@@ -130,7 +130,12 @@ class RenderTests(SynchronousTestCase):
                             "returns": "int",
                             "parameters": [],
                         },
-                        {"name": "class", "doc": "", "returns": "int", "parameters": []},
+                        {
+                            "name": "class",
+                            "doc": "",
+                            "returns": "int",
+                            "parameters": [],
+                        },
                     ],
                 },
                 {"name": "os.system('x')", "flavor": "remote", "methods": []},
@@ -273,9 +278,7 @@ class MypyTests(SynchronousTestCase):
         self.assertEqual(code, 0, output)
         code, output = self.mypy(_BAD)
         self.assertEqual(code, 1, output)
-        self.assertIn(
-            'client.py:9: error: "Calculator" has no attribute "ad"', output
-        )
+        self.assertIn('client.py:9: error: "Calculator" has no attribute "ad"', output)
         self.assertIn(
             'client.py:10: error: Argument 2 to "add" of "Calculator" has '
             'incompatible type "str"; expected "int"',
