@@ -275,6 +275,34 @@ class DescribeTests(TestCase):
         self.assertIn(b"class DemoAvatar(typing.Protocol):", out)
 
     @defer.inlineCallbacks
+    def test_ownRealm(self) -> Any:
+        """
+        Against a server's own C{--realm}, C{describe} after a login lists
+        the avatar's methods and the remote class one returns, and
+        C{stubs} types that result as its protocol.
+        """
+        server = yield startPBServer(
+            self,
+            "--realm",
+            "tests.test_introspect.shopRealm",
+            "--auth",
+            "memory:alice:secret",
+        )
+        login = ["--username", "alice", "--password", "secret"]
+        out, err, code = yield runCLI("describe", *login, endpoint(server.port))
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"tests.test_introspect.Clerk (perspective_ methods)\n", out)
+        self.assertIn(b"  sell(item: str, count: int = 1) -> Counter\n", out)
+        self.assertIn(b"tests.test_introspect.Counter (remote_ methods)\n", out)
+        out, err, code = yield runCLI("stubs", *login, endpoint(server.port))
+        self.assertEqual(code, 0, err)
+        self.assertIn(
+            b"def sell(self, item: str, count: int = ...) -> "
+            b"twisted.internet.defer.Deferred[Counter]:",
+            out,
+        )
+
+    @defer.inlineCallbacks
     def test_refused(self) -> Any:
         """
         A server started with C{--no-introspection} (or the strict policy)

@@ -6,14 +6,15 @@ shape of the answer; in memory with L{pbext.testing}.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.credentials import UsernamePassword
-from twisted.cred.portal import Portal
+from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred
 from twisted.spread import pb
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from pbext import PBClientFactory, PBServerFactory, demo, introspect
 from pbext.security import strictPolicy
@@ -83,6 +84,35 @@ class Shop(pb.Root):
 
     def notRemote(self) -> None:
         pass
+
+
+class Clerk(pb.Avatar):
+    """
+    What a logged-in user of L{ShopRealm} gets.
+    """
+
+    def perspective_sell(self, item: str, count: int = 1) -> Counter:
+        """
+        Sell C{count} of C{item}; the sales counter.
+        """
+        return Counter()
+
+
+@implementer(IRealm)
+class ShopRealm:
+    """
+    A realm of L{Clerk}s, served by the end-to-end tests of
+    C{python -m pbext describe} (tests/test_cli.py).
+    """
+
+    def requestAvatar(
+        self, avatarId: object, mind: object, *interfaces: Any
+    ) -> tuple[Any, Clerk, Callable[[], None]]:
+        return pb.IPerspective, Clerk(), lambda: None
+
+
+#: The realm C{twistd pbserver --realm tests.test_introspect.shopRealm} serves.
+shopRealm = ShopRealm()
 
 
 def _localAnnotated() -> type:
@@ -349,7 +379,7 @@ class DescribeClassTests(SynchronousTestCase):
         every = introspect.describeModule("tests.test_introspect")
         self.assertEqual(
             sorted(c["name"].rsplit(".", 1)[1] for c in every["classes"]),
-            ["Board", "Counter", "Notes", "Shop"],
+            ["Board", "Clerk", "Counter", "Notes", "Shop"],
         )
 
     def test_moduleErrors(self) -> None:
