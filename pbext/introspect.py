@@ -29,7 +29,8 @@ What is described (the threat model, docs/howto/introspection.rst):
    be imported by name (defined in a function or in C{__main__}) is
    spelled C{typing.Any};
  - bounded: at most L{MAX_CLASSES} classes, L{MAX_METHODS} methods each,
-   and every text cut to a fixed length.
+   L{MAX_DESCRIPTION} characters in all, and every text cut to a fixed
+   length.
 
 The server answers only a pbext peer (stock PB peers never see this), and
 only when its factory allows it: C{PBServerFactory(...,
@@ -44,6 +45,7 @@ from __future__ import annotations
 import collections.abc
 import importlib
 import inspect
+import json
 import re
 import types
 import typing
@@ -65,19 +67,25 @@ from twisted.spread import flavors, pb
 __all__ = [
     "DESCRIPTION_VERSION",
     "IntrospectionRefused",
+    "IntrospectionUnavailable",
     "MAX_CLASSES",
+    "MAX_DESCRIPTION",
     "MAX_METHODS",
     "ClassDescription",
     "Description",
     "MethodDescription",
     "ParameterDescription",
+    "answerDescribe",
+    "checkDescription",
     "classFlavor",
+    "describeClass",
     "describeClasses",
     "describeModule",
     "describeObject",
     "describeRemote",
     "formatText",
     "introspectionEnabled",
+    "signatureText",
 ]
 
 #: The version of the description's shape; a reader refuses a newer one.
@@ -91,6 +99,9 @@ MAX_METHODS = 200
 MAX_PARAMETERS = 32
 #: Longest text (a docstring line, an annotation, a default) described.
 MAX_TEXT = 240
+#: At most this many characters (of JSON) of methods in one description:
+#: past it, methods and classes are left out and it is marked truncated.
+MAX_DESCRIPTION = 256 * 1024
 #: Longest default value's repr described; a longer one is C{...}.
 MAX_DEFAULT = 60
 
@@ -195,6 +206,8 @@ class _Namer:
     def __init__(self) -> None:
         self.modules: set[str] = set()
         self.classes: list[type] = []
+        #: Characters of the description left to spend (L{MAX_DESCRIPTION}).
+        self.budget = MAX_DESCRIPTION
 
     def name(self, annotation: object) -> str:
         """
@@ -450,10 +463,12 @@ def describeClass(
     methods: list[MethodDescription] = []
     truncated = False
     for name, function, skip in _remoteMethods(cls, flavor, allowed):
-        if len(methods) >= MAX_METHODS:
+        method = _describeMethod(name, function, skip, namer)
+        namer.budget -= len(json.dumps(method))
+        if len(methods) >= MAX_METHODS or namer.budget < 0:
             truncated = True
             break
-        methods.append(_describeMethod(name, function, skip, namer))
+        methods.append(method)
     # The class's own docstring: one inherited from pb.Root and the like
     # says nothing about this class.
     own = cls.__dict__.get("__doc__")
@@ -486,7 +501,7 @@ def describeClasses(
         cls, flavor = queue.pop(0)
         if cls in seen:
             continue
-        if len(classes) >= MAX_CLASSES:
+        if len(classes) >= MAX_CLASSES or namer.budget < 0:
             truncated = True
             break
         seen.add(cls)
@@ -593,6 +608,7 @@ def answerDescribe(broker: Any, target: object) -> Description:
     @raise IntrospectionRefused: if introspection is off for this
         connection, the peer is not pbext, or C{target} is not one of this
         side's objects.
+    @since: pbext NEXT
     """
     from pbext.broker import PBEXT_DIALECT
 
@@ -664,6 +680,7 @@ def checkDescription(answer: object) -> Description:
     a peer or a JSON file, and return it.
 
     @raise ValueError: if it does not.
+    @since: pbext NEXT
     """
     if not isinstance(answer, dict) or answer.get("version") != DESCRIPTION_VERSION:
         raise ValueError("not a pbext description (or one of a newer pbext)")
@@ -707,6 +724,8 @@ def _parameterText(parameter: dict[str, Any]) -> str:
 def signatureText(method: MethodDescription) -> str:
     """
     C{name(a: int, b: int = 1) -> int}, short names, for people.
+
+    @since: pbext NEXT
     """
     parts: list[str] = []
     kinds = [p.get("kind") for p in method["parameters"]]

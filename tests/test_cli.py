@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from twisted.internet import defer, reactor, utils
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from pbext import cli
@@ -326,3 +327,33 @@ class DescribeTests(TestCase):
         out, err, code = yield runCLI("stubs", "--module", "no.such.module")
         self.assertEqual(code, cli.EXIT_USAGE)
         self.assertIn(b"cannot import no.such.module", err)
+
+
+class IntrospectionOptionsTests(SynchronousTestCase):
+    """
+    Parsing of C{describe} and C{stubs}.
+    """
+
+    def parse(self, *args: str) -> Any:
+        options = cli.Options()
+        options.parseOptions(list(args))
+        return options.subOptions
+
+    def test_endpointOrModule(self) -> None:
+        """
+        Either an ENDPOINT or C{--module}, not both, and no login with
+        C{--module}; C{stubs} writes to stdout unless C{-o} says where.
+        """
+        sub = self.parse("describe", "tcp:host=h:port=1", "--json")
+        self.assertEqual((sub["endpoint"], sub["json"]), ("tcp:host=h:port=1", 1))
+        sub = self.parse("stubs", "--module", "app.server:Root")
+        self.assertEqual((sub["module"], sub["output"]), ("app.server:Root", "-"))
+        sub = self.parse("stubs", "tcp:host=h:port=1", "-o", "app_stubs.py")
+        self.assertEqual(sub["output"], "app_stubs.py")
+        for args, text in [
+            (["describe"], "expected"),
+            (["stubs", "--module", "m", "tcp:host=h:port=1"], "not both"),
+            (["describe", "--module", "m", "--username", "a"], "log in only"),
+        ]:
+            error = self.assertRaises(usage.UsageError, self.parse, *args)
+            self.assertIn(text, str(error))

@@ -6,7 +6,7 @@ shape of the answer; in memory with L{pbext.testing}.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.credentials import UsernamePassword
@@ -264,6 +264,28 @@ class DescribeServerTests(SynchronousTestCase):
         cls = description["classes"][0]
         self.assertEqual(len(cls["methods"]), introspect.MAX_METHODS)
         self.assertTrue(cls["truncated"])
+
+    def test_boundedSize(self) -> None:
+        """
+        However long the methods' annotations, a description stays within
+        L{introspect.MAX_DESCRIPTION} characters of JSON (and the
+        connection's message size), marked truncated.
+        """
+        wide = Union[tuple(type(f"T{i}", (), {}) for i in range(3))]  # noqa: UP007
+        params = ", ".join(f"p{i}: wide" for i in range(40))
+        namespace: dict[str, Any] = {"wide": wide}
+        exec(f"def f(self, {params}) -> wide: pass", namespace)
+        methods = {f"remote_m{i:03d}": namespace["f"] for i in range(150)}
+        roots = [type(f"Big{n}", (pb.Root,), methods) for n in range(8)]
+        description = introspect.describeClasses([(r, "remote") for r in roots])
+        size = len(json.dumps(description))
+        self.assertLess(size, introspect.MAX_DESCRIPTION + 20_000)
+        self.assertTrue(
+            description["truncated"] or description["classes"][-1]["truncated"]
+        )
+        conn = _connect(roots[0]())
+        answer = _describe(self, conn, conn.rootObject())
+        self.assertTrue(answer["classes"][0]["truncated"])
 
 
 class RefusalTests(SynchronousTestCase):
