@@ -39,6 +39,10 @@ class Counter(pb.Referenceable):
 
 
 class Board(pb.Viewable):
+    """
+    A board, seen through a perspective.
+    """
+
     def view_place(self, perspective: object, where: tuple[int, int]) -> bool:
         """
         Place a piece.
@@ -96,6 +100,12 @@ class Clerk(pb.Avatar):
         Sell C{count} of C{item}; the sales counter.
         """
         return Counter()
+
+    def perspective_board(self) -> Board:
+        """
+        The board, seen through this clerk.
+        """
+        return Board()
 
 
 @implementer(IRealm)
@@ -241,6 +251,23 @@ class DescribeServerTests(SynchronousTestCase):
         self.assertEqual(cls["name"], "pbext.demo.DemoAvatar")
         self.assertEqual(cls["flavor"], "perspective")
         self.assertEqual([m["name"] for m in cls["methods"]], ["echo", "whoami"])
+
+    def test_viewPoint(self) -> None:
+        """
+        A L{pb.Viewable} an avatar hands out is described by its C{view_}
+        methods, without the perspective argument the broker passes.
+        """
+        checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+        conn = _connect(Portal(ShopRealm(), [checker]))
+        avatar = conn.login(UsernamePassword(b"alice", b"secret"))
+        board = conn.resultOf(avatar.callRemote("board"))
+        description = _describe(self, conn, board)
+        cls = description["classes"][0]
+        self.assertEqual(
+            (cls["name"], cls["flavor"]), ("tests.test_introspect.Board", "view")
+        )
+        (place,) = cls["methods"]
+        self.assertEqual([p["name"] for p in place["parameters"]], ["where"])
 
     def test_unnameableClass(self) -> None:
         """
