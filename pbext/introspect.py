@@ -49,6 +49,8 @@ import json
 import re
 import types
 import typing
+import weakref
+from dataclasses import dataclass
 from typing import (
     Any,
     Callable,
@@ -206,8 +208,6 @@ class _Namer:
     def __init__(self) -> None:
         self.modules: set[str] = set()
         self.classes: list[type] = []
-        #: Characters of the description left to spend (L{MAX_DESCRIPTION}).
-        self.budget = MAX_DESCRIPTION
 
     def name(self, annotation: object) -> str:
         """
@@ -383,13 +383,31 @@ _KINDS = {
 }
 
 
+@dataclass(frozen=True)
+class _MethodInfo:
+    """
+    One method's description, made once per class (see L{_classInfo}).
+
+    @ivar text: the L{MethodDescription} as JSON: its size is what it
+        costs of L{MAX_DESCRIPTION}, and each description gets a fresh copy.
+    @ivar modules: the modules its annotations name.
+    @ivar named: the remote classes its annotations name.
+    """
+
+    name: str
+    text: str
+    modules: frozenset[str]
+    named: tuple[type, ...]
+
+
 def _describeMethod(
-    name: str, function: Callable[..., object], skip: int, namer: _Namer
-) -> MethodDescription:
+    name: str, function: Callable[..., object], skip: int
+) -> _MethodInfo:
     """
     Describe the method C{function}, called remotely as C{name}, whose
     first C{skip} parameters the caller does not pass.
     """
+    namer = _Namer()
     signature = _signature(function)
     parameters: list[ParameterDescription] = []
     returns = _ANY
@@ -410,16 +428,19 @@ def _describeMethod(
         result = signature.return_annotation
         if not isinstance(result, str):
             returns = namer.name(_awaited(result))
-    return {
+    method: MethodDescription = {
         "name": name,
         "parameters": parameters,
         "returns": returns,
         "doc": _firstLine(function),
     }
+    return _MethodInfo(
+        name, json.dumps(method), frozenset(namer.modules), tuple(namer.classes)
+    )
 
 
 def _remoteMethods(
-    cls: type, flavor: Flavor, allowed: Callable[[str], bool]
+    cls: type, flavor: Flavor
 ) -> Iterator[tuple[str, Callable[..., object], int]]:
     """
     The methods of C{cls} a peer may call by the flavor's prefix, with the
@@ -434,7 +455,7 @@ def _remoteMethods(
         if not attribute.startswith(prefix):
             continue
         name = attribute[len(prefix) :]
-        if not name or name.startswith("_") or not allowed(name):
+        if not name or name.startswith("_"):
             continue
         function = inspect.getattr_static(cls, attribute, None)
         skip = extra + 1
@@ -446,11 +467,70 @@ def _remoteMethods(
             yield name, function, skip
 
 
+@dataclass(frozen=True)
+class _ClassInfo:
+    """
+    What introspection needs of one class and flavor, found once: its
+    name, docstring and public remote methods (before the policy's
+    filter), at most L{_SCAN_LIMIT} of them.
+    """
+
+    name: str
+    doc: str
+    methods: tuple[_MethodInfo, ...]
+    more: bool
+
+
+#: At most this many methods of a class are looked at.
+_SCAN_LIMIT = 4 * MAX_METHODS
+
+#: Each class's L{_ClassInfo} by flavor: a memo (like pbext.typecheck's
+#: compiled checks), so that a peer asking again and again costs little.
+#: Weak: it never keeps a class alive.
+_classInfos: weakref.WeakKeyDictionary[type, dict[str, _ClassInfo]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _classInfo(cls: type, flavor: Flavor) -> _ClassInfo:
+    byFlavor = _classInfos.setdefault(cls, {})
+    info = byFlavor.get(flavor)
+    if info is None:
+        methods: list[_MethodInfo] = []
+        more = False
+        for name, function, skip in _remoteMethods(cls, flavor):
+            if len(methods) >= _SCAN_LIMIT:
+                more = True
+                break
+            methods.append(_describeMethod(name, function, skip))
+        # The class's own docstring: one inherited from pb.Root and the
+        # like says nothing about this class.
+        own = cls.__dict__.get("__doc__")
+        info = byFlavor[flavor] = _ClassInfo(
+            f"{cls.__module__}.{cls.__qualname__}",
+            _firstLine(own) if isinstance(own, str) else "",
+            tuple(methods),
+            more,
+        )
+    return info
+
+
+class _Budget:
+    """
+    What a description has spent of L{MAX_DESCRIPTION}, and the remote
+    classes its methods name, in order.
+    """
+
+    def __init__(self) -> None:
+        self.left = MAX_DESCRIPTION
+        self.named: list[type] = []
+
+
 def describeClass(
     cls: type,
     flavor: Flavor,
     allowed: Callable[[str], bool] = lambda name: True,
-    namer: _Namer | None = None,
+    budget: _Budget | None = None,
 ) -> ClassDescription:
     """
     Describe the remote methods of C{cls} of the given flavor.
@@ -459,25 +539,29 @@ def describeClass(
         policy's C{isMethodAllowed}).
     @since: pbext NEXT
     """
-    namer = namer if namer is not None else _Namer()
+    budget = budget if budget is not None else _Budget()
+    info = _classInfo(cls, flavor)
     methods: list[MethodDescription] = []
-    truncated = False
-    for name, function, skip in _remoteMethods(cls, flavor, allowed):
-        method = _describeMethod(name, function, skip, namer)
-        namer.budget -= len(json.dumps(method))
-        if len(methods) >= MAX_METHODS or namer.budget < 0:
+    modules: set[str] = set()
+    truncated = info.more
+    for method in info.methods:
+        if not allowed(method.name):
+            continue
+        budget.left -= len(method.text)
+        if len(methods) >= MAX_METHODS or budget.left < 0:
             truncated = True
             break
-        methods.append(method)
-    # The class's own docstring: one inherited from pb.Root and the like
-    # says nothing about this class.
-    own = cls.__dict__.get("__doc__")
+        methods.append(json.loads(method.text))
+        modules.update(method.modules)
+        for named in method.named:
+            if named not in budget.named:
+                budget.named.append(named)
     return {
-        "name": f"{cls.__module__}.{cls.__qualname__}",
+        "name": info.name,
         "flavor": flavor,
-        "doc": _firstLine(own) if isinstance(own, str) else "",
+        "doc": info.doc,
         "methods": methods,
-        "modules": [],
+        "modules": sorted(modules),
         "truncated": truncated,
     }
 
@@ -488,11 +572,12 @@ def describeClasses(
 ) -> Description:
     """
     Describe the classes C{start} and the remote classes their methods'
-    annotations name, up to L{MAX_CLASSES} classes.
+    annotations name, up to L{MAX_CLASSES} classes and
+    L{MAX_DESCRIPTION} characters.
 
     @since: pbext NEXT
     """
-    namer = _Namer()
+    budget = _Budget()
     queue = list(start)
     seen: set[type] = set()
     classes: list[ClassDescription] = []
@@ -501,16 +586,13 @@ def describeClasses(
         cls, flavor = queue.pop(0)
         if cls in seen:
             continue
-        if len(classes) >= MAX_CLASSES or namer.budget < 0:
+        if len(classes) >= MAX_CLASSES or budget.left < 0:
             truncated = True
             break
         seen.add(cls)
-        namer.modules = set()
-        known = len(namer.classes)
-        described = describeClass(cls, flavor, allowed, namer)
-        described["modules"] = sorted(namer.modules)
-        classes.append(described)
-        for found in namer.classes[known:]:
+        known = len(budget.named)
+        classes.append(describeClass(cls, flavor, allowed, budget))
+        for found in budget.named[known:]:
             foundFlavor = classFlavor(found)
             if foundFlavor is not None and found not in seen:
                 queue.append((found, foundFlavor))

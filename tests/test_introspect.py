@@ -416,6 +416,30 @@ class DescribeClassTests(SynchronousTestCase):
         notes = introspect.describeClass(Notes, "observe")
         self.assertEqual([m["name"] for m in notes["methods"]], ["added"])
 
+    def test_freshCopies(self) -> None:
+        """
+        What a class offers is found once, but every description is a
+        fresh copy: changing one changes no later one.
+        """
+        first = introspect.describeClass(Shop, "remote")
+        first["methods"][0]["parameters"].clear()
+        first["methods"].clear()
+        again = introspect.describeClass(Shop, "remote")
+        self.assertEqual(again["methods"][0]["name"], "add")
+        self.assertEqual(len(again["methods"][0]["parameters"]), 4)
+
+    def test_policyFilter(self) -> None:
+        """
+        Only the names the policy allows are described (the memo of the
+        class holds them all).
+        """
+        described = introspect.describeClass(Shop, "remote", lambda name: name != "add")
+        self.assertNotIn("add", [m["name"] for m in described["methods"]])
+        self.assertIn(
+            "add",
+            [m["name"] for m in introspect.describeClass(Shop, "remote")["methods"]],
+        )
+
     def test_module(self) -> None:
         """
         C{module:Class} describes that class and the classes it names;
