@@ -373,6 +373,11 @@ class _IntrospectionOptions(_ConnectionOptions):
                     "the classes from their code"
                 )
             return
+        if not arguments:
+            raise usage.UsageError(
+                "give the server's ENDPOINT, or --module PACKAGE.MODULE:CLASS "
+                "to read the classes from their code"
+            )
         if len(arguments) != 1:
             raise self._wrongArguments(arguments)
         self._checkEndpoint(arguments[0])
@@ -398,8 +403,8 @@ class DescribeOptions(_IntrospectionOptions):
 
     longdesc = (
         "List the remote methods of the server's root object (or, after a "
-        "login, of the avatar) with their signatures and the first line of "
-        "their docstrings, and the remote classes their annotations name. "
+        "login, of the avatar) with their signatures and the first sentence "
+        "of their docstrings, and the remote classes their annotations name. "
         "Only pbext servers that allow introspection answer (the strict "
         "policy and --no-introspection turn it off). Exit status: 0 "
         "described, 1 the server refused, 2 bad usage, 3 connection failed, "

@@ -351,7 +351,8 @@ class IntrospectionOptionsTests(SynchronousTestCase):
         sub = self.parse("stubs", "tcp:host=h:port=1", "-o", "app_stubs.py")
         self.assertEqual(sub["output"], "app_stubs.py")
         for args, text in [
-            (["describe"], "expected"),
+            (["describe"], "give the server's ENDPOINT, or --module"),
+            (["describe", "a", "b"], "got 2 arguments"),
             (["stubs", "--module", "m", "tcp:host=h:port=1"], "not both"),
             (["describe", "--module", "m", "--username", "a"], "log in only"),
         ]:
