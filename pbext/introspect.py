@@ -42,12 +42,10 @@ off; by default it is on unless the security policy is C{strict}.
 
 from __future__ import annotations
 
-import collections.abc
 import importlib
 import inspect
 import json
 import re
-import types
 import typing
 import weakref
 from dataclasses import dataclass
@@ -57,14 +55,12 @@ from typing import (
     Iterator,
     Literal,
     TypedDict,
-    Union,
-    get_args,
-    get_origin,
 )
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.spread import flavors, pb
+
+from pbext import _typenames
 
 __all__ = [
     "DESCRIPTION_VERSION",
@@ -99,8 +95,8 @@ MAX_CLASSES = 32
 MAX_METHODS = 200
 #: At most this many parameters of one method.
 MAX_PARAMETERS = 32
-#: Longest text (a docstring line, an annotation, a default) described.
-MAX_TEXT = 240
+#: Longest text (a docstring line, an annotation) described.
+MAX_TEXT = _typenames.MAX_TEXT
 #: At most this many characters (of JSON) of methods in one description:
 #: past it, methods and classes are left out and it is marked truncated.
 MAX_DESCRIPTION = 256 * 1024
@@ -185,106 +181,11 @@ class IntrospectionRefused(pb.Error):
     """
 
 
-# -- naming annotations ------------------------------------------------------
-
-_BUILTIN_NAMES = frozenset(
-    {"int", "float", "complex", "str", "bytes", "bytearray", "bool", "object"}
-    | {"list", "tuple", "dict", "set", "frozenset", "type", "memoryview"}
-)
-
-_ANY = "typing.Any"
-
-
-def _clip(text: str, limit: int = MAX_TEXT) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-class _Namer:
-    """
-    Spell annotations as Python type expressions with dotted names, noting
-    the modules they name and the remote classes they mention.
-    """
-
-    def __init__(self) -> None:
-        self.modules: set[str] = set()
-        self.classes: list[type] = []
-
-    def name(self, annotation: object) -> str:
-        """
-        The type expression for C{annotation} (C{typing.Any} for whatever
-        cannot be named).
-        """
-        text = self._name(annotation, 0)
-        return text if len(text) <= MAX_TEXT else _ANY
-
-    def _className(self, cls: type) -> str:
-        module = cls.__module__
-        qualname = cls.__qualname__
-        if module == "builtins":
-            return qualname if qualname in _BUILTIN_NAMES else _ANY
-        if module == "__main__" or "<" in qualname:
-            return _ANY
-        if classFlavor(cls) is not None and cls not in self.classes:
-            self.classes.append(cls)
-        self.modules.add(module)
-        return f"{module}.{qualname}"
-
-    def _name(self, annotation: object, depth: int) -> str:
-        if depth > 8:
-            return _ANY
-        if annotation is None or annotation is type(None):
-            return "None"
-        if annotation is Any or annotation is inspect.Parameter.empty:
-            return _ANY
-        origin = get_origin(annotation)
-        args = get_args(annotation)
-        if origin is typing.Annotated:
-            return self._name(args[0], depth + 1)
-        if origin is Union or origin is types.UnionType:
-            return " | ".join(self._name(a, depth + 1) for a in args)
-        if origin is Literal:
-            if all(isinstance(a, (int, str, bytes, bool)) for a in args):
-                self.modules.add("typing")
-                return "typing.Literal[" + ", ".join(repr(a) for a in args) + "]"
-            return _ANY
-        if origin is collections.abc.Callable and len(args) == 2:
-            params, result = args
-            inner = (
-                "..."
-                if params is Ellipsis
-                else "[" + ", ".join(self._name(a, depth + 1) for a in params) + "]"
-            )
-            self.modules.add("collections.abc")
-            return f"collections.abc.Callable[{inner}, {self._name(result, depth + 1)}]"
-        if origin is not None:
-            if not isinstance(origin, type):
-                return _ANY
-            base = self._className(origin)
-            if base == _ANY or not args:
-                return base
-            parts = ["..." if a is Ellipsis else self._name(a, depth + 1) for a in args]
-            return f"{base}[{', '.join(parts)}]"
-        if isinstance(annotation, type):
-            return self._className(annotation)
-        return _ANY
-
-
-def _awaited(annotation: object) -> object:
-    """
-    What a caller receives for a method annotated to return C{annotation}.
-    """
-    origin = get_origin(annotation)
-    args = get_args(annotation)
-    if origin in (Deferred, collections.abc.Awaitable) and len(args) == 1:
-        return args[0]
-    if origin is collections.abc.Coroutine and len(args) == 3:
-        return args[2]
-    if annotation is Deferred:
-        return Any
-    return annotation
-
-
 # -- flavors -------------------------------------------------------------------
+
+
+def _isRemote(cls: type) -> bool:
+    return classFlavor(cls) is not None
 
 
 def classFlavor(cls: type) -> Flavor | None:
@@ -346,7 +247,7 @@ def _firstLine(thing: object) -> str:
         return ""
     paragraph = " ".join(doc.strip().split("\n\n", 1)[0].split())
     sentence = re.split(r"(?<=[.!?])\s", paragraph, maxsplit=1)[0]
-    return _clip(_MARKUP.sub(r"\1", sentence))
+    return _typenames.clip(_MARKUP.sub(r"\1", sentence))
 
 
 def _signature(function: Callable[..., object]) -> inspect.Signature | None:
@@ -407,10 +308,10 @@ def _describeMethod(
     Describe the method C{function}, called remotely as C{name}, whose
     first C{skip} parameters the caller does not pass.
     """
-    namer = _Namer()
+    namer = _typenames.TypeNamer(_isRemote)
     signature = _signature(function)
     parameters: list[ParameterDescription] = []
-    returns = _ANY
+    returns = _typenames.ANY
     if signature is not None:
         found = list(signature.parameters.values())[skip:]
         for parameter in found[:MAX_PARAMETERS]:
@@ -419,7 +320,9 @@ def _describeMethod(
                 "name": parameter.name,
                 "kind": _KINDS[parameter.kind],
                 "annotation": (
-                    _ANY if isinstance(annotation, str) else namer.name(annotation)
+                    _typenames.ANY
+                    if isinstance(annotation, str)
+                    else namer.name(annotation)
                 ),
             }
             if parameter.default is not inspect.Parameter.empty:
@@ -427,7 +330,7 @@ def _describeMethod(
             parameters.append(described)
         result = signature.return_annotation
         if not isinstance(result, str):
-            returns = namer.name(_awaited(result))
+            returns = namer.name(_typenames.awaited(result))
     method: MethodDescription = {
         "name": name,
         "parameters": parameters,
@@ -795,8 +698,8 @@ def _short(annotation: str) -> str:
 def _parameterText(parameter: dict[str, Any]) -> str:
     prefix = {"varargs": "*", "varkw": "**"}.get(parameter.get("kind", ""), "")
     text = f"{prefix}{parameter.get('name')}"
-    annotation = parameter.get("annotation", _ANY)
-    if annotation != _ANY:
+    annotation = parameter.get("annotation", _typenames.ANY)
+    if annotation != _typenames.ANY:
         text += f": {_short(annotation)}"
     if "default" in parameter:
         text += f" = {parameter['default']}"
