@@ -484,3 +484,56 @@ class DescribeClassTests(SynchronousTestCase):
         )
         self.assertIn("  counter() -> Counter\n", text)
         self.assertIn("tests.test_introspect.Counter (remote_ methods)", text)
+
+
+class TypeNamerTests(SynchronousTestCase):
+    """
+    L{pbext._typenames.TypeNamer} spells annotations as type expressions
+    a stub module can hold.
+    """
+
+    def test_forms(self) -> None:
+        """
+        Builtins, generics, unions, literals, callables and classes of
+        modules are spelt as Python writes them, with dotted names, and
+        the modules and remote classes they name are noted.
+        """
+        import collections.abc
+        import typing
+
+        from pbext._typenames import TypeNamer
+
+        namer = TypeNamer(lambda cls: issubclass(cls, pb.Referenceable))
+        T = typing.TypeVar("T")
+        cases: list[tuple[object, str]] = [
+            (int, "int"),
+            (None, "None"),
+            (typing.List[int], "list[int]"),  # noqa: UP006
+            (typing.Optional[bytes], "bytes | None"),  # noqa: UP045
+            (dict[str, tuple[int, ...]], "dict[str, tuple[int, ...]]"),
+            (typing.Literal["a", 1], "typing.Literal['a', 1]"),
+            (
+                collections.abc.Callable[[int], str],
+                "collections.abc.Callable[[int], str]",
+            ),
+            (typing.Annotated[int, "meta"], "int"),
+            (
+                collections.abc.AsyncIterator[Counter],
+                "collections.abc.AsyncIterator[tests.test_introspect.Counter]",
+            ),
+            (T, "typing.Any"),
+            (typing.Any, "typing.Any"),
+            (Deferred, "twisted.internet.defer.Deferred"),
+        ]
+        for annotation, text in cases:
+            self.assertEqual(namer.name(annotation), text, annotation)
+        self.assertEqual(namer.classes, [Counter])
+        self.assertEqual(
+            namer.modules,
+            {
+                "typing",
+                "collections.abc",
+                "tests.test_introspect",
+                "twisted.internet.defer",
+            },
+        )
