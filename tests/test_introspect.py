@@ -11,7 +11,7 @@ from typing import Any, Callable, Union
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.spread import pb
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -174,6 +174,24 @@ class DescribeServerTests(SynchronousTestCase):
         self.assertEqual(
             ping["doc"], 'Answer "pong": proof that the server is alive and serving.'
         )
+
+    def test_describeAtOnce(self) -> None:
+        """
+        A client may describe the root the moment it has it: its broker
+        says it is pbext before handing the connection to its factory.
+        """
+        described: list[Deferred[Any]] = []
+
+        class Eager(PBClientFactory):
+            def clientConnectionMade(self, broker: Any) -> None:
+                super().clientConnectionMade(broker)
+                root = broker.remoteForName("root")
+                described.append(ensureDeferred(introspect.describeRemote(root)))
+
+        conn = connectedPair(PBServerFactory(demo.DemoRoot()), Eager())
+        self.addCleanup(conn.disconnect)
+        description = conn.resultOf(described[0])
+        self.assertEqual(description["classes"][0]["name"], "pbext.demo.DemoRoot")
 
     def test_jsonShape(self) -> None:
         """
