@@ -250,7 +250,10 @@ MEMBERS: Mapping[str, tuple[str, ...]] = {
 #: that defines them.  Twisted calls them, so pbext's overrides keep their
 #: names and arguments, and call Twisted's with C{super()}.  The unjellier's
 #: C{_unjelly_<tag>} methods are the dispatch on a type tag.
+#: (L{pbext.client.PBClientService}'s C{_log} is a L{twisted.logger.Logger}
+#: like the one of C{ClientService} it replaces.)
 OVERRIDDEN: Mapping[str, tuple[str, ...]] = {
+    "twisted.application.internet.ClientService": ("_log",),
     "twisted.spread.pb.Broker": (
         "_sendMessage",
         "_recvMessage",

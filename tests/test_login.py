@@ -548,7 +548,9 @@ class NonceLoginTests(LoginTestsMixin, SynchronousTestCase):
 
     def challenger(self, username: bytes, password: bytes, clientNonce: bytes) -> Any:
         conn = self.connect()
-        wrapper = loginserver._PortalWrapper(conn.server.factory.root.portal, conn.server)
+        wrapper = loginserver._PortalWrapper(
+            conn.server.factory.root.portal, conn.server
+        )
         serverNonce, challenger = wrapper.remote_loginWithNonce(username, clientNonce)
         challenger.response = login.nonceResponse(
             password, username, serverNonce, clientNonce
@@ -590,7 +592,9 @@ class NonceLoginTests(LoginTestsMixin, SynchronousTestCase):
         seen: list[bytes] = []
         original = loginserver._PortalWrapper.remote_loginWithNonce
 
-        def spy(self: loginserver._PortalWrapper, username: object, nonce: bytes) -> Any:
+        def spy(
+            self: loginserver._PortalWrapper, username: object, nonce: bytes
+        ) -> Any:
             seen.append(nonce)
             return original(self, username, nonce)
 
