@@ -26,7 +26,7 @@ Every section is optional; every other section or key is an error, as is a
 value that does not parse.  Errors raise L{PolicyError} naming the file, the
 section and the key.
 
-L{pbext.security.loadPolicy} reads a policy file when given its path, as
+L{pbext.policylookup.loadPolicy} reads a policy file when given its path, as
 C{twistd pbserver --policy FILE} does; the same limit syntax serves
 C{--limit NAME=VALUE} (L{parseLimit}).
 
