@@ -10,6 +10,10 @@ how it is called, which attributes it sets), so that a Twisted release that
 moves one fails here with a message naming it and the pbext code that uses
 it, instead of misbehaving somewhere else.
 
+pbext names them all in one module, L{pbext._twisted}: the tests at the
+end check every entry of it, and that no other pbext module uses a private
+Twisted name directly.
+
 C{tox -e twisted-oldest} runs them on the oldest Twisted setup.cfg allows,
 the other environments on the newest release.
 """
@@ -319,7 +323,7 @@ class BrokerInternalsTests(_ShapeMixin, unittest.SynchronousTestCase):
         portal, broker, username, challenge)} exist with those arguments,
         and the avatar mixin's C{_cbLogin(result)}.
         """
-        usedBy = "pbext.login"
+        usedBy = "pbext.loginserver (through pbext._twisted)"
         self.assertSignature(
             self.lookUp(pb, "_PortalWrapper", usedBy),
             "__init__",
@@ -346,7 +350,7 @@ class BrokerInternalsTests(_ShapeMixin, unittest.SynchronousTestCase):
         C{_cbLoginAnonymous}, C{_failAll}, and the C{_root} and C{_broker}
         attributes.
         """
-        usedBy = "pbext.client and pbext.login"
+        usedBy = "pbext.client and pbext.loginclient (through pbext._twisted)"
         factory = pb.PBClientFactory
         self.assertSignature(
             factory,
