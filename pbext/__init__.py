@@ -29,13 +29,13 @@ if TYPE_CHECKING:
     from pbext.broker import Broker, CallTimeout, MessageTooLarge, PolicyViolation
     from pbext.client import PBClientFactory, PBClientService, connect
     from pbext.copyable import CopyableRegistry, CopyableStateError, RegistryError
+    from pbext.policylookup import loadPolicy
     from pbext.security import (
         Limits,
         PolicyError,
         SecurityPolicy,
         classicPolicy,
         defaultPolicy,
-        loadPolicy,
         strictPolicy,
     )
     from pbext.server import PBServerFactory, PBServerService, buildServerFactory
@@ -59,7 +59,7 @@ _EXPORTS: dict[str, str] = {
     "SecurityPolicy": "pbext.security",
     "classicPolicy": "pbext.security",
     "defaultPolicy": "pbext.security",
-    "loadPolicy": "pbext.security",
+    "loadPolicy": "pbext.policylookup",
     "strictPolicy": "pbext.security",
     "PBServerFactory": "pbext.server",
     "PBServerService": "pbext.server",

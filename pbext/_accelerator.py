@@ -17,6 +17,7 @@ a non-empty value before pbext is imported also turns the accelerator off.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 from types import ModuleType
@@ -29,7 +30,9 @@ def _load() -> tuple[Optional[ModuleType], Optional[str]]:
     if os.environ.get("PBEXT_PURE_PYTHON"):
         return None, "PBEXT_PURE_PYTHON is set"
     try:
-        from pbext import _speedups  # type: ignore[attr-defined]
+        # The extension module itself: not "from pbext import", which would
+        # go through the package's namespace (and its lazy public names).
+        _speedups = importlib.import_module("pbext._speedups")
     except ImportError as e:
         if importlib.util.find_spec("pbext._speedups") is None:
             return None, (

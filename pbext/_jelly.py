@@ -68,7 +68,7 @@ import datetime
 import operator
 from typing import Any, Callable, Iterable, Mapping, NoReturn, cast
 
-from twisted.persisted.crefutil import NotKnown, _DictKeyAndValue
+from twisted.persisted.crefutil import NotKnown
 from twisted.python.failure import Failure
 from twisted.python.reflect import qual
 from twisted.spread import flavors, pb
@@ -79,8 +79,16 @@ from twisted.spread.jelly import InsecureJelly
 # configuration, which pbext.codec gives when it is imported (and codec
 # imports this module in turn for the jelly half): import it here, so that
 # a program importing only this module gets a configured accelerator.
+from pbext import _twisted
 from pbext import codec as _codecConfiguresTheAccelerator  # noqa: F401
 from pbext._accelerator import speedups as _speedups
+from pbext._twisted import (
+    DictKeyAndValue,
+    checkMutable,
+    createBlank,
+    maybePostUnjelly,
+    newInstance,
+)
 from pbext.copyable import (
     _VERSION_KEY_BYTES,
     CHECK_ANY,
@@ -334,10 +342,8 @@ class _ClassicClass:
 
 
 # Read once: attribute lookups on twisted.spread.jelly go through a slow
-# deprecation proxy (see pbext.security._JELLY_NAMESPACE).
+# deprecation proxy (see pbext._twisted.JELLY_NAMESPACE).
 _Unjellyable = _twistedJelly.Unjellyable
-_createBlank = _twistedJelly._createBlank
-_newInstance = _twistedJelly._newInstance
 
 
 def _classicRegistry() -> Mapping[bytes, Any]:
@@ -379,7 +385,7 @@ _EMPTY_STATES: dict[bytes, Any] = {
 _PB_REFERENCE_TAGS = frozenset({b"remote", b"local", b"cached", b"lcache"})
 
 
-class Unjellier(_twistedJelly._Unjellier):
+class Unjellier(_twisted.Unjellier):
     """
     Twisted's unjellier with pbext's type lookup (see the module
     docstring), linear-time reference resolution, checked copy state, and
@@ -517,7 +523,7 @@ class Unjellier(_twistedJelly._Unjellier):
         if registry is _UNSEEN:
             registry = self._findRegistry(tag)
         if registry is not None:
-            return self._maybePostUnjelly(registry.unjellyFor(tag, self, obj))
+            return maybePostUnjelly(self, registry.unjellyFor(tag, self, obj))
         if self.classic:
             return self._unjellyClassic(tag, obj)
         if not self.taster.isTypeAllowed(tag):
@@ -533,7 +539,7 @@ class Unjellier(_twistedJelly._Unjellier):
         if regClass is None and self.acceptClassicRegistry:
             regClass = _classicRegistry().get(tag)
         if regClass is not None:
-            return self._maybePostUnjelly(self._callUnjellyable(regClass, obj))
+            return maybePostUnjelly(self, self._callUnjellyable(regClass, obj))
         if self.acceptClassicRegistry:
             factory = _classicFactories().get(tag)
             if factory is not None:
@@ -541,8 +547,8 @@ class Unjellier(_twistedJelly._Unjellier):
                 state = self.unjelly(obj[1])
                 if self.checkCopyState:
                     self._checkState(state, self._classicClass(factory))
-                return self._maybePostUnjelly(
-                    self._runApplication(factory, factory, state)
+                return maybePostUnjelly(
+                    self, self._runApplication(factory, factory, state)
                 )
         cls = self._instanceClass(tag)
         if cls is not None:
@@ -561,7 +567,7 @@ class Unjellier(_twistedJelly._Unjellier):
             raise InsecureJelly(tag)
         regClass = _classicRegistry().get(tag)
         if regClass is not None:
-            return self._maybePostUnjelly(self._callUnjellyable(regClass, obj))
+            return maybePostUnjelly(self, self._callUnjellyable(regClass, obj))
         return super().unjelly(obj)
 
     def _callUnjellyable(self, regClass: Any, obj: list[Any]) -> Any:
@@ -584,7 +590,7 @@ class Unjellier(_twistedJelly._Unjellier):
                 raise InsecureJelly(
                     f"{tag.decode()!r} expressions need a broker to refer to"
                 )
-        instance = _createBlank(regClass)
+        instance = createBlank(regClass)
         method: Any = getattr(instance, "unjellyFor", regClass)
         unjellier: Any = self
         if self.checkCopyState and regClass is pb.CopiedFailure:
@@ -636,7 +642,7 @@ class Unjellier(_twistedJelly._Unjellier):
         # What stock jelly does with a registered class or function, with
         # _runApplication's handling of errors (inline: once per copy).
         try:
-            instance = _createBlank(regClass)
+            instance = createBlank(regClass)
             method = getattr(instance, "unjellyFor", regClass)
             return method(view, obj)
         except (InsecureJelly, pb.Error):
@@ -773,8 +779,8 @@ class Unjellier(_twistedJelly._Unjellier):
         state = self.unjelly(state)
         if self.checkCopyState:
             self._checkState(state, self._classicClass(cls))
-        return self._maybePostUnjelly(
-            self._runApplication(cls, _newInstance, cls, state)
+        return maybePostUnjelly(
+            self, self._runApplication(cls, newInstance, cls, state)
         )
 
     def _unjellyItems(self, rest: list[Any]) -> tuple[list[Any], list[int]]:
@@ -830,7 +836,7 @@ class Unjellier(_twistedJelly._Unjellier):
             if isinstance(key, NotKnown):
                 # Insert once the key is known (crefutil would hash the
                 # placeholder and fail).
-                slot = _DictKeyAndValue(result)
+                slot = DictKeyAndValue(result)
                 key.addDependant(slot, 0)
                 if isinstance(value, NotKnown):
                     value.addDependant(slot, 1)
@@ -982,7 +988,7 @@ def _iterableJellier(atom: bytes) -> Callable[[Jellier, Any], Any]:
     """
 
     def jellyIterable(jellier: Jellier, obj: Any) -> Any:
-        preRef = jellier._checkMutable(obj)
+        preRef = checkMutable(jellier, obj)
         if preRef:
             return preRef
         sxp = jellier.prepare(obj)
@@ -1004,7 +1010,7 @@ def _iterableJellier(atom: bytes) -> Callable[[Jellier, Any], Any]:
 
 
 def _jellyDict(jellier: Jellier, obj: dict[Any, Any]) -> Any:
-    preRef = jellier._checkMutable(obj)
+    preRef = checkMutable(jellier, obj)
     if preRef:
         return preRef
     sxp = jellier.prepare(obj)
@@ -1506,7 +1512,7 @@ if _speedups is not None:
     unjellyPlain = _speedups.unjellyPlain
 
 
-class Jellier(_twistedJelly._Jellier):
+class Jellier(_twisted.Jellier):
     """
     Twisted's jellier, asking the connection's registries first and
     serializing builtin values without building and tasting their type
@@ -1548,7 +1554,7 @@ class Jellier(_twistedJelly._Jellier):
         if fast is not None:
             return fast(self, obj)
         if self.registries:
-            preRef = self._checkMutable(obj)
+            preRef = checkMutable(self, obj)
             if preRef:
                 return preRef
             for registry in self.registries:

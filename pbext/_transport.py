@@ -35,6 +35,15 @@ from typing import Any, Callable, Optional, Sequence
 
 from twisted.internet import main, tcp
 
+from pbext._twisted import (
+    TCP_ATTRIBUTES,
+    bufferedBytes,
+    discardTLSHeld,
+    discardWriteBuffer,
+    tlsHeldBytes,
+    writeBufferEmpty,
+)
+
 __all__ = [
     "DirectReads",
     "DirectWrites",
@@ -67,15 +76,7 @@ _WOULD_BLOCK: int = getattr(tcp, "EWOULDBLOCK", errno.EWOULDBLOCK)
 # Exactly these classes: subclasses (UNIX sockets passing descriptors,
 # say) may queue more than bytes.
 _TCP_CONNECTIONS = (tcp.Server, tcp.Client)
-_NEEDED = (
-    "socket",
-    "dataBuffer",
-    "offset",
-    "_tempDataLen",
-    "connected",
-    "disconnecting",
-    "_writeDisconnected",
-)
+_NEEDED = TCP_ATTRIBUTES
 
 
 def _plainTCP(transport: object) -> bool:
@@ -128,12 +129,7 @@ class DirectWrites:
             except OSError:
                 pass
         return bool(
-            t.offset == len(t.dataBuffer)
-            and not t._tempDataLen
-            and t.connected
-            and not t.disconnecting
-            and not t._writeDisconnected
-            and not t.TLS
+            t.connected and not t.disconnecting and not t.TLS and writeBufferEmpty(t)
         )
 
     def write(self, data: bytes) -> None:
@@ -145,12 +141,10 @@ class DirectWrites:
         # idle connection (this runs once per message).
         if (
             len(data) <= LARGE_MESSAGE
-            and t.offset == len(t.dataBuffer)
-            and not t._tempDataLen
             and t.connected
             and not t.disconnecting
-            and not t._writeDisconnected
             and not t.TLS
+            and writeBufferEmpty(t)
         ) or self._idle(len(data)):
             try:
                 sent = t.socket.send(data)
@@ -319,8 +313,7 @@ def _bufferedIn(transport: object) -> Optional[int]:
     its socket has not taken yet, or L{None} if C{transport} is not one.
     """
     try:
-        buffered = len(transport.dataBuffer) - transport.offset  # type: ignore[attr-defined]
-        return buffered + transport._tempDataLen  # type: ignore[attr-defined,no-any-return]
+        return bufferedBytes(transport)
     except (AttributeError, TypeError):
         return None
 
@@ -346,14 +339,12 @@ def pendingWriter(transport: object) -> Optional[Callable[[], int]]:
     if tls is None:
 
         def pending() -> int:
-            return (
-                len(lower.dataBuffer) - lower.offset + lower._tempDataLen  # type: ignore[attr-defined]
-            )
+            return bufferedBytes(lower)
 
         return pending
 
     def pendingTLS() -> int:
-        held = sum(map(len, getattr(tls, "_appSendBuffer", ())))
+        held = tlsHeldBytes(tls)
         return held + (_bufferedIn(lower) or 0)
 
     return pendingTLS
@@ -367,16 +358,10 @@ def discardPending(transport: object) -> None:
     later).  Does nothing on transports L{pendingWriter} does not know.
     """
     if _TLS is not None and isinstance(transport, _TLS):
-        try:
-            transport._appSendBuffer = []  # type: ignore[attr-defined]
-        except AttributeError:
-            pass
+        discardTLSHeld(transport)
         transport = getattr(transport, "transport", None)
     if isinstance(transport, tcp.Connection) and _bufferedIn(transport) is not None:
-        transport.dataBuffer = b""
-        transport.offset = 0
-        transport._tempDataBuffer = []  # type: ignore[attr-defined]
-        transport._tempDataLen = 0  # type: ignore[attr-defined]
+        discardWriteBuffer(transport)
 
 
 def producerTarget(transport: object) -> Any:

@@ -39,7 +39,7 @@ from typing import Any, Callable, Hashable
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from pbext.login import _peerText
+from pbext._peer import peerText
 from pbext.security import Limits
 
 _log = Logger(namespace="pbext.admission")
@@ -414,7 +414,7 @@ class Admission:
             "pbext: closed a connection from {peer} (idle {idle:.0f} s, never "
             "logged in) to admit {newcomer}: {cap} reached",
             peer=_peerOf(broker),
-            newcomer=_peerText(newcomer),
+            newcomer=peerText(newcomer),
             cap=cap,
             idle=idle,
             connections=self._total,
@@ -427,7 +427,7 @@ class Admission:
             "connectionRefused",
             "pbext: connection from {peer} refused: {cap} reached and no "
             "connection can make room",
-            peer=_peerText(peer),
+            peer=peerText(peer),
             cap=cap,
             connections=self._total,
         )
@@ -479,7 +479,7 @@ def _lastActive(slot: _Slot) -> float:
 
 def _peerOf(broker: Any) -> str:
     try:
-        return _peerText(broker.transport.getPeer())
+        return peerText(broker.transport.getPeer())
     except Exception:
         return "?"
 

@@ -44,7 +44,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from twisted.cred.error import LoginFailed
-from twisted.internet import defer, endpoints
+from twisted.internet import defer
 from twisted.internet.interfaces import (
     IDelayedCall,
     ISSLTransport,
@@ -56,7 +56,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.spread import banana, flavors, jelly, pb
 
-from pbext import _jelly, keepalive, typecheck
+from pbext import _jelly, _twisted, keepalive, typecheck
 from pbext._accelerator import speedups as _speedups
 from pbext._peer import peerText
 from pbext._transport import (
@@ -215,7 +215,7 @@ def resolvePolicy(
     if isinstance(policy, SecurityPolicy):
         return policy
     if policy is not None:
-        from pbext.security import loadPolicy
+        from pbext.policylookup import loadPolicy
 
         return loadPolicy(policy)
     if isinstance(security, SecurityPolicy):
@@ -233,7 +233,7 @@ def resolvePolicy(
 
 # Twisted's client endpoints put this between the transport and the
 # protocol; its dataReceived hands the bytes on unchanged.
-_ENDPOINT_WRAPPER: Any = getattr(endpoints, "_WrappingProtocol", None)
+_ENDPOINT_WRAPPER: Any = _twisted.WrappingProtocol
 
 
 def _deliversTo(protocol: object, broker: object) -> bool:
@@ -254,7 +254,7 @@ def _deliversTo(protocol: object, broker: object) -> bool:
             and isinstance(protocol, _ENDPOINT_WRAPPER)
             and kind.dataReceived is _ENDPOINT_WRAPPER.dataReceived
         ):
-            protocol = getattr(protocol, "_wrappedProtocol", None)
+            protocol = _twisted.wrappedProtocol(protocol)
         elif getattr(kind, "_pbextForwardsReceivedBytes", False):
             protocol = getattr(protocol, "__dict__", {}).get("broker")
         else:
@@ -872,7 +872,7 @@ class Broker(pb.Broker):
         if self.isClient:
             super().connectionMade()
         else:
-            self.setPrefixLimit(banana._PREFIX_LIMIT)
+            self.setPrefixLimit(_twisted.prefixLimit())
             self.currentDialect = None
             self.sendEncoded([*self.knownDialects, PBEXT_DIALECT])
 

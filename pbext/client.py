@@ -45,6 +45,7 @@ from twisted.spread import pb
 from twisted.spread.jelly import SecurityOptions, globalSecurity
 from zope.interface import implementer
 
+from pbext import _twisted
 from pbext.broker import Broker, BrokerFactoryMixin
 from pbext.security import SecurityPolicy
 
@@ -127,13 +128,14 @@ class PBClientFactory(pb.PBClientFactory, BrokerFactoryMixin):
         """
         super().stopFactory()
         if self.rootObjectRequests:
-            self._failAll(
+            _twisted.failAll(
+                self,
                 Failure(
                     error.ConnectError(
                         string="the connection attempt ended before the PB "
                         "connection was ready"
                     )
-                )
+                ),
             )
 
     def login(self, credentials: Any, client: Any = None) -> Deferred[Any]:
@@ -164,7 +166,7 @@ class PBClientFactory(pb.PBClientFactory, BrokerFactoryMixin):
         the C{_cbSendUsername} and C{_cbLoginAnonymous} hooks, which
         subclasses may override as they do for L{pb.PBClientFactory};
         against a pbext server it picks the strongest login both ends allow
-        (see L{pbext.login.loginOnRoot}; the C{allowPlaintextLogin} and
+        (see L{pbext.loginclient.loginOnRoot}; the C{allowPlaintextLogin} and
         C{classicLogin} options say which the client allows).
 
         @param root: the root object of the connection to log in on.
@@ -175,9 +177,9 @@ class PBClientFactory(pb.PBClientFactory, BrokerFactoryMixin):
         @return: see L{login}.
         @since: pbext NEXT
         """
-        from pbext import login
+        from pbext import loginclient
 
-        return login.loginOnRoot(self, root, credentials, client)
+        return loginclient.loginOnRoot(self, root, credentials, client)
 
 
 class _LossReporter:

@@ -75,6 +75,7 @@ from twisted.python import reflect
 from twisted.spread import flavors, jelly, pb
 from zope.interface import implementer
 
+from pbext import _twisted
 from pbext.interfaces import ICopyableRegistry
 from pbext.typecheck import _accept, _Checker, _compile, describeAnnotation
 
@@ -106,7 +107,7 @@ _DICTIONARY = b"dictionary"
 _RESERVED = frozenset(
     [
         name[len("_unjelly_") :].encode("ascii")
-        for name in dir(jelly._Unjellier)
+        for name in dir(_twisted.Unjellier)
         if name.startswith("_unjelly_")
     ]
     + [
@@ -760,7 +761,7 @@ class _CacheEntry(_Entry):
         root: Any = cls.__new__(cls)
         root.broker = broker
         root.luid = luid
-        copy = root._borgify()
+        copy = _twisted.borgify(root)
         copy.__init__()  # type: ignore[misc]
         broker.cacheLocally(luid, root)
         try:
@@ -1159,7 +1160,7 @@ class CopyableRegistry:
         entry = self._byClass.get(type(obj))
         if entry is None:
             return None
-        checkMutable = getattr(jellier, "_checkMutable", None)
+        checkMutable = _twisted.mutableChecker(jellier)
         if checkMutable is not None:
             reference = checkMutable(obj)
             if reference:

@@ -35,12 +35,12 @@ from twisted.logger import (
     globalLogPublisher,
 )
 from twisted.python.failure import Failure
-from twisted.spread import pb
 from zope.interface import Interface, implementer
 
+from pbext import _twisted
+from pbext._peer import peerText
 from pbext.broker import CONTROL_NAME, Broker
 from pbext.keepalive import PING_OBJECT_ID
-from pbext.login import _peerText
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -98,12 +98,12 @@ def _loginObjectTypes() -> tuple[type, ...]:
     C{loginMethods}, C{loginWithNonce}, C{respond} ...) are the login's
     internals, counted as logins rather than as application calls.
     """
-    from pbext import login
+    from pbext import loginserver
 
     return (
-        pb._PortalWrapper,
-        pb._PortalAuthChallenger,
-        login._NonceChallenger,
+        _twisted.PortalWrapper,
+        _twisted.PortalAuthChallenger,
+        loginserver._NonceChallenger,
     )
 
 
@@ -365,7 +365,7 @@ class MeteredBroker(Broker):
         if inst is not None:
             inst.metrics.connectionOpened()
             try:
-                self._pbextMetricPeer = _peerText(self.transport.getPeer())
+                self._pbextMetricPeer = peerText(self.transport.getPeer())
             except Exception:
                 self._pbextMetricPeer = None
             inst._peerConnected(self._pbextMetricPeer)

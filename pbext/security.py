@@ -18,58 +18,37 @@ C{pb.setUnjellyableForClass}.  Nothing is ever imported because a peer named
 it.  Each policy carries L{Limits} for the brokers and codecs that use it.
 
 Policies are built fresh by the presets (L{classicPolicy}, L{defaultPolicy},
-L{strictPolicy}), by installed L{IPolicyPlugin} providers, or from a policy
+L{strictPolicy}), by installed policy plugins, or from a policy
 file; L{loadPolicy} finds any of them from the string an operator gives to
 C{twistd pbserver --policy}.
 
-Policy files
-============
-
-A policy file is INI text read with L{configparser} (no interpolation, keys
-are case-sensitive)::
-
-    # Start from a preset and change what differs.
-    [policy]
-    base = default              ; default, strict or classic (default: default)
-    name = billing              ; used in logs (default: the file's stem)
-    allowPrivateMethods = no
-    acceptClassicRegistry = yes
-    checkCopyState = yes
-    sendUnpersistable = no
-
-    [limits]                    ; any field of Limits
-    maxStringBytes = 1048576    ; whole numbers for sizes and counts
-    idleTimeout = 600           ; seconds, or "none" to turn a timeout off
-
-    [types]
-    allow = myapp.billing.Invoice
-            myapp.billing.LineItem
-
-Every section is optional; every other section or key is an error, as is a
-value that does not parse.  Errors raise L{PolicyError} naming the file, the
-section and the key.
+The policy model lives here; reading policy files is
+L{pbext.policyfile}'s job, and finding a policy by the name an operator
+gives (presets, plugins, dotted names, files) L{pbext.policylookup}'s.
+L{loadPolicy} is importable from here too, as the documentation shows it.
 
 @since: pbext NEXT
 """
 
 from __future__ import annotations
 
-import configparser
 import dataclasses
-import difflib
 import math
-import os
 import sys
 import types
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from twisted.logger import Logger
-from twisted.python.reflect import namedAny, qual
+from twisted.python.reflect import qual
 from twisted.spread import jelly
 from zope.interface import implementer
 
-from pbext.interfaces import ICopyableRegistry, IPolicyPlugin, ISecurityPolicy
+from pbext._twisted import JELLY_NAMESPACE
+from pbext.interfaces import ICopyableRegistry, ISecurityPolicy
+
+if TYPE_CHECKING:
+    from pbext.policylookup import loadPolicy
 
 __all__ = [
     "UNLIMITED",
@@ -83,7 +62,6 @@ __all__ = [
     "strictPolicy",
     "presets",
     "loadPolicy",
-    "describePolicies",
 ]
 
 _log = Logger()
@@ -559,7 +537,7 @@ _ALWAYS_ALLOWED = _BASIC_TYPES | _PB_TYPES | _SENT_BUILTIN_TYPES
 #: cost microseconds; its registries are read from here instead, once per
 #: received object.  They are the same dictionaries, and stay current when
 #: code (tests, say) replaces them on the module.
-_JELLY_NAMESPACE: Mapping[str, Any] = jelly.jelly.__globals__
+_JELLY_NAMESPACE: Mapping[str, Any] = JELLY_NAMESPACE
 
 
 def _inClassicRegistry(name: bytes) -> bool:
@@ -993,290 +971,15 @@ presets: Mapping[str, Callable[[], SecurityPolicy]] = types.MappingProxyType(
 The preset policies by name, each a function building a fresh policy.
 """
 
-_PRESET_DESCRIPTIONS: Mapping[str, str] = types.MappingProxyType(
-    {
-        "classic": "Stock PB behaviour: any dotted type name passes to jelly's "
-        "module/class checks, private methods callable, no extra limits.",
-        "default": "Closed type allowlist (PB types, registries, "
-        "pb.setUnjellyableForClass), no imports, generous limits.",
-        "strict": "Only PB and registry types, tighter limits, timeouts and "
-        "an idle timeout.",
-    }
-)
 
-
-def _installedPolicyPlugins() -> Iterable[Any]:
+def __getattr__(name: str) -> Any:
     """
-    The L{IPolicyPlugin} providers installed as C{twisted.plugins} dropins.
+    C{loadPolicy}, documented as C{pbext.security.loadPolicy}, lives in
+    L{pbext.policylookup}, which builds on this module; it is imported on
+    first use.
     """
-    from twisted.plugin import getPlugins
+    if name == "loadPolicy":
+        from pbext.policylookup import loadPolicy
 
-    return getPlugins(IPolicyPlugin)
-
-
-def _asPolicy(candidate: object, source: str) -> Any:
-    """
-    Return C{candidate} if it is a policy, else raise L{PolicyError}.
-    """
-    if not ISecurityPolicy.providedBy(candidate):
-        raise PolicyError(
-            f"{source} gave {candidate!r}, which does not provide "
-            f"pbext.interfaces.ISecurityPolicy; make it give a "
-            f"pbext.security.SecurityPolicy"
-        )
-    return candidate
-
-
-def _isDottedName(spec: str) -> bool:
-    parts = spec.split(".")
-    return len(parts) > 1 and all(part.isidentifier() for part in parts)
-
-
-def loadPolicy(spec: str, plugins: Iterable[Any] | None = None) -> Any:
-    """
-    Find or build the security policy an operator named.
-
-    C{spec} is tried, in order, as:
-      1. a preset name (L{presets}: C{classic}, C{default}, C{strict});
-      2. the name of an installed L{IPolicyPlugin};
-      3. a dotted name (L{namedAny}) of a policy object, or of a
-         zero-argument callable returning one;
-      4. the path of a policy file (see the module docstring).
-
-    @param spec: What the operator gave, e.g. to C{--policy}.
-    @param plugins: The L{IPolicyPlugin} providers to consider; by default
-        those installed (L{twisted.plugin.getPlugins}).
-
-    @return: An L{ISecurityPolicy} provider.  Presets, plugins and files
-        build a fresh object on every call.
-
-    @raise PolicyError: If C{spec} names nothing usable, or what it names
-        fails to build a policy; the message says why.
-    """
-    if spec in presets:
-        return presets[spec]()
-    if plugins is None:
-        plugins = _installedPolicyPlugins()
-    for plugin in plugins:
-        if getattr(plugin, "name", None) == spec:
-            try:
-                policy = plugin.load()
-            except PolicyError:
-                raise
-            except Exception as e:
-                raise PolicyError(f"policy plugin {spec!r} failed to load: {e}") from e
-            return _asPolicy(policy, f"policy plugin {spec!r}")
-    importProblem = None
-    if _isDottedName(spec):
-        try:
-            found = namedAny(spec)
-        except Exception as e:
-            importProblem = f"{type(e).__name__}: {e}"
-        else:
-            if ISecurityPolicy.providedBy(found):
-                return found
-            if not callable(found):
-                raise PolicyError(
-                    f"{spec} is {found!r}: neither a security policy nor a "
-                    f"callable returning one"
-                )
-            try:
-                built = found()
-            except Exception as e:
-                raise PolicyError(f"calling {spec}() failed: {e}") from e
-            return _asPolicy(built, f"{spec}()")
-    if os.path.isfile(spec):
-        return _loadPolicyFile(spec)
-    asDotted = (
-        f"not importable as a dotted name ({importProblem})"
-        if importProblem is not None
-        else "not a dotted name"
-    )
-    raise PolicyError(
-        f"unknown security policy {spec!r}: not a preset ({', '.join(presets)}), "
-        f"not an installed policy plugin (see --help-policies), {asDotted}, "
-        f"and not an existing policy file"
-    )
-
-
-def describePolicies(plugins: Iterable[Any] | None = None) -> list[tuple[str, str]]:
-    """
-    The policies L{loadPolicy} can find by name: the presets, then the
-    installed plugins (sorted by name; a plugin named like a preset is
-    hidden by it).
-
-    @param plugins: The L{IPolicyPlugin} providers to list; by default
-        those installed.
-    @return: C{(name, description)} pairs.
-    """
-    described = [(name, _PRESET_DESCRIPTIONS[name]) for name in presets]
-    if plugins is None:
-        plugins = _installedPolicyPlugins()
-    extra = {}
-    for plugin in plugins:
-        name = getattr(plugin, "name", None)
-        if isinstance(name, str) and name not in presets and name not in extra:
-            extra[name] = str(getattr(plugin, "description", ""))
-    described.extend(sorted(extra.items()))
-    return described
-
-
-_LIMIT_FIELDS = tuple(field.name for field in dataclasses.fields(Limits))
-_FILE_KEYS: Mapping[str, tuple[str, ...]] = {
-    "policy": (
-        "base",
-        "name",
-        "allowPrivateMethods",
-        "acceptClassicRegistry",
-        "checkCopyState",
-        "sendUnpersistable",
-    ),
-    "limits": _LIMIT_FIELDS,
-    "types": ("allow",),
-}
-
-
-def _unknown(word: str, known: Iterable[str], what: str) -> str:
-    """
-    A message for an unknown section or key, with a suggestion when one
-    known name is close.
-    """
-    known = list(known)
-    close = difflib.get_close_matches(word, known, n=1) or difflib.get_close_matches(
-        word.lower(), [k.lower() for k in known], n=1
-    )
-    hint = ""
-    if close:
-        match = next(k for k in known if k.lower() == close[0].lower())
-        hint = f" (did you mean {match!r}?)"
-    return f"unknown {what} {word!r}{hint}; known: {', '.join(known)}"
-
-
-def _loadPolicyFile(path: str) -> SecurityPolicy:
-    """
-    Build a policy from a policy file (format in the module docstring).
-
-    @raise PolicyError: For any mistake, naming the file and the key.
-    """
-    parser = configparser.ConfigParser(
-        interpolation=None,
-        default_section="\0",  # make [DEFAULT] an ordinary (unknown) section
-        inline_comment_prefixes=(";", "#"),
-    )
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    try:
-        with open(path, encoding="utf-8") as f:
-            parser.read_file(f, source=path)
-    except OSError as e:
-        raise PolicyError(f"cannot read policy file {path}: {e.strerror}") from e
-    except UnicodeDecodeError as e:
-        raise PolicyError(f"policy file {path} is not UTF-8 text: {e}") from e
-    except configparser.Error as e:
-        message = " ".join(e.message.split())
-        raise PolicyError(f"policy file {path}: {message}") from e
-
-    for section in parser.sections():
-        if section not in _FILE_KEYS:
-            raise PolicyError(
-                f"policy file {path}: " + _unknown(section, _FILE_KEYS, "section")
-            )
-        for key in parser[section]:
-            if key not in _FILE_KEYS[section]:
-                raise PolicyError(
-                    f"policy file {path}, [{section}]: "
-                    + _unknown(key, _FILE_KEYS[section], "key")
-                )
-
-    def where(section: str, key: str) -> str:
-        return f"policy file {path}, [{section}] {key}"
-
-    def boolean(section: str, key: str) -> bool:
-        try:
-            return parser.getboolean(section, key)
-        except ValueError:
-            raise PolicyError(
-                f"{where(section, key)}: {parser[section][key]!r} is not yes/no, "
-                f"true/false, on/off or 1/0"
-            ) from None
-
-    settings = parser["policy"] if parser.has_section("policy") else {}
-    base = settings.get("base", "default")
-    if base not in presets:
-        raise PolicyError(
-            f"{where('policy', 'base')}: unknown preset {base!r}; use one of "
-            + ", ".join(presets)
-        )
-    policy = presets[base]()
-    policy.name = settings.get("name", os.path.splitext(os.path.basename(path))[0])
-    for flag in (
-        "allowPrivateMethods",
-        "acceptClassicRegistry",
-        "checkCopyState",
-        "sendUnpersistable",
-    ):
-        if flag in settings:
-            setattr(policy, flag, boolean("policy", flag))
-
-    if parser.has_section("limits"):
-        changes: dict[str, Any] = {}
-        for key, text in parser["limits"].items():
-            changes[key] = _parseLimit(key, text, where("limits", key))
-        try:
-            policy.limits = dataclasses.replace(policy.limits, **changes)
-        except (TypeError, ValueError) as e:
-            raise PolicyError(f"policy file {path}, [limits]: {e}") from e
-
-    if parser.has_section("types") and "allow" in parser["types"]:
-        names = parser["types"]["allow"].replace(",", " ").split()
-        for typeName in names:
-            if not policy.classic and typeName.encode("utf-8") in _IMPORTING_TYPES:
-                raise PolicyError(
-                    f"{where('types', 'allow')}: {typeName!r} makes jelly import "
-                    f"what a peer names, which only a classic policy allows; "
-                    f"remove it, or set base = classic in [policy]"
-                )
-            policy.allowTypes(typeName)
-    _log.debug(
-        "Loaded security policy {name!r} (base {base}) from {path}",
-        name=policy.name,
-        base=base,
-        path=path,
-    )
-    return policy
-
-
-def _parseLimit(key: str, text: str, where: str) -> int | float | None:
-    """
-    Parse one C{[limits]} value: a whole number, or for timeouts a number
-    of seconds or C{none}/C{off}.
-    """
-    text = text.strip()
-    if key in _TIMEOUT_FIELDS:
-        if text.lower() in ("none", "off"):
-            return None
-        try:
-            return float(text)
-        except ValueError:
-            raise PolicyError(
-                f"{where}: {text!r} is not a number of seconds (or 'none')"
-            ) from None
-    try:
-        return int(text, 10)
-    except ValueError:
-        raise PolicyError(f"{where}: {text!r} is not a whole number") from None
-
-
-#: The names of L{Limits}' fields, for command lines and policy files.
-LIMIT_NAMES: tuple[str, ...] = _LIMIT_FIELDS
-
-
-def parseLimit(name: str, text: str) -> int | float | None:
-    """
-    Parse the text of one limit, as a policy file or C{twistd pbserver
-    --limit NAME=VALUE} gives it: a whole number, or for timeouts a number
-    of seconds or C{none}/C{off}.
-
-    @raise PolicyError: if C{text} is not a valid value for C{name}.
-    @since: pbext NEXT
-    """
-    return _parseLimit(name, text, f"limit {name}")
+        return loadPolicy
+    raise AttributeError(f"module 'pbext.security' has no attribute {name!r}")

@@ -24,11 +24,7 @@ from twisted.spread.jelly import SecurityOptions, globalSecurity
 
 from pbext.admission import Admission
 from pbext.broker import Broker, BrokerFactoryMixin
-from pbext.login import (  # noqa: F401 (re-exported: they used to live here)
-    _PortalAuthChallenger,
-    _PortalRoot,
-    _PortalWrapper,
-)
+from pbext.loginserver import _PortalRoot
 from pbext.security import SecurityPolicy
 
 _log = Logger()
@@ -147,16 +143,16 @@ def buildServerFactory(
     """
     Build the L{PBServerFactory} that C{twistd pbserver} would build.
 
-    With C{checkers}, clients log in through a L{Portal} on C{realm} (the
-    L{pbext.demo.DemoRealm} when C{realm} is L{None}).  Without, C{root} is
-    served as it is (the L{pbext.demo.DemoRoot} when L{None}).
+    With C{checkers}, clients log in through a L{Portal} on C{realm}.
+    Without, C{root} is served as it is.  (C{twistd pbserver} passes
+    L{pbext.demo.DemoRoot} or L{pbext.demo.DemoRealm} when given no
+    C{--root} or C{--realm}.)
 
     @param factoryOptions: passed on to L{PBServerFactory}.
-    @raise ValueError: if both C{root} and C{checkers} are given, or a
-        C{realm} without C{checkers}.
+    @raise ValueError: if both C{root} and C{checkers} are given, a
+        C{realm} without C{checkers}, C{checkers} without a C{realm}, or
+        nothing to serve.
     """
-    from pbext import demo
-
     if checkers:
         if root is not None:
             raise ValueError(
@@ -164,16 +160,24 @@ def buildServerFactory(
                 "without a login, so checkers have nothing to log in to; give "
                 "realm= instead of root="
             )
-        portal = Portal(realm if realm is not None else demo.DemoRealm(), checkers)
-        return PBServerFactory(portal, **factoryOptions)
+        if realm is None:
+            raise ValueError(
+                "buildServerFactory(checkers=...): logins need a realm to hand "
+                "out avatars; give realm=YourRealm() (pbext.demo.DemoRealm() "
+                "is the demo twistd pbserver serves)"
+            )
+        return PBServerFactory(Portal(realm, checkers), **factoryOptions)
     if realm is not None:
         raise ValueError(
             "buildServerFactory(realm=...): a realm is served behind a login, "
             "which needs a credentials checker; give checkers=[...]"
         )
-    return PBServerFactory(
-        root if root is not None else demo.DemoRoot(), **factoryOptions
-    )
+    if root is None:
+        raise ValueError(
+            "buildServerFactory(): nothing to serve; give root=YourRoot() "
+            "(pbext.demo.DemoRoot() is the demo twistd pbserver serves)"
+        )
+    return PBServerFactory(root, **factoryOptions)
 
 
 class PBServerService(service.MultiService):

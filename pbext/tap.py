@@ -28,7 +28,15 @@ from twisted.logger import Logger
 from twisted.python import reflect, usage
 from twisted.spread import pb
 
-from pbext import login, security
+from pbext import (
+    certreactor,
+    clientcerts,
+    demo,
+    policyfile,
+    policylookup,
+    security,
+    throttle,
+)
 from pbext.server import PBServerService, buildServerFactory
 
 #: Credential interfaces PB's challenge/response login can hand a checker.
@@ -44,7 +52,7 @@ _PB_LOGIN_INTERFACES = (
 _LOGIN_INTERFACES = (
     *_PB_LOGIN_INTERFACES,
     credentials.IUsernamePassword,
-    login.IClientCertificate,
+    clientcerts.IClientCertificate,
 )
 
 #: LoginThrottle settings --login-throttle accepts.
@@ -326,7 +334,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def opt_policy(self, spec: str) -> None:
         """The security policy: a preset (default, strict, classic), an installed policy plugin's name, the dotted name of a policy object, or a policy file (see --help-policies)."""  # noqa: E501
         try:
-            self["policyObject"] = security.loadPolicy(spec)
+            self["policyObject"] = policylookup.loadPolicy(spec)
         except security.PolicyError as e:
             raise usage.UsageError(f"--policy {spec}: {e}")
 
@@ -334,7 +342,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         """List the security policies --policy can name, and exit."""
         out = self.authOutput
         out.write("Usage: --policy NAME | DOTTED.NAME | FILE\n\n")
-        described = security.describePolicies()
+        described = policylookup.describePolicies()
         width = max(len(name) for name, _ in described)
         for name, description in described:
             out.write(f"  {name:<{width}}  {description}\n")
@@ -349,13 +357,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         """Change one limit of the policy, as NAME=VALUE (repeatable), e.g. maxOutstandingCalls=200 or idleTimeout=600; the names are pbext.security.Limits' fields."""  # noqa: E501
         name, sep, value = setting.partition("=")
         name = name.strip()
-        if not sep or name not in security.LIMIT_NAMES:
+        if not sep or name not in policyfile.LIMIT_NAMES:
             raise usage.UsageError(
                 f"--limit {setting}: expected NAME=VALUE with NAME one of "
-                + ", ".join(security.LIMIT_NAMES)
+                + ", ".join(policyfile.LIMIT_NAMES)
             )
         try:
-            self["limits"][name] = security.parseLimit(name, value)
+            self["limits"][name] = policyfile.parseLimit(name, value)
         except security.PolicyError as e:
             raise usage.UsageError(f"--limit {setting}: {e}")
 
@@ -416,7 +424,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def opt_tls_client_ca(self, path: str) -> None:
         """PEM file of certificate authorities: ssl: listeners ask clients for a certificate and verify it against these, and a pbext client with a verified certificate can log in as its subject commonName."""  # noqa: E501
         try:
-            self["clientAuthorities"] = login.loadAuthorities(path)
+            self["clientAuthorities"] = certreactor.loadAuthorities(path)
         except ImportError as e:
             from pbext._extras import TLS_MISSING
 
@@ -510,7 +518,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                     "--tls-client-ca logs clients in to a realm; use --realm "
                     "(or neither, for the demo realm) instead of --root."
                 )
-            self.addChecker(login.ClientCertificateChecker())
+            self.addChecker(clientcerts.ClientCertificateChecker())
         self._checkLogins()
         checkers = self.get("credCheckers", [])
         if self["root"] and self["realm"]:
@@ -611,7 +619,7 @@ def _isTLS(description: str) -> bool:
 
 def _parseThrottle(spec: str) -> dict[str, Any] | None:
     """
-    Parse C{--login-throttle}: C{None} for C{off}, else L{login.LoginThrottle}
+    Parse C{--login-throttle}: C{None} for C{off}, else L{throttle.LoginThrottle}
     keyword arguments.
 
     @raise ValueError: if C{spec} names an unknown setting or bad value.
@@ -642,7 +650,7 @@ def _parseThrottle(spec: str) -> dict[str, Any] | None:
     # Check the combination now rather than when the server starts.
     from twisted.internet.task import Clock
 
-    login.LoginThrottle(Clock(), **settings)
+    throttle.LoginThrottle(Clock(), **settings)
     return settings
 
 
@@ -655,6 +663,20 @@ def _introspection(config: dict[str, Any]) -> bool | None:
     if config.get("no-introspection"):
         return False
     return None
+
+
+def _servedObjects(config: dict[str, Any], login: bool) -> tuple[Any, Any]:
+    """
+    The root and the realm to serve: those given with C{--root} and
+    C{--realm}, or the demo's (L{pbext.demo}) when none is given.
+    """
+    root = config.get("rootObject")
+    realm = config.get("realmObject")
+    if login and realm is None:
+        realm = demo.DemoRealm()
+    elif not login and root is None:
+        root = demo.DemoRoot()
+    return root, realm
 
 
 def makeService(config: dict[str, Any]) -> service.MultiService:
@@ -671,11 +693,12 @@ def makeService(config: dict[str, Any]) -> service.MultiService:
     if "loginThrottleSettings" in config:
         settings = config["loginThrottleSettings"]
         loginOptions["loginThrottle"] = (
-            None if settings is None else login.LoginThrottle(reactor, **settings)
+            None if settings is None else throttle.LoginThrottle(reactor, **settings)
         )
+    root, realm = _servedObjects(config, bool(checkers))
     factory = buildServerFactory(
-        root=config.get("rootObject"),
-        realm=config.get("realmObject"),
+        root=root,
+        realm=realm,
         checkers=checkers,
         unsafeTracebacks=bool(config.get("unsafe-tracebacks")),
         policy=config.get("policyObject"),
@@ -691,7 +714,7 @@ def makeService(config: dict[str, Any]) -> service.MultiService:
         _log.info("pbext: {note}", note=note, pbextEvent="authNote")
     listenReactor: Any = reactor
     if config.get("clientAuthorities"):
-        listenReactor = login.askForClientCertificates(
+        listenReactor = certreactor.askForClientCertificates(
             reactor, config["clientAuthorities"]
         )
     pbService = PBServerService(factory, config["listen"], reactor=listenReactor)

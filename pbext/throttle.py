@@ -38,12 +38,15 @@ of them gets one turn before it counts as attacking).
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict, deque
+from hashlib import sha256
 from typing import Any, Callable, Hashable
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer, task
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.address import UNIXAddress
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 
 #: The limits a throttled attempt names (L{LoginThrottled.limit}, the
 #: C{limit} field of C{loginThrottled} audit events).
@@ -671,6 +674,46 @@ class LoginThrottle:
             del self._trusted[pairKey]
 
 
+def addressKey(address: IAddress) -> str:
+    """
+    The throttling key of a peer address: its IP address (IPv6 addresses by
+    their /64 network, which one host usually controls), or one key for all
+    UNIX socket peers.
+
+    @since: pbext NEXT
+    """
+    host = getattr(address, "host", None)
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if isinstance(host, str):
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return host
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                return str(ip.ipv4_mapped)
+            return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+        return str(ip)
+    if isinstance(address, UNIXAddress):
+        return "unix"
+    return type(address).__name__
+
+
+def usernameKey(username: object) -> bytes:
+    """
+    The throttling key of a username: its bytes, or a digest of long ones
+    so that remembered keys stay small.
+    """
+    if isinstance(username, str):
+        username = username.encode("utf-8")
+    if not isinstance(username, bytes):
+        username = repr(username).encode("utf-8", "backslashreplace")
+    if len(username) > 64:
+        return b"sha256:" + sha256(username).digest()
+    return username
+
+
 __all__ = [
     "ADDRESS",
     "PAIR",
@@ -678,4 +721,5 @@ __all__ = [
     "Attempt",
     "LoginThrottle",
     "LoginThrottled",
+    "addressKey",
 ]

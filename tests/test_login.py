@@ -23,7 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import alsoProvides
 
 import pbext
-from pbext import demo, login, security, throttle
+from pbext import demo, login, loginserver, security, throttle
 from pbext.login import LoginThrottle, LoginThrottled
 from pbext.throttle import Attempt
 
@@ -247,7 +247,7 @@ class ClassicLoginTests(LoginTestsMixin, SynchronousTestCase):
             asked.append(n)
             return b"\x01" * n
 
-        self.patch(login, "_randomBytes", fakeRandom)
+        self.patch(loginserver, "_randomBytes", fakeRandom)
         conn = self.connect(client=pb.PBClientFactory())
         root = conn.root()
         challenge, challenger = self.successResultOf(conn.call(root, "login", b"alice"))
@@ -450,7 +450,7 @@ class NegotiationTests(LoginTestsMixin, SynchronousTestCase):
         self.assertEqual(self.methods(conn), ["plaintext"])
         sent: list[object] = []
         self.patch(
-            login._PortalWrapper,
+            loginserver._PortalWrapper,
             "remote_loginWithPassword",
             lambda *a: sent.append(a),
         )
@@ -548,7 +548,9 @@ class NonceLoginTests(LoginTestsMixin, SynchronousTestCase):
 
     def challenger(self, username: bytes, password: bytes, clientNonce: bytes) -> Any:
         conn = self.connect()
-        wrapper = login._PortalWrapper(conn.server.factory.root.portal, conn.server)
+        wrapper = loginserver._PortalWrapper(
+            conn.server.factory.root.portal, conn.server
+        )
         serverNonce, challenger = wrapper.remote_loginWithNonce(username, clientNonce)
         challenger.response = login.nonceResponse(
             password, username, serverNonce, clientNonce
@@ -588,13 +590,15 @@ class NonceLoginTests(LoginTestsMixin, SynchronousTestCase):
         each nonce login.
         """
         seen: list[bytes] = []
-        original = login._PortalWrapper.remote_loginWithNonce
+        original = loginserver._PortalWrapper.remote_loginWithNonce
 
-        def spy(self: login._PortalWrapper, username: object, nonce: bytes) -> Any:
+        def spy(
+            self: loginserver._PortalWrapper, username: object, nonce: bytes
+        ) -> Any:
             seen.append(nonce)
             return original(self, username, nonce)
 
-        self.patch(login._PortalWrapper, "remote_loginWithNonce", spy)
+        self.patch(loginserver._PortalWrapper, "remote_loginWithNonce", spy)
         for _ in range(2):
             conn = self.connect()
             self.loggedIn(conn.login(credentials.UsernamePassword(b"bob", b"builder")))

@@ -17,8 +17,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from pbext import security
+from pbext import policyfile, security
 from pbext.interfaces import ICopyableRegistry, IPolicyPlugin, ISecurityPolicy
+from pbext.policylookup import describePolicies
 from pbext.security import (
     UNLIMITED,
     BoundPolicy,
@@ -27,7 +28,6 @@ from pbext.security import (
     SecurityPolicy,
     classicPolicy,
     defaultPolicy,
-    describePolicies,
     loadPolicy,
     presets,
     strictPolicy,
@@ -791,9 +791,10 @@ class LoadPolicyTests(SynchronousTestCase):
 
     def test_documentedExample(self) -> None:
         """
-        The example policy file in the module docstring loads as described.
+        The example policy file in L{pbext.policyfile}'s docstring loads as
+        described.
         """
-        doc = security.__doc__ or ""
+        doc = policyfile.__doc__ or ""
         start = doc.index("    # Start from")
         example = textwrap.dedent(doc[start : doc.index("Every section", start)])
         policy = loadPolicy(self.writePolicy(example), plugins=[])

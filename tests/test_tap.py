@@ -573,7 +573,7 @@ class MakeServiceTests(SynchronousTestCase):
         Starting the service listens on each endpoint with the reactor given.
         """
         reactor = MemoryReactor()
-        factory = server.buildServerFactory()
+        factory = server.buildServerFactory(root=demo.DemoRoot())
         svc = server.PBServerService(
             factory, ["tcp:8787:interface=127.0.0.1", "tcp:9999"], reactor=reactor
         )
@@ -602,6 +602,29 @@ class MakeServiceTests(SynchronousTestCase):
             str(error),
             "buildServerFactory(realm=...): a realm is served behind a login, "
             "which needs a credentials checker; give checkers=[...]",
+        )
+
+    def test_buildServerFactoryNeedsSomethingToServe(self) -> None:
+        """
+        L{server.buildServerFactory} serves no demo of its own (the demo
+        depends on the server, not the reverse): given no root, or checkers
+        without a realm, it names what to give, and the demo's class.
+        """
+        error = self.assertRaises(ValueError, server.buildServerFactory)
+        self.assertEqual(
+            str(error),
+            "buildServerFactory(): nothing to serve; give root=YourRoot() "
+            "(pbext.demo.DemoRoot() is the demo twistd pbserver serves)",
+        )
+        checker = InMemoryUsernamePasswordDatabaseDontUse(alice=b"secret")
+        error = self.assertRaises(
+            ValueError, server.buildServerFactory, checkers=[checker]
+        )
+        self.assertEqual(
+            str(error),
+            "buildServerFactory(checkers=...): logins need a realm to hand "
+            "out avatars; give realm=YourRealm() (pbext.demo.DemoRealm() "
+            "is the demo twistd pbserver serves)",
         )
 
 
