@@ -1,0 +1,78 @@
+"""
+Tests for C{tools/suite.py}: the parts of the suite name real tests, and
+every test is in exactly one part.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from types import ModuleType
+
+from twisted.trial.unittest import SynchronousTestCase
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def loadSuite() -> ModuleType:
+    """
+    Import C{tools/suite.py} (C{tools} is not a package).
+    """
+    path = os.path.join(ROOT, "tools", "suite.py")
+    spec = importlib.util.spec_from_file_location("pbext_tools_suite", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class PartsTests(SynchronousTestCase):
+    """
+    The quick, integration and end-to-end parts of the suite.
+    """
+
+    def setUp(self) -> None:
+        self.suite = loadSuite()
+
+    def test_namesExist(self) -> None:
+        """
+        Every name in C{INTEGRATION} and C{END_TO_END} is a test module, or
+        a test class trial finds in one, so a renamed test cannot silently
+        leave the part it was put in (and join the quick part).
+        """
+        modules = set(self.suite.allModules())
+        for name in self.suite.INTEGRATION + self.suite.END_TO_END:
+            if name in modules:
+                continue
+            module = name.rpartition(".")[0]
+            self.assertIn(module, modules, name)
+            self.assertIn(name, self.suite.testClasses(module))
+
+    def test_partition(self) -> None:
+        """
+        No name is in two parts, nor a class of a module named whole; the
+        quick part holds every test module and class the others do not.
+        """
+        named = self.suite.INTEGRATION + self.suite.END_TO_END
+        self.assertEqual(len(set(named)), len(named))
+        for name in named:
+            module = name.rpartition(".")[0]
+            self.assertNotIn(module, named, name)
+        quick = self.suite.quickNames()
+        self.assertFalse(set(quick) & set(named))
+        covered = set(quick) | set(named)
+        for module in self.suite.allModules():
+            if module in covered:
+                continue
+            for testClass in self.suite.testClasses(module):
+                self.assertIn(testClass, covered)
+
+    def test_quickHasNoNetwork(self) -> None:
+        """
+        The quick part runs no hostile test over real sockets and no
+        C{twistd} subprocess: those modules are in the other parts.
+        """
+        quick = set(self.suite.quickNames())
+        for name in ("tests.test_hostile", "tests.test_cancellation"):
+            self.assertNotIn(name, quick)
+        self.assertIn("tests.test_broker", quick)
