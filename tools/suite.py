@@ -5,7 +5,7 @@ environment runs.
 ::
 
     python tools/suite.py                # the quick part (tox -e py)
-    python tools/suite.py integration    # real sockets and processes (tox -e integration)
+    python tools/suite.py integration    # sockets, processes (tox -e integration)
     python tools/suite.py endtoend       # processes measured (tox -e endtoend)
     python tools/suite.py all            # all three (tox -e py-pure)
     python tools/suite.py tests.test_broker tests.test_codec   # these only
