@@ -67,7 +67,7 @@ INTEGRATION = (
     "tests.test_budget.HeldObjectsTests",
     "tests.test_budget.NeverReadsTests",
     "tests.test_budget.TLSBackpressureTests",
-    "tests.test_cancellation",
+    "tests.test_cancellation.RemoteCancellationTests",
     "tests.test_cli.CallTests",
     "tests.test_cli.PingTests",
     "tests.test_client.ConnectEndToEndTests",
