@@ -257,11 +257,21 @@ class DirectReads:
             return None
         return cls(transport, receiveBuffer, bufferFilled)  # type: ignore[arg-type]
 
+    @classmethod
+    def reading(cls, transport: object) -> Optional[DirectReads]:
+        """
+        The L{DirectReads} that reads C{transport} now, or L{None} if it
+        reads with its own C{doRead}.
+        """
+        doRead = getattr(transport, "__dict__", {}).get("doRead")
+        reads = getattr(doRead, "__self__", None)
+        return reads if isinstance(reads, cls) else None
+
     def stop(self) -> None:
         """
         Give the connection its own C{doRead} back.
         """
-        if vars(self.transport).get("doRead") == self.doRead:
+        if DirectReads.reading(self.transport) is self:
             del self.transport.doRead
 
     def doRead(self) -> Any:
