@@ -55,6 +55,7 @@ from twisted.internet.interfaces import (
     IProducer,
     IProtocol,
     IPushProducer,
+    ISSLTransport,
     IStreamClientEndpoint,
     ITCPTransport,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "MemoryTransport",
     "PBConnection",
     "PumpError",
+    "TLSMemoryTransport",
     "connectedPair",
     "memoryEndpoint",
 ]
@@ -380,6 +382,28 @@ class MemoryTransport:
         self.loseConnection()
 
 
+@implementer(ISSLTransport)
+class TLSMemoryTransport(MemoryTransport):
+    """
+    A L{MemoryTransport} that says it is TLS: it provides L{ISSLTransport},
+    as a TLS connection's transport does, so that code which allows
+    something only over TLS (pbext's plaintext password login, for
+    instance) allows it.  Nothing is encrypted, and the peer presents no
+    certificate.
+
+    @since: pbext NEXT
+    """
+
+    def __repr__(self) -> str:
+        return f"<TLSMemoryTransport {self._host} -> {self._peer}>"
+
+    def getPeerCertificate(self) -> None:
+        """
+        @return: L{None}: the peer presented no certificate.
+        """
+        return None
+
+
 @implementer(IConnector)
 class _Connector:
     """
@@ -481,6 +505,7 @@ class PBConnection:
     @ivar clientAddress: the client's address, as both sides see it.
     @ivar maxRounds: how many rounds L{pump} (and how many timed steps
         L{advance}) may take before raising L{PumpError}.
+    @ivar tls: whether both transports are L{TLSMemoryTransport}s.
     """
 
     maxRounds = 10_000
@@ -492,10 +517,12 @@ class PBConnection:
         clock: Clock,
         serverAddress: IPv4Address,
         clientAddress: IPv4Address,
+        tls: bool = False,
     ) -> None:
         self.serverFactory = serverFactory
         self.clientFactory = clientFactory
         self.clock = clock
+        self.tls = tls
         self.serverAddress = serverAddress
         self.clientAddress = clientAddress
         self.clientToServer = Direction("client to server", clock)
@@ -541,7 +568,8 @@ class PBConnection:
     def _newTransport(
         self, host: IPv4Address, peer: IPv4Address, outgoing: Direction
     ) -> MemoryTransport:
-        return MemoryTransport(self, host, peer, outgoing)
+        transportClass = TLSMemoryTransport if self.tls else MemoryTransport
+        return transportClass(self, host, peer, outgoing)
 
     def _establish(self) -> None:
         """
@@ -915,6 +943,7 @@ def connectedPair(
     serverAddress: IPv4Address | None = None,
     clientAddress: IPv4Address | None = None,
     handshake: bool = True,
+    tls: bool = False,
 ) -> PBConnection:
     """
     Connect a client factory to a server factory in memory.
@@ -939,6 +968,9 @@ def connectedPair(
         agreed on the dialect and the client factory holds the root.  Pass
         C{False} to start from the very first byte, for instance to hold or
         corrupt the handshake itself.
+    @param tls: connect with L{TLSMemoryTransport}s, which say they are
+        TLS, so that what a server allows only over TLS (a plaintext
+        password login) is allowed.  (since pbext NEXT)
     @return: the connection.
     """
     connection = PBConnection(
@@ -947,6 +979,7 @@ def connectedPair(
         clock if clock is not None else Clock(),
         serverAddress or IPv4Address("TCP", "127.0.0.1", 8787),
         clientAddress or IPv4Address("TCP", "127.0.0.1", 49152),
+        tls,
     )
     connection.connector.connect()
     connection._establish()
