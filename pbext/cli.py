@@ -30,6 +30,7 @@ from typing import Any, Sequence, TextIO
 
 from twisted.cred.credentials import Anonymous, UsernamePassword
 from twisted.internet import defer, endpoints, error, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -584,7 +585,7 @@ def _usageError(options: Options, error: usage.UsageError) -> str:
 
 
 async def run(
-    reactor: Any,
+    reactor: IReactorTime,
     argv: Sequence[str],
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,

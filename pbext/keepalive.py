@@ -295,7 +295,7 @@ def enableTcpKeepAlive(transport: object) -> bool:
     return True
 
 
-def tcpTransportOf(transport: object) -> Any:
+def tcpTransportOf(transport: object) -> ITCPTransport | None:
     """
     Find the TCP transport under C{transport}, following the C{transport}
     attributes of wrappers such as TLS.

@@ -25,9 +25,10 @@ C{/metrics}::
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, cast
 
 from twisted.application import service
+from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import connectionDone
 from twisted.logger import (
     ILogObserver,
@@ -41,6 +42,10 @@ from zope.interface import Interface, implementer
 from pbext.broker import CONTROL_NAME, Broker
 from pbext.keepalive import PING_OBJECT_ID
 from pbext.login import _peerText
+
+if TYPE_CHECKING:
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -514,7 +519,10 @@ class Instrumentation(service.Service):
     """
 
     def __init__(
-        self, factory: Any, metrics: IMetrics, publisher: LogPublisher | None = None
+        self,
+        factory: pb.PBServerFactory,
+        metrics: IMetrics,
+        publisher: LogPublisher | None = None,
     ) -> None:
         self.factory = factory
         self.metrics = metrics
@@ -540,7 +548,9 @@ class Instrumentation(service.Service):
 
 
 def instrument(
-    factory: Any, metrics: IMetrics, publisher: LogPublisher | None = None
+    factory: pb.PBServerFactory,
+    metrics: IMetrics,
+    publisher: LogPublisher | None = None,
 ) -> Instrumentation:
     """
     Count and time what C{factory}'s connections do, into C{metrics}.
@@ -561,22 +571,25 @@ def instrument(
     base = factory.protocol
     if not (isinstance(base, type) and issubclass(base, Broker)):
         raise TypeError(f"{factory!r} does not build pbext brokers; cannot meter it")
-    if issubclass(base, MeteredBroker) and base._pbextInstrumentation is not None:
+    metered = issubclass(base, MeteredBroker)
+    if metered and getattr(base, "_pbextInstrumentation", None) is not None:
         raise TypeError(f"{factory!r} is instrumented already")
     inst = Instrumentation(factory, metrics, publisher)
-    bases = (base,) if issubclass(base, MeteredBroker) else (MeteredBroker, base)
-    factory.protocol = type(
-        "Metered" + base.__name__, bases, {"_pbextInstrumentation": inst}
+    bases = (base,) if metered else (MeteredBroker, base)
+    factory.protocol = cast(
+        "type[Broker]",
+        type("Metered" + base.__name__, bases, {"_pbextInstrumentation": inst}),
     )
     buildProtocol = factory.buildProtocol
 
-    def countRefusals(addr: Any) -> Any:
+    def countRefusals(addr: IAddress | None) -> pb.Broker | None:
         protocol = buildProtocol(addr)
         if protocol is None:
             metrics.connectionRefused()
         return protocol
 
-    factory.buildProtocol = countRefusals
+    # On this factory only: every other factory of its class is unchanged.
+    factory.buildProtocol = countRefusals  # type: ignore[method-assign]
     admission = getattr(getattr(factory, "_pbext", None), "admission", None)
     if admission is not None and IAdmissionMetrics.providedBy(metrics):
 
@@ -704,7 +717,7 @@ def renderPrometheus(metrics: MemoryMetrics) -> bytes:
     return client.generate_latest(registry)  # type: ignore[no-any-return]
 
 
-def metricsResource(metrics: MemoryMetrics) -> Any:
+def metricsResource(metrics: MemoryMetrics) -> Resource:
     """
     A L{twisted.web.resource.Resource} rendering C{metrics} for Prometheus.
 
@@ -723,7 +736,7 @@ def metricsResource(metrics: MemoryMetrics) -> Any:
     return MetricsPage()
 
 
-def metricsSite(metrics: MemoryMetrics) -> Any:
+def metricsSite(metrics: MemoryMetrics) -> Site:
     """
     A L{twisted.web.server.Site} serving C{metrics} at C{/metrics}, for
     C{twistd pbserver --metrics}.

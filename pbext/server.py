@@ -17,13 +17,15 @@ from typing import Any, Sequence
 
 from twisted.application import service, strports
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.portal import Portal
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet.interfaces import IAddress, IReactorCore, IReactorTime
 from twisted.logger import Logger
 from twisted.spread import pb
 from twisted.spread.jelly import SecurityOptions, globalSecurity
 
 from pbext.admission import Admission
 from pbext.broker import Broker, BrokerFactoryMixin
+from pbext.interfaces import ICopyableRegistry
 from pbext.login import (  # noqa: F401 (re-exported: they used to live here)
     _PortalAuthChallenger,
     _PortalRoot,
@@ -52,13 +54,13 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
 
     def __init__(
         self,
-        root: Any,
+        root: object,
         unsafeTracebacks: bool = False,
         security: SecurityOptions = globalSecurity,
         *,
         policy: SecurityPolicy | str | None = None,
-        registry: Any = None,
-        reactor: Any = None,
+        registry: ICopyableRegistry | Sequence[ICopyableRegistry] | None = None,
+        reactor: IReactorTime | None = None,
         callTimeout: float | None = None,
         keepaliveInterval: float | None = None,
         keepaliveTimeout: float | None = None,
@@ -96,7 +98,7 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
         if isinstance(root, _PortalRoot):
             root.onLogin = state.admission.loggedIn
 
-    def buildProtocol(self, addr: Any) -> pb.Broker | None:
+    def buildProtocol(self, addr: IAddress | None) -> pb.Broker | None:
         """
         Build a broker for a new connection.  At a connection cap, the
         least valuable connection held makes room for it, or it is refused
@@ -132,8 +134,8 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
 
 
 def buildServerFactory(
-    root: Any = None,
-    realm: Any = None,
+    root: object = None,
+    realm: IRealm | None = None,
     checkers: Sequence[ICredentialsChecker] = (),
     **factoryOptions: Any,
 ) -> PBServerFactory:
@@ -191,7 +193,7 @@ class PBServerService(service.MultiService):
         self,
         factory: PBServerFactory,
         listen: Sequence[str] = ("tcp:8787",),
-        reactor: Any = None,
+        reactor: IReactorCore | None = None,
     ) -> None:
         super().__init__()
         self.factory = factory

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from twisted.application import service
 from twisted.cred import credentials, strcred
@@ -289,7 +289,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["policyObject"] = None
         self["authDescriptions"] = []
 
-    def parseOptions(self, options: Any = None) -> None:
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
         Parse the command line; after a usage error, L{getUsage} is one
         line, so that the error twistd prints after it stays in sight.
@@ -629,7 +629,7 @@ def _parseThrottle(spec: str) -> dict[str, Any] | None:
     return settings
 
 
-def makeService(config: dict[str, Any]) -> service.MultiService:
+def makeService(config: Options) -> service.MultiService:
     """
     Build the service C{twistd pbserver} runs from parsed L{Options}.
     """

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections import deque
 from types import TracebackType
-from typing import Any, Callable, Coroutine, Iterable, TypeVar
+from typing import Any, Callable, Coroutine, Iterable, TypeVar, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
@@ -50,10 +50,12 @@ from twisted.internet.error import (
     UserError,
 )
 from twisted.internet.interfaces import (
+    IAddress,
     IConnector,
     IConsumer,
     IProducer,
     IProtocol,
+    IProtocolFactory,
     IPushProducer,
     ISSLTransport,
     IStreamClientEndpoint,
@@ -917,7 +919,7 @@ class PBConnection:
         root: pb.RemoteReference = self.resultOf(getRootObject())
         return root
 
-    def login(self, credentials: Any, mind: Any = None) -> pb.RemoteReference:
+    def login(self, credentials: object, mind: object = None) -> pb.RemoteReference:
         """
         Log in through the client factory, pump, and return the avatar's
         reference.
@@ -996,7 +998,7 @@ class _EndpointFactory(ClientFactory):
     told about connectors.
     """
 
-    def __init__(self, protocolFactory: Any) -> None:
+    def __init__(self, protocolFactory: IProtocolFactory) -> None:
         self._protocolFactory = protocolFactory
 
     def doStart(self) -> None:
@@ -1005,8 +1007,12 @@ class _EndpointFactory(ClientFactory):
     def doStop(self) -> None:
         self._protocolFactory.doStop()
 
-    def buildProtocol(self, addr: Any) -> Any:
-        return self._protocolFactory.buildProtocol(addr)
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        # A PBConnection always gives an address; an endpoint's protocol
+        # factory may build any IProtocol provider, which the connection
+        # drives as ClientFactory's Protocol.
+        assert addr is not None
+        return cast("Protocol | None", self._protocolFactory.buildProtocol(addr))
 
     def startedConnecting(self, connector: IConnector) -> None:
         pass
@@ -1091,7 +1097,7 @@ class MemoryEndpoint:
         self._refusal = None
         self._stalled = False
 
-    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         """
         Connect C{protocolFactory}'s protocol to a protocol of the server
         factory, in memory.
