@@ -20,7 +20,6 @@ from zope.interface import Interface, implementer
 
 from pbext._version import __version__
 
-
 _T = TypeVar("_T")
 
 
