@@ -29,6 +29,7 @@ def _load() -> tuple[Optional[ModuleType], Optional[str]]:
     if os.environ.get("PBEXT_PURE_PYTHON"):
         return None, "PBEXT_PURE_PYTHON is set"
     try:
+        # The ignore below: built in place; absent from a source checkout.
         from pbext import _speedups  # type: ignore[attr-defined]
     except ImportError as e:
         if importlib.util.find_spec("pbext._speedups") is None:

@@ -110,6 +110,7 @@ class DirectWrites:
         """
         if not _plainTCP(transport):
             return None
+        # The ignore below: _plainTCP checked it is a tcp.Connection.
         return cls(transport)  # type: ignore[arg-type]
 
     def _idle(self, size: int) -> bool:
@@ -240,6 +241,7 @@ class DirectReads:
         # Whether the last read left a buffer to receive into: if not, the
         # next read need not ask first (a plain read is always right).
         self._expecting = False
+        # The ignore below: replaced on this one connection, by design.
         transport.doRead = self.doRead  # type: ignore[method-assign]
 
     @classmethod
@@ -255,6 +257,7 @@ class DirectReads:
         """
         if not _plainTCP(transport):
             return None
+        # The ignore below: _plainTCP checked it is a tcp.Connection.
         return cls(transport, receiveBuffer, bufferFilled)  # type: ignore[arg-type]
 
     @classmethod
@@ -329,8 +332,10 @@ def _bufferedIn(transport: object) -> Optional[int]:
     its socket has not taken yet, or L{None} if C{transport} is not one.
     """
     try:
+        # The ignore below: tcp's buffer, duck-typed (AttributeError: not tcp).
         buffered = len(transport.dataBuffer) - transport.offset  # type: ignore[attr-defined]
-        return buffered + transport._tempDataLen  # type: ignore[attr-defined,no-any-return]
+        # The ignore below: tcp's private buffer, untyped in Twisted.
+        return buffered + transport._tempDataLen  # type: ignore[attr-defined]
     except (AttributeError, TypeError):
         return None
 
@@ -356,9 +361,7 @@ def pendingWriter(transport: object) -> Optional[Callable[[], int]]:
     if tls is None:
 
         def pending() -> int:
-            return (
-                len(lower.dataBuffer) - lower.offset + lower._tempDataLen  # type: ignore[attr-defined]
-            )
+            return len(lower.dataBuffer) - lower.offset + lower._tempDataLen
 
         return pending
 
@@ -378,15 +381,15 @@ def discardPending(transport: object) -> None:
     """
     if _TLS is not None and isinstance(transport, _TLS):
         try:
-            transport._appSendBuffer = []  # type: ignore[attr-defined]
+            transport._appSendBuffer = []
         except AttributeError:
             pass
         transport = getattr(transport, "transport", None)
     if isinstance(transport, tcp.Connection) and _bufferedIn(transport) is not None:
         transport.dataBuffer = b""
         transport.offset = 0
-        transport._tempDataBuffer = []  # type: ignore[attr-defined]
-        transport._tempDataLen = 0  # type: ignore[attr-defined]
+        transport._tempDataBuffer = []
+        transport._tempDataLen = 0
 
 
 def producerTarget(transport: object) -> Any:

@@ -395,6 +395,7 @@ class Admission:
         if addresses is None:
             return None
         address = addresses.topKey()
+        # The ignore below: topKey() is not None: the prefix has an address.
         slots = self._evictable[(prefix, address)]  # type: ignore[index]
         best: _Slot | None = None
         bestHeard = 0.0

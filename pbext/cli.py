@@ -211,6 +211,7 @@ class _ConnectionOptions(usage.Options):
         except ImportError as e:
             raise usage.UsageError(f"{description}: {e}")
         try:
+            # The ignore below: parsing only: no reactor needed.
             endpoints.clientFromString(None, description)  # type: ignore[arg-type]
         except Exception as e:
             raise usage.UsageError(
@@ -257,6 +258,7 @@ class CallOptions(_ConnectionOptions):
 
         self["registries"].append(_loadRegistry(spec))
 
+    # The ignore below: usage.Options.parseArgs takes no arguments.
     def parseArgs(self, *arguments: str) -> None:  # type: ignore[override]
         if len(arguments) < 2:
             raise self._wrongArguments(arguments)
@@ -327,6 +329,7 @@ class PingOptions(_ConnectionOptions):
         ["interval", "i", 1.0, "Seconds between pings.", float],
     ]
 
+    # The ignore below: usage.Options.parseArgs takes no arguments.
     def parseArgs(self, *arguments: str) -> None:  # type: ignore[override]
         if len(arguments) != 1:
             raise self._wrongArguments(arguments)

@@ -588,6 +588,7 @@ class PBClientService(ClientService):
 
     # Public API
 
+    # The ignore below: ClientService's gives a protocol, this a reference.
     def whenConnected(  # type: ignore[override]
         self, failAfterFailures: int | None = None
     ) -> Deferred[pb.RemoteReference]:

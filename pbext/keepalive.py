@@ -245,7 +245,8 @@ def pingPeer(broker: pb.Broker) -> Deferred[None]:
     answer: Deferred[object] = Deferred()
     # The broker fires this with the answer (or the error, which for a ping
     # is the expected answer) and removes it; connectionLost fails it.
-    waiting: dict[int, Deferred[Any]] = broker.waitingForAnswers  # type: ignore
+    # The ignore below: pb.Broker declares it None until the connection is made.
+    waiting: dict[int, Deferred[Any]] = broker.waitingForAnswers  # type: ignore[assignment]
     waiting[requestID] = answer
     broker.sendCall(
         b"message",

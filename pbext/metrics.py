@@ -376,6 +376,7 @@ class MeteredBroker(Broker):
             inst._peerConnected(self._pbextMetricPeer)
         super().connectionMade()
 
+    # The ignore below: pb.Broker's is untyped.
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[override]
         inst = self._pbextInstrumentation
         self._pbextMetricCalls.clear()
@@ -466,6 +467,7 @@ class MeteredBroker(Broker):
                 self._pbextFinishCall(requestID, False)
 
     def _pbextFinishCall(self, requestID: object, error: bool) -> None:
+        # The ignore below: request IDs are ints on the wire, object here.
         entry = self._pbextMetricCalls.pop(requestID, None)  # type: ignore[call-overload]
         metrics = self._pbextMetrics()
         if entry is None or metrics is None:
@@ -544,6 +546,7 @@ class Instrumentation(service.Service):
 
     def stopService(self) -> None:
         self._publisher.removeObserver(self._observer)
+        # The ignore below: Service.stopService is untyped.
         return super().stopService()  # type: ignore[no-any-return]
 
 
@@ -588,7 +591,8 @@ def instrument(
             metrics.connectionRefused()
         return protocol
 
-    # On this factory only: every other factory of its class is unchanged.
+    # The ignore below: replaced on this factory only, by design; every
+    # other factory of its class is unchanged.
     factory.buildProtocol = countRefusals  # type: ignore[method-assign]
     admission = getattr(getattr(factory, "_pbext", None), "admission", None)
     if admission is not None and IAdmissionMetrics.providedBy(metrics):
@@ -714,6 +718,7 @@ def renderPrometheus(metrics: MemoryMetrics) -> bytes:
     client = _prometheus()
     registry = client.CollectorRegistry(auto_describe=False)
     registry.register(_collector(metrics))
+    # The ignore below: prometheus_client is untyped.
     return client.generate_latest(registry)  # type: ignore[no-any-return]
 
 

@@ -178,6 +178,7 @@ def _positiveSeconds(value: str) -> float:
     return seconds
 
 
+# The ignore below: usage.Options reads coerceDoc off the function.
 _positiveSeconds.coerceDoc = "A positive number of seconds."  # type: ignore[attr-defined]
 
 
@@ -537,6 +538,7 @@ def _checkServerEndpoint(option: str, description: str, example: str) -> None:
     except ImportError as e:
         raise usage.UsageError(f"--{option} {description}: {e}")
     try:
+        # The ignore below: parsing only: no reactor needed.
         endpoints.serverFromString(None, description)  # type: ignore[arg-type]
     except Exception as e:
         raise usage.UsageError(

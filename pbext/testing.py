@@ -360,6 +360,7 @@ class MemoryTransport:
         self.producer = producer
         self.streamingProducer = streaming
         if not streaming:
+            # The ignore below: not streaming, so an IPullProducer.
             producer.resumeProducing()  # type: ignore[attr-defined]
 
     def unregisterProducer(self) -> None:
@@ -590,7 +591,9 @@ class PBConnection:
         serverProtocol = self.serverFactory.buildProtocol(self.clientAddress)
         self.connector.state = "connected"
         clientProtocol = self.clientFactory.buildProtocol(self.serverAddress)
+        # The ignore below: a PB factory builds a pb.Broker.
         self.serverBroker = serverProtocol  # type: ignore[assignment]
+        # The ignore below: a PB factory builds a pb.Broker.
         self.clientBroker = clientProtocol  # type: ignore[assignment]
         failures: list[tuple[MemoryTransport, Failure]] = []
         for transport, protocol in ((server, serverProtocol), (client, clientProtocol)):
@@ -760,6 +763,7 @@ class PBConnection:
                 and not transport.streamingProducer
                 and not transport._outgoing._queue
             ):
+                # The ignore below: not streaming, so an IPullProducer.
                 producer.resumeProducing()  # type: ignore[attr-defined]
                 moved = moved or bool(transport._outgoing._queue)
         return self._abortIfAsked() or moved
@@ -878,11 +882,12 @@ class PBConnection:
             raise self._noResult(d)
         result = captured[0]
         if isinstance(result, pb.CopiedFailure):
+            # The ignore below: CopiedFailure keeps the remote text.
             remoteTraceback = result.traceback  # type: ignore[attr-defined]
             raise pb.RemoteError(result.type, result.value, remoteTraceback)
         if isinstance(result, Failure):
             result.raiseException()
-        return result  # type: ignore[return-value]
+        return result
 
     def failureOf(
         self, deferred: Deferred[Any] | Coroutine[Deferred[Any], Any, Any]
@@ -915,6 +920,7 @@ class PBConnection:
 
         @raise PumpError: if it has not arrived once the bytes settle.
         """
+        # The ignore below: a PB client factory, not any ClientFactory.
         getRootObject = self.clientFactory.getRootObject  # type: ignore[attr-defined]
         root: pb.RemoteReference = self.resultOf(getRootObject())
         return root
@@ -932,6 +938,7 @@ class PBConnection:
             L{failureOf} on C{clientFactory.login(...)} to check the type.
         @raise PumpError: if the login has no result once the bytes settle.
         """
+        # The ignore below: a PB client factory, not any ClientFactory.
         login = self.clientFactory.login  # type: ignore[attr-defined]
         avatar: pb.RemoteReference = self.resultOf(login(credentials, mind))
         return avatar
