@@ -47,7 +47,8 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
 
     pbext's state lives in one attribute, C{_pbext}; what it adds in
     public starts with C{pbext} (L{pbextPolicy}, L{pbextRegistries},
-    L{pbextOptions}), so a subclass may define any other name.
+    L{pbextOptions}, L{pbextAdmission}), so a subclass may define any other
+    name.
     """
 
     protocol = Broker
@@ -97,6 +98,19 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
         state.admission = Admission(state.reactor, loginRequired=portal)
         if isinstance(root, _PortalRoot):
             root.onLogin = state.admission.loggedIn
+
+    @property
+    def pbextAdmission(self) -> Admission:
+        """
+        Who holds this factory's connection slots: its L{Admission} counts
+        the connections open, per address and per network, and what it
+        refused or evicted (C{counts}), and enforces the login deadline.
+
+        @since: pbext NEXT
+        """
+        admission = self._pbext.admission
+        assert admission is not None, "set up in __init__"
+        return admission
 
     def buildProtocol(self, addr: IAddress | None) -> pb.Broker | None:
         """
