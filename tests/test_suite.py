@@ -70,9 +70,16 @@ class PartsTests(SynchronousTestCase):
     def test_quickHasNoNetwork(self) -> None:
         """
         The quick part runs no hostile test over real sockets and no
-        C{twistd} subprocess: those modules are in the other parts.
+        C{twistd} subprocess, but does run the in-memory tests of a module
+        whose other tests do.
         """
         quick = set(self.suite.quickNames())
-        for name in ("tests.test_hostile", "tests.test_cancellation"):
+        for name in (
+            "tests.test_hostile",
+            "tests.test_cancellation",
+            "tests.test_cancellation.RemoteCancellationTests",
+        ):
             self.assertNotIn(name, quick)
+        self.assertIn("tests.test_cancellation.CancellationTests", quick)
+        self.assertIn("tests.test_hostile_inmemory", quick)
         self.assertIn("tests.test_broker", quick)
