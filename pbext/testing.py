@@ -979,7 +979,7 @@ def connectedPair(
         corrupt the handshake itself.
     @param tls: connect with L{TLSMemoryTransport}s, which say they are
         TLS, so that what a server allows only over TLS (a plaintext
-        password login) is allowed.  (since pbext NEXT)
+        password login) is allowed.
     @return: the connection.
     """
     connection = PBConnection(
