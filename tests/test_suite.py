@@ -83,3 +83,54 @@ class PartsTests(SynchronousTestCase):
         self.assertIn("tests.test_cancellation.CancellationTests", quick)
         self.assertIn("tests.test_hostile_inmemory", quick)
         self.assertIn("tests.test_broker", quick)
+
+
+class MainTests(SynchronousTestCase):
+    """
+    What C{tools/suite.py}'s command line runs.
+    """
+
+    def setUp(self) -> None:
+        self.suite = loadSuite()
+        self.ran: list[object] = []
+        self.statuses: dict[str, int] = {}
+
+        def runPart(part: str) -> int:
+            self.ran.append(part)
+            return self.statuses.get(part, 0)
+
+        def trial(names: list[str], workers: int = 1) -> int:
+            self.ran.append(names)
+            return 0
+
+        self.suite.runPart = runPart
+        self.suite.trial = trial
+
+    def test_parts(self) -> None:
+        """
+        No argument runs the quick part; C{all} runs the three parts in
+        order; several part names run each, in the order given.
+        """
+        self.assertEqual(self.suite.main([]), 0)
+        self.assertEqual(self.suite.main(["all"]), 0)
+        self.assertEqual(self.suite.main(["quick", "integration"]), 0)
+        self.assertEqual(
+            self.ran,
+            ["quick", "quick", "integration", "endtoend", "quick", "integration"],
+        )
+
+    def test_failingPart(self) -> None:
+        """
+        A failing part does not stop the next; the status is the first
+        failing part's.
+        """
+        self.statuses = {"quick": 1, "integration": 2}
+        self.assertEqual(self.suite.main(["all"]), 1)
+        self.assertEqual(self.ran, ["quick", "integration", "endtoend"])
+
+    def test_names(self) -> None:
+        """
+        Anything but part names is given to trial as test names.
+        """
+        self.assertEqual(self.suite.main(["tests.test_broker", "quick"]), 0)
+        self.assertEqual(self.ran, [["tests.test_broker", "quick"]])

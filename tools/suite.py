@@ -8,6 +8,7 @@ environment runs.
     python tools/suite.py integration    # sockets, processes (tox -e integration)
     python tools/suite.py endtoend       # processes measured (tox -e endtoend)
     python tools/suite.py all            # all three (tox -e py-pure)
+    python tools/suite.py quick integration   # two of them (tox -e twisted-oldest)
     python tools/suite.py tests.test_broker tests.test_codec   # these only
 
 The suite has three parts:
@@ -37,7 +38,8 @@ test class (C{tests.test_client.ConnectEndToEndTests}); everything not
 named there is quick.  A short C{python -c} probe of what an import does
 is not integration: it stays quick.
 
-The exit status is trial's (the first failing part's).
+The exit status is trial's (the first failing part's); every part named
+runs, even after one fails.
 """
 
 from __future__ import annotations
@@ -166,23 +168,34 @@ def trial(names: list[str], workers: int = 1) -> int:
     return subprocess.call(command + names)
 
 
-def main(argv: list[str]) -> int:
+#: The parts C{all} runs, in order.
+PARTS = ("quick", "integration", "endtoend")
+
+
+def runPart(part: str) -> int:
     """
-    Run the part named by C{argv} (C{quick}, C{integration}, C{endtoend} or
-    C{all}; quick if empty), or the test names it gives.
+    Run one part of the suite and return trial's exit status.
     """
-    part = argv[0] if len(argv) == 1 else None
-    if not argv or part == "quick":
+    if part == "quick":
         return trial(quickNames(), WORKERS)
     if part == "integration":
         return trial(list(INTEGRATION), WORKERS)
-    if part == "endtoend":
-        return trial(list(END_TO_END))
-    if part == "all":
-        quick = trial(quickNames(), WORKERS)
-        integration = trial(list(INTEGRATION), WORKERS)
-        return trial(list(END_TO_END)) or quick or integration
-    return trial(argv)
+    return trial(list(END_TO_END))
+
+
+def main(argv: list[str]) -> int:
+    """
+    Run the parts named by C{argv} (C{quick}, C{integration}, C{endtoend},
+    or C{all} for the three; quick if empty), one after the other, or else
+    the test names it gives.
+    """
+    parts = ["quick"] if not argv else list(argv)
+    if parts == ["all"]:
+        parts = list(PARTS)
+    if not all(part in PARTS for part in parts):
+        return trial(argv)
+    statuses = [runPart(part) for part in parts]
+    return next((status for status in statuses if status), 0)
 
 
 if __name__ == "__main__":
