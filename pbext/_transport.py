@@ -111,6 +111,7 @@ class DirectWrites:
         """
         if not _plainTCP(transport):
             return None
+        # The ignore below: _plainTCP checked it is a tcp.Connection.
         return cls(transport)  # type: ignore[arg-type]
 
     def _idle(self, size: int) -> bool:
@@ -234,6 +235,7 @@ class DirectReads:
         # Whether the last read left a buffer to receive into: if not, the
         # next read need not ask first (a plain read is always right).
         self._expecting = False
+        # The ignore below: replaced on this one connection, by design.
         transport.doRead = self.doRead  # type: ignore[method-assign]
 
     @classmethod
@@ -249,13 +251,24 @@ class DirectReads:
         """
         if not _plainTCP(transport):
             return None
+        # The ignore below: _plainTCP checked it is a tcp.Connection.
         return cls(transport, receiveBuffer, bufferFilled)  # type: ignore[arg-type]
+
+    @classmethod
+    def reading(cls, transport: object) -> Optional[DirectReads]:
+        """
+        The L{DirectReads} that reads C{transport} now, or L{None} if it
+        reads with its own C{doRead}.
+        """
+        doRead = getattr(transport, "__dict__", {}).get("doRead")
+        reads = getattr(doRead, "__self__", None)
+        return reads if isinstance(reads, cls) else None
 
     def stop(self) -> None:
         """
         Give the connection its own C{doRead} back.
         """
-        if vars(self.transport).get("doRead") == self.doRead:
+        if DirectReads.reading(self.transport) is self:
             del self.transport.doRead
 
     def doRead(self) -> Any:

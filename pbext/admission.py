@@ -34,13 +34,17 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter, OrderedDict
-from typing import Any, Callable, Hashable
+from typing import TYPE_CHECKING, Any, Callable, Hashable
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.spread import pb
 
 from pbext._peer import peerText
 from pbext.security import Limits
+
+if TYPE_CHECKING:
+    from pbext.broker import Broker
 
 _log = Logger(namespace="pbext.admission")
 
@@ -196,7 +200,7 @@ class Admission:
 
     def __init__(
         self,
-        clock: Any = None,
+        clock: IReactorTime | None = None,
         loginRequired: bool = False,
         eventsPerMinute: int = 30,
     ) -> None:
@@ -293,7 +297,7 @@ class Admission:
         self._index(slot)
         return slot
 
-    def attach(self, slot: _Slot, broker: Any, limits: Limits) -> None:
+    def attach(self, slot: _Slot, broker: Broker, limits: Limits) -> None:
         """
         The broker built for C{slot}; on a server with logins, start its
         login deadline.
@@ -323,7 +327,7 @@ class Admission:
                 if counter[key] <= 0:
                     del counter[key]
 
-    def lost(self, broker: Any) -> None:
+    def lost(self, broker: Broker) -> None:
         """
         C{broker}'s connection was lost.
         """
@@ -333,7 +337,7 @@ class Admission:
         del self._slots[id(broker)]
         self.release(slot)
 
-    def loggedIn(self, broker: Any, method: str) -> None:
+    def loggedIn(self, broker: pb.Broker, method: str) -> None:
         """
         C{broker}'s connection logged in with C{method}: no login deadline
         any more, and unless the login was anonymous, never evicted.
@@ -391,6 +395,7 @@ class Admission:
         if addresses is None:
             return None
         address = addresses.topKey()
+        # The ignore below: topKey() is not None: the prefix has an address.
         slots = self._evictable[(prefix, address)]  # type: ignore[index]
         best: _Slot | None = None
         bestHeard = 0.0

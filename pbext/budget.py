@@ -26,9 +26,12 @@ open.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.logger import Logger
+
+if TYPE_CHECKING:
+    from pbext.security import Limits
 
 #: Changes of a broker's buffered bytes smaller than this are not reported
 #: (the budget reads the exact figure before it cuts anything).
@@ -157,7 +160,7 @@ class MemoryBudget:
             self._enforcing = False
 
 
-def budgetFor(limits: Any) -> MemoryBudget:
+def budgetFor(limits: Limits) -> MemoryBudget:
     """
     A new L{MemoryBudget} with the server-wide limits of C{limits} (a
     L{pbext.security.Limits}).

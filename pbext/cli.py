@@ -34,6 +34,7 @@ from typing import Any, Sequence, TextIO
 
 from twisted.cred.credentials import Anonymous, UsernamePassword
 from twisted.internet import defer, endpoints, error, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -214,6 +215,7 @@ class _ConnectionOptions(usage.Options):
         except ImportError as e:
             raise usage.UsageError(f"{description}: {e}")
         try:
+            # The ignore below: parsing only: no reactor needed.
             endpoints.clientFromString(None, description)  # type: ignore[arg-type]
         except Exception as e:
             raise usage.UsageError(
@@ -260,6 +262,7 @@ class CallOptions(_ConnectionOptions):
 
         self["registries"].append(_loadRegistry(spec))
 
+    # The ignore below: usage.Options.parseArgs takes no arguments.
     def parseArgs(self, *arguments: str) -> None:  # type: ignore[override]
         if len(arguments) < 2:
             raise self._wrongArguments(arguments)
@@ -330,6 +333,7 @@ class PingOptions(_ConnectionOptions):
         ["interval", "i", 1.0, "Seconds between pings.", float],
     ]
 
+    # The ignore below: usage.Options.parseArgs takes no arguments.
     def parseArgs(self, *arguments: str) -> None:  # type: ignore[override]
         if len(arguments) != 1:
             raise self._wrongArguments(arguments)
@@ -694,7 +698,7 @@ def _usageError(options: Options, error: usage.UsageError) -> str:
 
 
 async def run(
-    reactor: Any,
+    reactor: IReactorTime,
     argv: Sequence[str],
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,

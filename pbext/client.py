@@ -19,7 +19,7 @@ reconnects with backoff and logs in again after every reconnection.
 
 from __future__ import annotations
 
-from typing import Any, Callable, cast
+from typing import Any, Callable, Sequence, cast
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.cred.error import LoginFailed
@@ -47,6 +47,7 @@ from zope.interface import implementer
 
 from pbext import _twisted
 from pbext.broker import Broker, BrokerFactoryMixin
+from pbext.interfaces import ICopyableRegistry
 from pbext.security import SecurityPolicy
 
 __all__ = ["PBClientFactory", "PBClientService", "connect"]
@@ -88,8 +89,8 @@ class PBClientFactory(pb.PBClientFactory, BrokerFactoryMixin):
         security: SecurityOptions = globalSecurity,
         *,
         policy: SecurityPolicy | str | None = None,
-        registry: Any = None,
-        reactor: Any = None,
+        registry: ICopyableRegistry | Sequence[ICopyableRegistry] | None = None,
+        reactor: IReactorTime | None = None,
         callTimeout: float | None = None,
         keepaliveInterval: float | None = None,
         keepaliveTimeout: float | None = None,
@@ -109,7 +110,7 @@ class PBClientFactory(pb.PBClientFactory, BrokerFactoryMixin):
             typedCalls,
         )
 
-    def buildProtocol(self, addr: Any) -> pb.Broker:
+    def buildProtocol(self, addr: IAddress | None) -> pb.Broker:
         """
         Build a client broker with this factory's policy, registries and
         options.
@@ -138,7 +139,9 @@ class PBClientFactory(pb.PBClientFactory, BrokerFactoryMixin):
                 ),
             )
 
-    def login(self, credentials: Any, client: Any = None) -> Deferred[Any]:
+    def login(
+        self, credentials: object, client: object = None
+    ) -> Deferred[pb.RemoteReference]:
         """
         Log in and get a reference to an avatar on the remote PB server.
 
@@ -155,8 +158,8 @@ class PBClientFactory(pb.PBClientFactory, BrokerFactoryMixin):
         )
 
     def pbextLoginOnRoot(
-        self, root: pb.RemoteReference, credentials: Any, client: Any = None
-    ) -> Deferred[Any]:
+        self, root: pb.RemoteReference, credentials: object, client: object = None
+    ) -> Deferred[pb.RemoteReference]:
         """
         Log in through an already obtained root object.
 
@@ -373,11 +376,11 @@ class _Connecting:
 
 
 def connect(
-    reactor: Any,
+    reactor: IReactorTime,
     endpointOrDescription: IStreamClientEndpoint | str,
-    credentials: Any = None,
+    credentials: object = None,
     *,
-    mind: Any = None,
+    mind: object = None,
     factory: PBClientFactory | None = None,
     timeout: float | None = 30,
 ) -> Deferred[pb.RemoteReference]:
@@ -501,16 +504,16 @@ class PBClientService(ClientService):
     def __init__(
         self,
         endpoint: IStreamClientEndpoint | str,
-        credentials: Any = None,
+        credentials: object = None,
         *,
-        mind: Any = None,
+        mind: object = None,
         factory: PBClientFactory | None = None,
         onConnect: Callable[[pb.RemoteReference], object] | None = None,
         onDisconnect: Callable[[Failure], object] | None = None,
         retryPolicy: Callable[[int], float] | None = None,
         refusedRetryPolicy: Callable[[int], float] | None = None,
         timeout: float | None = 30,
-        reactor: Any = None,
+        reactor: IReactorTime | None = None,
         clock: IReactorTime | None = None,
     ) -> None:
         """
@@ -546,6 +549,8 @@ class PBClientService(ClientService):
         if reactor is None and (clock is None or isinstance(endpoint, str)):
             reactor = _globalReactor()
         if clock is None:
+            # The global reactor, if no reactor was given either.
+            assert reactor is not None
             clock = reactor
         self.endpoint = _endpoint(reactor, endpoint)
         if factory is None:
@@ -585,6 +590,7 @@ class PBClientService(ClientService):
 
     # Public API
 
+    # The ignore below: ClientService's gives a protocol, this a reference.
     def whenConnected(  # type: ignore[override]
         self, failAfterFailures: int | None = None
     ) -> Deferred[pb.RemoteReference]:

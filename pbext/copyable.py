@@ -208,6 +208,7 @@ class CopiedFailure(pb.CopiedFailure):
             does; its C{failure} attribute is this failure.
         """
         error = pb.RemoteError(self.type, self.value, self.traceback)
+        # The ignore below: the failure rides on the error, as Twisted's.
         error.failure = self  # type: ignore[attr-defined]
         raise error
 
@@ -393,6 +394,7 @@ def _jellyValue(value: object, jellier: Any) -> object:
     if kind is int or kind is float or kind is bytes:
         return value
     if kind is str:
+        # The ignore below: kind is str narrows type(), not value.
         return [_UNICODE, value.encode("utf-8")]  # type: ignore[attr-defined]
     return jellier.jelly(value)
 
@@ -467,7 +469,7 @@ class _Entry:
     def fields(self) -> dict[str, _Field]:
         if self._fields is None:
             self.resolve()
-        return self._fields  # type: ignore[return-value]
+        return self._fields  # type: ignore[return-value]  # resolve() set it, or raised
 
     def refuse(self, reason: str, **details: str | None) -> NoReturn:
         raise CopyableStateError(self.typeName, reason, **details)
@@ -569,6 +571,7 @@ class _Entry:
                         f"field names must be strings, got {type(key).__name__}"
                     )
                 state[key] = value
+        # The ignore below: keys checked to be str just above.
         return self.checkState(state)  # type: ignore[arg-type]
 
     def checkState(self, state: dict[str, object]) -> dict[str, object]:
@@ -663,7 +666,7 @@ class _TypedEntry(_Entry):
         if self.version > 1:
             append([[_UNICODE, _VERSION_KEY_BYTES], self.version])
         sxp.append(expression)
-        return jellier.preserve(obj, sxp)  # type: ignore[no-any-return]
+        return jellier.preserve(obj, sxp)
 
     _sendKeys: tuple[tuple[str, bytes], ...] | None = None
 
@@ -699,7 +702,7 @@ class _StateEntry(_Entry):
         state = self._stateOf(obj, jellier)
         sxp.append(self.wireName)
         sxp.append(self.stateExpression(state.items(), jellier))
-        return jellier.preserve(obj, sxp)  # type: ignore[no-any-return]
+        return jellier.preserve(obj, sxp)
 
 
 class _ReceiveOnlyEntry(_Entry):
@@ -739,12 +742,13 @@ class _CacheEntry(_Entry):
         luid = broker.cacheRemotely(obj)
         perspective = broker.serializingPerspective
         observer = RemoteCacheObserver(broker, obj, perspective)
+        # The ignore below: a pb.Cacheable, checked by the registry.
         state = obj.getStateToCacheAndObserveFor(  # type: ignore[attr-defined]
             perspective, observer
         )
         sxp = jellier.prepare(obj)
         sxp.extend([self.wireName, luid, self.stateExpression(state.items(), jellier)])
-        return jellier.preserve(obj, sxp)  # type: ignore[no-any-return]
+        return jellier.preserve(obj, sxp)
 
     def unjelly(self, unjellier: Any, jellyList: list[object]) -> object:
         broker = unjellier.invoker
@@ -762,6 +766,8 @@ class _CacheEntry(_Entry):
         root.broker = broker
         root.luid = luid
         copy = _twisted.borgify(root)
+        # The ignore below: mypy refuses an explicit __init__ call on an
+        # instance; here it runs the cache copy's constructor after borgify.
         copy.__init__()  # type: ignore[misc]
         broker.cacheLocally(luid, root)
         try:
@@ -797,6 +803,7 @@ class _FailureEntry(_ReceiveOnlyEntry):
         received = unjellier.unjelly(expression)
         if type(received) is not dict:
             self.refuse(f"state must be a dictionary, got {type(received).__name__}")
+        # The ignore below: type(received) is dict checked just above.
         return {_keyName(k): v for k, v in received.items()}  # type: ignore[misc]
 
     def build(self, state: dict[str, object]) -> CopiedFailure:
@@ -825,7 +832,9 @@ class _FailureEntry(_ReceiveOnlyEntry):
         failure = CopiedFailure.__new__(CopiedFailure)
         # Like Twisted's CopiedFailure, a copied failure names its remote
         # type and carries its message as text, not as local objects.
+        # The ignore below: the remote type is known by name only.
         failure.type = remoteType  # type: ignore[assignment]
+        # The ignore below: the message as text, as CopiedFailure keeps it.
         failure.value = _text(kept["value"])  # type: ignore[assignment]
         failure.traceback = _text(kept["traceback"])
         failure.parents = [_text(p) for p in parents]
@@ -840,6 +849,7 @@ class _FailureEntry(_ReceiveOnlyEntry):
 def _text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    # The ignore below: not bytes: already text from a well-formed peer.
     return value  # type: ignore[return-value]
 
 
@@ -863,6 +873,7 @@ def _keywordConstructor(cls: type) -> type | None:
     named as its attributes; else L{None}.
     """
     if dataclasses.is_dataclass(cls):
+        # The ignore below: is_dataclass checked just above.
         if cls.__dataclass_params__.init:  # type: ignore[attr-defined]
             return cls
         return None
@@ -1072,10 +1083,11 @@ def _setsFieldsOnly(cls: type, parameters: tuple[str, ...]) -> bool:
         return False
     if hasattr(cls, "__post_init__") or inspect.isabstract(cls):
         return False
-    if cls.__new__ is not object.__new__:  # type: ignore[comparison-overlap]
+    if cls.__new__ is not object.__new__:
         return False
     setter = cls.__setattr__
     if setter is not object.__setattr__ and not (
+        # The ignore below: is_dataclass checked above.
         cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
         and _generated(cls.__dict__.get("__setattr__"), cls, "__setattr__")
     ):
@@ -1164,7 +1176,7 @@ class CopyableRegistry:
         if checkMutable is not None:
             reference = checkMutable(obj)
             if reference:
-                return reference  # type: ignore[no-any-return]
+                return reference
         return entry.jelly(obj, jellier)
 
     def unjellyFor(
@@ -1613,7 +1625,7 @@ def _copyableState(obj: Any, jellier: Any) -> Mapping[Any, object]:
     """
     invoker = jellier.invoker
     perspective = invoker.serializingPerspective if invoker is not None else None
-    return obj.getStateToCopyFor(perspective)  # type: ignore[no-any-return]
+    return obj.getStateToCopyFor(perspective)
 
 
 class FailureRegistry(CopyableRegistry):

@@ -12,13 +12,15 @@ PB root and a cred realm.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable, TypeVar
 
 from twisted.cred.portal import IRealm
 from twisted.spread import pb
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
 from pbext._version import __version__
+
+_T = TypeVar("_T")
 
 
 def _versionString() -> str:
@@ -30,7 +32,7 @@ class DemoRoot(pb.Root):
     The demo root object: echo, ping and version.
     """
 
-    def remote_echo(self, value: Any) -> Any:
+    def remote_echo(self, value: _T) -> _T:
         """
         Return C{value} unchanged: a round trip through jelly and banana.
         """
@@ -59,7 +61,7 @@ class DemoAvatar(pb.Avatar):
     def __init__(self, username: str) -> None:
         self.username = username
 
-    def perspective_echo(self, value: Any) -> Any:
+    def perspective_echo(self, value: _T) -> _T:
         """
         Return C{value} unchanged.
         """
@@ -88,8 +90,11 @@ class DemoRealm:
     """
 
     def requestAvatar(
-        self, avatarId: bytes | str | tuple[()], mind: object, *interfaces: Any
-    ) -> tuple[Any, DemoAvatar, Callable[[], None]]:
+        self,
+        avatarId: bytes | str | tuple[()],
+        mind: object,
+        *interfaces: type[Interface],
+    ) -> tuple[type[Interface], DemoAvatar, Callable[[], None]]:
         if pb.IPerspective not in interfaces:
             raise NotImplementedError("DemoRealm only serves pb.IPerspective")
         return pb.IPerspective, DemoAvatar(_avatarName(avatarId)), lambda: None

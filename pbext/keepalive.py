@@ -245,7 +245,8 @@ def pingPeer(broker: pb.Broker) -> Deferred[None]:
     answer: Deferred[object] = Deferred()
     # The broker fires this with the answer (or the error, which for a ping
     # is the expected answer) and removes it; connectionLost fails it.
-    waiting: dict[int, Deferred[Any]] = broker.waitingForAnswers  # type: ignore
+    # The ignore below: pb.Broker declares it None until the connection is made.
+    waiting: dict[int, Deferred[Any]] = broker.waitingForAnswers  # type: ignore[assignment]
     waiting[requestID] = answer
     broker.sendCall(
         b"message",
@@ -295,7 +296,7 @@ def enableTcpKeepAlive(transport: object) -> bool:
     return True
 
 
-def tcpTransportOf(transport: object) -> Any:
+def tcpTransportOf(transport: object) -> ITCPTransport | None:
     """
     Find the TCP transport under C{transport}, following the C{transport}
     attributes of wrappers such as TLS.

@@ -25,9 +25,10 @@ C{/metrics}::
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, cast
 
 from twisted.application import service
+from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import connectionDone
 from twisted.logger import (
     ILogObserver,
@@ -35,12 +36,17 @@ from twisted.logger import (
     globalLogPublisher,
 )
 from twisted.python.failure import Failure
+from twisted.spread import pb
 from zope.interface import Interface, implementer
 
 from pbext import _twisted
 from pbext._peer import peerText
 from pbext.broker import CONTROL_NAME, Broker
 from pbext.keepalive import PING_OBJECT_ID
+
+if TYPE_CHECKING:
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -371,6 +377,7 @@ class MeteredBroker(Broker):
             inst._peerConnected(self._pbextMetricPeer)
         super().connectionMade()
 
+    # The ignore below: pb.Broker's is untyped.
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[override]
         inst = self._pbextInstrumentation
         self._pbextMetricCalls.clear()
@@ -461,6 +468,7 @@ class MeteredBroker(Broker):
                 self._pbextFinishCall(requestID, False)
 
     def _pbextFinishCall(self, requestID: object, error: bool) -> None:
+        # The ignore below: request IDs are ints on the wire, object here.
         entry = self._pbextMetricCalls.pop(requestID, None)  # type: ignore[call-overload]
         metrics = self._pbextMetrics()
         if entry is None or metrics is None:
@@ -514,7 +522,10 @@ class Instrumentation(service.Service):
     """
 
     def __init__(
-        self, factory: Any, metrics: IMetrics, publisher: LogPublisher | None = None
+        self,
+        factory: pb.PBServerFactory,
+        metrics: IMetrics,
+        publisher: LogPublisher | None = None,
     ) -> None:
         self.factory = factory
         self.metrics = metrics
@@ -536,11 +547,14 @@ class Instrumentation(service.Service):
 
     def stopService(self) -> None:
         self._publisher.removeObserver(self._observer)
+        # The ignore below: Service.stopService is untyped.
         return super().stopService()  # type: ignore[no-any-return]
 
 
 def instrument(
-    factory: Any, metrics: IMetrics, publisher: LogPublisher | None = None
+    factory: pb.PBServerFactory,
+    metrics: IMetrics,
+    publisher: LogPublisher | None = None,
 ) -> Instrumentation:
     """
     Count and time what C{factory}'s connections do, into C{metrics}.
@@ -561,22 +575,26 @@ def instrument(
     base = factory.protocol
     if not (isinstance(base, type) and issubclass(base, Broker)):
         raise TypeError(f"{factory!r} does not build pbext brokers; cannot meter it")
-    if issubclass(base, MeteredBroker) and base._pbextInstrumentation is not None:
+    metered = issubclass(base, MeteredBroker)
+    if metered and getattr(base, "_pbextInstrumentation", None) is not None:
         raise TypeError(f"{factory!r} is instrumented already")
     inst = Instrumentation(factory, metrics, publisher)
-    bases = (base,) if issubclass(base, MeteredBroker) else (MeteredBroker, base)
-    factory.protocol = type(
-        "Metered" + base.__name__, bases, {"_pbextInstrumentation": inst}
+    bases = (base,) if metered else (MeteredBroker, base)
+    factory.protocol = cast(
+        "type[Broker]",
+        type("Metered" + base.__name__, bases, {"_pbextInstrumentation": inst}),
     )
     buildProtocol = factory.buildProtocol
 
-    def countRefusals(addr: Any) -> Any:
+    def countRefusals(addr: IAddress | None) -> pb.Broker | None:
         protocol = buildProtocol(addr)
         if protocol is None:
             metrics.connectionRefused()
         return protocol
 
-    factory.buildProtocol = countRefusals
+    # The ignore below: replaced on this factory only, by design; every
+    # other factory of its class is unchanged.
+    factory.buildProtocol = countRefusals  # type: ignore[method-assign]
     admission = getattr(getattr(factory, "_pbext", None), "admission", None)
     if admission is not None and IAdmissionMetrics.providedBy(metrics):
 
@@ -701,10 +719,11 @@ def renderPrometheus(metrics: MemoryMetrics) -> bytes:
     client = _prometheus()
     registry = client.CollectorRegistry(auto_describe=False)
     registry.register(_collector(metrics))
+    # The ignore below: prometheus_client is untyped.
     return client.generate_latest(registry)  # type: ignore[no-any-return]
 
 
-def metricsResource(metrics: MemoryMetrics) -> Any:
+def metricsResource(metrics: MemoryMetrics) -> Resource:
     """
     A L{twisted.web.resource.Resource} rendering C{metrics} for Prometheus.
 
@@ -723,7 +742,7 @@ def metricsResource(metrics: MemoryMetrics) -> Any:
     return MetricsPage()
 
 
-def metricsSite(metrics: MemoryMetrics) -> Any:
+def metricsSite(metrics: MemoryMetrics) -> Site:
     """
     A L{twisted.web.server.Site} serving C{metrics} at C{/metrics}, for
     C{twistd pbserver --metrics}.

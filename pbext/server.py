@@ -17,13 +17,15 @@ from typing import Any, Sequence
 
 from twisted.application import service, strports
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.portal import Portal
+from twisted.cred.portal import IRealm, Portal
+from twisted.internet.interfaces import IAddress, IReactorCore, IReactorTime
 from twisted.logger import Logger
 from twisted.spread import pb
 from twisted.spread.jelly import SecurityOptions, globalSecurity
 
 from pbext.admission import Admission
 from pbext.broker import Broker, BrokerFactoryMixin
+from pbext.interfaces import ICopyableRegistry
 from pbext.loginserver import _PortalRoot
 from pbext.security import SecurityPolicy
 
@@ -44,20 +46,21 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
 
     pbext's state lives in one attribute, C{_pbext}; what it adds in
     public starts with C{pbext} (L{pbextPolicy}, L{pbextRegistries},
-    L{pbextOptions}), so a subclass may define any other name.
+    L{pbextOptions}, L{pbextAdmission}), so a subclass may define any other
+    name.
     """
 
     protocol = Broker
 
     def __init__(
         self,
-        root: Any,
+        root: object,
         unsafeTracebacks: bool = False,
         security: SecurityOptions = globalSecurity,
         *,
         policy: SecurityPolicy | str | None = None,
-        registry: Any = None,
-        reactor: Any = None,
+        registry: ICopyableRegistry | Sequence[ICopyableRegistry] | None = None,
+        reactor: IReactorTime | None = None,
         callTimeout: float | None = None,
         keepaliveInterval: float | None = None,
         keepaliveTimeout: float | None = None,
@@ -99,7 +102,20 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
         if isinstance(root, _PortalRoot):
             root.onLogin = state.admission.loggedIn
 
-    def buildProtocol(self, addr: Any) -> pb.Broker | None:
+    @property
+    def pbextAdmission(self) -> Admission:
+        """
+        Who holds this factory's connection slots: its L{Admission} counts
+        the connections open, per address and per network, and what it
+        refused or evicted (C{counts}), and enforces the login deadline.
+
+        @since: pbext NEXT
+        """
+        admission = self._pbext.admission
+        assert admission is not None, "set up in __init__"
+        return admission
+
+    def buildProtocol(self, addr: IAddress | None) -> pb.Broker | None:
         """
         Build a broker for a new connection.  At a connection cap, the
         least valuable connection held makes room for it, or it is refused
@@ -135,8 +151,8 @@ class PBServerFactory(pb.PBServerFactory, BrokerFactoryMixin):
 
 
 def buildServerFactory(
-    root: Any = None,
-    realm: Any = None,
+    root: object = None,
+    realm: IRealm | None = None,
     checkers: Sequence[ICredentialsChecker] = (),
     **factoryOptions: Any,
 ) -> PBServerFactory:
@@ -202,7 +218,7 @@ class PBServerService(service.MultiService):
         self,
         factory: PBServerFactory,
         listen: Sequence[str] = ("tcp:8787",),
-        reactor: Any = None,
+        reactor: IReactorCore | None = None,
     ) -> None:
         super().__init__()
         self.factory = factory

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from twisted.application import service
 from twisted.cred import credentials, strcred
@@ -186,6 +186,7 @@ def _positiveSeconds(value: str) -> float:
     return seconds
 
 
+# The ignore below: usage.Options reads coerceDoc off the function.
 _positiveSeconds.coerceDoc = "A positive number of seconds."  # type: ignore[attr-defined]
 
 
@@ -310,7 +311,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["policyObject"] = None
         self["authDescriptions"] = []
 
-    def parseOptions(self, options: Any = None) -> None:
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
         Parse the command line; after a usage error, L{getUsage} is one
         line, so that the error twistd prints after it stays in sight.
@@ -562,6 +563,7 @@ def _checkServerEndpoint(option: str, description: str, example: str) -> None:
     except ImportError as e:
         raise usage.UsageError(f"--{option} {description}: {e}")
     try:
+        # The ignore below: parsing only: no reactor needed.
         endpoints.serverFromString(None, description)  # type: ignore[arg-type]
     except Exception as e:
         raise usage.UsageError(
@@ -679,7 +681,7 @@ def _servedObjects(config: dict[str, Any], login: bool) -> tuple[Any, Any]:
     return root, realm
 
 
-def makeService(config: dict[str, Any]) -> service.MultiService:
+def makeService(config: Options) -> service.MultiService:
     """
     Build the service C{twistd pbserver} runs from parsed L{Options}.
     """

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections import deque
 from types import TracebackType
-from typing import Any, Callable, Coroutine, Iterable, TypeVar
+from typing import Any, Callable, Coroutine, Iterable, TypeVar, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
@@ -50,11 +50,14 @@ from twisted.internet.error import (
     UserError,
 )
 from twisted.internet.interfaces import (
+    IAddress,
     IConnector,
     IConsumer,
     IProducer,
     IProtocol,
+    IProtocolFactory,
     IPushProducer,
+    ISSLTransport,
     IStreamClientEndpoint,
     ITCPTransport,
 )
@@ -71,6 +74,7 @@ __all__ = [
     "MemoryTransport",
     "PBConnection",
     "PumpError",
+    "TLSMemoryTransport",
     "connectedPair",
     "memoryEndpoint",
 ]
@@ -356,6 +360,7 @@ class MemoryTransport:
         self.producer = producer
         self.streamingProducer = streaming
         if not streaming:
+            # The ignore below: not streaming, so an IPullProducer.
             producer.resumeProducing()  # type: ignore[attr-defined]
 
     def unregisterProducer(self) -> None:
@@ -378,6 +383,28 @@ class MemoryTransport:
         Close the connection, as a TCP transport does.
         """
         self.loseConnection()
+
+
+@implementer(ISSLTransport)
+class TLSMemoryTransport(MemoryTransport):
+    """
+    A L{MemoryTransport} that says it is TLS: it provides L{ISSLTransport},
+    as a TLS connection's transport does, so that code which allows
+    something only over TLS (pbext's plaintext password login, for
+    instance) allows it.  Nothing is encrypted, and the peer presents no
+    certificate.
+
+    @since: pbext NEXT
+    """
+
+    def __repr__(self) -> str:
+        return f"<TLSMemoryTransport {self._host} -> {self._peer}>"
+
+    def getPeerCertificate(self) -> None:
+        """
+        @return: L{None}: the peer presented no certificate.
+        """
+        return None
 
 
 @implementer(IConnector)
@@ -481,6 +508,7 @@ class PBConnection:
     @ivar clientAddress: the client's address, as both sides see it.
     @ivar maxRounds: how many rounds L{pump} (and how many timed steps
         L{advance}) may take before raising L{PumpError}.
+    @ivar tls: whether both transports are L{TLSMemoryTransport}s.
     """
 
     maxRounds = 10_000
@@ -492,10 +520,12 @@ class PBConnection:
         clock: Clock,
         serverAddress: IPv4Address,
         clientAddress: IPv4Address,
+        tls: bool = False,
     ) -> None:
         self.serverFactory = serverFactory
         self.clientFactory = clientFactory
         self.clock = clock
+        self.tls = tls
         self.serverAddress = serverAddress
         self.clientAddress = clientAddress
         self.clientToServer = Direction("client to server", clock)
@@ -541,7 +571,8 @@ class PBConnection:
     def _newTransport(
         self, host: IPv4Address, peer: IPv4Address, outgoing: Direction
     ) -> MemoryTransport:
-        return MemoryTransport(self, host, peer, outgoing)
+        transportClass = TLSMemoryTransport if self.tls else MemoryTransport
+        return transportClass(self, host, peer, outgoing)
 
     def _establish(self) -> None:
         """
@@ -560,7 +591,9 @@ class PBConnection:
         serverProtocol = self.serverFactory.buildProtocol(self.clientAddress)
         self.connector.state = "connected"
         clientProtocol = self.clientFactory.buildProtocol(self.serverAddress)
+        # The ignore below: a PB factory builds a pb.Broker.
         self.serverBroker = serverProtocol  # type: ignore[assignment]
+        # The ignore below: a PB factory builds a pb.Broker.
         self.clientBroker = clientProtocol  # type: ignore[assignment]
         failures: list[tuple[MemoryTransport, Failure]] = []
         for transport, protocol in ((server, serverProtocol), (client, clientProtocol)):
@@ -730,6 +763,7 @@ class PBConnection:
                 and not transport.streamingProducer
                 and not transport._outgoing._queue
             ):
+                # The ignore below: not streaming, so an IPullProducer.
                 producer.resumeProducing()  # type: ignore[attr-defined]
                 moved = moved or bool(transport._outgoing._queue)
         return self._abortIfAsked() or moved
@@ -848,11 +882,12 @@ class PBConnection:
             raise self._noResult(d)
         result = captured[0]
         if isinstance(result, pb.CopiedFailure):
+            # The ignore below: CopiedFailure keeps the remote text.
             remoteTraceback = result.traceback  # type: ignore[attr-defined]
             raise pb.RemoteError(result.type, result.value, remoteTraceback)
         if isinstance(result, Failure):
             result.raiseException()
-        return result  # type: ignore[return-value]
+        return result
 
     def failureOf(
         self, deferred: Deferred[Any] | Coroutine[Deferred[Any], Any, Any]
@@ -885,11 +920,12 @@ class PBConnection:
 
         @raise PumpError: if it has not arrived once the bytes settle.
         """
+        # The ignore below: a PB client factory, not any ClientFactory.
         getRootObject = self.clientFactory.getRootObject  # type: ignore[attr-defined]
         root: pb.RemoteReference = self.resultOf(getRootObject())
         return root
 
-    def login(self, credentials: Any, mind: Any = None) -> pb.RemoteReference:
+    def login(self, credentials: object, mind: object = None) -> pb.RemoteReference:
         """
         Log in through the client factory, pump, and return the avatar's
         reference.
@@ -902,6 +938,7 @@ class PBConnection:
             L{failureOf} on C{clientFactory.login(...)} to check the type.
         @raise PumpError: if the login has no result once the bytes settle.
         """
+        # The ignore below: a PB client factory, not any ClientFactory.
         login = self.clientFactory.login  # type: ignore[attr-defined]
         avatar: pb.RemoteReference = self.resultOf(login(credentials, mind))
         return avatar
@@ -915,6 +952,7 @@ def connectedPair(
     serverAddress: IPv4Address | None = None,
     clientAddress: IPv4Address | None = None,
     handshake: bool = True,
+    tls: bool = False,
 ) -> PBConnection:
     """
     Connect a client factory to a server factory in memory.
@@ -939,6 +977,9 @@ def connectedPair(
         agreed on the dialect and the client factory holds the root.  Pass
         C{False} to start from the very first byte, for instance to hold or
         corrupt the handshake itself.
+    @param tls: connect with L{TLSMemoryTransport}s, which say they are
+        TLS, so that what a server allows only over TLS (a plaintext
+        password login) is allowed.
     @return: the connection.
     """
     connection = PBConnection(
@@ -947,6 +988,7 @@ def connectedPair(
         clock if clock is not None else Clock(),
         serverAddress or IPv4Address("TCP", "127.0.0.1", 8787),
         clientAddress or IPv4Address("TCP", "127.0.0.1", 49152),
+        tls,
     )
     connection.connector.connect()
     connection._establish()
@@ -963,7 +1005,7 @@ class _EndpointFactory(ClientFactory):
     told about connectors.
     """
 
-    def __init__(self, protocolFactory: Any) -> None:
+    def __init__(self, protocolFactory: IProtocolFactory) -> None:
         self._protocolFactory = protocolFactory
 
     def doStart(self) -> None:
@@ -972,8 +1014,12 @@ class _EndpointFactory(ClientFactory):
     def doStop(self) -> None:
         self._protocolFactory.doStop()
 
-    def buildProtocol(self, addr: Any) -> Any:
-        return self._protocolFactory.buildProtocol(addr)
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        # A PBConnection always gives an address; an endpoint's protocol
+        # factory may build any IProtocol provider, which the connection
+        # drives as ClientFactory's Protocol.
+        assert addr is not None
+        return cast("Protocol | None", self._protocolFactory.buildProtocol(addr))
 
     def startedConnecting(self, connector: IConnector) -> None:
         pass
@@ -1058,7 +1104,7 @@ class MemoryEndpoint:
         self._refusal = None
         self._stalled = False
 
-    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         """
         Connect C{protocolFactory}'s protocol to a protocol of the server
         factory, in memory.

@@ -473,6 +473,7 @@ def _mappingChecker(
     def check(value: object) -> _Mismatch | None:
         if not isinstance(value, container):
             return ("", expected, _typeName(value))
+        # The ignore below: isinstance of a mapping type checked above.
         for k, v in value.items():  # type: ignore[attr-defined]
             mismatch = keyChecker(k)
             if mismatch is not None:
@@ -888,7 +889,8 @@ def typed(target: Any, protocol: Any = None) -> Any:
         from pbext.typedref import TypedReference
 
         return TypedReference(target)
-    target._pbextTyped = True
+    # The ignore below: a marker on the user's function.
+    target._pbextTyped = True  # type: ignore[attr-defined]
     return target
 
 

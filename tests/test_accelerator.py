@@ -961,6 +961,15 @@ class MemoryTests(SynchronousTestCase):
         self.assertTrue(gc.is_tracked(value[0]))
 
 
+def _pureEnvironment() -> Dict[str, str]:
+    """
+    This process's environment, with the accelerator turned off.
+    """
+    env = dict(os.environ, PBEXT_PURE_PYTHON="1")
+    env.pop("PBEXT_REQUIRE_SPEEDUPS", None)
+    return env
+
+
 class SwitchTests(SynchronousTestCase):
     """
     Whether the accelerator is used is decided once, at import.
@@ -989,16 +998,11 @@ class SwitchTests(SynchronousTestCase):
             error = self.assertRaises(ValueError, codec.Decoder, accelerated=True)
             self.assertIn("accelerator", str(error))
 
-    def test_pureBroker(self) -> None:
+    def test_pureImport(self) -> None:
         """
         With C{PBEXT_PURE_PYTHON} set, pbext imports without the
-        accelerator, and its broker tests (in-memory brokers, typed
-        copyables, hostile peers over real connections, and Twisted's own
-        PB tests against pbext) pass on the pure-Python
-        codec.
+        accelerator: the codec and plain jelly are the Python twins.
         """
-        env = dict(os.environ, PBEXT_PURE_PYTHON="1")
-        env.pop("PBEXT_REQUIRE_SPEEDUPS", None)
         probe = subprocess.run(
             [
                 sys.executable,
@@ -1007,7 +1011,7 @@ class SwitchTests(SynchronousTestCase):
                 "print(_accelerator.speedups, codec.encode.__name__,"
                 " _jelly.jellyPlain.__name__, codec.Decoder().accelerated)",
             ],
-            env=env,
+            env=_pureEnvironment(),
             capture_output=True,
             text=True,
             timeout=60,
@@ -1018,6 +1022,21 @@ class SwitchTests(SynchronousTestCase):
             ["None", "_encodePython", "_jellyPlainPython", "False"],
             probe.stderr,
         )
+
+
+class PureBrokerTests(SynchronousTestCase):
+    """
+    pbext's broker works on the pure-Python codec (a trial subprocess: in
+    the integration part of the suite).
+    """
+
+    def test_pureBroker(self) -> None:
+        """
+        With C{PBEXT_PURE_PYTHON} set, pbext's broker tests (in-memory
+        brokers, typed copyables, hostile peers over real connections, and
+        Twisted's own PB tests against pbext) pass on the pure-Python
+        codec.
+        """
         run = subprocess.run(
             [
                 sys.executable,
@@ -1031,7 +1050,7 @@ class SwitchTests(SynchronousTestCase):
                 "tests.test_transport",
                 "tests.test_twisted_pb",
             ],
-            env=env,
+            env=_pureEnvironment(),
             capture_output=True,
             text=True,
             timeout=300,

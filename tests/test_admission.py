@@ -129,9 +129,9 @@ class AdmissionTests(SynchronousTestCase):
         self.assertEqual(evicted["cap"], "maxConnections")
         self.assertIn("203.0.113.2", evicted["peer"])
         self.assertEqual(
-            server._pbext.admission.counts, {("evicted", "maxConnections"): 1}
+            server.pbextAdmission.counts, {("evicted", "maxConnections"): 1}
         )
-        self.assertEqual(server._pbext.admission.connections, 4)
+        self.assertEqual(server.pbextAdmission.connections, 4)
 
     def test_busiestPrefixFirst(self) -> None:
         """
@@ -225,9 +225,9 @@ class AdmissionTests(SynchronousTestCase):
         elsewhere = [self.connect(server, f"198.51.100.{n}") for n in range(1, 4)]
         self.assertTrue(all(c.connected for c in elsewhere))
         self.assertEqual(
-            server._pbext.admission.counts, {("evicted", "maxConnectionsPerPrefix"): 1}
+            server.pbextAdmission.counts, {("evicted", "maxConnectionsPerPrefix"): 1}
         )
-        self.assertEqual(server._pbext.admission.fromPrefix("203.0.113.0/24"), 3)
+        self.assertEqual(server.pbextAdmission.fromPrefix("203.0.113.0/24"), 3)
 
     def test_ipv6Prefix(self) -> None:
         """
@@ -248,7 +248,7 @@ class AdmissionTests(SynchronousTestCase):
         for conn in conns:
             conn.pump()
         self.assertEqual(sum(c.connected for c in conns), 2)
-        self.assertEqual(server._pbext.admission.fromPrefix("2001:db8::/64"), 2)
+        self.assertEqual(server.pbextAdmission.fromPrefix("2001:db8::/64"), 2)
 
     def test_addressCapRefuses(self) -> None:
         """
@@ -266,7 +266,7 @@ class AdmissionTests(SynchronousTestCase):
         self.assertFalse(third.connected)
         self.assertTrue(all(c.connected for c in held))
         self.assertEqual(
-            server._pbext.admission.counts, {("refused", "maxConnectionsPerAddress"): 1}
+            server.pbextAdmission.counts, {("refused", "maxConnectionsPerAddress"): 1}
         )
 
     def test_loginDeadline(self) -> None:
@@ -287,7 +287,7 @@ class AdmissionTests(SynchronousTestCase):
         self.assertIn("203.0.113.5", event["peer"])
         user.advance(3600)
         self.assertEqual(user.resultOf(avatar.callRemote("whoami")), "alice")
-        self.assertEqual(server._pbext.admission.connections, 1)
+        self.assertEqual(server.pbextAdmission.connections, 1)
 
     def test_defaultLoginDeadline(self) -> None:
         """
@@ -333,7 +333,7 @@ class AdmissionTests(SynchronousTestCase):
                 conn.pump()
         self.assertEqual(len(events(captured, "connectionEvicted")), 30)
         self.assertEqual(
-            server._pbext.admission.counts[("evicted", "maxConnections")], 99
+            server.pbextAdmission.counts[("evicted", "maxConnections")], 99
         )
         self.clock.advance(60)
         with capturedLogs() as captured:
@@ -350,7 +350,7 @@ class AdmissionTests(SynchronousTestCase):
         server.protocol = pb.Broker
         conns = [self.connect(server, f"203.0.113.{n}") for n in range(3)]
         self.assertTrue(all(c.connected for c in conns))
-        self.assertEqual(server._pbext.admission.connections, 0)
+        self.assertEqual(server.pbextAdmission.connections, 0)
 
     def test_stateBounded(self) -> None:
         """
@@ -360,7 +360,7 @@ class AdmissionTests(SynchronousTestCase):
         conns = [self.connect(server, f"203.0.113.{n % 5}") for n in range(40)]
         for conn in conns:
             conn.disconnect()
-        state = server._pbext.admission
+        state = server.pbextAdmission
         self.assertEqual(state.connections, 0)
         self.assertEqual(
             (
@@ -444,7 +444,7 @@ class FullServerEndToEndTests(TestCase):
                 refused += 1
         yield deferLater(reactor, 0.1, lambda: None)
         self.assertEqual(refused, 0)
-        self.assertEqual(factory._pbext.admission.connections, 24)
+        self.assertEqual(factory.pbextAdmission.connections, 24)
 
         started = time.monotonic()
         client = pbext.PBClientFactory()
@@ -470,7 +470,7 @@ class FullServerEndToEndTests(TestCase):
         volume = sum(len(formatEvent(e)) for e in hostile)
         self.assertGreater(len(hostile), 0)
         self.assertLess(volume / len(attackers), 64 * 1024)
-        counts = factory._pbext.admission.counts
+        counts = factory.pbextAdmission.counts
         self.assertGreaterEqual(counts[("evicted", "maxConnections")], 20)
         self.assertEqual(counts[("refused", "maxConnections")], 0)
 

@@ -5,6 +5,11 @@ PB client is still served and that the server's buffers stayed bounded.
 
 Each test names, in one comment, what classic PB does with the same bytes
 (measured on Twisted 26.10); none runs classic PB into its stall.
+
+These tests are in the integration part of the suite (C{tools/suite.py}).
+The timeouts (idle, handshake, message) do not depend on the transport:
+L{tests.test_hostile_inmemory} pins them, and the caps, on in-memory
+connections with a clock.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from twisted.trial.unittest import TestCase
 from pbext.codec import encode
 from pbext.security import SecurityPolicy, defaultPolicy
 from tests._hostile import (
-    INCOMING,
     HostileMixin,
     callMessage,
     errorText,
@@ -554,71 +558,10 @@ class TypeTests(_Base):
 
 class ConnectionTests(_Base):
     """
-    Connections that hold resources without using them are closed.
+    Connections beyond a cap are closed.  (The timeouts that close
+    connections holding resources without using them are pinned with a
+    clock in L{tests.test_hostile_inmemory.TimeoutTests}.)
     """
-
-    @defer.inlineCallbacks
-    def test_idleConnection(self) -> Any:
-        """
-        With C{idleTimeout=1} a silent, handshaken connection is closed.
-        """
-        # Classic PB keeps idle connections forever.
-        self.startServer(policyWith(idleTimeout=1.0))
-        peer = yield self.connectRaw()
-        yield self.waitLost(peer)
-        self.assertDropped("idleTimeout")
-        yield self.stockEcho()
-
-    @defer.inlineCallbacks
-    def test_neverHandshaking(self) -> Any:
-        """
-        With a small C{handshakeTimeout} a connection that never answers
-        the dialect offer is closed, and so is one that chooses a dialect
-        but never sends its version.
-        """
-        # Classic PB waits forever for the handshake.
-        self.startServer(policyWith(handshakeTimeout=1.0))
-        silent = yield self.connectRaw(handshake=False)
-        halfway = yield self.connectRaw(handshake=False)
-        halfway.transport.write(encode(b"pb"))
-        # The server answers in the pb dialect (its version message).
-        halfway.decoder.setVocabulary(INCOMING)
-        yield self.waitLost(silent)
-        yield self.waitLost(halfway)
-        self.assertEqual(
-            [e.get("kind") for e in self.recorder.events].count("handshakeTimeout"), 2
-        )
-        yield self.stockEcho()
-
-    @defer.inlineCallbacks
-    def test_dribbling(self) -> Any:
-        """
-        A message sent one byte every 0.2 s, past a small
-        C{messageTimeout}, closes the connection before it completes.
-        """
-        # Classic PB has no message timeout: a peer can hold a buffer open
-        # forever by dribbling.
-        self.startServer(policyWith(messageTimeout=1.0))
-        peer = yield self.connectRaw()
-        message = wireMessage(callMessage(1, b"echo", [b"tuple", b"d" * 40]))
-        remaining = iter(message)
-
-        def dribble() -> None:
-            byte = next(remaining, None)
-            if byte is None or not peer.connected:
-                loop.stop()
-            else:
-                peer.transport.write(bytes([byte]))
-
-        loop = task.LoopingCall(dribble)
-        loop.clock = self.reactor
-        done = loop.start(0.2)
-        self.addCleanup(lambda: loop.running and loop.stop())
-        yield self.waitLost(peer)
-        self.assertDropped("messageTimeout")
-        self.assertEqual(peer.messages(b"answer"), [])
-        yield done
-        yield self.stockEcho()
 
     @defer.inlineCallbacks
     def test_connectionsPerAddress(self) -> Any:

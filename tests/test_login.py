@@ -13,18 +13,16 @@ from twisted.cred import checkers, credentials
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.spread import pb
-from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import alsoProvides
 
 import pbext
 from pbext import demo, login, loginserver, security, throttle
 from pbext.login import LoginThrottle, LoginThrottled
+from pbext.testing import connectedPair
 from pbext.throttle import Attempt
 
 SERVER = IPv4Address("TCP", "192.0.2.1", 8787)
@@ -43,7 +41,9 @@ def hashPassword(username: bytes, password: bytes, stored: bytes) -> bytes:
 
 class Connection:
     """
-    A client factory connected in memory to a server factory.
+    A client factory connected in memory to a server factory (a
+    L{pbext.testing.PBConnection}), from the address C{host}, over a
+    transport that says it is TLS if C{tls}.
     """
 
     def __init__(
@@ -54,28 +54,19 @@ class Connection:
         tls: bool = False,
     ) -> None:
         self.peer = IPv4Address("TCP", host, 40000)
-        self.server = serverFactory.buildProtocol(self.peer)
-        self.client = clientFactory.buildProtocol(SERVER)
-        self.serverTransport = iosim.FakeTransport(
-            self.server, isServer=True, hostAddress=SERVER, peerAddress=self.peer
+        self.connection = connectedPair(
+            serverFactory,
+            clientFactory,
+            serverAddress=SERVER,
+            clientAddress=self.peer,
+            tls=tls,
         )
-        self.clientTransport = iosim.FakeTransport(
-            self.client, isServer=False, hostAddress=self.peer, peerAddress=SERVER
-        )
-        if tls:
-            alsoProvides(self.serverTransport, ISSLTransport)
-            alsoProvides(self.clientTransport, ISSLTransport)
-        self.pump = iosim.connect(
-            self.server,
-            self.serverTransport,
-            self.client,
-            self.clientTransport,
-            greet=True,
-        )
+        self.server = self.connection.serverBroker
+        self.client = self.connection.clientBroker
         self.clientFactory = clientFactory
 
     def flush(self) -> None:
-        self.pump.flush()
+        self.connection.pump()
 
     def login(self, creds: object, mind: object = None) -> Any:
         """
@@ -86,9 +77,7 @@ class Connection:
         return d
 
     def root(self) -> pb.RemoteReference:
-        d = self.clientFactory.getRootObject()
-        self.flush()
-        return d.result  # type: ignore[attr-defined,no-any-return]
+        return self.connection.rootObject()
 
     def call(self, ref: pb.RemoteReference, method: str, *args: object) -> Any:
         d = ref.callRemote(method, *args)
@@ -96,8 +85,7 @@ class Connection:
         return d
 
     def disconnect(self) -> None:
-        self.clientTransport.loseConnection()
-        self.flush()
+        self.connection.disconnect()
 
 
 class LoginTestsMixin:

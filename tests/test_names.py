@@ -75,7 +75,7 @@ _brokerLost _attemptFailed _retryDelay _cancelTimeout _callHook
 #: The public names pbext adds to each class, all documented.
 PUBLIC_FACTORY = {"pbextPolicy", "pbextRegistries", "pbextOptions"}
 PUBLIC = {
-    pbext.PBServerFactory: PUBLIC_FACTORY,
+    pbext.PBServerFactory: PUBLIC_FACTORY | {"pbextAdmission"},
     pbext.PBClientFactory: PUBLIC_FACTORY | {"pbextLoginOnRoot"},
     Broker: {
         "callTimeout",

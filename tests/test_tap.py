@@ -553,10 +553,10 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(
             (limits.maxConnectionsPerPrefix, limits.loginTimeout), (8, 15.0)
         )
-        self.assertTrue(factory._pbext.admission.loginRequired)
+        self.assertTrue(factory.pbextAdmission.loginRequired)
         factory = self.makeService("--limit", "loginTimeout=off").factory
         self.assertIsNone(factory.pbextPolicy.limits.loginTimeout)
-        self.assertFalse(factory._pbext.admission.loginRequired)
+        self.assertFalse(factory.pbextAdmission.loginRequired)
 
     def test_authNotesLogged(self) -> None:
         """

@@ -21,6 +21,7 @@ from twisted.internet.error import (
 )
 from twisted.internet.interfaces import (
     IConnector,
+    ISSLTransport,
     IStreamClientEndpoint,
     ITCPTransport,
 )
@@ -33,7 +34,13 @@ from zope.interface.verify import verifyObject
 
 import pbext
 from pbext.client import connect
-from pbext.testing import PBConnection, PumpError, connectedPair, memoryEndpoint
+from pbext.testing import (
+    PBConnection,
+    PumpError,
+    TLSMemoryTransport,
+    connectedPair,
+    memoryEndpoint,
+)
 
 
 class Echoer(pb.Root):
@@ -234,6 +241,48 @@ class ConnectedPairTests(SynchronousTestCase):
         self.assertTrue(transport.getTcpKeepAlive())
         transport.setTcpNoDelay(False)
         self.assertFalse(transport.getTcpNoDelay())
+
+    def test_tls(self) -> None:
+        """
+        With C{tls=True} both transports provide L{ISSLTransport} as well
+        as L{ITCPTransport}, and the peer has no certificate; by default
+        neither says it is TLS.
+        """
+        plain = self.connect(pb.PBServerFactory(Echoer()), pb.PBClientFactory())
+        self.assertFalse(plain.tls)
+        for transport in (plain.serverTransport, plain.clientTransport):
+            self.assertFalse(ISSLTransport.providedBy(transport))
+        conn = self.connect(
+            pbext.PBServerFactory(Echoer()), pbext.PBClientFactory(), tls=True
+        )
+        self.assertTrue(conn.tls)
+        for transport in (conn.serverTransport, conn.clientTransport):
+            self.assertIsInstance(transport, TLSMemoryTransport)
+            self.assertTrue(verifyObject(ISSLTransport, transport))
+            self.assertTrue(verifyObject(ITCPTransport, transport))
+            self.assertIsNone(transport.getPeerCertificate())
+        root = conn.rootObject()
+        self.assertEqual(conn.resultOf(root.callRemote("echo", 5)), 5)
+
+    def test_plaintextLoginOverTLS(self) -> None:
+        """
+        A pbext server that takes plaintext passwords only over TLS takes
+        one on a C{tls=True} connection, and refuses it on a plain one.
+        """
+        for tls in (True, False):
+            conn = self.connect(
+                pbext.PBServerFactory(portal(), reactor=task.Clock()),
+                pbext.PBClientFactory(),
+                tls=tls,
+            )
+            asked = conn.rootObject().callRemote(
+                "loginWithPassword", b"alice", b"secret", None
+            )
+            if tls:
+                avatar = conn.resultOf(asked)
+                self.assertEqual(conn.resultOf(avatar.callRemote("whoami")), b"alice")
+            else:
+                self.assertTrue(conn.failureOf(asked).check(UnauthorizedLogin))
 
     def test_writeText(self) -> None:
         """

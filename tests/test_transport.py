@@ -7,13 +7,14 @@ buffer, arrive whole and in order, to stock and pbext peers alike.
 
 from __future__ import annotations
 
-import errno
 import select
 import socket
 import sys
 from typing import Any, List, Tuple
 
-from twisted.internet import defer, main, protocol, reactor, tcp
+from twisted.internet import defer, main, protocol, reactor, task, tcp
+from twisted.internet.address import IPv4Address
+from twisted.python.failure import Failure
 from twisted.spread import banana, pb
 from twisted.trial.unittest import TestCase
 
@@ -89,14 +90,30 @@ def stockEncode(obj: object) -> bytes:
     return b"".join(written)
 
 
+def loopbackPair() -> Tuple[socket.socket, socket.socket]:
+    """
+    Two connected TCP sockets on 127.0.0.1, made without the reactor.
+    """
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=10)
+        server, _ = listener.accept()
+    return server, client
+
+
 class SocketPairMixin:
     """
     Twisted TCP connections over one end of a socket pair, driven by hand
     (the reactor does not read them), the other end a plain socket.
     """
 
-    def connection(self, proto: protocol.Protocol) -> Tuple[tcp.Server, socket.socket]:
-        ours, peer = socket.socketpair()
+    def connection(
+        self, proto: protocol.Protocol, overTCP: bool = False
+    ) -> Tuple[tcp.Server, socket.socket]:
+        """
+        Connect C{proto} to a plain socket: over a socket pair, or over
+        loopback TCP if C{overTCP} (for a protocol that sets TCP options).
+        """
+        ours, peer = loopbackPair() if overTCP else socket.socketpair()
         transport = tcp.Server(ours, proto, ("127.0.0.1", 0), None, 0, reactor)  # type: ignore[arg-type]
         transport.stopReading()
         proto.makeConnection(transport)
@@ -321,16 +338,12 @@ class DirectReadsTestsMixin(SocketPairMixin):
         proto, transport, peer = self.reading()
         data = encode(b"z" * 500_000)
         self.sendAll(transport, peer, data[:200_000])
-        transport.socket.shutdown(socket.SHUT_RD)
-        recvInto = transport.socket.recv_into
-
-        def failing(buffer: Any) -> int:
-            raise OSError(errno.ECONNRESET, "reset")
-
-        reads = vars(transport)["doRead"].__self__
-        reads._recvInto = failing
-        self.assertIs(transport.doRead(), main.CONNECTION_LOST)
-        reads._recvInto = recvInto
+        self.assertIsNotNone(proto.receiveBuffer())
+        # A peer that closes with bytes it never read resets the
+        # connection: reads fail with ECONNRESET.
+        transport.socket.send(b"never read")
+        peer.close()
+        self.assertIs(self.readAll(transport), main.CONNECTION_LOST)
         self.assertEqual(proto.messages, [])
 
     def test_stop(self) -> None:
@@ -338,8 +351,12 @@ class DirectReadsTestsMixin(SocketPairMixin):
         L{DirectReads.stop} gives the transport its own C{doRead} back.
         """
         proto, transport, peer = self.reading()
-        vars(transport)["doRead"].__self__.stop()
-        self.assertNotIn("doRead", vars(transport))
+        reads = DirectReads.reading(transport)
+        assert reads is not None
+        self.assertEqual(transport.doRead, reads.doRead)
+        reads.stop()
+        self.assertIsNone(DirectReads.reading(transport))
+        self.assertEqual(transport.doRead(), None)
 
     def test_onlyPlainTCP(self) -> None:
         self.assertIsNone(DirectReads.forTransport(object(), print, print))  # type: ignore[arg-type]
@@ -369,7 +386,7 @@ def recordReceivedInto(broker: Any) -> List[int]:
     """
     counts: List[int] = []
     receivedInto = broker._pbextReceivedInto
-    reads = broker._pbextDirectReads
+    reads = DirectReads.reading(broker.transport)
 
     def recording(count: int) -> bool:
         counts.append(count)
@@ -379,24 +396,11 @@ def recordReceivedInto(broker: Any) -> List[int]:
     return counts
 
 
-class DirectWriterTests(TestCase):
+class BrokerTransportTests(SocketPairMixin, TestCase):
     """
-    Over real loopback TCP connections.
+    How pbext's broker uses L{DirectReads} and L{DirectWrites}, on
+    connections driven by hand.
     """
-
-    timeout = 60
-
-    def serve(self, factory: pb.PBServerFactory) -> int:
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        return port.getHost().port  # type: ignore[no-any-return]
-
-    @defer.inlineCallbacks
-    def rootOf(self, factory: pb.PBClientFactory, portNumber: int) -> Any:
-        connector = reactor.connectTCP("127.0.0.1", portNumber, factory)
-        self.addCleanup(connector.disconnect)
-        root = yield factory.getRootObject()
-        return root
 
     def test_deliversTo(self) -> None:
         """
@@ -436,6 +440,73 @@ class DirectWriterTests(TestCase):
         self.assertFalse(_deliversTo(Changing(defer.Deferred(), broker), broker))
         self.assertFalse(_deliversTo(None, broker))
 
+    def test_onlyPlainTCP(self) -> None:
+        """
+        Only Twisted's own TCP connections get a direct writer.
+        """
+        self.assertIsNone(directWriter(object()))
+        pair = testing.connectedPair(
+            pbext.PBServerFactory(Echo()), pbext.PBClientFactory()
+        )
+        self.addCleanup(pair.disconnect)
+        broker = pair.serverBroker
+        self.assertEqual(broker._pbextWrite, broker.transport.write)  # type: ignore[union-attr]
+
+    def test_lostMidString(self) -> None:
+        """
+        A peer that disconnects in the middle of a long string, received in
+        place, leaves the broker disconnected cleanly, its transport with
+        its own C{doRead} back.
+        """
+        factory = pbext.PBServerFactory(Echo(), reactor=task.Clock())
+        broker = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 0))
+        transport, peer = self.connection(broker, overTCP=True)
+        self.assertIsNotNone(DirectReads.reading(transport))
+        # The broker's dialect offer, read so that closing is not a reset.
+        self.assertTrue(peer.recv(1024))
+        peer.setblocking(False)
+        data = encode(b"q" * 600_000)
+        view = memoryview(data[:300_000])
+        for _ in range(10_000):
+            if not view:
+                break
+            try:
+                view = view[peer.send(view) :]
+            except BlockingIOError:
+                pass
+            self.assertIsNone(transport.doRead())
+        self.assertFalse(view, "the broker stopped reading")
+        self.assertIsNotNone(DirectReads.reading(transport))
+        lost: List[None] = []
+        broker.notifyOnDisconnect(lambda: lost.append(None))
+        peer.close()
+        reason = transport.doRead()
+        self.assertIs(reason, main.CONNECTION_DONE)
+        transport.connectionLost(Failure(reason))
+        self.assertEqual(lost, [None])
+        self.assertIsNone(DirectReads.reading(transport))
+
+
+class DirectWriterTests(TestCase):
+    """
+    Over real loopback TCP connections (in the integration part of the
+    suite).
+    """
+
+    timeout = 60
+
+    def serve(self, factory: pb.PBServerFactory) -> int:
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port  # type: ignore[no-any-return]
+
+    @defer.inlineCallbacks
+    def rootOf(self, factory: pb.PBClientFactory, portNumber: int) -> Any:
+        connector = reactor.connectTCP("127.0.0.1", portNumber, factory)
+        self.addCleanup(connector.disconnect)
+        root = yield factory.getRootObject()
+        return root
+
     @defer.inlineCallbacks
     def test_inPlaceThroughConnect(self) -> None:
         """
@@ -450,23 +521,11 @@ class DirectWriterTests(TestCase):
         broker = root.broker
         self.addCleanup(broker.transport.loseConnection)
         self.assertIsNot(broker.transport.protocol, broker)
-        self.assertIsNotNone(broker._pbextDirectReads)
+        self.assertIsNotNone(DirectReads.reading(broker.transport))
         receivedInto = recordReceivedInto(broker)
         big = [bytes([i]) * 600_000 for i in range(3)]
         self.assertEqual((yield root.callRemote("echo", big)), big)
         self.assertGreater(sum(receivedInto), len(big) * 300_000)
-
-    def test_onlyPlainTCP(self) -> None:
-        """
-        Only Twisted's own TCP connections get a direct writer.
-        """
-        self.assertIsNone(directWriter(object()))
-        pair = testing.connectedPair(
-            pbext.PBServerFactory(Echo()), pbext.PBClientFactory()
-        )
-        self.addCleanup(pair.disconnect)
-        broker = pair.serverBroker
-        self.assertEqual(broker._pbextWrite, broker.transport.write)  # type: ignore[union-attr]
 
     @defer.inlineCallbacks
     def test_largeAndPipelined(self) -> None:
@@ -505,43 +564,3 @@ class DirectWriterTests(TestCase):
             answers = yield defer.gatherResults(calls)
             self.assertEqual(answers, [[i, b"x" * (i * 997)] for i in range(150)])
             clientFactory.disconnect()
-
-    @defer.inlineCallbacks
-    def test_lostMidString(self) -> None:
-        """
-        A peer that disconnects in the middle of a long string, received in
-        place, leaves the broker disconnected cleanly, its transport with
-        its own C{doRead} back.
-        """
-        brokers: List[Any] = []
-        factory = pbext.PBServerFactory(Echo())
-        build = factory.buildProtocol
-
-        def buildProtocol(addr: Any) -> Any:
-            broker = build(addr)
-            brokers.append(broker)
-            return broker
-
-        factory.buildProtocol = buildProtocol  # type: ignore[method-assign]
-        portNumber = self.serve(factory)
-        client = socket.create_connection(("127.0.0.1", portNumber))
-        self.addCleanup(client.close)
-        data = encode(b"q" * 600_000)
-        client.sendall(data[:300_000])
-        while not brokers or not brokers[0]._pbextDecoder.receiveBuffer():
-            yield deferLater(0.01)
-        broker = brokers[0]
-        transport = broker.transport
-        self.assertIn("doRead", vars(transport))
-        lost = defer.Deferred()
-        broker.notifyOnDisconnect(lambda: lost.callback(None))
-        client.close()
-        yield lost
-        self.assertIsNone(broker._pbextDirectReads)
-        self.assertNotIn("doRead", vars(transport))
-
-
-def deferLater(seconds: float) -> defer.Deferred[None]:
-    from twisted.internet import task
-
-    return task.deferLater(reactor, seconds, lambda: None)

@@ -36,6 +36,7 @@ TESTS = [
     "tests.test_mutatedsend",
     "tests.test_fuzzcorpus",
     "tests.test_hostile",
+    "tests.test_hostile_inmemory",
 ]
 
 #: What is copied from the checkout.
