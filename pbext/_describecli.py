@@ -12,6 +12,10 @@ from typing import Any
 from twisted.python.failure import Failure
 
 from pbext import cli, introspect, stubs
+from pbext.loginserver import _PortalWrapper
+
+#: What a realm server's root is described as before a login.
+_LOGIN_CLASS = f"{_PortalWrapper.__module__}.{_PortalWrapper.__qualname__}"
 
 
 def _refusal(failure: Failure) -> str | None:
@@ -60,7 +64,7 @@ async def _fromServer(
 
 def _realmNote(description: introspect.Description, output: cli._Output) -> None:
     first = description["classes"][0]
-    if first["name"].startswith("pbext.login.") and any(
+    if first["name"] == _LOGIN_CLASS and any(
         m["name"] == "login" for m in first["methods"]
     ):
         output.note(

@@ -71,6 +71,7 @@ INTEGRATION = (
     "tests.test_budget.TLSBackpressureTests",
     "tests.test_cancellation.RemoteCancellationTests",
     "tests.test_cli.CallTests",
+    "tests.test_cli.DescribeTests",
     "tests.test_cli.PingTests",
     "tests.test_client.ConnectEndToEndTests",
     "tests.test_client.ExampleTests",
@@ -86,6 +87,7 @@ INTEGRATION = (
     "tests.test_metrics.PrometheusTests",
     "tests.test_metrics.TapMetricsTests",
     "tests.test_peerdecoding.PeerDecodingTests",
+    "tests.test_stubs.MypyTests",
     "tests.test_tls",
     "tests.test_transport.DirectWriterTests",
 )
