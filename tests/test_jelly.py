@@ -1144,14 +1144,63 @@ class PlainFastPathTestsMixin:
             return
         self.assertEqual(repr(plain), repr(Unjellier(bound()).unjellyFull(sexp)))
 
+    def test_unjellyPlainReferences(self) -> None:
+        """
+        Shared values and cycles as stock jelly sends them (a
+        C{dereference} of a finished reference anywhere, of one being built
+        as a list's item or a dictionary's value) are unjellied by the
+        plain path, to the same objects, shared and cyclic alike, as the
+        full unjellier makes.
+        """
+        cycle = [b"reference", 1, [b"list", [b"dereference", 1], 1]]
+        plain = self.unjellyPlain([b"tuple", cycle, [b"dereference", 1]])
+        self.assertIsNot(plain, _jelly.NOT_PLAIN)
+        self.assertIs(plain[0], plain[1])
+        self.assertIs(plain[0][0], plain[0])
+        self.assertEqual(plain[0][1], 1)
+        inDict = [
+            b"reference",
+            2,
+            [b"dictionary", [b"me", [b"dereference", 2]], [b"n", 3]],
+        ]
+        value = self.unjellyPlain(inDict)
+        self.assertIs(value[b"me"], value)
+        self.assertEqual(list(value), [b"me", b"n"])
+        shared = [
+            b"list",
+            [b"reference", 3, [b"tuple", 1, [b"unicode", b"x"]]],
+            [b"dereference", 3],
+            [b"reference", 4, 7],
+            [b"dereference", 4],
+        ]
+        value = self.unjellyPlain(shared)
+        self.assertEqual(value, [(1, "x"), (1, "x"), 7, 7])
+        self.assertIs(value[0], value[1])
+        full = Unjellier(bound()).unjellyFull(shared)
+        self.assertEqual(repr(value), repr(full))
+        throughTuple = [b"reference", 5, [b"tuple", [b"list", [b"dereference", 5]]]]
+        value = self.unjellyPlain(throughTuple)
+        self.assertIs(value[0][0], value)
+
     def test_unjellyPlainStepsAside(self) -> None:
         """
-        References, copies, malformed and non-UTF-8 expressions are left to
-        the full unjellier.
+        Forward references, cycles through an immutable container or a
+        dictionary key, repeated or non-integer reference IDs, copies,
+        malformed and non-UTF-8 expressions are left to the full unjellier.
         """
         for sexp in (
-            [b"reference", 1, [b"list"]],
             [b"list", [b"dereference", 1]],
+            [b"list", [b"dereference", 1], [b"reference", 1, [b"list"]]],
+            [b"reference", 1, [b"tuple", [b"dereference", 1]]],
+            [b"reference", 1, [b"set", [b"dereference", 1]]],
+            [b"reference", 1, [b"dictionary", [[b"dereference", 1], 1]]],
+            [b"reference", 1, [b"dereference", 1]],
+            [b"reference", 1, [b"list", [b"reference", 1, [b"list"]]]],
+            [b"list", [b"reference", 1, 1], [b"reference", 1, 2]],
+            [b"reference", b"1", [b"list"]],
+            [b"reference", True, [b"list"]],
+            [b"reference", 1],
+            [b"dereference", 1, 2],
             [b"remote", 1],
             [b"unicode", b"\xff"],
             [b"unicode"],
