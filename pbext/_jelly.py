@@ -65,8 +65,9 @@ This is a private module: its API may change with the broker's needs.
 from __future__ import annotations
 
 import datetime
+import sys
 import operator
-from typing import Any, Callable, Iterable, Mapping, NoReturn, cast
+from typing import Any, Callable, Iterable, Mapping, NoReturn, TypeVar, cast
 
 from twisted.persisted.crefutil import NotKnown, _DictKeyAndValue
 from twisted.python.failure import Failure
@@ -147,6 +148,8 @@ _MALFORMED_ERRORS = (
 )
 
 _MISSING = object()
+
+_W = TypeVar("_W")
 
 
 def _checkArity(rest: list[Any], count: int, tag: str) -> None:
@@ -440,6 +443,11 @@ class Unjellier(_twistedJelly._Unjellier):
         # this unjellier their code gets.
         self._classicClasses: dict[Any, _ClassicClass] = {}
         self._view: _ApplicationView | None = None
+        # The values that wait for one still being built (a cycle through
+        # something immutable), and how many more may (maxWaitingValues).
+        self._waiting: list[Any] = []
+        limits = getattr(policy, "limits", None)
+        self._maxWaiting: int = getattr(limits, "maxWaitingValues", sys.maxsize)
 
     def _findRegistry(self, tag: bytes) -> Any:
         """
@@ -469,14 +477,45 @@ class Unjellier(_twistedJelly._Unjellier):
         try:
             result = self._finish(self.unjelly(obj))
         except InsecureJelly:
+            self._breakCycles()
             raise
         except _MALFORMED_ERRORS as e:
+            self._breakCycles()
             raise MalformedJelly(
                 f"malformed jelly expression ({type(e).__name__}: {e})"
             ) from e
         for hook in self.postCallbacks:
             self._runApplication(type(getattr(hook, "__self__", hook)), hook)
         return result
+
+    def _wait(self, value: _W) -> _W:
+        """
+        Count C{value}, a tuple, set or dictionary key that waits for a
+        value still being built (see L{Limits.maxWaitingValues}).
+
+        @raise InsecureJelly: Past the limit.
+        """
+        self._waiting.append(value)
+        if len(self._waiting) > self._maxWaiting:
+            raise InsecureJelly(
+                f"more than {self._maxWaiting} tuples, sets or dictionary keys of "
+                f"one message wait for a value that is still being built (a "
+                f"cycle through them; maxWaitingValues)"
+            )
+        return value
+
+    def _breakCycles(self) -> None:
+        """
+        Forget what the placeholders of a refused expression wait for:
+        each waits for the other, and without these cycles reference
+        counting frees them at once, not the garbage collector later.
+        """
+        for value in [*self._waiting, *self.references.values()]:
+            if isinstance(value, NotKnown):
+                value.dependants = []
+                if isinstance(value, _LinearContainer):
+                    value.items = []
+        self._waiting = []
 
     def _finish(self, result: Any) -> Any:
         """
@@ -801,7 +840,7 @@ class Unjellier(_twistedJelly._Unjellier):
         items, pending = self._unjellyItems(rest)
         pending = [index for index in pending if isinstance(items[index], NotKnown)]
         if pending:
-            return _LinearContainer(items, containerType, pending)
+            return self._wait(_LinearContainer(items, containerType, pending))
         return containerType(items)
 
     def _unjelly_list(self, rest: list[Any]) -> list[Any]:
@@ -830,7 +869,7 @@ class Unjellier(_twistedJelly._Unjellier):
             if isinstance(key, NotKnown):
                 # Insert once the key is known (crefutil would hash the
                 # placeholder and fail).
-                slot = _DictKeyAndValue(result)
+                slot = self._wait(_DictKeyAndValue(result))
                 key.addDependant(slot, 0)
                 if isinstance(value, NotKnown):
                     value.addDependant(slot, 1)
@@ -1275,14 +1314,11 @@ class _PlainReferences:
         return value
 
     def dereference(self, sexp: list[Any]) -> Any:
-        if len(sexp) != 2:
-            raise _NotPlain
-        refid = sexp[1]
-        if type(refid) is int:
-            value = self.done.get(refid, _MISSING)
+        if len(sexp) == 2 and type(sexp[1]) is int:
+            value = self.done.get(sexp[1], _MISSING)
             if value is not _MISSING:
                 return value
-            opened = self.open.get(refid)
+            opened = self.open.get(sexp[1])
             if opened is not None:
                 self.loose += 1
                 return opened
@@ -1344,7 +1380,13 @@ def _unjellyPlain(
             return sexp[1].decode("utf-8")
         except UnicodeDecodeError:
             raise _NotPlain from None
-    loose = refs.loose if refs is not None else 0
+    if refs is None:
+        loose = 0
+    elif tag == b"dereference":
+        # First: in a cycle, one node in two may be one.
+        return refs.dereference(sexp)
+    else:
+        loose = refs.loose
     if tag == b"dictionary":
         result: dict[Any, Any] = {}
         for pair in sexp[1:]:
@@ -1393,11 +1435,8 @@ def _unjellyPlain(
             return True
         if sexp[1] == b"false":
             return False
-    if refs is not None:
-        if tag == b"reference":
-            return refs.reference(sexp, types)
-        if tag == b"dereference":
-            return refs.dereference(sexp)
+    if refs is not None and tag == b"reference":
+        return refs.reference(sexp, types)
     spec = types.get(tag) if types else None
     if spec is not None and len(sexp) == 2 and type(sexp[1]) is list:
         state = _unjellyPlain(sexp[1], types)

@@ -56,7 +56,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.spread import banana, flavors, jelly, pb
 
-from pbext import _jelly, keepalive, typecheck
+from pbext import _jelly, fairness, keepalive, typecheck
 from pbext._accelerator import speedups as _speedups
 from pbext._peer import peerText
 from pbext._transport import (
@@ -1040,6 +1040,40 @@ class Broker(pb.Broker):
         """
         decoder = self._pbextDecoder
         assert decoder is not None
+        started = fairness.cpuTime()
+        try:
+            self._pbextParseNow(decoder, parse, data)
+        finally:
+            self._pbextTakeTurns(fairness.cpuTime() - started)
+
+    def _pbextTakeTurns(self, spent: float) -> None:
+        """
+        Handling one read of this peer took C{spent} seconds of CPU time:
+        if that is much, and other connections of the server are waiting,
+        stop reading it for a while, so that it has at most
+        C{maxPeerCPUPercent} of the process (see L{pbext.fairness}).
+        """
+        pause = fairness.pauseAfter(spent, self._pbextLimits.maxPeerCPUPercent)
+        if pause <= 0 or self.disconnected or "cpuShare" in self._pbextTimers:
+            return
+        state = self._pbextFactoryState
+        if state is None or state.connectionCount < 2:
+            # Nobody else to serve (or a client, with its one server).
+            return
+        self._pbextPauseReading("cpuShare")
+
+        def resume() -> None:
+            self._pbextTimers.pop("cpuShare", None)
+            self._pbextResumeReading("cpuShare")
+
+        self._pbextSetTimer("cpuShare", pause, resume)
+
+    def _pbextParseNow(
+        self,
+        decoder: Decoder,
+        parse: Callable[[Any, Callable[[object], None]], None],
+        data: Any,
+    ) -> None:
         if self._pbextKeepalive is not None:
             self._pbextKeepalive.activity()
         # For the idle timer, and for pbext.admission's choice of whom to

@@ -329,6 +329,19 @@ class TCPMemoryTests(_MemoryBase):
         """
         return self.runAttack(_memory.Cycles)
 
+    def test_manyLists(self) -> Any:
+        """
+        Calls whose arguments are as many lists as a message may hold, in
+        one cycle.
+        """
+        return self.runAttack(_memory.ManyLists)
+
+    def test_tupleCycles(self) -> Any:
+        """
+        Calls whose arguments are large reference cycles through tuples.
+        """
+        return self.runAttack(_memory.TupleCycles)
+
     def test_largeMessages(self) -> Any:
         """
         Messages of the largest size accepted, one after another.
