@@ -672,6 +672,10 @@ class Broker(pb.Broker):
         # How many bytes written wait to be sent (see connectionMade), and
         # whether that is past maxPendingWriteBytes.
         self._pbextPendingOut: Callable[[], int] | None = None
+        # A message about to be written, charged to the budget first.
+        self._pbextUnwritten = 0
+        # The bytes of the reads whose messages wait in the backlog.
+        self._pbextBacklogBytes = 0
         self._pbextOutputFull = False
         # The server-wide memory budget (set by the factory) and what this
         # connection last reported to it.
@@ -1003,7 +1007,7 @@ class Broker(pb.Broker):
         decoder = self._pbextDecoder
         if decoder is None:
             return
-        self._pbextParse(decoder.feedTo, chunk)
+        self._pbextParse(decoder.feedTo, chunk, len(chunk))
 
     def _pbextReceiveBuffer(self) -> Any:
         """
@@ -1028,15 +1032,19 @@ class Broker(pb.Broker):
         decoder = self._pbextDecoder
         if decoder is None:
             return False
-        self._pbextParse(decoder.bufferFilled, count)
+        self._pbextParse(decoder.bufferFilled, count, count)
         return self._pbextDecoder is not None and not self._pbextReadPauses
 
     def _pbextParse(
-        self, parse: Callable[[Any, Callable[[object], None]], None], data: Any
+        self,
+        parse: Callable[[Any, Callable[[object], None]], None],
+        data: Any,
+        size: int,
     ) -> None:
         """
-        Parse received bytes with C{parse} (a method of the decoder), and
-        keep the connection's timers, keepalive and queue up to date.
+        Parse C{size} received bytes with C{parse} (a method of the
+        decoder), and keep the connection's timers, keepalive and queue up
+        to date.
         """
         decoder = self._pbextDecoder
         assert decoder is not None
@@ -1044,6 +1052,12 @@ class Broker(pb.Broker):
         try:
             self._pbextParseNow(decoder, parse, data)
         finally:
+            if self._pbextBacklog:
+                # Messages received and waiting to be handled: the bytes
+                # they came in bound what they hold (for the budget).
+                self._pbextBacklogBytes += size
+                if self._pbextBudget is not None:
+                    self._pbextChargeBytes()
             self._pbextTakeTurns(fairness.cpuTime() - started)
 
     def _pbextTakeTurns(self, spent: float) -> None:
@@ -1148,6 +1162,8 @@ class Broker(pb.Broker):
                 )
                 self._pbextDropConnection("internalError", "error handling a message")
                 return
+        if not backlog:
+            self._pbextBacklogBytes = 0
         if backlog and not self.disconnected:
             self._pbextPauseReading("fairness")
             self._pbextDrainCall = self._pbextGetClock().callLater(0, self._pbextDrain)
@@ -1202,6 +1218,8 @@ class Broker(pb.Broker):
             self._pbextOutgoingVocabulary(),
             self._pbextLimits.maxOutgoingMessageBytes,
         )
+        if self._pbextBudget is not None and not self._pbextPrecharge(pieces):
+            return
         if len(pieces) == 1:
             self._pbextWrite(pieces[0])
         else:
@@ -1225,6 +1243,35 @@ class Broker(pb.Broker):
             abs(pending - self._pbextChargedBytes) >= BYTES_STEP
         ):
             self._pbextChargeBytes()
+
+    def _pbextPrecharge(self, pieces: list[bytes]) -> bool:
+        """
+        Before a large message joins output that already waits for a peer
+        that is not reading, charge it to the server's budget: if that
+        makes this connection the one to cut, it is cut before the
+        transport copies the message into its buffer (a copy the budget
+        would otherwise only see afterwards).
+
+        @return: Whether the message may still be written.
+        """
+        measure = self._pbextPendingOut
+        if measure is None:
+            return True
+        pending = measure()
+        if not pending:
+            return True
+        size = sum(map(len, pieces))
+        if size < BYTES_STEP:
+            return True
+        budget = self._pbextBudget
+        assert budget is not None
+        self._pbextUnwritten = size
+        try:
+            self._pbextChargedBytes = pending + size
+            budget.chargeBytes(self, pending + size)
+        finally:
+            self._pbextUnwritten = 0
+        return not (self._pbextDropped or self.disconnected)
 
     def _pbextWriteToTransport(self, data: bytes) -> None:
         self.transport.write(data)
@@ -1341,6 +1388,7 @@ class Broker(pb.Broker):
             return 0
         measure = self._pbextPendingOut
         pending = measure() if measure is not None else self._pbextPausedBytes
+        pending += self._pbextUnwritten + self._pbextBacklogBytes
         decoder = self._pbextDecoder
         if decoder is not None:
             pending += decoder.pendingBytes
