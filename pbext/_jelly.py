@@ -65,8 +65,8 @@ This is a private module: its API may change with the broker's needs.
 from __future__ import annotations
 
 import datetime
-import sys
 import operator
+import sys
 from typing import Any, Callable, Iterable, Mapping, NoReturn, TypeVar, cast
 
 from twisted.persisted.crefutil import NotKnown, _DictKeyAndValue
