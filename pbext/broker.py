@@ -1068,11 +1068,17 @@ class Broker(pb.Broker):
         C{maxPeerCPUPercent} of the process (see L{pbext.fairness}).
         """
         pause = fairness.pauseAfter(spent, self._pbextLimits.maxPeerCPUPercent)
-        if pause <= 0 or self.disconnected or "cpuShare" in self._pbextTimers:
+        if pause <= 0 or self.disconnected:
             return
         state = self._pbextFactoryState
         if state is None or state.connectionCount < 2:
             # Nobody else to serve (or a client, with its one server).
+            return
+        waiting = self._pbextTimers.get("cpuShare")
+        if waiting is not None and waiting.active():
+            # Bytes already read (a TLS record after another) still cost:
+            # the pause grows by their share too.
+            waiting.delay(pause)
             return
         self._pbextPauseReading("cpuShare")
 

@@ -169,3 +169,24 @@ class BrokerTakesTurnsTests(SynchronousTestCase):
         self.connect()
         self.heavyCall(costly, 1)
         self.assertFalse(costly.serverTransport.readingPaused)
+
+    def test_pauseGrows(self) -> None:
+        """
+        Costly bytes handled while the peer is already paused (bytes read
+        before the pause, such as further TLS records of one read) make the
+        pause longer by their own share.
+        """
+        costly = self.connect()
+        self.connect()
+        self.heavyCall(costly, 1)
+        broker = costly.serverBroker
+        self.cpu.step = 0.05
+        try:
+            broker.dataReceived(wireMessage(callMessage(2, b"echo", [b"tuple", 1])))
+        finally:
+            self.cpu.step = 0.0
+        self.assertEqual(self.root.calls, 2)
+        self.clock.advance(0.39)
+        self.assertTrue(costly.serverTransport.readingPaused)
+        self.clock.advance(0.02)
+        self.assertFalse(costly.serverTransport.readingPaused)
