@@ -1063,16 +1063,20 @@ class Broker(pb.Broker):
     def _pbextTakeTurns(self, spent: float) -> None:
         """
         Handling one read of this peer took C{spent} seconds of CPU time:
-        if that is much, and other connections of the server are waiting,
-        stop reading it for a while, so that it has at most
+        if that is much, and other connections are open, stop reading it
+        for a while, so that it has at most
         C{maxPeerCPUPercent} of the process (see L{pbext.fairness}).
         """
         pause = fairness.pauseAfter(spent, self._pbextLimits.maxPeerCPUPercent)
         if pause <= 0 or self.disconnected:
             return
         state = self._pbextFactoryState
-        if state is None or state.connectionCount < 2:
-            # Nobody else to serve (or a client, with its one server).
+        if state is not None and state.admission is not None:
+            others = state.connectionCount > 1
+        else:
+            others = fairness.othersConnected(self._pbextGetClock())
+        if not others:
+            # Nobody else would be served meanwhile.
             return
         waiting = self._pbextTimers.get("cpuShare")
         if waiting is not None and waiting.active():

@@ -10,8 +10,10 @@ nothing but its messages.  After a read whose handling took more than
 L{HEAVY_READ} seconds of the process's CPU time, the broker stops
 reading that peer (and handling its queued messages) for long enough
 that the peer had at most C{maxPeerCPUPercent} per cent of the process
-(L{pbext.security.Limits.maxPeerCPUPercent}).  Nothing is refused; a
-peer whose messages are cheap is never paused.
+(L{pbext.security.Limits.maxPeerCPUPercent}), if other connections are
+open: those of its server factory, or for a client those its reactor
+reads.  Nothing is refused; a peer whose messages are cheap, or that is
+alone, is never paused.
 
 @since: pbext NEXT
 """
@@ -20,6 +22,9 @@ from __future__ import annotations
 
 import time
 from typing import Callable
+
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.interfaces import IReactorFDSet
 
 #: A read whose handling took more CPU time than this, in seconds, is
 #: heavy: its peer waits before the next one.  Far above what an ordinary
@@ -30,6 +35,28 @@ HEAVY_READ = 0.005
 #: loaded machine does not inflate as it inflates wall-clock time (tests
 #: replace it).
 cpuTime: Callable[[], float] = time.process_time
+
+
+def othersConnected(reactor: object) -> bool:
+    """
+    Whether C{reactor} reads more than one connection: a client broker,
+    which knows only its own factory's one connection, asks the reactor
+    whether anybody else would be served while it waits.
+
+    @param reactor: The broker's clock: a reactor providing
+        L{IReactorFDSet}, or a test clock (then: no).
+    """
+    if not IReactorFDSet.providedBy(reactor):
+        return False
+    connections = 0
+    for reader in reactor.getReaders():  # type: ignore[attr-defined]
+        # Connections have a protocol; listening ports, the waker and
+        # process pipes do not.
+        if isinstance(reader, FileDescriptor) and getattr(reader, "protocol", None):
+            connections += 1
+            if connections > 1:
+                return True
+    return False
 
 
 def pauseAfter(spent: float, percent: int) -> float:
@@ -47,4 +74,4 @@ def pauseAfter(spent: float, percent: int) -> float:
     return spent * (100.0 / percent - 1.0)
 
 
-__all__ = ["HEAVY_READ", "cpuTime", "pauseAfter"]
+__all__ = ["HEAVY_READ", "cpuTime", "othersConnected", "pauseAfter"]
