@@ -4872,7 +4872,10 @@ unjellyReference(PyObject *sexp, PyObject *types, PlainRefs *refs)
     if (PyDict_SetItem(refs->open, refid, slots) == 0) {
         value = unjellyMember(expression, types, refs);
         if (PyDict_DelItem(refs->open, refid) < 0) {
-            Py_CLEAR(value);
+            if (value != NOT_PLAIN_C) {
+                Py_XDECREF(value);
+            }
+            value = NULL;
         }
     }
     if (value != NULL && value != NOT_PLAIN_C &&
