@@ -66,7 +66,8 @@ from __future__ import annotations
 
 import datetime
 import operator
-from typing import Any, Callable, Iterable, Mapping, NoReturn, cast
+import sys
+from typing import Any, Callable, Iterable, Mapping, NoReturn, TypeVar, cast
 
 from twisted.persisted.crefutil import NotKnown
 from twisted.python.failure import Failure
@@ -155,6 +156,8 @@ _MALFORMED_ERRORS = (
 )
 
 _MISSING = object()
+
+_W = TypeVar("_W")
 
 
 def _checkArity(rest: list[Any], count: int, tag: str) -> None:
@@ -446,6 +449,11 @@ class Unjellier(_twisted.Unjellier):
         # this unjellier their code gets.
         self._classicClasses: dict[Any, _ClassicClass] = {}
         self._view: _ApplicationView | None = None
+        # The values that wait for one still being built (a cycle through
+        # something immutable), and how many more may (maxWaitingValues).
+        self._waiting: list[Any] = []
+        limits = getattr(policy, "limits", None)
+        self._maxWaiting: int = getattr(limits, "maxWaitingValues", sys.maxsize)
 
     def _findRegistry(self, tag: bytes) -> Any:
         """
@@ -475,14 +483,45 @@ class Unjellier(_twisted.Unjellier):
         try:
             result = self._finish(self.unjelly(obj))
         except InsecureJelly:
+            self._breakCycles()
             raise
         except _MALFORMED_ERRORS as e:
+            self._breakCycles()
             raise MalformedJelly(
                 f"malformed jelly expression ({type(e).__name__}: {e})"
             ) from e
         for hook in self.postCallbacks:
             self._runApplication(type(getattr(hook, "__self__", hook)), hook)
         return result
+
+    def _wait(self, value: _W) -> _W:
+        """
+        Count C{value}, a tuple, set or dictionary key that waits for a
+        value still being built (see L{Limits.maxWaitingValues}).
+
+        @raise InsecureJelly: Past the limit.
+        """
+        self._waiting.append(value)
+        if len(self._waiting) > self._maxWaiting:
+            raise InsecureJelly(
+                f"more than {self._maxWaiting} tuples, sets or dictionary keys of "
+                f"one message wait for a value that is still being built (a "
+                f"cycle through them; maxWaitingValues)"
+            )
+        return value
+
+    def _breakCycles(self) -> None:
+        """
+        Forget what the placeholders of a refused expression wait for:
+        each waits for the other, and without these cycles reference
+        counting frees them at once, not the garbage collector later.
+        """
+        for value in [*self._waiting, *self.references.values()]:
+            if isinstance(value, NotKnown):
+                value.dependants = []
+                if isinstance(value, _LinearContainer):
+                    value.items = []
+        self._waiting = []
 
     def _finish(self, result: Any) -> Any:
         """
@@ -807,7 +846,7 @@ class Unjellier(_twisted.Unjellier):
         items, pending = self._unjellyItems(rest)
         pending = [index for index in pending if isinstance(items[index], NotKnown)]
         if pending:
-            return _LinearContainer(items, containerType, pending)
+            return self._wait(_LinearContainer(items, containerType, pending))
         return containerType(items)
 
     def _unjelly_list(self, rest: list[Any]) -> list[Any]:
@@ -836,7 +875,7 @@ class Unjellier(_twisted.Unjellier):
             if isinstance(key, NotKnown):
                 # Insert once the key is known (crefutil would hash the
                 # placeholder and fail).
-                slot = DictKeyAndValue(result)
+                slot = self._wait(DictKeyAndValue(result))
                 key.addDependant(slot, 0)
                 if isinstance(value, NotKnown):
                     value.addDependant(slot, 1)
@@ -1216,16 +1255,120 @@ def _jellyPlainPython(obj: Any, types: Mapping[type, Any] | None = None) -> Any:
         return NOT_PLAIN
 
 
-def _unjellyPlain(sexp: list[Any], types: Mapping[bytes, Any] | None) -> Any:
+class _OpenReference:
+    """
+    A C{dereference} met inside the C{reference} expression it names,
+    while the plain path builds it (a cycle): where it may go (a list's
+    item, a dictionary's value) the slot holds L{None} until the
+    reference's value is made, and is then set to it.
+
+    @ivar slots: The C{(container, key)} pairs waiting for the value.
+    """
+
+    __slots__ = ("slots",)
+
+    def __init__(self) -> None:
+        self.slots: list[tuple[Any, Any]] = []
+
+
+class _PlainReferences:
+    """
+    The C{reference} IDs of one expression the plain path unjellies.
+
+    It handles what stock jelly sends for shared and cyclic values: a
+    C{dereference} of a finished reference anywhere, and of a reference
+    still being built (a cycle) as a list's item or a dictionary's value,
+    where the full L{Unjellier} would patch a placeholder the same way.
+    Anything else (a forward reference, a cycle through a tuple, a set or
+    a dictionary key, a reference inside a registered type's state) is
+    left to the full unjellier.
+
+    @ivar done: The value of each finished reference, by ID.
+    @ivar open: The references being built, by ID.
+    @ivar loose: How many L{_OpenReference}s were returned and not yet
+        put in a slot.
+    @ivar patched: The containers a cycle's slot was set in.
+    """
+
+    __slots__ = ("done", "open", "loose", "patched")
+
+    def __init__(self) -> None:
+        self.done: dict[int, Any] = {}
+        self.open: dict[int, _OpenReference] = {}
+        self.loose = 0
+        self.patched: list[Any] = []
+
+    def reference(self, sexp: list[Any], types: Mapping[bytes, Any] | None) -> Any:
+        if len(sexp) != 3:
+            raise _NotPlain
+        refid = sexp[1]
+        if type(refid) is not int or refid in self.done or refid in self.open:
+            raise _NotPlain
+        opened = self.open[refid] = _OpenReference()
+        expression = sexp[2]
+        if type(expression) is list:
+            value = _unjellyPlain(expression, types, self)
+            if type(value) is _OpenReference:
+                raise _NotPlain
+        else:
+            value = expression
+        del self.open[refid]
+        for container, key in opened.slots:
+            container[key] = value
+            self.patched.append(container)
+        self.done[refid] = value
+        return value
+
+    def dereference(self, sexp: list[Any]) -> Any:
+        if len(sexp) == 2 and type(sexp[1]) is int:
+            value = self.done.get(sexp[1], _MISSING)
+            if value is not _MISSING:
+                return value
+            opened = self.open.get(sexp[1])
+            if opened is not None:
+                self.loose += 1
+                return opened
+        raise _NotPlain
+
+    def place(self, container: Any, key: Any, opened: _OpenReference) -> None:
+        """
+        Put an L{_OpenReference} returned for an item or a value in its
+        slot.
+        """
+        self.loose -= 1
+        container[key] = None
+        opened.slots.append((container, key))
+
+    def breakCycles(self) -> None:
+        """
+        Empty the containers a cycle was closed in, for an expression the
+        plain path gave up on: nobody else has seen them, and without
+        their cycles reference counting frees them at once, rather than
+        the garbage collector some time later.
+        """
+        for container in self.patched:
+            container.clear()
+        self.patched = []
+        self.done.clear()
+
+
+def _unjellyPlain(
+    sexp: list[Any],
+    types: Mapping[bytes, Any] | None,
+    refs: _PlainReferences | None = None,
+) -> Any:
     """
     Unjelly an expression made only of jelly's plain builtin expressions
     (C{unicode}, C{None}, C{boolean}, C{list}, C{tuple}, C{set},
-    C{frozenset}, C{dictionary}) and of the registered types in C{types},
-    producing exactly what L{Unjellier} produces for it with a taster that
-    allows the basic types.
+    C{frozenset}, C{dictionary}), of the C{reference}s L{_PlainReferences}
+    handles and of the registered types in C{types}, producing exactly
+    what L{Unjellier} produces for it with a taster that allows the basic
+    types.
 
     @param types: The receive specs (L{pbext.copyable.ReceiveSpec}) of the
         registered wire names to build as their registry would, or L{None}.
+    @param refs: The expression's references, or L{None} where none may
+        be (in a registered type's state).
 
     @raise _NotPlain: For anything else, malformed input and state a
         registry would refuse included (the full unjellier then decides,
@@ -1243,6 +1386,13 @@ def _unjellyPlain(sexp: list[Any], types: Mapping[bytes, Any] | None) -> Any:
             return sexp[1].decode("utf-8")
         except UnicodeDecodeError:
             raise _NotPlain from None
+    if refs is None:
+        loose = 0
+    elif tag == b"dereference":
+        # First: in a cycle, one node in two may be one.
+        return refs.dereference(sexp)
+    else:
+        loose = refs.loose
     if tag == b"dictionary":
         result: dict[Any, Any] = {}
         for pair in sexp[1:]:
@@ -1250,19 +1400,30 @@ def _unjellyPlain(sexp: list[Any], types: Mapping[bytes, Any] | None) -> Any:
                 raise _NotPlain
             key, value = pair
             if type(key) is list:
-                key = _unjellyPlain(key, types)
+                key = _unjellyPlain(key, types, refs)
+                if type(key) is _OpenReference:
+                    raise _NotPlain
             if type(value) is list:
-                value = _unjellyPlain(value, types)
+                value = _unjellyPlain(value, types, refs)
             try:
                 result[key] = value
             except TypeError:
                 raise _NotPlain from None
+            if type(value) is _OpenReference:
+                refs.place(result, key, value)  # type: ignore[union-attr]
         return result
     if tag == b"list" or tag == b"tuple" or tag == b"set" or tag == b"frozenset":
         items = [
-            _unjellyPlain(item, types) if type(item) is list else item
+            _unjellyPlain(item, types, refs) if type(item) is list else item
             for item in sexp[1:]
         ]
+        if refs is not None and refs.loose != loose:
+            # A cycle: only a list's items may wait for its value.
+            if tag != b"list":
+                raise _NotPlain
+            for index, item in enumerate(items):
+                if type(item) is _OpenReference:
+                    refs.place(items, index, item)
         if tag == b"list":
             return items
         if tag == b"tuple":
@@ -1280,6 +1441,8 @@ def _unjellyPlain(sexp: list[Any], types: Mapping[bytes, Any] | None) -> Any:
             return True
         if sexp[1] == b"false":
             return False
+    if refs is not None and tag == b"reference":
+        return refs.reference(sexp, types)
     spec = types.get(tag) if types else None
     if spec is not None and len(sexp) == 2 and type(sexp[1]) is list:
         state = _unjellyPlain(sexp[1], types)
@@ -1382,10 +1545,15 @@ def _unjellyPlainPython(sexp: Any, types: Mapping[bytes, Any] | None = None) -> 
     """
     if type(sexp) is not list:
         return sexp
+    refs = _PlainReferences()
     try:
-        return _unjellyPlain(sexp, types)
+        result = _unjellyPlain(sexp, types, refs)
     except (_NotPlain, RecursionError):
+        refs.breakCycles()
         return NOT_PLAIN
+    if type(result) is _OpenReference:
+        return NOT_PLAIN
+    return result
 
 
 _GENERATION = operator.attrgetter("_generation")

@@ -79,6 +79,7 @@ static Py_ssize_t sizeLimit = 640 * 1024;
 /* Interned jelly tags and words. */
 static PyObject *s_unicode, *s_None, *s_boolean, *s_true, *s_false;
 static PyObject *s_dictionary, *s_list, *s_tuple, *s_set, *s_frozenset;
+static PyObject *s_reference, *s_dereference;
 
 /* Returned (not a new reference) when an object is not plain. */
 static PyObject notPlainMarker;
@@ -4739,17 +4740,180 @@ speedups_preparePlain(PyObject *Py_UNUSED(module), PyObject *const *args,
 /* ------------------------------------------------------------------ */
 
 
-static PyObject *unjellyNode(PyObject *sexp, PyObject *types);
+/* The references of one expression unjellyPlain walks, as
+ * pbext._jelly._PlainReferences keeps them: each dictionary is made when
+ * the first reference is met (most messages have none). */
+typedef struct {
+    PyObject *done;    /* ID -> the value of a finished reference */
+    PyObject *open;    /* ID -> [container, key, ...]: the slots waiting
+                        * for the value of a reference being built */
+    PyObject *patched; /* the containers a cycle was closed in */
+} PlainRefs;
+
+static PyObject *unjellyNode(PyObject *sexp, PyObject *types, PlainRefs *refs);
 
 /* An item: lists are unjellied, anything else is itself. */
 static inline PyObject *
-unjellyMember(PyObject *item, PyObject *types)
+unjellyMember(PyObject *item, PyObject *types, PlainRefs *refs)
 {
     if (Py_TYPE(item) == &PyList_Type) {
-        return unjellyNode(item, types);
+        return unjellyNode(item, types, refs);
     }
     Py_INCREF(item);
     return item;
+}
+
+/* If element is [b"dereference", ID] of a reference still being built (a
+ * cycle), the list of its waiting slots (borrowed); else NULL, with an
+ * error set or not. */
+static PyObject *
+openSlots(PlainRefs *refs, PyObject *element)
+{
+    if (refs == NULL || refs->open == NULL ||
+        PyDict_GET_SIZE(refs->open) == 0 ||
+        Py_TYPE(element) != &PyList_Type || PyList_GET_SIZE(element) != 2 ||
+        !isWord(PyList_GET_ITEM(element, 0), s_dereference) ||
+        !PyLong_CheckExact(PyList_GET_ITEM(element, 1))) {
+        return NULL;
+    }
+    return PyDict_GetItemWithError(refs->open, PyList_GET_ITEM(element, 1));
+}
+
+/* Make slot key of container wait for the value of a reference being
+ * built: it holds None until then. */
+static int
+waitInSlot(PyObject *slots, PyObject *container, PyObject *key)
+{
+    if (PyList_Append(slots, container) < 0) {
+        return -1;
+    }
+    return PyList_Append(slots, key);
+}
+
+/* [b"dereference", ID] of a finished reference: its value; anything else
+ * (a forward reference, a cycle where no slot can wait) is NOT_PLAIN_C. */
+static PyObject *
+unjellyDereference(PyObject *sexp, PlainRefs *refs)
+{
+    if (PyList_GET_SIZE(sexp) != 2 || refs->done == NULL ||
+        !PyLong_CheckExact(PyList_GET_ITEM(sexp, 1))) {
+        return NOT_PLAIN_C;
+    }
+    PyObject *value = PyDict_GetItemWithError(refs->done,
+                                              PyList_GET_ITEM(sexp, 1));
+    if (value == NULL) {
+        return PyErr_Occurred() ? NULL : NOT_PLAIN_C;
+    }
+    Py_INCREF(value);
+    return value;
+}
+
+/* Set the waiting slots of a reference just finished to its value. */
+static int
+fillSlots(PlainRefs *refs, PyObject *slots, PyObject *value)
+{
+    for (Py_ssize_t i = 0; i + 1 < PyList_GET_SIZE(slots); i += 2) {
+        PyObject *container = PyList_GET_ITEM(slots, i);
+        PyObject *key = PyList_GET_ITEM(slots, i + 1);
+        if (PyList_CheckExact(container)) {
+            Py_ssize_t index = PyLong_AsSsize_t(key);
+            if (index == -1 && PyErr_Occurred()) {
+                return -1;
+            }
+            Py_INCREF(value);
+            if (PyList_SetItem(container, index, value) < 0) {
+                return -1;
+            }
+        }
+        else if (PyDict_SetItem(container, key, value) < 0) {
+            return -1;
+        }
+        if (PyList_Append(refs->patched, container) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* [b"reference", ID, expression]: its value, remembered for the
+ * dereferences to come and set in the slots that waited for it. */
+static PyObject *
+unjellyReference(PyObject *sexp, PyObject *types, PlainRefs *refs)
+{
+    if (PyList_GET_SIZE(sexp) != 3 ||
+        !PyLong_CheckExact(PyList_GET_ITEM(sexp, 1))) {
+        return NOT_PLAIN_C;
+    }
+    if (refs->done == NULL) {
+        refs->done = PyDict_New();
+        refs->open = PyDict_New();
+        refs->patched = PyList_New(0);
+        if (refs->done == NULL || refs->open == NULL ||
+            refs->patched == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *refid = PyList_GET_ITEM(sexp, 1);
+    PyObject *expression = PyList_GET_ITEM(sexp, 2);
+    int known = PyDict_Contains(refs->done, refid);
+    if (known == 0) {
+        known = PyDict_Contains(refs->open, refid);
+    }
+    if (known != 0) {
+        return known < 0 ? NULL : NOT_PLAIN_C;
+    }
+    PyObject *slots = PyList_New(0);
+    if (slots == NULL) {
+        return NULL;
+    }
+    Py_INCREF(refid);
+    Py_INCREF(expression);
+    PyObject *value = NULL;
+    if (PyDict_SetItem(refs->open, refid, slots) == 0) {
+        value = unjellyMember(expression, types, refs);
+        if (PyDict_DelItem(refs->open, refid) < 0) {
+            if (value != NOT_PLAIN_C) {
+                Py_XDECREF(value);
+            }
+            value = NULL;
+        }
+    }
+    if (value != NULL && value != NOT_PLAIN_C &&
+        (fillSlots(refs, slots, value) < 0 ||
+         PyDict_SetItem(refs->done, refid, value) < 0)) {
+        Py_CLEAR(value);
+    }
+    Py_DECREF(expression);
+    Py_DECREF(refid);
+    Py_DECREF(slots);
+    return value;
+}
+
+/* Empty the containers a cycle was closed in, for an expression the plain
+ * path gave up on: nobody else has seen them, and without their cycles
+ * reference counting frees them at once, not the garbage collector later
+ * (pbext._jelly._PlainReferences.breakCycles). */
+static void
+dropRefs(PlainRefs *refs, int breakCycles)
+{
+    if (breakCycles && refs->patched != NULL) {
+        PyObject *type, *error, *traceback;
+        PyErr_Fetch(&type, &error, &traceback);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(refs->patched); i++) {
+            PyObject *container = PyList_GET_ITEM(refs->patched, i);
+            if (PyList_CheckExact(container)) {
+                PyList_SetSlice(container, 0, PyList_GET_SIZE(container), NULL);
+            }
+            else {
+                PyDict_Clear(container);
+            }
+        }
+        PyErr_Clear();
+        PyErr_Restore(type, error, traceback);
+    }
+    Py_CLEAR(refs->done);
+    Py_CLEAR(refs->open);
+    Py_CLEAR(refs->patched);
 }
 
 /* Whether an exception that a checker or constructor raised is one the
@@ -4985,7 +5149,7 @@ unjellyTyped(PyObject *sexp, PyObject *types)
         return NOT_PLAIN_C;
     }
     Py_INCREF(spec);
-    PyObject *state = unjellyNode(PyList_GET_ITEM(sexp, 1), types);
+    PyObject *state = unjellyNode(PyList_GET_ITEM(sexp, 1), types, NULL);
     PyObject *result = state;
     if (state != NULL && state != NOT_PLAIN_C) {
         result = PyDict_CheckExact(state) ? buildTyped(spec, state, 0)
@@ -4997,7 +5161,7 @@ unjellyTyped(PyObject *sexp, PyObject *types)
 }
 
 static PyObject *
-unjellyNode(PyObject *sexp, PyObject *types)
+unjellyNode(PyObject *sexp, PyObject *types, PlainRefs *refs)
 {
     Py_ssize_t size = PyList_GET_SIZE(sexp);
     if (size == 0) {
@@ -5036,10 +5200,22 @@ unjellyNode(PyObject *sexp, PyObject *types)
                 goto out;
             }
             Py_INCREF(entry);
-            PyObject *key = unjellyMember(PyList_GET_ITEM(entry, 0), types);
-            PyObject *value = (key == NULL || key == NOT_PLAIN_C)
-                                  ? NULL
-                                  : unjellyMember(PyList_GET_ITEM(entry, 1), types);
+            PyObject *key = unjellyMember(PyList_GET_ITEM(entry, 0), types,
+                                          refs);
+            PyObject *slots = NULL;
+            PyObject *value = NULL;
+            if (key != NULL && key != NOT_PLAIN_C) {
+                /* A cycle: the value waits for the reference. */
+                slots = openSlots(refs, PyList_GET_ITEM(entry, 1));
+                if (slots != NULL) {
+                    Py_INCREF(Py_None);
+                    value = Py_None;
+                }
+                else if (!PyErr_Occurred()) {
+                    value = unjellyMember(PyList_GET_ITEM(entry, 1), types,
+                                          refs);
+                }
+            }
             Py_DECREF(entry);
             if (key == NULL || key == NOT_PLAIN_C || value == NULL ||
                 value == NOT_PLAIN_C) {
@@ -5048,6 +5224,9 @@ unjellyNode(PyObject *sexp, PyObject *types)
                 goto out;
             }
             int rc = PyDict_SetItem(result, key, value);
+            if (rc == 0 && slots != NULL) {
+                rc = waitInSlot(slots, result, key);
+            }
             Py_DECREF(key);
             Py_DECREF(value);
             if (rc < 0) {
@@ -5073,9 +5252,34 @@ unjellyNode(PyObject *sexp, PyObject *types)
         }
         for (Py_ssize_t i = 1; i < PyList_GET_SIZE(sexp); i++) {
             PyObject *element = PyList_GET_ITEM(sexp, i);
-            Py_INCREF(element);
-            PyObject *value = unjellyMember(element, types);
-            Py_DECREF(element);
+            PyObject *slots = openSlots(refs, element);
+            PyObject *value;
+            if (slots != NULL) {
+                /* A cycle: only a list's item may wait for its value. */
+                if (!isList) {
+                    Py_DECREF(items);
+                    result = NOT_PLAIN_C;
+                    goto out;
+                }
+                PyObject *index = PyLong_FromSsize_t(PyList_GET_SIZE(items));
+                int rc = index == NULL ? -1 : waitInSlot(slots, items, index);
+                Py_XDECREF(index);
+                if (rc < 0) {
+                    Py_DECREF(items);
+                    goto out;
+                }
+                Py_INCREF(Py_None);
+                value = Py_None;
+            }
+            else if (PyErr_Occurred()) {
+                Py_DECREF(items);
+                goto out;
+            }
+            else {
+                Py_INCREF(element);
+                value = unjellyMember(element, types, refs);
+                Py_DECREF(element);
+            }
             if (value == NULL || value == NOT_PLAIN_C) {
                 Py_DECREF(items);
                 result = value;
@@ -5125,6 +5329,16 @@ unjellyNode(PyObject *sexp, PyObject *types)
         else if (isWord(word, s_false)) {
             Py_INCREF(Py_False);
             result = Py_False;
+        }
+    }
+    if (result == NOT_PLAIN_C && refs != NULL) {
+        if (isWord(tag, s_reference)) {
+            result = unjellyReference(sexp, types, refs);
+            goto out;
+        }
+        if (isWord(tag, s_dereference)) {
+            result = unjellyDereference(sexp, refs);
+            goto out;
         }
     }
     if (result == NOT_PLAIN_C) {
@@ -5370,7 +5584,9 @@ speedups_unjellyPlain(PyObject *Py_UNUSED(module), PyObject *const *args,
         Py_INCREF(sexp);
         return sexp;
     }
-    PyObject *result = unjellyNode(sexp, types);
+    PlainRefs refs = {NULL, NULL, NULL};
+    PyObject *result = unjellyNode(sexp, types, &refs);
+    dropRefs(&refs, result == NULL || result == NOT_PLAIN_C);
     return answerPlain(result);
 }
 
@@ -5456,6 +5672,7 @@ PyInit__speedups(void)
         {&s_boolean, "boolean"}, {&s_true, "true"}, {&s_false, "false"},
         {&s_dictionary, "dictionary"}, {&s_list, "list"},
         {&s_tuple, "tuple"}, {&s_set, "set"}, {&s_frozenset, "frozenset"},
+        {&s_reference, "reference"}, {&s_dereference, "dereference"},
     };
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
         if (*words[i].target == NULL) {

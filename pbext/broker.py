@@ -56,7 +56,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.spread import banana, flavors, jelly, pb
 
-from pbext import _jelly, _twisted, keepalive, typecheck
+from pbext import _jelly, _twisted, fairness, keepalive, typecheck
 from pbext._accelerator import speedups as _speedups
 from pbext._peer import peerText
 from pbext._transport import (
@@ -681,6 +681,10 @@ class Broker(pb.Broker):
         # How many bytes written wait to be sent (see connectionMade), and
         # whether that is past maxPendingWriteBytes.
         self._pbextPendingOut: Callable[[], int] | None = None
+        # A message about to be written, charged to the budget first.
+        self._pbextUnwritten = 0
+        # The bytes of the reads whose messages wait in the backlog.
+        self._pbextBacklogBytes = 0
         self._pbextOutputFull = False
         # The server-wide memory budget (set by the factory) and what this
         # connection last reported to it.
@@ -1015,7 +1019,7 @@ class Broker(pb.Broker):
         decoder = self._pbextDecoder
         if decoder is None:
             return
-        self._pbextParse(decoder.feedTo, chunk)
+        self._pbextParse(decoder.feedTo, chunk, len(chunk))
 
     def _pbextReceiveBuffer(self) -> Any:
         """
@@ -1040,18 +1044,72 @@ class Broker(pb.Broker):
         decoder = self._pbextDecoder
         if decoder is None:
             return False
-        self._pbextParse(decoder.bufferFilled, count)
+        self._pbextParse(decoder.bufferFilled, count, count)
         return self._pbextDecoder is not None and not self._pbextReadPauses
 
     def _pbextParse(
-        self, parse: Callable[[Any, Callable[[object], None]], None], data: Any
+        self,
+        parse: Callable[[Any, Callable[[object], None]], None],
+        data: Any,
+        size: int,
     ) -> None:
         """
-        Parse received bytes with C{parse} (a method of the decoder), and
-        keep the connection's timers, keepalive and queue up to date.
+        Parse C{size} received bytes with C{parse} (a method of the
+        decoder), and keep the connection's timers, keepalive and queue up
+        to date.
         """
         decoder = self._pbextDecoder
         assert decoder is not None
+        started = fairness.cpuTime()
+        try:
+            self._pbextParseNow(decoder, parse, data)
+        finally:
+            if self._pbextBacklog:
+                # Messages received and waiting to be handled: the bytes
+                # they came in bound what they hold (for the budget).
+                self._pbextBacklogBytes += size
+                if self._pbextBudget is not None:
+                    self._pbextChargeBytes()
+            self._pbextTakeTurns(fairness.cpuTime() - started)
+
+    def _pbextTakeTurns(self, spent: float) -> None:
+        """
+        Handling one read of this peer took C{spent} seconds of CPU time:
+        if that is much, and other connections are open, stop reading it
+        for a while, so that it has at most
+        C{maxPeerCPUPercent} of the process (see L{pbext.fairness}).
+        """
+        pause = fairness.pauseAfter(spent, self._pbextLimits.maxPeerCPUPercent)
+        if pause <= 0 or self.disconnected:
+            return
+        state = self._pbextFactoryState
+        if state is not None and state.admission is not None:
+            others = state.connectionCount > 1
+        else:
+            others = fairness.othersConnected(self._pbextGetClock())
+        if not others:
+            # Nobody else would be served meanwhile.
+            return
+        waiting = self._pbextTimers.get("cpuShare")
+        if waiting is not None and waiting.active():
+            # Bytes already read (a TLS record after another) still cost:
+            # the pause grows by their share too.
+            waiting.delay(pause)
+            return
+        self._pbextPauseReading("cpuShare")
+
+        def resume() -> None:
+            self._pbextTimers.pop("cpuShare", None)
+            self._pbextResumeReading("cpuShare")
+
+        self._pbextSetTimer("cpuShare", pause, resume)
+
+    def _pbextParseNow(
+        self,
+        decoder: Decoder,
+        parse: Callable[[Any, Callable[[object], None]], None],
+        data: Any,
+    ) -> None:
         if self._pbextKeepalive is not None:
             self._pbextKeepalive.activity()
         # For the idle timer, and for pbext.admission's choice of whom to
@@ -1126,6 +1184,8 @@ class Broker(pb.Broker):
                 )
                 self._pbextDropConnection("internalError", "error handling a message")
                 return
+        if not backlog:
+            self._pbextBacklogBytes = 0
         if backlog and not self.disconnected:
             self._pbextPauseReading("fairness")
             self._pbextDrainCall = self._pbextGetClock().callLater(0, self._pbextDrain)
@@ -1180,6 +1240,8 @@ class Broker(pb.Broker):
             self._pbextOutgoingVocabulary(),
             self._pbextLimits.maxOutgoingMessageBytes,
         )
+        if self._pbextBudget is not None and not self._pbextPrecharge(pieces):
+            return
         if len(pieces) == 1:
             self._pbextWrite(pieces[0])
         else:
@@ -1203,6 +1265,35 @@ class Broker(pb.Broker):
             abs(pending - self._pbextChargedBytes) >= BYTES_STEP
         ):
             self._pbextChargeBytes()
+
+    def _pbextPrecharge(self, pieces: list[bytes]) -> bool:
+        """
+        Before a large message joins output that already waits for a peer
+        that is not reading, charge it to the server's budget: if that
+        makes this connection the one to cut, it is cut before the
+        transport copies the message into its buffer (a copy the budget
+        would otherwise only see afterwards).
+
+        @return: Whether the message may still be written.
+        """
+        measure = self._pbextPendingOut
+        if measure is None:
+            return True
+        pending = measure()
+        if not pending:
+            return True
+        size = sum(map(len, pieces))
+        if size < BYTES_STEP:
+            return True
+        budget = self._pbextBudget
+        assert budget is not None
+        self._pbextUnwritten = size
+        try:
+            self._pbextChargedBytes = pending + size
+            budget.chargeBytes(self, pending + size)
+        finally:
+            self._pbextUnwritten = 0
+        return not (self._pbextDropped or self.disconnected)
 
     def _pbextWriteToTransport(self, data: bytes) -> None:
         self.transport.write(data)
@@ -1319,6 +1410,7 @@ class Broker(pb.Broker):
             return 0
         measure = self._pbextPendingOut
         pending = measure() if measure is not None else self._pbextPausedBytes
+        pending += self._pbextUnwritten + self._pbextBacklogBytes
         decoder = self._pbextDecoder
         if decoder is not None:
             pending += decoder.pendingBytes

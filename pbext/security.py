@@ -159,6 +159,21 @@ class Limits:
     references to.  1024 is classic PB's C{MAX_BROKER_REFS}.
     """
 
+    maxWaitingValues: int = 4096
+    """
+    How many tuples, sets, frozensets and dictionary keys of one received
+    message may wait for a value that is still being built: a reference
+    cycle through something immutable, which the unjellier can only
+    complete once that value is made, at a cost of about a kilobyte and
+    a few microseconds each (a cycle through lists and dictionary values
+    costs nothing of the kind).  Past it the message is refused.  Stock
+    jelly sends one for each tuple in a cycle, which ordinary data
+    rarely has; a peer sending a message full of them made a server
+    hold 24 MB and stall for most of a second per message.
+
+    @since: pbext NEXT
+    """
+
     maxCachedObjects: int = 1024
     """
     How many L{pb.Cacheable} objects may be cached on one connection;
@@ -240,6 +255,21 @@ class Limits:
     How many messages the broker processes from one C{dataReceived} before
     letting other connections run.  Does not refuse anything, only takes
     turns.
+    """
+
+    maxPeerCPUPercent: int = 20
+    """
+    The share of the process's time, in per cent, that one peer of a
+    server with other connections may take with messages that are costly
+    to handle: after a read whose decoding, unjellying and garbage
+    collection took more than 5 ms of CPU time, the broker stops reading
+    that peer for long enough that it had at most this share (four times
+    as long, at 20), so that a peer sending maximum-size messages of
+    containers or reference cycles back to back cannot keep the reactor
+    from answering everybody else.  Does not refuse anything, only slows
+    such a peer down; 100 turns it off.
+
+    @since: pbext NEXT
     """
 
     maxErrorEventsPerMinute: int = 30
@@ -327,6 +357,7 @@ class Limits:
             maxOutgoingMessageBytes=4 * _MIB,
             maxOutstandingCalls=256,
             maxReferences=512,
+            maxWaitingValues=1024,
             maxCachedObjects=256,
             maxMethodNameLength=64,
             maxPendingWriteBytes=1 * _MIB,
@@ -338,6 +369,7 @@ class Limits:
             maxConnectionsPerPrefix=256,
             loginTimeout=30.0,
             maxMessagesPerTurn=32,
+            maxPeerCPUPercent=10,
             maxErrorEventsPerMinute=10,
         )
 

@@ -273,6 +273,51 @@ class Cycles(_Answered):
     tick = 0.05
 
 
+class ManyLists(Cycles):
+    """
+    Calls C{echo} (no answer wanted) with as many empty lists as a
+    message may hold, one of them the list itself: a cycle that keeps
+    them all until the garbage collector runs.
+    """
+
+    def message(self) -> bytes:
+        self.waiting = False
+        # Two tokens each, in rows of a thousand.
+        rows = (self.tokens - 40) // 2002
+        row = [b"list", *([[b"list"]] * 1000)]
+        return wireMessage(
+            callMessage(
+                self.nextID(),
+                b"echo",
+                [
+                    b"tuple",
+                    [b"reference", 1, [b"list", [b"dereference", 1], *([row] * rows)]],
+                ],
+                answerRequired=0,
+            )
+        )
+
+
+class TupleCycles(Cycles):
+    """
+    L{Cycles} through tuples: each inner tuple refers to the outer list,
+    which only the full unjellier builds.
+    """
+
+    def message(self) -> bytes:
+        inner = [b"tuple", [b"dereference", 1], 1, 2]
+        self.waiting = False
+        count = (self.tokens - 40) // 7
+        return wireMessage(
+            callMessage(
+                self.nextID(),
+                b"echo",
+                [b"tuple", [b"reference", 1, [b"list", *([inner] * count)]]],
+                answerRequired=0,
+            )
+        )
+
+
 class LargeMessages(_Answered):
     """
     Calls C{echo} with the largest message the default policy accepts,
@@ -337,6 +382,8 @@ ATTACKS: dict[str, type[Attacker]] = {
     "neverReads": NeverReads,
     "amplified": Amplified,
     "cycles": Cycles,
+    "manyLists": ManyLists,
+    "tupleCycles": TupleCycles,
     "largeMessages": LargeMessages,
     "manyTokens": ManyTokens,
     "unfinished": Unfinished,

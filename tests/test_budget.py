@@ -360,3 +360,37 @@ class TLSBackpressureTests(TestCase):
             side = root.broker if closing == "client" else server
             side.transport.loseConnection()
             yield lost.addTimeout(10, self.reactor)
+
+
+class BacklogChargedTests(SynchronousTestCase):
+    """
+    Messages received and waiting to be handled count as buffered bytes
+    of their connection, by the bytes they arrived in.
+    """
+
+    def test_backlogCounted(self) -> None:
+        """
+        With C{maxMessagesPerTurn} 1, three calls arriving in one read
+        leave two waiting: the connection buffers at least their bytes
+        until they are handled, and nothing once they are.
+        """
+        import pbext
+        from pbext.testing import connectedPair
+
+        clock = task.Clock()
+        factory = pbext.PBServerFactory(
+            HostileRoot(), reactor=clock, policy=policyWith(maxMessagesPerTurn=1)
+        )
+        conn = connectedPair(factory, pbext.PBClientFactory(), clock=clock)
+        self.addCleanup(conn.disconnect)
+        call = wireMessage(
+            callMessage(1, b"keep", [b"tuple", b"k" * 10_000], answerRequired=0)
+        )
+        broker = conn.serverBroker
+        broker.dataReceived(call * 3)
+        self.assertEqual(len(broker._pbextBacklog), 2)
+        self.assertGreaterEqual(broker._pbextBufferedBytes(), 2 * len(call))
+        clock.advance(0)
+        clock.advance(0)
+        self.assertEqual(len(broker._pbextBacklog), 0)
+        self.assertEqual(broker._pbextBufferedBytes(), 0)

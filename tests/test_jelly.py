@@ -1144,14 +1144,63 @@ class PlainFastPathTestsMixin:
             return
         self.assertEqual(repr(plain), repr(Unjellier(bound()).unjellyFull(sexp)))
 
+    def test_unjellyPlainReferences(self) -> None:
+        """
+        Shared values and cycles as stock jelly sends them (a
+        C{dereference} of a finished reference anywhere, of one being built
+        as a list's item or a dictionary's value) are unjellied by the
+        plain path, to the same objects, shared and cyclic alike, as the
+        full unjellier makes.
+        """
+        cycle = [b"reference", 1, [b"list", [b"dereference", 1], 1]]
+        plain = self.unjellyPlain([b"tuple", cycle, [b"dereference", 1]])
+        self.assertIsNot(plain, _jelly.NOT_PLAIN)
+        self.assertIs(plain[0], plain[1])
+        self.assertIs(plain[0][0], plain[0])
+        self.assertEqual(plain[0][1], 1)
+        inDict = [
+            b"reference",
+            2,
+            [b"dictionary", [b"me", [b"dereference", 2]], [b"n", 3]],
+        ]
+        value = self.unjellyPlain(inDict)
+        self.assertIs(value[b"me"], value)
+        self.assertEqual(list(value), [b"me", b"n"])
+        shared = [
+            b"list",
+            [b"reference", 3, [b"tuple", 1, [b"unicode", b"x"]]],
+            [b"dereference", 3],
+            [b"reference", 4, 7],
+            [b"dereference", 4],
+        ]
+        value = self.unjellyPlain(shared)
+        self.assertEqual(value, [(1, "x"), (1, "x"), 7, 7])
+        self.assertIs(value[0], value[1])
+        full = Unjellier(bound()).unjellyFull(shared)
+        self.assertEqual(repr(value), repr(full))
+        throughTuple = [b"reference", 5, [b"tuple", [b"list", [b"dereference", 5]]]]
+        value = self.unjellyPlain(throughTuple)
+        self.assertIs(value[0][0], value)
+
     def test_unjellyPlainStepsAside(self) -> None:
         """
-        References, copies, malformed and non-UTF-8 expressions are left to
-        the full unjellier.
+        Forward references, cycles through an immutable container or a
+        dictionary key, repeated or non-integer reference IDs, copies,
+        malformed and non-UTF-8 expressions are left to the full unjellier.
         """
         for sexp in (
-            [b"reference", 1, [b"list"]],
             [b"list", [b"dereference", 1]],
+            [b"list", [b"dereference", 1], [b"reference", 1, [b"list"]]],
+            [b"reference", 1, [b"tuple", [b"dereference", 1]]],
+            [b"reference", 1, [b"set", [b"dereference", 1]]],
+            [b"reference", 1, [b"dictionary", [[b"dereference", 1], 1]]],
+            [b"reference", 1, [b"dereference", 1]],
+            [b"reference", 1, [b"list", [b"reference", 1, [b"list"]]]],
+            [b"list", [b"reference", 1, 1], [b"reference", 1, 2]],
+            [b"reference", b"1", [b"list"]],
+            [b"reference", True, [b"list"]],
+            [b"reference", 1],
+            [b"dereference", 1, 2],
             [b"remote", 1],
             [b"unicode", b"\xff"],
             [b"unicode"],
@@ -1177,3 +1226,101 @@ class PlainFastPathTests(PlainFastPathTestsMixin, SynchronousTestCase):
 class PythonPlainFastPathTests(PlainFastPathTestsMixin, SynchronousTestCase):
     jellyPlain = staticmethod(_jelly._jellyPlainPython)
     unjellyPlain = staticmethod(_jelly._unjellyPlainPython)
+
+
+class WaitingValuesTests(SynchronousTestCase):
+    """
+    C{maxWaitingValues} bounds the tuples, sets and dictionary keys of one
+    message that wait for a value still being built; what a refused
+    expression built is freed by reference counting alone.
+    """
+
+    def cycle(self, count: int) -> list[Any]:
+        """
+        A list referred to by C{count} tuples inside it.
+        """
+        inner = [b"tuple", [b"dereference", 1], 1]
+        return [b"reference", 1, [b"list", *([inner] * count)]]
+
+    def unjellier(self, limit: int) -> Unjellier:
+        from tests.test_hostile import policyWith
+
+        return Unjellier(bound(policyWith(maxWaitingValues=limit)))
+
+    def test_withinLimit(self) -> None:
+        """
+        As many waiting tuples as the limit allows are unjellied, each
+        referring to the list.
+        """
+        result = self.unjellier(3).unjellyFull(self.cycle(3))
+        self.assertEqual(len(result), 3)
+        for item in result:
+            self.assertIs(item[0], result)
+
+    def test_refusedPastLimit(self) -> None:
+        """
+        One more is refused with L{InsecureJelly} naming the limit.
+        """
+        error = self.assertRaises(
+            jelly.InsecureJelly, self.unjellier(3).unjellyFull, self.cycle(4)
+        )
+        self.assertIn("maxWaitingValues", str(error))
+        keys = [b"dictionary", [[b"dereference", 1], 1]]
+        waitingKeys = [b"reference", 1, [b"list", keys, keys]]
+        unjellier = self.unjellier(1)
+        self.assertRaises(jelly.InsecureJelly, unjellier.unjellyFull, waitingKeys)
+
+    def test_defaults(self) -> None:
+        """
+        The default policy allows 4096, the strict one 1024; the classic
+        one has no such limit, as stock jelly.
+        """
+        self.assertEqual(defaultPolicy().limits.maxWaitingValues, 4096)
+        self.assertEqual(strictPolicy().limits.maxWaitingValues, 1024)
+        result = Unjellier(bound(classicPolicy())).unjellyFull(self.cycle(5000))
+        self.assertIs(result[4999][0], result)
+
+    def test_refusedFreedAtOnce(self) -> None:
+        """
+        The placeholders and partial containers of a refused expression
+        refer to each other; the unjellier breaks those cycles, so nothing
+        is left for the garbage collector.  (The test asks the collector
+        how much garbage it finds, to measure.)
+        """
+        import gc
+
+        from tests.test_hostile import policyWith
+
+        # Kept: a policy and its taster refer to each other.
+        taster = bound(policyWith(maxWaitingValues=10))
+        unjellier = Unjellier(taster)
+        expression = self.cycle(100)
+        refused = False
+        gc.collect()
+        try:
+            unjellier.unjellyFull(expression)
+        except jelly.InsecureJelly:
+            refused = True
+        del unjellier
+        self.assertTrue(refused)
+        self.assertEqual(gc.collect(), 0)
+
+    def test_plainPathFreedAtOnce(self) -> None:
+        """
+        A cycle the plain path closed before it stepped aside is broken,
+        in the C accelerator and its Python twin alike.
+        """
+        import gc
+
+        sexp = [
+            b"list",
+            [b"reference", 1, [b"list", [b"dereference", 1], [b"dictionary"]]],
+            [b"remote", 1],
+        ]
+        plains = [_jelly._unjellyPlainPython]
+        if speedups is not None:
+            plains.append(speedups.unjellyPlain)
+        for plain in plains:
+            gc.collect()
+            self.assertIs(plain(sexp), _jelly.NOT_PLAIN)
+            self.assertEqual(gc.collect(), 0, plain)

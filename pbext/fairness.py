@@ -1,0 +1,77 @@
+"""
+How long a broker stops reading a peer whose messages take the process a
+long time to handle, so that other connections are answered meanwhile.
+
+A message of many containers (a maximum-size list of lists, reference
+cycles) takes tens of milliseconds to decode and unjelly, and the garbage
+collection its objects trigger takes as long again; a peer sending such
+messages back to back would otherwise keep the reactor busy with
+nothing but its messages.  After a read whose handling took more than
+L{HEAVY_READ} seconds of the process's CPU time, the broker stops
+reading that peer (and handling its queued messages) for long enough
+that the peer had at most C{maxPeerCPUPercent} per cent of the process
+(L{pbext.security.Limits.maxPeerCPUPercent}), if other connections are
+open: those of its server factory, or for a client those its reactor
+reads.  Nothing is refused; a peer whose messages are cheap, or that is
+alone, is never paused.
+
+@since: pbext NEXT
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.interfaces import IReactorFDSet
+
+#: A read whose handling took more CPU time than this, in seconds, is
+#: heavy: its peer waits before the next one.  Far above what an ordinary
+#: call costs (tens of microseconds), below what a person notices.
+HEAVY_READ = 0.005
+
+#: The clock handling is measured with: the process's CPU time, which a
+#: loaded machine does not inflate as it inflates wall-clock time (tests
+#: replace it).
+cpuTime: Callable[[], float] = time.process_time
+
+
+def othersConnected(reactor: object) -> bool:
+    """
+    Whether C{reactor} reads more than one connection: a client broker,
+    which knows only its own factory's one connection, asks the reactor
+    whether anybody else would be served while it waits.
+
+    @param reactor: The broker's clock: a reactor providing
+        L{IReactorFDSet}, or a test clock (then: no).
+    """
+    if not IReactorFDSet.providedBy(reactor):
+        return False
+    connections = 0
+    for reader in reactor.getReaders():  # type: ignore[attr-defined]
+        # Connections have a protocol; listening ports, the waker and
+        # process pipes do not.
+        if isinstance(reader, FileDescriptor) and getattr(reader, "protocol", None):
+            connections += 1
+            if connections > 1:
+                return True
+    return False
+
+
+def pauseAfter(spent: float, percent: int) -> float:
+    """
+    How long to stop reading a peer after handling one of its reads took
+    C{spent} seconds of CPU time.
+
+    @param percent: The share of the process one peer may take, in per
+        cent (C{maxPeerCPUPercent}); 100 or more never pauses.
+
+    @return: Seconds to wait, 0 for none.
+    """
+    if spent <= HEAVY_READ or percent >= 100:
+        return 0.0
+    return spent * (100.0 / percent - 1.0)
+
+
+__all__ = ["HEAVY_READ", "cpuTime", "othersConnected", "pauseAfter"]
