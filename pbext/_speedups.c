@@ -79,6 +79,8 @@ static Py_ssize_t sizeLimit = 640 * 1024;
 /* Interned jelly tags and words. */
 static PyObject *s_unicode, *s_None, *s_boolean, *s_true, *s_false;
 static PyObject *s_dictionary, *s_list, *s_tuple, *s_set, *s_frozenset;
+/* Interned names read for classic copies (see pbext._classiccopies). */
+static PyObject *s___dict__, *s_unjellyableRegistry;
 
 /* Returned (not a new reference) when an object is not plain. */
 static PyObject notPlainMarker;
@@ -328,10 +330,12 @@ sendSpecOf(Seen *seen, PyObject *obj)
     if (spec == NULL) {
         return NULL;
     }
-    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 3 ||
+    if (!PyTuple_CheckExact(spec) ||
+        (PyTuple_GET_SIZE(spec) != 3 && PyTuple_GET_SIZE(spec) != 2) ||
         !PyBytes_CheckExact(PyTuple_GET_ITEM(spec, 0)) ||
         !PyTuple_CheckExact(PyTuple_GET_ITEM(spec, 1)) ||
-        !PyLong_CheckExact(PyTuple_GET_ITEM(spec, 2))) {
+        (PyTuple_GET_SIZE(spec) == 3 &&
+         !PyLong_CheckExact(PyTuple_GET_ITEM(spec, 2)))) {
         PyErr_SetString(PyExc_TypeError, "malformed send spec");
         return NULL;
     }
@@ -394,6 +398,161 @@ static inline int
 versioned(PyObject *version)
 {
     return PyLong_AsLong(version) != 1;
+}
+
+/*
+ * Classic copies (pbext._classiccopies): a send spec (wireName, checks)
+ * writes a pb.Copyable's __dict__ as its state; a receive spec (cls,
+ * namespace, tag, checks, mode, fields) builds a pb.RemoteCopy from a
+ * state whose keys pass the copy-state check.  checks are (name, value)
+ * pairs: what the class's MRO must still give for each name (None for
+ * nothing), read again for every object.
+ */
+#define CLASSIC_UNCHECKED 0
+static int stepAside(void);
+#define CLASSIC_FIELDS 2
+
+/* Whether type still gives what checks recorded: 1, 0, or -1. */
+static int
+classicHolds(PyTypeObject *type, PyObject *checks)
+{
+    if (!PyTuple_CheckExact(checks)) {
+        PyErr_SetString(PyExc_TypeError, "malformed classic spec");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(checks); i++) {
+        PyObject *check = PyTuple_GET_ITEM(checks, i);
+        if (!PyTuple_CheckExact(check) || PyTuple_GET_SIZE(check) != 2 ||
+            !PyUnicode_CheckExact(PyTuple_GET_ITEM(check, 0))) {
+            PyErr_SetString(PyExc_TypeError, "malformed classic spec");
+            return -1;
+        }
+        /* A cached lookup in the MRO's dictionaries: no code runs. */
+        PyObject *found = _PyType_Lookup(type, PyTuple_GET_ITEM(check, 0));
+        if ((found == NULL ? Py_None : found) != PyTuple_GET_ITEM(check, 1)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The state a classic send spec writes for obj, its __dict__ (a new
+ * reference); NOT_PLAIN_C if its class no longer passes the spec's
+ * checks or it has no dictionary; NULL on error. */
+static PyObject *
+classicState(PyObject *obj, PyObject *spec)
+{
+    int holds = classicHolds(Py_TYPE(obj), PyTuple_GET_ITEM(spec, 1));
+    if (holds <= 0) {
+        return holds < 0 ? NULL : NOT_PLAIN_C;
+    }
+    PyObject *state = PyObject_GenericGetDict(obj, NULL);
+    if (state == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        return NOT_PLAIN_C;
+    }
+    if (!PyDict_CheckExact(state)) {
+        Py_DECREF(state);
+        return NOT_PLAIN_C;
+    }
+    return state;
+}
+
+/* Whether every key of state passes the copy-state check outright for
+ * type under mode: 1, 0 (the full unjellier decides), or -1. */
+static int
+classicKeysPass(PyTypeObject *type, PyObject *state, long mode,
+                PyObject *fields)
+{
+    if (mode == CLASSIC_UNCHECKED) {
+        return 1;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(state, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key) || !PyUnicode_IsIdentifier(key)) {
+            return 0;
+        }
+        if (PyUnicode_GET_LENGTH(key) >= 2 &&
+            PyUnicode_READ_CHAR(key, 0) == '_' &&
+            PyUnicode_READ_CHAR(key, 1) == '_') {
+            return 0;
+        }
+        if (mode == CLASSIC_FIELDS) {
+            int declared = PyAnySet_Check(fields)
+                               ? PySet_Contains(fields, key) : 0;
+            if (declared <= 0) {
+                return declared;
+            }
+        }
+        /* Nothing in the class as it is now may have the key's name. */
+        if (_PyType_Lookup(type, key) != NULL) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* A classic copy built from state as RemoteCopy.unjellyFor would (see
+ * pbext._classiccopies.buildClassic): a new reference, NOT_PLAIN_C where
+ * the full unjellier must decide, NULL on error.  Runs none of the
+ * class's own code. */
+static PyObject *
+buildClassic(PyObject *spec, PyObject *state)
+{
+    if (PyTuple_GET_SIZE(spec) != 6 ||
+        !PyType_Check(PyTuple_GET_ITEM(spec, 0)) ||
+        !PyDict_CheckExact(PyTuple_GET_ITEM(spec, 1)) ||
+        !PyLong_CheckExact(PyTuple_GET_ITEM(spec, 4))) {
+        PyErr_SetString(PyExc_TypeError, "malformed classic spec");
+        return NULL;
+    }
+    PyObject *cls = PyTuple_GET_ITEM(spec, 0);
+    PyTypeObject *type = (PyTypeObject *)cls;
+    if (!PyDict_CheckExact(state)) {
+        return NOT_PLAIN_C;
+    }
+    /* Still the class registered for the tag, in Twisted's registry as
+     * it is now (tests and applications may replace it). */
+    PyObject *registry = PyDict_GetItemWithError(PyTuple_GET_ITEM(spec, 1),
+                                                 s_unjellyableRegistry);
+    if (registry == NULL || !PyDict_CheckExact(registry)) {
+        return PyErr_Occurred() ? NULL : NOT_PLAIN_C;
+    }
+    PyObject *registered = PyDict_GetItemWithError(registry,
+                                                   PyTuple_GET_ITEM(spec, 2));
+    if (registered != cls) {
+        return PyErr_Occurred() ? NULL : NOT_PLAIN_C;
+    }
+    int ok = classicHolds(type, PyTuple_GET_ITEM(spec, 3));
+    if (ok > 0) {
+        long mode = PyLong_AsLong(PyTuple_GET_ITEM(spec, 4));
+        if (mode == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        ok = classicKeysPass(type, state, mode, PyTuple_GET_ITEM(spec, 5));
+    }
+    if (ok <= 0) {
+        return ok < 0 ? NULL : NOT_PLAIN_C;
+    }
+    /* object.__new__ and object.__setattr__, as the checks found them. */
+    PyObject *noArguments = PyTuple_New(0);
+    if (noArguments == NULL) {
+        return NULL;
+    }
+    PyObject *instance = PyBaseObject_Type.tp_new(type, noArguments, NULL);
+    Py_DECREF(noArguments);
+    if (instance == NULL) {
+        return stepAside() ? NOT_PLAIN_C : NULL;
+    }
+    if (PyObject_SetAttr(instance, s___dict__, state) < 0) {
+        Py_DECREF(instance);
+        return stepAside() ? NOT_PLAIN_C : NULL;
+    }
+    return instance;
 }
 
 static int
@@ -1555,8 +1714,9 @@ placeCheck(DecoderCore *self, Py_ssize_t top, PyObject *item, int rawItem)
              * whether the message is refused. */
             PyObject *spec = typedSpec(self, item);
             if (spec != NULL && PyTuple_CheckExact(spec) &&
-                PyTuple_GET_SIZE(spec) == 7 &&
-                PyTuple_GET_ITEM(spec, 6) == Py_True) {
+                ((PyTuple_GET_SIZE(spec) == 7 &&
+                  PyTuple_GET_ITEM(spec, 6) == Py_True) ||
+                 PyTuple_GET_SIZE(spec) == 6)) {
                 tag = NODE_TYPED;
             }
             else if (PyErr_Occurred()) {
@@ -3314,6 +3474,32 @@ static PyObject *jellyMember(PyObject *obj, Seen *seen);
 
 /* The jelly of an object of a registered class, as its spec says (see
  * pbext._jelly._jellyTyped); NOT_PLAIN_C if it is not plain. */
+/* A classic pb.Copyable, as Copyable.jellyFor writes it: [wireName,
+ * its __dict__ jellied]. */
+static PyObject *
+jellyClassic(PyObject *obj, PyObject *spec, Seen *seen)
+{
+    int already = seenAdd(seen, obj);
+    if (already) {
+        return already < 0 ? NULL : NOT_PLAIN_C;
+    }
+    int entered = enterLevel(seen, " while jellying");
+    if (entered <= 0) {
+        return entered < 0 ? NULL : NOT_PLAIN_C;
+    }
+    PyObject *result = classicState(obj, spec);
+    if (result != NULL && result != NOT_PLAIN_C) {
+        PyObject *state = result;
+        result = jellyNode(state, seen);
+        Py_DECREF(state);
+        if (result != NULL && result != NOT_PLAIN_C) {
+            result = pair(PyTuple_GET_ITEM(spec, 0), result);
+        }
+    }
+    leaveLevel(seen);
+    return result;
+}
+
 static PyObject *
 jellyTyped(PyObject *obj, PyObject *spec, Seen *seen)
 {
@@ -3471,7 +3657,9 @@ jellyNode(PyObject *obj, Seen *seen)
     else {
         PyObject *spec = sendSpecOf(seen, obj);
         if (spec != NULL) {
-            PyObject *result = jellyTyped(obj, spec, seen);
+            PyObject *result = PyTuple_GET_SIZE(spec) == 2
+                                   ? jellyClassic(obj, spec, seen)
+                                   : jellyTyped(obj, spec, seen);
             Py_DECREF(spec);
             return result;
         }
@@ -4068,6 +4256,33 @@ writeKept(Encoder *e, Py_ssize_t start, Py_ssize_t stop)
 
 /* Write an object of a registered class as its spec says (see
  * pbext._jelly._jellyTyped). */
+/* Write a classic pb.Copyable as jellyClassic makes it. */
+static int
+writeClassic(Encoder *e, PyObject *obj, PyObject *spec, Seen *seen)
+{
+    int already = seenAdd(seen, obj);
+    if (already) {
+        return already < 0 ? -1 : notPlainError();
+    }
+    int entered = enterLevel(seen, " while jellying");
+    if (entered <= 0) {
+        return entered < 0 ? -1 : notPlainError();
+    }
+    int rc = -1;
+    PyObject *state = classicState(obj, spec);
+    if (state == NOT_PLAIN_C) {
+        notPlainError();
+    }
+    else if (state != NULL) {
+        rc = (writeToken(e, 2, B_LIST) < 0 ||
+              encodeBytes(e, PyTuple_GET_ITEM(spec, 0)) < 0 ||
+              writeJelly(e, state, seen) < 0) ? -1 : 0;
+        Py_DECREF(state);
+    }
+    leaveLevel(seen);
+    return rc;
+}
+
 static int
 writeTyped(Encoder *e, PyObject *obj, PyObject *spec, Seen *seen)
 {
@@ -4199,7 +4414,8 @@ writeJelly(Encoder *e, PyObject *obj, Seen *seen)
         if (spec == NULL) {
             return PyErr_Occurred() ? -1 : notPlainError();
         }
-        int rc = writeTyped(e, obj, spec, seen);
+        int rc = PyTuple_GET_SIZE(spec) == 2 ? writeClassic(e, obj, spec, seen)
+                                             : writeTyped(e, obj, spec, seen);
         Py_DECREF(spec);
         return rc;
     }
@@ -4325,6 +4541,31 @@ encodableText(PyObject *text)
 static int checkPlain(PyObject *obj, Seen *seen);
 
 /* checkPlain for an object of a registered class. */
+/* checkPlain for a classic pb.Copyable. */
+static int
+checkClassic(PyObject *obj, PyObject *spec, Seen *seen)
+{
+    int already = seenAdd(seen, obj);
+    if (already != 0) {
+        return already < 0 ? -1 : 0;
+    }
+    int entered = enterLevel(seen, " while checking a value");
+    if (entered <= 0) {
+        return entered;
+    }
+    int rc;
+    PyObject *state = classicState(obj, spec);
+    if (state == NULL || state == NOT_PLAIN_C) {
+        rc = state == NULL ? -1 : 0;
+    }
+    else {
+        rc = checkPlain(state, seen);
+        Py_DECREF(state);
+    }
+    leaveLevel(seen);
+    return rc;
+}
+
 static int
 checkTyped(PyObject *obj, PyObject *spec, Seen *seen)
 {
@@ -4380,7 +4621,8 @@ checkPlain(PyObject *obj, Seen *seen)
         if (spec == NULL) {
             return PyErr_Occurred() ? -1 : 0;
         }
-        int rc = checkTyped(obj, spec, seen);
+        int rc = PyTuple_GET_SIZE(spec) == 2 ? checkClassic(obj, spec, seen)
+                                             : checkTyped(obj, spec, seen);
         Py_DECREF(spec);
         return rc;
     }
@@ -4832,6 +5074,10 @@ buildDirectly(PyTypeObject *cls, PyObject *names, PyObject **values,
 static PyObject *
 buildTyped(PyObject *spec, PyObject *state, int directOnly)
 {
+    if (PyTuple_CheckExact(spec) && PyTuple_GET_SIZE(spec) == 6) {
+        /* A classic copy: built without running the class's code. */
+        return buildClassic(spec, state);
+    }
     if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 7 ||
         !PyDict_CheckExact(PyTuple_GET_ITEM(spec, 2)) ||
         !PyLong_CheckExact(PyTuple_GET_ITEM(spec, 3)) ||
@@ -5463,6 +5709,13 @@ PyInit__speedups(void)
             if (*words[i].target == NULL) {
                 return NULL;
             }
+        }
+    }
+    if (s___dict__ == NULL) {
+        s___dict__ = PyUnicode_InternFromString("__dict__");
+        s_unjellyableRegistry = PyUnicode_InternFromString("unjellyableRegistry");
+        if (s___dict__ == NULL || s_unjellyableRegistry == NULL) {
+            return NULL;
         }
     }
     if (PyType_Ready(&DecoderCoreType) < 0 ||
