@@ -1446,12 +1446,16 @@ class PlainTypes:
     @ivar send: Send specs by class, or L{None} if there are none.
     @ivar receive: Receive specs by wire name, or L{None} if none.
     @ivar stale: Whether a registry changed since the tables were built.
+    @ivar decoderStale: Whether L{receive} changed since the broker last
+        gave it to its decoder (which must not change while it decodes):
+        the broker clears it when it does.
     """
 
     __slots__ = (
         "send",
         "receive",
         "stale",
+        "decoderStale",
         "_registries",
         "_taster",
         "_generations",
@@ -1495,6 +1499,7 @@ class PlainTypes:
             )
         self.send = self.receive = None
         self.stale = True
+        self.decoderStale = False
         for registry in self._registries:
             registry._watchers.add(self)
         self.refresh()
@@ -1551,7 +1556,10 @@ class PlainTypes:
                 ):
                     receive.setdefault(name, spec)
         self.send = send or None
-        self.receive = receive or None
+        receive = receive or None
+        if receive is not self.receive:
+            self.decoderStale = True
+        self.receive = receive
         return True
 
     def learnSend(self, cls: type) -> None:
