@@ -470,10 +470,7 @@ class _SyncClient:
             result["notes"].append("RPyC copies lists and objects with obtain()")
         if o.workload == "bytes" and result["value"] is not None:
             result["value"] = result["value"] * payloads.BLOB_BYTES / 1e6
-        if (
-            o.workload in ("copyables", "classiccopies")
-            and result["value"] is not None
-        ):
+        if o.workload in ("copyables", "classiccopies") and result["value"] is not None:
             result["value"] *= o.objects
         return result
 

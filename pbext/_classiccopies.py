@@ -224,11 +224,12 @@ def buildClassic(spec: tuple[Any, ...], state: object) -> Any:
         copy's C{__dict__}, as C{setCopyableState} makes a new one from
         it; it is fresh and nothing else holds it).
     """
+    cls: type
     cls, namespace, tag, checks, mode, fields = spec
     if type(state) is not dict:
         return None
     registry: Mapping[bytes, Any] = namespace.get("unjellyableRegistry")
-    if type(registry) is not dict or registry.get(tag) is not cls:
+    if type(registry) is not dict or registry.get(tag) is not cls or cls is None:
         return None
     if not _stillHolds(cls, checks) or not _acceptsKeys(cls, state, mode, fields):
         return None

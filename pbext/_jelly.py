@@ -81,6 +81,12 @@ from twisted.spread.jelly import InsecureJelly
 # a program importing only this module gets a configured accelerator.
 from pbext import codec as _codecConfiguresTheAccelerator  # noqa: F401
 from pbext._accelerator import speedups as _speedups
+from pbext._classiccopies import (
+    buildClassic,
+    classicState,
+)
+from pbext._classiccopies import receiveSpec as _classicReceiveSpec
+from pbext._classiccopies import sendSpec as _classicSendSpec
 from pbext.copyable import (
     _VERSION_KEY_BYTES,
     CHECK_ANY,
@@ -92,7 +98,6 @@ from pbext.copyable import (
     VERSION_KEY,
     CopyableRegistry,
 )
-from pbext._classiccopies import buildClassic, classicState, receiveSpec, sendSpec
 from pbext.copystate import (
     UNCHECKED,
     hookError,
@@ -1551,15 +1556,12 @@ class PlainTypes:
         if self._classicReceive:
             receive = dict(receive)
             for name, spec in self._classicReceive.items():
-                if spec is not None and not any(
-                    r._receives(name) for r in registries
-                ):
+                if spec is not None and not any(r._receives(name) for r in registries):
                     receive.setdefault(name, spec)
         self.send = send or None
-        receive = receive or None
-        if receive is not self.receive:
+        if (receive or None) is not self.receive:
             self.decoderStale = True
-        self.receive = receive
+        self.receive = receive or None
         return True
 
     def learnSend(self, cls: type) -> None:
@@ -1575,7 +1577,7 @@ class PlainTypes:
             learnt = self._classicSend = {}
         if cls in learnt or len(learnt) >= self.maxClassic:
             return
-        spec = learnt[cls] = sendSpec(cls)
+        spec = learnt[cls] = _classicSendSpec(cls)
         if spec is not None:
             self._generations = (-1,)
             self.stale = True
@@ -1605,7 +1607,7 @@ class PlainTypes:
             and tag not in _PB_UNJELLYABLES
             and self._taster.isTypeAllowed(tag)
         ):
-            spec = receiveSpec(cls, tag, policy[1])
+            spec = _classicReceiveSpec(cls, tag, policy[1])
         learnt[tag] = spec
         if spec is not None:
             self._generations = (-1,)

@@ -242,9 +242,7 @@ def same(a: Any, b: Any) -> bool:
         )
     if type(a) is dict:
         return (
-            type(b) is dict
-            and list(a) == list(b)
-            and all(same(a[k], b[k]) for k in a)
+            type(b) is dict and list(a) == list(b) and all(same(a[k], b[k]) for k in a)
         )
     return type(a) is type(b) and bool(a == b)
 
@@ -470,9 +468,7 @@ class FusedClassicTests(SynchronousTestCase):
         expected = codec._encodePython([b"answer", 1, stockJelly(value)], OUTGOING)
         self.assertEqual(speedups.encode(message, OUTGOING), expected)
         encoded = speedups.encodeIfPlain(value, send, OUTGOING, None)
-        self.assertEqual(
-            speedups.encode([b"answer", 1, encoded], OUTGOING), expected
-        )
+        self.assertEqual(speedups.encode([b"answer", 1, encoded], OUTGOING), expected)
 
     def test_decodedBuilt(self) -> None:
         """
@@ -533,9 +529,7 @@ class BrokerTests(SynchronousTestCase):
 
     def connect(self, server: str, client: str) -> Any:
         root = Root()
-        connection = connectedPair(
-            FACTORIES[server][0](root), FACTORIES[client][1]()
-        )
+        connection = connectedPair(FACTORIES[server][0](root), FACTORIES[client][1]())
         self.addCleanup(connection.disconnect)
         return connection, root
 
@@ -551,7 +545,11 @@ class BrokerTests(SynchronousTestCase):
         the classes.
         """
         expected = [Sent(i, -i, f"p{i}") for i in range(20)]
-        for server, client in [("pbext", "pbext"), ("stock", "pbext"), ("pbext", "stock")]:
+        for server, client in [
+            ("pbext", "pbext"),
+            ("stock", "pbext"),
+            ("pbext", "stock"),
+        ]:
             connection, root = self.connect(server, client)
             for _ in range(3):
                 got = connection.resultOf(self.call(connection, "objects", 20))
@@ -586,7 +584,7 @@ class BrokerTests(SynchronousTestCase):
         """
         for client in ("pbext", "stock"):
             connection, root = self.connect("pbext", client)
-            for attempt in range(2):
+            for _attempt in range(2):
                 d = self.call(connection, "keep", Sent())
                 self.assertEqual(connection.resultOf(d), 1)
                 for state in INJECTED:
