@@ -1424,6 +1424,12 @@ def _unjellyPlainPython(sexp: Any, types: Mapping[bytes, Any] | None = None) -> 
 
 _GENERATION = operator.attrgetter("_generation")
 
+# What PlainTypes keeps of a policy for classic copies, shared by every
+# connection: (accepts Twisted's registry, checks copy state).
+_CLASSIC_POLICIES: dict[tuple[bool, bool], tuple[bool, bool]] = {
+    (a, c): (a, c) for a in (False, True) for c in (False, True)
+}
+
 
 class PlainTypes:
     """
@@ -1497,11 +1503,11 @@ class PlainTypes:
         self._classicPolicy: tuple[bool, bool] | None = None
         if not closed:
             policy = getattr(taster, "policy", None)
-            self._classicPolicy = (
+            self._classicPolicy = _CLASSIC_POLICIES[
                 bool(getattr(policy, "classic", False))
                 or bool(getattr(policy, "acceptClassicRegistry", True)),
                 bool(getattr(policy, "checkCopyState", True)),
-            )
+            ]
         self.send = self.receive = None
         self.stale = True
         self.decoderStale = False
