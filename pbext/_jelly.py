@@ -1499,7 +1499,7 @@ class PlainTypes:
         # when a registry could claim anything, else (acceptClassicRegistry,
         # checkCopyState) as the Unjellier reads them from the policy.
         self._classicSend: dict[type, Any] | None = None
-        self._classicReceive: dict[bytes, Any] | None = None
+        self._classicReceive: dict[bytes, tuple[Any, Any]] | None = None
         self._classicPolicy: tuple[bool, bool] | None = None
         if not closed:
             policy = getattr(taster, "policy", None)
@@ -1561,7 +1561,7 @@ class PlainTypes:
                     send.setdefault(cls, spec)
         if self._classicReceive:
             receive = dict(receive)
-            for name, spec in self._classicReceive.items():
+            for name, (_, spec) in self._classicReceive.items():
                 if spec is not None and not any(r._receives(name) for r in registries):
                     receive.setdefault(name, spec)
         self.send = send or None
@@ -1602,8 +1602,12 @@ class PlainTypes:
             return
         if learnt is None:
             learnt = self._classicReceive = {}
-        if tag in learnt or len(learnt) >= self.maxClassic:
+        known = learnt.get(tag)
+        if known is not None and known[0] is cls:
             return
+        if known is None and len(learnt) >= self.maxClassic:
+            return
+        # A name registered again for another class is learnt again.
         spec = None
         if (
             policy[0]
@@ -1614,8 +1618,8 @@ class PlainTypes:
             and self._taster.isTypeAllowed(tag)
         ):
             spec = _classicReceiveSpec(cls, tag, policy[1])
-        learnt[tag] = spec
-        if spec is not None:
+        learnt[tag] = (cls, spec)
+        if spec is not None or known is not None:
             self._generations = (-1,)
             self.stale = True
 

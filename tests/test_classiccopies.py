@@ -594,6 +594,25 @@ class BrokerTests(SynchronousTestCase):
             self.assertEqual([vars(o) for o in root.kept], [vars(Sent())] * 2)
             self.flushLoggedErrors()
 
+    def test_registeredAgain(self) -> None:
+        """
+        A name registered again for another class builds that class from
+        then on, and the connection learns it in place of the first.
+        """
+        connection, root = self.connect("pbext", "pbext")
+        for _ in range(2):
+            got = connection.resultOf(self.call(connection, "objects", 2))
+            self.assertEqual([type(o) for o in got], [Received] * 2)
+        jelly.unjellyableRegistry[SENT] = ReceivedChild
+        for _ in range(2):
+            got = connection.resultOf(self.call(connection, "objects", 2))
+            self.assertEqual([type(o) for o in got], [ReceivedChild] * 2)
+            self.assertEqual(vars(got[1]), {"x": 1, "y": -1, "name": "p1"})
+        client = connection.clientBroker._pbextPlainTypes
+        if client.stale:
+            client.refresh()
+        self.assertIs(client.receive[SENT][0], ReceivedChild)
+
     def test_classAttributeAfterFirstObject(self) -> None:
         """
         A class attribute added after the first copies were received
