@@ -86,6 +86,19 @@ static PyObject *s___dict__, *s_unjellyableRegistry;
 static PyObject notPlainMarker;
 #define NOT_PLAIN_C (&notPlainMarker)
 
+/* What a walk or a decoder last found of a classic copy class (see
+ * classicHolds): that the class, as its version tag says it was, passes
+ * spec's checks, and (receiving) that the keys in keys pass the state
+ * check.  CPython gives a class a new version tag whenever it or a base
+ * changes, so a class whose tag is unchanged still passes; a tag of 0
+ * (none assigned) is never trusted. */
+typedef struct {
+    PyTypeObject *type;     /* compared with the tag only, never used */
+    unsigned int tag;
+    PyObject *spec;         /* held */
+    PyObject *keys;         /* held: a tuple, or NULL */
+} ClassicCache;
+
 /* An identity set of the containers (and typed objects) already
  * jellied, with the rest of one walk's context: the send specs of the
  * registered classes it writes (a dict class -> spec, or NULL), and
@@ -104,6 +117,7 @@ typedef struct {
     /* How many containers and registered objects enclose the value being
      * walked (see enterLevel). */
     int depth;
+    ClassicCache classic;
 } Seen;
 
 /*
@@ -250,6 +264,10 @@ seenInit(Seen *seen)
     seen->lastClass = NULL;
     seen->lastSpec = NULL;
     seen->depth = 0;
+    seen->classic.type = NULL;
+    seen->classic.tag = 0;
+    seen->classic.spec = NULL;
+    seen->classic.keys = NULL;
     seen->slots = PyMem_Calloc(16, sizeof(void *));
     if (seen->slots == NULL) {
         PyErr_NoMemory();
@@ -266,6 +284,8 @@ seenRelease(Seen *seen)
     seen->slots = NULL;
     Py_CLEAR(seen->lastClass);
     Py_CLEAR(seen->lastSpec);
+    Py_CLEAR(seen->classic.spec);
+    Py_CLEAR(seen->classic.keys);
 }
 
 static inline int
@@ -412,6 +432,44 @@ versioned(PyObject *version)
 static int stepAside(void);
 #define CLASSIC_FIELDS 2
 
+/* The version tag of a class that has a valid one, else 0. */
+static inline unsigned int
+versionTag(PyTypeObject *type)
+{
+#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+    if (!(type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) {
+        return 0;
+    }
+#endif
+    return type->tp_version_tag;
+}
+
+/* Whether cache says type passed spec's checks, unchanged since. */
+static inline int
+classicKnown(ClassicCache *cache, PyTypeObject *type, PyObject *spec)
+{
+    unsigned int tag;
+    return cache != NULL && cache->spec == spec && cache->type == type &&
+           (tag = versionTag(type)) != 0 && cache->tag == tag;
+}
+
+/* Remember in cache that type passes spec's checks (its keys, if any, to
+ * be remembered apart). */
+static void
+classicRemember(ClassicCache *cache, PyTypeObject *type, PyObject *spec)
+{
+    if (cache == NULL) {
+        return;
+    }
+    if (cache->spec != spec || cache->type != type) {
+        Py_CLEAR(cache->keys);
+    }
+    Py_INCREF(spec);
+    Py_XSETREF(cache->spec, spec);
+    cache->type = type;
+    cache->tag = versionTag(type);
+}
+
 /* Whether type still gives what checks recorded: 1, 0, or -1. */
 static int
 classicHolds(PyTypeObject *type, PyObject *checks)
@@ -440,11 +498,15 @@ classicHolds(PyTypeObject *type, PyObject *checks)
  * reference); NOT_PLAIN_C if its class no longer passes the spec's
  * checks or it has no dictionary; NULL on error. */
 static PyObject *
-classicState(PyObject *obj, PyObject *spec)
+classicState(PyObject *obj, PyObject *spec, ClassicCache *cache)
 {
-    int holds = classicHolds(Py_TYPE(obj), PyTuple_GET_ITEM(spec, 1));
-    if (holds <= 0) {
-        return holds < 0 ? NULL : NOT_PLAIN_C;
+    PyTypeObject *type = Py_TYPE(obj);
+    if (!classicKnown(cache, type, spec)) {
+        int holds = classicHolds(type, PyTuple_GET_ITEM(spec, 1));
+        if (holds <= 0) {
+            return holds < 0 ? NULL : NOT_PLAIN_C;
+        }
+        classicRemember(cache, type, spec);
     }
     PyObject *state = PyObject_GenericGetDict(obj, NULL);
     if (state == NULL) {
@@ -496,12 +558,55 @@ classicKeysPass(PyTypeObject *type, PyObject *state, long mode,
     return 1;
 }
 
+/* The most keys of a state remembered in a ClassicCache. */
+#define CLASSIC_KEYS 32
+
+/* Whether state's keys are keys, the same objects in the same order. */
+static int
+sameKeys(PyObject *state, PyObject *keys)
+{
+    if (keys == NULL || PyTuple_GET_SIZE(keys) != PyDict_GET_SIZE(state)) {
+        return 0;
+    }
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(state, &pos, &key, &value)) {
+        if (PyTuple_GET_ITEM(keys, i++) != key) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Remember state's keys (as passing the state check) in cache. */
+static int
+rememberKeys(ClassicCache *cache, PyObject *state)
+{
+    Py_ssize_t n = PyDict_GET_SIZE(state);
+    if (cache == NULL || n > CLASSIC_KEYS) {
+        return 0;
+    }
+    PyObject *keys = PyTuple_New(n);
+    if (keys == NULL) {
+        return -1;
+    }
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(state, &pos, &key, &value)) {
+        Py_INCREF(key);
+        PyTuple_SET_ITEM(keys, i++, key);
+    }
+    Py_XSETREF(cache->keys, keys);
+    return 0;
+}
+
 /* A classic copy built from state as RemoteCopy.unjellyFor would (see
  * pbext._classiccopies.buildClassic): a new reference, NOT_PLAIN_C where
  * the full unjellier must decide, NULL on error.  Runs none of the
- * class's own code. */
+ * class's own code.  cache (or NULL) saves checking a class again while
+ * it is unchanged, and the keys of the copy before again. */
 static PyObject *
-buildClassic(PyObject *spec, PyObject *state)
+buildClassic(PyObject *spec, PyObject *state, ClassicCache *cache)
 {
     if (PyTuple_GET_SIZE(spec) != 6 ||
         !PyType_Check(PyTuple_GET_ITEM(spec, 0)) ||
@@ -527,13 +632,21 @@ buildClassic(PyObject *spec, PyObject *state)
     if (registered != cls) {
         return PyErr_Occurred() ? NULL : NOT_PLAIN_C;
     }
-    int ok = classicHolds(type, PyTuple_GET_ITEM(spec, 3));
-    if (ok > 0) {
+    int known = classicKnown(cache, type, spec);
+    int ok = known ? 1 : classicHolds(type, PyTuple_GET_ITEM(spec, 3));
+    if (ok > 0 && !(known && sameKeys(state, cache->keys))) {
         long mode = PyLong_AsLong(PyTuple_GET_ITEM(spec, 4));
         if (mode == -1 && PyErr_Occurred()) {
             return NULL;
         }
         ok = classicKeysPass(type, state, mode, PyTuple_GET_ITEM(spec, 5));
+        if (ok > 0 && cache != NULL) {
+            /* Read the tag after the lookups, which may assign one. */
+            classicRemember(cache, type, spec);
+            if (rememberKeys(cache, state) < 0) {
+                return NULL;
+            }
+        }
     }
     if (ok <= 0) {
         return ok < 0 ? NULL : NOT_PLAIN_C;
@@ -1231,6 +1344,7 @@ typedef struct {
     PyObject *plainTypes;   /* receive specs by wire name, or NULL */
     PyObject *lastTag, *lastSpec;   /* the last one found in plainTypes */
     struct QuickTemplate *quick;    /* how to read lastSpec's copies fast */
+    ClassicCache classic;           /* see buildClassic */
     /* Plain-jelly mode: recently decoded short dictionary keys, reused
      * (keys repeat from one dictionary to the next), and emptied
      * two-element lists kept for the next dictionary's pairs. */
@@ -1301,6 +1415,8 @@ DecoderCore_traverse(DecoderCore *self, visitproc visit, void *arg)
     if (self->quick != NULL) {
         Py_VISIT(self->quick->spec);
     }
+    Py_VISIT(self->classic.spec);
+    Py_VISIT(self->classic.keys);
     Py_VISIT(self->chunks);
     Py_VISIT(self->longString);
     Py_VISIT(self->stage);
@@ -1329,11 +1445,15 @@ clearStack(DecoderCore *self)
     }
 }
 
-/* Drop the key cache, the spare pair lists and the quick template: they
- * serve one message, and an idle connection keeps none of them. */
+/* Drop the key cache, the spare pair lists, the quick template and what
+ * is known of a classic class: they serve one message, and an idle
+ * connection keeps none of them. */
 static void
 releaseCaches(DecoderCore *self)
 {
+    Py_CLEAR(self->classic.spec);
+    Py_CLEAR(self->classic.keys);
+    self->classic.type = NULL;
     if (self->quick != NULL) {
         Py_CLEAR(self->quick->spec);
         PyMem_Free(self->quick);
@@ -1755,7 +1875,10 @@ completed(DecoderCore *self, Py_ssize_t top, PyObject **item)
         }
         if (spec != NULL) {
             Py_INCREF(spec);
-            value = buildTyped(spec, PyList_GET_ITEM(list, 1), 1);
+            value = PyTuple_CheckExact(spec) && PyTuple_GET_SIZE(spec) == 6
+                        ? buildClassic(spec, PyList_GET_ITEM(list, 1),
+                                       &self->classic)
+                        : buildTyped(spec, PyList_GET_ITEM(list, 1), 1);
             Py_DECREF(spec);
         }
         else {
@@ -2893,7 +3016,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
             goto done;
         }
         if (self->keys != NULL || self->spare != NULL ||
-            self->quick != NULL) {
+            self->quick != NULL || self->classic.spec != NULL) {
             releaseCaches(self);
         }
         tokens = 1;
@@ -3487,7 +3610,7 @@ jellyClassic(PyObject *obj, PyObject *spec, Seen *seen)
     if (entered <= 0) {
         return entered < 0 ? NULL : NOT_PLAIN_C;
     }
-    PyObject *result = classicState(obj, spec);
+    PyObject *result = classicState(obj, spec, &seen->classic);
     if (result != NULL && result != NOT_PLAIN_C) {
         PyObject *state = result;
         result = jellyNode(state, seen);
@@ -4269,7 +4392,7 @@ writeClassic(Encoder *e, PyObject *obj, PyObject *spec, Seen *seen)
         return entered < 0 ? -1 : notPlainError();
     }
     int rc = -1;
-    PyObject *state = classicState(obj, spec);
+    PyObject *state = classicState(obj, spec, &seen->classic);
     if (state == NOT_PLAIN_C) {
         notPlainError();
     }
@@ -4554,7 +4677,7 @@ checkClassic(PyObject *obj, PyObject *spec, Seen *seen)
         return entered;
     }
     int rc;
-    PyObject *state = classicState(obj, spec);
+    PyObject *state = classicState(obj, spec, &seen->classic);
     if (state == NULL || state == NOT_PLAIN_C) {
         rc = state == NULL ? -1 : 0;
     }
@@ -5076,7 +5199,7 @@ buildTyped(PyObject *spec, PyObject *state, int directOnly)
 {
     if (PyTuple_CheckExact(spec) && PyTuple_GET_SIZE(spec) == 6) {
         /* A classic copy: built without running the class's code. */
-        return buildClassic(spec, state);
+        return buildClassic(spec, state, NULL);
     }
     if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 7 ||
         !PyDict_CheckExact(PyTuple_GET_ITEM(spec, 2)) ||

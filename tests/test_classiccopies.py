@@ -492,6 +492,29 @@ class FusedClassicTests(SynchronousTestCase):
         self.assertIsNot(type(left), speedups.Jellied)
         self.assertEqual(fullUnjelly(left)[0], "refused")
 
+    def test_classChangedBetweenChunks(self) -> None:
+        """
+        A class given an attribute while a message is still arriving is
+        checked afresh for the copies after it: what the decoder
+        remembers of a class holds only while the class is unchanged.
+        """
+        receive = receiveTable((SENT, Received))
+        copies = stockJelly([Sent(i, i, f"p{i}") for i in range(3)])
+        data = codec._encodePython([b"answer", 1, copies], OUTGOING)
+        cut = data.index(b"p1")
+        decoder = codec.Decoder(
+            vocabulary=banana.Banana.incomingVocabulary, accelerated=True
+        )
+        decoder.setPlainJelly(True)
+        decoder.setPlainTypes(receive)
+        received: list[Any] = []
+        decoder.feedTo(data[:cut], received.append)
+        addClassAttribute(self, Received, "name", "a class attribute")
+        decoder.feedTo(data[cut:], received.append)
+        ((_, _, left),) = received
+        self.assertIsNot(type(left), speedups.Jellied)
+        self.assertEqual(fullUnjelly(left)[0], "refused")
+
 
 class Root(pb.Root):
     """
