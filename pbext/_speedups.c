@@ -561,7 +561,7 @@ classicKeysPass(PyTypeObject *type, PyObject *state, long mode,
 /* The most keys of a state remembered in a ClassicCache. */
 #define CLASSIC_KEYS 32
 
-/* Whether state's keys are keys, the same objects in the same order. */
+/* Whether state's keys are keys, equal texts in the same order. */
 static int
 sameKeys(PyObject *state, PyObject *keys)
 {
@@ -571,7 +571,17 @@ sameKeys(PyObject *state, PyObject *keys)
     Py_ssize_t pos = 0, i = 0;
     PyObject *key, *value;
     while (PyDict_Next(state, &pos, &key, &value)) {
-        if (PyTuple_GET_ITEM(keys, i++) != key) {
+        PyObject *known = PyTuple_GET_ITEM(keys, i++);
+        if (known == key) {
+            continue;
+        }
+        /* The decoder does not always reuse a key's str. */
+        if (!PyUnicode_CheckExact(key) ||
+            PyUnicode_GET_LENGTH(key) != PyUnicode_GET_LENGTH(known) ||
+            PyUnicode_KIND(key) != PyUnicode_KIND(known) ||
+            memcmp(PyUnicode_DATA(key), PyUnicode_DATA(known),
+                   (size_t)(PyUnicode_GET_LENGTH(key) *
+                            PyUnicode_KIND(key))) != 0) {
             return 0;
         }
     }
