@@ -251,8 +251,11 @@ class _TwistedClient:
             result = await self.sequence(lambda: root.callRemote("echo", blob), o.count)
             if result["value"] is not None:
                 result["value"] = result["value"] * len(blob) / 1e6
-        elif o.workload == "copyables":
-            method = await self.chooseCopyables(root)
+        elif o.workload in ("copyables", "classiccopies"):
+            if o.workload == "classiccopies":
+                method = "objects"
+            else:
+                method = await self.chooseCopyables(root)
             answer = await self.warm(
                 lambda: root.callRemote(method, o.objects), o.warmup
             )
@@ -430,7 +433,7 @@ class _SyncClient:
         if o.workload == "bytes":
             blob = payloads.makeBlob()
             return lambda c: self.call(c, "echo", blob)
-        if o.workload == "copyables":
+        if o.workload in ("copyables", "classiccopies"):
             return lambda c: self.call(c, "objects", o.objects)
         raise MeasurementError(f"unknown workload {o.workload!r}")
 
@@ -459,11 +462,15 @@ class _SyncClient:
         finally:
             self.close(warmConnection)
         result["notes"] = self.notes + result["notes"]
-        if self.system == "rpyc" and o.workload in ("struct", "copyables"):
+        if self.system == "rpyc" and o.workload in (
+            "struct",
+            "copyables",
+            "classiccopies",
+        ):
             result["notes"].append("RPyC copies lists and objects with obtain()")
         if o.workload == "bytes" and result["value"] is not None:
             result["value"] = result["value"] * payloads.BLOB_BYTES / 1e6
-        if o.workload == "copyables" and result["value"] is not None:
+        if o.workload in ("copyables", "classiccopies") and result["value"] is not None:
             result["value"] *= o.objects
         return result
 

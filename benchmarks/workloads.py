@@ -109,11 +109,27 @@ WORKLOADS: Tuple[Workload, ...] = (
     ),
     Workload(
         name="copyables",
-        title="return 1,000 small copyable objects",
+        title="return 1,000 small copyable objects (pbext: typed registry)",
         short="1,000\ncopyables",
         unit="objects/s",
         description="objects(1000) returns a list of 1,000 small objects "
         "copied by value (three fields each), sequentially.",
+        network=True,
+        parameters={
+            "full": {"count": 4000, "seconds": 2.5, "warmup": 1, "objects": 1000},
+            "quick": {"count": 1000, "seconds": 0.8, "warmup": 1, "objects": 1000},
+            "smoke": {"count": 2, "seconds": 10.0, "warmup": 1, "objects": 20},
+        },
+    ),
+    Workload(
+        name="classiccopies",
+        title="return 1,000 classic pb.Copyable objects",
+        short="1,000 classic\ncopyables",
+        unit="objects/s",
+        description="objects(1000) returns a list of 1,000 small pb.Copyable "
+        "objects (three fields each), received as a pb.RemoteCopy registered "
+        "with pb.setUnjellyableForClass, as every existing PB program does: "
+        "pbext takes this path too, even where it has a typed registry.",
         network=True,
         parameters={
             "full": {"count": 4000, "seconds": 2.5, "warmup": 1, "objects": 1000},

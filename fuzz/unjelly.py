@@ -1,6 +1,6 @@
 """
 Fuzz target: plain-jelly decoding and unjellying of jelly expressions,
-with registered types.
+with registered types and classic copy classes.
 
 The input is a small program that builds a jelly expression (plain tags,
 references, registered wire names with right or wrong state, shared
@@ -21,7 +21,7 @@ from _harness import Bytes, fuzz, instrumented
 
 with instrumented():
     from pbext import codec
-    from tests._parity import checkDecoding, checkUnjelly
+    from tests._parity import CLASSIC_TAGS, checkDecoding, checkUnjelly
     from tests.test_plaintypes import OUTGOING
 
 TAGS = [
@@ -111,6 +111,33 @@ def build(reader: Bytes, depth: int = 0) -> Any:
     return [tag, [b"dictionary", *pairs]]
 
 
+#: State keys for classic copies: fields, a method, a class-level flag,
+#: special and malformed names.
+CLASSIC_KEYS = [b"x", b"name", b"isAdmin", b"greet", b"__class__", b"a b", b"", b"_x"]
+
+
+def classicCopies(reader: Bytes) -> Any:
+    """
+    A list of classic copies (L{tests._parity.CLASSIC_TAGS}) with right or
+    wrong state, from the bytes left after the other elements (so that the
+    inputs kept before it was added still build what they built).
+    """
+    copies: list[Any] = [b"list"]
+    for _ in range(1 + reader.number(3)):
+        tag = CLASSIC_TAGS[reader.number(len(CLASSIC_TAGS) - 1)]
+        pairs = []
+        for _ in range(reader.number(4)):
+            key: Any = CLASSIC_KEYS[reader.number(len(CLASSIC_KEYS) - 1)]
+            if reader.byte() & 3:
+                key = [b"unicode", key]
+            pairs.append([key, build(reader, 6)])
+        state: Any = [b"dictionary", *pairs]
+        if reader.byte() % 8 == 0:
+            state = build(reader, 6)
+        copies.append([tag, state])
+    return copies
+
+
 def check(data: bytes) -> None:
     """
     One input: see the module docstring.
@@ -118,6 +145,8 @@ def check(data: bytes) -> None:
     reader = Bytes(data)
     cuts = [reader.number(2047) for _ in range(reader.number(3))]
     elements = [build(reader) for _ in range(1 + reader.number(2))]
+    if reader.left():
+        elements.append(classicCopies(reader))
     checkDecoding(
         codec._encodePython([b"answer", 1, *elements], OUTGOING), cuts, {}, True
     )

@@ -83,6 +83,12 @@ from twisted.spread.jelly import InsecureJelly
 from pbext import _twisted
 from pbext import codec as _codecConfiguresTheAccelerator  # noqa: F401
 from pbext._accelerator import speedups as _speedups
+from pbext._classiccopies import (
+    buildClassic,
+    classicState,
+)
+from pbext._classiccopies import receiveSpec as _classicReceiveSpec
+from pbext._classiccopies import sendSpec as _classicSendSpec
 from pbext._twisted import (
     DictKeyAndValue,
     checkMutable,
@@ -317,7 +323,7 @@ class _ClassicClass:
     @ivar goodKeys: The received keys (as bytes) already found acceptable.
     """
 
-    __slots__ = ("owner", "name", "rule", "index", "needsDict", "goodKeys")
+    __slots__ = ("owner", "name", "rule", "index", "needsDict", "goodKeys", "learnt")
 
     def __init__(self, regClass: Any, invoker: Any) -> None:
         isClass = isinstance(regClass, type)
@@ -342,6 +348,8 @@ class _ClassicClass:
                 in (flavors.RemoteCopy.unjellyFor, flavors.RemoteCache.unjellyFor)
             )
         self.goodKeys: set[bytes] = set()
+        # Whether the broker's plain tables were told of it.
+        self.learnt = False
 
 
 # Read once: attribute lookups on twisted.spread.jelly go through a slow
@@ -663,6 +671,11 @@ class Unjellier(_twisted.Unjellier):
         @raise InsecureJelly: If the state is refused.
         """
         info = self._classicClass(regClass)
+        if not info.learnt:
+            info.learnt = True
+            plainTypes = _brokerPlainTypes(self.invoker)
+            if plainTypes is not None and self._trustBasic:
+                plainTypes.learnReceive(obj[0], regClass)
         if self.checkCopyState and info.rule is not UNCHECKED:
             index = info.index
             if len(obj) != index + 1:
@@ -1175,6 +1188,8 @@ def _jellyPlain(
         if spec is None or id(obj) in seen or depth >= _PLAIN_MAX_NESTING:
             raise _NotPlain
         seen.add(id(obj))
+        if len(spec) == 2:
+            return _jellyClassic(obj, spec, seen, types, depth + 1)
         return _jellyTyped(obj, spec, seen, types, depth + 1)
     if id(obj) in seen or depth >= _PLAIN_MAX_NESTING:
         raise _NotPlain
@@ -1229,6 +1244,26 @@ def _jellyTyped(
     if version > 1:
         append([[b"unicode", _VERSION_KEY_BYTES], version])
     return [wireName, state]
+
+
+def _jellyClassic(
+    obj: Any,
+    spec: Any,
+    seen: set[int],
+    types: Mapping[type, Any] | None,
+    depth: int,
+) -> list[Any]:
+    """
+    Jelly a classic L{pb.Copyable} as C{Copyable.jellyFor} does, where its
+    class keeps Twisted's methods (L{pbext._classiccopies.sendSpec}).
+
+    @raise _NotPlain: If the class no longer passes the spec's checks, or
+        its state is not plain.
+    """
+    state = classicState(obj, spec)
+    if state is None:
+        raise _NotPlain
+    return [spec[0], _jellyPlain(state, seen, types, depth)]
 
 
 def _jellyPlainPython(obj: Any, types: Mapping[type, Any] | None = None) -> Any:
@@ -1447,6 +1482,11 @@ def _unjellyPlain(
     if spec is not None and len(sexp) == 2 and type(sexp[1]) is list:
         state = _unjellyPlain(sexp[1], types)
         if type(state) is dict:
+            if len(spec) == 6:
+                built = buildClassic(spec, state)
+                if built is None:
+                    raise _NotPlain
+                return built
             return _buildTyped(spec, state)
     raise _NotPlain
 
@@ -1558,6 +1598,12 @@ def _unjellyPlainPython(sexp: Any, types: Mapping[bytes, Any] | None = None) -> 
 
 _GENERATION = operator.attrgetter("_generation")
 
+# What PlainTypes keeps of a policy for classic copies, shared by every
+# connection: (accepts Twisted's registry, checks copy state).
+_CLASSIC_POLICIES: dict[tuple[bool, bool], tuple[bool, bool]] = {
+    (a, c): (a, c) for a in (False, True) for c in (False, True)
+}
+
 
 class PlainTypes:
     """
@@ -1576,20 +1622,36 @@ class PlainTypes:
     a registry that changes marks them L{stale}, and L{refresh} rebuilds
     them.
 
+    Classic copy classes that keep Twisted's methods are added as the full
+    jellier and unjellier meet them (L{learnSend}, L{learnReceive}; see
+    L{pbext._classiccopies}), at most L{maxClassic} of each, unless a
+    registry (or one that is not a L{pbext.copyable.CopyableRegistry})
+    could claim them.
+
     @ivar send: Send specs by class, or L{None} if there are none.
     @ivar receive: Receive specs by wire name, or L{None} if none.
     @ivar stale: Whether a registry changed since the tables were built.
+    @ivar decoderStale: Whether L{receive} changed since the broker last
+        gave it to its decoder (which must not change while it decodes):
+        the broker clears it when it does.
     """
 
     __slots__ = (
         "send",
         "receive",
         "stale",
+        "decoderStale",
         "_registries",
         "_taster",
         "_generations",
+        "_classicSend",
+        "_classicReceive",
+        "_classicPolicy",
         "__weakref__",
     )
+
+    #: The most classic classes learnt, each way.
+    maxClassic = 256
 
     send: dict[type, Any] | None
     receive: dict[bytes, Any] | None
@@ -1597,15 +1659,32 @@ class PlainTypes:
 
     def __init__(self, registries: Iterable[Any], taster: Any) -> None:
         usable = []
+        closed = False
         for registry in registries:
             if not isinstance(registry, CopyableRegistry):
+                closed = True
                 break
             usable.append(registry)
         self._registries = tuple(usable)
         self._taster = taster
         self._generations: tuple[int, ...] = ()
+        # Classic classes met (made on first use; None for one the plain
+        # paths may not handle), and whether and how they may be: None
+        # when a registry could claim anything, else (acceptClassicRegistry,
+        # checkCopyState) as the Unjellier reads them from the policy.
+        self._classicSend: dict[type, Any] | None = None
+        self._classicReceive: dict[bytes, tuple[Any, Any]] | None = None
+        self._classicPolicy: tuple[bool, bool] | None = None
+        if not closed:
+            policy = getattr(taster, "policy", None)
+            self._classicPolicy = _CLASSIC_POLICIES[
+                bool(getattr(policy, "classic", False))
+                or bool(getattr(policy, "acceptClassicRegistry", True)),
+                bool(getattr(policy, "checkCopyState", True)),
+            ]
         self.send = self.receive = None
         self.stale = True
+        self.decoderStale = False
         for registry in self._registries:
             registry._watchers.add(self)
         self.refresh()
@@ -1649,9 +1728,74 @@ class PlainTypes:
                 send = tables.send
             if receive and receive == tables.receive:
                 receive = tables.receive
+        if self._classicSend:
+            send = dict(send)
+            for cls, spec in self._classicSend.items():
+                if spec is not None and not any(r._sends(cls) for r in registries):
+                    send.setdefault(cls, spec)
+        if self._classicReceive:
+            receive = dict(receive)
+            for name, (_, spec) in self._classicReceive.items():
+                if spec is not None and not any(r._receives(name) for r in registries):
+                    receive.setdefault(name, spec)
         self.send = send or None
+        if (receive or None) is not self.receive:
+            self.decoderStale = True
         self.receive = receive or None
         return True
+
+    def learnSend(self, cls: type) -> None:
+        """
+        The full jellier met an instance of C{cls}, which no registry
+        sends: if it is a L{pb.Copyable} class that keeps Twisted's
+        methods, let the plain paths send its instances from now on.
+        """
+        learnt = self._classicSend
+        if learnt is None:
+            if self._classicPolicy is None:
+                return
+            learnt = self._classicSend = {}
+        if cls in learnt or len(learnt) >= self.maxClassic:
+            return
+        spec = learnt[cls] = _classicSendSpec(cls)
+        if spec is not None:
+            self._generations = (-1,)
+            self.stale = True
+
+    def learnReceive(self, tag: bytes, cls: Any) -> None:
+        """
+        The full unjellier built a copy with C{cls}, registered for C{tag}
+        in Twisted's global registry, which no registry receives: if it is
+        a L{pb.RemoteCopy} class that keeps Twisted's methods, let the
+        plain paths build its copies from now on (checking their state as
+        the unjellier does).
+        """
+        learnt = self._classicReceive
+        policy = self._classicPolicy
+        if policy is None:
+            return
+        if learnt is None:
+            learnt = self._classicReceive = {}
+        known = learnt.get(tag)
+        if known is not None and known[0] is cls:
+            return
+        if known is None and len(learnt) >= self.maxClassic:
+            return
+        # A name registered again for another class is learnt again.
+        spec = None
+        if (
+            policy[0]
+            and type(tag) is bytes
+            and tag not in _BASIC_THUNKS
+            and tag not in _IMPORTING_TYPES
+            and tag not in _PB_UNJELLYABLES
+            and self._taster.isTypeAllowed(tag)
+        ):
+            spec = _classicReceiveSpec(cls, tag, policy[1])
+        learnt[tag] = (cls, spec)
+        if spec is not None or known is not None:
+            self._generations = (-1,)
+            self.stale = True
 
 
 # Marks a tag not looked up yet in Unjellier._registryOf.
@@ -1716,6 +1860,8 @@ class Jellier(_twisted.Jellier):
         self.registries = tuple(registries)
         self.substitute = substitute
         self._fast = _FAST_JELLIERS if _allowsSentBuiltins(taster) else {}
+        # The broker's plain tables, told of the classic copies met.
+        self._plainTypes = _brokerPlainTypes(invoker) if self._fast else None
 
     def jelly(self, obj: Any) -> Any:
         fast = self._fast.get(type(obj))
@@ -1729,6 +1875,8 @@ class Jellier(_twisted.Jellier):
                 sexp = registry.jellyFor(obj, self)
                 if sexp is not None:
                     return sexp
+        if self._plainTypes is not None and isinstance(obj, flavors.Copyable):
+            self._plainTypes.learnSend(type(obj))
         return super().jelly(obj)
 
     def unpersistable(self, reason: Any, sxp: Any = None) -> Any:
@@ -1752,6 +1900,14 @@ class Jellier(_twisted.Jellier):
             f"the policy option sendUnpersistable sends a placeholder instead",
             "",
         )
+
+
+def _brokerPlainTypes(invoker: Any) -> PlainTypes | None:
+    """
+    The plain tables of a pbext broker, or L{None} for anything else.
+    """
+    plainTypes = getattr(invoker, "_pbextPlainTypes", None)
+    return plainTypes if isinstance(plainTypes, PlainTypes) else None
 
 
 def _insecureClassName(reason: str) -> str | None:

@@ -80,10 +80,25 @@ static Py_ssize_t sizeLimit = 640 * 1024;
 static PyObject *s_unicode, *s_None, *s_boolean, *s_true, *s_false;
 static PyObject *s_dictionary, *s_list, *s_tuple, *s_set, *s_frozenset;
 static PyObject *s_reference, *s_dereference;
+/* Interned names read for classic copies (see pbext._classiccopies). */
+static PyObject *s___dict__, *s_unjellyableRegistry;
 
 /* Returned (not a new reference) when an object is not plain. */
 static PyObject notPlainMarker;
 #define NOT_PLAIN_C (&notPlainMarker)
+
+/* What a walk or a decoder last found of a classic copy class (see
+ * classicHolds): that the class, as its version tag says it was, passes
+ * spec's checks, and (receiving) that the keys in keys pass the state
+ * check.  CPython gives a class a new version tag whenever it or a base
+ * changes, so a class whose tag is unchanged still passes; a tag of 0
+ * (none assigned) is never trusted. */
+typedef struct {
+    PyTypeObject *type;     /* compared with the tag only, never used */
+    unsigned int tag;
+    PyObject *spec;         /* held */
+    PyObject *keys;         /* held: a tuple, or NULL */
+} ClassicCache;
 
 /* An identity set of the containers (and typed objects) already
  * jellied, with the rest of one walk's context: the send specs of the
@@ -103,6 +118,7 @@ typedef struct {
     /* How many containers and registered objects enclose the value being
      * walked (see enterLevel). */
     int depth;
+    ClassicCache classic;
 } Seen;
 
 /*
@@ -249,6 +265,10 @@ seenInit(Seen *seen)
     seen->lastClass = NULL;
     seen->lastSpec = NULL;
     seen->depth = 0;
+    seen->classic.type = NULL;
+    seen->classic.tag = 0;
+    seen->classic.spec = NULL;
+    seen->classic.keys = NULL;
     seen->slots = PyMem_Calloc(16, sizeof(void *));
     if (seen->slots == NULL) {
         PyErr_NoMemory();
@@ -265,6 +285,8 @@ seenRelease(Seen *seen)
     seen->slots = NULL;
     Py_CLEAR(seen->lastClass);
     Py_CLEAR(seen->lastSpec);
+    Py_CLEAR(seen->classic.spec);
+    Py_CLEAR(seen->classic.keys);
 }
 
 static inline int
@@ -329,10 +351,12 @@ sendSpecOf(Seen *seen, PyObject *obj)
     if (spec == NULL) {
         return NULL;
     }
-    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 3 ||
+    if (!PyTuple_CheckExact(spec) ||
+        (PyTuple_GET_SIZE(spec) != 3 && PyTuple_GET_SIZE(spec) != 2) ||
         !PyBytes_CheckExact(PyTuple_GET_ITEM(spec, 0)) ||
         !PyTuple_CheckExact(PyTuple_GET_ITEM(spec, 1)) ||
-        !PyLong_CheckExact(PyTuple_GET_ITEM(spec, 2))) {
+        (PyTuple_GET_SIZE(spec) == 3 &&
+         !PyLong_CheckExact(PyTuple_GET_ITEM(spec, 2)))) {
         PyErr_SetString(PyExc_TypeError, "malformed send spec");
         return NULL;
     }
@@ -395,6 +419,264 @@ static inline int
 versioned(PyObject *version)
 {
     return PyLong_AsLong(version) != 1;
+}
+
+/*
+ * Classic copies (pbext._classiccopies): a send spec (wireName, checks)
+ * writes a pb.Copyable's __dict__ as its state; a receive spec (cls,
+ * namespace, tag, checks, mode, fields) builds a pb.RemoteCopy from a
+ * state whose keys pass the copy-state check.  checks are (name, value)
+ * pairs: what the class's MRO must still give for each name (None for
+ * nothing), read again for every object.
+ */
+#define CLASSIC_UNCHECKED 0
+static int stepAside(void);
+#define CLASSIC_FIELDS 2
+
+/* The version tag of a class that has a valid one, else 0. */
+static inline unsigned int
+versionTag(PyTypeObject *type)
+{
+#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+    if (!(type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) {
+        return 0;
+    }
+#endif
+    return type->tp_version_tag;
+}
+
+/* Whether cache says type passed spec's checks, unchanged since. */
+static inline int
+classicKnown(ClassicCache *cache, PyTypeObject *type, PyObject *spec)
+{
+    unsigned int tag;
+    return cache != NULL && cache->spec == spec && cache->type == type &&
+           (tag = versionTag(type)) != 0 && cache->tag == tag;
+}
+
+/* Remember in cache that type passes spec's checks (its keys, if any, to
+ * be remembered apart). */
+static void
+classicRemember(ClassicCache *cache, PyTypeObject *type, PyObject *spec)
+{
+    if (cache == NULL) {
+        return;
+    }
+    if (cache->spec != spec || cache->type != type) {
+        Py_CLEAR(cache->keys);
+    }
+    Py_INCREF(spec);
+    Py_XSETREF(cache->spec, spec);
+    cache->type = type;
+    cache->tag = versionTag(type);
+}
+
+/* Whether type still gives what checks recorded: 1, 0, or -1. */
+static int
+classicHolds(PyTypeObject *type, PyObject *checks)
+{
+    if (!PyTuple_CheckExact(checks)) {
+        PyErr_SetString(PyExc_TypeError, "malformed classic spec");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(checks); i++) {
+        PyObject *check = PyTuple_GET_ITEM(checks, i);
+        if (!PyTuple_CheckExact(check) || PyTuple_GET_SIZE(check) != 2 ||
+            !PyUnicode_CheckExact(PyTuple_GET_ITEM(check, 0))) {
+            PyErr_SetString(PyExc_TypeError, "malformed classic spec");
+            return -1;
+        }
+        /* A cached lookup in the MRO's dictionaries: no code runs. */
+        PyObject *found = _PyType_Lookup(type, PyTuple_GET_ITEM(check, 0));
+        if ((found == NULL ? Py_None : found) != PyTuple_GET_ITEM(check, 1)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The state a classic send spec writes for obj, its __dict__ (a new
+ * reference); NOT_PLAIN_C if its class no longer passes the spec's
+ * checks or it has no dictionary; NULL on error. */
+static PyObject *
+classicState(PyObject *obj, PyObject *spec, ClassicCache *cache)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+    if (!classicKnown(cache, type, spec)) {
+        int holds = classicHolds(type, PyTuple_GET_ITEM(spec, 1));
+        if (holds <= 0) {
+            return holds < 0 ? NULL : NOT_PLAIN_C;
+        }
+        classicRemember(cache, type, spec);
+    }
+    PyObject *state = PyObject_GenericGetDict(obj, NULL);
+    if (state == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        return NOT_PLAIN_C;
+    }
+    if (!PyDict_CheckExact(state)) {
+        Py_DECREF(state);
+        return NOT_PLAIN_C;
+    }
+    return state;
+}
+
+/* Whether every key of state passes the copy-state check outright for
+ * type under mode: 1, 0 (the full unjellier decides), or -1. */
+static int
+classicKeysPass(PyTypeObject *type, PyObject *state, long mode,
+                PyObject *fields)
+{
+    if (mode == CLASSIC_UNCHECKED) {
+        return 1;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(state, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key) || !PyUnicode_IsIdentifier(key)) {
+            return 0;
+        }
+        if (PyUnicode_GET_LENGTH(key) >= 2 &&
+            PyUnicode_READ_CHAR(key, 0) == '_' &&
+            PyUnicode_READ_CHAR(key, 1) == '_') {
+            return 0;
+        }
+        if (mode == CLASSIC_FIELDS) {
+            int declared = PyAnySet_Check(fields)
+                               ? PySet_Contains(fields, key) : 0;
+            if (declared <= 0) {
+                return declared;
+            }
+        }
+        /* Nothing in the class as it is now may have the key's name. */
+        if (_PyType_Lookup(type, key) != NULL) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The most keys of a state remembered in a ClassicCache. */
+#define CLASSIC_KEYS 32
+
+/* Whether state's keys are keys, equal texts in the same order. */
+static int
+sameKeys(PyObject *state, PyObject *keys)
+{
+    if (keys == NULL || PyTuple_GET_SIZE(keys) != PyDict_GET_SIZE(state)) {
+        return 0;
+    }
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(state, &pos, &key, &value)) {
+        PyObject *known = PyTuple_GET_ITEM(keys, i++);
+        if (known == key) {
+            continue;
+        }
+        /* The decoder does not always reuse a key's str. */
+        if (!PyUnicode_CheckExact(key) ||
+            PyUnicode_GET_LENGTH(key) != PyUnicode_GET_LENGTH(known) ||
+            PyUnicode_KIND(key) != PyUnicode_KIND(known) ||
+            memcmp(PyUnicode_DATA(key), PyUnicode_DATA(known),
+                   (size_t)(PyUnicode_GET_LENGTH(key) *
+                            PyUnicode_KIND(key))) != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Remember state's keys (as passing the state check) in cache. */
+static int
+rememberKeys(ClassicCache *cache, PyObject *state)
+{
+    Py_ssize_t n = PyDict_GET_SIZE(state);
+    if (cache == NULL || n > CLASSIC_KEYS) {
+        return 0;
+    }
+    PyObject *keys = PyTuple_New(n);
+    if (keys == NULL) {
+        return -1;
+    }
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(state, &pos, &key, &value)) {
+        Py_INCREF(key);
+        PyTuple_SET_ITEM(keys, i++, key);
+    }
+    Py_XSETREF(cache->keys, keys);
+    return 0;
+}
+
+/* A classic copy built from state as RemoteCopy.unjellyFor would (see
+ * pbext._classiccopies.buildClassic): a new reference, NOT_PLAIN_C where
+ * the full unjellier must decide, NULL on error.  Runs none of the
+ * class's own code.  cache (or NULL) saves checking a class again while
+ * it is unchanged, and the keys of the copy before again. */
+static PyObject *
+buildClassic(PyObject *spec, PyObject *state, ClassicCache *cache)
+{
+    if (PyTuple_GET_SIZE(spec) != 6 ||
+        !PyType_Check(PyTuple_GET_ITEM(spec, 0)) ||
+        !PyDict_CheckExact(PyTuple_GET_ITEM(spec, 1)) ||
+        !PyLong_CheckExact(PyTuple_GET_ITEM(spec, 4))) {
+        PyErr_SetString(PyExc_TypeError, "malformed classic spec");
+        return NULL;
+    }
+    PyObject *cls = PyTuple_GET_ITEM(spec, 0);
+    PyTypeObject *type = (PyTypeObject *)cls;
+    if (!PyDict_CheckExact(state)) {
+        return NOT_PLAIN_C;
+    }
+    /* Still the class registered for the tag, in Twisted's registry as
+     * it is now (tests and applications may replace it). */
+    PyObject *registry = PyDict_GetItemWithError(PyTuple_GET_ITEM(spec, 1),
+                                                 s_unjellyableRegistry);
+    if (registry == NULL || !PyDict_CheckExact(registry)) {
+        return PyErr_Occurred() ? NULL : NOT_PLAIN_C;
+    }
+    PyObject *registered = PyDict_GetItemWithError(registry,
+                                                   PyTuple_GET_ITEM(spec, 2));
+    if (registered != cls) {
+        return PyErr_Occurred() ? NULL : NOT_PLAIN_C;
+    }
+    int known = classicKnown(cache, type, spec);
+    int ok = known ? 1 : classicHolds(type, PyTuple_GET_ITEM(spec, 3));
+    if (ok > 0 && !(known && sameKeys(state, cache->keys))) {
+        long mode = PyLong_AsLong(PyTuple_GET_ITEM(spec, 4));
+        if (mode == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        ok = classicKeysPass(type, state, mode, PyTuple_GET_ITEM(spec, 5));
+        if (ok > 0 && cache != NULL) {
+            /* Read the tag after the lookups, which may assign one. */
+            classicRemember(cache, type, spec);
+            if (rememberKeys(cache, state) < 0) {
+                return NULL;
+            }
+        }
+    }
+    if (ok <= 0) {
+        return ok < 0 ? NULL : NOT_PLAIN_C;
+    }
+    /* object.__new__ and object.__setattr__, as the checks found them. */
+    PyObject *noArguments = PyTuple_New(0);
+    if (noArguments == NULL) {
+        return NULL;
+    }
+    PyObject *instance = PyBaseObject_Type.tp_new(type, noArguments, NULL);
+    Py_DECREF(noArguments);
+    if (instance == NULL) {
+        return stepAside() ? NOT_PLAIN_C : NULL;
+    }
+    if (PyObject_SetAttr(instance, s___dict__, state) < 0) {
+        Py_DECREF(instance);
+        return stepAside() ? NOT_PLAIN_C : NULL;
+    }
+    return instance;
 }
 
 static int
@@ -1073,6 +1355,7 @@ typedef struct {
     PyObject *plainTypes;   /* receive specs by wire name, or NULL */
     PyObject *lastTag, *lastSpec;   /* the last one found in plainTypes */
     struct QuickTemplate *quick;    /* how to read lastSpec's copies fast */
+    ClassicCache classic;           /* see buildClassic */
     /* Plain-jelly mode: recently decoded short dictionary keys, reused
      * (keys repeat from one dictionary to the next), and emptied
      * two-element lists kept for the next dictionary's pairs. */
@@ -1143,6 +1426,8 @@ DecoderCore_traverse(DecoderCore *self, visitproc visit, void *arg)
     if (self->quick != NULL) {
         Py_VISIT(self->quick->spec);
     }
+    Py_VISIT(self->classic.spec);
+    Py_VISIT(self->classic.keys);
     Py_VISIT(self->chunks);
     Py_VISIT(self->longString);
     Py_VISIT(self->stage);
@@ -1171,11 +1456,15 @@ clearStack(DecoderCore *self)
     }
 }
 
-/* Drop the key cache, the spare pair lists and the quick template: they
- * serve one message, and an idle connection keeps none of them. */
+/* Drop the key cache, the spare pair lists, the quick template and what
+ * is known of a classic class: they serve one message, and an idle
+ * connection keeps none of them. */
 static void
 releaseCaches(DecoderCore *self)
 {
+    Py_CLEAR(self->classic.spec);
+    Py_CLEAR(self->classic.keys);
+    self->classic.type = NULL;
     if (self->quick != NULL) {
         Py_CLEAR(self->quick->spec);
         PyMem_Free(self->quick);
@@ -1556,8 +1845,9 @@ placeCheck(DecoderCore *self, Py_ssize_t top, PyObject *item, int rawItem)
              * whether the message is refused. */
             PyObject *spec = typedSpec(self, item);
             if (spec != NULL && PyTuple_CheckExact(spec) &&
-                PyTuple_GET_SIZE(spec) == 7 &&
-                PyTuple_GET_ITEM(spec, 6) == Py_True) {
+                ((PyTuple_GET_SIZE(spec) == 7 &&
+                  PyTuple_GET_ITEM(spec, 6) == Py_True) ||
+                 PyTuple_GET_SIZE(spec) == 6)) {
                 tag = NODE_TYPED;
             }
             else if (PyErr_Occurred()) {
@@ -1596,7 +1886,10 @@ completed(DecoderCore *self, Py_ssize_t top, PyObject **item)
         }
         if (spec != NULL) {
             Py_INCREF(spec);
-            value = buildTyped(spec, PyList_GET_ITEM(list, 1), 1);
+            value = PyTuple_CheckExact(spec) && PyTuple_GET_SIZE(spec) == 6
+                        ? buildClassic(spec, PyList_GET_ITEM(list, 1),
+                                       &self->classic)
+                        : buildTyped(spec, PyList_GET_ITEM(list, 1), 1);
             Py_DECREF(spec);
         }
         else {
@@ -2734,7 +3027,7 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
             goto done;
         }
         if (self->keys != NULL || self->spare != NULL ||
-            self->quick != NULL) {
+            self->quick != NULL || self->classic.spec != NULL) {
             releaseCaches(self);
         }
         tokens = 1;
@@ -3315,6 +3608,32 @@ static PyObject *jellyMember(PyObject *obj, Seen *seen);
 
 /* The jelly of an object of a registered class, as its spec says (see
  * pbext._jelly._jellyTyped); NOT_PLAIN_C if it is not plain. */
+/* A classic pb.Copyable, as Copyable.jellyFor writes it: [wireName,
+ * its __dict__ jellied]. */
+static PyObject *
+jellyClassic(PyObject *obj, PyObject *spec, Seen *seen)
+{
+    int already = seenAdd(seen, obj);
+    if (already) {
+        return already < 0 ? NULL : NOT_PLAIN_C;
+    }
+    int entered = enterLevel(seen, " while jellying");
+    if (entered <= 0) {
+        return entered < 0 ? NULL : NOT_PLAIN_C;
+    }
+    PyObject *result = classicState(obj, spec, &seen->classic);
+    if (result != NULL && result != NOT_PLAIN_C) {
+        PyObject *state = result;
+        result = jellyNode(state, seen);
+        Py_DECREF(state);
+        if (result != NULL && result != NOT_PLAIN_C) {
+            result = pair(PyTuple_GET_ITEM(spec, 0), result);
+        }
+    }
+    leaveLevel(seen);
+    return result;
+}
+
 static PyObject *
 jellyTyped(PyObject *obj, PyObject *spec, Seen *seen)
 {
@@ -3472,7 +3791,9 @@ jellyNode(PyObject *obj, Seen *seen)
     else {
         PyObject *spec = sendSpecOf(seen, obj);
         if (spec != NULL) {
-            PyObject *result = jellyTyped(obj, spec, seen);
+            PyObject *result = PyTuple_GET_SIZE(spec) == 2
+                                   ? jellyClassic(obj, spec, seen)
+                                   : jellyTyped(obj, spec, seen);
             Py_DECREF(spec);
             return result;
         }
@@ -4069,6 +4390,33 @@ writeKept(Encoder *e, Py_ssize_t start, Py_ssize_t stop)
 
 /* Write an object of a registered class as its spec says (see
  * pbext._jelly._jellyTyped). */
+/* Write a classic pb.Copyable as jellyClassic makes it. */
+static int
+writeClassic(Encoder *e, PyObject *obj, PyObject *spec, Seen *seen)
+{
+    int already = seenAdd(seen, obj);
+    if (already) {
+        return already < 0 ? -1 : notPlainError();
+    }
+    int entered = enterLevel(seen, " while jellying");
+    if (entered <= 0) {
+        return entered < 0 ? -1 : notPlainError();
+    }
+    int rc = -1;
+    PyObject *state = classicState(obj, spec, &seen->classic);
+    if (state == NOT_PLAIN_C) {
+        notPlainError();
+    }
+    else if (state != NULL) {
+        rc = (writeToken(e, 2, B_LIST) < 0 ||
+              encodeBytes(e, PyTuple_GET_ITEM(spec, 0)) < 0 ||
+              writeJelly(e, state, seen) < 0) ? -1 : 0;
+        Py_DECREF(state);
+    }
+    leaveLevel(seen);
+    return rc;
+}
+
 static int
 writeTyped(Encoder *e, PyObject *obj, PyObject *spec, Seen *seen)
 {
@@ -4200,7 +4548,8 @@ writeJelly(Encoder *e, PyObject *obj, Seen *seen)
         if (spec == NULL) {
             return PyErr_Occurred() ? -1 : notPlainError();
         }
-        int rc = writeTyped(e, obj, spec, seen);
+        int rc = PyTuple_GET_SIZE(spec) == 2 ? writeClassic(e, obj, spec, seen)
+                                             : writeTyped(e, obj, spec, seen);
         Py_DECREF(spec);
         return rc;
     }
@@ -4326,6 +4675,31 @@ encodableText(PyObject *text)
 static int checkPlain(PyObject *obj, Seen *seen);
 
 /* checkPlain for an object of a registered class. */
+/* checkPlain for a classic pb.Copyable. */
+static int
+checkClassic(PyObject *obj, PyObject *spec, Seen *seen)
+{
+    int already = seenAdd(seen, obj);
+    if (already != 0) {
+        return already < 0 ? -1 : 0;
+    }
+    int entered = enterLevel(seen, " while checking a value");
+    if (entered <= 0) {
+        return entered;
+    }
+    int rc;
+    PyObject *state = classicState(obj, spec, &seen->classic);
+    if (state == NULL || state == NOT_PLAIN_C) {
+        rc = state == NULL ? -1 : 0;
+    }
+    else {
+        rc = checkPlain(state, seen);
+        Py_DECREF(state);
+    }
+    leaveLevel(seen);
+    return rc;
+}
+
 static int
 checkTyped(PyObject *obj, PyObject *spec, Seen *seen)
 {
@@ -4381,7 +4755,8 @@ checkPlain(PyObject *obj, Seen *seen)
         if (spec == NULL) {
             return PyErr_Occurred() ? -1 : 0;
         }
-        int rc = checkTyped(obj, spec, seen);
+        int rc = PyTuple_GET_SIZE(spec) == 2 ? checkClassic(obj, spec, seen)
+                                             : checkTyped(obj, spec, seen);
         Py_DECREF(spec);
         return rc;
     }
@@ -4996,6 +5371,10 @@ buildDirectly(PyTypeObject *cls, PyObject *names, PyObject **values,
 static PyObject *
 buildTyped(PyObject *spec, PyObject *state, int directOnly)
 {
+    if (PyTuple_CheckExact(spec) && PyTuple_GET_SIZE(spec) == 6) {
+        /* A classic copy: built without running the class's code. */
+        return buildClassic(spec, state, NULL);
+    }
     if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 7 ||
         !PyDict_CheckExact(PyTuple_GET_ITEM(spec, 2)) ||
         !PyLong_CheckExact(PyTuple_GET_ITEM(spec, 3)) ||
@@ -5680,6 +6059,13 @@ PyInit__speedups(void)
             if (*words[i].target == NULL) {
                 return NULL;
             }
+        }
+    }
+    if (s___dict__ == NULL) {
+        s___dict__ = PyUnicode_InternFromString("__dict__");
+        s_unjellyableRegistry = PyUnicode_InternFromString("unjellyableRegistry");
+        if (s___dict__ == NULL || s_unjellyableRegistry == NULL) {
+            return NULL;
         }
     }
     if (PyType_Ready(&DecoderCoreType) < 0 ||

@@ -1116,7 +1116,11 @@ class Broker(pb.Broker):
         # evict.
         self._pbextLastHeard = self._pbextGetClock().seconds()
         plainTypes = self._pbextPlainTypes
-        if plainTypes.stale and plainTypes.refresh() and self._pbextFusedReceive:
+        if plainTypes.stale:
+            plainTypes.refresh()
+        # Told here, between two parses, whoever refreshed the tables.
+        if plainTypes.decoderStale and self._pbextFusedReceive:
+            plainTypes.decoderStale = False
             if decoder.accelerated:
                 decoder.setPlainTypes(plainTypes.receive)
         # Once a dialect is chosen every expression is queued, so the

@@ -9,9 +9,61 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from twisted.spread import pb
+
 from pbext import _jelly, codec
 from pbext._accelerator import speedups
+from pbext._classiccopies import receiveSpec
+from pbext.copystate import stateFields
 from tests.test_plaintypes import INCOMING, REGISTRY, TASTER, TYPES
+
+
+class ClassicCopy(pb.RemoteCopy):
+    """
+    A classic copy class keeping Twisted's methods, with a method and a
+    class-level flag a peer must not set.
+    """
+
+    isAdmin = False
+
+    def greet(self) -> str:
+        return "hello"
+
+
+@stateFields("x", "name", "isAdmin")
+class DeclaredCopy(pb.RemoteCopy):
+    """
+    A classic copy class declaring its fields.
+    """
+
+    isAdmin = False
+
+
+#: The wire names of the classic copy classes above.
+CLASSIC_TAGS = [b"c.Classic", b"c.Declared"]
+
+#: Twisted's registry as the classic specs below see it: a private one, so
+#: that nothing is registered process-wide (the full unjellier, which reads
+#: the real one, refuses these names: only the plain paths are compared).
+_CLASSIC_NAMESPACE = {
+    "unjellyableRegistry": dict(zip(CLASSIC_TAGS, [ClassicCopy, DeclaredCopy]))
+}
+
+
+def _receiveTable() -> dict[bytes, Any]:
+    """
+    The receive specs of the registered types and the classic classes.
+    """
+    table = dict(TYPES.receive or {})
+    for tag, cls in _CLASSIC_NAMESPACE["unjellyableRegistry"].items():
+        spec = receiveSpec(cls, tag, True)
+        assert spec is not None
+        table[tag] = (spec[0], _CLASSIC_NAMESPACE, *spec[2:])
+    return table
+
+
+#: What the plain paths build here.
+RECEIVE = _receiveTable()
 
 #: Every limit of L{codec.Decoder}, in its keyword order.
 LIMITS = (
@@ -51,7 +103,7 @@ def _decode(
     )
     if plain:
         decoder.setPlainJelly(True)
-        decoder.setPlainTypes(TYPES.receive)
+        decoder.setPlainTypes(RECEIVE)
     received: list[Any] = []
     points = sorted({min(max(c, 0), len(data)) for c in cuts} | {0, len(data)})
     try:
@@ -83,7 +135,7 @@ def unjellyOutcome(element: object, accelerated: bool) -> tuple[str, Any]:
         return "ok", element.value
     plain = speedups.unjellyPlain if accelerated else _jelly._unjellyPlainPython
     try:
-        value = plain(element, TYPES.receive)
+        value = plain(element, RECEIVE)
         if value is not _jelly.NOT_PLAIN:
             return "ok", value
         unjellier = _jelly.Unjellier(TASTER, None, (REGISTRY,))

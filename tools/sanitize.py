@@ -32,6 +32,7 @@ TESTS = [
     "tests.test_jelly",
     "tests.test_accelerator",
     "tests.test_plaintypes",
+    "tests.test_classiccopies",
     "tests.test_peerdecoding",
     "tests.test_mutatedsend",
     "tests.test_fuzzcorpus",
