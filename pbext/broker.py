@@ -57,6 +57,7 @@ from twisted.python.failure import Failure
 from twisted.spread import banana, flavors, jelly, pb
 
 from pbext import _jelly, keepalive, typecheck
+from pbext import streams as _streams
 from pbext._accelerator import speedups as _speedups
 from pbext._peer import peerText
 from pbext._transport import (
@@ -508,7 +509,8 @@ def withFailures(registries: Iterable[Any]) -> tuple[Any, ...]:
     registries = tuple(registries)
     if registries and isinstance(registries[-1], FailureRegistry):
         return registries
-    return (*registries, failureRegistry())
+    # pbext.streams: stream offers are sent and received by every broker.
+    return (*registries, _streams.streamRegistry(), failureRegistry())
 
 
 def registriesFrom(registry: Any) -> tuple[Any, ...]:
@@ -586,6 +588,8 @@ class Broker(pb.Broker):
     luids: Any
 
     _pbextPeerFeatures: frozenset[bytes] = frozenset()
+    #: The streams open on this connection (pbext.streams), made when needed.
+    _pbextStreams: Any = None
     _pbextFactoryState: FactoryState | None = None
     _pbextAddress: str | None = None
     callTimeout: float | None = None
@@ -2019,6 +2023,10 @@ class Broker(pb.Broker):
             # peer's CPU and memory (and register references it never
             # learns of, held until it disconnects).
             return state
+        # -- pbext.streams: a generator, async generator or Stream result --
+        if type(state) in _streams.RESULT_TYPES:
+            state = _streams.prepareResult(self, state, method, checker is not None)
+        # -- end of pbext.streams --
         return self._pbextSerializeOut(state, perspective, method, args, kw)
 
     @staticmethod

@@ -295,6 +295,26 @@ class Limits:
     @since: pbext NEXT
     """
 
+    # -- pbext.streams --------------------------------------------------
+
+    maxOpenStreams: int = 64
+    """
+    How many remote streams (L{pbext.streams}) one connection may have
+    open at once, sent and received together; one more is refused with
+    L{pbext.streams.TooManyStreams}.
+
+    @since: pbext NEXT
+    """
+
+    maxStreamBufferedItems: int = 65536
+    """
+    The most items one stream may have sent ahead of its reader: a
+    consumer's window is cut to it, and a producer sends no more in one
+    batch, however much credit the peer grants.
+
+    @since: pbext NEXT
+    """
+
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
