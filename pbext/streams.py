@@ -519,11 +519,7 @@ class _StreamSource(pb.Referenceable):
                 if batch:
                     break
                 assert isinstance(item, Deferred)
-                item.addCallback(
-                    lambda _, size=size: self._fill(
-                        batch, size, maxItems, maxBytes, answer
-                    )
-                )
+                item.addCallback(self._resume, maxItems, maxBytes, answer)
                 return
             if item is _END:
                 self._finish(None)
@@ -535,6 +531,15 @@ class _StreamSource(pb.Referenceable):
             self._answer(answer, self._failure)
             return
         self._answer(answer, [batch, self._finished and self._failure is None])
+
+    def _resume(
+        self,
+        ignored: object,
+        maxItems: int,
+        maxBytes: int,
+        answer: Deferred[list[object]],
+    ) -> None:
+        self._fill([], 0, maxItems, maxBytes, answer)
 
     def _answer(
         self, answer: Deferred[list[object]], result: list[object] | Failure
