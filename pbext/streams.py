@@ -299,17 +299,15 @@ class Stream(Generic[_T]):
         box = self._pending
         if box is None:
             assert self._async is not None
-            running = ensureDeferred(_anext(self._async))
-            box = _take(running)
-            if not box:
-                # Not produced yet: the caller waits for it, then pulls again.
-                self._pending = box
-                self._running = running
-                waiting: Deferred[None] = Deferred()
-                running.addCallback(lambda _: waiting.callback(None))
-                return False, waiting
-        elif not box:
-            raise StreamError("pull() while the previous item is being produced")
+            self._running = ensureDeferred(_anext(self._async))
+            box = _take(self._running)
+        if not box:
+            # Not produced yet: the caller waits for it, then pulls again.
+            self._pending = box
+            waiting: Deferred[None] = Deferred()
+            assert self._running is not None
+            self._running.addCallback(lambda _: waiting.callback(None))
+            return False, waiting
         self._pending = None
         self._running = None
         result = box[0]
@@ -811,7 +809,7 @@ class RemoteStream(Generic[_T]):
             )
         )
 
-    def _lost(self) -> None:
+    def _lost(self, reference: object = None) -> None:
         if self._done and self._failure is None:
             return
         self._done = True
