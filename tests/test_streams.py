@@ -14,8 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 import pbext
-from pbext.broker import PBEXT_DIALECT
 from pbext import streams
+from pbext.broker import PBEXT_DIALECT
 from pbext.security import Limits, SecurityPolicy
 from pbext.streams import (
     RemoteStream,
