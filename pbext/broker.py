@@ -894,11 +894,17 @@ class Broker(pb.Broker):
         super()._selectDialect(dialect)
 
     def connectionReady(self) -> None:
-        super().connectionReady()
         if self.isClient and PBEXT_DIALECT in self._pbextPeerFeatures:
-            self.remoteForName(CONTROL_NAME).callRemote(
-                "hello", [PBEXT_DIALECT], pbanswer=0
-            )
+            # Said after the version and before the application hears of
+            # the connection, so the server knows this side is pbext before
+            # its first call (what it may answer, streams, depends on it).
+            def hello() -> None:
+                self.remoteForName(CONTROL_NAME).callRemote(
+                    "hello", [PBEXT_DIALECT], pbanswer=0
+                )
+
+            self.connects.insert(0, hello)
+        super().connectionReady()
         self._pbextStartKeepalive()
 
     def proto_version(self, vnum: int) -> None:

@@ -353,6 +353,27 @@ class LimitTests(StreamTestCase):
         self.assertIsInstance(conn.resultOf(ref.callRemote("count", 3)), RemoteStream)
 
 
+class NegotiationTests(SynchronousTestCase):
+    """
+    A pbext client is known to be pbext before its first call.
+    """
+
+    def test_callFromRootCallback(self) -> None:
+        """
+        A call made as soon as the root object arrives (before any other
+        round trip) already gets a stream: the client's hello precedes it.
+        """
+        client = pbext.PBClientFactory()
+        conn = connectedPair(
+            pbext.PBServerFactory(StreamingRoot()), client, handshake=False
+        )
+        self.addCleanup(conn.disconnect)
+        d = client.getRootObject().addCallback(lambda root: root.callRemote("count", 3))
+        conn.pump()
+        stream = self.successResultOf(d)
+        self.assertIsInstance(stream, RemoteStream)
+
+
 class DirectionTests(StreamTestCase):
     """
     A client may pass a stream as an argument.

@@ -33,6 +33,7 @@ END_TO_END = (
     "tests.test_hostile_client",
     "tests.test_doccommands",
     "tests.test_firsthour",
+    "tests.test_streams_endtoend",
 )
 
 #: Trial workers for the quick part.
