@@ -102,7 +102,7 @@ How many items a consumer lets the producer send ahead, unless the
 L{Stream} or the consumer says otherwise.
 """
 
-DEFAULT_WINDOW_BYTES = 1024 * 1024
+DEFAULT_WINDOW_BYTES = 256 * 1024
 """
 About how many bytes (of C{bytes} and C{str} items) a consumer lets the
 producer send ahead.

@@ -7,7 +7,7 @@ A file download with progress: the server streams a file in chunks, the
 client writes them to a local file (an L{IConsumer}) and reports progress.
 
 The server reads the file only as fast as the client writes it: at most
-one window (1 MiB by default) is ever in flight, however large the file.
+one window (256 KiB by default) is ever in flight, however large the file.
 """
 
 import hashlib
