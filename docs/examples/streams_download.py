@@ -78,7 +78,8 @@ async def main(reactor):
         await stream.writeTo(ProgressFile(f, total))
     with open(source, "rb") as a, open(target, "rb") as b:
         same = hashlib.sha256(a.read()).digest() == hashlib.sha256(b.read()).digest()
-    print(f"downloaded {os.path.getsize(target)} bytes, same as the server's file: {same}")
+    size = os.path.getsize(target)
+    print(f"downloaded {size} bytes, same as the server's file: {same}")
 
     for name in ("data.bin", "copy.bin"):
         os.remove(os.path.join(directory, name))
