@@ -40,6 +40,7 @@ from __future__ import annotations
 import collections.abc
 import types
 import typing
+import weakref
 from collections import deque
 from typing import (
     IO,
@@ -456,7 +457,6 @@ class _StreamSource(pb.Referenceable):
         self._filling = False
         self._finished = False
         self._failure: Failure | None = None
-        broker.notifyOnDisconnect(self._lost)
 
     def remote_next(self, maxItems: int, maxBytes: int) -> Deferred[list[object]]:
         """
@@ -560,13 +560,15 @@ class _StreamSource(pb.Referenceable):
         if failure is not None and self._failure is None:
             self._failure = failure
         self._connection.closeSource(self)
-        self._broker.dontNotifyOnDisconnect(self._lost)
         done = self._stream.close()
         if not self._filling:
             self._fillNext()
         return done
 
-    def _lost(self) -> None:
+    def lost(self) -> None:
+        """
+        The connection was lost: end the stream and run its cleanup.
+        """
         self._finish(Failure(StreamLost("the connection to the consumer was lost")))
 
 
@@ -608,9 +610,8 @@ class RemoteStream(Generic[_T]):
         self._failure: Failure | None = None
         self._waiters: deque[Deferred[Any]] = deque()
         self._connection = _connectionStreams(source.broker)
-        self._connection.openSink()
+        self._connection.openSink(self)
         self._open = True
-        source.notifyOnDisconnect(self._lost)
 
     def __repr__(self) -> str:
         return f"<RemoteStream {self.received} items read>"
@@ -797,8 +798,7 @@ class RemoteStream(Generic[_T]):
     def _close(self) -> None:
         if self._open:
             self._open = False
-            self._connection.closeSink()
-            self._source.dontNotifyOnDisconnect(self._lost)
+            self._connection.closeSink(self)
 
     def _lostFailure(self) -> Failure:
         return Failure(
@@ -809,11 +809,20 @@ class RemoteStream(Generic[_T]):
             )
         )
 
-    def _lost(self, reference: object = None) -> None:
+    def _lost(self) -> None:
         if self._done and self._failure is None:
             return
         self._done = True
         self._end(self._lostFailure())
+
+    def __del__(self) -> None:
+        # Dropped unfinished: stop the producer, as a RemoteReference that
+        # is dropped tells its peer (decref) from its own __del__.
+        if self._open and not self._done:
+            try:
+                self._source.callRemote("cancel").addErrback(lambda f: None)
+            except BaseException:
+                pass
 
 
 def _ignoreLost(failure: Failure) -> None:
@@ -893,11 +902,19 @@ class _ConnectionStreams:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self.sources: set[_StreamSource] = set()
-        self.sinks = 0
+        # Held weakly: a reader dropped unfinished cancels its stream.
+        self.sinks: weakref.WeakSet[RemoteStream[Any]] = weakref.WeakSet()
+        broker.notifyOnDisconnect(self._lost)
+
+    def _lost(self) -> None:
+        for source in list(self.sources):
+            source.lost()
+        for sink in list(self.sinks):
+            sink._lost()
 
     def _check(self) -> None:
         limit = self._broker.pbextPolicy.limits.maxOpenStreams
-        if len(self.sources) + self.sinks >= limit:
+        if len(self.sources) + len(self.sinks) >= limit:
             raise TooManyStreams(
                 f"more than {limit} streams open on this connection; read or "
                 f"cancel one before opening another"
@@ -910,12 +927,12 @@ class _ConnectionStreams:
     def closeSource(self, source: _StreamSource) -> None:
         self.sources.discard(source)
 
-    def openSink(self) -> None:
+    def openSink(self, sink: RemoteStream[Any]) -> None:
         self._check()
-        self.sinks += 1
+        self.sinks.add(sink)
 
-    def closeSink(self) -> None:
-        self.sinks -= 1
+    def closeSink(self, sink: RemoteStream[Any]) -> None:
+        self.sinks.discard(sink)
 
 
 def _connectionStreams(broker: Broker) -> _ConnectionStreams:

@@ -4,6 +4,7 @@ Tests for L{pbext.streams}: remote streams between pbext peers, in memory.
 
 from __future__ import annotations
 
+import gc
 import io
 from typing import Any, AsyncIterator, Iterator
 
@@ -343,13 +344,29 @@ class LimitTests(StreamTestCase):
         """
         root, conn, ref = self.connect(maxOpenStreams=2)
         first = conn.resultOf(ref.callRemote("count", 3))
-        conn.resultOf(ref.callRemote("count", 3))
+        second = conn.resultOf(ref.callRemote("count", 3))
         d = ref.callRemote("count", 3)
         conn.pump()
         f = self.failureResultOf(d)
         self.assertTrue(f.check(TooManyStreams))
         self.assertIn("more than 2 streams open", str(f.value))
         self.readAll(conn, first)
+        self.assertIsInstance(conn.resultOf(ref.callRemote("count", 3)), RemoteStream)
+        self.readAll(conn, second)
+
+    def test_abandonedStreamIsCancelled(self) -> None:
+        """
+        A reader dropped before the end cancels its stream: the producer's
+        cleanup runs and the stream no longer counts against
+        maxOpenStreams.
+        """
+        root, conn, ref = self.connect(maxOpenStreams=1)
+        stream = conn.resultOf(ref.callRemote("count", 1000, 10))
+        conn.resultOf(stream.next())
+        del stream
+        gc.collect()
+        conn.pump()
+        self.assertTrue(root.counted.cleaned)
         self.assertIsInstance(conn.resultOf(ref.callRemote("count", 3)), RemoteStream)
 
 
