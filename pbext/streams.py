@@ -954,7 +954,13 @@ def _peerStreams(broker: object) -> bool:
     return isinstance(broker, Broker) and PBEXT_DIALECT in broker._pbextPeerFeatures
 
 
-def _notSupported() -> StreamsNotSupported:
+def _notSupported(broker: object = None) -> StreamsNotSupported:
+    if getattr(broker, "isClient", False):
+        return StreamsNotSupported(
+            "a stream argument (a generator, an async generator or a Stream) "
+            "can be read only by a pbext server, and this server is stock PB; "
+            "serve it with pbext.PBServerFactory, or send a list"
+        )
     return StreamsNotSupported(
         "this method returns a stream, which only a pbext peer can read; "
         "connect with pbext.PBClientFactory"
@@ -966,7 +972,7 @@ def _offerState(obj: object, jellier: Any) -> dict[str, object]:
     broker = getattr(jellier, "invoker", None)
     if not _peerStreams(broker):
         stream.close()
-        raise _notSupported()
+        raise _notSupported(broker)
     try:
         source = _StreamSource(stream, broker)  # type: ignore[arg-type]
     except StreamError:

@@ -42,22 +42,29 @@ class StreamRoot(pb.Root):
 
     @ivar cleanups: how many streams of C{chunks} ended (by running to the
         end, being cancelled or losing their connection).
+    @ivar produced: how many chunks all streams of C{chunks} produced.
     """
 
     def __init__(self) -> None:
         self.cleanups = 0
+        self.produced = 0
 
     def remote_chunks(self, total: int, size: int) -> Stream[bytes]:
         return Stream(self._chunks(total, size))
 
     def _chunks(self, total: int, size: int) -> Iterator[bytes]:
         try:
-            yield from chunks(total, size)
+            for data in chunks(total, size):
+                self.produced += 1
+                yield data
         finally:
             self.cleanups += 1
 
     def remote_cleanups(self) -> int:
         return self.cleanups
+
+    def remote_produced(self) -> int:
+        return self.produced
 
     def remote_upload(self, stream: RemoteStream[bytes]) -> defer.Deferred[list[int]]:
         state = [0, 0]

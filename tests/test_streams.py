@@ -443,6 +443,24 @@ class StockPeerTests(SynchronousTestCase):
         f = self.failureResultOf(d)
         self.assertIn("more than 10 items", str(f.value))
 
+    def test_argumentToStockServer(self) -> None:
+        """
+        A pbext client passing a generator to a stock server fails the
+        call with L{StreamsNotSupported}, sends nothing, and closes the
+        generator.
+        """
+        counted = Counted()
+        conn = connectedPair(
+            pb.PBServerFactory(StreamingRoot()), pbext.PBClientFactory()
+        )
+        self.addCleanup(conn.disconnect)
+        ref = conn.rootObject()
+        d = ref.callRemote("sum", counted.items(3))
+        conn.pump()
+        f = self.failureResultOf(d, StreamsNotSupported)
+        self.assertIn("serve it with pbext.PBServerFactory", str(f.value))
+        self.assertEqual(counted.pulled, 0)
+
     def test_dialect(self) -> None:
         """
         Streams are offered to a peer that said it is pbext/1.

@@ -33,6 +33,11 @@ CHUNK = 256 * 1024
 #: How much the server's resident memory may grow while it streams.
 RSS_BUDGET = 16 * _MIB
 
+#: How many chunks the server may produce ahead of the reader: the
+#: default window is one 256 KiB chunk, a batch may go one item over it,
+#: and the reader keeps at most two requests in flight.
+WINDOW_CHUNKS = 4
+
 #: The slow client waits this long after every chunk.
 PAUSE = 0.001
 
@@ -68,21 +73,34 @@ class StreamEndToEndTests(TestCase):
     def test_slowConsumerBoundsServerMemory(self) -> Any:
         """
         A 1 GB stream of chunks read by a client slower than the server
-        keeps the server's resident memory growth under 16 MB, and every
-        byte arrives in order.
+        keeps the server's resident memory growth under 16 MB, the server
+        never produces more than a window ahead of the reader (asked over
+        a second connection while the stream runs), and every byte arrives
+        in order.
         """
         root = yield self.connect()
+        # Asks, while the stream runs, how far the server has produced.
+        observer = yield self.connect()
         # Warm the server's allocator with a short stream first.
         warm = yield _bounded(root.callRemote("chunks", 32 * _MIB, CHUNK))
         yield _bounded(warm.consume(lambda data: None))
+        warmChunks = 32 * _MIB // CHUNK
+        ahead: list[int] = []
+
+        def aheadBy(produced: int) -> None:
+            ahead.append(produced - warmChunks - state["chunks"])
+
         pid = self.proc.transport.pid
         before = _memory.residentBytes(pid)
         watch = _memory.RSSWatch(pid, reactor)
         stream = yield _bounded(root.callRemote("chunks", TOTAL, CHUNK))
         expected = chunks(TOTAL, CHUNK)
-        state = {"bytes": 0, "crc": 0, "expectedCrc": 0, "bad": 0}
+        state = {"bytes": 0, "crc": 0, "expectedCrc": 0, "chunks": 0}
 
         def read(data: bytes) -> defer.Deferred[None]:
+            state["chunks"] += 1
+            if state["chunks"] % 256 == 0:
+                observer.callRemote("produced").addCallback(aheadBy)
             state["bytes"] += len(data)
             state["crc"] = zlib.crc32(data, state["crc"])
             state["expectedCrc"] = zlib.crc32(next(expected), state["expectedCrc"])
@@ -95,11 +113,16 @@ class StreamEndToEndTests(TestCase):
             f"streamed {TOTAL // _MIB} MiB to a slow client in "
             f"{reactor.seconds() - started:.1f} s; server RSS "
             f"{before / _MIB:.1f} MiB before, peak growth "
-            f"{(peak - before) / _MIB:.1f} MiB"
+            f"{(peak - before) / _MIB:.1f} MiB; the server ran at most "
+            f"{max(ahead, default=0)} chunks ahead of the reader"
         )
         self.assertEqual(count, TOTAL // CHUNK)
         self.assertEqual(state["bytes"], TOTAL)
         self.assertEqual(state["crc"], state["expectedCrc"])
+        # The server never ran more than a window (one chunk, and one over)
+        # and two requests' worth ahead of what the client had read.
+        self.assertTrue(ahead)
+        self.assertLessEqual(max(ahead), WINDOW_CHUNKS, ahead)
         self.assertLess(
             peak - before,
             RSS_BUDGET,
