@@ -677,7 +677,13 @@ class RemoteStream(Generic[_T]):
                     done.errback(result)
                 return False
             count[0] += 1
-            outcome = callback(result)  # type: ignore[arg-type]
+            try:
+                outcome = callback(result)  # type: ignore[arg-type]
+            except BaseException:
+                # The reader's own error: stop the producer and report it.
+                self.cancel()
+                done.errback()
+                return False
             if isinstance(outcome, Deferred):
                 outcome.addCallbacks(lambda _: loop(), done.errback)
                 return False
@@ -875,7 +881,13 @@ class _ConsumerWriter:
                 self._done.errback(result)
             return
         self._count += 1
-        self._consumer.write(result)  # type: ignore[arg-type]
+        try:
+            self._consumer.write(result)  # type: ignore[arg-type]
+        except BaseException:
+            # The consumer's own error: stop the producer and report it.
+            self._consumer.unregisterProducer()
+            self._stream.cancel()
+            self._done.errback()
 
     def pauseProducing(self) -> None:
         self._paused = True

@@ -299,6 +299,23 @@ class ErrorTests(StreamTestCase):
         self.assertTrue(f.check(ValueError))
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
+    def test_readerError(self) -> None:
+        """
+        An exception raised by C{consume}'s callback fails its Deferred and
+        cancels the stream, running the producer's cleanup.
+        """
+        root, conn, ref = self.connect()
+        stream = conn.resultOf(ref.callRemote("count", 1000, 10))
+
+        def broken(item: int) -> None:
+            if item == 3:
+                raise ZeroDivisionError(item)
+
+        d = stream.consume(broken)
+        conn.pump()
+        self.failureResultOf(d, ZeroDivisionError)
+        self.assertTrue(root.counted.cleaned)
+
     def test_droppedConnection(self) -> None:
         """
         A lost connection fails the reader with L{StreamLost} and runs the
