@@ -17,8 +17,7 @@ import tempfile
 from twisted.internet import endpoints, task
 from twisted.spread import pb
 
-from pbext import PBClientFactory, PBServerFactory
-from pbext.streams import Stream
+from pbext import PBClientFactory, PBServerFactory, Stream
 
 
 class FileServer(pb.Root):
