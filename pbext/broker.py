@@ -2016,6 +2016,8 @@ class Broker(pb.Broker):
             checker = typecheck._callChecker(method)
             if checker.checksArguments:
                 checker.checkArguments((*extra, *args), kw)
+                # -- pbext.streams: and the items of stream arguments --
+                _streams.checkArgumentItems(method, (*extra, *args), kw)
         state = method(*extra, *args, **kw)
         if type(state) not in _NEVER_AWAITABLE and inspect.isawaitable(state):
             state = defer.ensureDeferred(state)  # type: ignore[arg-type]

@@ -38,6 +38,7 @@ C{asListForStockPeers=N} and the sequence has at most N items.
 from __future__ import annotations
 
 import collections.abc
+import inspect
 import types
 import typing
 import weakref
@@ -612,6 +613,11 @@ class RemoteStream(Generic[_T]):
         self._connection = _connectionStreams(source.broker)
         self._connection.openSink(self)
         self._open = True
+        # Under typed calls, the checker of the items the parameter this
+        # stream was passed as declares (see checkArgumentItems).
+        self._check: Callable[[object], Any] | None = None
+        self._checkName = ""
+        self._checkPath = ""
 
     def __repr__(self) -> str:
         return f"<RemoteStream {self.received} items read>"
@@ -763,21 +769,60 @@ class RemoteStream(Generic[_T]):
             self._end(Failure(StreamError(f"malformed stream batch {answer!r}")))
             return
         batch, done = answer
+        failure = None
+        if len(batch) > items:
+            batch = []
+            failure = Failure(
+                StreamError(
+                    f"the producer sent {len(answer[0])} items where {items} "
+                    f"were asked for"
+                )
+            )
+        elif self._check is not None:
+            batch, failure = self._checkItems(batch)
         for item in batch:
             self._bufferedBytes += _sizeOf(item)
         self._buffer.extend(batch)
-        if done:
+        if done or failure is not None:
             self._done = True
+            if self._failure is None:
+                # Read after the items before it.
+                self._failure = failure
             self._close()
         while self._waiters and self._buffer:
             item = self._buffer.popleft()
             self._bufferedBytes -= _sizeOf(item)
             self.received += 1
             self._waiters.popleft().callback(item)
-        if self._done and not self._buffer:
+        if failure is not None:
+            self._end(None)
+            if not done:
+                self._source.callRemote("cancel").addErrback(lambda f: None)
+        elif self._done and not self._buffer:
             self._end(None)
         else:
             self._request()
+
+    def _checkItems(self, batch: list[object]) -> tuple[list[object], Failure | None]:
+        """
+        Check received items against the annotation of the parameter this
+        stream was passed as (typed calls): the items before the first
+        that does not match, and the error for it.
+        """
+        check = self._check
+        assert check is not None
+        for index, item in enumerate(batch):
+            mismatch = check(item)
+            if mismatch is not None:
+                error = typecheck.TypedCallError(
+                    self._checkName,
+                    f"{self._checkPath}: stream item "
+                    f"{self.received + len(self._buffer) + index}{mismatch[0]}",
+                    mismatch[1],
+                    mismatch[2],
+                )
+                return batch[:index], Failure(error)
+        return batch, None
 
     def _batchFailed(self, failure: Failure, items: int, size: int) -> None:
         self._release(items, size)
@@ -1046,6 +1091,7 @@ _ITERATORS = frozenset(
         collections.abc.AsyncIterable,
         collections.abc.AsyncGenerator,
         Stream,
+        RemoteStream,
     ]
 )
 
@@ -1060,7 +1106,13 @@ def _itemChecker(method: Callable[..., object]) -> Callable[[object], Any] | Non
         hints = typing.get_type_hints(method)
     except Exception:
         return None
-    annotation = typecheck._awaitedAnnotation(hints.get("return"))
+    return _itemsOf(typecheck._awaitedAnnotation(hints.get("return")))
+
+
+def _itemsOf(annotation: object) -> Callable[[object], Any] | None:
+    """
+    The checker of the items of an iterator annotation, or L{None}.
+    """
     if get_origin(annotation) not in _ITERATORS:
         return None
     args = get_args(annotation)
@@ -1070,6 +1122,36 @@ def _itemChecker(method: Callable[..., object]) -> Callable[[object], Any] | Non
         return typecheck._compile(args[0])
     except TypeError:
         return None
+
+
+def checkArgumentItems(
+    method: Callable[..., object], args: tuple[object, ...], kw: dict[str, object]
+) -> None:
+    """
+    Under typed calls: give each L{RemoteStream} argument of a call the
+    checker of the items its parameter's annotation declares
+    (C{AsyncIterator[Row]}, C{RemoteStream[bytes]} ...), so that its
+    items are checked as they arrive, like the other arguments.
+    """
+    positions = [i for i, value in enumerate(args) if type(value) is RemoteStream]
+    names = [k for k, value in kw.items() if type(value) is RemoteStream]
+    if not positions and not names:
+        return
+    try:
+        hints = typing.get_type_hints(method)
+        parameters = list(inspect.signature(method).parameters)
+    except Exception:
+        return
+    name = getattr(method, "__qualname__", repr(method))
+    chosen = [(parameters[i], args[i]) for i in positions if i < len(parameters)]
+    chosen += [(k, kw[k]) for k in names]
+    for parameter, value in chosen:
+        check = _itemsOf(hints.get(parameter))
+        if check is not None:
+            assert isinstance(value, RemoteStream)
+            value._check = check
+            value._checkName = name
+            value._checkPath = f"arg {parameter!r}"
 
 
 def prepareResult(

@@ -22,12 +22,13 @@ from pbext.streams import (
     RemoteStream,
     Stream,
     StreamCancelled,
+    StreamError,
     StreamLost,
     StreamsNotSupported,
     TooManyStreams,
 )
 from pbext.testing import PBConnection, connectedPair
-from pbext.typecheck import TypedReturnError, typed
+from pbext.typecheck import TypedCallError, TypedReturnError, typed
 
 
 class Counted:
@@ -99,6 +100,10 @@ class StreamingRoot(pb.Root):
 
     def remote_sum(self, stream: RemoteStream[int]) -> defer.Deferred[int]:
         return stream.consume(self.received.append)
+
+    @typed
+    def remote_total(self, stream: AsyncIterator[int]) -> defer.Deferred[int]:
+        return stream.consume(self.received.append)  # type: ignore[attr-defined]
 
     def remote_file(self, data: bytes) -> Stream[bytes]:
         return Stream.fromFile(io.BytesIO(data), chunkSize=4)
@@ -347,6 +352,45 @@ class ErrorTests(StreamTestCase):
         self.assertTrue(f.check(TypedReturnError))
         self.assertIn("stream item 1: expected int, got str", str(f.value))
         self.flushLoggedErrors(TypedReturnError)
+
+    def test_typedArgumentItems(self) -> None:
+        """
+        With typed calls, the items of a stream passed as an argument are
+        checked against the parameter's C{AsyncIterator[int]} as they
+        arrive: the server reads the items before a mismatch, then gets a
+        L{TypedCallError} naming the item, and the client's generator is
+        stopped.
+        """
+        root, conn, ref = self.connect()
+        counted = Counted()
+
+        def items() -> Iterator[object]:
+            yield 1
+            yield "two"
+            yield from counted.items(1000)
+
+        d = ref.callRemote("total", Stream(items(), window=10))
+        conn.pump()
+        f = self.failureResultOf(d, TypedCallError)
+        self.assertIn(
+            "remote_total: arg 'stream': stream item 1: expected int, got str",
+            str(f.value),
+        )
+        self.assertEqual(root.received, [1])
+        self.assertLess(counted.pulled, 1000)
+        self.assertTrue(counted.cleaned)
+
+    def test_moreThanAskedFor(self) -> None:
+        """
+        A batch with more items than the reader asked for ends the stream
+        with an error instead of being buffered.
+        """
+        root, conn, ref = self.connect()
+        stream = conn.resultOf(ref.callRemote("count", 100, 10))
+        stream._inflight += 1
+        stream._batch([[1, 2, 3], False], 2, 100)
+        f = self.failureResultOf(stream.next(), StreamError)
+        self.assertIn("sent 3 items where 2 were asked for", str(f.value))
 
 
 class LimitTests(StreamTestCase):
