@@ -105,6 +105,12 @@ class StreamingRoot(pb.Root):
     def remote_total(self, stream: AsyncIterator[int]) -> defer.Deferred[int]:
         return stream.consume(self.received.append)  # type: ignore[attr-defined]
 
+    def remote_produced(self, windowBytes: int) -> Stream[bytes]:
+        self.producer = PushSource()
+        stream = Stream.fromProducer(self.producer, windowBytes=windowBytes)
+        self.queue = stream._source
+        return stream
+
     def remote_file(self, data: bytes) -> Stream[bytes]:
         return Stream.fromFile(io.BytesIO(data), chunkSize=4)
 
@@ -597,6 +603,29 @@ class ProducerConsumerTests(StreamTestCase):
         self.assertEqual(self.successResultOf(d), 100)
         self.assertEqual(consumer.data, list(range(100)))
         self.assertTrue(consumer.unregistered)
+
+    def test_fromProducerOverConnection(self) -> None:
+        """
+        What a push producer writes reaches the reader; the producer is
+        paused while the reader reads nothing, and the reader's cancel
+        stops it.
+        """
+        root, conn, ref = self.connect()
+        stream = conn.resultOf(ref.callRemote("produced", 8))
+        first = stream.next()
+        conn.pump()
+        root.queue.write(b"a" * 4)
+        conn.pump()
+        self.assertEqual(self.successResultOf(first), b"a" * 4)
+        # More than the reader's window and the producer's queue hold.
+        for _ in range(6):
+            root.queue.write(b"b" * 4)
+        conn.pump()
+        self.assertTrue(root.producer.paused)
+        self.assertEqual(conn.resultOf(stream.next()), b"b" * 4)
+        stream.cancel()
+        conn.pump()
+        self.assertTrue(root.producer.stopped)
 
     def test_fromProducer(self) -> None:
         """
