@@ -79,3 +79,4 @@ class CorpusTests(SynchronousTestCase):
         getters while they are sent) neither crash nor desynchronise.
         """
         self.replay("encoder")
+
