@@ -201,7 +201,7 @@ class Stream(Generic[_T]):
         send ahead (at most one item more).
     @ivar asListForStockPeers: if not L{None}, a stock PB peer receives the
         whole sequence as a list when it has at most this many items (a
-        longer one, or an async source, is an error for it).
+        longer one is an error for it).
 
     @since: pbext NEXT
     """
@@ -227,9 +227,10 @@ class Stream(Generic[_T]):
         self._async: collections.abc.AsyncIterator[_T] | None = None
         self._source = source
         if hasattr(source, "__aiter__"):
+            # mypy cannot narrow a union by hasattr.
             self._async = source.__aiter__()  # type: ignore[union-attr]
         elif hasattr(source, "__iter__"):
-            self._sync = iter(source)  # type: ignore[arg-type]
+            self._sync = iter(source)  # type: ignore[arg-type]  # as above
         else:
             raise TypeError(
                 f"{source!r} is neither iterable nor async iterable; give a "
@@ -413,6 +414,8 @@ class _ProducerQueue:
     def __aiter__(self) -> collections.abc.AsyncIterator[bytes]:
         return self
 
+    # A Deferred is awaitable, as async for needs, but not the Awaitable
+    # that AsyncIterator declares.
     def __anext__(self) -> Deferred[bytes]:  # type: ignore[override]
         if self._items:
             item = self._items.popleft()
@@ -638,6 +641,7 @@ class RemoteStream(Generic[_T]):
             self._bufferedBytes -= _sizeOf(item)
             self.received += 1
             self._request()
+            # Items are what the producer sent, typed _T on trust.
             return succeed(item)  # type: ignore[arg-type]
         if self._failure is not None:
             return fail(self._failure)
@@ -684,6 +688,7 @@ class RemoteStream(Generic[_T]):
                 return False
             count[0] += 1
             try:
+                # result is an item here (failures were handled above).
                 outcome = callback(result)  # type: ignore[arg-type]
             except BaseException:
                 # The reader's own error: stop the producer and report it.
@@ -927,6 +932,7 @@ class _ConsumerWriter:
             return
         self._count += 1
         try:
+            # The items are the bytes the consumer is written.
             self._consumer.write(result)  # type: ignore[arg-type]
         except BaseException:
             # The consumer's own error: stop the producer and report it.
@@ -996,6 +1002,7 @@ def _connectionStreams(broker: Broker) -> _ConnectionStreams:
     streams = broker._pbextStreams
     if streams is None:
         streams = broker._pbextStreams = _ConnectionStreams(broker)
+    # The broker declares _pbextStreams as Any, not to import this module.
     return streams  # type: ignore[no-any-return]
 
 
@@ -1025,12 +1032,14 @@ def _notSupported(broker: object = None) -> StreamsNotSupported:
 
 
 def _offerState(obj: object, jellier: Any) -> dict[str, object]:
+    # The registry sends only generators and Streams here.
     stream = obj if isinstance(obj, Stream) else Stream(obj)  # type: ignore[arg-type]
     broker = getattr(jellier, "invoker", None)
     if not _peerStreams(broker):
         stream.close()
         raise _notSupported(broker)
     try:
+        # _peerStreams checked that it is a Broker.
         source = _StreamSource(stream, broker)  # type: ignore[arg-type]
     except StreamError:
         stream.close()
@@ -1165,6 +1174,7 @@ def prepareResult(
 
     @return: the L{Stream} to send, or a list (or L{Deferred} of one).
     """
+    # The broker hands over only RESULT_TYPES: iterables.
     stream = result if isinstance(result, Stream) else Stream(result)  # type: ignore[arg-type]
     if typed:
         stream._check = _itemChecker(method)
@@ -1217,6 +1227,7 @@ def _asList(stream: Stream[Any], limit: int) -> Union[list[object], Deferred[Any
     if box:
         if isinstance(box[0], Failure):
             box[0].raiseException()
+        # The list the loop built.
         return box[0]  # type: ignore[no-any-return]
     waiting: Deferred[Any] = Deferred()
 
