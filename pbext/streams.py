@@ -600,7 +600,9 @@ class RemoteStream(Generic[_T]):
     def __init__(
         self, source: pb.RemoteReference, window: int, windowBytes: int
     ) -> None:
-        self._source = source
+        # Dropped once the producer has ended, so a finished stream that
+        # is kept does not keep the peer's object.
+        self._source: pb.RemoteReference | None = source
         limits = source.broker.pbextPolicy.limits
         self.window = max(1, min(window, limits.maxStreamBufferedItems))
         self.windowBytes = max(1, windowBytes)
@@ -730,7 +732,7 @@ class RemoteStream(Generic[_T]):
         self._end(Failure(StreamCancelled("the stream was cancelled")))
         if endedRemotely:
             return succeed(None)
-        return self._source.callRemote("cancel").addErrback(_ignoreLost)
+        return self._forgetSource("cancel").addErrback(_ignoreLost)
 
     # -- credit
 
@@ -752,9 +754,12 @@ class RemoteStream(Generic[_T]):
         self._inflight += 1
         self._reservedItems += items
         self._reservedBytes += size
-        d = self._source.callRemote("next", items, size)
+        d = self._callSource("next", items, size)
         d.addCallbacks(
-            self._batch, self._batchFailed, (items, size), None, (items, size)
+            self._batch,
+            self._batchFailed,
+            callbackArgs=(items, size),
+            errbackArgs=(items, size),
         )
 
     def _release(self, items: int, size: int) -> None:
@@ -801,12 +806,28 @@ class RemoteStream(Generic[_T]):
             self._waiters.popleft().callback(item)
         if failure is not None:
             self._end(None)
-            if not done:
-                self._source.callRemote("cancel").addErrback(lambda f: None)
-        elif self._done and not self._buffer:
-            self._end(None)
+            self._forgetSource(None if done else "cancel").addErrback(_ignoreLost)
+        elif self._done:
+            self._forgetSource(None)
+            if not self._buffer:
+                self._end(None)
         else:
             self._request()
+
+    def _callSource(self, *message: object) -> Deferred[Any]:
+        source = self._source
+        if source is None:
+            return succeed(None)
+        return source.callRemote(*message)
+
+    def _forgetSource(self, message: str | None) -> Deferred[Any]:
+        """
+        Send the producer C{message} (if any), then drop the reference to
+        it: the producer has ended or is told to.
+        """
+        d = self._callSource(message) if message is not None else succeed(None)
+        self._source = None
+        return d
 
     def _checkItems(self, batch: list[object]) -> tuple[list[object], Failure | None]:
         """
@@ -834,6 +855,7 @@ class RemoteStream(Generic[_T]):
         if failure.check(pb.PBConnectionLost):
             failure = self._lostFailure()
         self._done = True
+        self._forgetSource(None)
         self._end(failure)
 
     def _end(self, failure: Failure | None) -> None:
@@ -876,7 +898,7 @@ class RemoteStream(Generic[_T]):
         # is dropped tells its peer (decref) from its own __del__.
         if self._open and not self._done:
             try:
-                self._source.callRemote("cancel").addErrback(lambda f: None)
+                self._callSource("cancel").addErrback(lambda f: None)
             except BaseException:
                 pass
 

@@ -205,6 +205,21 @@ class CreditTests(StreamTestCase):
         self.assertEqual(self.readAll(conn, stream), list(range(5000)))
         self.assertTrue(root.counted.cleaned)
 
+    def test_finishedStreamFreesReference(self) -> None:
+        """
+        Once a stream has ended, the reader no longer holds the producer's
+        object, even if the application keeps the L{RemoteStream}: the
+        server's reference to it is released.
+        """
+        root, conn, ref = self.connect()
+        held = len(conn.serverBroker.localObjects)  # type: ignore[union-attr]
+        stream = conn.resultOf(ref.callRemote("count", 5))
+        self.assertEqual(self.readAll(conn, stream), [0, 1, 2, 3, 4])
+        gc.collect()
+        conn.pump()
+        self.assertEqual(len(conn.serverBroker.localObjects), held)  # type: ignore[union-attr]
+        self.assertIsNotNone(stream)
+
     def test_generatorResult(self) -> None:
         """
         A remote method returning a plain generator streams it.
