@@ -245,6 +245,8 @@ class Stream(Generic[_T]):
         self._check: Callable[[object], Any] | None = None
         self._checkName = ""
         self._count = 0
+        #: Run by close(), after the source's own cleanup.
+        self._cleanups: list[Callable[[], object]] = []
 
     @classmethod
     def fromFile(
@@ -257,16 +259,16 @@ class Stream(Generic[_T]):
         """
 
         def chunks() -> collections.abc.Iterator[bytes]:
-            try:
-                while True:
-                    chunk = file.read(chunkSize)
-                    if not chunk:
-                        return
-                    yield chunk
-            finally:
-                file.close()
+            while True:
+                chunk = file.read(chunkSize)
+                if not chunk:
+                    return
+                yield chunk
 
-        return Stream(chunks(), **options)
+        stream = Stream(chunks(), **options)
+        # Closed by the stream, even if it never started.
+        stream._cleanups.append(file.close)
+        return stream
 
     @classmethod
     def fromProducer(cls, producer: IPushProducer, **options: Any) -> Stream[bytes]:
@@ -347,19 +349,30 @@ class Stream(Generic[_T]):
         self._pending = None
         if running is not None:
             running.cancel()
+        done: Deferred[None] = succeed(None)
         if self._sync is not None:
             close = getattr(self._sync, "close", None)
             if close is not None:
-                close()
-            return succeed(None)
-        aclose = getattr(self._async, "aclose", None)
-        if aclose is not None:
+                try:
+                    close()
+                except Exception:
+                    _logCleanupError(Failure())
+        else:
+            aclose = getattr(self._async, "aclose", None)
+            if aclose is not None:
 
-            async def closing() -> None:
-                await aclose()
+                async def closing() -> None:
+                    await aclose()
 
-            return ensureDeferred(closing()).addErrback(_logCleanupError)
-        return succeed(None)
+                done = ensureDeferred(closing()).addErrback(_logCleanupError)
+        return done.addCallback(self._runCleanups)
+
+    def _runCleanups(self, ignored: object) -> None:
+        for cleanup in self._cleanups:
+            try:
+                cleanup()
+            except Exception:
+                _logCleanupError(Failure())
 
 
 def _logCleanupError(failure: Failure) -> None:
@@ -1230,6 +1243,7 @@ def _asList(stream: Stream[Any], limit: int) -> Union[list[object], Deferred[Any
                 item.addCallback(lambda _: loop())
                 return
             if item is _END:
+                stream.close()
                 result.callback(items)
                 return
             if len(items) >= limit:

@@ -112,7 +112,8 @@ class StreamingRoot(pb.Root):
         return stream
 
     def remote_file(self, data: bytes) -> Stream[bytes]:
-        return Stream.fromFile(io.BytesIO(data), chunkSize=4)
+        self.file = io.BytesIO(data)
+        return Stream.fromFile(self.file, chunkSize=4)
 
 
 def _pair(
@@ -263,11 +264,22 @@ class CreditTests(StreamTestCase):
 
     def test_fromFile(self) -> None:
         """
-        L{Stream.fromFile} streams a file's bytes in chunks.
+        L{Stream.fromFile} streams a file's bytes in chunks, and closes the
+        file at the end.
         """
         root, conn, ref = self.connect()
         stream = conn.resultOf(ref.callRemote("file", b"0123456789"))
         self.assertEqual(self.readAll(conn, stream), [b"0123", b"4567", b"89"])
+        self.assertTrue(root.file.closed)
+
+    def test_fromFileNeverRead(self) -> None:
+        """
+        A file stream that never starts (a stock caller) still closes its
+        file.
+        """
+        f = io.BytesIO(b"data")
+        Stream.fromFile(f).close()
+        self.assertTrue(f.closed)
 
 
 class CancelTests(StreamTestCase):
