@@ -308,9 +308,11 @@ class Limits:
 
     maxStreamBufferedItems: int = 65536
     """
-    The most items one stream may have sent ahead of its reader: a
-    consumer's window is cut to it, and a producer sends no more in one
-    batch, however much credit the peer grants.
+    The most items the streams one connection receives may have sent
+    ahead of their readers, together: each stream's window is granted out
+    of it (one more stream when it is all granted is refused with
+    L{pbext.streams.TooManyStreams}), and a producer sends no more in one
+    batch, however much credit the peer asks for.
 
     @since: pbext NEXT
     """

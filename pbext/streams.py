@@ -602,8 +602,10 @@ class RemoteStream(Generic[_T]):
     read.  A lost connection fails the reader with L{StreamLost}; an error
     of the producer arrives after the items sent before it.
 
-    @ivar window: items the producer may send ahead; set it before the
-        first read to change what the producer proposed.
+    @ivar window: items the producer may send ahead: what it proposed,
+        cut to what the connection's policy grants this stream (see
+        L{maxStreamBufferedItems<pbext.security.Limits.maxStreamBufferedItems>});
+        lower it to buffer less.
     @ivar windowBytes: likewise, in bytes of C{bytes} and C{str} items.
     @ivar received: how many items have been read so far.
 
@@ -616,8 +618,6 @@ class RemoteStream(Generic[_T]):
         # Dropped once the producer has ended, so a finished stream that
         # is kept does not keep the peer's object.
         self._source: pb.RemoteReference | None = source
-        limits = source.broker.pbextPolicy.limits
-        self.window = max(1, min(window, limits.maxStreamBufferedItems))
         self.windowBytes = max(1, windowBytes)
         self.received = 0
         self._buffer: deque[object] = deque()
@@ -629,7 +629,10 @@ class RemoteStream(Generic[_T]):
         self._failure: Failure | None = None
         self._waiters: deque[Deferred[Any]] = deque()
         self._connection = _connectionStreams(source.broker)
-        self._connection.openSink(self)
+        # The items this stream may buffer, out of what the connection's
+        # policy lets all of its received streams buffer together.
+        self._granted = self._connection.openSink(self, max(1, window))
+        self.window = self._granted
         self._open = True
         # Under typed calls, the checker of the items the parameter this
         # stream was passed as declares (see checkArgumentItems).
@@ -752,13 +755,14 @@ class RemoteStream(Generic[_T]):
     def _request(self) -> None:
         if self._done or self._failure is not None:
             return
-        freeItems = self.window - len(self._buffer) - self._reservedItems
+        window = max(1, min(self.window, self._granted))
+        freeItems = window - len(self._buffer) - self._reservedItems
         freeBytes = self.windowBytes - self._bufferedBytes - self._reservedBytes
         idle = not self._inflight and not self._buffer
         if not idle:
             if self._inflight >= 2:
                 return
-            if freeItems < max(1, self.window // 2):
+            if freeItems < max(1, window // 2):
                 return
             if freeBytes < max(1, self.windowBytes // 2):
                 return
@@ -1000,14 +1004,17 @@ class _ConnectionStreams:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self.sources: set[_StreamSource] = set()
-        # Held weakly: a reader dropped unfinished cancels its stream.
-        self.sinks: weakref.WeakSet[RemoteStream[Any]] = weakref.WeakSet()
+        # Each open received stream and the items it may buffer; held
+        # weakly: a reader dropped unfinished cancels its stream.
+        self.sinks: weakref.WeakKeyDictionary[RemoteStream[Any], int] = (
+            weakref.WeakKeyDictionary()
+        )
         broker.notifyOnDisconnect(self._lost)
 
     def _lost(self) -> None:
         for source in list(self.sources):
             source.lost()
-        for sink in list(self.sinks):
+        for sink in list(self.sinks.keys()):
             sink._lost()
 
     def _check(self) -> None:
@@ -1025,12 +1032,30 @@ class _ConnectionStreams:
     def closeSource(self, source: _StreamSource) -> None:
         self.sources.discard(source)
 
-    def openSink(self, sink: RemoteStream[Any]) -> None:
+    def openSink(self, sink: RemoteStream[Any], window: int) -> int:
+        """
+        Count a received stream, and grant it a window of at most
+        C{window} items out of the connection's
+        L{maxStreamBufferedItems<pbext.security.Limits.maxStreamBufferedItems>}.
+
+        @return: the window granted.
+        @raise TooManyStreams: if the connection has no streams or no
+            items left to grant.
+        """
         self._check()
-        self.sinks.add(sink)
+        limit = self._broker.pbextPolicy.limits.maxStreamBufferedItems
+        granted = min(window, limit - sum(self.sinks.values()))
+        if granted < 1:
+            raise TooManyStreams(
+                f"the streams open on this connection may already buffer "
+                f"{limit} items together; read or cancel one before opening "
+                f"another"
+            )
+        self.sinks[sink] = granted
+        return granted
 
     def closeSink(self, sink: RemoteStream[Any]) -> None:
-        self.sinks.discard(sink)
+        self.sinks.pop(sink, None)
 
 
 def _connectionStreams(broker: Broker) -> _ConnectionStreams:

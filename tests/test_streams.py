@@ -111,6 +111,10 @@ class StreamingRoot(pb.Root):
         self.queue = stream._source
         return stream
 
+    def remote_hold(self, stream: RemoteStream[int]) -> int:
+        self.received.append(stream)
+        return stream.window
+
     def remote_file(self, data: bytes) -> Stream[bytes]:
         self.file = io.BytesIO(data)
         return Stream.fromFile(self.file, chunkSize=4)
@@ -447,6 +451,29 @@ class LimitTests(StreamTestCase):
         self.readAll(conn, first)
         self.assertIsInstance(conn.resultOf(ref.callRemote("count", 3)), RemoteStream)
         self.readAll(conn, second)
+
+    def test_bufferedItemsPerConnection(self) -> None:
+        """
+        The streams a connection receives share its maxStreamBufferedItems:
+        each is granted a window out of what is left, and a stream with
+        nothing left to grant is refused with L{TooManyStreams}; a stream
+        that ends gives its window back.
+        """
+        root, conn, ref = self.connect(maxStreamBufferedItems=15)
+
+        def offer() -> Any:
+            return ref.callRemote("hold", Stream(iter(range(3)), window=10))
+
+        self.assertEqual(conn.resultOf(offer()), 10)
+        self.assertEqual(conn.resultOf(offer()), 5)
+        d = offer()
+        conn.pump()
+        f = self.failureResultOf(d)
+        self.assertIn("may already buffer 15 items together", str(f.value))
+        self.flushLoggedErrors()
+        first = root.received[0]
+        self.assertEqual(self.readAll(conn, first), [0, 1, 2])
+        self.assertEqual(conn.resultOf(offer()), 10)
 
     def test_abandonedStreamIsCancelled(self) -> None:
         """
