@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         strictPolicy,
     )
     from pbext.server import PBServerFactory, PBServerService, buildServerFactory
+    from pbext.streams import RemoteStream, Stream
     from pbext.typecheck import TypedCallError, typed
 
 #: Each public name, and the module it comes from.
@@ -64,6 +65,8 @@ _EXPORTS: dict[str, str] = {
     "PBServerFactory": "pbext.server",
     "PBServerService": "pbext.server",
     "buildServerFactory": "pbext.server",
+    "RemoteStream": "pbext.streams",
+    "Stream": "pbext.streams",
     "TypedCallError": "pbext.typecheck",
     "typed": "pbext.typecheck",
 }
@@ -100,7 +103,9 @@ __all__ = [
     "PolicyError",
     "PolicyViolation",
     "RegistryError",
+    "RemoteStream",
     "SecurityPolicy",
+    "Stream",
     "TypedCallError",
     "buildServerFactory",
     "classicPolicy",

@@ -57,6 +57,7 @@ from twisted.python.failure import Failure
 from twisted.spread import banana, flavors, jelly, pb
 
 from pbext import _jelly, _twisted, fairness, keepalive, typecheck
+from pbext import streams as _streams
 from pbext._accelerator import speedups as _speedups
 from pbext._peer import peerText
 from pbext._transport import (
@@ -508,7 +509,8 @@ def withFailures(registries: Iterable[Any]) -> tuple[Any, ...]:
     registries = tuple(registries)
     if registries and isinstance(registries[-1], FailureRegistry):
         return registries
-    return (*registries, failureRegistry())
+    # pbext.streams: stream offers are sent and received by every broker.
+    return (*registries, _streams.streamRegistry(), failureRegistry())
 
 
 def registriesFrom(registry: Any) -> tuple[Any, ...]:
@@ -595,6 +597,8 @@ class Broker(pb.Broker):
     luids: Any
 
     _pbextPeerFeatures: frozenset[bytes] = frozenset()
+    #: The streams open on this connection (pbext.streams), made when needed.
+    _pbextStreams: Any = None
     _pbextFactoryState: FactoryState | None = None
     _pbextAddress: str | None = None
     callTimeout: float | None = None
@@ -903,13 +907,16 @@ class Broker(pb.Broker):
         super()._selectDialect(dialect)
 
     def connectionReady(self) -> None:
-        # Hello goes first: pb.Broker.connectionReady hands the connection
-        # to the factory, whose root Deferred's callbacks may call at once,
-        # and the server must know it talks to pbext before those calls.
         if self.isClient and PBEXT_DIALECT in self._pbextPeerFeatures:
-            self.remoteForName(CONTROL_NAME).callRemote(
-                "hello", [PBEXT_DIALECT], pbanswer=0
-            )
+            # Said after the version and before the application hears of
+            # the connection, so the server knows this side is pbext before
+            # its first call (what it may answer, streams, depends on it).
+            def hello() -> None:
+                self.remoteForName(CONTROL_NAME).callRemote(
+                    "hello", [PBEXT_DIALECT], pbanswer=0
+                )
+
+            self.connects.insert(0, hello)
         super().connectionReady()
         self._pbextStartKeepalive()
 
@@ -2114,6 +2121,8 @@ class Broker(pb.Broker):
             checker = typecheck._callChecker(method)
             if checker.checksArguments:
                 checker.checkArguments((*extra, *args), kw)
+                # -- pbext.streams: and the items of stream arguments --
+                _streams.checkArgumentItems(method, (*extra, *args), kw)
         state = method(*extra, *args, **kw)
         if type(state) not in _NEVER_AWAITABLE and inspect.isawaitable(state):
             state = defer.ensureDeferred(state)  # type: ignore[arg-type]
@@ -2127,6 +2136,10 @@ class Broker(pb.Broker):
             # peer's CPU and memory (and register references it never
             # learns of, held until it disconnects).
             return state
+        # -- pbext.streams: a generator, async generator or Stream result --
+        if type(state) in _streams.RESULT_TYPES:
+            state = _streams.prepareResult(self, state, method, checker is not None)
+        # -- end of pbext.streams --
         return self._pbextSerializeOut(state, perspective, method, args, kw)
 
     @staticmethod

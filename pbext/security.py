@@ -303,6 +303,28 @@ class Limits:
     @since: pbext NEXT
     """
 
+    # -- pbext.streams --------------------------------------------------
+
+    maxOpenStreams: int = 64
+    """
+    How many remote streams (L{pbext.streams}) one connection may have
+    open at once, sent and received together; one more is refused with
+    L{pbext.streams.TooManyStreams}.
+
+    @since: pbext NEXT
+    """
+
+    maxStreamBufferedItems: int = 65536
+    """
+    The most items the streams one connection receives may have sent
+    ahead of their readers, together: each stream's window is granted out
+    of it (one more stream when it is all granted is refused with
+    L{pbext.streams.TooManyStreams}), and a producer sends no more in one
+    batch, however much credit the peer asks for.
+
+    @since: pbext NEXT
+    """
+
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)

@@ -300,3 +300,45 @@ class RunnerTests(SynchronousTestCase):
         self.assertTrue(results["servers"])
         for server in results["servers"]:
             self.assertRaises(ProcessLookupError, os.kill, server["pid"], 0)
+
+
+class StreamsBenchmarkTests(SynchronousTestCase):
+    """
+    Tests for C{benchmarks/streams.py}, run as a command in its smoke mode.
+    """
+
+    skip = skipReason
+
+    def test_smokeRun(self) -> None:
+        """
+        C{streams.py --smoke} measures pbext's streaming rows (and Pyro5's,
+        when it imports) with servers and clients in separate processes,
+        prints the table and writes JSON with both rows.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        jsonPath = os.path.join(directory, "streams.json")
+        done = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(ROOT, "benchmarks", "streams.py"),
+                "--smoke",
+                "--json",
+                jsonPath,
+            ],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=RUN_TIMEOUT,
+        )
+        output = done.stdout.decode("utf-8", "replace")
+        errors = done.stderr.decode("utf-8", "replace")
+        self.assertEqual(done.returncode, 0, output + errors)
+        self.assertIn("items/s (small items)", output)
+        with open(jsonPath, encoding="utf-8") as f:
+            results = json.load(f)
+        self.assertEqual(results["mode"], "smoke")
+        row = results["systems"]["pbext"]
+        for key in ("itemsPerSecond", "slowMemoryMB", "slowSeconds"):
+            self.assertIn(key, row)
+        self.assertGreater(row["itemsPerSecond"], 0)

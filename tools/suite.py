@@ -55,6 +55,7 @@ END_TO_END = (
     "tests.test_hostile_client",
     "tests.test_doccommands",
     "tests.test_firsthour",
+    "tests.test_streams_endtoend",
 )
 
 #: Test modules and classes that use real sockets or processes: loopback
