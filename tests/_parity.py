@@ -13,7 +13,7 @@ from pbext import _jelly, codec
 from pbext._accelerator import speedups
 from tests.test_plaintypes import INCOMING, REGISTRY, TASTER, TYPES
 
-#: Every limit of L{codec.Decoder}, in its keyword order.
+#: Every limit of L{codec.makeDecoder}, in its keyword order.
 LIMITS = (
     "maxPrefixBytes",
     "maxStringBytes",
@@ -44,7 +44,7 @@ def _decode(
     received and the outcome: C{None}, or C{("framing", limit)}.  Any
     other exception propagates: neither path may raise one.
     """
-    decoder = codec.Decoder(
+    decoder = codec.makeDecoder(
         vocabulary=INCOMING if vocabulary else None,
         accelerated=accelerated,
         **limits,
