@@ -7,7 +7,7 @@ The C accelerator's banana decoder, as an L{IDecoder}.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, List, Mapping, Optional
 
 from zope.interface import implementer
 
@@ -23,6 +23,8 @@ from pbext.interfaces import IDecoder
 
 __all__ = ["AcceleratedDecoder"]
 
+Emit = Callable[[object], object]
+
 if TYPE_CHECKING or speedups is None:
 
     class _Core:
@@ -35,11 +37,32 @@ if TYPE_CHECKING or speedups is None:
         def __init__(self, **limits: int) -> None:
             raise ValueError(f"the C accelerator is not available: {reason}")
 
+        # The C type's methods and properties, for the type checker only.
+
+        def feed(self, data: bytes) -> List[object]:
+            raise NotImplementedError()
+
+        def feedTo(self, data: bytes, expressionReceived: Emit) -> None:
+            raise NotImplementedError()
+
         def setVocabulary(self, vocabulary: Optional[Mapping[int, bytes]]) -> None:
+            raise NotImplementedError()
+
+        def receiveBuffer(self) -> Optional[object]:
+            raise NotImplementedError()
+
+        def bufferFilled(self, count: int, expressionReceived: Emit) -> None:
+            raise NotImplementedError()
+
+        def setPlainJelly(self, enabled: bool) -> None:
             raise NotImplementedError()
 
         def setPlainTypes(self, types: Optional[Mapping[bytes, object]]) -> None:
             raise NotImplementedError()
+
+        pendingBytes: int
+        wantedBytes: int
+        messageStarted: bool
 
 else:
     _Core = speedups.DecoderCore

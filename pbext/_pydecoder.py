@@ -245,9 +245,7 @@ class PythonDecoder:
             return None
         return b"".join(self._chunks)
 
-    def _hold(
-        self, buf: bytes, pos: int, need: int = 0, stringSize: int = 0
-    ) -> None:
+    def _hold(self, buf: bytes, pos: int, need: int = 0, stringSize: int = 0) -> None:
         """
         Keep the bytes of C{buf} from C{pos} on, which start a token that
         parsing resumes from once C{need} bytes are held.
@@ -369,8 +367,16 @@ class PythonDecoder:
         messageOrigin = -self._messageBytes
         messageLimit = messageOrigin + maxMessageBytes
         stringLimit = end if end < messageLimit else messageLimit
-        maxTokens, maxList, maxDepth = self.maxMessageTokens, self.maxListLength, self.maxDepth
-        maxString, vocabulary = self.maxStringBytes, self._vocabulary
+        maxTokens, maxList, maxDepth = (
+            self.maxMessageTokens,
+            self.maxListLength,
+            self.maxDepth,
+        )
+        maxString, maxPrefix, vocabulary = (
+            self.maxStringBytes,
+            self.maxPrefixBytes,
+            self._vocabulary,
+        )
         readPrefix, unpackDouble = self._readPrefix, _unpackDouble
         item: object
         # Type bytes are literals below (0x80 LIST, 0x81 INT, 0x82 STRING,
@@ -378,9 +384,9 @@ class PythonDecoder:
         # this loop runs once per token and constants are the fastest.
         try:
             while True:
-                # The number prefix and the type byte, inline for the usual
-                # zero- or one-byte prefix.  An IndexError means the bytes
-                # are used up or end in an incomplete prefix.
+                # The number prefix and the type byte, inline for prefixes of
+                # up to two bytes (numbers below 16384).  An IndexError means
+                # the bytes are used up or end in an incomplete prefix.
                 start = pos
                 try:
                     typ = buf[pos]
@@ -392,6 +398,9 @@ class PythonDecoder:
                         if num > 127:
                             num, typ = typ, num
                             pos += 2
+                        elif buf[pos + 2] > 127 and maxPrefix > 1:
+                            num, typ = typ | num << 7, buf[pos + 2]
+                            pos += 3
                         else:
                             num, typ, pos = readPrefix(buf, pos)
                 except IndexError:
@@ -429,7 +438,9 @@ class PythonDecoder:
                     item = -num
                 elif typ == 0x84:
                     if pos + 8 > stringLimit:
-                        need = self._bodyMissing(0, pos + 8 - start, pos + 8 > messageLimit)
+                        need = self._bodyMissing(
+                            0, pos + 8 - start, pos + 8 > messageLimit
+                        )
                         pos = start
                         break
                     item = unpackDouble(buf, pos)[0]

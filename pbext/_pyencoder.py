@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Union
 
 from twisted.python.reflect import fullyQualifiedName
 from twisted.spread import banana
@@ -83,6 +83,7 @@ _INT_TOKENS: Dict[int, bytes] = {
     value: intToken(value) for value in range(-_TABLE_SIZE, _TABLE_SIZE)
 }
 _LIST_HEADERS = [_token(n, _LIST) for n in range(_TABLE_SIZE)]
+_PAIR_HEADER = _LIST_HEADERS[2]
 _STRING_HEADERS = [_token(n, _STRING) for n in range(_TABLE_SIZE)]
 _VOCAB_TOKENS: Dict[int, bytes] = {n: _token(n, _VOCAB) for n in range(_TABLE_SIZE)}
 _FLOAT_BYTE = banana.FLOAT
@@ -142,8 +143,9 @@ def encodeParts(
     byte arrays of the rest.
 
     One loop walks the values, with an explicit stack of the lists being
-    encoded, and writes the commonest (short strings, small ints) itself;
-    the rest are written by one function per kind of value.
+    encoded, and writes the commonest values (short strings, small ints,
+    list headers) itself; rarer work (long strings, big lists, vocabulary
+    words, jelly's pairs of strings) is done by small functions.
 
     @param obj: A list or tuple (of the types listed here), an C{int} of at
         most 64 bytes of prefix (C{bool} included), a C{float} or C{bytes}.
@@ -168,6 +170,7 @@ def encodeParts(
     limit = sys.maxsize if maxMessageBytes is None else maxMessageBytes
     lookupWord = (_NO_VOCABULARY if vocabulary is None else vocabulary).get
     intTokens, stringHeaders, tableSize = _INT_TOKENS, _STRING_HEADERS, _TABLE_SIZE
+    listHeaders, pairHeader = _LIST_HEADERS, _PAIR_HEADER
     maxNesting = sys.getrecursionlimit()
     # Encoded bytes before out, and how many more may follow them.
     out = bytearray()
@@ -185,7 +188,7 @@ def encodeParts(
             if kind is bytes:
                 word = lookupWord(item)
                 if word is not None:
-                    out += _VOCAB_TOKENS.get(word) or _token(word, _VOCAB)
+                    out += _wordToken(word)
                 elif len(item) < tableSize:
                     out += stringHeaders[len(item)]
                     if len(out) + len(item) > room:
@@ -201,10 +204,35 @@ def encodeParts(
                 token = intTokens.get(item)
                 out += intToken(item) if token is None else token
             elif kind is list or kind is tuple:
-                descend = _writeSequence(item, out, lookupWord)
-                if descend:
+                size = len(item)
+                if size == 2:
+                    # Two short strings (jelly's [b"unicode", text], mostly):
+                    # encoded in place, without descending into the list.
+                    first, second = item
+                    if (
+                        type(first) is bytes
+                        and type(second) is bytes
+                        and len(first) < tableSize
+                        and len(second) < tableSize
+                    ):
+                        if lookupWord(first) is None and lookupWord(second) is None:
+                            out += pairHeader
+                            out += stringHeaders[len(first)]
+                            out += first
+                            out += stringHeaders[len(second)]
+                            out += second
+                        else:
+                            _writeShortPair(first, second, out, lookupWord)
+                        if len(out) > room:
+                            raise _tooLarge(limit)
+                        continue
+                out += listHeaders[size] if size < tableSize else _listHeader(size)
+                if size:
+                    # The header is counted with the list's first scalar.
                     if len(stack) >= maxNesting:
-                        raise RecursionError("lists nested too deeply to encode with banana")
+                        raise RecursionError(
+                            "lists nested too deeply to encode with banana"
+                        )
                     stack.append(items)
                     items = iter(item)
                     break
@@ -247,42 +275,46 @@ def _writeLongString(
     return room
 
 
-def _writeSequence(
-    sequence: Union[list, tuple],
+def _writeShortPair(
+    first: bytes,
+    second: bytes,
     out: bytearray,
     lookupWord: Callable[[bytes], Optional[int]],
-) -> bool:
+) -> None:
     """
-    Write a list or tuple whole if it is two short strings (jelly's
-    C{[b"unicode", text]}, mostly), else only its header.
-
-    @return: Whether its elements are still to be written.
+    Write a list of two strings shorter than 1 KiB.
     """
-    size = len(sequence)
-    if size == 2:
-        first, second = sequence
-        if (
-            type(first) is bytes
-            and type(second) is bytes
-            and len(first) < _TABLE_SIZE
-            and len(second) < _TABLE_SIZE
-        ):
-            out += _LIST_HEADERS[2]
-            for string in (first, second):
-                word = lookupWord(string)
-                if word is None:
-                    out += _STRING_HEADERS[len(string)]
-                    out += string
-                else:
-                    out += _VOCAB_TOKENS.get(word) or _token(word, _VOCAB)
-            return False
-    if size < _TABLE_SIZE:
-        out += _LIST_HEADERS[size]
-    elif size > SIZE_LIMIT:
-        raise banana.BananaError(f"list/tuple is too long to send ({size})")
+    out += _PAIR_HEADER
+    word = lookupWord(first)
+    if word is None:
+        out += _STRING_HEADERS[len(first)]
+        out += first
     else:
-        out += _token(size, _LIST)
-    return size > 0
+        out += _wordToken(word)
+    word = lookupWord(second)
+    if word is None:
+        out += _STRING_HEADERS[len(second)]
+        out += second
+    else:
+        out += _wordToken(word)
+
+
+def _listHeader(size: int) -> bytes:
+    """
+    The header of a list or tuple of C{size} elements.
+    """
+    if size < _TABLE_SIZE:
+        return _LIST_HEADERS[size]
+    if size > SIZE_LIMIT:
+        raise banana.BananaError(f"list/tuple is too long to send ({size})")
+    return _token(size, _LIST)
+
+
+def _wordToken(number: int) -> bytes:
+    """
+    The token of vocabulary word C{number}.
+    """
+    return _VOCAB_TOKENS.get(number) or _token(number, _VOCAB)
 
 
 def plain(obj: object) -> object:

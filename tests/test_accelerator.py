@@ -686,7 +686,9 @@ class PlainJellyDecodingTests(SynchronousTestCase):
         sexp: list = [b"unicode", b"bottom"]
         for _i in range(230):
             sexp = [b"list", sexp]
-        decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=True, maxDepth=1000)
+        decoder = codec.makeDecoder(
+            vocabulary=INCOMING, accelerated=True, maxDepth=1000
+        )
         decoder.setPlainJelly(True)
         (message,) = decoder.feed(codec.encode([b"answer", 1, sexp], OUTGOING))
         self.assertIsNot(type(message[2]), speedups.Jellied)
@@ -1005,7 +1007,7 @@ class SwitchTests(SynchronousTestCase):
                 sys.executable,
                 "-c",
                 "from pbext import _accelerator, codec, _jelly;"
-                "print(_accelerator.speedups, codec.encode.__name__,"
+                "print(_accelerator.speedups, codec.encode is codec._encodePython,"
                 " _jelly.jellyPlain.__name__, codec.makeDecoder().accelerated)",
             ],
             env=env,
@@ -1016,7 +1018,7 @@ class SwitchTests(SynchronousTestCase):
         )
         self.assertEqual(
             probe.stdout.split(),
-            ["None", "_encodePython", "_jellyPlainPython", "False"],
+            ["None", "True", "_jellyPlainPython", "False"],
             probe.stderr,
         )
         run = subprocess.run(

@@ -197,8 +197,9 @@ class DecodedValuesTests(SynchronousTestCase):
 
     def test_longStringIsFresh(self) -> None:
         """
-        A long string received in place through L{pbext.interfaces.IDecoder.receiveBuffer}
-        is a new C{bytes} object that a buffer still held cannot change.
+        A long string received in place through
+        L{pbext.interfaces.IDecoder.receiveBuffer} is a new C{bytes} object
+        that a buffer still held cannot change.
         """
         blob = bytes(range(256)) * 1024
         data = codec.encode([b"answer", 1, blob], OUTGOING)
@@ -427,14 +428,25 @@ class PeerDecodingTests(HostileMixin, TestCase):
         factory = self.startServer()
         peer = yield self.connectRaw()
         (broker,) = factory.brokers
-        decoder = broker._pbextDecoder
-
-        def broken(data: Any, sink: Any) -> None:
-            raise RuntimeError("decoder bug")
-
-        decoder.feedTo = broken
+        broker._pbextDecoder = _BrokenDecoder(broker._pbextDecoder)
         peer.transport.write(wireMessage(callMessage(1, b"echo", [b"tuple", 1])))
         yield self.waitLost(peer)
         self.assertIn("decodingError", self.recorder.kinds())
         self.assertEqual(self.flushLoggedErrors(), [])
         yield self.stockEcho()
+
+
+class _BrokenDecoder:
+    """
+    A decoder whose L{feedTo} has a bug: it raises C{RuntimeError}.  Every
+    other attribute is the wrapped decoder's.
+    """
+
+    def __init__(self, decoder: Any) -> None:
+        self._decoder = decoder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._decoder, name)
+
+    def feedTo(self, data: Any, sink: Any) -> None:
+        raise RuntimeError("decoder bug")
