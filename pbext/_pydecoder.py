@@ -367,16 +367,9 @@ class PythonDecoder:
         messageOrigin = -self._messageBytes
         messageLimit = messageOrigin + maxMessageBytes
         stringLimit = end if end < messageLimit else messageLimit
-        maxTokens, maxList, maxDepth = (
-            self.maxMessageTokens,
-            self.maxListLength,
-            self.maxDepth,
-        )
-        maxString, maxPrefix, vocabulary = (
-            self.maxStringBytes,
-            self.maxPrefixBytes,
-            self._vocabulary,
-        )
+        maxTokens, maxList = self.maxMessageTokens, self.maxListLength
+        maxString, maxPrefix = self.maxStringBytes, self.maxPrefixBytes
+        maxDepth, vocabulary = self.maxDepth, self._vocabulary
         readPrefix, unpackDouble = self._readPrefix, _unpackDouble
         item: object
         # Type bytes are literals below (0x80 LIST, 0x81 INT, 0x82 STRING,
