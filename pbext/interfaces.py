@@ -4,7 +4,8 @@ Extension points of pbext, as zope.interface interfaces.
 Every piece of pbext that an application or another installed package may
 replace is described here: security policies, copyable registries, and the
 plugins through which C{twistd pbserver --policy NAME} and
-C{--registry NAME} find them.  pbext's own implementations are declared
+C{--registry NAME} find them; and so is the role that pbext's two banana
+decoders share (L{IDecoder}).  pbext's own implementations are declared
 with C{@implementer} and checked with C{verifyObject} in the tests.
 
 @since: pbext NEXT
