@@ -391,7 +391,7 @@ class PythonDecoder:
                         if num > 127:
                             num, typ = typ, num
                             pos += 2
-                        elif buf[pos + 2] > 127 and maxPrefix > 1:
+                        elif maxPrefix > 1 and buf[pos + 2] > 127:
                             num, typ = typ | num << 7, buf[pos + 2]
                             pos += 3
                         else:

@@ -935,6 +935,17 @@ class LimitTestsMixin(_Implementation):
             self.Decoder(maxPrefixBytes=1), b"\x01\x01\x81", "maxPrefixBytes"
         )
 
+    def test_prefixLimitBeforeTypeByte(self) -> None:
+        """
+        With C{maxPrefixBytes} 1, two bytes of prefix raise
+        C{"maxPrefixBytes"} at once, before a type byte arrives (and after
+        whole tokens): they do not wait for a third byte.
+        """
+        self.assertLimit(self.Decoder(maxPrefixBytes=1), b"\x01\x01", "maxPrefixBytes")
+        self.assertLimit(
+            self.Decoder(maxPrefixBytes=1), b"\x01\x81\x01\x01", "maxPrefixBytes"
+        )
+
 
 def jellyable() -> st.SearchStrategy[object]:
     """
