@@ -104,7 +104,7 @@ def codecFor(system: str) -> Tuple[Optional[Codec], List[str]]:
 
     For pbext these are the pieces its broker uses, with the C{default}
     policy: C{pbext._jelly}'s C{jelly} and C{unjelly} with the policy's
-    tasters, and C{pbext.codec}'s C{encode} and C{Decoder} with the policy's
+    tasters, and C{pbext.codec}'s C{encode} and C{makeDecoder} with the policy's
     framing limits.  pbext's broker is being rewritten alongside these
     benchmarks: a piece that does not import (or fails a trial round trip)
     is replaced by stock Twisted's and a note says so; when neither
@@ -231,7 +231,7 @@ def _pbextBanana(
     if policy is not None:
         limits = policy.limits.framingLimits()
         maxBytes = policy.limits.maxOutgoingMessageBytes
-    decoder = codec.Decoder(vocabulary=incoming, **limits)
+    decoder = codec.makeDecoder(vocabulary=incoming, **limits)
     if _speedups() is not None:
         # As pbext's broker decodes: plain values unjellied while parsing.
         decoder.setPlainJelly(True)

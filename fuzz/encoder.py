@@ -224,7 +224,7 @@ def oneMessage(data: bytes) -> None:
     """
     C{data} decodes as exactly one message.
     """
-    decoder = codec.Decoder(
+    decoder = codec.makeDecoder(
         vocabulary={v: k for k, v in OUTGOING.items()},
         accelerated=False,
         maxMessageTokens=1 << 30,

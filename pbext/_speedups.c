@@ -5,7 +5,7 @@
  * Everything here has a pure-Python twin that is the specification:
  *
  *   encode        pbext.codec._encodePython  (banana encoding)
- *   DecoderCore   pbext.codec.Decoder's own parser (banana decoding)
+ *   DecoderCore   the parser of pbext.codec.AcceleratedDecoder (banana decoding)
  *   jellyPlain    pbext._jelly._jellyPlainPython
  *   unjellyPlain  pbext._jelly._unjellyPlainPython
  *
@@ -2651,7 +2651,7 @@ out:
 /*
  * Parse buf (the bytes held and the new ones), delivering each complete
  * top-level expression to emit (or appending it to the list received).
- * This follows pbext.codec.Decoder._decode step for step.
+ * This follows pbext._pydecoder.PythonDecoder._parse step for step.
  */
 static int
 decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
@@ -3164,7 +3164,7 @@ static PyTypeObject ReceiveBufferType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pbext._speedups.ReceiveBuffer",
     .tp_doc = "A writable buffer over the rest of a long string being "
-              "received (see pbext.codec.Decoder.receiveBuffer).",
+              "received (see pbext.interfaces.IDecoder.receiveBuffer).",
     .tp_basicsize = sizeof(ReceiveBuffer),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_dealloc = (destructor)ReceiveBuffer_dealloc,
@@ -3532,44 +3532,47 @@ DecoderCore_getMessageStarted(DecoderCore *self, void *Py_UNUSED(closure))
 
 static PyMethodDef DecoderCore_methods[] = {
     {"feed", (PyCFunction)DecoderCore_feed, METH_O,
-     "feed(data) -> list: as pbext.codec.Decoder.feed."},
+     "feed(data) -> list: as pbext.interfaces.IDecoder.feed."},
     {"feedTo", (PyCFunction)DecoderCore_feedTo, METH_VARARGS,
-     "feedTo(data, expressionReceived): as pbext.codec.Decoder.feedTo."},
+     "feedTo(data, expressionReceived): as "
+     "pbext.interfaces.IDecoder.feedTo."},
     {"receiveBuffer", (PyCFunction)DecoderCore_receiveBuffer, METH_NOARGS,
      "receiveBuffer() -> buffer or None: as "
-     "pbext.codec.Decoder.receiveBuffer."},
+     "pbext.interfaces.IDecoder.receiveBuffer."},
     {"bufferFilled", (PyCFunction)DecoderCore_bufferFilled, METH_VARARGS,
      "bufferFilled(count, expressionReceived): as "
-     "pbext.codec.Decoder.bufferFilled."},
+     "pbext.interfaces.IDecoder.bufferFilled."},
     {"setPlainJelly", (PyCFunction)DecoderCore_setPlainJelly, METH_O,
      "setPlainJelly(flag): deliver the plain jelly values inside each "
-     "message as values (see pbext.codec.Decoder.setPlainJelly)."},
+     "message as values (see pbext.interfaces.IDecoder.setPlainJelly)."},
     {"setPlainTypes", (PyCFunction)DecoderCore_setPlainTypes, METH_O,
      "setPlainTypes(types): in plain-jelly mode, build the registered "
      "types whose receive specs types holds too (see "
-     "pbext.codec.Decoder.setPlainTypes)."},
+     "pbext.interfaces.IDecoder.setPlainTypes)."},
     {"setVocabulary", (PyCFunction)DecoderCore_setVocabulary, METH_O,
-     "setVocabulary(vocabulary): as pbext.codec.Decoder.setVocabulary."},
+     "setVocabulary(vocabulary): as "
+     "pbext.interfaces.IDecoder.setVocabulary."},
     {NULL}
 };
 
 static PyGetSetDef DecoderCore_getset[] = {
     {"pendingBytes", (getter)DecoderCore_getPendingBytes, NULL,
-     "As pbext.codec.Decoder.pendingBytes.", NULL},
+     "As pbext.interfaces.IDecoder.pendingBytes.", NULL},
     {"wantedBytes", (getter)DecoderCore_getWantedBytes, NULL,
-     "As pbext.codec.Decoder.wantedBytes.", NULL},
+     "As pbext.interfaces.IDecoder.wantedBytes.", NULL},
     {"messageStarted", (getter)DecoderCore_getMessageStarted, NULL,
-     "As pbext.codec.Decoder.messageStarted.", NULL},
+     "As pbext.interfaces.IDecoder.messageStarted.", NULL},
     {NULL}
 };
 
 static PyTypeObject DecoderCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pbext._speedups.DecoderCore",
-    .tp_doc = "The parser of pbext.codec.Decoder, in C: the same limits, "
+    .tp_doc = "The parser of pbext.codec.AcceleratedDecoder (its "
+              "subclass), in C: the same limits, "
               "the same objects, the same errors.",
     .tp_basicsize = sizeof(DecoderCore),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)DecoderCore_init,
     .tp_dealloc = (destructor)DecoderCore_dealloc,

@@ -21,7 +21,7 @@ Twisted's TCP transport reads at most C{bufferSize} (64 KiB) per turn of
 the reactor, each read into a new bytes object, which a decoder then
 copies into the string it assembles.  L{DirectReads} reads the rest of a
 long string with C{recv_into} straight into the buffer the decoder made
-for it (L{pbext.codec.Decoder.receiveBuffer}), as many reads as the socket
+for it (L{pbext.interfaces.IDecoder.receiveBuffer}), as many reads as the socket
 has bytes for in one turn, and reads everything else as Twisted does.
 
 @since: pbext NEXT

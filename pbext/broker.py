@@ -7,7 +7,7 @@ handshake, and the C{message}, C{answer}, C{error}, C{decref},
 C{decache} and C{uncache} expressions.  What changes is how it treats its
 peer:
 
- - B{Framing.}  Bytes are decoded by L{pbext.codec.Decoder} in linear time,
+ - B{Framing.}  Bytes are decoded by a L{pbext.interfaces.IDecoder} in linear time,
    with the policy's limits checked as bytes arrive.  Bad framing drops that
    connection, with one structured log event.
  - B{Types.}  Received jelly is unjellied by L{pbext._jelly} against the
@@ -68,7 +68,7 @@ from pbext._transport import (
     producerTarget,
 )
 from pbext.budget import BYTES_STEP, MemoryBudget, budgetFor
-from pbext.codec import Decoder, FramingError, encodePieces
+from pbext.codec import FramingError, encodePieces, makeDecoder
 from pbext.copyable import FailureRegistry, failureRegistry
 from pbext.copystate import CopyHookError, HookErrorLog
 from pbext.security import (
@@ -80,6 +80,7 @@ from pbext.security import (
 
 if TYPE_CHECKING:
     from pbext.admission import Admission
+    from pbext.interfaces import IDecoder
 
 _NOT_PLAIN = _jelly.NOT_PLAIN
 _JELLIED: Any = None if _speedups is None else _speedups.Jellied
@@ -654,7 +655,7 @@ class Broker(pb.Broker):
             and type(self).serialize is Broker.serialize
         )
         # And plain arguments and results arrive already unjellied, made
-        # by the decoder while it parses (see Decoder.setPlainJelly).
+        # by the decoder while it parses (see IDecoder.setPlainJelly).
         self._pbextFusedReceive = (
             _speedups is not None
             and self._pbextPlainReceive
@@ -669,7 +670,7 @@ class Broker(pb.Broker):
             self.keepaliveTimeout = keepaliveTimeout
         if typedCalls is not None:
             self.typedCalls = typedCalls
-        self._pbextDecoder: Decoder | None = None
+        self._pbextDecoder: IDecoder | None = None
         # How encoded messages reach the transport, and how long strings
         # are read (see connectionMade).
         self._pbextWrite: Callable[[bytes], None] = self._pbextWriteToTransport
@@ -852,7 +853,7 @@ class Broker(pb.Broker):
             self._pbextDirectReads = DirectReads.forTransport(
                 self.transport, self._pbextReceiveBuffer, self._pbextReceivedInto
             )
-        self._pbextDecoder = Decoder(**self._pbextLimits.framingLimits())  # type: ignore[arg-type]
+        self._pbextDecoder = makeDecoder(**self._pbextLimits.framingLimits())  # type: ignore[arg-type]
         if self._pbextFusedReceive and self._pbextDecoder.accelerated:
             self._pbextDecoder.setPlainJelly(True)
             self._pbextDecoder.setPlainTypes(self._pbextPlainTypes.receive)
@@ -1031,7 +1032,7 @@ class Broker(pb.Broker):
     def _pbextReceiveBuffer(self) -> Any:
         """
         Where the transport may receive the rest of the long string
-        arriving, if one is (see L{Decoder.receiveBuffer}) and reading is
+        arriving, if one is (see L{IDecoder.receiveBuffer}) and reading is
         not paused, else L{None}.
         """
         decoder = self._pbextDecoder

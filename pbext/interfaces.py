@@ -4,13 +4,16 @@ Extension points of pbext, as zope.interface interfaces.
 Every piece of pbext that an application or another installed package may
 replace is described here: security policies, copyable registries, and the
 plugins through which C{twistd pbserver --policy NAME} and
-C{--registry NAME} find them.  pbext's own implementations are declared
+C{--registry NAME} find them; and so is the role that pbext's two banana
+decoders share (L{IDecoder}).  pbext's own implementations are declared
 with C{@implementer} and checked with C{verifyObject} in the tests.
 
 @since: pbext NEXT
 """
 
 from __future__ import annotations
+
+from typing import Callable, Mapping
 
 from zope.interface import Attribute, Interface
 
@@ -146,4 +149,173 @@ class IRegistryPlugin(Interface):
     def load() -> ICopyableRegistry:
         """
         Build or return the registry.
+        """
+
+
+class IDecoder(Interface):
+    """
+    An incremental banana decoder for one connection, checking pbext's
+    framing limits as bytes arrive.
+
+    Feed it bytes as they arrive with L{feed} (or L{feedTo}); it returns
+    (or delivers) every top-level expression completed by those bytes, as
+    the same Python objects L{twisted.spread.banana.Banana} hands to
+    C{expressionReceived}: C{list} for lists, C{bytes} for strings, C{int}
+    for the four integer types (not range-checked, as in stock), C{float}
+    for floats and the vocabulary's C{bytes} for vocabulary tokens.
+
+    Limits are checked as the bytes arrive, before anything is allocated
+    for them; the first one broken raises L{pbext.codec.FramingError} and
+    leaves the decoder dead (every later call raises again).  Parsing costs
+    time linear in the bytes fed, whatever the chunking.
+
+    pbext has two implementations, which accept, refuse and produce the
+    same things for the same bytes: L{pbext.codec.PythonDecoder}, the
+    specification, and L{pbext.codec.AcceleratedDecoder}, its C twin.
+    L{pbext.codec.makeDecoder} chooses one.
+
+    @since: pbext NEXT
+    """
+
+    maxPrefixBytes = Attribute("The longest number prefix accepted, in bytes.")
+    maxStringBytes = Attribute("The longest string accepted, in bytes.")
+    maxListLength = Attribute("The most elements one list may declare.")
+    maxDepth = Attribute("How many lists may be open at once.")
+    maxMessageTokens = Attribute("How many tokens one message may hold.")
+    maxMessageBytes = Attribute("How many bytes one message may take.")
+
+    accelerated = Attribute(
+        "C{bool}: whether this decoder parses with pbext's C accelerator "
+        "(and so offers plain-jelly decoding, L{setPlainJelly})."
+    )
+    pendingBytes = Attribute(
+        "C{int}: how many bytes of an incomplete top-level expression have "
+        "been received (parsed or held); 0 between messages."
+    )
+    wantedBytes = Attribute(
+        "C{int}: how many more bytes complete the string (or float) whose "
+        "header has arrived and whose body is still arriving; 0 when no "
+        "such token is pending.  A transport can read that much at once."
+    )
+    messageStarted = Attribute(
+        "C{bool}: whether a top-level expression has been partly received."
+    )
+
+    def feed(data: bytes) -> list[object]:
+        """
+        Parse bytes received from the peer.
+
+        All the expressions completed by C{data} are parsed with the
+        vocabulary in force when this is called.  The first message of a
+        connection selects the dialect, and the peer may send the next one,
+        which uses the vocabulary, in the same chunk; a broker that switches
+        vocabulary on a message should use L{feedTo} instead, which lets it
+        do so before the next token is parsed.
+
+        @param data: The bytes, in any chunking.
+
+        @return: Every top-level expression completed by C{data}, in order.
+
+        @raise pbext.codec.FramingError: If the bytes break a rule or a
+            limit (the expressions completed before it in C{data} are
+            discarded), or if this decoder already raised one.
+        """
+
+    def feedTo(data: bytes, expressionReceived: Callable[[object], object]) -> None:
+        """
+        Parse bytes received from the peer and hand each completed top-level
+        expression to C{expressionReceived} as soon as it is complete.
+
+        This is how L{twisted.spread.banana.Banana.dataReceived} delivers:
+        the callback may call L{setVocabulary} and the tokens after that
+        expression are parsed with the new vocabulary.  Expressions
+        completed before a framing error are delivered before it is raised.
+        If the callback raises, the exception propagates and the bytes
+        after that expression stay buffered for the next call.  The
+        callback must not call L{feed} or L{feedTo} itself.
+
+        @param data: The bytes, in any chunking.
+        @param expressionReceived: Called with each expression, in order.
+
+        @raise pbext.codec.FramingError: If the bytes break a rule or a
+            limit, or if this decoder already raised one.
+        """
+
+    def setVocabulary(vocabulary: Mapping[int, bytes] | None) -> None:
+        """
+        Accept vocabulary tokens from now on, as when the connection selects
+        banana's C{b"pb"} dialect (or stop accepting them, given L{None}).
+
+        Called from inside a L{feedTo} callback, this applies to the very
+        next token, as the dialect selection in stock banana does.
+
+        @param vocabulary: Maps token numbers to the words they stand for,
+            like L{twisted.spread.banana.Banana.incomingVocabulary}.
+        """
+
+    def receiveBuffer() -> object | None:
+        """
+        A writable buffer for the rest of the long string arriving, or
+        L{None} when none is.
+
+        Once the header and a sixteenth of a string longer than 64 KiB have
+        arrived, the decoder makes a buffer for the string at its final
+        size; the rest of its bytes can then be received with
+        C{socket.recv_into}, say, instead of into new bytes objects that
+        L{feedTo} would copy again.  The buffer holds at least one byte and
+        at most L{wantedBytes}.  After writing the first C{count} bytes of
+        it, call L{bufferFilled} with C{count}, before feeding or asking
+        for another buffer.  Writing into a buffer handed out earlier after
+        that call changes nothing received.
+
+        @return: An object supporting the writable buffer protocol, or
+            L{None}.
+        """
+
+    def bufferFilled(
+        count: int, expressionReceived: Callable[[object], object]
+    ) -> None:
+        """
+        Parse the first C{count} bytes written into the buffer from
+        L{receiveBuffer}, exactly as L{feedTo} would parse them.
+
+        @param count: How many bytes were written, from the buffer's start.
+        @param expressionReceived: As for L{feedTo}.
+
+        @raise ValueError: If no buffer is outstanding (none was asked for,
+            or bytes were parsed since), or C{count} is negative or more
+            than the buffer holds.
+        @raise pbext.codec.FramingError: As for L{feedTo}.
+        """
+
+    def setPlainJelly(enabled: bool) -> None:
+        """
+        Deliver the plain jelly inside messages already unjellied: each
+        element of a top-level list that is the jelly of a plain value
+        (what L{pbext._jelly.unjellyPlain} turns into a value) is
+        delivered as C{pbext._speedups.Jellied(value)}, built while the
+        bytes are parsed, without the expression; any other element is the
+        usual expression, for the full unjellier.  pbext's broker turns
+        this on where its policy lets plain values through.
+
+        Only an L{accelerated} decoder parses this way; call it before any
+        bytes are fed.
+
+        @raise ValueError: If this decoder is not L{accelerated}.
+        """
+
+    def setPlainTypes(types: Mapping[bytes, object] | None) -> None:
+        """
+        In plain-jelly mode, also build the registered copyable types whose
+        receive specs C{types} holds (L{pbext._jelly.PlainTypes.receive})
+        and that can be built without running any code of their own (a
+        dataclass with a generated C{__init__}, given every field), as
+        L{pbext._jelly.unjellyPlain} builds them.  Any other copy is left
+        as an expression, for C{unjellyPlain} or the full unjellier once
+        the message is accepted.  Call it before the bytes whose types it
+        should apply to are fed.
+
+        @param types: Receive specs by wire name, or L{None} for none.
+
+        @raise ValueError: If this decoder is not L{accelerated}.
         """

@@ -397,7 +397,7 @@ class Limits:
 
     def framingLimits(self) -> dict[str, int]:
         """
-        The keyword arguments for L{pbext.codec.Decoder}: the limits that
+        The keyword arguments for L{pbext.codec.makeDecoder}: the limits that
         banana framing checks while bytes arrive.
 
         @since: pbext NEXT

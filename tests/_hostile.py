@@ -16,7 +16,7 @@ from twisted.spread import banana, pb
 from zope.interface import implementer
 
 import pbext
-from pbext.codec import Decoder, encode
+from pbext.codec import encode, makeDecoder
 from pbext.security import SecurityPolicy
 
 #: How long any single wait in these tests may take, in seconds.  Waits
@@ -133,7 +133,7 @@ class HostilePeer(protocol.Protocol):
     """
 
     def __init__(self) -> None:
-        self.decoder = Decoder(maxMessageBytes=64 * 1024 * 1024)
+        self.decoder = makeDecoder(maxMessageBytes=64 * 1024 * 1024)
         self.received: list[object] = []
         self.counts: dict[object, int] = {}
         self.answers: dict[object, list[Any]] = {}

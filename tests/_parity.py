@@ -65,7 +65,7 @@ def _receiveTable() -> dict[bytes, Any]:
 #: What the plain paths build here.
 RECEIVE = _receiveTable()
 
-#: Every limit of L{codec.Decoder}, in its keyword order.
+#: Every limit of L{codec.makeDecoder}, in its keyword order.
 LIMITS = (
     "maxPrefixBytes",
     "maxStringBytes",
@@ -96,7 +96,7 @@ def _decode(
     received and the outcome: C{None}, or C{("framing", limit)}.  Any
     other exception propagates: neither path may raise one.
     """
-    decoder = codec.Decoder(
+    decoder = codec.makeDecoder(
         vocabulary=INCOMING if vocabulary else None,
         accelerated=accelerated,
         **limits,

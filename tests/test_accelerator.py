@@ -24,6 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from pbext import _jelly, codec
 from pbext._accelerator import reason, speedups
+from pbext.interfaces import IDecoder
 from tests.test_jelly import bound, jellyExpressions, values
 
 OUTGOING = banana.Banana.outgoingVocabulary
@@ -55,7 +56,7 @@ def outcome(function: Callable[[], Any]) -> Tuple[str, Any]:
 
 
 def decodeAll(
-    decoder: codec.Decoder, chunks: List[bytes]
+    decoder: IDecoder, chunks: List[bytes]
 ) -> Tuple[List[object], Optional[Tuple[str, str]], int]:
     """
     Feed C{chunks}; return what was delivered, the failure (limit and
@@ -181,7 +182,7 @@ class AgreementTests(SynchronousTestCase):
         vocabulary = INCOMING if pb else None
         results = [
             decodeAll(
-                codec.Decoder(vocabulary=vocabulary, accelerated=flag, **limits),
+                codec.makeDecoder(vocabulary=vocabulary, accelerated=flag, **limits),
                 chunks,
             )
             for flag in (True, False)
@@ -435,7 +436,7 @@ class AgreementTests(SynchronousTestCase):
                 data = speedups.encode(
                     (b"answer", 7, speedups.Jellied(value)), OUTGOING
                 )
-                decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+                decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=True)
                 decoder.setPlainJelly(True)
                 [message], failure, pending = decodeAll(decoder, [data])
                 self.assertEqual(receivedValue(message[2]), ("ok", canonical(value)))
@@ -539,7 +540,7 @@ def receivedValue(element: object) -> Tuple[str, Any]:
 
 class PlainJellyDecodingTests(SynchronousTestCase):
     """
-    L{codec.Decoder.setPlainJelly}: messages decoded with plain values
+    L{pbext.interfaces.IDecoder.setPlainJelly}: messages decoded with plain values
     already unjellied give the broker exactly what decoding and then
     unjellying gives, for any expressions, malformed ones included.
     """
@@ -556,9 +557,9 @@ class PlainJellyDecodingTests(SynchronousTestCase):
             return
         cuts = sorted({min(size, len(data)) for size in sizes} | {0, len(data)})
         chunks = [data[a:b] for a, b in zip(cuts, cuts[1:])]
-        fused = codec.Decoder(vocabulary=INCOMING, accelerated=True, **limits)
+        fused = codec.makeDecoder(vocabulary=INCOMING, accelerated=True, **limits)
         fused.setPlainJelly(True)
-        plain = codec.Decoder(vocabulary=INCOMING, accelerated=False, **limits)
+        plain = codec.makeDecoder(vocabulary=INCOMING, accelerated=False, **limits)
         got = decodeAll(fused, chunks)
         expected = decodeAll(plain, chunks)
         self.assertEqual(got[1:], expected[1:])
@@ -685,7 +686,9 @@ class PlainJellyDecodingTests(SynchronousTestCase):
         sexp: list = [b"unicode", b"bottom"]
         for _i in range(230):
             sexp = [b"list", sexp]
-        decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True, maxDepth=1000)
+        decoder = codec.makeDecoder(
+            vocabulary=INCOMING, accelerated=True, maxDepth=1000
+        )
         decoder.setPlainJelly(True)
         (message,) = decoder.feed(codec.encode([b"answer", 1, sexp], OUTGOING))
         self.assertIsNot(type(message[2]), speedups.Jellied)
@@ -696,11 +699,11 @@ class PlainJellyDecodingTests(SynchronousTestCase):
         The mode is chosen before bytes arrive (or between messages); the
         pure-Python decoder does not offer it.
         """
-        decoder = codec.Decoder(accelerated=True)
+        decoder = codec.makeDecoder(accelerated=True)
         decoder.feed(b"\x02\x80")
         self.assertRaises(RuntimeError, decoder.setPlainJelly, True)
         self.assertRaises(
-            ValueError, codec.Decoder(accelerated=False).setPlainJelly, True
+            ValueError, codec.makeDecoder(accelerated=False).setPlainJelly, True
         )
 
 
@@ -738,7 +741,7 @@ class LongStringTests(SynchronousTestCase):
                 for limits in ({}, {"maxMessageBytes": 150000}):
                     results = [
                         decodeAll(
-                            codec.Decoder(
+                            codec.makeDecoder(
                                 vocabulary=INCOMING, accelerated=flag, **limits
                             ),
                             chunks,
@@ -746,7 +749,7 @@ class LongStringTests(SynchronousTestCase):
                         for flag in (True, False)
                     ]
                     self.assertEqual(results[0], results[1], (cut, step, limits))
-                fused = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+                fused = codec.makeDecoder(vocabulary=INCOMING, accelerated=True)
                 fused.setPlainJelly(True)
                 received, failure, pending = decodeAll(fused, chunks)
                 self.assertEqual(
@@ -760,7 +763,7 @@ class LongStringTests(SynchronousTestCase):
         While a long string arrives, the decoder says how much is missing.
         """
         for flag in (True, False):
-            decoder = codec.Decoder(accelerated=flag)
+            decoder = codec.makeDecoder(accelerated=flag)
             data = codec.encode([b"x" * 200000], None)
             decoder.feed(data[:1000])
             self.assertEqual(decoder.wantedBytes, len(data) - 1000)
@@ -816,7 +819,7 @@ class MemoryTests(SynchronousTestCase):
 
         def work() -> None:
             for data, limits in bad:
-                decoder = codec.Decoder(accelerated=True, **limits)
+                decoder = codec.makeDecoder(accelerated=True, **limits)
                 try:
                     decoder.feed(data[:3])
                     decoder.feed(data[3:])
@@ -836,7 +839,7 @@ class MemoryTests(SynchronousTestCase):
         data = codec.encode([b"a" * 70_000, b"b" * 70_000, [1]])
 
         def work() -> None:
-            decoder = codec.Decoder(accelerated=True)
+            decoder = codec.makeDecoder(accelerated=True)
             received: List[object] = []
             decoder.feedTo(data[:10_000], received.append)
             buffer = decoder.receiveBuffer()
@@ -849,7 +852,7 @@ class MemoryTests(SynchronousTestCase):
             view.release()
             decoder.feedTo(data[100_000:], received.append)
             assert len(received) == 1, received
-            abandoned = codec.Decoder(accelerated=True)
+            abandoned = codec.makeDecoder(accelerated=True)
             abandoned.feed(data[:20_000])
             abandoned.receiveBuffer()
             speedups.encodePieces([b"a" * 70_000, b"b" * 70_000, [1]])
@@ -870,7 +873,7 @@ class MemoryTests(SynchronousTestCase):
             raise ValueError("boom")
 
         def work() -> None:
-            decoder = codec.Decoder(accelerated=True)
+            decoder = codec.makeDecoder(accelerated=True)
             try:
                 decoder.feedTo(data, boom)
             except ValueError:
@@ -928,11 +931,11 @@ class MemoryTests(SynchronousTestCase):
         data = b"".join(codec.encode(m, OUTGOING) for m in messages)
 
         def work() -> None:
-            decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+            decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=True)
             decoder.setPlainJelly(True)
             decoder.feed(data[:17])
             decoder.feed(data[17:])
-            decoder = codec.Decoder(
+            decoder = codec.makeDecoder(
                 vocabulary=INCOMING, accelerated=True, maxMessageBytes=40
             )
             decoder.setPlainJelly(True)
@@ -950,7 +953,7 @@ class MemoryTests(SynchronousTestCase):
         application code (the accelerator never hides objects from it).
         """
         sexp = speedups.jellyPlain([["a"], {"b": [1]}])
-        (decoded,) = codec.Decoder(accelerated=True).feed(speedups.encode(sexp))
+        (decoded,) = codec.makeDecoder(accelerated=True).feed(speedups.encode(sexp))
         self.assertEqual(decoded, sexp)
         for expression in (sexp, decoded):
             self.assertTrue(gc.is_tracked(expression))
@@ -986,16 +989,16 @@ class SwitchTests(SynchronousTestCase):
         self.assertIsNotNone(speedups, reason)
         self.assertIs(codec.encode, speedups.encode)
         self.assertIs(_jelly.jellyPlain, speedups.jellyPlain)
-        self.assertTrue(codec.Decoder().accelerated)
+        self.assertTrue(codec.makeDecoder().accelerated)
 
     def test_accelerationRequestedButMissing(self) -> None:
         """
-        C{Decoder(accelerated=True)} without the accelerator is a clear
+        C{makeDecoder(accelerated=True)} without the accelerator is a clear
         error; C{accelerated=False} always gives the Python parser.
         """
-        self.assertFalse(codec.Decoder(accelerated=False).accelerated)
+        self.assertFalse(codec.makeDecoder(accelerated=False).accelerated)
         if speedups is None:
-            error = self.assertRaises(ValueError, codec.Decoder, accelerated=True)
+            error = self.assertRaises(ValueError, codec.makeDecoder, accelerated=True)
             self.assertIn("accelerator", str(error))
 
     def test_pureImport(self) -> None:
@@ -1008,8 +1011,8 @@ class SwitchTests(SynchronousTestCase):
                 sys.executable,
                 "-c",
                 "from pbext import _accelerator, codec, _jelly;"
-                "print(_accelerator.speedups, codec.encode.__name__,"
-                " _jelly.jellyPlain.__name__, codec.Decoder().accelerated)",
+                "print(_accelerator.speedups, codec.encode is codec._encodePython,"
+                " _jelly.jellyPlain.__name__, codec.makeDecoder().accelerated)",
             ],
             env=_pureEnvironment(),
             capture_output=True,
@@ -1019,7 +1022,7 @@ class SwitchTests(SynchronousTestCase):
         )
         self.assertEqual(
             probe.stdout.split(),
-            ["None", "_encodePython", "_jellyPlainPython", "False"],
+            ["None", "True", "_jellyPlainPython", "False"],
             probe.stderr,
         )
 

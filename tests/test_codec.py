@@ -9,12 +9,13 @@ import enum
 import math
 import random
 import sys
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.spread import banana, jelly
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from pbext import codec
 from pbext._accelerator import reason, speedups
@@ -22,11 +23,14 @@ from pbext.codec import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_MESSAGE_TOKENS,
-    Decoder,
+    AcceleratedDecoder,
     FramingError,
+    PythonDecoder,
     encode,
     encodePieces,
+    makeDecoder,
 )
+from pbext.interfaces import IDecoder
 
 OUTGOING = banana.Banana.outgoingVocabulary
 INCOMING = banana.Banana.incomingVocabulary
@@ -127,7 +131,7 @@ def randomChunks(data: bytes, seed: int) -> List[bytes]:
     return splitAt(data, [rng.randint(1, top) for _ in range(64)])
 
 
-def feedAll(decoder: Decoder, chunks: Iterable[bytes]) -> List[object]:
+def feedAll(decoder: IDecoder, chunks: Iterable[bytes]) -> List[object]:
     """
     Feed C{chunks} to C{decoder} and gather what it returns.
     """
@@ -253,24 +257,6 @@ def sampleValues() -> List[object]:
     ]
 
 
-class PythonDecoder(Decoder):
-    """
-    A L{Decoder} that parses with the pure-Python parser.
-    """
-
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(accelerated=False, **kwargs)  # type: ignore[arg-type]
-
-
-class AcceleratedDecoder(Decoder):
-    """
-    A L{Decoder} that parses with pbext's C accelerator.
-    """
-
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(accelerated=True, **kwargs)  # type: ignore[arg-type]
-
-
 class _Implementation:
     """
     The codec under test: every test below runs twice, against the C
@@ -280,7 +266,7 @@ class _Implementation:
 
     encode = staticmethod(encode)
     encodePieces = staticmethod(encodePieces)
-    Decoder: type = Decoder
+    Decoder: Callable[..., IDecoder] = staticmethod(makeDecoder)
     #: The most bytes one receive buffer holds.
     mostReceived = sys.maxsize
 
@@ -467,7 +453,7 @@ class EncodeTestsMixin(_Implementation):
 
 class DecodeTestsMixin(_Implementation):
     """
-    L{Decoder} returns what stock banana delivers to C{expressionReceived},
+    A decoder returns what stock banana delivers to C{expressionReceived},
     however the bytes are split.
     """
 
@@ -578,7 +564,7 @@ class DecodeTestsMixin(_Implementation):
 
     def test_setVocabulary(self) -> None:
         """
-        After L{Decoder.setVocabulary}, VOCAB tokens decode to their words.
+        After L{IDecoder.setVocabulary}, VOCAB tokens decode to their words.
         """
         decoder = self.Decoder()
         decoder.setVocabulary(INCOMING)
@@ -588,7 +574,7 @@ class DecodeTestsMixin(_Implementation):
 
     def test_dialectSelectionInOneChunk(self) -> None:
         """
-        L{Decoder.feedTo} lets its callback set the vocabulary on the
+        L{IDecoder.feedTo} lets its callback set the vocabulary on the
         dialect selection, and a vocabulary message in the same chunk then
         decodes, as in stock, where the client's selection and its first
         PB message usually arrive together.
@@ -607,9 +593,9 @@ class DecodeTestsMixin(_Implementation):
 
     def test_feedUsesCurrentVocabulary(self) -> None:
         """
-        L{Decoder.feed} parses a whole chunk with the vocabulary in force
+        L{IDecoder.feed} parses a whole chunk with the vocabulary in force
         when it is called, so the dialect selection and a vocabulary message
-        in one chunk fail there (which is why L{Decoder.feedTo} exists).
+        in one chunk fail there (which is why L{IDecoder.feedTo} exists).
         """
         chunk = self.encode(b"pb", None) + self.encode([b"version", 6], OUTGOING)
         error = self.assertRaises(FramingError, self.Decoder().feed, chunk)
@@ -617,7 +603,7 @@ class DecodeTestsMixin(_Implementation):
 
     def test_feedToDeliversBeforeError(self) -> None:
         """
-        L{Decoder.feedTo} delivers the expressions completed before a
+        L{IDecoder.feedTo} delivers the expressions completed before a
         framing error, then raises it.
         """
         received: List[object] = []
@@ -629,7 +615,7 @@ class DecodeTestsMixin(_Implementation):
 
     def test_callbackRaises(self) -> None:
         """
-        If the L{Decoder.feedTo} callback raises, the exception propagates,
+        If the L{IDecoder.feedTo} callback raises, the exception propagates,
         and the bytes after that expression are kept and decoded by the
         next call.
         """
@@ -702,7 +688,7 @@ class DecodeTestsMixin(_Implementation):
             "maxMessageBytes",
         ):
             for value in (0, -1, 1.5, None):
-                self.assertRaises(ValueError, Decoder, **{name: value})
+                self.assertRaises(ValueError, self.Decoder, **{name: value})
 
     def test_defaults(self) -> None:
         """
@@ -732,7 +718,7 @@ class DecodeTestsMixin(_Implementation):
 
 class StateTestsMixin(_Implementation):
     """
-    L{Decoder.pendingBytes} and L{Decoder.messageStarted} describe the
+    L{IDecoder.pendingBytes} and L{IDecoder.messageStarted} describe the
     message in progress; messages come out once each, in order.
     """
 
@@ -793,7 +779,7 @@ class LimitTestsMixin(_Implementation):
     break it arrive.
     """
 
-    def assertLimit(self, decoder: Decoder, data: bytes, limit: str) -> None:
+    def assertLimit(self, decoder: IDecoder, data: bytes, limit: str) -> None:
         """
         Feeding C{data} raises L{FramingError} for C{limit}.
         """
@@ -947,6 +933,17 @@ class LimitTestsMixin(_Implementation):
         self.assertEqual(self.Decoder(maxPrefixBytes=1).feed(b"\x01\x81"), [1])
         self.assertLimit(
             self.Decoder(maxPrefixBytes=1), b"\x01\x01\x81", "maxPrefixBytes"
+        )
+
+    def test_prefixLimitBeforeTypeByte(self) -> None:
+        """
+        With C{maxPrefixBytes} 1, two bytes of prefix raise
+        C{"maxPrefixBytes"} at once, before a type byte arrives (and after
+        whole tokens): they do not wait for a third byte.
+        """
+        self.assertLimit(self.Decoder(maxPrefixBytes=1), b"\x01\x01", "maxPrefixBytes")
+        self.assertLimit(
+            self.Decoder(maxPrefixBytes=1), b"\x01\x81\x01\x01", "maxPrefixBytes"
         )
 
 
@@ -1118,7 +1115,7 @@ LONG = 300_000
 SHARE = 16
 
 
-def fillFrom(decoder: Decoder, data: bytes, count: int, received: List[object]) -> int:
+def fillFrom(decoder: IDecoder, data: bytes, count: int, received: List[object]) -> int:
     """
     Write the first C{count} bytes of C{data} into C{decoder}'s receive
     buffer and report them; return how many were written.
@@ -1135,7 +1132,7 @@ def fillFrom(decoder: Decoder, data: bytes, count: int, received: List[object]) 
 class ReceiveBufferTestsMixin(_Implementation):
     """
     A long string can be received straight into its final buffer
-    (L{Decoder.receiveBuffer} and L{Decoder.bufferFilled}), with exactly the
+    (L{IDecoder.receiveBuffer} and L{IDecoder.bufferFilled}), with exactly the
     results of feeding the same bytes, and one copy.
     """
 
@@ -1468,6 +1465,92 @@ class PythonPiecesTests(PiecesTestsMixin, _PurePython, SynchronousTestCase):
     pass
 
 
+class DecoderInterfaceTests(SynchronousTestCase):
+    """
+    Both decoders provide L{IDecoder}, and L{makeDecoder} chooses one of
+    them once, by class.
+    """
+
+    def test_pythonProvides(self) -> None:
+        """
+        L{PythonDecoder} provides L{IDecoder} and is not accelerated.
+        """
+        decoder = PythonDecoder()
+        self.assertTrue(verifyObject(IDecoder, decoder))
+        self.assertFalse(decoder.accelerated)
+
+    def test_acceleratedProvides(self) -> None:
+        """
+        L{AcceleratedDecoder} provides L{IDecoder} and is accelerated.
+        """
+        if speedups is None:
+            raise SkipTest(f"the C accelerator is not available: {reason}")
+        decoder = AcceleratedDecoder()
+        self.assertTrue(verifyObject(IDecoder, decoder))
+        self.assertTrue(decoder.accelerated)
+
+    def test_acceleratedUnavailable(self) -> None:
+        """
+        Without the accelerator, making an L{AcceleratedDecoder} is a
+        C{ValueError} that says why the accelerator is not there.
+        """
+        if speedups is not None:
+            raise SkipTest("the C accelerator is available")
+        error = self.assertRaises(ValueError, AcceleratedDecoder)
+        self.assertIn(str(reason), str(error))
+
+    def test_factoryChooses(self) -> None:
+        """
+        L{makeDecoder} makes an L{AcceleratedDecoder} where the accelerator
+        is loaded and a L{PythonDecoder} otherwise, or the one C{accelerated}
+        asks for, with the limits and vocabulary it is given.
+        """
+        expected = PythonDecoder if speedups is None else AcceleratedDecoder
+        self.assertIs(type(makeDecoder()), expected)
+        python = makeDecoder(accelerated=False, maxDepth=7, vocabulary={1: b"pb"})
+        self.assertIs(type(python), PythonDecoder)
+        self.assertEqual(python.maxDepth, 7)
+        self.assertEqual(python.feed(b"\x01\x87"), [b"pb"])
+        if speedups is not None:
+            fast = makeDecoder(accelerated=True, maxDepth=7, vocabulary={1: b"pb"})
+            self.assertIs(type(fast), AcceleratedDecoder)
+            self.assertEqual(fast.maxDepth, 7)
+            self.assertEqual(fast.feed(b"\x01\x87"), [b"pb"])
+
+    def test_methodsOfTheClass(self) -> None:
+        """
+        A decoder's methods are its class's: nothing is put on the instance
+        (the C decoder's methods are inherited from the accelerator's type,
+        not copied onto each decoder).
+        """
+        for decoder in self.decoders():
+            onInstance = getattr(decoder, "__dict__", {}).keys()
+            self.assertEqual(onInstance & _METHODS, set(), type(decoder))
+            for name in _METHODS:
+                self.assertTrue(callable(getattr(type(decoder), name)), name)
+
+    def decoders(self) -> List[IDecoder]:
+        """
+        One decoder of each implementation available.
+        """
+        made: List[IDecoder] = [PythonDecoder()]
+        if speedups is not None:
+            made.append(AcceleratedDecoder())
+        return made
+
+
+#: The methods of L{IDecoder}.
+_METHODS = {
+    "feed",
+    "feedTo",
+    "setVocabulary",
+    "receiveBuffer",
+    "bufferFilled",
+    "setPlainJelly",
+    "setPlainTypes",
+}
+
+
 class ImportAloneTests(SynchronousTestCase):
     """
     A program may import L{pbext.codec} (or L{pbext._jelly}) on its own,
@@ -1497,13 +1580,13 @@ class ImportAloneTests(SynchronousTestCase):
 
     def test_decoderAlone(self) -> None:
         """
-        A L{Decoder} made by a program that imported only L{pbext.codec}
+        A decoder made by a program that imported only L{pbext.codec}
         works, with the accelerator when it is built: importing
         L{pbext.codec} gives the accelerator all of its configuration.
         """
         printed = self.runAlone(
             "from pbext import codec\n"
-            "d = codec.Decoder()\n"
+            "d = codec.makeDecoder()\n"
             "print(d.accelerated, d.feed(codec.encode([b'x', 1])))\n"
         )
         self.assertEqual(printed, f"{speedups is not None} [[b'x', 1]]")

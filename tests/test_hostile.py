@@ -159,15 +159,8 @@ class FramingTests(_Base):
         self.startServer(policyWith(maxMessageTokens=1000))
         peer = yield self.connectRaw()
         broker = self.serverBroker()
-        decoder = broker._pbextDecoder
         fed: list[int] = []
-        original = decoder.feedTo
-
-        def feedTo(data: bytes, emit: Any) -> None:
-            original(data, emit)
-            fed.append(decoder.pendingBytes)
-
-        decoder.feedTo = feedTo
+        broker._pbextDecoder = _RecordingDecoder(broker._pbextDecoder, fed)
         sublist = header(100, banana.LIST) + encode(0) * 100
         flood = header(50, banana.LIST) + sublist * 50
         # In small pieces, so that the server sees it arrive.
@@ -631,3 +624,22 @@ class FuzzTests(_Base):
         self.assertEqual(self.flushLoggedErrors(), [])
         yield self.stockEcho()
         yield self.poll(lambda: self.factory._pbext.connectionCount == 0)
+
+
+class _RecordingDecoder:
+    """
+    A decoder that records, after each L{feedTo}, how many bytes of an
+    incomplete message the decoder it wraps holds.  Every other attribute
+    is the wrapped decoder's.
+    """
+
+    def __init__(self, decoder: Any, fed: list[int]) -> None:
+        self._decoder = decoder
+        self._fed = fed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._decoder, name)
+
+    def feedTo(self, data: bytes, emit: Any) -> None:
+        self._decoder.feedTo(data, emit)
+        self._fed.append(self._decoder.pendingBytes)

@@ -25,7 +25,7 @@ from twisted.python import log
 from twisted.spread import banana
 from twisted.trial.unittest import TestCase
 
-from pbext.codec import Decoder, FramingError, encode
+from pbext.codec import FramingError, encode, makeDecoder
 from tests import _memory
 from tests._hostile import INCOMING, HostileMixin, wireMessage
 from tests.test_hostile import header
@@ -63,7 +63,7 @@ class HostileServer(protocol.Protocol):
     mode = "silent"
 
     def __init__(self) -> None:
-        self.decoder = Decoder(maxMessageBytes=64 * 1024 * 1024)
+        self.decoder = makeDecoder(maxMessageBytes=64 * 1024 * 1024)
         self.chosen = False
         self.callbackID: int | None = None
         self.calls = 0

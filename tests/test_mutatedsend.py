@@ -586,7 +586,7 @@ class AgreementTests(SynchronousTestCase):
             )
         # Whatever happened, a message the decoder reads back is whole.
         if jellied[0] == "ok":
-            decoder = codec.Decoder(vocabulary=INCOMING)
+            decoder = codec.makeDecoder(vocabulary=INCOMING)
             self.assertEqual(len(decoder.feed(jellied[1])), 1)
             self.assertEqual(decoder.pendingBytes, 0)
 

@@ -82,13 +82,13 @@ class DecodedValuesTests(SynchronousTestCase):
 
     def test_fedListsTracked(self) -> None:
         """
-        The lists L{codec.Decoder.feed} returns, and every list inside
+        The lists L{pbext.interfaces.IDecoder.feed} returns, and every list inside
         them, are tracked by the garbage collector; one put in a cycle by
         the application is collected.
         """
         data = codec.encode([b"list", [b"x", [1, 2.5]], [], [b"y"]])
         for accelerated in (True, False):
-            (decoded,) = codec.Decoder(accelerated=accelerated).feed(data)
+            (decoded,) = codec.makeDecoder(accelerated=accelerated).feed(data)
             self.assertEqual(decoded, [b"list", [b"x", [1, 2.5]], [], [b"y"]])
             for lst in (decoded, decoded[1], decoded[1][1], decoded[2], decoded[3]):
                 self.assertTrue(gc.is_tracked(lst), (accelerated, lst))
@@ -105,7 +105,7 @@ class DecodedValuesTests(SynchronousTestCase):
         data = codec.encode(
             [b"answer", 1, [b"list", [b"dictionary", [b"k", [b"list"]]]]], OUTGOING
         )
-        decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+        decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=True)
         decoder.setPlainJelly(True)
         (message,) = decoder.feed(data)
         value = message[2].value
@@ -127,7 +127,7 @@ class DecodedValuesTests(SynchronousTestCase):
         data = codec.encode([b"answer", 1, fullJelly(flats)], OUTGOING)
         seen: list[bool] = []
         for feedTo in (True, False):
-            decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+            decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=True)
             decoder.setPlainJelly(True)
             decoder.setPlainTypes(TYPES.receive)
             if feedTo:
@@ -151,7 +151,7 @@ class DecodedValuesTests(SynchronousTestCase):
         flats = [Flat(i, 0.5, f"n{i}", b"d", True) for i in range(50)]
         message = codec.encode([b"answer", 1, fullJelly(flats)], OUTGOING)
         for appWants in (False, True):
-            decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+            decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=True)
             decoder.setPlainJelly(True)
             decoder.setPlainTypes(TYPES.receive)
             seen: list[bool] = []
@@ -186,7 +186,7 @@ class DecodedValuesTests(SynchronousTestCase):
         gc.callbacks.append(record)
         self.addCleanup(gc.callbacks.remove, record)
         gc.disable()
-        decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+        decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=True)
         decoder.setPlainJelly(True)
         decoder.setPlainTypes(TYPES.receive)
         received: list[Any] = []
@@ -197,13 +197,14 @@ class DecodedValuesTests(SynchronousTestCase):
 
     def test_longStringIsFresh(self) -> None:
         """
-        A long string received in place through L{Decoder.receiveBuffer}
-        is a new C{bytes} object that a buffer still held cannot change.
+        A long string received in place through
+        L{pbext.interfaces.IDecoder.receiveBuffer} is a new C{bytes} object
+        that a buffer still held cannot change.
         """
         blob = bytes(range(256)) * 1024
         data = codec.encode([b"answer", 1, blob], OUTGOING)
         for accelerated in (True, False):
-            decoder = codec.Decoder(vocabulary=INCOMING, accelerated=accelerated)
+            decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=accelerated)
             received: list[Any] = []
             decoder.feedTo(data[:20_000], received.append)
             at = 20_000
@@ -248,10 +249,10 @@ class SharedConstantsTests(SynchronousTestCase):
 
         policy = defaultPolicy()
         data = codec.encode([b"answer", 1, SHARED_EMPTY], OUTGOING)
-        decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+        decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=True)
         decoder.setPlainJelly(True)
         (message,) = decoder.feed(data)
-        (python,) = codec.Decoder(vocabulary=INCOMING, accelerated=False).feed(data)
+        (python,) = codec.makeDecoder(vocabulary=INCOMING, accelerated=False).feed(data)
         taster = policy.forConnection(())
         fast = _jelly.unjelly(message[2], taster, None, (), policy)
         slow = _jelly.unjelly(python[2], taster, None, (), policy)
@@ -376,7 +377,7 @@ class ParityTests(SynchronousTestCase):
         checkDecoding(data, [], {}, True)
         if speedups is None:
             self.skipTest("the C accelerator is not built")
-        decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+        decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=True)
         decoder.setPlainJelly(True)
         (message,) = decoder.feed(data)
         self.assertEqual(message[2], element)
@@ -427,14 +428,25 @@ class PeerDecodingTests(HostileMixin, TestCase):
         factory = self.startServer()
         peer = yield self.connectRaw()
         (broker,) = factory.brokers
-        decoder = broker._pbextDecoder
-
-        def broken(data: Any, sink: Any) -> None:
-            raise RuntimeError("decoder bug")
-
-        decoder.feedTo = broken
+        broker._pbextDecoder = _BrokenDecoder(broker._pbextDecoder)
         peer.transport.write(wireMessage(callMessage(1, b"echo", [b"tuple", 1])))
         yield self.waitLost(peer)
         self.assertIn("decodingError", self.recorder.kinds())
         self.assertEqual(self.flushLoggedErrors(), [])
         yield self.stockEcho()
+
+
+class _BrokenDecoder:
+    """
+    A decoder whose L{feedTo} has a bug: it raises C{RuntimeError}.  Every
+    other attribute is the wrapped decoder's.
+    """
+
+    def __init__(self, decoder: Any) -> None:
+        self._decoder = decoder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._decoder, name)
+
+    def feedTo(self, data: Any, sink: Any) -> None:
+        raise RuntimeError("decoder bug")

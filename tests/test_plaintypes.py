@@ -706,7 +706,7 @@ class FusedTests(SynchronousTestCase):
         """
         data = codec._encodePython(message, OUTGOING)
         points = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
-        decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+        decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=True)
         decoder.setPlainJelly(True)
         decoder.setPlainTypes(TYPES.receive)
         received: list = []
@@ -798,7 +798,7 @@ class FusedTests(SynchronousTestCase):
             [b"reference", 1, [b"list"]],
             [b"dereference", 1],
         ]
-        decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+        decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=True)
         decoder.setPlainJelly(True)
         decoder.setPlainTypes(TYPES.receive)
         (message,) = decoder.feed(codec.encode([b"answer", 1, sexp], OUTGOING))
@@ -847,7 +847,7 @@ class FusedTests(SynchronousTestCase):
                 [[b"unicode", b"name"], [b"unicode", b"p"]],
             ],
         ]
-        decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+        decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=True)
         decoder.setPlainJelly(True)
         decoder.setPlainTypes(types.receive)
         data = codec.encode([b"answer", 1, [b"list", counted, short]], OUTGOING)
@@ -897,7 +897,7 @@ class FusedTests(SynchronousTestCase):
         message = [b"answer", 1, [b"list", *map(self.flatState, shapes)]]
         self.decodeBoth(message, [])
         self.decodeBoth(message, list(range(300)))
-        decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+        decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=True)
         decoder.setPlainJelly(True)
         decoder.setPlainTypes(TYPES.receive)
         (got,) = decoder.feed(
@@ -944,7 +944,7 @@ class FusedTests(SynchronousTestCase):
         """
         flats = [Flat(i, 0.5, f"n{i}", b"d", True) for i in range(5000)]
         data = codec.encode([b"answer", 1, fullJelly(flats)], OUTGOING)
-        decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+        decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=True)
         decoder.setPlainJelly(True)
         decoder.setPlainTypes(TYPES.receive)
         gc.collect()
@@ -971,7 +971,7 @@ class FusedTests(SynchronousTestCase):
         flat = Flat(1, 2.0, "n", b"d", True)
 
         def outcome(limits: dict, whole: bool) -> object:
-            decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True, **limits)
+            decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=True, **limits)
             decoder.setPlainJelly(True)
             decoder.setPlainTypes(TYPES.receive)
             try:
@@ -1002,7 +1002,7 @@ class FusedTests(SynchronousTestCase):
         """
         sexp = fullJelly(Frozen(b"d", True, 3))
         data = codec.encode([b"answer", 1, sexp], OUTGOING)
-        decoder = codec.Decoder(vocabulary=INCOMING, accelerated=True)
+        decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=True)
         decoder.setPlainJelly(True)
         (message,) = decoder.feed(data)
         self.assertEqual(message[2], sexp)
@@ -1013,5 +1013,5 @@ class FusedTests(SynchronousTestCase):
         (message,) = decoder.feed(data)
         self.assertEqual(message[2], sexp)
         self.assertRaises(
-            ValueError, codec.Decoder(accelerated=False).setPlainTypes, None
+            ValueError, codec.makeDecoder(accelerated=False).setPlainTypes, None
         )

@@ -178,10 +178,10 @@ class LimitsTests(SynchronousTestCase):
         """
         The codec's decoder accepts the framing limits of every preset.
         """
-        from pbext.codec import Decoder
+        from pbext.codec import makeDecoder
 
         for limits in (Limits(), Limits.strict(), Limits.classic()):
-            Decoder(**limits.framingLimits())
+            makeDecoder(**limits.framingLimits())
 
     def test_classic(self) -> None:
         """

@@ -28,7 +28,7 @@ from pbext._transport import (
     DirectWrites,
     directWriter,
 )
-from pbext.codec import Decoder, encode, encodePieces
+from pbext.codec import encode, encodePieces, makeDecoder
 
 
 class Echo(pb.Root):
@@ -60,7 +60,7 @@ class DecodingProtocol(Recorder):
 
     def __init__(self, accelerated: bool) -> None:
         super().__init__()
-        self.decoder = Decoder(accelerated=accelerated)
+        self.decoder = makeDecoder(accelerated=accelerated)
         self.messages: List[object] = []
         self.filledCounts: List[int] = []
 

@@ -83,7 +83,7 @@ def main(workdir: str) -> None:
     accelerated = run(
         python,
         "-c",
-        "from pbext import codec; print(codec.Decoder().accelerated)",
+        "from pbext import codec; print(codec.makeDecoder().accelerated)",
         cwd=workdir,
     )
     if accelerated.strip() != "True":
