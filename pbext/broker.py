@@ -1114,7 +1114,7 @@ class Broker(pb.Broker):
 
     def _pbextParseNow(
         self,
-        decoder: Decoder,
+        decoder: IDecoder,
         parse: Callable[[Any, Callable[[object], None]], None],
         data: Any,
     ) -> None:
