@@ -479,7 +479,7 @@ class FusedClassicTests(SynchronousTestCase):
         good = stockJelly([Sent(1, 2, "a"), Sent(3, 4, "b")])
         bad = stockJelly([Sent(1, 2, "a"), Injector(SENT, {"greet": 1})])
         data = codec._encodePython([b"answer", 1, good, bad], OUTGOING)
-        decoder = codec.Decoder(
+        decoder = codec.makeDecoder(
             vocabulary=banana.Banana.incomingVocabulary, accelerated=True
         )
         decoder.setPlainJelly(True)
@@ -502,7 +502,7 @@ class FusedClassicTests(SynchronousTestCase):
         copies = stockJelly([Sent(i, i, f"p{i}") for i in range(3)])
         data = codec._encodePython([b"answer", 1, copies], OUTGOING)
         cut = data.index(b"p1")
-        decoder = codec.Decoder(
+        decoder = codec.makeDecoder(
             vocabulary=banana.Banana.incomingVocabulary, accelerated=True
         )
         decoder.setPlainJelly(True)
