@@ -369,7 +369,7 @@ def recordReceivedInto(broker: Any) -> List[int]:
     """
     counts: List[int] = []
     receivedInto = broker._pbextReceivedInto
-    reads = broker._pbextDirectReads
+    reads = broker._pbextFlow.directReads
 
     def recording(count: int) -> bool:
         counts.append(count)
@@ -450,7 +450,7 @@ class DirectWriterTests(TestCase):
         broker = root.broker
         self.addCleanup(broker.transport.loseConnection)
         self.assertIsNot(broker.transport.protocol, broker)
-        self.assertIsNotNone(broker._pbextDirectReads)
+        self.assertIsNotNone(broker._pbextFlow.directReads)
         receivedInto = recordReceivedInto(broker)
         big = [bytes([i]) * 600_000 for i in range(3)]
         self.assertEqual((yield root.callRemote("echo", big)), big)
@@ -537,7 +537,7 @@ class DirectWriterTests(TestCase):
         broker.notifyOnDisconnect(lambda: lost.callback(None))
         client.close()
         yield lost
-        self.assertIsNone(broker._pbextDirectReads)
+        self.assertIsNone(broker._pbextFlow.directReads)
         self.assertNotIn("doRead", vars(transport))
 
 
