@@ -38,6 +38,14 @@ class OutgoingCalls:
     The calls one connection sent and waits on.
     """
 
+    # One of each part per connection: no instance dict.
+    __slots__ = (
+        "_broker",
+        "_serializeOut",
+        "_unserialize",
+        "_abandoned",
+    )
+
     def __init__(
         self,
         broker: Broker,
@@ -66,9 +74,8 @@ class OutgoingCalls:
         kw: dict[str, Any],
     ) -> defer.Deferred[Any] | None:
         """
-        Send a call, as L{pb.Broker._sendMessage} does, adding a timeout
-        (the C{pbtimeout} keyword, or the broker's C{callTimeout}) and
-        cancellation.
+        Send a call as L{pb.Broker._sendMessage} does, with a timeout (the
+        C{pbtimeout} keyword, or the broker's C{callTimeout}) and cancellation.
         """
         broker = self._broker
         timeout = kw.pop("pbtimeout", broker.callTimeout)
@@ -90,8 +97,7 @@ class OutgoingCalls:
         requestID = broker.newRequestID()
         result: defer.Deferred[Any] | None = None
         if answerRequired:
-            # One Deferred, answered by proto_answer and cancellable by the
-            # caller: the same one is waited for and returned.
+            # One Deferred, waited for, returned, and cancellable.
             def cancel(d: defer.Deferred[Any]) -> None:
                 self.abandon(requestID)
 

@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from twisted.spread import flavors, jelly, pb
 
 from pbext import _jelly, keepalive, typecheck
-from pbext._wire import PolicyViolation
+from pbext._wire import MessageTooLarge, PolicyViolation
 
 if TYPE_CHECKING:
     from pbext.broker import Broker
@@ -33,6 +33,19 @@ _NEVER_AWAITABLE = frozenset(
     {int, float, str, bytes, bool, type(None), list, tuple, dict, set, frozenset}
 )
 
+#: Commands a peer may send, and how many arguments each takes.
+COMMANDS: dict[str, int] = {
+    "version": 1,
+    "didNotUnderstand": 1,
+    "message": 6,
+    "cachemessage": 6,
+    "answer": 2,
+    "error": 2,
+    "decref": 1,
+    "decache": 1,
+    "uncache": 1,
+}
+
 _log = Logger()
 
 
@@ -42,6 +55,14 @@ class IncomingDispatch:
 
     @ivar running: the Deferreds of the calls running, by request ID.
     """
+
+    # One of each part per connection: no instance dict.
+    __slots__ = (
+        "_broker",
+        "_serializeOut",
+        "_unserialize",
+        "running",
+    )
 
     def __init__(
         self,
@@ -77,6 +98,31 @@ class IncomingDispatch:
         self.running.clear()
         for d in running:
             d.cancel()
+
+    def unusualExpression(self, sexp: object) -> None:
+        """
+        Handle an expression that is not a known command with the right
+        number of arguments (the broker handles those at once): drop the
+        connection, or answer an unknown command with C{didNotUnderstand}.
+        """
+        broker = self._broker
+        if not isinstance(sexp, list) or not sexp:
+            broker._pbextDropConnection("badMessage", "message is not a non-empty list")
+            return
+        command = sexp[0]
+        if isinstance(command, bytes):
+            command = command.decode("utf-8", "replace")
+        if not isinstance(command, str) or command not in COMMANDS:
+            broker._pbextViolation("unknownCommand", "unknown command", command=command)
+            name = command.encode("utf-8") if isinstance(command, str) else b"?"
+            broker.sendCall(b"didNotUnderstand", name[:64])
+            return
+        if len(sexp) - 1 != COMMANDS[command]:
+            broker._pbextDropConnection(
+                "badMessage", f"{command} with {len(sexp) - 1} arguments"
+            )
+            return
+        getattr(broker, "proto_" + command)(*sexp[1:])
 
     def _refuse(self, requestID: int, answerRequired: object, exc: pb.Error) -> None:
         if answerRequired:
@@ -371,3 +417,51 @@ class IncomingDispatch:
 def _checkReturn(value: Any, method: Any) -> Any:
     typecheck.checkReturn(method, value)
     return value
+
+
+def sendError(broker: Broker, fail: Any, requestID: int) -> None:
+    """
+    Send an error answer on C{broker}, as L{pb.Broker._sendError} does, deciding
+    whether the exception itself can travel with the taster jelly will
+    use to send it.
+    """
+    taster: Any = broker._pbextSerialization.outgoingTaster
+    unsafe = broker.factory.unsafeTracebacks
+    if isinstance(fail, Failure):
+        value = fail.value
+        if isinstance(value, jelly.Jellyable) or taster.isClassAllowed(value.__class__):
+            fail = value
+        elif not isinstance(fail, pb.CopyableFailure):
+            fail = pb.failure2Copyable(fail, unsafe)
+    if isinstance(fail, pb.CopyableFailure):
+        fail.unsafeTracebacks = unsafe
+    broker.sendCall(b"error", requestID, broker.serialize(fail))
+
+
+def notSent(broker: Broker, exp: tuple[object, ...], error: Exception | None) -> bool:
+    """
+    The expression C{exp} could not be sent by C{broker} (C{error}: too large;
+    L{None}: the exception being handled).  Fail the call's caller, or
+    answer the call with an error instead.
+
+    @return: whether it was one of those, so handled.
+    """
+    command = exp[0] if exp else None
+    requestID = exp[1] if len(exp) > 1 else None
+    if command in (b"message", b"cachemessage"):
+        if broker._pbextCalls.notSent(requestID, error):
+            return True
+    if command == b"answer" and isinstance(requestID, int):
+        if error is not None:
+            broker._pbextViolation("answerTooLarge", str(error))
+            failure = Failure(MessageTooLarge(f"answer not sent: {error}"))
+        else:
+            failure = Failure()
+            _log.failure(
+                "pbext: the answer to request {requestID} could not be sent",
+                failure,
+                requestID=requestID,
+            )
+        broker._sendError(failure, requestID)
+        return True
+    return False

@@ -29,9 +29,11 @@ from pbext._transport import (
     producerTarget,
 )
 from pbext.budget import BYTES_STEP, MemoryBudget
+from pbext.codec import FramingError
 
 if TYPE_CHECKING:
     from pbext.broker import Broker
+    from pbext.security import Limits
 
 _log = Logger()
 
@@ -71,9 +73,29 @@ class FlowControl:
         streaming producer, or L{None}.
     """
 
-    def __init__(self, broker: Broker, maxPendingWriteBytes: int) -> None:
+    # One of each part per connection: no instance dict.
+    __slots__ = (
+        "_broker",
+        "_maxPending",
+        "_messageTimeout",
+        "backlog",
+        "drainCall",
+        "readPauses",
+        "writePaused",
+        "pausedBytes",
+        "producing",
+        "producerOn",
+        "pendingOut",
+        "outputFull",
+        "budget",
+        "chargedBytes",
+        "directReads",
+    )
+
+    def __init__(self, broker: Broker, limits: Limits) -> None:
         self._broker = broker
-        self._maxPending = maxPendingWriteBytes
+        self._maxPending = limits.maxPendingWriteBytes
+        self._messageTimeout = limits.messageTimeout
         self.backlog: deque[object] = deque()
         self.drainCall: IDelayedCall | None = None
         self.readPauses: set[str] = set()
@@ -161,6 +183,53 @@ class FlowControl:
             self.chargeBytes()
 
     # -- the queue -----------------------------------------------------------
+
+    def parse(
+        self, parse: Callable[[Any, Callable[[object], None]], None], data: Any
+    ) -> None:
+        """
+        Parse received bytes with C{parse} (a method of the broker's
+        decoder), queue what they complete, and keep the connection's
+        timers, keepalive and budget up to date.
+        """
+        broker = self._broker
+        decoder = broker._pbextDecoder
+        assert decoder is not None
+        timers = broker._pbextTimers
+        timers.heard()
+        serialization = broker._pbextSerialization
+        if serialization.plainTypes.stale:
+            serialization.refreshPlainTypes(decoder)
+        # Once a dialect is chosen every expression is queued, so the
+        # decoder appends to the queue itself, without a call back here.
+        backlog = self.backlog
+        sink = backlog.append if broker.currentDialect else self._expressionDecoded
+        try:
+            parse(data, sink)
+        except FramingError as e:
+            broker._pbextDropConnection("framingError", str(e), limit=e.limit)
+            return
+        except Exception as e:
+            # Anything else going wrong with the peer's bytes (a value the
+            # decoder cannot build, a bug of pbext's) is this peer's
+            # problem only: never an error out of dataReceived.
+            broker._pbextDropConnection("decodingError", f"{type(e).__name__}: {e}")
+            return
+        if self.budget is not None:
+            self.chargeBytes()
+        timers.messageProgress(decoder.messageStarted, self._messageTimeout)
+        if backlog and self.drainCall is None:
+            self.drain()
+
+    def _expressionDecoded(self, expression: object) -> None:
+        """
+        Queue a decoded expression; but handle the dialect selection at
+        once, since it changes how the very next token is decoded.
+        """
+        if self._broker.currentDialect is None and not self.backlog:
+            self._broker.callExpressionReceived(expression)
+        else:
+            self.backlog.append(expression)
 
     def drain(self) -> None:
         """

@@ -43,6 +43,22 @@ class Serialization:
     @ivar fusedReceive: whether plain values arrive made by the decoder.
     """
 
+    # One of each part per connection: no instance dict.
+    __slots__ = (
+        "_broker",
+        "_policy",
+        "_registries",
+        "incomingTaster",
+        "outgoingTaster",
+        "plainSend",
+        "plainReceive",
+        "plainTypes",
+        "fusedSend",
+        "fusedReceive",
+        "_maxOutgoing",
+        "_hookErrors",
+    )
+
     def __init__(
         self,
         broker: Broker,

@@ -32,6 +32,17 @@ class ConnectionTimers:
     @ivar keepalive: the running L{pbext.keepalive.KeepAlive}, or L{None}.
     """
 
+    # One of each part per connection: no instance dict.
+    __slots__ = (
+        "_clock",
+        "_transportClock",
+        "_calls",
+        "lastHeard",
+        "keepalive",
+        "_idleTimeout",
+        "_expired",
+    )
+
     def __init__(self, clock: Any, transportClock: Callable[[], Any]) -> None:
         """
         @param clock: the clock to run on, or L{None} to use

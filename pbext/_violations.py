@@ -74,6 +74,17 @@ class ViolationLog:
     @ivar maxPerWindow: how many events are logged each L{WINDOW} seconds.
     """
 
+    # One of each part per connection: no instance dict.
+    __slots__ = (
+        "_now",
+        "_peer",
+        "_policyName",
+        "maxPerWindow",
+        "_windowStart",
+        "_count",
+        "_suppressed",
+    )
+
     def __init__(
         self,
         now: Callable[[], float],

@@ -39,17 +39,17 @@ talks to the C{b"pbext"} control object of the server.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.internet import defer, endpoints
 from twisted.internet.protocol import connectionDone
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.spread import banana, jelly, pb
 
-from pbext import keepalive
+from pbext import _dispatch, _references, keepalive
 from pbext._calls import OutgoingCalls
 from pbext._control import Control
+from pbext._dispatch import COMMANDS as _COMMANDS
 from pbext._dispatch import IncomingDispatch
 from pbext._flow import FlowControl
 from pbext._serialization import Serialization
@@ -63,7 +63,7 @@ from pbext._wire import (
     MessageTooLarge,
     PolicyViolation,
 )
-from pbext.codec import Decoder, FramingError, encodePieces
+from pbext.codec import Decoder, encodePieces
 from pbext.factorystate import (
     BrokerFactoryMixin,
     FactoryState,
@@ -73,28 +73,10 @@ from pbext.factorystate import (
 )
 from pbext.security import SecurityPolicy, defaultPolicy
 
-if TYPE_CHECKING:
-    from pbext.budget import MemoryBudget
-
-#: Commands a peer may send, and how many arguments each takes.
-_COMMANDS: dict[str, int] = {
-    "version": 1,
-    "didNotUnderstand": 1,
-    "message": 6,
-    "cachemessage": 6,
-    "answer": 2,
-    "error": 2,
-    "decref": 1,
-    "decache": 1,
-    "uncache": 1,
-}
-
 #: The handler method and arity of each command, by its name on the wire.
 _COMMAND_HANDLERS: dict[bytes, tuple[str, int]] = {
     name.encode("ascii"): ("proto_" + name, count) for name, count in _COMMANDS.items()
 }
-
-_log = Logger()
 
 
 def setNoDelay(transport: object) -> bool:
@@ -280,7 +262,7 @@ class Broker(pb.Broker):
             else self.unserialize
         )
         self._pbextTimers = ConnectionTimers(clock, self._pbextTransportClock)
-        self._pbextFlow = FlowControl(self, self._pbextLimits.maxPendingWriteBytes)
+        self._pbextFlow = FlowControl(self, self._pbextLimits)
         self._pbextCalls = OutgoingCalls(self, serialization.serializeOut, unserialize)
         self._pbextDispatcher = IncomingDispatch(
             self, serialization.serializeOut, unserialize
@@ -489,7 +471,7 @@ class Broker(pb.Broker):
         decoder = self._pbextDecoder
         if decoder is None:
             return
-        self._pbextParse(decoder.feedTo, chunk)
+        self._pbextFlow.parse(decoder.feedTo, chunk)
 
     def _pbextReceiveBuffer(self) -> Any:
         """
@@ -514,55 +496,8 @@ class Broker(pb.Broker):
         decoder = self._pbextDecoder
         if decoder is None:
             return False
-        self._pbextParse(decoder.bufferFilled, count)
+        self._pbextFlow.parse(decoder.bufferFilled, count)
         return self._pbextDecoder is not None and not self._pbextFlow.readPauses
-
-    def _pbextParse(
-        self, parse: Callable[[Any, Callable[[object], None]], None], data: Any
-    ) -> None:
-        """
-        Parse received bytes with C{parse} (a method of the decoder), and
-        keep the connection's timers, keepalive and queue up to date.
-        """
-        decoder = self._pbextDecoder
-        assert decoder is not None
-        timers = self._pbextTimers
-        timers.heard()
-        serialization = self._pbextSerialization
-        if serialization.plainTypes.stale:
-            serialization.refreshPlainTypes(decoder)
-        # Once a dialect is chosen every expression is queued, so the
-        # decoder appends to the queue itself, without a call back here.
-        flow = self._pbextFlow
-        backlog = flow.backlog
-        sink = backlog.append if self.currentDialect else self._pbextExpressionDecoded
-        try:
-            parse(data, sink)
-        except FramingError as e:
-            self._pbextDropConnection("framingError", str(e), limit=e.limit)
-            return
-        except Exception as e:
-            # Anything else going wrong with the peer's bytes (a value the
-            # decoder cannot build, a bug of pbext's) is this peer's
-            # problem only: never an error out of dataReceived.
-            self._pbextDropConnection("decodingError", f"{type(e).__name__}: {e}")
-            return
-        if flow.budget is not None:
-            flow.chargeBytes()
-        timers.messageProgress(decoder.messageStarted, self._pbextLimits.messageTimeout)
-        if backlog and flow.drainCall is None:
-            flow.drain()
-
-    def _pbextExpressionDecoded(self, expression: object) -> None:
-        """
-        Queue a decoded expression; but handle the dialect selection at
-        once, since it changes how the very next token is decoded.
-        """
-        backlog = self._pbextFlow.backlog
-        if self.currentDialect is None and not backlog:
-            self.callExpressionReceived(expression)
-        else:
-            backlog.append(expression)
 
     def expressionReceived(self, sexp: object) -> None:
         if type(sexp) is list and sexp:
@@ -572,23 +507,7 @@ class Broker(pb.Broker):
             if entry is not None and len(sexp) - 1 == entry[1]:
                 getattr(self, entry[0])(*sexp[1:])
                 return
-        if not isinstance(sexp, list) or not sexp:
-            self._pbextDropConnection("badMessage", "message is not a non-empty list")
-            return
-        command = sexp[0]
-        if isinstance(command, bytes):
-            command = command.decode("utf-8", "replace")
-        if not isinstance(command, str) or command not in _COMMANDS:
-            self._pbextViolation("unknownCommand", "unknown command", command=command)
-            name = command.encode("utf-8") if isinstance(command, str) else b"?"
-            self.sendCall(b"didNotUnderstand", name[:64])
-            return
-        if len(sexp) - 1 != _COMMANDS[command]:
-            self._pbextDropConnection(
-                "badMessage", f"{command} with {len(sexp) - 1} arguments"
-            )
-            return
-        getattr(self, "proto_" + command)(*sexp[1:])
+        self._pbextDispatcher.unusualExpression(sexp)
 
     def proto_didNotUnderstand(self, command: object) -> None:
         self._pbextViolation(
@@ -633,43 +552,15 @@ class Broker(pb.Broker):
         try:
             self.sendEncoded(exp)
         except banana.BananaError as e:
-            if not self._pbextNotSent(exp, e):
+            if not _dispatch.notSent(self, exp, e):
                 raise
         except Exception:
             # A value checked when it was prepared (a _speedups.Jellied)
             # that its own code (a registered class's property) changed
             # before it was written: the encoder refuses it, and the call
             # fails as if serializing it had failed.
-            if not self._pbextNotSent(exp, None):
+            if not _dispatch.notSent(self, exp, None):
                 raise
-
-    def _pbextNotSent(self, exp: tuple[object, ...], error: Exception | None) -> bool:
-        """
-        The expression C{exp} could not be sent (C{error}: too large;
-        L{None}: the exception being handled).  Fail the call's caller, or
-        answer the call with an error instead.
-
-        @return: whether it was one of those, so handled.
-        """
-        command = exp[0] if exp else None
-        requestID = exp[1] if len(exp) > 1 else None
-        if command in (b"message", b"cachemessage"):
-            if self._pbextCalls.notSent(requestID, error):
-                return True
-        if command == b"answer" and isinstance(requestID, int):
-            if error is not None:
-                self._pbextViolation("answerTooLarge", str(error))
-                failure = Failure(MessageTooLarge(f"answer not sent: {error}"))
-            else:
-                failure = Failure()
-                _log.failure(
-                    "pbext: the answer to request {requestID} could not be sent",
-                    failure,
-                    requestID=requestID,
-                )
-            self._sendError(failure, requestID)
-            return True
-        return False
 
     def sendDecRef(self, objectID: int) -> None:
         if not self.disconnected:
@@ -716,19 +607,7 @@ class Broker(pb.Broker):
         return self._pbextFlow.bufferedBytes()
 
     def _pbextHeldObjects(self) -> int:
-        """
-        How many objects this connection holds for its peer now:
-        references and cacheables given to it (not counting the root and
-        the control object), copies cached for it, and its calls running.
-        """
-        if self.disconnected:
-            return 0
-        return (
-            max(len(self.localObjects) - 2, 0)
-            + len(self.remotelyCachedObjects)
-            + len(self.locallyCachedObjects)
-            + len(self._pbextDispatcher.running)
-        )
+        return _references.heldObjects(self)
 
     def _pbextCut(self, kind: str, message: str) -> None:
         """
@@ -736,17 +615,6 @@ class Broker(pb.Broker):
         the most: close it.
         """
         self._pbextDropConnection(kind, message)
-
-    @property
-    def _pbextBudget(self) -> MemoryBudget | None:
-        """
-        The memory budget this connection reports to (set by its factory).
-        """
-        return self._pbextFlow.budget
-
-    @_pbextBudget.setter
-    def _pbextBudget(self, budget: MemoryBudget | None) -> None:
-        self._pbextFlow.budget = budget
 
     # -- serialization -----------------------------------------------------
 
@@ -766,64 +634,23 @@ class Broker(pb.Broker):
     # -- references and caches ---------------------------------------------
 
     def registerReference(self, object: Any) -> Any:
-        """
-        Give C{object} an ID the peer can call, as L{pb.Broker} does, with
-        the policy's C{maxReferences} instead of the module-wide
-        C{MAX_BROKER_REFS}.
-        """
-        puid = object.processUniqueID()
-        luid = self.luids.get(puid)
-        if luid is not None:
-            self.localObjects[luid].incref()
-            return luid
-        # The control object does not count: the same quota as classic.
-        limit = self._pbextLimits.maxReferences
-        if len(self.localObjects) - 1 > limit:
-            self._pbextViolation(
-                "maxReferences", "too many references for one connection"
-            )
-            # As classic PB: a peer that keeps asking is disconnected.
-            self.maxBrokerRefsViolations += 1
-            if self.maxBrokerRefsViolations > 3:
-                self.transport.loseConnection()
-            raise PolicyViolation(f"more than {limit} references on one connection")
-        luid = self.newLocalID()
-        self.localObjects[luid] = pb.Local(object)
-        self.luids[puid] = luid
-        self._pbextFlow.chargeObjects()
-        return luid
+        return _references.registerReference(self, object)
 
     def cacheLocally(self, cid: int, instance: Any) -> None:
-        limit = self._pbextLimits.maxCachedObjects
-        if len(self.locallyCachedObjects) >= limit:
-            raise jelly.InsecureJelly(f"more than {limit} cached objects")
+        _references.checkCacheRoom(self)
         super().cacheLocally(cid, instance)
         self._pbextFlow.chargeObjects()
 
-    def _pbextKnownID(self, objectID: object, table: Any, command: str) -> bool:
-        """
-        Whether C{objectID} names an entry of C{table} that the peer may
-        release; if not, log the bogus C{command} (classic PB crashed on it).
-        """
-        if isinstance(objectID, int) and objectID in table:
-            return True
-        self._pbextViolation(
-            "bad" + command.capitalize(),
-            f"{command} of an unknown object",
-            objectID=objectID,
-        )
-        return False
-
     def proto_decref(self, objectID: object) -> None:
-        if self._pbextKnownID(objectID, self.localObjects, "decref"):
+        if _references.knownID(self, objectID, self.localObjects, "decref"):
             super().proto_decref(objectID)
 
     def proto_decache(self, objectID: object) -> None:
-        if self._pbextKnownID(objectID, self.remotelyCachedObjects, "decache"):
+        if _references.knownID(self, objectID, self.remotelyCachedObjects, "decache"):
             super().proto_decache(objectID)
 
     def proto_uncache(self, objectID: object) -> None:
-        if self._pbextKnownID(objectID, self.locallyCachedObjects, "uncache"):
+        if _references.knownID(self, objectID, self.locallyCachedObjects, "uncache"):
             super().proto_uncache(objectID)
 
     # -- calls: outgoing (pbext._calls) and incoming (pbext._dispatch) -----
@@ -867,23 +694,7 @@ class Broker(pb.Broker):
         self._pbextDispatcher.cancel(requestID)
 
     def _sendError(self, fail: Any, requestID: int) -> None:
-        """
-        Send an error answer, as L{pb.Broker._sendError} does, deciding
-        whether the exception itself can travel with the taster jelly will
-        use to send it.
-        """
-        taster: Any = self._pbextSerialization.outgoingTaster
-        if isinstance(fail, Failure):
-            value = fail.value
-            if isinstance(value, jelly.Jellyable) or taster.isClassAllowed(
-                value.__class__
-            ):
-                fail = value
-            elif not isinstance(fail, pb.CopyableFailure):
-                fail = pb.failure2Copyable(fail, self.factory.unsafeTracebacks)
-        if isinstance(fail, pb.CopyableFailure):
-            fail.unsafeTracebacks = self.factory.unsafeTracebacks
-        self.sendCall(b"error", requestID, self.serialize(fail))
+        _dispatch.sendError(self, fail, requestID)
 
 
 __all__ = [
