@@ -1,7 +1,9 @@
 """
-The control object a pbext broker publishes as C{b"pbext"}: what a pbext
-peer calls to say hello, to ping and to cancel a call.  A stock peer never
-calls it.
+How two pbext peers find each other on the classic wire: a pbext server
+adds L{PBEXT_DIALECT} to banana's dialect offer, a pbext client that sees
+it says hello to the control object every pbext broker publishes as
+C{b"pbext"}, which also answers pings and cancels calls.  A stock peer
+ignores the offer and never calls the control object.
 
 @since: pbext NEXT
 """
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from twisted.spread import pb
 
-from pbext._wire import PBEXT_DIALECT
+from pbext._wire import CONTROL_NAME, PBEXT_DIALECT
 
 if TYPE_CHECKING:
     from pbext.broker import Broker
@@ -47,3 +49,37 @@ class Control(pb.Referenceable):
         Cancel the running call C{requestID} of this connection, if any.
         """
         self.broker._pbextCancelIncoming(requestID)
+
+
+def acceptDialect(broker: Broker, obj: object) -> bool:
+    """
+    Check the first expression of banana's handshake before C{broker}
+    handles it: the server's offer (a list, noting whether the server is
+    pbext) on a client, the client's choice (a known dialect) on a server.
+    A bad one drops the connection.
+
+    @return: whether the broker may handle C{obj}.
+    """
+    if broker.isClient:
+        if isinstance(obj, list) and PBEXT_DIALECT in obj:
+            broker._pbextPeerFeatures = frozenset([PBEXT_DIALECT])
+        if not isinstance(obj, list):
+            broker._pbextDropConnection("badHandshake", "dialect offer is not a list")
+            return False
+    elif obj not in broker.knownDialects:
+        broker._pbextDropConnection(
+            "badHandshake", "client chose an unknown dialect", dialect=obj
+        )
+        return False
+    return True
+
+
+def sayHello(broker: Broker) -> None:
+    """
+    The connection is ready: a pbext client whose server offered
+    L{PBEXT_DIALECT} tells the server's control object it is pbext.
+    """
+    if broker.isClient and PBEXT_DIALECT in broker._pbextPeerFeatures:
+        broker.remoteForName(CONTROL_NAME).callRemote(
+            "hello", [PBEXT_DIALECT], pbanswer=0
+        )

@@ -18,8 +18,14 @@ from twisted.spread import banana, jelly
 
 from pbext import _jelly
 from pbext._accelerator import speedups as _speedups
+from pbext.codec import Decoder
 from pbext.copystate import CopyHookError, HookErrorLog
-from pbext.security import SecurityPolicy, _allowsBasicTypes, _allowsSentBuiltins
+from pbext.security import (
+    Limits,
+    SecurityPolicy,
+    _allowsBasicTypes,
+    _allowsSentBuiltins,
+)
 
 if TYPE_CHECKING:
     from pbext.broker import Broker
@@ -219,6 +225,17 @@ class Serialization:
         if log is None:
             log = self._hookErrors = HookErrorLog(self._broker._pbextGetClock().seconds)
         log.report(error, self._broker._pbextPeerName())
+
+    def decoder(self, limits: Limits) -> Decoder:
+        """
+        A decoder for the connection's bytes, with the framing C{limits},
+        that makes plain values itself where the fused path may.
+        """
+        decoder = Decoder(**limits.framingLimits())  # type: ignore[arg-type] # framingLimits gives Decoder's keywords
+        if self.fusedReceive and decoder.accelerated:
+            decoder.setPlainJelly(True)
+            decoder.setPlainTypes(self.plainTypes.receive)
+        return decoder
 
     def refreshPlainTypes(self, decoder: Any) -> None:
         """

@@ -46,9 +46,8 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.spread import banana, jelly, pb
 
-from pbext import _dispatch, _references, keepalive
+from pbext import _control, _dispatch, _references, keepalive
 from pbext._calls import OutgoingCalls
-from pbext._control import Control
 from pbext._dispatch import COMMANDS as _COMMANDS
 from pbext._dispatch import IncomingDispatch
 from pbext._flow import FlowControl
@@ -240,7 +239,7 @@ class Broker(pb.Broker):
         if typedCalls is not None:
             self.typedCalls = typedCalls
         self._pbextWireParts(security, clock)
-        self.setNameForLocal(CONTROL_NAME, Control(self))
+        self.setNameForLocal(CONTROL_NAME, _control.Control(self))
 
     def _pbextWireParts(self, security: jelly.SecurityOptions, clock: Any) -> None:
         """
@@ -342,12 +341,8 @@ class Broker(pb.Broker):
             _readsInPlace(type(self))
             and _deliversTo(getattr(transport, "protocol", None), self),
         )
-        decoder = self._pbextDecoder = Decoder(**self._pbextLimits.framingLimits())  # type: ignore[arg-type] # framingLimits gives Decoder's keywords
-        serialization = self._pbextSerialization
-        if serialization.fusedReceive and decoder.accelerated:
-            decoder.setPlainJelly(True)
-            decoder.setPlainTypes(serialization.plainTypes.receive)
         limits = self._pbextLimits
+        self._pbextDecoder = self._pbextSerialization.decoder(limits)
         timers.start(
             limits.handshakeTimeout, limits.idleTimeout, self._pbextDropConnection
         )
@@ -362,18 +357,8 @@ class Broker(pb.Broker):
         if self.currentDialect:
             self.expressionReceived(obj)
             return
-        if self.isClient:
-            if isinstance(obj, list) and PBEXT_DIALECT in obj:
-                self._pbextPeerFeatures = frozenset([PBEXT_DIALECT])
-            if not isinstance(obj, list):
-                self._pbextDropConnection("badHandshake", "dialect offer is not a list")
-                return
-        elif obj not in self.knownDialects:
-            self._pbextDropConnection(
-                "badHandshake", "client chose an unknown dialect", dialect=obj
-            )
-            return
-        super().callExpressionReceived(obj)
+        if _control.acceptDialect(self, obj):
+            super().callExpressionReceived(obj)
 
     def _selectDialect(self, dialect: bytes) -> None:
         if self._pbextDecoder is not None and dialect == b"pb":
@@ -382,10 +367,7 @@ class Broker(pb.Broker):
 
     def connectionReady(self) -> None:
         super().connectionReady()
-        if self.isClient and PBEXT_DIALECT in self._pbextPeerFeatures:
-            self.remoteForName(CONTROL_NAME).callRemote(
-                "hello", [PBEXT_DIALECT], pbanswer=0
-            )
+        _control.sayHello(self)
         self._pbextStartKeepalive()
 
     def proto_version(self, vnum: int) -> None:
