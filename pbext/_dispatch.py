@@ -61,6 +61,8 @@ class IncomingDispatch:
         "_broker",
         "_serializeOut",
         "_unserialize",
+        "_isAllowed",
+        "_maxCalls",
         "running",
     )
 
@@ -79,6 +81,8 @@ class IncomingDispatch:
         self._broker = broker
         self._serializeOut = serializeOut
         self._unserialize = unserialize
+        self._isAllowed = broker._pbextPolicy.isMethodAllowed
+        self._maxCalls = broker._pbextLimits.maxOutstandingCalls
         self.running: dict[int, defer.Deferred[Any]] = {}
 
     def cancel(self, requestID: object) -> None:
@@ -189,7 +193,9 @@ class IncomingDispatch:
             name = message.decode("utf-8")
         except UnicodeDecodeError:
             name = ""
-        if not self._admit(requestID, name, answerRequired):
+        if not (
+            self._isAllowed(name) and len(self.running) < self._maxCalls
+        ) and not self._admit(requestID, name, answerRequired):
             return
         try:
             target = findObjMethod(objectID)
@@ -337,13 +343,12 @@ class IncomingDispatch:
             raise flavors.NoSuchMethod(f"No such method: {prefix}{name}")
         return method, perspective, extra
 
-    def _arguments(self, netArgs: Any, netKw: Any, perspective: Any) -> Any:
+    @staticmethod
+    def _arguments(args: Any, kw: Any) -> Any:
         """
-        The positional and keyword arguments of a call, unjellied.
+        The unjellied positional and keyword arguments of a call, checked,
+        with keyword names as C{str}.
         """
-        unserialize = self._unserialize
-        args = unserialize(netArgs, perspective)
-        kw = unserialize(netKw, perspective)
         if not isinstance(args, (tuple, list)) or not isinstance(kw, dict):
             raise _jelly.MalformedJelly("call arguments are not a list and a dict")
         if kw:
@@ -378,7 +383,10 @@ class IncomingDispatch:
         if found is None:
             return self._classicDispatch(target, name, netArgs, netKw)
         method, perspective, extra = found
-        args, kw = self._arguments(netArgs, netKw, perspective)
+        args = self._unserialize(netArgs, perspective)
+        kw = self._unserialize(netKw, perspective)
+        if kw or type(kw) is not dict or type(args) not in (tuple, list):
+            args, kw = self._arguments(args, kw)
         # Annotations are checked only when the program asked for it (the
         # factory's typedCalls, or pbext.typed on the method or its class):
         # otherwise the method is called as classic PB calls it.

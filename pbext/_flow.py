@@ -217,7 +217,9 @@ class FlowControl:
             return
         if self.budget is not None:
             self.chargeBytes()
-        timers.messageProgress(decoder.messageStarted, self._messageTimeout)
+        # Usually no message is left partly received: one dict lookup.
+        if decoder.messageStarted or "messageTimeout" in timers.calls:
+            timers.messageProgress(decoder.messageStarted, self._messageTimeout)
         if backlog and self.drainCall is None:
             self.drain()
 
@@ -398,7 +400,7 @@ class FlowControl:
         budget = self.budget
         if budget is None:
             return
-        amount = self._broker._pbextBufferedBytes()
+        amount = self.bufferedBytes()
         if amount != self.chargedBytes and (
             abs(amount - self.chargedBytes) >= BYTES_STEP or not amount
         ):

@@ -27,6 +27,7 @@ class ConnectionTimers:
     """
     The named timers of one connection, and when its peer was last heard.
 
+    @ivar calls: the timers running, by name.
     @ivar lastHeard: when bytes last arrived from the peer (for the idle
         timeout, and for L{pbext.admission}'s choice of whom to evict).
     @ivar keepalive: the running L{pbext.keepalive.KeepAlive}, or L{None}.
@@ -36,7 +37,7 @@ class ConnectionTimers:
     __slots__ = (
         "_clock",
         "_transportClock",
-        "_calls",
+        "calls",
         "lastHeard",
         "keepalive",
         "_idleTimeout",
@@ -52,7 +53,7 @@ class ConnectionTimers:
         """
         self._clock = clock
         self._transportClock = transportClock
-        self._calls: dict[str, IDelayedCall] = {}
+        self.calls: dict[str, IDelayedCall] = {}
         self.lastHeard = 0.0
         self.keepalive: keepalive.KeepAlive | None = None
         self._idleTimeout: float | None = None
@@ -78,13 +79,13 @@ class ConnectionTimers:
         """
         self.cancel(name)
         if seconds is not None:
-            self._calls[name] = self.clock().callLater(seconds, f)
+            self.calls[name] = self.clock().callLater(seconds, f)
 
     def cancel(self, name: str) -> None:
         """
         Cancel the timer C{name}, if it runs.
         """
-        call = self._calls.pop(name, None)
+        call = self.calls.pop(name, None)
         if call is not None and call.active():
             call.cancel()
 
@@ -92,13 +93,13 @@ class ConnectionTimers:
         """
         The timer C{name} fired: forget it.
         """
-        self._calls.pop(name, None)
+        self.calls.pop(name, None)
 
     def running(self, name: str) -> bool:
         """
         Whether the timer C{name} runs.
         """
-        return name in self._calls
+        return name in self.calls
 
     def start(
         self,
@@ -126,7 +127,7 @@ class ConnectionTimers:
         """
 
         def expire() -> None:
-            self._calls.pop(kind, None)
+            self.calls.pop(kind, None)
             if self._expired is not None:
                 self._expired(kind, f"{kind} reached; closing the connection")
 
@@ -140,7 +141,7 @@ class ConnectionTimers:
         Bytes arriving only record the time (see L{heard}): moving the
         timer for every chunk would cost a reactor call each.
         """
-        self._calls.pop("idleTimeout", None)
+        self.calls.pop("idleTimeout", None)
         timeout = self._idleTimeout
         assert timeout is not None
         quiet = self.clock().seconds() - self.lastHeard
@@ -157,7 +158,10 @@ class ConnectionTimers:
         """
         if self.keepalive is not None:
             self.keepalive.activity()
-        self.lastHeard = self.clock().seconds()
+        clock = self._clock
+        if clock is None:
+            clock = self.clock()
+        self.lastHeard = clock.seconds()
 
     def messageProgress(self, started: bool, timeout: float | None) -> None:
         """
@@ -165,9 +169,9 @@ class ConnectionTimers:
         partly received (C{started}), and only then.
         """
         if started:
-            if "messageTimeout" not in self._calls:
+            if "messageTimeout" not in self.calls:
                 self.set("messageTimeout", timeout, self.timedOut("messageTimeout"))
-        elif "messageTimeout" in self._calls:
+        elif "messageTimeout" in self.calls:
             self.cancel("messageTimeout")
 
     def startKeepalive(
@@ -192,7 +196,7 @@ class ConnectionTimers:
         """
         The connection is lost: cancel every timer and the keepalive.
         """
-        for name in list(self._calls):
+        for name in list(self.calls):
             self.cancel(name)
         if self.keepalive is not None:
             self.keepalive.stop()

@@ -517,7 +517,9 @@ class Broker(pb.Broker):
             self._pbextWrite(pieces[0])
         else:
             self._pbextWriteSequence(pieces)
-        self._pbextFlow.written(pieces)
+        flow = self._pbextFlow
+        if flow.pendingOut is not None or flow.writePaused:
+            flow.written(pieces)
 
     def _pbextWriteToTransport(self, data: bytes) -> None:
         self.transport.write(data)
