@@ -22,6 +22,7 @@ from pbext._violations import seconds, short
 from pbext._wire import CONTROL_NAME, PBEXT_DIALECT, CallTimeout, MessageTooLarge
 
 if TYPE_CHECKING:
+    from pbext._serialization import Serialization
     from pbext.broker import Broker
 
 #: How many abandoned (timed out or cancelled) request IDs are remembered so
@@ -41,26 +42,27 @@ class OutgoingCalls:
     # One of each part per connection: no instance dict.
     __slots__ = (
         "_broker",
-        "_serializeOut",
-        "_unserialize",
+        "_serialization",
+        "_unserializer",
         "_abandoned",
     )
 
     def __init__(
         self,
         broker: Broker,
-        serializeOut: Callable[..., Any],
-        unserialize: Callable[[Any], Any],
+        serialization: Serialization,
+        unserializer: Serialization | Broker,
     ) -> None:
         """
-        @param serializeOut: how call arguments are serialized (the
-            broker's serializer's C{serializeOut}).
-        @param unserialize: how answers are unserialized (the broker's
-            C{unserialize}, or its serializer's when that is the same).
+        @param serialization: the broker's serializer: call arguments are
+            its C{serializeOut}.
+        @param unserializer: whose C{unserialize} answers go through: the
+            broker's serializer, or the broker if its class overrides
+            C{unserialize}.
         """
         self._broker = broker
-        self._serializeOut = serializeOut
-        self._unserialize = unserialize
+        self._serialization = serialization
+        self._unserializer = unserializer
         # Made when a call is first abandoned.
         self._abandoned: dict[int, None] | None = None
 
@@ -88,7 +90,7 @@ class OutgoingCalls:
         if broker.disconnected:
             raise pb.DeadReferenceError("Calling Stale Broker")
         try:
-            serializeOut = self._serializeOut
+            serializeOut = self._serialization.serializeOut
             netArgs = serializeOut(args, perspective, message)
             # No keywords, the usual case: their jelly is always this.
             netKw = serializeOut(kw, perspective, message) if kw else [_DICTIONARY_ATOM]
@@ -237,7 +239,7 @@ class OutgoingCalls:
         if d is None:
             return
         try:
-            result = self._unserialize(netResult)
+            result = self._unserializer.unserialize(netResult)
         except Exception:
             d.errback(Failure())
         else:
@@ -251,7 +253,7 @@ class OutgoingCalls:
         if d is None:
             return
         try:
-            result = self._unserialize(fail)
+            result = self._unserializer.unserialize(fail)
         except Exception:
             d.errback(Failure())
             return

@@ -25,6 +25,7 @@ from pbext import _jelly, keepalive, typecheck
 from pbext._wire import MessageTooLarge, PolicyViolation
 
 if TYPE_CHECKING:
+    from pbext._serialization import Serialization
     from pbext.broker import Broker
 
 #: Result types of remote methods that are never awaitable, so the call
@@ -59,9 +60,9 @@ class IncomingDispatch:
     # One of each part per connection: no instance dict.
     __slots__ = (
         "_broker",
-        "_serializeOut",
-        "_unserialize",
-        "_isAllowed",
+        "_serialization",
+        "_unserializer",
+        "_policy",
         "_maxCalls",
         "running",
     )
@@ -69,19 +70,20 @@ class IncomingDispatch:
     def __init__(
         self,
         broker: Broker,
-        serializeOut: Callable[..., Any],
-        unserialize: Callable[[Any, Any], Any],
+        serialization: Serialization,
+        unserializer: Serialization | Broker,
     ) -> None:
         """
-        @param serializeOut: how results are serialized (the broker's
-            serializer's C{serializeOut}).
-        @param unserialize: how arguments are unserialized (the broker's
-            C{unserialize}, or its serializer's when that is the same).
+        @param serialization: the broker's serializer: results are its
+            C{serializeOut}.
+        @param unserializer: whose C{unserialize} arguments go through:
+            the broker's serializer, or the broker if its class overrides
+            C{unserialize}.
         """
         self._broker = broker
-        self._serializeOut = serializeOut
-        self._unserialize = unserialize
-        self._isAllowed = broker._pbextPolicy.isMethodAllowed
+        self._serialization = serialization
+        self._unserializer = unserializer
+        self._policy = broker._pbextPolicy
         self._maxCalls = broker._pbextLimits.maxOutstandingCalls
         self.running: dict[int, defer.Deferred[Any]] = {}
 
@@ -194,7 +196,7 @@ class IncomingDispatch:
         except UnicodeDecodeError:
             name = ""
         if not (
-            self._isAllowed(name) and len(self.running) < self._maxCalls
+            self._policy.isMethodAllowed(name) and len(self.running) < self._maxCalls
         ) and not self._admit(requestID, name, answerRequired):
             return
         try:
@@ -383,8 +385,9 @@ class IncomingDispatch:
         if found is None:
             return self._classicDispatch(target, name, netArgs, netKw)
         method, perspective, extra = found
-        args = self._unserialize(netArgs, perspective)
-        kw = self._unserialize(netKw, perspective)
+        unserializer = self._unserializer
+        args = unserializer.unserialize(netArgs, perspective)
+        kw = unserializer.unserialize(netKw, perspective)
         if kw or type(kw) is not dict or type(args) not in (tuple, list):
             args, kw = self._arguments(args, kw)
         # Annotations are checked only when the program asked for it (the
@@ -410,7 +413,7 @@ class IncomingDispatch:
             # peer's CPU and memory (and register references it never
             # learns of, held until it disconnects).
             return state
-        return self._serializeOut(state, perspective, method, args, kw)
+        return self._serialization.serializeOut(state, perspective, method, args, kw)
 
     def _classicDispatch(self, target: Any, name: str, netArgs: Any, netKw: Any) -> Any:
         broker = self._broker
@@ -457,7 +460,7 @@ def notSent(broker: Broker, exp: tuple[object, ...], error: Exception | None) ->
     command = exp[0] if exp else None
     requestID = exp[1] if len(exp) > 1 else None
     if command in (b"message", b"cachemessage"):
-        if broker._pbextCalls.notSent(requestID, error):
+        if broker._pbextOutgoing().notSent(requestID, error):
             return True
     if command == b"answer" and isinstance(requestID, int):
         if error is not None:

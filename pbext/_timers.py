@@ -36,7 +36,7 @@ class ConnectionTimers:
     # One of each part per connection: no instance dict.
     __slots__ = (
         "_clock",
-        "_transportClock",
+        "_protocol",
         "calls",
         "lastHeard",
         "keepalive",
@@ -44,15 +44,15 @@ class ConnectionTimers:
         "_expired",
     )
 
-    def __init__(self, clock: Any, transportClock: Callable[[], Any]) -> None:
+    def __init__(self, clock: Any, protocol: Any) -> None:
         """
-        @param clock: the clock to run on, or L{None} to use
-            C{transportClock()} (the transport's reactor, or L{None} for the
-            global reactor) when first needed.
-        @param transportClock: see C{clock}.
+        @param clock: the clock to run on, or L{None} to use the C{reactor}
+            of C{protocol}'s transport (or, if it has none, the global
+            reactor) when first needed.
+        @param protocol: the broker whose connection this is.
         """
         self._clock = clock
-        self._transportClock = transportClock
+        self._protocol = protocol
         self.calls: dict[str, IDelayedCall] = {}
         self.lastHeard = 0.0
         self.keepalive: keepalive.KeepAlive | None = None
@@ -66,7 +66,7 @@ class ConnectionTimers:
         """
         clock = self._clock
         if clock is None:
-            clock = self._transportClock()
+            clock = getattr(self._protocol.transport, "reactor", None)
             if clock is None:
                 from twisted.internet import reactor as clock
             self._clock = clock

@@ -203,6 +203,8 @@ class Broker(pb.Broker):
     # handled or sent.
     _pbextDropped = False
     _pbextDecoder: Decoder | None = None
+    # Made on the first outgoing call (see _pbextOutgoing).
+    _pbextCalls: OutgoingCalls | None = None
     callTimeout: float | None = None
     keepaliveInterval: float | None = None
     keepaliveTimeout: float = 30.0
@@ -255,17 +257,10 @@ class Broker(pb.Broker):
             ownSerialize=kind.serialize is Broker.serialize,
             ownUnserialize=kind.unserialize is Broker.unserialize,
         )
-        unserialize = (
-            serialization.unserialize
-            if kind.unserialize is Broker.unserialize
-            else self.unserialize
-        )
-        self._pbextTimers = ConnectionTimers(clock, self._pbextTransportClock)
+        unserializer = serialization if kind.unserialize is Broker.unserialize else self
+        self._pbextTimers = ConnectionTimers(clock, self)
         self._pbextFlow = FlowControl(self, self._pbextLimits)
-        self._pbextCalls = OutgoingCalls(self, serialization.serializeOut, unserialize)
-        self._pbextDispatcher = IncomingDispatch(
-            self, serialization.serializeOut, unserialize
-        )
+        self._pbextDispatcher = IncomingDispatch(self, serialization, unserializer)
         # How encoded messages reach the transport (see FlowControl.connect).
         self._pbextWrite: Callable[[bytes], None] = self._pbextWriteToTransport
         self._pbextWriteSequence: Callable[[list[bytes]], None] = self._pbextWriteJoined
@@ -311,9 +306,6 @@ class Broker(pb.Broker):
             transport.loseConnection()
 
     # -- timers ------------------------------------------------------------
-
-    def _pbextTransportClock(self) -> Any:
-        return getattr(self.transport, "reactor", None)
 
     def _pbextGetClock(self) -> Any:
         """
@@ -652,13 +644,30 @@ class Broker(pb.Broker):
         Send a call, as L{pb.Broker._sendMessage} does, adding a timeout
         (the C{pbtimeout} keyword, or L{callTimeout}) and cancellation.
         """
-        return self._pbextCalls.send(prefix, perspective, objectID, message, args, kw)
+        return (self._pbextCalls or self._pbextOutgoing()).send(
+            prefix, perspective, objectID, message, args, kw
+        )
 
     def proto_answer(self, requestID: object, netResult: object) -> None:
-        self._pbextCalls.answer(requestID, netResult)
+        (self._pbextCalls or self._pbextOutgoing()).answer(requestID, netResult)
 
     def proto_error(self, requestID: object, fail: object) -> None:
-        self._pbextCalls.error(requestID, fail)
+        (self._pbextCalls or self._pbextOutgoing()).error(requestID, fail)
+
+    def _pbextOutgoing(self) -> OutgoingCalls:
+        """
+        The outgoing call table, made on the first call (many connections
+        of a server never call their peer).
+        """
+        calls = self._pbextCalls
+        if calls is None:
+            serialization = self._pbextSerialization
+            calls = self._pbextCalls = OutgoingCalls(
+                self,
+                serialization,
+                serialization if type(self).unserialize is Broker.unserialize else self,
+            )
+        return calls
 
     def _recvMessage(
         self,

@@ -23,7 +23,7 @@ class OutgoingCallsTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.connection, self.server, self.client, self.root = connect(self)
         self.ref = rootOf(self.connection)
-        self.calls = self.client._pbextCalls
+        self.calls = self.client._pbextOutgoing()
 
     def test_answered(self) -> None:
         """

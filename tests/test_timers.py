@@ -5,7 +5,9 @@ L{task.Clock}.
 
 from __future__ import annotations
 
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from pbext._timers import ConnectionTimers
@@ -20,26 +22,23 @@ class ConnectionTimersTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.expired: list[tuple[str, str]] = []
-        self.timers = ConnectionTimers(self.clock, lambda: None)
+        self.timers = ConnectionTimers(self.clock, None)
 
     def expire(self, kind: str, message: str) -> None:
         self.expired.append((kind, message))
 
     def test_clockFromTransport(self) -> None:
         """
-        Without a clock of its own, the timers run on the one the transport
-        gives, asked once.
+        Without a clock of its own, the timers run on the reactor of the
+        protocol's transport, found once.
         """
-        asked: list[int] = []
-
-        def transportClock() -> Clock:
-            asked.append(1)
-            return self.clock
-
-        timers = ConnectionTimers(None, transportClock)
+        protocol = Protocol()
+        protocol.makeConnection(StringTransport())
+        protocol.transport.reactor = self.clock  # type: ignore[union-attr]
+        timers = ConnectionTimers(None, protocol)
         self.assertIs(timers.clock(), self.clock)
+        protocol.transport.reactor = None  # type: ignore[union-attr]
         self.assertIs(timers.clock(), self.clock)
-        self.assertEqual(asked, [1])
 
     def test_handshakeTimeout(self) -> None:
         """
