@@ -1906,7 +1906,8 @@ def _brokerPlainTypes(invoker: Any) -> PlainTypes | None:
     """
     The plain tables of a pbext broker, or L{None} for anything else.
     """
-    plainTypes = getattr(invoker, "_pbextPlainTypes", None)
+    serialization = getattr(invoker, "_pbextSerialization", None)
+    plainTypes = getattr(serialization, "plainTypes", None)
     return plainTypes if isinstance(plainTypes, PlainTypes) else None
 
 

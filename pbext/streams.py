@@ -913,7 +913,8 @@ class RemoteStream(Generic[_T]):
     def __del__(self) -> None:
         # Dropped unfinished: stop the producer, as a RemoteReference that
         # is dropped tells its peer (decref) from its own __del__.
-        if self._open and not self._done:
+        # (An __init__ refused by a limit never set _open.)
+        if getattr(self, "_open", False) and not self._done:
             try:
                 self._callSource("cancel").addErrback(lambda f: None)
             except BaseException:

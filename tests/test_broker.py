@@ -567,7 +567,7 @@ class LifecycleTests(SynchronousTestCase):
         pair.flush()
         self.failureResultOf(d, defer.CancelledError)
         self.assertEqual(pair.root.cancelled, [1])
-        self.assertEqual(pair.server._pbextRunning, {})
+        self.assertEqual(pair.server._pbextDispatcher.running, {})
 
     def test_cancellationAgainstStockServer(self) -> None:
         """

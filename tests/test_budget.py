@@ -26,9 +26,13 @@ from tests.test_hostile import policyWith
 
 def _brokerState(broker: Any, name: str) -> Any:
     """
-    The broker's private state C{name}, under its C{_pbext} name or (on
-    branches from before that rename) its older one.
+    The broker's private state C{name}: an attribute of its flow control
+    part (L{pbext._flow.FlowControl}), or on branches from before that
+    part, of the broker under its C{_pbext} name or its older one.
     """
+    flow = vars(broker).get("_pbextFlow")
+    if flow is not None:
+        return getattr(flow, name)
     renamed = "_pbext" + name[0].upper() + name[1:]
     if renamed in vars(broker):
         return vars(broker)[renamed]
@@ -183,7 +187,7 @@ class NeverReadsTests(HostileMixin, TestCase):
             for i in range(1, 201)
         )
         peer.transport.write(calls)
-        yield self.poll(lambda: broker._pbextOutputFull)
+        yield self.poll(lambda: broker._pbextFlow.outputFull)
         return broker, peer
 
     @defer.inlineCallbacks
@@ -195,7 +199,7 @@ class NeverReadsTests(HostileMixin, TestCase):
         """
         limit = 512 * 1024
         broker, peer = yield self.flood(policyWith(maxPendingWriteBytes=limit))
-        pending = broker._pbextPendingOut()
+        pending = broker._pbextFlow.pendingOut()
         self.assertGreater(pending, limit)
         self.assertLess(pending, limit + 200_000)
         self.assertIn("backpressure", _brokerState(broker, "readPauses"))
@@ -206,7 +210,7 @@ class NeverReadsTests(HostileMixin, TestCase):
         # Once the peer reads, everything is answered.
         peer.transport.resumeProducing()
         yield peer.waitFor(lambda: len(peer.answers) >= 200 or None, self.reactor)
-        self.assertFalse(broker._pbextOutputFull)
+        self.assertFalse(broker._pbextFlow.outputFull)
         yield self.stockEcho()
 
     @defer.inlineCallbacks
@@ -220,7 +224,7 @@ class NeverReadsTests(HostileMixin, TestCase):
             policyWith(maxPendingWriteBytes=limit), bufferSize=64 * 1024 * 1024
         )
         self.assertFalse(_brokerState(broker, "writePaused"))
-        self.assertLess(broker._pbextPendingOut(), limit + 200_000)
+        self.assertLess(broker._pbextFlow.pendingOut(), limit + 200_000)
         self.assertLess(len(self.root.calls), 200)
         peer.transport.resumeProducing()
         yield peer.waitFor(lambda: len(peer.answers) >= 200 or None, self.reactor)
@@ -353,8 +357,8 @@ class TLSBackpressureTests(TestCase):
             server = factory.brokers[-1]
             for broker in (root.broker, server):
                 self.assertTrue(_brokerState(broker, "producing"))
-                self.assertIs(broker._pbextProducerOn, broker.transport.transport)
-                self.assertIsNotNone(broker._pbextPendingOut)
+                self.assertIs(broker._pbextFlow.producerOn, broker.transport.transport)
+                self.assertIsNotNone(broker._pbextFlow.pendingOut)
             lost: defer.Deferred[None] = defer.Deferred()
             root.broker.notifyOnDisconnect(lambda lost=lost: lost.callback(None))
             side = root.broker if closing == "client" else server
@@ -388,9 +392,9 @@ class BacklogChargedTests(SynchronousTestCase):
         )
         broker = conn.serverBroker
         broker.dataReceived(call * 3)
-        self.assertEqual(len(broker._pbextBacklog), 2)
+        self.assertEqual(len(_brokerState(broker, "backlog")), 2)
         self.assertGreaterEqual(broker._pbextBufferedBytes(), 2 * len(call))
         clock.advance(0)
         clock.advance(0)
-        self.assertEqual(len(broker._pbextBacklog), 0)
+        self.assertEqual(len(_brokerState(broker, "backlog")), 0)
         self.assertEqual(broker._pbextBufferedBytes(), 0)

@@ -592,8 +592,8 @@ class BrokerTests(SynchronousTestCase):
         """
         connection, root = self.connect("pbext", "pbext")
         connection.resultOf(self.call(connection, "objects", 2))
-        server = connection.serverBroker._pbextPlainTypes
-        client = connection.clientBroker._pbextPlainTypes
+        server = connection.serverBroker._pbextSerialization.plainTypes
+        client = connection.clientBroker._pbextSerialization.plainTypes
         for types in (server, client):
             self.assertTrue(types.stale)
             types.refresh()
@@ -631,7 +631,7 @@ class BrokerTests(SynchronousTestCase):
             got = connection.resultOf(self.call(connection, "objects", 2))
             self.assertEqual([type(o) for o in got], [ReceivedChild] * 2)
             self.assertEqual(vars(got[1]), {"x": 1, "y": -1, "name": "p1"})
-        client = connection.clientBroker._pbextPlainTypes
+        client = connection.clientBroker._pbextSerialization.plainTypes
         if client.stale:
             client.refresh()
         self.assertIs(client.receive[SENT][0], ReceivedChild)
