@@ -75,10 +75,6 @@ from pbext.security import SecurityPolicy, defaultPolicy
 if TYPE_CHECKING:
     from pbext.interfaces import IDecoder
 
-#: The outgoing vocabulary of the C{b"pb"} dialect (word to number), read
-#: by every pbext broker that keeps Twisted's: never written to.
-_OUTGOING_SYMBOLS: dict[bytes, int] = dict(banana.Banana.outgoingVocabulary)
-
 #: The handler method and arity of each command, by its name on the wire.
 _COMMAND_HANDLERS: dict[bytes, tuple[str, int]] = {
     name.encode("ascii"): ("proto_" + name, count) for name, count in _COMMANDS.items()
@@ -232,11 +228,6 @@ class Broker(pb.Broker):
         typedCalls: bool | None = None,
     ) -> None:
         super().__init__(isClient, security)
-        if self.outgoingVocabulary is banana.Banana.outgoingVocabulary:
-            # Twisted gives each connection its own copy of the b"pb"
-            # dialect's table, which only ever reads it: pbext's brokers
-            # share one (half a kilobyte less per connection).
-            self.outgoingSymbols = _OUTGOING_SYMBOLS
         if policy is None:
             policy = (
                 security if isinstance(security, SecurityPolicy) else defaultPolicy()

@@ -6,7 +6,7 @@ and back.
 from __future__ import annotations
 
 from twisted.internet import defer
-from twisted.spread import banana, jelly
+from twisted.spread import jelly
 from twisted.trial.unittest import SynchronousTestCase
 
 from pbext._accelerator import speedups
@@ -74,29 +74,3 @@ class SerializationTests(SynchronousTestCase):
         d.callback([1])
         self.assertEqual(self.successResultOf(result), jelly.jelly([1]))
 
-
-class VocabularyTests(SynchronousTestCase):
-    """
-    pbext's brokers share one read-only copy of the C{b"pb"} dialect's
-    outgoing vocabulary instead of one each.
-    """
-
-    def test_shared(self) -> None:
-        """
-        Two brokers hold the same table, equal to Twisted's and not
-        Twisted's own class attribute.
-        """
-        first, second = Broker(), Broker()
-        self.assertIs(first.outgoingSymbols, second.outgoingSymbols)
-        self.assertEqual(first.outgoingSymbols, banana.Banana.outgoingVocabulary)
-        self.assertIsNot(first.outgoingSymbols, banana.Banana.outgoingVocabulary)
-
-    def test_ownVocabulary(self) -> None:
-        """
-        A subclass with a vocabulary of its own gets Twisted's copy of it.
-        """
-
-        class Mine(Broker):
-            outgoingVocabulary = {b"mine": 1}
-
-        self.assertEqual(Mine().outgoingSymbols, {b"mine": 1})
