@@ -56,8 +56,6 @@ PENDING = frozenset(
         "_pydecoder.py:PythonDecoder",
         "copyable.py:CopyableRegistry",
         "testing.py:PBConnection",
-        "metrics.py:_collector",
-        "metrics.py:_collector.Collector.collect",
     }
 )
 
