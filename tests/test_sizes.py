@@ -47,8 +47,6 @@ ALLOWED = frozenset(
 #: Definitions still to split (this change empties it).
 PENDING = frozenset(
     {
-        "throttle.py:LoginThrottle",
-        "throttle.py:LoginThrottle.__init__",
         "_jelly.py:Unjellier",
         "_jelly.py:_jellyPlain",
         "_jelly.py:_unjellyPlain",
