@@ -51,7 +51,6 @@ PENDING = frozenset(
         "_jelly.py:_jellyPlain",
         "_jelly.py:_unjellyPlain",
         "_jelly.py:_buildTyped",
-        "testing.py:PBConnection",
     }
 )
 
