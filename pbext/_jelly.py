@@ -729,28 +729,7 @@ def _jellyPlain(
     if kind is bool:
         return [b"boolean", b"true" if obj else b"false"]
     if kind is dict:
-        if id(obj) in seen or depth >= _PLAIN_MAX_NESTING:
-            raise _NotPlain
-        seen.add(id(obj))
-        depth += 1
-        size = len(obj)
-        sexp: list[Any] = [b"dictionary"]
-        append = sexp.append
-        for key, value in obj.items():
-            kind = type(key)
-            if kind is str:
-                key = [b"unicode", key.encode("UTF-8")]
-            elif kind is not bytes and kind is not int and kind is not float:
-                key = _jellyPlain(key, seen, types, depth)
-            kind = type(value)
-            if kind is str:
-                value = [b"unicode", value.encode("UTF-8")]
-            elif kind is not bytes and kind is not int and kind is not float:
-                value = _jellyPlain(value, seen, types, depth)
-            append([key, value])
-        if len(sexp) != size + 1:
-            raise RuntimeError("dictionary changed size during serialization")
-        return sexp
+        return _jellyPlainDict(obj, seen, types, depth)
     tag = _PLAIN_SEQUENCES.get(kind)
     if tag is None:
         spec = types.get(kind) if types else None
@@ -765,7 +744,7 @@ def _jellyPlain(
     seen.add(id(obj))
     depth += 1
     size = len(obj)
-    sexp = [tag]
+    sexp: list[Any] = [tag]
     append = sexp.append
     for item in obj:
         kind = type(item)
@@ -777,6 +756,40 @@ def _jellyPlain(
             append(_jellyPlain(item, seen, types, depth))
     if len(sexp) != size + 1 or len(obj) != size:
         raise RuntimeError(f"{tag.decode()} changed size during serialization")
+    return sexp
+
+
+def _jellyPlainDict(
+    obj: dict[Any, Any], seen: set[int], types: Mapping[type, Any] | None, depth: int
+) -> list[Any]:
+    """
+    Jelly a dictionary for L{_jellyPlain}: its keys and values in its
+    order, each plain.
+
+    @raise _NotPlain: As L{_jellyPlain} does.
+    @raise RuntimeError: If it changes size while it is jellied.
+    """
+    if id(obj) in seen or depth >= _PLAIN_MAX_NESTING:
+        raise _NotPlain
+    seen.add(id(obj))
+    depth += 1
+    size = len(obj)
+    sexp: list[Any] = [b"dictionary"]
+    append = sexp.append
+    for key, value in obj.items():
+        kind = type(key)
+        if kind is str:
+            key = [b"unicode", key.encode("UTF-8")]
+        elif kind is not bytes and kind is not int and kind is not float:
+            key = _jellyPlain(key, seen, types, depth)
+        kind = type(value)
+        if kind is str:
+            value = [b"unicode", value.encode("UTF-8")]
+        elif kind is not bytes and kind is not int and kind is not float:
+            value = _jellyPlain(value, seen, types, depth)
+        append([key, value])
+    if len(sexp) != size + 1:
+        raise RuntimeError("dictionary changed size during serialization")
     return sexp
 
 
@@ -998,44 +1011,9 @@ def _unjellyPlain(
     else:
         loose = refs.loose
     if tag == b"dictionary":
-        result: dict[Any, Any] = {}
-        for pair in sexp[1:]:
-            if type(pair) is not list or len(pair) != 2:
-                raise _NotPlain
-            key, value = pair
-            if type(key) is list:
-                key = _unjellyPlain(key, types, refs)
-                if type(key) is _OpenReference:
-                    raise _NotPlain
-            if type(value) is list:
-                value = _unjellyPlain(value, types, refs)
-            try:
-                result[key] = value
-            except TypeError:
-                raise _NotPlain from None
-            if type(value) is _OpenReference:
-                refs.place(result, key, value)  # type: ignore[union-attr]
-        return result
+        return _unjellyPlainDict(sexp, types, refs)
     if tag == b"list" or tag == b"tuple" or tag == b"set" or tag == b"frozenset":
-        items = [
-            _unjellyPlain(item, types, refs) if type(item) is list else item
-            for item in sexp[1:]
-        ]
-        if refs is not None and refs.loose != loose:
-            # A cycle: only a list's items may wait for its value.
-            if tag != b"list":
-                raise _NotPlain
-            for index, item in enumerate(items):
-                if type(item) is _OpenReference:
-                    refs.place(items, index, item)
-        if tag == b"list":
-            return items
-        if tag == b"tuple":
-            return tuple(items)
-        try:
-            return set(items) if tag == b"set" else frozenset(items)
-        except TypeError:
-            raise _NotPlain from None
+        return _unjellyPlainSequence(tag, sexp, types, refs, loose)
     if tag == b"None":
         if len(sexp) != 1:
             raise _NotPlain
@@ -1058,6 +1036,71 @@ def _unjellyPlain(
                 return built
             return _buildTyped(spec, state)
     raise _NotPlain
+
+
+def _unjellyPlainSequence(
+    tag: bytes,
+    sexp: list[Any],
+    types: Mapping[bytes, Any] | None,
+    refs: _PlainReferences | None,
+    loose: int,
+) -> Any:
+    """
+    Unjelly a C{list}, C{tuple}, C{set} or C{frozenset} expression for
+    L{_unjellyPlain}; only a list's items may wait for a reference.
+
+    @param loose: How many references were open before its items.
+    @raise _NotPlain: As L{_unjellyPlain} does.
+    """
+    items = [
+        _unjellyPlain(item, types, refs) if type(item) is list else item
+        for item in sexp[1:]
+    ]
+    if refs is not None and refs.loose != loose:
+        # A cycle: only a list's items may wait for its value.
+        if tag != b"list":
+            raise _NotPlain
+        for index, item in enumerate(items):
+            if type(item) is _OpenReference:
+                refs.place(items, index, item)
+    if tag == b"list":
+        return items
+    if tag == b"tuple":
+        return tuple(items)
+    try:
+        return set(items) if tag == b"set" else frozenset(items)
+    except TypeError:
+        raise _NotPlain from None
+
+
+def _unjellyPlainDict(
+    sexp: list[Any], types: Mapping[bytes, Any] | None, refs: _PlainReferences | None
+) -> dict[Any, Any]:
+    """
+    Unjelly a C{dictionary} expression for L{_unjellyPlain}, in the
+    sender's order; a value that waits for a reference is placed when it
+    is defined.
+
+    @raise _NotPlain: As L{_unjellyPlain} does.
+    """
+    result: dict[Any, Any] = {}
+    for pair in sexp[1:]:
+        if type(pair) is not list or len(pair) != 2:
+            raise _NotPlain
+        key, value = pair
+        if type(key) is list:
+            key = _unjellyPlain(key, types, refs)
+            if type(key) is _OpenReference:
+                raise _NotPlain
+        if type(value) is list:
+            value = _unjellyPlain(value, types, refs)
+        try:
+            result[key] = value
+        except TypeError:
+            raise _NotPlain from None
+        if type(value) is _OpenReference:
+            refs.place(result, key, value)  # type: ignore[union-attr]
+    return result
 
 
 def _buildTyped(spec: Any, state: dict[Any, Any]) -> Any:
@@ -1119,6 +1162,23 @@ def _buildTyped(spec: Any, state: dict[Any, Any]) -> Any:
     if sent is not _MISSING:
         state = dict(state)
         del state[VERSION_KEY]
+    return _constructTyped(build, byKeyword, positional, direct, state)
+
+
+def _constructTyped(
+    build: Any,
+    byKeyword: bool,
+    positional: tuple[str, ...] | None,
+    direct: bool,
+    state: dict[Any, Any],
+) -> Any:
+    """
+    Make the object of checked C{state} for L{_buildTyped}: through
+    C{build} given the state, its fields by keyword or (where they are all
+    there) by position, or without its constructor (C{direct}).
+
+    @raise _NotPlain: If building fails.
+    """
     try:
         if not byKeyword:
             return build(state)
