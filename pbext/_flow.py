@@ -116,6 +116,13 @@ class FlowControl:
         # The bytes of the reads whose messages wait in the backlog.
         self.backlogBytes = 0
 
+    @property
+    def broker(self) -> Broker:
+        """
+        The broker whose connection this is.
+        """
+        return self._broker
+
     # -- the transport -------------------------------------------------------
 
     def connect(self, transport: Any, readsInPlace: bool) -> None:
@@ -214,41 +221,7 @@ class FlowControl:
                 self.backlogBytes += size
                 if self.budget is not None:
                     self.chargeBytes()
-            self._takeTurns(fairness.cpuTime() - started)
-
-    def _takeTurns(self, spent: float) -> None:
-        """
-        Handling one read of this peer took C{spent} seconds of CPU time:
-        if that is much, and other connections are open, stop reading it
-        for a while, so that it has at most C{maxPeerCPUPercent} of the
-        process.
-        """
-        broker = self._broker
-        pause = fairness.pauseAfter(spent, broker._pbextLimits.maxPeerCPUPercent)
-        if pause <= 0 or broker.disconnected:
-            return
-        state = broker._pbextFactoryState
-        if state is not None and state.admission is not None:
-            others = state.connectionCount > 1
-        else:
-            others = fairness.othersConnected(broker._pbextGetClock())
-        if not others:
-            # Nobody else would be served meanwhile.
-            return
-        timers = broker._pbextTimers
-        waiting = timers.calls.get("cpuShare")
-        if waiting is not None and waiting.active():
-            # Bytes already read (a TLS record after another) still cost:
-            # the pause grows by their share too.
-            waiting.delay(pause)
-            return
-        self.pauseReading("cpuShare")
-
-        def resume() -> None:
-            timers.fired("cpuShare")
-            self.resumeReading("cpuShare")
-
-        timers.set("cpuShare", pause, resume)
+            fairness.takeTurns(self, self._broker, fairness.cpuTime() - started)
 
     def _parseNow(
         self, parse: Callable[[Any, Callable[[object], None]], None], data: Any
@@ -456,36 +429,6 @@ class FlowControl:
         if decoder is not None:
             pending += decoder.pendingBytes
         return pending
-
-    def precharge(self, pieces: list[bytes]) -> bool:
-        """
-        Before a large message joins output that already waits for a peer
-        that is not reading, charge it to the server's budget: if that
-        makes this connection the one to cut, it is cut before the
-        transport copies the message into its buffer (a copy the budget
-        would otherwise only see afterwards).
-
-        @return: Whether the message may still be written.
-        """
-        measure = self.pendingOut
-        if measure is None:
-            return True
-        pending = measure()
-        if not pending:
-            return True
-        size = sum(map(len, pieces))
-        if size < BYTES_STEP:
-            return True
-        budget = self.budget
-        assert budget is not None
-        self.unwritten = size
-        try:
-            self.chargedBytes = pending + size
-            budget.chargeBytes(self._broker, pending + size)
-        finally:
-            self.unwritten = 0
-        broker = self._broker
-        return not (broker._pbextDropped or broker.disconnected)
 
     def chargeBytes(self) -> None:
         """

@@ -49,7 +49,8 @@ has the state of its expression checked (L{pbext.copystate}) on the
 expression itself before any of its code runs, unless the policy's
 C{checkCopyState} is off or the class opted out; the code then runs with
 a view of the unjellier that turns malformed input into L{MalformedJelly},
-and any other exception of it becomes a L{pbext.copystate.CopyHookError}.
+and any other exception of it becomes a L{pbext.copystate.CopyHookError}
+(all in L{pbext._classiclookup}).
 PB's own classes and functions are trusted.  The C accelerator never
 builds classic copies: their expressions always reach this unjellier.
 
@@ -67,12 +68,11 @@ from __future__ import annotations
 import datetime
 import operator
 import sys
-from typing import Any, Callable, Iterable, Mapping, NoReturn, TypeVar, cast
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from twisted.persisted.crefutil import NotKnown
-from twisted.python.failure import Failure
 from twisted.python.reflect import qual
-from twisted.spread import flavors, pb
+from twisted.spread import flavors
 from twisted.spread import jelly as _twistedJelly
 from twisted.spread.jelly import InsecureJelly
 
@@ -89,12 +89,26 @@ from pbext._classiccopies import (
 )
 from pbext._classiccopies import receiveSpec as _classicReceiveSpec
 from pbext._classiccopies import sendSpec as _classicSendSpec
+from pbext._classiclookup import (
+    PB_UNJELLYABLES,
+    ApplicationView,
+    ClassicClass,
+    classicRegistry,
+    runApplication,
+    unjellyClassic,
+    unjellyNamed,
+)
+from pbext._expressions import MALFORMED_ERRORS as _MALFORMED_ERRORS
+from pbext._expressions import (
+    PREBUILT,
+    MalformedJelly,
+)
+from pbext._expressions import checkArity as _checkArity
+from pbext._expressions import checkRefID as _checkRefID
 from pbext._twisted import (
     DictKeyAndValue,
     checkMutable,
-    createBlank,
     maybePostUnjelly,
-    newInstance,
 )
 from pbext.copyable import (
     _VERSION_KEY_BYTES,
@@ -107,16 +121,8 @@ from pbext.copyable import (
     VERSION_KEY,
     CopyableRegistry,
 )
-from pbext.copystate import (
-    UNCHECKED,
-    hookError,
-    keyProblem,
-    ruleOf,
-    stateProblem,
-)
 from pbext.security import (
     _IMPORTING_TYPES,
-    _JELLY_NAMESPACE,
     BoundPolicy,
     UnsendableError,
     _allowsBasicTypes,
@@ -134,54 +140,9 @@ __all__ = [
 ]
 
 
-class MalformedJelly(InsecureJelly):
-    """
-    A received jelly expression is not well formed: an expression with the
-    wrong number or kinds of elements, a reference ID defined twice or
-    never, a bad boolean or date string, an unhashable dictionary key, or
-    nesting deeper than the stack allows.
-
-    It is an L{twisted.spread.jelly.InsecureJelly}, so code that handles
-    refused jelly handles it too; the original error, if any, is its C{__cause__}.
-
-    @since: pbext NEXT
-    """
-
-
-# Errors that malformed input makes Python or Twisted code raise while
-# unjellying; unjellyFull turns them into MalformedJelly.
-_MALFORMED_ERRORS = (
-    ArithmeticError,
-    AssertionError,
-    AttributeError,
-    ImportError,
-    LookupError,
-    RecursionError,
-    TypeError,
-    ValueError,
-)
-
 _MISSING = object()
 
 _W = TypeVar("_W")
-
-
-def _checkArity(rest: list[Any], count: int, tag: str) -> None:
-    """
-    Refuse an expression whose arguments (after the tag) are not C{count}.
-    """
-    if len(rest) != count:
-        raise MalformedJelly(
-            f"{tag} expression needs {count} argument(s), got {len(rest)}"
-        )
-
-
-def _checkRefID(refid: object) -> None:
-    """
-    Refuse a reference ID that is not an integer.
-    """
-    if type(refid) is not int:
-        raise MalformedJelly(f"reference IDs are integers, not {type(refid).__name__}")
 
 
 class _PendingReference(NotKnown):
@@ -253,149 +214,6 @@ class _LinearContainer(NotKnown):
             self.resolveDependants(self.containerType(self.items))
 
 
-class _StateChecking:
-    """
-    The unjellier as seen by Twisted's own C{unjellyFor} of a PB class
-    whose state is assigned wholesale (L{pb.CopiedFailure}): every value
-    that implementation unjellies directly is its state, and is checked
-    (ordinary attribute names only) before it is returned.
-    """
-
-    def __init__(self, unjellier: Unjellier, cls: type) -> None:
-        self._unjellier = unjellier
-        self._cls = cls
-
-    def unjelly(self, obj: Any) -> Any:
-        state = self._unjellier.unjelly(obj)
-        problem = stateProblem(state, None, None)
-        if problem is not None:
-            raise InsecureJelly(
-                f"refused state for {qual(self._cls)}: {problem} (a peer may only "
-                f"set ordinary attributes)"
-            )
-        return state
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._unjellier, name)
-
-
-class _ApplicationView:
-    """
-    The unjellier as application code (a class's own C{unjellyFor}, say)
-    sees it.  What that code unjellies through it is peer input: the
-    errors malformed input makes pbext's or Twisted's code raise become
-    L{MalformedJelly} here, so that they are not taken for errors of the
-    application's own code around the call.
-    """
-
-    __slots__ = ("_unjellier",)
-
-    def __init__(self, unjellier: Unjellier) -> None:
-        self._unjellier = unjellier
-
-    def unjelly(self, obj: Any) -> Any:
-        try:
-            return self._unjellier.unjelly(obj)
-        except (InsecureJelly, pb.Error):
-            raise
-        except _MALFORMED_ERRORS as e:
-            raise MalformedJelly(
-                f"malformed jelly expression ({type(e).__name__}: {e})"
-            ) from e
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._unjellier, name)
-
-
-class _ClassicClass:
-    """
-    What the L{Unjellier} knows about a class (or function) registered
-    with Twisted's global registries, worked out once per expression.
-
-    @ivar owner: The class the state's keys are compared with (L{None}
-        for a function).
-    @ivar name: Its qualified name, for messages.
-    @ivar rule: Its declared rule (L{pbext.copystate.ruleOf}).
-    @ivar index: Where its state is in its expression: 2 for a
-        L{pb.RemoteCache} (C{[name, cacheID, state]}), else 1.
-    @ivar needsDict: Whether only a dictionary will do (else empty state,
-        such as L{None}, is accepted too).
-    @ivar goodKeys: The received keys (as bytes) already found acceptable.
-    """
-
-    __slots__ = ("owner", "name", "rule", "index", "needsDict", "goodKeys", "learnt")
-
-    def __init__(self, regClass: Any, invoker: Any) -> None:
-        isClass = isinstance(regClass, type)
-        self.owner: type | None = regClass if isClass else None
-        try:
-            self.name = qual(regClass)
-        except Exception:
-            self.name = repr(regClass)[:200]
-        self.rule = ruleOf(regClass)
-        self.index = 1
-        # Only pb.RemoteCopy's own setCopyableState turns empty state (None,
-        # an empty list ...) into {}, so only its classes may get it, unless
-        # Twisted's code assigns the state to __dict__ as it is (no broker).
-        self.needsDict = True
-        if isClass and issubclass(regClass, flavors.RemoteCopy):
-            if issubclass(regClass, flavors.RemoteCache):
-                self.index = 2
-            self.needsDict = (
-                invoker is None
-                and not hasattr(regClass, "__setstate__")
-                and regClass.unjellyFor
-                in (flavors.RemoteCopy.unjellyFor, flavors.RemoteCache.unjellyFor)
-            )
-        self.goodKeys: set[bytes] = set()
-        # Whether the broker's plain tables were told of it.
-        self.learnt = False
-
-
-# Read once: attribute lookups on twisted.spread.jelly go through a slow
-# deprecation proxy (see pbext._twisted.JELLY_NAMESPACE).
-_Unjellyable = _twistedJelly.Unjellyable
-
-
-def _classicRegistry() -> Mapping[bytes, Any]:
-    """
-    Twisted's global copier registry, looked up on each use (tests and
-    applications may replace it).  Its keys are bytes, whatever its
-    annotation says.
-    """
-    return cast("Mapping[bytes, Any]", _JELLY_NAMESPACE["unjellyableRegistry"])
-
-
-def _classicFactories() -> Mapping[bytes, Any]:
-    """
-    Twisted's global copier factory registry, looked up on each use.
-    """
-    return cast("Mapping[bytes, Any]", _JELLY_NAMESPACE["unjellyableFactoryRegistry"])
-
-
-# PB's own copy tags, always understood.
-_PB_UNJELLYABLES: dict[bytes, Any] = {
-    b"remote": pb.RemoteReference,
-    b"local": flavors.unjellyLocal,
-    b"cached": flavors.unjellyCached,
-    b"lcache": flavors.unjellyLCache,
-    b"twisted.spread.pb.CopyableFailure": pb.CopiedFailure,
-}
-
-
-# What an empty container expression gives, as state of a classic copy.
-_EMPTY_STATES: dict[bytes, Any] = {
-    b"list": [],
-    b"tuple": (),
-    b"set": frozenset(),
-    b"frozenset": frozenset(),
-}
-
-
-# PB's reference tags: [tag, id], meaningful only to a broker.
-_PB_REFERENCE_TAGS = frozenset({b"remote", b"local", b"cached", b"lcache"})
-
-
 class Unjellier(_twisted.Unjellier):
     """
     Twisted's unjellier with pbext's type lookup (see the module
@@ -455,8 +273,8 @@ class Unjellier(_twisted.Unjellier):
         self._registryOf: dict[bytes, Any] = {}
         # What is known of each classic class met so far, and the view of
         # this unjellier their code gets.
-        self._classicClasses: dict[Any, _ClassicClass] = {}
-        self._view: _ApplicationView | None = None
+        self._classicClasses: dict[Any, ClassicClass] = {}
+        self._view: ApplicationView | None = None
         # The values that wait for one still being built (a cycle through
         # something immutable), and how many more may (maxWaitingValues).
         self._waiting: list[Any] = []
@@ -499,7 +317,7 @@ class Unjellier(_twisted.Unjellier):
                 f"malformed jelly expression ({type(e).__name__}: {e})"
             ) from e
         for hook in self.postCallbacks:
-            self._runApplication(type(getattr(hook, "__self__", hook)), hook)
+            runApplication(type(getattr(hook, "__self__", hook)), hook)
         return result
 
     def _wait(self, value: _W) -> _W:
@@ -572,268 +390,19 @@ class Unjellier(_twisted.Unjellier):
         if registry is not None:
             return maybePostUnjelly(self, registry.unjellyFor(tag, self, obj))
         if self.classic:
-            return self._unjellyClassic(tag, obj)
+            return unjellyClassic(self, tag, obj)
         if not self.taster.isTypeAllowed(tag):
             raise InsecureJelly(f"type {tag!r} not allowed")
-        return self._unjellyNamed(tag, obj)
+        return unjellyNamed(self, tag, obj)
 
-    def _unjellyNamed(self, tag: bytes, obj: list[Any]) -> Any:
+    def _learnClassic(self, tag: bytes, regClass: Any) -> None:
         """
-        Build the local object for an allowed, non-basic type name from
-        PB's own copy tags, Twisted's registries or the policy's classes.
+        Tell the broker's plain tables of the classic class C{regClass},
+        first met under C{tag} (once per expression).
         """
-        regClass = _PB_UNJELLYABLES.get(tag)
-        if regClass is None and self.acceptClassicRegistry:
-            regClass = _classicRegistry().get(tag)
-        if regClass is not None:
-            return maybePostUnjelly(self, self._callUnjellyable(regClass, obj))
-        if self.acceptClassicRegistry:
-            factory = _classicFactories().get(tag)
-            if factory is not None:
-                _checkArity(obj[1:], 1, tag.decode("utf-8", "replace"))
-                state = self.unjelly(obj[1])
-                if self.checkCopyState:
-                    self._checkState(state, self._classicClass(factory))
-                return maybePostUnjelly(
-                    self, self._runApplication(factory, factory, state)
-                )
-        cls = self._instanceClass(tag)
-        if cls is not None:
-            _checkArity(obj[1:], 1, qual(cls))
-            return self._genericUnjelly(cls, obj[1])
-        raise InsecureJelly(
-            f"no local type is registered for {tag!r}: register it with a "
-            f"copyable registry (nothing is imported because a peer named it)"
-        )
-
-    def _unjellyClassic(self, tag: bytes, obj: list[Any]) -> Any:
-        """
-        Stock jelly's lookup, with copy state checked if the policy asks.
-        """
-        if not self.taster.isTypeAllowed(tag):
-            raise InsecureJelly(tag)
-        regClass = _classicRegistry().get(tag)
-        if regClass is not None:
-            return maybePostUnjelly(self, self._callUnjellyable(regClass, obj))
-        return super().unjelly(obj)
-
-    def _callUnjellyable(self, regClass: Any, obj: list[Any]) -> Any:
-        """
-        Call a registered class's C{unjellyFor} (or a registered function),
-        as stock jelly does.  PB's own are trusted (the state of a copied
-        failure is checked as it is unjellied); an application's have
-        their state checked first (L{_callApplication}).
-        """
-        tag = obj[0]
-        if _PB_UNJELLYABLES.get(tag) is not regClass:
-            return self._callApplication(regClass, obj)
-        if tag in _PB_REFERENCE_TAGS:
-            _checkArity(obj[1:], 1, tag.decode())
-            if type(obj[1]) not in (int, bytes, str):
-                raise MalformedJelly(
-                    f"object IDs are integers or names, not {type(obj[1]).__name__}"
-                )
-            if self.invoker is None:
-                raise InsecureJelly(
-                    f"{tag.decode()!r} expressions need a broker to refer to"
-                )
-        instance = createBlank(regClass)
-        method: Any = getattr(instance, "unjellyFor", regClass)
-        unjellier: Any = self
-        if self.checkCopyState and regClass is pb.CopiedFailure:
-            unjellier = _StateChecking(self, regClass)
-        return method(unjellier, obj)
-
-    def _classicClass(self, regClass: Any) -> _ClassicClass:
-        """
-        What is known about C{regClass}, worked out once per expression.
-        """
-        info = self._classicClasses.get(regClass)
-        if info is None:
-            info = self._classicClasses[regClass] = _ClassicClass(
-                regClass, self.invoker
-            )
-        return info
-
-    def _callApplication(self, regClass: Any, obj: list[Any]) -> Any:
-        """
-        Build an object with an application's class (or function)
-        registered with C{pb.setUnjellyableForClass}.
-
-        Unless the policy or the class says otherwise, the expression must
-        be a copy's (C{[name, state]}, or C{[name, cacheID, state]} for a
-        L{pb.RemoteCache}) and its state must pass
-        L{pbext.copystate.stateProblem}, checked on the expression itself,
-        before any of the class's code runs: its C{unjellyFor} then
-        unjellies exactly what was checked.  An exception of that code is a
-        L{pbext.copystate.CopyHookError}.
-
-        @raise InsecureJelly: If the state is refused.
-        """
-        info = self._classicClass(regClass)
-        if not info.learnt:
-            info.learnt = True
-            plainTypes = _brokerPlainTypes(self.invoker)
-            if plainTypes is not None and self._trustBasic:
-                plainTypes.learnReceive(obj[0], regClass)
-        if self.checkCopyState and info.rule is not UNCHECKED:
-            index = info.index
-            if len(obj) != index + 1:
-                shape = "[name, cacheID, state]" if index == 2 else "[name, state]"
-                raise InsecureJelly(
-                    f"refused a {info.name}: a copy of it is {shape}, not "
-                    f"{len(obj)} elements (a class that reads a wire format of "
-                    f"its own must be declared with pbext.copystate.uncheckedState)"
-                )
-            if index == 2 and type(obj[1]) is not int:
-                raise MalformedJelly("cache IDs are integers")
-            self._checkStateExpression(obj[index], info)
-        view = self._view
-        if view is None:
-            view = self._view = _ApplicationView(self)
-        # What stock jelly does with a registered class or function, with
-        # _runApplication's handling of errors (inline: once per copy).
-        try:
-            instance = createBlank(regClass)
-            method = getattr(instance, "unjellyFor", regClass)
-            return method(view, obj)
-        except (InsecureJelly, pb.Error):
-            raise
-        except Exception as e:
-            raise hookError(regClass, Failure()) from e
-
-    def _runApplication(
-        self, owner: Any, function: Callable[..., Any], *args: Any
-    ) -> Any:
-        """
-        Run application code that builds an object of C{owner}.
-
-        @raise pbext.copystate.CopyHookError: If it raises anything but an
-            L{InsecureJelly} or a L{pb.Error} (refusals, and errors of
-            nested copies, which pass unchanged).
-        """
-        try:
-            return function(*args)
-        except (InsecureJelly, pb.Error):
-            raise
-        except Exception as e:
-            raise hookError(owner, Failure()) from e
-
-    def _refuseState(self, info: _ClassicClass, problem: str) -> NoReturn:
-        raise InsecureJelly(f"refused state for {info.name}: {problem}")
-
-    def _checkState(self, state: Any, info: _ClassicClass) -> None:
-        """
-        Refuse unjellied C{state} for the class C{info} describes, unless
-        it passes L{pbext.copystate.stateProblem}.
-        """
-        problem = stateProblem(state, info.owner, info.rule, info.needsDict)
-        if problem is not None:
-            self._refuseState(info, problem)
-
-    def _checkStateExpression(self, expression: Any, info: _ClassicClass) -> None:
-        """
-        Refuse the state expression of a copy for the class C{info}
-        describes unless the state it gives passes
-        L{pbext.copystate.stateProblem}: read from the expression itself,
-        unjellying nothing (only a reference to a finished value is looked
-        up).
-
-        @raise InsecureJelly: If it is refused.
-        @raise MalformedJelly: If it is malformed.
-        """
-        for _ in range(8):
-            if type(expression) is not list or not expression:
-                break
-            tag = expression[0]
-            if tag is PREBUILT and len(expression) == 2:
-                self._checkState(expression[1], info)
-                return
-            if tag != b"reference":
-                break
-            _checkArity(expression[1:], 2, "reference")
-            _checkRefID(expression[1])
-            expression = expression[2]
-        if type(expression) is not list:
-            self._checkState(expression, info)
-            return
-        if not expression:
-            raise MalformedJelly("empty jelly expression")
-        tag = expression[0]
-        if tag == b"dictionary":
-            self._checkStateKeys(expression, info)
-            return
-        if tag == b"dereference":
-            _checkArity(expression[1:], 1, "dereference")
-            _checkRefID(expression[1])
-            value = self.references.get(expression[1], _MISSING)
-            if isinstance(value, NotKnown) and value.resolved:
-                value = value.resolvedObject
-            if value is _MISSING or isinstance(value, NotKnown):
-                self._refuseState(info, "state refers to an object not yet complete")
-            self._checkState(value, info)
-            return
-        if tag == b"None" and len(expression) == 1:
-            self._checkState(None, info)
-            return
-        empty = _EMPTY_STATES.get(tag) if type(tag) is bytes else None
-        if empty is not None and len(expression) == 1:
-            self._checkState(empty, info)
-            return
-        if type(tag) is bytes:
-            kind = tag.decode("utf-8", "replace")[:40]
-        else:
-            kind = type(tag).__name__
-        self._refuseState(info, f"state is a {kind!r} expression, not a dictionary")
-
-    def _checkStateKeys(self, expression: list[Any], info: _ClassicClass) -> None:
-        """
-        Check the keys of a state's C{dictionary} expression: each must be
-        a bytes atom or a C{unicode} expression, and pass
-        L{pbext.copystate.keyProblem}.
-        """
-        good = info.goodKeys
-        for pair in expression[1:]:
-            if type(pair) is not list or len(pair) != 2:
-                raise MalformedJelly("dictionary items are [key, value] lists")
-            key = pair[0]
-            if type(key) is list:
-                if len(key) == 2 and key[0] == b"unicode" and type(key[1]) is bytes:
-                    key = key[1]
-                else:
-                    self._refuseState(info, "a state key is not a string")
-            elif type(key) is not bytes:
-                self._refuseState(
-                    info, f"state key {key!r} is a {type(key).__name__}, not a string"
-                )
-            if key in good:
-                continue
-            problem = keyProblem(key, info.owner, info.rule)
-            if problem is not None:
-                self._refuseState(info, problem)
-            if len(good) < 1024:
-                good.add(key)
-
-    def _instanceClass(self, tag: bytes) -> type | None:
-        """
-        The class the policy (or a stock taster's C{allowInstancesOf})
-        allows instances of under the name C{tag}.
-        """
-        finder = getattr(self.policy, "instanceClassFor", None)
-        if finder is not None:
-            return finder(tag)
-        for klass in getattr(self.taster, "allowedClasses", {}):
-            if isinstance(klass, type) and qual(klass).encode("utf-8") == tag:
-                return klass
-        return None
-
-    def _genericUnjelly(self, cls: type, state: Any) -> Any:
-        state = self.unjelly(state)
-        if self.checkCopyState:
-            self._checkState(state, self._classicClass(cls))
-        return maybePostUnjelly(
-            self, self._runApplication(cls, newInstance, cls, state)
-        )
+        plainTypes = _brokerPlainTypes(self.invoker)
+        if plainTypes is not None and self._trustBasic:
+            plainTypes.learnReceive(tag, regClass)
 
     def _unjellyItems(self, rest: list[Any]) -> tuple[list[Any], list[int]]:
         """
@@ -1160,28 +729,7 @@ def _jellyPlain(
     if kind is bool:
         return [b"boolean", b"true" if obj else b"false"]
     if kind is dict:
-        if id(obj) in seen or depth >= _PLAIN_MAX_NESTING:
-            raise _NotPlain
-        seen.add(id(obj))
-        depth += 1
-        size = len(obj)
-        sexp: list[Any] = [b"dictionary"]
-        append = sexp.append
-        for key, value in obj.items():
-            kind = type(key)
-            if kind is str:
-                key = [b"unicode", key.encode("UTF-8")]
-            elif kind is not bytes and kind is not int and kind is not float:
-                key = _jellyPlain(key, seen, types, depth)
-            kind = type(value)
-            if kind is str:
-                value = [b"unicode", value.encode("UTF-8")]
-            elif kind is not bytes and kind is not int and kind is not float:
-                value = _jellyPlain(value, seen, types, depth)
-            append([key, value])
-        if len(sexp) != size + 1:
-            raise RuntimeError("dictionary changed size during serialization")
-        return sexp
+        return _jellyPlainDict(obj, seen, types, depth)
     tag = _PLAIN_SEQUENCES.get(kind)
     if tag is None:
         spec = types.get(kind) if types else None
@@ -1196,7 +744,7 @@ def _jellyPlain(
     seen.add(id(obj))
     depth += 1
     size = len(obj)
-    sexp = [tag]
+    sexp: list[Any] = [tag]
     append = sexp.append
     for item in obj:
         kind = type(item)
@@ -1208,6 +756,40 @@ def _jellyPlain(
             append(_jellyPlain(item, seen, types, depth))
     if len(sexp) != size + 1 or len(obj) != size:
         raise RuntimeError(f"{tag.decode()} changed size during serialization")
+    return sexp
+
+
+def _jellyPlainDict(
+    obj: dict[Any, Any], seen: set[int], types: Mapping[type, Any] | None, depth: int
+) -> list[Any]:
+    """
+    Jelly a dictionary for L{_jellyPlain}: its keys and values in its
+    order, each plain.
+
+    @raise _NotPlain: As L{_jellyPlain} does.
+    @raise RuntimeError: If it changes size while it is jellied.
+    """
+    if id(obj) in seen or depth >= _PLAIN_MAX_NESTING:
+        raise _NotPlain
+    seen.add(id(obj))
+    depth += 1
+    size = len(obj)
+    sexp: list[Any] = [b"dictionary"]
+    append = sexp.append
+    for key, value in obj.items():
+        kind = type(key)
+        if kind is str:
+            key = [b"unicode", key.encode("UTF-8")]
+        elif kind is not bytes and kind is not int and kind is not float:
+            key = _jellyPlain(key, seen, types, depth)
+        kind = type(value)
+        if kind is str:
+            value = [b"unicode", value.encode("UTF-8")]
+        elif kind is not bytes and kind is not int and kind is not float:
+            value = _jellyPlain(value, seen, types, depth)
+        append([key, value])
+    if len(sexp) != size + 1:
+        raise RuntimeError("dictionary changed size during serialization")
     return sexp
 
 
@@ -1429,44 +1011,9 @@ def _unjellyPlain(
     else:
         loose = refs.loose
     if tag == b"dictionary":
-        result: dict[Any, Any] = {}
-        for pair in sexp[1:]:
-            if type(pair) is not list or len(pair) != 2:
-                raise _NotPlain
-            key, value = pair
-            if type(key) is list:
-                key = _unjellyPlain(key, types, refs)
-                if type(key) is _OpenReference:
-                    raise _NotPlain
-            if type(value) is list:
-                value = _unjellyPlain(value, types, refs)
-            try:
-                result[key] = value
-            except TypeError:
-                raise _NotPlain from None
-            if type(value) is _OpenReference:
-                refs.place(result, key, value)  # type: ignore[union-attr]
-        return result
+        return _unjellyPlainDict(sexp, types, refs)
     if tag == b"list" or tag == b"tuple" or tag == b"set" or tag == b"frozenset":
-        items = [
-            _unjellyPlain(item, types, refs) if type(item) is list else item
-            for item in sexp[1:]
-        ]
-        if refs is not None and refs.loose != loose:
-            # A cycle: only a list's items may wait for its value.
-            if tag != b"list":
-                raise _NotPlain
-            for index, item in enumerate(items):
-                if type(item) is _OpenReference:
-                    refs.place(items, index, item)
-        if tag == b"list":
-            return items
-        if tag == b"tuple":
-            return tuple(items)
-        try:
-            return set(items) if tag == b"set" else frozenset(items)
-        except TypeError:
-            raise _NotPlain from None
+        return _unjellyPlainSequence(tag, sexp, types, refs, loose)
     if tag == b"None":
         if len(sexp) != 1:
             raise _NotPlain
@@ -1489,6 +1036,71 @@ def _unjellyPlain(
                 return built
             return _buildTyped(spec, state)
     raise _NotPlain
+
+
+def _unjellyPlainSequence(
+    tag: bytes,
+    sexp: list[Any],
+    types: Mapping[bytes, Any] | None,
+    refs: _PlainReferences | None,
+    loose: int,
+) -> Any:
+    """
+    Unjelly a C{list}, C{tuple}, C{set} or C{frozenset} expression for
+    L{_unjellyPlain}; only a list's items may wait for a reference.
+
+    @param loose: How many references were open before its items.
+    @raise _NotPlain: As L{_unjellyPlain} does.
+    """
+    items = [
+        _unjellyPlain(item, types, refs) if type(item) is list else item
+        for item in sexp[1:]
+    ]
+    if refs is not None and refs.loose != loose:
+        # A cycle: only a list's items may wait for its value.
+        if tag != b"list":
+            raise _NotPlain
+        for index, item in enumerate(items):
+            if type(item) is _OpenReference:
+                refs.place(items, index, item)
+    if tag == b"list":
+        return items
+    if tag == b"tuple":
+        return tuple(items)
+    try:
+        return set(items) if tag == b"set" else frozenset(items)
+    except TypeError:
+        raise _NotPlain from None
+
+
+def _unjellyPlainDict(
+    sexp: list[Any], types: Mapping[bytes, Any] | None, refs: _PlainReferences | None
+) -> dict[Any, Any]:
+    """
+    Unjelly a C{dictionary} expression for L{_unjellyPlain}, in the
+    sender's order; a value that waits for a reference is placed when it
+    is defined.
+
+    @raise _NotPlain: As L{_unjellyPlain} does.
+    """
+    result: dict[Any, Any] = {}
+    for pair in sexp[1:]:
+        if type(pair) is not list or len(pair) != 2:
+            raise _NotPlain
+        key, value = pair
+        if type(key) is list:
+            key = _unjellyPlain(key, types, refs)
+            if type(key) is _OpenReference:
+                raise _NotPlain
+        if type(value) is list:
+            value = _unjellyPlain(value, types, refs)
+        try:
+            result[key] = value
+        except TypeError:
+            raise _NotPlain from None
+        if type(value) is _OpenReference:
+            refs.place(result, key, value)  # type: ignore[union-attr]
+    return result
 
 
 def _buildTyped(spec: Any, state: dict[Any, Any]) -> Any:
@@ -1550,6 +1162,23 @@ def _buildTyped(spec: Any, state: dict[Any, Any]) -> Any:
     if sent is not _MISSING:
         state = dict(state)
         del state[VERSION_KEY]
+    return _constructTyped(build, byKeyword, positional, direct, state)
+
+
+def _constructTyped(
+    build: Any,
+    byKeyword: bool,
+    positional: tuple[str, ...] | None,
+    direct: bool,
+    state: dict[Any, Any],
+) -> Any:
+    """
+    Make the object of checked C{state} for L{_buildTyped}: through
+    C{build} given the state, its fields by keyword or (where they are all
+    there) by position, or without its constructor (C{direct}).
+
+    @raise _NotPlain: If building fails.
+    """
     try:
         if not byKeyword:
             return build(state)
@@ -1788,7 +1417,7 @@ class PlainTypes:
             and type(tag) is bytes
             and tag not in _BASIC_THUNKS
             and tag not in _IMPORTING_TYPES
-            and tag not in _PB_UNJELLYABLES
+            and tag not in PB_UNJELLYABLES
             and self._taster.isTypeAllowed(tag)
         ):
             spec = _classicReceiveSpec(cls, tag, policy[1])
@@ -1810,13 +1439,6 @@ NOT_PLAIN: Any = object()
 #: give the same results (the tests run both).
 jellyPlain = _jellyPlainPython
 unjellyPlain = _unjellyPlainPython
-
-#: The tag of C{[PREBUILT, obj]}, an expression the L{Unjellier} turns
-#: into C{obj} itself: pbext's decoder, when part of a message it has
-#: already turned into values proves not to be plain, hands the objects it
-#: built for registered types to the full unjellier this way, so that they
-#: are not built twice.  No peer can send it: tags on the wire are bytes.
-PREBUILT: Any = object()
 
 if _speedups is not None:
     _speedups.configure(notPlain=NOT_PLAIN, prebuilt=PREBUILT, versionKey=VERSION_KEY)
@@ -1929,7 +1551,7 @@ def _unsendableMessage(className: str) -> str:
     """
     receiving = any(
         isinstance(value, type) and qual(value) == className
-        for value in _classicRegistry().values()
+        for value in classicRegistry().values()
     )
     why = (
         "its class is registered (pb.setUnjellyableForClass) only for receiving copies"

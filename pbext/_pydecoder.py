@@ -18,18 +18,14 @@ from pbext._framing import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_MESSAGE_TOKENS,
-    LONG_STRING,
     SIZE_LIMIT,
     FramingError,
     checkLimits,
 )
+from pbext._heldbytes import HeldBytes
 from pbext.interfaces import IDecoder
 
 __all__ = ["PythonDecoder"]
-
-#: A long string's final buffer is made once this share of it has arrived,
-#: so a peer makes a decoder hold at most this many times the bytes it sent.
-_LONG_STRING_SHARE = 16
 
 _findTypeByte = re.compile(b"[\x80-\xff]").search
 _unpackDouble = struct.Struct("!d").unpack_from
@@ -86,19 +82,9 @@ class PythonDecoder:
         self.maxMessageTokens = maxMessageTokens
         self.maxMessageBytes = maxMessageBytes
         self._vocabulary: Optional[Dict[int, bytes]] = None
-        # Bytes received but not parsed yet: at most one incomplete token.
-        # They start at a token boundary; parsing resumes once _have (their
-        # total length) reaches _need.
-        self._chunks: List[bytes] = []
-        self._have = 0
-        self._need = 0
-        # The declared length of the string whose header starts the held
-        # bytes (0 if they hold no string's header); and, once it is long
-        # and enough of it arrived, its final buffer, filled up to its last
-        # _longSize - (_need - _have) bytes, with _chunks empty meanwhile.
-        self._longSize = 0
-        self._long: Optional[bytearray] = None
-        self._offered = False
+        # Bytes received but not parsed yet: at most one incomplete token,
+        # or a long string's final buffer.
+        self._held = HeldBytes()
         # The lists being filled: the innermost one and its declared length,
         # and (list, length) for each enclosing one, outermost first; the
         # first entry of a non-empty stack is (None, 0), the top level.
@@ -143,23 +129,21 @@ class PythonDecoder:
         """
         See L{IDecoder.pendingBytes}.
         """
-        return self._messageBytes + self._have
+        return self._messageBytes + self._held.have
 
     @property
     def wantedBytes(self) -> int:
         """
         See L{IDecoder.wantedBytes}.
         """
-        if self._chunks or self._long is not None:
-            return max(self._need - self._have, 0)
-        return 0
+        return self._held.wanted()
 
     @property
     def messageStarted(self) -> bool:
         """
         See L{IDecoder.messageStarted}.
         """
-        return self._messageBytes + self._have > 0
+        return self._messageBytes + self._held.have > 0
 
     def feed(self, data: bytes) -> List[object]:
         """
@@ -180,27 +164,20 @@ class PythonDecoder:
         See L{IDecoder.receiveBuffer}: here, a view of the string's own
         buffer, exactly L{wantedBytes} long.
         """
-        if self._long is None or self._failure is not None or self._busy:
+        if self._held.long is None or self._failure is not None or self._busy:
             return None
-        self._offered = True
-        room = self._need - self._have
-        return memoryview(self._long)[self._longSize - room :]
+        return self._held.receiveBuffer()
 
     def bufferFilled(self, count: int, expressionReceived: Emit) -> None:
         """
         See L{IDecoder.bufferFilled}.
         """
         self._checkUsable()
-        if not self._offered:
-            raise ValueError("no receive buffer is outstanding")
-        room = self._need - self._have
-        if count < 0 or count > room:
-            raise ValueError(f"{count} bytes cannot fill a receive buffer of {room}")
-        self._offered = False
-        self._have += count
-        if self._have < self._need:
+        if not self._held.filled(count):
             return
-        self._decode(b"", expressionReceived, self._finishLong())
+        string, size = self._held.finishLong()
+        self._messageBytes += size
+        self._decode(b"", expressionReceived, string)
 
     # -- bytes held between calls --------------------------------------------
 
@@ -213,91 +190,12 @@ class PythonDecoder:
         if self._busy:
             raise RuntimeError("a Decoder cannot be fed from its own callback")
 
-    def _fillLong(self, data: bytes) -> Tuple[Optional[bytes], bytes]:
-        """
-        Copy into the long string being received what of C{data} belongs
-        to it.
-
-        @return: The string if that completes it, else L{None}; and the
-            bytes of C{data} after it.
-        """
-        assert self._long is not None
-        self._offered = False
-        room = self._need - self._have
-        taken = memoryview(data)[:room]
-        at = self._longSize - room
-        self._long[at : at + len(taken)] = taken
-        self._have += len(taken)
-        if self._have < self._need:
-            return None, b""
-        return self._finishLong(), data[len(taken) :]
-
-    def _joinHeld(self, data: bytes) -> Optional[bytes]:
-        """
-        Add C{data} to the bytes held of an incomplete token.
-
-        @return: All the bytes held, once the token is whole, else L{None}.
-        """
-        self._chunks.append(data)
-        self._have += len(data)
-        if self._have < self._need:
-            self._startLong()
-            return None
-        return b"".join(self._chunks)
-
     def _hold(self, buf: bytes, pos: int, need: int = 0, stringSize: int = 0) -> None:
         """
         Keep the bytes of C{buf} from C{pos} on, which start a token that
         parsing resumes from once C{need} bytes are held.
         """
-        if pos < len(buf):
-            tail = buf[pos:] if pos else buf
-            self._chunks = [tail]
-            self._have = len(tail)
-            self._need = need
-            self._longSize = stringSize
-        else:
-            self._chunks = []
-            self._have = 0
-            self._need = 0
-            self._longSize = 0
-
-    def _startLong(self) -> None:
-        """
-        If the held bytes start a long string of which enough has arrived,
-        make its final buffer now, with the body held copied into it.
-        """
-        size = self._longSize
-        if not self._chunks or size <= LONG_STRING:
-            return
-        header = self._need - size
-        if self._have - header < size // _LONG_STRING_SHARE:
-            return
-        string = bytearray(size)
-        at = 0
-        skip = header
-        for chunk in self._chunks:
-            piece = memoryview(chunk)[skip:]
-            skip = max(skip - len(chunk), 0)
-            string[at : at + len(piece)] = piece
-            at += len(piece)
-        self._chunks = []
-        self._long = string
-
-    def _finishLong(self) -> bytes:
-        """
-        Take the completed long string, counting its bytes as parsed bytes
-        of the message.
-        """
-        assert self._long is not None
-        string = bytes(self._long)
-        self._long = None
-        self._offered = False
-        self._messageBytes += self._need
-        self._have = 0
-        self._need = 0
-        self._longSize = 0
-        return string
+        self._held.hold(buf, pos, need, stringSize)
 
     # -- parsing -------------------------------------------------------------
 
@@ -310,13 +208,15 @@ class PythonDecoder:
         self._checkUsable()
         if type(data) is not bytes:
             data = bytes(data)
+        held = self._held
         if first is None:
-            if self._long is not None:
-                first, data = self._fillLong(data)
+            if held.long is not None:
+                first, data, size = held.fillLong(data)
                 if first is None:
                     return
-            elif self._chunks:
-                joined = self._joinHeld(data)
+                self._messageBytes += size
+            elif held.chunks:
+                joined = held.join(data)
                 if joined is None:
                     return
                 data = joined
@@ -327,7 +227,7 @@ class PythonDecoder:
             self._parse(data, emit)
         finally:
             self._busy = False
-        self._startLong()
+        held.startLong()
 
     def _placeLong(self, string: bytes, after: bytes, emit: Emit) -> None:
         """
@@ -519,17 +419,11 @@ class PythonDecoder:
         message to C{tokens} tokens, that breaks the token, length or depth
         limit (the first of them, in that order).
         """
-        if tokens > self.maxMessageTokens:
-            return self._fail(
-                "maxMessageTokens",
-                f"message of more than {self.maxMessageTokens} tokens",
+        return self._fail(
+            *_listRefusal(
+                size, tokens, self.maxMessageTokens, self.maxListLength, self.maxDepth
             )
-        if size > self.maxListLength:
-            return self._fail(
-                "maxListLength",
-                f"list of {size} elements, more than {self.maxListLength}",
-            )
-        return self._fail("maxDepth", f"lists nested more than {self.maxDepth} deep")
+        )
 
     def _badWord(
         self, number: int, vocabulary: Optional[Dict[int, bytes]]
@@ -537,11 +431,7 @@ class PythonDecoder:
         """
         The error for a vocabulary token that C{vocabulary} does not know.
         """
-        if vocabulary is None:
-            return self._fail(
-                "badVocabulary", "vocabulary token before the pb dialect was selected"
-            )
-        return self._fail("badVocabulary", f"unknown vocabulary token {number}")
+        return self._fail("badVocabulary", _badWordMessage(number, vocabulary))
 
     def _tooLong(self) -> FramingError:
         """
@@ -557,3 +447,28 @@ class PythonDecoder:
         """
         self._failure = (limit, message)
         return FramingError(limit, message)
+
+
+def _listRefusal(
+    size: int, tokens: int, maxMessageTokens: int, maxListLength: int, maxDepth: int
+) -> Tuple[str, str]:
+    """
+    The limit a list header of C{size} elements, bringing its message to
+    C{tokens} tokens, breaks (the first of the token, length and depth
+    limits, in that order), and the message saying how.
+    """
+    if tokens > maxMessageTokens:
+        return "maxMessageTokens", f"message of more than {maxMessageTokens} tokens"
+    if size > maxListLength:
+        return "maxListLength", f"list of {size} elements, more than {maxListLength}"
+    return "maxDepth", f"lists nested more than {maxDepth} deep"
+
+
+def _badWordMessage(number: int, vocabulary: Optional[Dict[int, bytes]]) -> str:
+    """
+    What is wrong with vocabulary token C{number}: no vocabulary yet, or
+    not one of C{vocabulary}'s words.
+    """
+    if vocabulary is None:
+        return "vocabulary token before the pb dialect was selected"
+    return f"unknown vocabulary token {number}"

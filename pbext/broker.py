@@ -62,6 +62,7 @@ from pbext._wire import (
     MessageTooLarge,
     PolicyViolation,
 )
+from pbext.budget import precharge
 from pbext.codec import encodePieces
 from pbext.factorystate import (
     BrokerFactoryMixin,
@@ -511,7 +512,7 @@ class Broker(pb.Broker):
             self._pbextLimits.maxOutgoingMessageBytes,
         )
         flow = self._pbextFlow
-        if flow.budget is not None and not flow.precharge(pieces):
+        if flow.budget is not None and not precharge(flow, pieces):
             return
         if len(pieces) == 1:
             self._pbextWrite(pieces[0])

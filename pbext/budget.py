@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 from twisted.logger import Logger
 
 if TYPE_CHECKING:
+    from pbext._flow import FlowControl
     from pbext.security import Limits
 
 #: Changes of a broker's buffered bytes smaller than this are not reported
@@ -169,3 +170,34 @@ def budgetFor(limits: Limits) -> MemoryBudget:
 
 
 __all__ = ["BYTES_STEP", "MemoryBudget", "budgetFor"]
+
+
+def precharge(flow: FlowControl, pieces: list[bytes]) -> bool:
+    """
+    Before a large message (C{pieces}) joins output that already waits for
+    a peer that is not reading, charge it to the server's budget through
+    the connection's flow control, C{flow}: if that makes this connection
+    the one to cut, it is cut before the transport copies the message into
+    its buffer (a copy the budget would otherwise only see afterwards).
+
+    @return: Whether the message may still be written.
+    """
+    measure = flow.pendingOut
+    if measure is None:
+        return True
+    pending = measure()
+    if not pending:
+        return True
+    size = sum(map(len, pieces))
+    if size < BYTES_STEP:
+        return True
+    budget = flow.budget
+    assert budget is not None
+    flow.unwritten = size
+    try:
+        flow.chargedBytes = pending + size
+        budget.chargeBytes(flow.broker, pending + size)
+    finally:
+        flow.unwritten = 0
+    broker = flow.broker
+    return not (broker._pbextDropped or broker.disconnected)

@@ -61,7 +61,6 @@ is checked.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import inspect
 import sys
 import types
@@ -76,6 +75,16 @@ from twisted.spread import flavors, jelly, pb
 from zope.interface import implementer
 
 from pbext import _twisted
+from pbext._registrychecks import (
+    RegistryError,
+    checkCacheClasses,
+    checkClass,
+    checkIsClass,
+    checkNotEnum,
+    checkUpgrade,
+    checkVersion,
+    checkWireName,
+)
 from pbext.interfaces import ICopyableRegistry
 from pbext.typecheck import _accept, _Checker, _compile, describeAnnotation
 
@@ -101,47 +110,6 @@ greater than 1.
 _VERSION_KEY_BYTES = VERSION_KEY.encode("ascii")
 _UNICODE = b"unicode"
 _DICTIONARY = b"dictionary"
-
-# Type names that jelly and PB already use for their own expressions: a
-# registration under one of them would take over, for example, every list.
-_RESERVED = frozenset(
-    [
-        name[len("_unjelly_") :].encode("ascii")
-        for name in dir(_twisted.Unjellier)
-        if name.startswith("_unjelly_")
-    ]
-    + [
-        b"remote",
-        b"local",
-        b"cached",
-        b"lcache",
-        b"copy",
-        b"cache",
-        b"long",
-        b"long_int",
-        b"dict",
-        b"string",
-        b"str",
-        b"int",
-        b"float",
-        b"bool",
-        b"NoneType",
-    ]
-)
-
-
-class RegistryError(ValueError):
-    """
-    A registration is inconsistent: a wire name or a class registered twice,
-    a reserved wire name, an annotation that cannot be checked, ...
-
-    Raised when the registration is made (or, for annotations that name
-    classes defined later, when the registry is first used or
-    L{CopyableRegistry.validate} is called), never because of what a peer
-    sent.
-
-    @since: pbext NEXT
-    """
 
 
 class CopyableStateError(jelly.InsecureJelly):
@@ -1223,52 +1191,10 @@ class CopyableRegistry:
     # Registration
 
     def _wireName(self, name: object) -> bytes:
-        if not isinstance(name, str) or not name:
-            raise RegistryError(
-                f"wire name {name!r}: give a non-empty str, such as 'myapp.Job'"
-            )
-        wireName = name.encode("utf-8")
-        if wireName in _RESERVED:
-            raise RegistryError(
-                f"wire name {name!r} is a jelly or PB type name; choose a name "
-                f"of your own, such as 'myapp.Job'"
-            )
-        if wireName in self._byName:
-            raise RegistryError(
-                f"wire name {name!r} is already registered; give each "
-                f"registration a wire name of its own"
-            )
-        return wireName
+        return checkWireName(name, self._byName)
 
     def _checkClass(self, cls: object, role: str, allowEnum: bool = False) -> type:
-        if not isinstance(cls, type):
-            raise RegistryError(
-                f"{role} {cls!r} is not a class; give the class itself, not an "
-                f"instance or its name"
-            )
-        if not allowEnum:
-            self._checkNotEnum(cls)
-        if cls in self._byClass:
-            raise RegistryError(
-                f"{cls.__qualname__} is already registered as "
-                f"{self._byClass[cls].typeName!r}; register each class once"
-            )
-        return cls
-
-    @staticmethod
-    def _checkNotEnum(cls: type) -> None:
-        if issubclass(cls, enum.Enum):
-            raise RegistryError(
-                f"{cls.__qualname__} is an Enum: register it with registerCopier"
-            )
-
-    @staticmethod
-    def _checkVersion(version: object) -> int:
-        if type(version) is not int or version < 1:
-            raise RegistryError(
-                f"version={version!r}: give a whole number of 1 or more"
-            )
-        return version
+        return checkClass(cls, role, self._byClass, allowEnum)
 
     def _add(self, entry: _Entry, sent: type | None) -> None:
         self._byName[entry.wireName] = entry
@@ -1373,7 +1299,7 @@ class CopyableRegistry:
         wireName = self._wireName(name)
         entry = _TypedEntry(
             wireName,
-            self._checkVersion(version),
+            checkVersion(version),
             lambda: _classFields(cls),
             _builderFor(cls),
         )
@@ -1402,14 +1328,9 @@ class CopyableRegistry:
         @raise RegistryError: as for L{register}.
         """
         localClass = self._checkClass(localClass, "localClass")
-        if not isinstance(remoteClass, type):
-            raise RegistryError(
-                f"remoteClass {remoteClass!r} is not a class; give the class "
-                f"itself, not an instance or its name"
-            )
-        self._checkNotEnum(remoteClass)
+        checkNotEnum(checkIsClass(remoteClass, "remoteClass"))
         wireName = self._wireName(name)
-        version = self._checkVersion(version)
+        version = checkVersion(version)
         fields = lambda: _classFields(remoteClass)  # noqa: E731
         build = _builderFor(remoteClass)
         entry: _Entry
@@ -1458,7 +1379,7 @@ class CopyableRegistry:
         declared = dict(fields)
         entry = _StateEntry(
             wireName,
-            self._checkVersion(version),
+            checkVersion(version),
             lambda: _mappingFields(cls.__qualname__, declared),
             fromState,
             lambda obj, jellier: toState(obj),
@@ -1479,15 +1400,10 @@ class CopyableRegistry:
 
         @raise RegistryError: as for L{register}.
         """
-        if not isinstance(cls, type):
-            raise RegistryError(
-                f"cls {cls!r} is not a class; give the class itself, not an "
-                f"instance or its name"
-            )
-        self._checkNotEnum(cls)
+        checkNotEnum(checkIsClass(cls, "cls"))
         entry = _ReceiveOnlyEntry(
             self._wireName(name),
-            self._checkVersion(version),
+            checkVersion(version),
             lambda: _classFields(cls),
             _builderFor(cls),
         )
@@ -1519,21 +1435,9 @@ class CopyableRegistry:
             a Cacheable and a RemoteCache.
         """
         cacheableClass = self._checkClass(cacheableClass, "cacheableClass")
-        if not issubclass(cacheableClass, flavors.Cacheable):
-            raise RegistryError(
-                f"{cacheableClass.__qualname__} is not a pb.Cacheable subclass; "
-                f"registerCache takes a pb.Cacheable and a pb.RemoteCache"
-            )
-        if not (
-            isinstance(remoteCacheClass, type)
-            and issubclass(remoteCacheClass, flavors.RemoteCache)
-        ):
-            raise RegistryError(
-                f"{remoteCacheClass!r} is not a pb.RemoteCache subclass; "
-                f"registerCache takes a pb.Cacheable and a pb.RemoteCache"
-            )
+        checkCacheClasses(cacheableClass, remoteCacheClass)
         entry = _CacheEntry(
-            self._wireName(name), self._checkVersion(version), remoteCacheClass
+            self._wireName(name), checkVersion(version), remoteCacheClass
         )
         self._add(entry, cacheableClass)
 
@@ -1574,21 +1478,7 @@ class CopyableRegistry:
                 f"no type registered as {name!r}; register the type before "
                 f"its upgraders"
             )
-        if type(fromVersion) is not int or not 1 <= fromVersion < entry.version:
-            fix = (
-                f"give a version from 1 to {entry.version - 1}"
-                if entry.version > 1
-                else "register the type with version=2 or more first"
-            )
-            raise RegistryError(
-                f"{name!r} is at version {entry.version}: cannot upgrade from "
-                f"version {fromVersion!r}; {fix}"
-            )
-        if fromVersion in entry.upgraders:
-            raise RegistryError(
-                f"{name!r} already has an upgrader from version {fromVersion}; "
-                f"register one upgrader per version"
-            )
+        checkUpgrade(name, fromVersion, entry.version, entry.upgraders)
         entry.upgraders[fromVersion] = function
         self._changed()
 

@@ -21,10 +21,14 @@ alone, is never paused.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IReactorFDSet
+
+if TYPE_CHECKING:
+    from pbext._flow import FlowControl
+    from pbext.broker import Broker
 
 #: A read whose handling took more CPU time than this, in seconds, is
 #: heavy: its peer waits before the next one.  Far above what an ordinary
@@ -75,3 +79,37 @@ def pauseAfter(spent: float, percent: int) -> float:
 
 
 __all__ = ["HEAVY_READ", "cpuTime", "othersConnected", "pauseAfter"]
+
+
+def takeTurns(flow: FlowControl, broker: Broker, spent: float) -> None:
+    """
+    Handling one read of C{broker}'s peer took C{spent} seconds of CPU
+    time: if that is much, and other connections are open, stop reading it
+    (through its flow control, C{flow}) for a while, so that it has at
+    most C{maxPeerCPUPercent} of the process.
+    """
+    pause = pauseAfter(spent, broker._pbextLimits.maxPeerCPUPercent)
+    if pause <= 0 or broker.disconnected:
+        return
+    state = broker._pbextFactoryState
+    if state is not None and state.admission is not None:
+        others = state.connectionCount > 1
+    else:
+        others = othersConnected(broker._pbextGetClock())
+    if not others:
+        # Nobody else would be served meanwhile.
+        return
+    timers = broker._pbextTimers
+    waiting = timers.calls.get("cpuShare")
+    if waiting is not None and waiting.active():
+        # Bytes already read (a TLS record after another) still cost: the
+        # pause grows by their share too.
+        waiting.delay(pause)
+        return
+    flow.pauseReading("cpuShare")
+
+    def resume() -> None:
+        timers.fired("cpuShare")
+        flow.resumeReading("cpuShare")
+
+    timers.set("cpuShare", pause, resume)

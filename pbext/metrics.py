@@ -621,91 +621,110 @@ def _prometheus() -> Any:
     return prometheus_client
 
 
+def _connectionFamilies(metrics: MemoryMetrics) -> Iterator[Any]:
+    """
+    The families counting connections: open, accepted, refused, evicted
+    and timed out before logging in.
+    """
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    yield GaugeMetricFamily(
+        "pbext_connections_open",
+        "PB connections open now.",
+        value=metrics.connectionsOpen,
+    )
+    yield CounterMetricFamily(
+        "pbext_connections",
+        "PB connections accepted.",
+        value=metrics.connectionsTotal,
+    )
+    yield CounterMetricFamily(
+        "pbext_connections_refused",
+        "PB connections refused by the connection limits.",
+        value=metrics.connectionsRefused,
+    )
+    evicted = CounterMetricFamily(
+        "pbext_connections_evicted",
+        "PB connections closed to make room for new ones, by the cap reached.",
+        labels=["cap"],
+    )
+    for cap, count in metrics.connectionsEvicted.items():
+        evicted.add_metric([cap], count)
+    yield evicted
+    yield CounterMetricFamily(
+        "pbext_login_timeouts",
+        "PB connections closed for not logging in within loginTimeout.",
+        value=metrics.loginTimeouts,
+    )
+    logins = CounterMetricFamily("pbext_logins", "Logins by result.", labels=["result"])
+    for result in LOGIN_RESULTS:
+        logins.add_metric([result], metrics.logins[result])
+    yield logins
+
+
+def _callFamilies(metrics: MemoryMetrics) -> Iterator[Any]:
+    """
+    The families counting remote calls: answered and failed by method, and
+    their latency histogram.
+    """
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+    calls = CounterMetricFamily(
+        "pbext_calls", "Remote calls answered, by method.", labels=["method"]
+    )
+    errors = CounterMetricFamily(
+        "pbext_call_errors",
+        "Remote calls answered with an error, by method.",
+        labels=["method"],
+    )
+    for name, count in metrics.calls.items():
+        calls.add_metric([name], count)
+        errors.add_metric([name], metrics.callErrors[name])
+    yield calls
+    yield errors
+    latency = HistogramMetricFamily(
+        "pbext_call_duration_seconds",
+        "Time from a call's arrival to its answer, by method.",
+        labels=["method"],
+    )
+    for name, counts, count, total in metrics.latencyBuckets():
+        buckets = [(repr(float(bound)), c) for bound, c in zip(metrics.buckets, counts)]
+        buckets.append(("+Inf", count))
+        latency.add_metric([name], buckets, total)
+    yield latency
+
+
+def _trafficFamilies(metrics: MemoryMetrics) -> Iterator[Any]:
+    """
+    The families counting bytes each way and policy violations by kind.
+    """
+    from prometheus_client.core import CounterMetricFamily
+
+    yield CounterMetricFamily(
+        "pbext_received_bytes", "Bytes received.", value=metrics.bytesIn
+    )
+    yield CounterMetricFamily("pbext_sent_bytes", "Bytes sent.", value=metrics.bytesOut)
+    violations = CounterMetricFamily(
+        "pbext_policy_violations",
+        "Security policy and limit violations, by kind.",
+        labels=["kind"],
+    )
+    for kind, count in metrics.violations.items():
+        violations.add_metric([kind], count)
+    yield violations
+
+
 def _collector(metrics: MemoryMetrics) -> Any:
     """
-    A prometheus-client collector reading C{metrics} when scraped.
+    A prometheus-client collector reading C{metrics} when scraped: the
+    connection, call and traffic families, in that order.
     """
-    from prometheus_client.core import (
-        CounterMetricFamily,
-        GaugeMetricFamily,
-        HistogramMetricFamily,
-    )
 
     class Collector:
         def collect(self) -> Iterator[Any]:
-            yield GaugeMetricFamily(
-                "pbext_connections_open",
-                "PB connections open now.",
-                value=metrics.connectionsOpen,
-            )
-            yield CounterMetricFamily(
-                "pbext_connections",
-                "PB connections accepted.",
-                value=metrics.connectionsTotal,
-            )
-            yield CounterMetricFamily(
-                "pbext_connections_refused",
-                "PB connections refused by the connection limits.",
-                value=metrics.connectionsRefused,
-            )
-            evicted = CounterMetricFamily(
-                "pbext_connections_evicted",
-                "PB connections closed to make room for new ones, by the cap reached.",
-                labels=["cap"],
-            )
-            for cap, count in metrics.connectionsEvicted.items():
-                evicted.add_metric([cap], count)
-            yield evicted
-            yield CounterMetricFamily(
-                "pbext_login_timeouts",
-                "PB connections closed for not logging in within loginTimeout.",
-                value=metrics.loginTimeouts,
-            )
-            logins = CounterMetricFamily(
-                "pbext_logins", "Logins by result.", labels=["result"]
-            )
-            for result in LOGIN_RESULTS:
-                logins.add_metric([result], metrics.logins[result])
-            yield logins
-            calls = CounterMetricFamily(
-                "pbext_calls", "Remote calls answered, by method.", labels=["method"]
-            )
-            errors = CounterMetricFamily(
-                "pbext_call_errors",
-                "Remote calls answered with an error, by method.",
-                labels=["method"],
-            )
-            for name, count in metrics.calls.items():
-                calls.add_metric([name], count)
-                errors.add_metric([name], metrics.callErrors[name])
-            yield calls
-            yield errors
-            latency = HistogramMetricFamily(
-                "pbext_call_duration_seconds",
-                "Time from a call's arrival to its answer, by method.",
-                labels=["method"],
-            )
-            for name, counts, count, total in metrics.latencyBuckets():
-                buckets = [
-                    (repr(float(bound)), c) for bound, c in zip(metrics.buckets, counts)
-                ]
-                buckets.append(("+Inf", count))
-                latency.add_metric([name], buckets, total)
-            yield latency
-            yield CounterMetricFamily(
-                "pbext_received_bytes", "Bytes received.", value=metrics.bytesIn
-            )
-            yield CounterMetricFamily(
-                "pbext_sent_bytes", "Bytes sent.", value=metrics.bytesOut
-            )
-            violations = CounterMetricFamily(
-                "pbext_policy_violations",
-                "Security policy and limit violations, by kind.",
-                labels=["kind"],
-            )
-            for kind, count in metrics.violations.items():
-                violations.add_metric([kind], count)
-            yield violations
+            yield from _connectionFamilies(metrics)
+            yield from _callFamilies(metrics)
+            yield from _trafficFamilies(metrics)
 
     return Collector()
 

@@ -68,6 +68,16 @@ from twisted.python.failure import Failure
 from twisted.spread import pb
 from zope.interface import implementer
 
+from pbext._pumping import (
+    PumpError,
+    advance,
+    failureFrom,
+    nextEventTime,
+    noResult,
+    resultFrom,
+    settle,
+)
+
 __all__ = [
     "Direction",
     "MemoryEndpoint",
@@ -86,49 +96,6 @@ _log = Logger()
 #: What a queued item of a L{Direction} is: bytes, or L{None} for the end of
 #: the stream.
 _Chunk = bytes | None
-
-
-class PumpError(AssertionError):
-    """
-    Pumping could not bring a L{PBConnection} to the state asked for.
-
-    Raised when the bytes never settle (a protocol answers every message with
-    another), when a L{Deferred} has no result once they have settled, or
-    when a failure was expected and a result came instead.  It is an
-    L{AssertionError}, so trial reports it as a test failure.
-    """
-
-
-def _advance(
-    clock: Clock,
-    seconds: float,
-    maxRounds: int,
-    pump: Callable[[], object],
-    nextEventTime: Callable[[], float | None],
-) -> None:
-    """
-    Move C{clock} C{seconds} forward, stopping and calling C{pump} at each
-    time C{nextEventTime} says something falls due, so that timers and
-    bytes interleave as they would in real time.
-
-    @raise ValueError: if C{seconds} is negative.
-    @raise PumpError: if more than C{maxRounds} timed steps fall inside
-        C{seconds}.
-    """
-    if seconds < 0:
-        raise ValueError(f"the clock cannot go back: {seconds!r}")
-    target = clock.seconds() + seconds
-    pump()
-    for _ in range(maxRounds):
-        nextTime = nextEventTime()
-        if nextTime is None or nextTime > target:
-            break
-        clock.advance(max(0.0, nextTime - clock.seconds()))
-        pump()
-    else:
-        raise PumpError(f"more than {maxRounds} timed events within {seconds} seconds")
-    clock.advance(max(0.0, target - clock.seconds()))
-    pump()
 
 
 class Direction:
@@ -814,51 +781,19 @@ class PBConnection:
         @raise PumpError: if more than L{maxRounds} timed steps fall inside
             C{seconds}, or if a pump raises it.
         """
-        _advance(self.clock, seconds, self.maxRounds, self.pump, self._nextEventTime)
+        advance(self.clock, seconds, self.maxRounds, self.pump, self._nextEventTime)
 
     def _nextEventTime(self) -> float | None:
-        times = [call.getTime() for call in self.clock.getDelayedCalls()]
-        for direction in (self.clientToServer, self.serverToClient):
-            when = direction._nextTime()
-            if when is not None:
-                times.append(when)
-        return min(times, default=None)
+        return nextEventTime(self.clock, (self.clientToServer, self.serverToClient))
 
     # Results.
 
-    def _settle(self, deferred: Deferred[_T]) -> list[_T | Failure]:
-        """
-        Pump, then take C{deferred}'s result if it has one.
-
-        A L{Deferred} with no result is left as it was, so it can be asked
-        again after the clock moves or bytes are released.
-        """
-        self.pump()
-        captured: list[_T | Failure] = []
-
-        def capture(result: _T | Failure) -> _T | Failure:
-            captured.append(result)
-            return result
-
-        deferred.addBoth(capture)
-        if captured:
-            # The result is the caller's now; nothing is left to be logged
-            # as unhandled when the Deferred is collected.
-            deferred.addBoth(lambda result: None)
-        return captured
-
     def _noResult(self, deferred: Deferred[Any]) -> PumpError:
-        waiting = [
-            f"{len(d.pending())} bytes {d.name}"
-            for d in (self.clientToServer, self.serverToClient)
-            if d.pending()
-        ]
-        calls = len(self.clock.getDelayedCalls())
-        return PumpError(
-            f"{deferred!r} has no result after pumping "
-            f"(connected: {self.connected}; undelivered: "
-            f"{', '.join(waiting) or 'none'}; calls scheduled on the clock: "
-            f"{calls})"
+        return noResult(
+            deferred,
+            self.connected,
+            (self.clientToServer, self.serverToClient),
+            self.clock,
         )
 
     def resultOf(
@@ -877,17 +812,10 @@ class PBConnection:
         @raise PumpError: if it has no result once the bytes settle.
         """
         d = ensureDeferred(deferred)
-        captured = self._settle(d)
+        captured = settle(d, self.pump)
         if not captured:
             raise self._noResult(d)
-        result = captured[0]
-        if isinstance(result, pb.CopiedFailure):
-            # The ignore below: CopiedFailure keeps the remote text.
-            remoteTraceback = result.traceback  # type: ignore[attr-defined]
-            raise pb.RemoteError(result.type, result.value, remoteTraceback)
-        if isinstance(result, Failure):
-            result.raiseException()
-        return result
+        return resultFrom(captured[0])
 
     def failureOf(
         self, deferred: Deferred[Any] | Coroutine[Deferred[Any], Any, Any]
@@ -905,13 +833,10 @@ class PBConnection:
             succeeded.
         """
         d = ensureDeferred(deferred)
-        captured = self._settle(d)
+        captured = settle(d, self.pump)
         if not captured:
             raise self._noResult(d)
-        result = captured[0]
-        if not isinstance(result, Failure):
-            raise PumpError(f"expected a failure, got a result: {result!r}")
-        return result
+        return failureFrom(captured[0])
 
     def rootObject(self) -> pb.RemoteReference:
         """
@@ -1149,16 +1074,17 @@ class MemoryEndpoint:
         Move the clock C{seconds} forward, pumping every connection at each
         time something is scheduled, as L{PBConnection.advance} does.
         """
-        _advance(self.clock, seconds, self.maxRounds, self.pump, self._nextEventTime)
+        advance(self.clock, seconds, self.maxRounds, self.pump, self._nextEventTime)
 
     def _nextEventTime(self) -> float | None:
-        times = [call.getTime() for call in self.clock.getDelayedCalls()]
-        for connection in self.connections:
-            for direction in (connection.clientToServer, connection.serverToClient):
-                when = direction._nextTime()
-                if when is not None:
-                    times.append(when)
-        return min(times, default=None)
+        return nextEventTime(
+            self.clock,
+            [
+                direction
+                for connection in self.connections
+                for direction in (connection.clientToServer, connection.serverToClient)
+            ],
+        )
 
     def disconnect(self) -> None:
         """

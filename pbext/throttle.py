@@ -39,14 +39,20 @@ of them gets one turn before it counts as attacking).
 from __future__ import annotations
 
 import ipaddress
-from collections import OrderedDict, deque
 from hashlib import sha256
 from typing import Any, Callable, Hashable
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer, task
 from twisted.internet.address import UNIXAddress
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
+
+from pbext._throttletables import (
+    FailureRecords,
+    TrustedPairs,
+    UsernameGates,
+    _Record,
+)
 
 #: The limits a throttled attempt names (L{LoginThrottled.limit}, the
 #: C{limit} field of C{loginThrottled} audit events).
@@ -82,43 +88,6 @@ class LoginThrottled(UnauthorizedLogin):
 LoginThrottled.__module__ = "pbext.login"
 
 
-class _Record:
-    """
-    What the throttle remembers of one address, (address, username) pair or
-    username.
-    """
-
-    __slots__ = ("failures", "nextAttempt", "refusedUntil", "updated", "pending")
-
-    def __init__(self, now: float) -> None:
-        self.failures = 0
-        self.nextAttempt = now
-        self.refusedUntil = 0.0
-        self.updated = now
-        self.pending = 0
-
-
-class _Gate:
-    """
-    The turns of one username: when its recent checks were, and the
-    attempts waiting for a turn (those of addresses that are not attacking
-    it first).
-    """
-
-    __slots__ = ("checks", "fresh", "others", "timer")
-
-    def __init__(self) -> None:
-        self.checks: deque[float] = deque()
-        self.fresh: deque[tuple[Attempt, defer.Deferred[None], float]] = deque()
-        self.others: deque[tuple[Attempt, defer.Deferred[None], float]] = deque()
-        self.timer: IDelayedCall | None = None
-
-    def prune(self, now: float, window: float) -> None:
-        checks = self.checks
-        while checks and checks[0] + window <= now:
-            checks.popleft()
-
-
 class Attempt:
     """
     One login attempt admitted by L{LoginThrottle.reserve}: hand it back to
@@ -147,6 +116,97 @@ class Attempt:
         self.limit = limit
         self.trusted = trusted
         self.done = False
+
+
+def _checkDelays(
+    initialDelay: float,
+    maxDelay: float,
+    refuseAfter: int | None,
+    addressRefuseAfter: int | None,
+    refuseFor: float,
+    forgetAfter: float,
+) -> None:
+    """
+    Refuse delays and refusals of L{LoginThrottle} that cannot work: a
+    first delay longer than the longest, refusals after no failure or for
+    no time, records forgotten before their delay or refusal ends.
+
+    @raise ValueError: if one is out of range.
+    """
+    if initialDelay < 0 or maxDelay < initialDelay:
+        raise ValueError(
+            f"initialDelay={initialDelay!r}, maxDelay={maxDelay!r}: the "
+            f"first delay must be 0 seconds or more and no longer than the "
+            f"longest; raise maxDelay or lower initialDelay"
+        )
+    for name, value in (
+        ("refuseAfter", refuseAfter),
+        ("addressRefuseAfter", addressRefuseAfter),
+    ):
+        if value is not None and value < 1:
+            raise ValueError(
+                f"{name}={value!r}: give a number of failures of 1 or more, "
+                f"or None to never refuse"
+            )
+    if refuseFor <= 0:
+        raise ValueError(
+            f"refuseFor={refuseFor!r}: a refusal must last more than 0 "
+            f"seconds; give a positive number of seconds"
+        )
+    refusing = refuseAfter is not None or addressRefuseAfter is not None
+    if forgetAfter < max(maxDelay, refuseFor if refusing else 0.0):
+        raise ValueError(
+            f"forgetAfter={forgetAfter!r}: records would be forgotten "
+            f"before their delay or refusal ends; give at least "
+            f"{max(maxDelay, refuseFor if refusing else 0.0)!r} seconds"
+        )
+
+
+def _checkSettings(
+    freeFailures: int,
+    initialDelay: float,
+    maxDelay: float,
+    refuseAfter: int | None,
+    refuseFor: float,
+    forgetAfter: float,
+    maxRecords: int,
+    addressFreeFailures: int,
+    addressRefuseAfter: int | None,
+    maxAttemptsPerSecond: float,
+    maxUsernameDelay: float,
+    trustFor: float,
+    maxTrusted: int,
+) -> None:
+    """
+    Refuse settings of L{LoginThrottle} that cannot work, saying which and
+    what to give instead.
+
+    @raise ValueError: if one is out of range.
+    """
+    if freeFailures < 0 or addressFreeFailures < 0:
+        raise ValueError(
+            f"freeFailures={freeFailures!r}, addressFreeFailures="
+            f"{addressFreeFailures!r}: failure counts cannot be negative; "
+            f"give 0 or more"
+        )
+    _checkDelays(
+        initialDelay, maxDelay, refuseAfter, addressRefuseAfter, refuseFor, forgetAfter
+    )
+    if maxRecords < 1 or maxTrusted < 1:
+        raise ValueError(
+            f"maxRecords={maxRecords!r}, maxTrusted={maxTrusted!r}: give "
+            f"1 or more for each"
+        )
+    if not maxAttemptsPerSecond > 0:
+        raise ValueError(
+            f"maxAttemptsPerSecond={maxAttemptsPerSecond!r}: give a "
+            f"number of attempts greater than 0"
+        )
+    if maxUsernameDelay < 0 or trustFor < 0:
+        raise ValueError(
+            f"maxUsernameDelay={maxUsernameDelay!r}, trustFor={trustFor!r}: "
+            f"give 0 seconds or more for each"
+        )
 
 
 class LoginThrottle:
@@ -225,54 +285,21 @@ class LoginThrottle:
             is trusted: it skips the username's queue.
         @param maxTrusted: how many trusted pairs are kept at most.
         """
-        if freeFailures < 0 or addressFreeFailures < 0:
-            raise ValueError(
-                f"freeFailures={freeFailures!r}, addressFreeFailures="
-                f"{addressFreeFailures!r}: failure counts cannot be negative; "
-                f"give 0 or more"
-            )
-        if initialDelay < 0 or maxDelay < initialDelay:
-            raise ValueError(
-                f"initialDelay={initialDelay!r}, maxDelay={maxDelay!r}: the "
-                f"first delay must be 0 seconds or more and no longer than the "
-                f"longest; raise maxDelay or lower initialDelay"
-            )
-        for name, value in (
-            ("refuseAfter", refuseAfter),
-            ("addressRefuseAfter", addressRefuseAfter),
-        ):
-            if value is not None and value < 1:
-                raise ValueError(
-                    f"{name}={value!r}: give a number of failures of 1 or more, "
-                    f"or None to never refuse"
-                )
-        if refuseFor <= 0:
-            raise ValueError(
-                f"refuseFor={refuseFor!r}: a refusal must last more than 0 "
-                f"seconds; give a positive number of seconds"
-            )
-        refusing = refuseAfter is not None or addressRefuseAfter is not None
-        if forgetAfter < max(maxDelay, refuseFor if refusing else 0.0):
-            raise ValueError(
-                f"forgetAfter={forgetAfter!r}: records would be forgotten "
-                f"before their delay or refusal ends; give at least "
-                f"{max(maxDelay, refuseFor if refusing else 0.0)!r} seconds"
-            )
-        if maxRecords < 1 or maxTrusted < 1:
-            raise ValueError(
-                f"maxRecords={maxRecords!r}, maxTrusted={maxTrusted!r}: give "
-                f"1 or more for each"
-            )
-        if not maxAttemptsPerSecond > 0:
-            raise ValueError(
-                f"maxAttemptsPerSecond={maxAttemptsPerSecond!r}: give a "
-                f"number of attempts greater than 0"
-            )
-        if maxUsernameDelay < 0 or trustFor < 0:
-            raise ValueError(
-                f"maxUsernameDelay={maxUsernameDelay!r}, trustFor={trustFor!r}: "
-                f"give 0 seconds or more for each"
-            )
+        _checkSettings(
+            freeFailures=freeFailures,
+            initialDelay=initialDelay,
+            maxDelay=maxDelay,
+            refuseAfter=refuseAfter,
+            refuseFor=refuseFor,
+            forgetAfter=forgetAfter,
+            maxRecords=maxRecords,
+            addressFreeFailures=addressFreeFailures,
+            addressRefuseAfter=addressRefuseAfter,
+            maxAttemptsPerSecond=maxAttemptsPerSecond,
+            maxUsernameDelay=maxUsernameDelay,
+            trustFor=trustFor,
+            maxTrusted=maxTrusted,
+        )
         self.clock = clock
         self.freeFailures = freeFailures
         self.initialDelay = initialDelay
@@ -287,9 +314,13 @@ class LoginThrottle:
         self.maxUsernameDelay = maxUsernameDelay
         self.trustFor = trustFor
         self.maxTrusted = maxTrusted
-        self._records: OrderedDict[Hashable, _Record] = OrderedDict()
-        self._trusted: OrderedDict[tuple[Hashable, Hashable], float] = OrderedDict()
-        self._gates: OrderedDict[Hashable, _Gate] = OrderedDict()
+        self._failures = FailureRecords(self)
+        self._trust = TrustedPairs(self)
+        self._turns = UsernameGates(self, clock, self._fresh, self._refuseTurn)
+        # The tables themselves, by the names tests and debuggers know.
+        self._records = self._failures.records
+        self._trusted = self._trust.pairs
+        self._gates = self._turns.gates
 
     # -- public queries ----------------------------------------------------
 
@@ -317,14 +348,13 @@ class LoginThrottle:
         Whether C{address} logged in as C{username} within C{trustFor}
         seconds.
         """
-        until = self._trusted.get((address, username))
-        return until is not None and until > self.clock.seconds()
+        return self._trust.trusted(address, username, self.clock.seconds())
 
     def __len__(self) -> int:
         """
         How many failure records are kept (not counting trusted pairs).
         """
-        return len(self._records)
+        return len(self._failures)
 
     # -- attempts ----------------------------------------------------------
 
@@ -427,21 +457,16 @@ class LoginThrottle:
                 if record is not None and record.refusedUntil > now:
                     self.abandoned(attempt)
                     raise LoginThrottled(record.refusedUntil - now, limit)
-            return self._enterGate(attempt, delayed)
+            return self._turns.enter(
+                attempt,
+                None if delayed is None else lambda s: delayed(s, USERNAME),
+            )
 
         if attempt.delay <= 0:
             return defer.maybeDeferred(check)
         return task.deferLater(self.clock, attempt.delay, check)
 
     # -- the username gate -------------------------------------------------
-
-    def _window(self) -> tuple[int, float]:
-        """
-        How many checks of one username a window holds, and the window's
-        length in seconds: C{maxAttemptsPerSecond} checks a second.
-        """
-        capacity = max(1, int(self.maxAttemptsPerSecond))
-        return capacity, capacity / self.maxAttemptsPerSecond
 
     def _fresh(self, attempt: Attempt, now: float) -> bool:
         """
@@ -455,78 +480,15 @@ class LoginThrottle:
         addr = self._get(("address", attempt.address), now)
         return addr is None or addr.failures < self.addressFreeFailures
 
-    def _enterGate(
-        self, attempt: Attempt, delayed: Callable[[float, str], None] | None
-    ) -> Any:
-        if attempt.username is None or attempt.trusted or attempt.done:
-            return None
-        now = self.clock.seconds()
-        gate = self._gates.get(attempt.username)
-        if gate is None:
-            gate = self._gates[attempt.username] = _Gate()
-        else:
-            self._gates.move_to_end(attempt.username)
-        capacity, window = self._window()
-        gate.prune(now, window)
-        if not gate.fresh and not gate.others and len(gate.checks) < capacity:
-            gate.checks.append(now)
-            return None
-        d: defer.Deferred[None] = defer.Deferred()
-        fresh = self._fresh(attempt, now)
-        queue = gate.fresh if fresh else gate.others
-        queue.append((attempt, d, now + self.maxUsernameDelay))
-        if delayed is not None:
-            ahead = len(gate.fresh) if fresh else len(gate.fresh) + len(gate.others)
-            turn = max(gate.checks[0] + window - now, 0.0) if gate.checks else 0.0
-            delayed(round(turn + (ahead - 1) * window / capacity, 6), USERNAME)
-        self._schedule(attempt.username, gate, now)
-        return d
-
-    def _schedule(self, username: Hashable, gate: _Gate, now: float) -> None:
-        if gate.timer is not None and gate.timer.active():
-            gate.timer.cancel()
-        gate.timer = None
-        capacity, window = self._window()
-        wakes = []
-        if gate.fresh or gate.others:
-            wakes.append(
-                gate.checks[0] + window if len(gate.checks) >= capacity else now
-            )
-        if gate.others:
-            wakes.append(gate.others[0][2])
-        if wakes:
-            gate.timer = self.clock.callLater(
-                max(min(wakes) - now, 0.0), self._openGate, username
-            )
-        elif not gate.checks:
-            self._gates.pop(username, None)
-
-    def _openGate(self, username: Hashable) -> None:
-        gate = self._gates.get(username)
-        if gate is None:
-            return
-        gate.timer = None
-        now = self.clock.seconds()
-        capacity, window = self._window()
-        gate.prune(now, window)
-        while len(gate.checks) < capacity and (gate.fresh or gate.others):
-            queue = gate.fresh if gate.fresh else gate.others
-            attempt, d, deadline = queue.popleft()
-            if attempt.done:
-                continue
-            gate.checks.append(now)
-            d.callback(None)
-        # Attacking addresses do not wait past maxUsernameDelay.
-        while gate.others and gate.others[0][2] <= now:
-            attempt, d, deadline = gate.others.popleft()
-            if attempt.done:
-                continue
-            self.abandoned(attempt)
-            retry = gate.checks[0] + window - now if gate.checks else window
-            d.errback(LoginThrottled(max(retry, 0.0), USERNAME))
-        if not gate.fresh and not gate.others:
-            gate.prune(now, window)
-        self._schedule(username, gate, now)
+    def _refuseTurn(
+        self, attempt: Attempt, d: defer.Deferred[None], retryAfter: float
+    ) -> None:
+        """
+        C{attempt} waited its longest for its username's turn: give its
+        place back and refuse it.
+        """
+        self.abandoned(attempt)
+        d.errback(LoginThrottled(retryAfter, USERNAME))
 
     def failed(self, attempt: Attempt) -> None:
         """
@@ -537,20 +499,20 @@ class LoginThrottle:
             return
         attempt.done = True
         now = self.clock.seconds()
-        self._count(
+        self._failures.count(
             ("address", attempt.address),
             now,
             self.addressFreeFailures,
             self.addressRefuseAfter,
         )
         if attempt.username is not None:
-            self._count(
+            self._failures.count(
                 ("pair", attempt.address, attempt.username),
                 now,
                 self.freeFailures,
                 self.refuseAfter,
             )
-            self._count(("username", attempt.username), now, None, None)
+            self._failures.count(("username", attempt.username), now, None, None)
         self._shrink()
 
     def succeeded(self, attempt: Attempt) -> None:
@@ -567,14 +529,10 @@ class LoginThrottle:
         self._release(("address", attempt.address), now)
         if attempt.username is None:
             return
-        self._records.pop(("pair", attempt.address, attempt.username), None)
+        self._failures.forget(("pair", attempt.address, attempt.username))
         self._release(("username", attempt.username), now)
         if self.trustFor > 0:
-            pairKey = (attempt.address, attempt.username)
-            self._trusted[pairKey] = now + self.trustFor
-            self._trusted.move_to_end(pairKey)
-            while len(self._trusted) > self.maxTrusted:
-                self._trusted.popitem(last=False)
+            self._trust.trust(attempt.address, attempt.username, now)
 
     def abandoned(self, attempt: Attempt) -> None:
         """
@@ -592,86 +550,22 @@ class LoginThrottle:
 
     # -- records -----------------------------------------------------------
 
-    def _count(
-        self, key: Hashable, now: float, free: int | None, refuseAfter: int | None
-    ) -> _Record:
-        record = self._get(key, now)
-        if record is None:
-            record = _Record(now)
-        else:
-            record.pending = max(record.pending - 1, 0)
-        record.failures += 1
-        if free is not None and record.failures >= free:
-            record.nextAttempt = max(
-                record.nextAttempt,
-                now + self.delayAfter(record.failures, free),
-            )
-        if refuseAfter is not None and record.failures >= refuseAfter:
-            record.refusedUntil = now + self.refuseFor
-        self._touch(key, record, now)
-        return record
-
-    def _release(self, key: Hashable, now: float) -> None:
-        record = self._records.get(key)
-        if record is None:
-            return
-        record.pending = max(record.pending - 1, 0)
-        if not record.failures and not record.pending:
-            # Nothing to remember of a key that never failed.
-            del self._records[key]
+    def _get(self, key: Hashable, now: float) -> _Record | None:
+        return self._failures.get(key, now)
 
     def _touch(self, key: Hashable, record: _Record, now: float) -> None:
-        record.updated = now
-        self._records[key] = record
-        self._records.move_to_end(key)
+        self._failures.touch(key, record, now)
 
-    def _stale(self, record: _Record, now: float) -> bool:
-        return (
-            record.updated + self.forgetAfter <= now
-            and record.refusedUntil <= now
-            and record.nextAttempt <= now
-        )
-
-    def _get(self, key: Hashable, now: float) -> _Record | None:
-        record = self._records.get(key)
-        if record is not None and self._stale(record, now):
-            del self._records[key]
-            return None
-        return record
+    def _release(self, key: Hashable, now: float) -> None:
+        self._failures.release(key)
 
     def _shrink(self) -> None:
-        while len(self._records) > self.maxRecords:
-            self._records.popitem(last=False)
+        self._failures.shrink()
 
     def _expire(self, now: float) -> None:
-        # Records are kept in order of last update: drop stale ones from the
-        # front, a bounded amount of work per call.
-        for _ in range(16):
-            if not self._records:
-                break
-            key, record = next(iter(self._records.items()))
-            if not self._stale(record, now):
-                break
-            del self._records[key]
-        # Gates of usernames nobody waits for and not checked within a
-        # window are forgotten; a bounded number of them are kept at all.
-        window = self._window()[1]
-        for _ in range(16):
-            if not self._gates:
-                break
-            username, gate = next(iter(self._gates.items()))
-            idle = not gate.fresh and not gate.others and gate.timer is None
-            old = not gate.checks or gate.checks[-1] + window <= now
-            if not (idle and (old or len(self._gates) > self.maxRecords)):
-                break
-            del self._gates[username]
-        for _ in range(16):
-            if not self._trusted:
-                break
-            pairKey, until = next(iter(self._trusted.items()))
-            if until > now:
-                break
-            del self._trusted[pairKey]
+        self._failures.expire(now)
+        self._turns.expire(now)
+        self._trust.expire(now)
 
 
 def addressKey(address: IAddress) -> str:
