@@ -233,7 +233,10 @@ class BrokerFactoryMixin:
             # One failure registry for all of this factory's connections
             # (it never changes), not one each.
             cached = state.connectionRegistries
-            if cached is None or cached[:-1] != state.registries:
+            if (
+                cached is None
+                or cached[: len(cached) - _ADDED_REGISTRIES] != state.registries
+            ):
                 cached = state.connectionRegistries = withFailures(state.registries)
             broker: pb.Broker = self.protocol(
                 isClient=isClient,
@@ -267,6 +270,10 @@ class BrokerFactoryMixin:
         ):
             budget = state.budget = budgetFor(limits)
         return budget
+
+
+#: How many registries L{withFailures} adds after a factory's own.
+_ADDED_REGISTRIES = 2
 
 
 def withFailures(registries: Iterable[Any]) -> tuple[Any, ...]:

@@ -74,3 +74,19 @@ class FactoryStateTests(SynchronousTestCase):
         self.assertIsInstance(broker.pbextRegistries[-1], FailureRegistry)
         self.assertIs(broker._pbextFactoryState, factory._pbext)
         self.assertIs(broker._pbextFlow.budget, factory._pbext.budget)
+
+    def test_brokersShareRegistries(self) -> None:
+        """
+        A factory's brokers share one tuple of registries (its own, the
+        stream registry and the failure registry), made once: a
+        connection does not pay for registries of its own.
+        """
+        registry = CopyableRegistry()
+        factory = pbext.PBServerFactory(pb.Root(), registry=registry)
+        first = factory.buildProtocol(None)
+        second = factory.buildProtocol(None)
+        assert isinstance(first, pbbroker.Broker)
+        assert isinstance(second, pbbroker.Broker)
+        self.assertIs(first.pbextRegistries, second.pbextRegistries)
+        self.assertIs(first.pbextRegistries[0], registry)
+        self.assertEqual(len(first.pbextRegistries), 3)
