@@ -10,10 +10,12 @@ ignores the offer and never calls the control object.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
 from twisted.spread import pb
 
+from pbext import keepalive
 from pbext._wire import CONTROL_NAME, PBEXT_DIALECT
 
 if TYPE_CHECKING:
@@ -48,7 +50,7 @@ class Control(pb.Referenceable):
         """
         Cancel the running call C{requestID} of this connection, if any.
         """
-        self.broker._pbextCancelIncoming(requestID)
+        self.broker._pbextDispatcher.cancel(requestID)
 
     # -- introspection (pbext.introspect) --
     def remote_describe(self, target: object) -> object:
@@ -100,3 +102,14 @@ def sayHello(broker: Broker) -> None:
             )
 
         broker.connects.insert(0, hello)
+
+
+def ping(broker: Broker) -> defer.Deferred[Any]:
+    """
+    Ask C{broker}'s peer for an answer: a pbext peer's control object's
+    C{ping}, else a request every stock broker answers without side effects
+    (see L{pbext.keepalive.pingPeer}).
+    """
+    if PBEXT_DIALECT in broker._pbextPeerFeatures:
+        return broker.remoteForName(CONTROL_NAME).callRemote("ping")
+    return keepalive.pingPeer(broker)

@@ -452,3 +452,32 @@ class FlowControl:
         budget = self.budget
         if budget is not None:
             budget.chargeObjects(self._broker, self._broker._pbextHeldObjects())
+
+
+def resumePaging(flow: FlowControl) -> bool:
+    """
+    The transport drained its buffer: read the peer again, and send the
+    next pages of any pagers.
+
+    @return: whether the broker is the transport's streaming producer
+        (else the broker hands the call to classic PB, for its pagers).
+    """
+    if not flow.resumeProducing():
+        return False
+    if flow._broker.pageProducers:
+        flow.sendPages()
+    return True
+
+
+def registerPager(flow: FlowControl, pager: Any) -> bool:
+    """
+    Page C{pager}'s pages out as the transport takes them.
+
+    @return: whether it is paged here (else the broker hands it to classic
+        PB: it is not the transport's streaming producer).
+    """
+    if not flow.producing:
+        return False
+    flow._broker.pageProducers.append(pager)
+    flow.sendPages()
+    return True

@@ -46,14 +46,12 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.spread import banana, jelly, pb
 
-from pbext import _control, _dispatch, _references, _twisted, keepalive
+from pbext import _connection, _control, _dispatch, _flow, _references
 from pbext._calls import OutgoingCalls
+from pbext._connection import deliversTo as _deliversTo  # noqa: F401 (tests)
+from pbext._connection import readsInPlace as _readsInPlace  # noqa: F401 (tests)
+from pbext._connection import setNoDelay
 from pbext._dispatch import COMMANDS as _COMMANDS
-from pbext._dispatch import IncomingDispatch
-from pbext._flow import FlowControl
-from pbext._serialization import Serialization
-from pbext._timers import ConnectionTimers
-from pbext._transport import discardPending
 from pbext._violations import ViolationLog, peerName
 from pbext._wire import (
     CONTROL_NAME,
@@ -71,76 +69,19 @@ from pbext.factorystate import (
     resolvePolicy,
     withFailures,
 )
-from pbext.security import SecurityPolicy, defaultPolicy
+from pbext.security import SecurityPolicy
 
 if TYPE_CHECKING:
+    from pbext._dispatch import IncomingDispatch
+    from pbext._flow import FlowControl
+    from pbext._serialization import Serialization
+    from pbext._timers import ConnectionTimers
     from pbext.interfaces import IDecoder
 
 #: The handler method and arity of each command, by its name on the wire.
 _COMMAND_HANDLERS: dict[bytes, tuple[str, int]] = {
     name.encode("ascii"): ("proto_" + name, count) for name, count in _COMMANDS.items()
 }
-
-
-def setNoDelay(transport: object) -> bool:
-    """
-    Turn on C{TCP_NODELAY} on C{transport} or on the TCP transport it wraps
-    (a TLS transport wraps one).
-
-    @return: C{True} if a TCP transport was found and changed.
-    """
-    tcp = keepalive.tcpTransportOf(transport)
-    if tcp is None:
-        return False
-    try:
-        tcp.setTcpNoDelay(True)
-    except OSError:
-        return False
-    return True
-
-
-# Twisted's client endpoints put this between the transport and the
-# protocol; its dataReceived hands the bytes on unchanged.
-_ENDPOINT_WRAPPER: Any = _twisted.WrappingProtocol
-
-
-def _deliversTo(protocol: object, broker: object) -> bool:
-    """
-    Whether the bytes a transport gives C{protocol} reach C{broker}'s
-    C{dataReceived} unchanged: C{protocol} is the broker, or wraps it (a
-    few levels deep at most) in Twisted's endpoint wrapper or in a class
-    that says it forwards them (C{_pbextForwardsReceivedBytes}) to the broker it
-    holds as C{broker}.  Only then may the transport receive into the
-    broker's buffers past C{protocol}; anything else reads as Twisted does.
-    """
-    for _level in range(4):
-        if protocol is broker:
-            return True
-        kind: Any = type(protocol)
-        if (
-            _ENDPOINT_WRAPPER is not None
-            and isinstance(protocol, _ENDPOINT_WRAPPER)
-            and kind.dataReceived is _ENDPOINT_WRAPPER.dataReceived
-        ):
-            protocol = _twisted.wrappedProtocol(protocol)
-        elif getattr(kind, "_pbextForwardsReceivedBytes", False):
-            protocol = getattr(protocol, "__dict__", {}).get("broker")
-        else:
-            return False
-    return False
-
-
-def _readsInPlace(brokerClass: type) -> bool:
-    """
-    Whether C{brokerClass} handles bytes received into the decoder's buffer
-    (L{Broker._pbextReceivedInto}) as it handles bytes given to C{dataReceived}:
-    true unless a subclass overrides C{dataReceived} without overriding
-    C{_pbextReceivedInto} alongside it.
-    """
-    for klass in brokerClass.__mro__:
-        if "dataReceived" in vars(klass):
-            return "_pbextReceivedInto" in vars(klass)
-    return False
 
 
 class _ReadOnlyView:
@@ -199,6 +140,13 @@ class Broker(pb.Broker):
     localObjects: Any
     luids: Any
 
+    # The parts, made by _connection.wireParts.
+    _pbextSerialization: Serialization
+    _pbextTimers: ConnectionTimers
+    _pbextFlow: FlowControl
+    _pbextDispatcher: IncomingDispatch
+    _pbextWrite: Callable[[bytes], None]
+    _pbextWriteSequence: Callable[[list[bytes]], None]
     _pbextPeerFeatures: frozenset[bytes] = frozenset()
     #: The streams open on this connection (pbext.streams), made when needed.
     _pbextStreams: Any = None
@@ -229,49 +177,18 @@ class Broker(pb.Broker):
         typedCalls: bool | None = None,
     ) -> None:
         super().__init__(isClient, security)
-        if policy is None:
-            policy = (
-                security if isinstance(security, SecurityPolicy) else defaultPolicy()
-            )
-        self._pbextPolicy = policy
+        policy = self._pbextPolicy = _connection.policyFor(security, policy)
         self._pbextLimits = policy.limits
         # pbext's working CopiedFailure comes last, after the application's
         # registries (twisted#12530).
         self._pbextRegistries = withFailures(registries)
-        if callTimeout is not None:
-            self.callTimeout = callTimeout
-        if keepaliveInterval is not None:
-            self.keepaliveInterval = keepaliveInterval
-        if keepaliveTimeout is not None:
-            self.keepaliveTimeout = keepaliveTimeout
-        if typedCalls is not None:
-            self.typedCalls = typedCalls
-        self._pbextWireParts(security, clock)
+        _connection.applyOptions(
+            self, callTimeout, keepaliveInterval, keepaliveTimeout, typedCalls
+        )
+        _connection.wireParts(self, security, clock, Broker)
         self.setNameForLocal(CONTROL_NAME, _control.Control(self))
 
-    def _pbextWireParts(self, security: jelly.SecurityOptions, clock: Any) -> None:
-        """
-        Make the parts this broker is made of, and bind what the call path
-        uses most.
-        """
-        kind = type(self)
-        serialization = self._pbextSerialization = Serialization(
-            self,
-            self._pbextPolicy,
-            security,
-            self._pbextRegistries,
-            ownSerialize=kind.serialize is Broker.serialize,
-            ownUnserialize=kind.unserialize is Broker.unserialize,
-        )
-        unserializer = serialization if kind.unserialize is Broker.unserialize else self
-        self._pbextTimers = ConnectionTimers(clock, self)
-        self._pbextFlow = FlowControl(self, self._pbextLimits)
-        self._pbextDispatcher = IncomingDispatch(self, serialization, unserializer)
-        # How encoded messages reach the transport (see FlowControl.connect).
-        self._pbextWrite: Callable[[bytes], None] = self._pbextWriteToTransport
-        self._pbextWriteSequence: Callable[[list[bytes]], None] = self._pbextWriteJoined
-
-    # -- logging -----------------------------------------------------------
+    # -- logging and the connection ----------------------------------------
 
     def _pbextPeerName(self) -> str:
         return peerName(getattr(self, "transport", None))
@@ -281,37 +198,14 @@ class Broker(pb.Broker):
         Log one policy violation as a structured event, rate-limited per
         connection.
         """
-        log = self._pbextViolations
-        if log is None:
-            log = self._pbextViolations = ViolationLog(
-                lambda: self._pbextGetClock().seconds(),
-                self._pbextPeerName,
-                self._pbextPolicy.name,
-                self._pbextLimits.maxErrorEventsPerMinute,
-            )
-        log.report(kind, message, fields)
+        _connection.violation(self, kind, message, fields)
 
     def _pbextDropConnection(self, kind: str, message: str, **fields: Any) -> None:
         """
         Log a violation that ends the connection, and abort it.
         """
         self._pbextViolation(kind, message, **fields)
-        self._pbextDecoder = None
-        self._pbextDropped = True
-        self._pbextFlow.backlog.clear()
-        transport = self.transport
-        if transport is None or self.disconnected:
-            return
-        abort = getattr(transport, "abortConnection", None)
-        if abort is not None:
-            abort()
-            # Its output will never be sent: free it now, not a turn later
-            # (when many connections are cut at once, that adds up).
-            discardPending(transport)
-        else:
-            transport.loseConnection()
-
-    # -- timers ------------------------------------------------------------
+        _connection.drop(self)
 
     def _pbextGetClock(self) -> Any:
         """
@@ -327,29 +221,12 @@ class Broker(pb.Broker):
         """
         return self._pbextTimers.lastHeard
 
-    # -- connection --------------------------------------------------------
-
     def connectionMade(self) -> None:
-        transport = self.transport
-        timers = self._pbextTimers
-        timers.clock()
-        setNoDelay(transport)
-        self._pbextFlow.connect(
-            transport,
-            _readsInPlace(type(self))
-            and _deliversTo(getattr(transport, "protocol", None), self),
-        )
-        limits = self._pbextLimits
-        self._pbextDecoder = self._pbextSerialization.decoder(limits)
-        timers.start(
-            limits.handshakeTimeout, limits.idleTimeout, self._pbextDropConnection
-        )
+        _connection.setUp(self)
         if self.isClient:
             super().connectionMade()
         else:
-            self.setPrefixLimit(_twisted.prefixLimit())
-            self.currentDialect = None
-            self.sendEncoded([*self.knownDialects, PBEXT_DIALECT])
+            _connection.offerDialects(self)
 
     def callExpressionReceived(self, obj: object) -> None:
         if self.currentDialect:
@@ -366,41 +243,15 @@ class Broker(pb.Broker):
     def connectionReady(self) -> None:
         _control.sayHello(self)
         super().connectionReady()
-        self._pbextStartKeepalive()
+        _connection.startKeepalive(self)
 
     def proto_version(self, vnum: int) -> None:
         super().proto_version(vnum)
         self._pbextTimers.cancel("handshakeTimeout")
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[override]
-        self._pbextTimers.stop()
-        flow = self._pbextFlow
-        flow.stopQueue()
-        self._pbextDispatcher.cancelAll()
-        self._pbextDecoder = None
-        flow.release()
-        # Told through the factory's own pbext state, never by looking
-        # for a method name on a factory an application may have written.
-        state = self._pbextFactoryState
-        if state is not None and state.brokerLost is not None:
-            state.brokerLost(self)
+        _connection.tearDown(self)
         super().connectionLost(reason)
-
-    # -- keepalive ---------------------------------------------------------
-
-    def _pbextStartKeepalive(self) -> None:
-        interval = self.keepaliveInterval
-        if not interval:
-            return
-        self._pbextTimers.startKeepalive(
-            self.transport,
-            interval,
-            self.keepaliveTimeout,
-            self._pbextPing,
-            lambda: self._pbextDropConnection(
-                "keepaliveTimeout", "the peer stopped answering keepalive pings"
-            ),
-        )
 
     @property
     def pbextPolicy(self) -> SecurityPolicy:
@@ -441,9 +292,7 @@ class Broker(pb.Broker):
         return self._pbextPing()
 
     def _pbextPing(self) -> defer.Deferred[Any]:
-        if PBEXT_DIALECT in self._pbextPeerFeatures:
-            return self.remoteForName(CONTROL_NAME).callRemote("ping")
-        return keepalive.pingPeer(self)
+        return _control.ping(self)
 
     # -- receiving bytes ---------------------------------------------------
 
@@ -535,15 +384,14 @@ class Broker(pb.Broker):
         """
         try:
             self.sendEncoded(exp)
-        except banana.BananaError as e:
-            if not _dispatch.notSent(self, exp, e):
-                raise
-        except Exception:
-            # A value checked when it was prepared (a _speedups.Jellied)
-            # that its own code (a registered class's property) changed
-            # before it was written: the encoder refuses it, and the call
-            # fails as if serializing it had failed.
-            if not _dispatch.notSent(self, exp, None):
+        except Exception as e:
+            # A BananaError (too large), or a value checked when it was
+            # prepared (a _speedups.Jellied) that its own code changed before
+            # it was written, refused by the encoder: the call fails as if
+            # serializing it had failed.
+            if not _dispatch.notSent(
+                self, exp, e if isinstance(e, banana.BananaError) else None
+            ):
                 raise
 
     def sendDecRef(self, objectID: int) -> None:
@@ -568,20 +416,15 @@ class Broker(pb.Broker):
         The transport drained its buffer: read the peer again, and send the
         next pages of any pagers.
         """
-        if not self._pbextFlow.resumeProducing():
+        if not _flow.resumePaging(self._pbextFlow):
             super().resumeProducing()
-        elif self.pageProducers:
-            self._pbextFlow.sendPages()
 
     def stopProducing(self) -> None:
         self._pbextFlow.pauseProducing()
 
     def registerPageProducer(self, pager: Any) -> None:
-        if not self._pbextFlow.producing:
+        if not _flow.registerPager(self._pbextFlow, pager):
             super().registerPageProducer(pager)
-            return
-        self.pageProducers.append(pager)
-        self._pbextFlow.sendPages()
 
     def _pbextBufferedBytes(self) -> int:
         """
@@ -667,15 +510,7 @@ class Broker(pb.Broker):
         The outgoing call table, made on the first call (many connections
         of a server never call their peer).
         """
-        calls = self._pbextCalls
-        if calls is None:
-            serialization = self._pbextSerialization
-            calls = self._pbextCalls = OutgoingCalls(
-                self,
-                serialization,
-                serialization if type(self).unserialize is Broker.unserialize else self,
-            )
-        return calls
+        return self._pbextCalls or _connection.outgoingCalls(self, Broker)
 
     def _recvMessage(
         self,
@@ -690,9 +525,6 @@ class Broker(pb.Broker):
         self._pbextDispatcher.received(
             findObjMethod, requestID, objectID, message, answerRequired, netArgs, netKw
         )
-
-    def _pbextCancelIncoming(self, requestID: object) -> None:
-        self._pbextDispatcher.cancel(requestID)
 
     def _sendError(self, fail: Any, requestID: int) -> None:
         _dispatch.sendError(self, fail, requestID)
