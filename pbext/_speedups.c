@@ -4677,7 +4677,6 @@ encodableText(PyObject *text)
 
 static int checkPlain(PyObject *obj, Seen *seen);
 
-/* checkPlain for an object of a registered class. */
 /* checkPlain for a classic pb.Copyable. */
 static int
 checkClassic(PyObject *obj, PyObject *spec, Seen *seen)
@@ -4703,6 +4702,7 @@ checkClassic(PyObject *obj, PyObject *spec, Seen *seen)
     return rc;
 }
 
+/* checkPlain for an object of a registered class. */
 static int
 checkTyped(PyObject *obj, PyObject *spec, Seen *seen)
 {
