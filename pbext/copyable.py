@@ -499,6 +499,10 @@ class _Entry:
         @raise CopyableStateError: if the state does not match the type.
         """
         state: dict[object, object]
+        # The names spelled as bytes: a name sent both as bytes and as
+        # text is refused, since which of its values wins would depend on
+        # the order of the pairs, which a decoder need not keep.
+        spelledAsBytes: set[str] = set()
         if type(expression) is list and expression and expression[0] == _DICTIONARY:
             state = {}
             unjelly = unjellier.unjelly
@@ -507,6 +511,7 @@ class _Entry:
                     self.refuse("malformed state dictionary")
                 key, value = pair
                 kind = type(key)
+                asBytes = kind is bytes
                 if kind is list and len(key) == 2 and key[0] == _UNICODE:
                     key = key[1]
                     kind = type(key)
@@ -515,6 +520,7 @@ class _Entry:
                 elif kind is not bytes:
                     key = unjelly(key)
                     kind = type(key)
+                    asBytes = kind is bytes
                 if kind is bytes:
                     try:
                         key = key.decode("utf-8")
@@ -522,6 +528,7 @@ class _Entry:
                         self.refuse(f"field name {key!r} is not UTF-8")
                 elif kind is not str:
                     self.refuse(f"field names must be strings, got {kind.__name__}")
+                self._spelling(state, spelledAsBytes, key, asBytes)
                 if type(value) is list:
                     value = unjelly(value)
                 state[key] = value
@@ -533,14 +540,32 @@ class _Entry:
                 )
             state = {}
             for key, value in received.items():
+                asBytes = type(key) is bytes
                 key = _keyName(key)
                 if type(key) is not str:
                     self.refuse(
                         f"field names must be strings, got {type(key).__name__}"
                     )
+                self._spelling(state, spelledAsBytes, key, asBytes)
                 state[key] = value
         # The ignore below: keys checked to be str just above.
         return self.checkState(state)  # type: ignore[arg-type]
+
+    def _spelling(
+        self,
+        state: dict[object, object],
+        spelledAsBytes: set[str],
+        name: str,
+        asBytes: bool,
+    ) -> None:
+        """
+        Note how field C{name} was spelled; refuse a name given both as
+        bytes and as text.
+        """
+        if name in state and (name in spelledAsBytes) != asBytes:
+            self.refuse(f"field {name!r} given both as bytes and as text", field=name)
+        if asBytes:
+            spelledAsBytes.add(name)
 
     def checkState(self, state: dict[str, object]) -> dict[str, object]:
         """

@@ -805,6 +805,31 @@ class RefusalTests(_RefusalMixin, SynchronousTestCase):
         )
         self.assertEqual(point, Point(1, 2))
 
+    def test_nameSpelledTwoWays(self) -> None:
+        """
+        A field name sent both as bytes and as text is refused, in either
+        order, in a literal state dictionary and in one the unjellier
+        builds: which value would win depends on the order of the pairs,
+        which the accelerated decoder does not keep for repeated names.
+        """
+        text = [[b"unicode", b"x"], 1]
+        raw = [b"x", 2]
+        y = [b"y", 3]
+        for pairs in ([text, raw, y], [raw, text, y], [text, raw, text, y]):
+            for state in (
+                [b"dictionary", *pairs],
+                [b"reference", 1, [b"dictionary", *pairs]],
+            ):
+                error = self.refuse(b"test.Point", state)
+                self.assertEqual(
+                    str(error), "test.Point: field 'x' given both as bytes and as text"
+                )
+        # The same spelling repeated keeps the last value, as a dict would.
+        point = _unjelly(
+            [b"test.Point", [b"dictionary", raw, [b"x", 5], y]], self.registry
+        )
+        self.assertEqual(point, Point(5, 3))
+
     def test_malformed(self) -> None:
         """
         An expression with extra elements is refused.
