@@ -1099,7 +1099,7 @@ def _unjellyPlainDict(
         except TypeError:
             raise _NotPlain from None
         if type(value) is _OpenReference:
-            refs.place(result, key, value)  # type: ignore[union-attr]
+            refs.place(result, key, value)  # type: ignore[union-attr]  # refs is set whenever an _OpenReference can appear
     return result
 
 

@@ -190,7 +190,7 @@ def bufferedBytes(transport: Any) -> int:
     taken yet.
     """
     buffered: int = len(transport.dataBuffer) - transport.offset
-    return buffered + transport._tempDataLen  # type: ignore[no-any-return]
+    return buffered + transport._tempDataLen  # type: ignore[no-any-return]  # a private attribute of tcp.Connection, not in its stubs
 
 
 def discardWriteBuffer(transport: Any) -> None:
@@ -216,7 +216,7 @@ def discardTLSHeld(tls: object) -> None:
     Drop what a TLS protocol holds back (see L{tlsHeldBytes}).
     """
     try:
-        tls._appSendBuffer = []  # type: ignore[attr-defined]
+        tls._appSendBuffer = []  # type: ignore[attr-defined]  # a private attribute of TLSMemoryBIOProtocol
     except AttributeError:
         pass
 

@@ -249,7 +249,7 @@ class Broker(pb.Broker):
         super().proto_version(vnum)
         self._pbextTimers.cancel("handshakeTimeout")
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # type: ignore[override]  # Twisted's Broker.connectionLost has no default for reason
         _connection.tearDown(self)
         super().connectionLost(reason)
 

@@ -369,7 +369,7 @@ class _IntrospectionOptions(_ConnectionOptions):
         ],
     ]
 
-    def parseArgs(self, *arguments: str) -> None:  # type: ignore[override]
+    def parseArgs(self, *arguments: str) -> None:  # type: ignore[override]  # twistd's Options.parseArgs takes no arguments; subcommands add theirs
         if self["module"] is not None:
             if arguments:
                 raise usage.UsageError(

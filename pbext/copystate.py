@@ -143,7 +143,7 @@ def hookError(
             hook = tb.tb_frame.f_code.co_name
             tb = tb.tb_next
     try:
-        name = qual(owner)  # type: ignore[arg-type]
+        name = qual(owner)  # type: ignore[arg-type]  # qual accepts any class; its stub says type
     except Exception:
         name = repr(owner)[:200]
     kind = failure.type

@@ -160,7 +160,7 @@ class BrokerFactoryMixin:
 
     protocol: Any
     security: Any
-    _pbext: FactoryState = _DefaultFactoryState()  # type: ignore[assignment]
+    _pbext: FactoryState = _DefaultFactoryState()  # type: ignore[assignment]  # the class default stands in until a factory has its own state
 
     def _pbextSetUp(
         self,
@@ -246,10 +246,10 @@ class BrokerFactoryMixin:
                 clock=state.reactor,
                 **state.brokerOptions,
             )
-            broker._pbextFactoryState = state  # type: ignore[attr-defined]
+            broker._pbextFactoryState = state  # type: ignore[attr-defined]  # Twisted's Broker declares no such attribute; pbext's does
         else:
             broker = self.protocol(isClient=isClient, security=self.security)
-        broker.factory = self  # type: ignore[assignment]
+        broker.factory = self  # type: ignore[assignment]  # Twisted types Broker.factory as a client factory only
         if isinstance(broker, Broker):
             broker._pbextFlow.budget = self._pbextMemoryBudget()
         return broker

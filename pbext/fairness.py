@@ -53,7 +53,7 @@ def othersConnected(reactor: object) -> bool:
     if not IReactorFDSet.providedBy(reactor):
         return False
     connections = 0
-    for reader in reactor.getReaders():  # type: ignore[attr-defined]
+    for reader in reactor.getReaders():  # type: ignore[attr-defined]  # providedBy above narrows nothing for mypy
         # Connections have a protocol; listening ports, the waker and
         # process pipes do not.
         if isinstance(reader, FileDescriptor) and getattr(reader, "protocol", None):

@@ -125,8 +125,8 @@ class _ClientLogin:
                 )
             self._chose(CERTIFICATE, None)
             return root.callRemote("loginWithCertificate", self.client)
-        self.username = toBytes(credentials.username, "username")  # type: ignore[attr-defined]
-        self.password = toBytes(credentials.password, "password")  # type: ignore[attr-defined]
+        self.username = toBytes(credentials.username, "username")  # type: ignore[attr-defined]  # IUsernamePassword's attributes, which zope's interface does not declare to mypy
+        self.password = toBytes(credentials.password, "password")  # type: ignore[attr-defined]  # as above
         if not self.pbext:
             return self._classic(None)
         d = root.callRemote("loginMethods")

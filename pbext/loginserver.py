@@ -446,8 +446,8 @@ class _PortalLogin:
             _auditThrottled(
                 self.fields,
                 0.0,
-                value.retryAfter,  # type: ignore[union-attr]
-                value.limit,  # type: ignore[union-attr]
+                value.retryAfter,  # type: ignore[union-attr]  # the throttle's failure carries these; Failure.value is typed BaseException
+                value.limit,  # type: ignore[union-attr]  # as above
             )
             return failure
         attempt = self.attempt

@@ -122,7 +122,7 @@ def _read(path: str) -> configparser.ConfigParser:
         default_section="\0",  # make [DEFAULT] an ordinary (unknown) section
         inline_comment_prefixes=(";", "#"),
     )
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep option names' case: the documented way to change optionxform
     try:
         with open(path, encoding="utf-8") as f:
             parser.read_file(f, source=path)

@@ -734,7 +734,7 @@ class SecurityPolicy(jelly.SecurityOptions):
         for typ in types:
             name = _typeName(typ)
             if name is None:
-                name = qual(typ).encode("utf-8")  # type: ignore[arg-type]
+                name = qual(typ).encode("utf-8")  # type: ignore[arg-type]  # a type without a registry name: qual names the class
             if not self.classic and name in _IMPORTING_TYPES:
                 _log.info(
                     "Security policy {policy!r} ignores allowing {typeName!r}: "
@@ -778,7 +778,7 @@ class SecurityPolicy(jelly.SecurityOptions):
                     return candidate
         return klass
 
-    def isTypeAllowed(self, typeName: bytes | str) -> bool:  # type: ignore[override]
+    def isTypeAllowed(self, typeName: bytes | str) -> bool:  # type: ignore[override]  # accepts str too, as Twisted's SecurityOptions does at run time
         """
         Whether a peer may send a jelly expression tagged C{typeName}.
         """
@@ -940,7 +940,7 @@ def _policyOf(taster: object) -> SecurityPolicy | None:
     decides for C{taster}, if there is one.
     """
     if type(taster) in (BoundPolicy, _OutgoingTaster):
-        taster = taster.policy  # type: ignore[attr-defined]
+        taster = taster.policy  # type: ignore[attr-defined]  # the type check above lists exactly the classes with .policy
     if (
         isinstance(taster, SecurityPolicy)
         and type(taster).isTypeAllowed is SecurityPolicy.isTypeAllowed
