@@ -72,6 +72,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 
+# Any: the exported name's object (a class, function or constant), each of
+# its own type.
 def __getattr__(name: str) -> Any:
     """
     Import a public name from its module on first use, and keep it here.

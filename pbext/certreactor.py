@@ -12,10 +12,19 @@ can then log the client in (L{pbext.clientcerts}).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from twisted.internet.interfaces import IOpenSSLContextFactory
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IOpenSSLContextFactory,
+    IReactorCore,
+)
 from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from OpenSSL.SSL import Context
+    from twisted.internet.protocol import ServerFactory
+    from twisted.internet.ssl import Certificate
 
 __all__ = ["askForClientCertificates", "loadAuthorities"]
 
@@ -27,12 +36,12 @@ class _AskForClientCertificates:
     certificate (optional) and verifies it against C{authorities}.
     """
 
-    def __init__(self, contextFactory: Any, authorities: Sequence[Any]) -> None:
+    def __init__(self, contextFactory: Any, authorities: Sequence[Certificate]) -> None:
         self._contextFactory = contextFactory
         self._authorities = list(authorities)
         self._configured: set[int] = set()
 
-    def getContext(self) -> Any:
+    def getContext(self) -> Context:
         from OpenSSL import SSL
 
         context = self._contextFactory.getContext()
@@ -54,26 +63,32 @@ class _ClientCertificateReactor:
     L{askForClientCertificates}.
     """
 
-    def __init__(self, reactor: Any, authorities: Sequence[Any]) -> None:
+    def __init__(self, reactor: Any, authorities: Sequence[Certificate]) -> None:
+        # Any: the reactor askForClientCertificates was given, whose
+        # listenSSL is called (IReactorSSL) and every other attribute
+        # passed on; no one type says both.
         self._reactor = reactor
         self._authorities = list(authorities)
 
     def listenSSL(
         self,
         port: int,
-        factory: Any,
-        contextFactory: Any,
+        factory: ServerFactory[Any],
+        contextFactory: IOpenSSLContextFactory,
         backlog: int = 50,
         interface: str = "",
-    ) -> Any:
+    ) -> IListeningPort:
         wrapped = _AskForClientCertificates(contextFactory, self._authorities)
         return self._reactor.listenSSL(port, factory, wrapped, backlog, interface)
 
     def __getattr__(self, name: str) -> Any:
+        # Any: whatever the wrapped reactor's attribute is.
         return getattr(self._reactor, name)
 
 
-def askForClientCertificates(reactor: Any, authorities: Sequence[Any]) -> Any:
+def askForClientCertificates(
+    reactor: IReactorCore, authorities: Sequence[Certificate]
+) -> Any:
     """
     Wrap C{reactor} so that TLS ports it listens on (C{ssl:} endpoint
     descriptions, also under C{haproxy:}) ask each client for a
@@ -84,14 +99,22 @@ def askForClientCertificates(reactor: Any, authorities: Sequence[Any]) -> Any:
     TLS handshake.  Use it where endpoint descriptions are turned into
     ports, e.g. C{PBServerService(factory, listen, reactor=...)}.
 
+    @param reactor: the reactor to wrap; it provides
+        L{twisted.internet.interfaces.IReactorSSL} too if C{ssl:} ports
+        are listened on.
     @param authorities: L{twisted.internet.ssl.Certificate}s of the
         certificate authorities whose client certificates are accepted.
+    @return: a proxy of C{reactor}: its own C{listenSSL}, every other
+        attribute C{reactor}'s.  (Typed C{Any}: it stands for C{reactor}
+        with whatever interfaces C{reactor} provides, which no one type
+        says, and is passed on as a reactor, e.g. as the C{IReactorCore} of
+        L{pbext.server.PBServerService}.)
     @since: pbext NEXT
     """
     return _ClientCertificateReactor(reactor, authorities)
 
 
-def loadAuthorities(path: str) -> list[Any]:
+def loadAuthorities(path: str) -> list[Certificate]:
     """
     Load every PEM certificate in the file C{path}.
 

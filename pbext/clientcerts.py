@@ -15,7 +15,7 @@ with L{CertificateLogin}.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import ICredentials
@@ -23,6 +23,9 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from twisted.internet.interfaces import ISSLTransport
 from zope.interface import Attribute, implementer
+
+if TYPE_CHECKING:
+    from twisted.internet.ssl import Certificate
 
 __all__ = [
     "CertificateLogin",
@@ -56,11 +59,11 @@ class ClientCertificate:
     @since: pbext NEXT
     """
 
-    def __init__(self, certificate: Any) -> None:
+    def __init__(self, certificate: Certificate) -> None:
         self.certificate = certificate
 
 
-def commonName(certificate: Any) -> bytes | None:
+def commonName(certificate: Certificate) -> bytes | None:
     """
     The subject commonName of C{certificate} as UTF-8 bytes, or C{None} if it
     has none or more than one.
@@ -97,11 +100,13 @@ class ClientCertificateChecker:
     credentialInterfaces = (IClientCertificate,)
 
     def __init__(
-        self, avatarIdFor: Callable[[Any], bytes | None] | None = None
+        self, avatarIdFor: Callable[[Certificate], bytes | None] | None = None
     ) -> None:
         self.avatarIdFor = avatarIdFor if avatarIdFor is not None else commonName
 
-    def requestAvatarId(self, credentials: IClientCertificate) -> defer.Deferred[Any]:
+    def requestAvatarId(
+        self, credentials: IClientCertificate
+    ) -> defer.Deferred[bytes | tuple[()]]:
         avatarId = self.avatarIdFor(credentials.certificate)
         if not avatarId:
             return defer.fail(
@@ -125,7 +130,7 @@ class CertificateLogin:
     """
 
 
-def verifiedPeerCertificate(transport: object) -> Any:
+def verifiedPeerCertificate(transport: object) -> Certificate | None:
     """
     The peer's TLS certificate, if C{transport} is TLS, asked the peer for a
     certificate and verified it.

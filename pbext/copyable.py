@@ -1155,7 +1155,7 @@ class CopyableRegistry:
             typeName = typeName.encode("utf-8")
         return typeName in self._byName
 
-    def jellyFor(self, obj: object, jellier: Any) -> list[object] | None:
+    def jellyFor(self, obj: object, jellier: object) -> list[object] | None:
         """
         @see: L{ICopyableRegistry.jellyFor}
 
@@ -1173,7 +1173,7 @@ class CopyableRegistry:
         return entry.jelly(obj, jellier)
 
     def unjellyFor(
-        self, typeName: bytes, unjellier: Any, jellyList: list[object]
+        self, typeName: bytes, unjellier: object, jellyList: list[object]
     ) -> object:
         """
         @see: L{ICopyableRegistry.unjellyFor}
@@ -1279,8 +1279,8 @@ class CopyableRegistry:
     ) -> Callable[[type[_T]], type[_T]]: ...
 
     def register(
-        self, cls: type[Any] | None = None, name: str | None = None, *, version: int = 1
-    ) -> Any:
+        self, cls: type[_T] | None = None, name: str | None = None, *, version: int = 1
+    ) -> type[_T] | Callable[[type[_T]], type[_T]]:
         """
         Register a class to be sent and received under a wire name.
 
@@ -1371,6 +1371,7 @@ class CopyableRegistry:
         cls: type[_T],
         name: str,
         toState: Callable[[_T], Mapping[str, object]],
+        # Any: each value has been checked against its own field's type.
         fromState: Callable[[dict[str, Any]], _T],
         *,
         fields: Mapping[str, object],
@@ -1482,7 +1483,7 @@ class CopyableRegistry:
         self,
         name: str,
         fromVersion: int,
-        function: Callable[[dict[str, Any]], dict[str, Any]],
+        function: Callable[[dict[str, object]], dict[str, object]],
     ) -> None:
         """
         Register how to bring state of version C{fromVersion} of the type

@@ -41,7 +41,7 @@ policy violation of the peer) or a L{pb.Error}.
 from __future__ import annotations
 
 import types
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Callable, Final, Iterable, TypeVar
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -80,7 +80,7 @@ class _Unchecked:
 
 #: The rule of a class whose state is not checked (L{uncheckedState}).
 #: @since: pbext NEXT
-UNCHECKED: Any = _Unchecked()
+UNCHECKED: Final = _Unchecked()
 
 
 class CopyHookError(pb.Error):
@@ -118,7 +118,7 @@ class CopyHookError(pb.Error):
         self.errorType = errorType
         self.failure = failure
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> tuple[type[CopyHookError], tuple[str, str, str]]:
         return (type(self), (self.className, self.hook, self.errorType))
 
 
@@ -288,7 +288,7 @@ def uncheckedState(target: _T) -> _T:
     return target
 
 
-def ruleOf(owner: object) -> Any:
+def ruleOf(owner: object) -> _Unchecked | frozenset[str] | None:
     """
     The declared rule of a class or factory: L{UNCHECKED}, a frozenset of
     field names, or L{None} (the default rule).
@@ -305,7 +305,9 @@ def ruleOf(owner: object) -> Any:
     return None
 
 
-def keyProblem(key: object, owner: type | None, rule: Any) -> str | None:
+def keyProblem(
+    key: object, owner: type | None, rule: _Unchecked | frozenset[str] | None
+) -> str | None:
     """
     Why C{key} may not be a key of the state received for C{owner} under
     C{rule} (see L{ruleOf}), or L{None} if it may.
@@ -313,9 +315,13 @@ def keyProblem(key: object, owner: type | None, rule: Any) -> str | None:
     @param key: The key as received: C{str}, or UTF-8 C{bytes}.
     @param owner: The class the state is for, or L{None} (a factory
         function: no attribute to compare with).
+    @param rule: Under L{UNCHECKED} every key may, as every state may
+        under it for L{stateProblem}.
 
     @since: pbext NEXT
     """
+    if isinstance(rule, _Unchecked):
+        return None
     text = key
     if isinstance(key, bytes):
         try:
@@ -354,7 +360,10 @@ def keyProblem(key: object, owner: type | None, rule: Any) -> str | None:
 
 
 def stateProblem(
-    state: object, owner: type | None, rule: Any, needsDict: bool = False
+    state: object,
+    owner: type | None,
+    rule: _Unchecked | frozenset[str] | None,
+    needsDict: bool = False,
 ) -> str | None:
     """
     Why C{state}, an unjellied value, may not be given to C{owner}'s code

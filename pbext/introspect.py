@@ -50,6 +50,7 @@ import typing
 import weakref
 from dataclasses import dataclass
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Iterator,
@@ -61,6 +62,9 @@ from twisted.logger import Logger
 from twisted.spread import flavors, pb
 
 from pbext import _typenames
+
+if TYPE_CHECKING:
+    from pbext.broker import Broker
 
 __all__ = [
     "DESCRIPTION_VERSION",
@@ -585,7 +589,7 @@ def introspectionEnabled(broker: object) -> bool:
     return bool(setting)
 
 
-def answerDescribe(broker: Any, target: object) -> Description:
+def answerDescribe(broker: Broker, target: object) -> Description:
     """
     Answer a pbext peer's C{describe} of C{target}, an object it holds a
     reference to (the broker resolved the reference it sent back).

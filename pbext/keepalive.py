@@ -90,6 +90,8 @@ class KeepAlive:
         clock: IReactorTime,
         interval: float,
         timeout: float,
+        # Deferred[Any]: a Deferred of any result (its result is not used;
+        # Deferred is invariant, so Deferred[object] would refuse most).
         sendPing: Callable[[], Deferred[Any]],
         onDead: Callable[[], object],
     ) -> None:

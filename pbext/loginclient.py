@@ -62,8 +62,11 @@ def _loginOptions(factory: object) -> dict[str, Any]:
 
 
 def loginOnRoot(
-    factory: Any, root: pb.RemoteReference, credentials: object, client: object = None
-) -> defer.Deferred[Any]:
+    factory: pb.PBClientFactory,
+    root: pb.RemoteReference,
+    credentials: object,
+    client: object = None,
+) -> defer.Deferred[pb.RemoteReference]:
     """
     Log in on C{root}, the root object of one of C{factory}'s connections:
     what L{pbext.PBClientFactory.login} does once it has the root.
@@ -88,7 +91,9 @@ def loginOnRoot(
     return defer.maybeDeferred(_ClientLogin(factory, credentials, client).start, root)
 
 
-def login(factory: Any, credentials: object, client: object = None) -> Any:
+def login(
+    factory: pb.PBClientFactory, credentials: object, client: object = None
+) -> defer.Deferred[pb.RemoteReference]:
     """
     Get C{factory}'s root object and log in on it with L{loginOnRoot}.
 
@@ -103,7 +108,9 @@ class _ClientLogin:
     One login attempt of a client factory.
     """
 
-    def __init__(self, factory: Any, credentials: object, client: object) -> None:
+    def __init__(
+        self, factory: pb.PBClientFactory, credentials: object, client: object
+    ) -> None:
         self.factory = factory
         self.credentials = credentials
         self.client = client

@@ -104,7 +104,10 @@ def _fromObject(spec: str, found: object) -> Any:
     return _asPolicy(built, f"{spec}()")
 
 
-def loadPolicy(spec: str, plugins: Iterable[Any] | None = None) -> Any:
+# Returns Any, not ISecurityPolicy (what it is): pbext.factorystate's
+# policyFrom returns this result as a SecurityPolicy, which a plugin's
+# policy need not be; that module has to change before this can.
+def loadPolicy(spec: str, plugins: Iterable[IPolicyPlugin] | None = None) -> Any:
     """
     Find or build the security policy an operator named.
 
@@ -159,7 +162,9 @@ def loadPolicy(spec: str, plugins: Iterable[Any] | None = None) -> Any:
     )
 
 
-def describePolicies(plugins: Iterable[Any] | None = None) -> list[tuple[str, str]]:
+def describePolicies(
+    plugins: Iterable[IPolicyPlugin] | None = None,
+) -> list[tuple[str, str]]:
     """
     The policies L{loadPolicy} can find by name: the presets, then the
     installed plugins (sorted by name; a plugin named like a preset is

@@ -482,7 +482,7 @@ class UnsendableError(Exception):
         super().__init__(message)
         self.className = className
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> tuple[type[UnsendableError], tuple[str, str]]:
         return (type(self), (str(self), self.className))
 
 
@@ -1026,7 +1026,7 @@ The preset policies by name, each a function building a fresh policy.
 """
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> Callable[..., ISecurityPolicy]:
     """
     C{loadPolicy}, documented as C{pbext.security.loadPolicy}, lives in
     L{pbext.policylookup}, which builds on this module; it is imported on

@@ -796,6 +796,7 @@ class PBConnection:
             self.clock,
         )
 
+    # The coroutine type is twisted.internet.defer.ensureDeferred's own.
     def resultOf(
         self, deferred: Deferred[_T] | Coroutine[Deferred[Any], Any, _T]
     ) -> _T:
@@ -817,6 +818,9 @@ class PBConnection:
             raise self._noResult(d)
         return resultFrom(captured[0])
 
+    # Deferred[Any]: a Deferred of any result (Deferred is invariant, so
+    # Deferred[object] would refuse most); the coroutine type is
+    # twisted.internet.defer.ensureDeferred's own.
     def failureOf(
         self, deferred: Deferred[Any] | Coroutine[Deferred[Any], Any, Any]
     ) -> Failure:

@@ -842,6 +842,9 @@ def typed(target: _T) -> _T: ...
 def typed(target: pb.RemoteReference, protocol: Callable[..., _P]) -> _P: ...
 
 
+# The implementation of the overloads above, which are the signatures mypy
+# checks callers against; only Any lets it return the proxy of the second
+# as the protocol it follows.
 def typed(target: Any, protocol: Any = None) -> Any:
     """
     Ask for the arguments of remote calls to be checked against their

@@ -50,6 +50,8 @@ class TypedReference:
             )
         self._pbextReference = reference
 
+    # Deferred[Any]: the peer's answer, as pb.RemoteReference.callRemote
+    # gives it; the protocol given to pbext.typed types it for callers.
     def __getattr__(self, name: str) -> Callable[..., Deferred[Any]]:
         if name.startswith("_"):
             raise AttributeError(name)

@@ -28,6 +28,7 @@ from pbext.copystate import (
     keyProblem,
     ruleOf,
     stateFields,
+    stateProblem,
     uncheckedState,
 )
 from pbext.security import (
@@ -471,6 +472,16 @@ class DeclarationTests(SynchronousTestCase):
         # set it.
         self.assertIs(stateFields("isAdmin")(Plain), Plain)
         self.addCleanup(delattr, Plain, "_pbextStateRule")
+
+    def test_uncheckedKeys(self) -> None:
+        """
+        Under L{UNCHECKED}, L{keyProblem} finds no problem with any key, as
+        L{stateProblem} finds none with any state: each takes every rule
+        L{ruleOf} gives.
+        """
+        for key in ("name", "__class__", b"\xff", 3):
+            self.assertIsNone(keyProblem(key, Unchecked, UNCHECKED))
+        self.assertIsNone(stateProblem({"__class__": 1}, Unchecked, UNCHECKED))
 
 
 class ClassicStateTests(SynchronousTestCase):
