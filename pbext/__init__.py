@@ -22,7 +22,7 @@ the C accelerator.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pbext._version import __version__
@@ -72,11 +72,12 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-# Any: the exported name's object (a class, function or constant), each of
-# its own type.
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     """
     Import a public name from its module on first use, and keep it here.
+
+    (Type checkers see each name's own type: every name is imported under
+    C{TYPE_CHECKING} above.)
     """
     module = _EXPORTS.get(name)
     if module is None:

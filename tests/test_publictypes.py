@@ -36,11 +36,6 @@ _LATER = (
 #: name, the annotations that do (parameter names, "*args", "**kwargs",
 #: "return"), and why.
 ALLOWED: dict[str, tuple[frozenset[str], str]] = {
-    "__init__.py:__getattr__": (
-        frozenset({"return"}),
-        "the lazily imported public name: classes, functions and constants, "
-        "each of its own type",
-    ),
     "certreactor.py:askForClientCertificates": (
         frozenset({"return"}),
         "a proxy standing for the given reactor with whatever interfaces it "
@@ -257,6 +252,25 @@ class PublicTypesTests(SynchronousTestCase):
             [name for name, (parts, reason) in ALLOWED.items() if not reason.strip()],
             [],
         )
+
+    def test_exportsTyped(self) -> None:
+        """
+        Every name C{pbext} imports on first use is imported from the same
+        module under C{TYPE_CHECKING}, so type checkers see its own type,
+        never the C{object} its module C{__getattr__} is typed to return.
+        """
+        import pbext
+
+        tree = ast.parse((_PBEXT / "__init__.py").read_text(encoding="utf-8"))
+        typed = {
+            alias.asname or alias.name: node.module
+            for guard in tree.body
+            if isinstance(guard, ast.If) and ast.unparse(guard.test) == "TYPE_CHECKING"
+            for node in guard.body
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        }
+        self.assertEqual(typed, pbext._EXPORTS)
 
     def test_measure(self) -> None:
         """
