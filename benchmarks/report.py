@@ -17,16 +17,20 @@ from benchmarks.workloads import MEMORY
 FLOOR_SUBJECT = "pbext"
 
 
+def _value(s: Dict[str, Any], key: str) -> Optional[float]:
+    """
+    A sample's C{key} value (or its C{extra[key]}), if it is a number.
+    """
+    value = s.get(key) if key == "value" else s.get("extra", {}).get(key)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def median(samples: Sequence[Dict[str, Any]], key: str = "value") -> Optional[float]:
     """
     The median of the samples' C{key} values (or of their C{extra[key]}),
     ignoring failed samples; L{None} if none succeeded.
     """
-    values = []
-    for s in samples:
-        value = s.get(key) if key == "value" else s.get("extra", {}).get(key)
-        if isinstance(value, (int, float)):
-            values.append(float(value))
+    values = [v for v in (_value(s, key) for s in samples) if v is not None]
     return statistics.median(values) if values else None
 
 
@@ -41,11 +45,6 @@ def _ratios(
         else:
             ratios[system] = value / base
     return ratios
-
-
-def _value(s: Dict[str, Any], key: str) -> Optional[float]:
-    value = s.get(key) if key == "value" else s.get("extra", {}).get(key)
-    return float(value) if isinstance(value, (int, float)) else None
 
 
 def paired(
@@ -135,8 +134,10 @@ def _uniqueNotes(samples: Sequence[Dict[str, Any]]) -> List[str]:
 
 def summarise(results: Dict[str, Any]) -> Dict[str, Any]:
     """
-    Fill in C{median}, C{ratio} and C{notes} of every workload of
-    C{results}, and add the derived C{memory} row after C{clients}.
+    Fill in C{median}, C{ratio}, C{paired} and C{notes} of every workload
+    of C{results} (with the floor measured, C{floorRatio}; in the
+    serialization workload, C{phases}), and add the derived C{memory} row
+    after C{clients}.
 
     @return: C{results}, changed in place.
     """
