@@ -6,7 +6,9 @@ Draw a benchmark run's results as an SVG bar chart, with no dependencies.
 One group of bars per workload, one bar per system: the system's median
 over the baseline's (classic PB) median, on a logarithmic axis, so the
 baseline's bars all stand at 1x.  Rows where lower is better (server memory
-per connection) are left out; the table has them.
+per connection) are left out; the table has them.  The C{floor} system's
+bars (a raw Twisted echo; msgpack's codec in the serialization workload)
+show how far the RPC systems are from the cost of moving the bytes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ COLOURS: Dict[str, str] = {
     "pbext": "#1f6fb4",
     "pyro5": "#e08a1e",
     "rpyc": "#3a9a4a",
+    "floor": "#2b2b2b",
+}
+
+#: What the legend says of a system besides its name.
+LEGEND: Dict[str, str] = {
+    "floor": " (raw Twisted echo; msgpack)",
 }
 SPARE_COLOURS = ("#9b59b6", "#c0392b", "#16a085", "#7f8c8d")
 
@@ -164,6 +172,7 @@ def renderChart(results: Dict[str, Any]) -> str:
             f'<rect x="{x}" y="56" width="12" height="12" fill="{colours[system]}"/>'
         )
         label = system + (" (baseline)" if system == baseline else "")
+        label += LEGEND.get(system, "")
         parts.append(_text(x + 16, 66, label, 12, "start"))
         x += 24 + 8 * len(label)
     left = [r["title"] for r in results.get("workloads", []) if r not in rows]

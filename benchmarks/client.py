@@ -27,7 +27,8 @@ if __package__ in (None, ""):  # pragma: no cover - run as a file
 from benchmarks import payloads, serialization
 from benchmarks.sample import MeasurementError, check, now, rate, sample
 from benchmarks.systems import (
-    PEERS,
+    ALL_SYSTEMS,
+    FLOOR,
     RPYC_CONFIG,
     TWISTED_SYSTEMS,
     configurePyroClient,
@@ -196,6 +197,12 @@ class _TwistedClient:
             factory.disconnect()
         self.factories = []
 
+    def smallCall(self, root: Any) -> Any:
+        """
+        One small call, C{echo(42)}, on the connection C{root} came from.
+        """
+        return root.callRemote("echo", 42)
+
     async def sequence(
         self, operation: Callable[[], Any], count: int, lanes: int = 1
     ) -> Dict[str, Any]:
@@ -299,7 +306,7 @@ class _TwistedClient:
         o = self.options
         # One connection warms the server up before its memory is read.
         warmRoot = await self.connect()
-        await self.warm(lambda: warmRoot.callRemote("echo", 42), 10)
+        await self.warm(lambda: self.smallCall(warmRoot), 10)
         before = readRSS(o.server_pid)
         roots: List[Any] = []
         while len(roots) < o.clients:
@@ -315,7 +322,7 @@ class _TwistedClient:
             extra["memoryPerConnectionKB"] = (after - before) / len(roots)
         else:
             self.notes.append("server memory not measured (no /proc)")
-        operations = [(lambda r=root: r.callRemote("echo", 42)) for root in roots]
+        operations = [(lambda r=root: self.smallCall(r)) for root in roots]
         result = await self.run(
             operations, [o.calls] * len(roots), o.calls * len(roots), 1.0
         )
@@ -329,7 +336,13 @@ def _runTwisted(system: str, options: argparse.Namespace) -> Dict[str, Any]:
     from twisted.python.failure import Failure
 
     payloads.registerClassicCopyables()
-    client = _TwistedClient(reactor, system, options)
+    client: _TwistedClient
+    if system == FLOOR:
+        from benchmarks.floor import FloorClient
+
+        client = FloorClient(reactor, system, options)
+    else:
+        client = _TwistedClient(reactor, system, options)
     outcome: Dict[str, Any] = {}
 
     async def main() -> None:
@@ -585,7 +598,7 @@ def _runSerialization(system: str, options: argparse.Namespace) -> Dict[str, Any
 
 def parseArguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--system", required=True, choices=TWISTED_SYSTEMS + PEERS)
+    parser.add_argument("--system", required=True, choices=ALL_SYSTEMS)
     parser.add_argument("--workload", required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--server-pid", type=int, default=0)
@@ -608,7 +621,7 @@ def measure(options: argparse.Namespace) -> Dict[str, Any]:
     try:
         if options.workload == "serialize":
             return _runSerialization(options.system, options)
-        if options.system in TWISTED_SYSTEMS:
+        if options.system in TWISTED_SYSTEMS or options.system == FLOOR:
             return _runTwisted(options.system, options)
         return _runSync(options.system, options)
     except Exception as e:

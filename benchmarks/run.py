@@ -2,14 +2,15 @@
 Benchmark classic Perspective Broker and pbext side by side.
 
     python benchmarks/run.py [--quick] [--rounds N]
-        [--systems classic,pbext[,pyro5,rpyc]] [--workloads small,...]
+        [--systems classic,pbext[,pyro5,rpyc,floor]] [--workloads small,...]
         [--json FILE] [--chart FILE.svg]
 
 Servers and clients run in separate processes on 127.0.0.1 (a client
 worker per system forks a fresh process for each measurement).  In each round
 every workload is measured once per system, the systems taking turns
 (classic, pbext, ...), so machine noise hits them alike.  The table on
-stdout shows each system's median and its ratio to classic PB; the JSON
+stdout shows each system's median and its ratio to classic PB (and, with
+the raw Twisted echo C{floor}, pbext's ratio to the floor); the JSON
 file holds every sample, and the SVG chart is drawn from it.  Progress goes
 to stderr, one line per measurement.  See C{benchmarks/README.rst}.
 """
@@ -37,9 +38,9 @@ from benchmarks import chart, report  # noqa: E402
 from benchmarks.systems import (  # noqa: E402
     ALL_SYSTEMS,
     BASELINE,
-    TWISTED_SYSTEMS,
     available,
     peerVersion,
+    unsupported,
 )
 from benchmarks.workloads import (  # noqa: E402
     BY_NAME,
@@ -293,7 +294,7 @@ def machineInfo() -> Dict[str, Any]:
         "pbext": pbextVersion,
         "pbextRevision": _gitRevision(),
     }
-    for system in ("pyro5", "rpyc"):
+    for system in ("pyro5", "rpyc", "msgpack"):
         info[system] = peerVersion(system)
     return info
 
@@ -467,8 +468,10 @@ def run(options: argparse.Namespace) -> Dict[str, Any]:
     }
     rows: Dict[str, Dict[str, Any]] = {}
     for workload in workloads:
-        # Without a network only PB's own codecs are compared.
-        measured = [s for s in systems if workload.network or s in TWISTED_SYSTEMS]
+        # A system that cannot do a workload is left out of its row, with
+        # the reason in the row's notes.
+        left = {s: unsupported(s, workload.name) for s in systems}
+        measured = [s for s in systems if left[s] is None]
         rows[workload.name] = {
             "name": workload.name,
             "title": workload.title,
@@ -478,6 +481,7 @@ def run(options: argparse.Namespace) -> Dict[str, Any]:
             "higherIsBetter": True,
             "parameters": dict(workload.parameters[options.mode]),
             "samples": {s: [] for s in measured},
+            "skipped": {s: reason for s, reason in left.items() if reason},
         }
         results["workloads"].append(rows[workload.name])
     total = sum(len(rows[w.name]["samples"]) for w in workloads) * options.rounds

@@ -1,15 +1,17 @@
 """
 The serialization-only workload: jelly and banana without a network.
 
-Both codecs turn the nested structure into the bytes PB puts on the wire
+Both PB codecs turn the nested structure into the bytes PB puts on the wire
 (jelly, then banana in the C{b"pb"} dialect with its vocabulary) and back
 (banana decoding fed in 64 KiB chunks, as a TCP transport delivers them,
-then unjelly).
+then unjelly).  The C{floor} system's codec is msgpack's own C{packb} and
+C{unpackb} of the same structure (the serializer Pyro5 is measured with),
+so that pbext's encode and decode can be set against a C codec's.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from twisted.spread import banana, jelly
 
@@ -25,6 +27,16 @@ _SECURITY = jelly.globalSecurity
 
 def _chunks(data: bytes) -> List[bytes]:
     return [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)] or [b""]
+
+
+class RoundTrip(Protocol):
+    """
+    What L{measure} times: an encoder and a decoder.
+    """
+
+    def encode(self, obj: Any) -> bytes: ...
+
+    def decode(self, data: bytes) -> Any: ...
 
 
 class Codec:
@@ -55,6 +67,40 @@ class Codec:
 
     def decode(self, data: bytes) -> Any:
         return self.unjelly(self.bananaDecode(_chunks(data)))
+
+
+class MsgpackCodec:
+    """
+    msgpack's C{packb} and C{unpackb} with their defaults: the floor of the
+    serialization workload.  Decoding joins the 64 KiB chunks a transport
+    delivers into one message first, as a framed reader does.
+    """
+
+    def __init__(self) -> None:
+        import msgpack
+
+        self._packb = msgpack.packb
+        self._unpackb = msgpack.unpackb
+
+    def encode(self, obj: Any) -> bytes:
+        data: bytes = self._packb(obj)
+        return data
+
+    def decode(self, data: bytes) -> Any:
+        return self._unpackb(b"".join(_chunks(data)))
+
+
+def _msgpackNotes() -> List[str]:
+    """
+    Which msgpack the floor uses, and whether it is its C extension.
+    """
+    import msgpack
+
+    kind = "C extension"
+    if not msgpack.Packer.__module__.endswith("_cmsgpack"):
+        kind = "pure Python fallback"
+    version = ".".join(str(part) for part in msgpack.version)
+    return [f"msgpack {version} packb/unpackb ({kind})"]
 
 
 def _stockBanana() -> Tuple[Callable[[Any], bytes], Callable[[List[bytes]], Any]]:
@@ -98,7 +144,7 @@ def _stockJelly() -> Tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     )
 
 
-def codecFor(system: str) -> Tuple[Optional[Codec], List[str]]:
+def codecFor(system: str) -> Tuple[Optional[RoundTrip], List[str]]:
     """
     The codec of C{system} and notes on what it is made of.
 
@@ -115,6 +161,11 @@ def codecFor(system: str) -> Tuple[Optional[Codec], List[str]]:
     """
     if system == "classic":
         return Codec(*_stockJelly(), *_stockBanana()), []
+    if system == "floor":
+        try:
+            return MsgpackCodec(), _msgpackNotes()
+        except ImportError as e:
+            return None, [f"msgpack is not importable ({e})"]
     if system != "pbext":
         return None, [f"{system}: the serialization workload compares PB codecs"]
     notes: List[str] = []
@@ -255,7 +306,7 @@ def _pbextBanana(
 
 
 def measure(
-    codec: Codec,
+    codec: RoundTrip,
     count: int,
     seconds: float,
     warmup: int,

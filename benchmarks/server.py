@@ -8,7 +8,8 @@ C{pid}, C{system}, C{copyables}: C{"typed"} if it serves pbext's typed
 dataclass, and C{notes}), then serves until its standard input closes or it
 gets SIGTERM.  Its root answers C{echo(value)}, C{ping()},
 C{objects(count)} (small copyable objects) and, with a pbext typed
-registry, C{typedObjects(count)}.
+registry, C{typedObjects(count)}.  The C{floor} system has no root: it
+sends every length-prefixed frame back (L{benchmarks.floor}).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ if __package__ in (None, ""):  # pragma: no cover - run as a file
 
 from benchmarks import payloads
 from benchmarks.systems import (
-    PEERS,
+    ALL_SYSTEMS,
+    FLOOR,
     RPYC_CONFIG,
     TWISTED_SYSTEMS,
     configurePyroServer,
@@ -116,6 +118,22 @@ def serveTwisted(system: str, port: int) -> None:
     reactor.run()
 
 
+def serveFloor(port: int) -> None:
+    """
+    Serve the raw Twisted echo floor.
+    """
+    from twisted.internet import reactor
+
+    from benchmarks import floor
+
+    listening = reactor.listenTCP(
+        port, floor.serverFactory(), backlog=BACKLOG, interface="127.0.0.1"
+    )
+    _announce(listening.getHost().port, FLOOR, "none", [])
+    _watchStdin(lambda: reactor.callFromThread(reactor.stop))
+    reactor.run()
+
+
 def servePyro(port: int) -> None:
     """
     Serve a Pyro5 object named C{bench} (threaded server).
@@ -178,12 +196,13 @@ def serveRPyC(port: int) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--system", required=True, choices=TWISTED_SYSTEMS + PEERS)
+    parser.add_argument("--system", required=True, choices=ALL_SYSTEMS)
     parser.add_argument("--port", type=int, default=0)
     options = parser.parse_args(argv)
     serve: Dict[str, Callable[[], None]] = {
         "pyro5": lambda: servePyro(options.port),
         "rpyc": lambda: serveRPyC(options.port),
+        FLOOR: lambda: serveFloor(options.port),
     }
     if options.system in TWISTED_SYSTEMS:
         serveTwisted(options.system, options.port)

@@ -4,7 +4,10 @@ The systems the benchmarks compare, and what they share.
 C{classic} is stock L{twisted.spread.pb} on both ends and the baseline of
 every ratio; C{pbext} is L{pbext.PBServerFactory} and L{pbext.PBClientFactory}
 on both ends with their default options.  C{pyro5} (msgpack serializer) and
-C{rpyc} are optional peers, measured only when importable.
+C{rpyc} are optional peers, measured only when importable.  C{floor} is no
+RPC system at all but the reference under them: a raw Twisted
+length-prefixed echo (L{benchmarks.floor}) on the network, and msgpack's own
+C{packb}/C{unpackb} in the serialization workload.
 """
 
 from __future__ import annotations
@@ -21,7 +24,16 @@ TWISTED_SYSTEMS: Tuple[str, ...] = ("classic", "pbext")
 #: Optional peers, measured with their own blocking clients.
 PEERS: Tuple[str, ...] = ("pyro5", "rpyc")
 
-ALL_SYSTEMS: Tuple[str, ...] = TWISTED_SYSTEMS + PEERS
+#: The reference system: a raw Twisted echo protocol, and msgpack's codec.
+FLOOR = "floor"
+
+ALL_SYSTEMS: Tuple[str, ...] = TWISTED_SYSTEMS + PEERS + (FLOOR,)
+
+#: Workloads where there is nothing for the floor to echo.
+_NO_FLOOR: Dict[str, str] = {
+    "copyables": "the echo floor moves bytes: it has no objects to copy",
+    "classiccopies": "the echo floor moves bytes: it has no objects to copy",
+}
 
 #: The modules each optional peer needs.
 _PEER_MODULES: Dict[str, Tuple[str, ...]] = {
@@ -49,7 +61,7 @@ def available(system: str) -> Tuple[bool, str]:
 
     @return: C{(True, version)} or C{(False, reason)}.
     """
-    if system in TWISTED_SYSTEMS:
+    if system in TWISTED_SYSTEMS or system == FLOOR:
         return True, ""
     for name in _PEER_MODULES.get(system, ()):
         try:
@@ -59,11 +71,37 @@ def available(system: str) -> Tuple[bool, str]:
     return True, peerVersion(system) or ""
 
 
+def unsupported(system: str, workload: str) -> Optional[str]:
+    """
+    Why C{system} takes no part in C{workload}, if it does not.
+
+    The serialization workload compares PB's codecs (C{classic} and
+    C{pbext}) with msgpack's (the C{floor}, when msgpack imports); the
+    echo floor has no objects to copy.
+
+    @return: The reason, for the notes, or L{None} if it takes part.
+    """
+    if workload == "serialize":
+        if system in TWISTED_SYSTEMS:
+            return None
+        if system == FLOOR:
+            try:
+                importlib.import_module("msgpack")
+            except ImportError as e:
+                return f"msgpack is not importable ({e}); `tox -e bench` installs it"
+            return None
+        return "the serialization workload compares PB's codecs with msgpack's"
+    if system == FLOOR:
+        return _NO_FLOOR.get(workload)
+    return None
+
+
 def peerVersion(system: str) -> Optional[str]:
     """
-    The installed version of an optional peer, or L{None}.
+    The installed version of an optional peer (or of msgpack, the
+    floor's codec), or L{None}.
     """
-    module = {"pyro5": "Pyro5", "rpyc": "rpyc"}.get(system)
+    module = {"pyro5": "Pyro5", "rpyc": "rpyc", "msgpack": "msgpack"}.get(system)
     if module is None:
         return None
     try:
@@ -74,6 +112,8 @@ def peerVersion(system: str) -> Optional[str]:
     if version is None and system == "rpyc":
         version = getattr(imported, "version", None)
         version = getattr(version, "version_string", version)
+    if version is None and system == "msgpack":
+        version = ".".join(str(part) for part in getattr(imported, "version", ()))
     return None if version is None else str(version)
 
 

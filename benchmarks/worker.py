@@ -52,6 +52,7 @@ PRELOAD: Dict[str, Sequence[str]] = {
     ),
     "pyro5": ("Pyro5.api", "msgpack"),
     "rpyc": ("rpyc", "rpyc.utils.classic"),
+    "floor": ("benchmarks.floor", "msgpack"),
 }
 
 _PR_SET_PDEATHSIG = 1

@@ -16,7 +16,7 @@ import sys
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNNER = os.path.join(ROOT, "benchmarks", "run.py")
@@ -32,6 +32,13 @@ except ImportError as e:  # pragma: no cover - run outside the source tree
     skipReason: Optional[str] = f"benchmarks/ is not importable: {e}"
 else:
     skipReason = None
+
+try:
+    import msgpack  # noqa: F401
+except ImportError:
+    haveMsgpack = False
+else:
+    haveMsgpack = True
 
 
 def _sample(value: Optional[float], **extra: Any) -> Dict[str, Any]:
@@ -145,6 +152,232 @@ class ReportTests(SynchronousTestCase):
         self.assertIn("note: small/pbext: error: it broke", table)
 
 
+def _inRound(value: float, number: int, **extra: Any) -> Dict[str, Any]:
+    result = _sample(value, **extra)
+    result["round"] = number
+    return result
+
+
+def _floorResults() -> Dict[str, Any]:
+    """
+    A small unsummarised result set with the echo floor: two rounds of
+    three workloads, the floor measured in two and skipped in one.
+    """
+    return {
+        "schema": "pbext-benchmarks/1",
+        "mode": "quick",
+        "rounds": 2,
+        "machine": {"cpuCount": 2},
+        "baseline": "classic",
+        "systems": ["classic", "floor", "pbext"],
+        "skipped": {},
+        "notes": [],
+        "workloads": [
+            {
+                "name": "inflight",
+                "title": "100 small calls in flight",
+                "short": "in flight",
+                "unit": "calls/s",
+                "higherIsBetter": True,
+                "samples": {
+                    "classic": [_inRound(100.0, 1), _inRound(100.0, 2)],
+                    "pbext": [_inRound(300.0, 1), _inRound(500.0, 2)],
+                    "floor": [_inRound(600.0, 1), _inRound(500.0, 2)],
+                },
+                "skipped": {},
+            },
+            {
+                "name": "copyables",
+                "title": "return 1,000 small copyable objects",
+                "short": "copyables",
+                "unit": "objects/s",
+                "higherIsBetter": True,
+                "samples": {
+                    "classic": [_inRound(10.0, 1), _inRound(10.0, 2)],
+                    "pbext": [_inRound(80.0, 1), _inRound(120.0, 2)],
+                },
+                "skipped": {"floor": "no objects to copy"},
+            },
+            {
+                "name": "serialize",
+                "title": "encode+decode",
+                "short": "serialize",
+                "unit": "round trips/s",
+                "higherIsBetter": True,
+                "samples": {
+                    system: [_inRound(value, 1, encodeSeconds=enc, decodeSeconds=dec)]
+                    for system, value, enc, dec in [
+                        ("classic", 2.0, 0.1, 0.4),
+                        ("pbext", 200.0, 0.002, 0.003),
+                        ("floor", 250.0, 0.001, 0.003),
+                    ]
+                },
+                "skipped": {},
+            },
+        ],
+    }
+
+
+class FloorReportTests(SynchronousTestCase):
+    """
+    Tests for the echo floor in L{benchmarks.report}: ratios to the floor,
+    paired round by round, skipped workloads and the codec phases.
+    """
+
+    skip = skipReason
+
+    def setUp(self) -> None:
+        self.results = report.summarise(_floorResults())
+        self.rows = {row["name"]: row for row in self.results["workloads"]}
+
+    def test_floorRatio(self) -> None:
+        """
+        Each system's median over the floor's median is its C{floorRatio};
+        the ratios to the baseline are unchanged.
+        """
+        inflight = self.rows["inflight"]
+        self.assertEqual(inflight["floorRatio"]["pbext"], 400.0 / 550.0)
+        self.assertEqual(inflight["floorRatio"]["floor"], 1.0)
+        self.assertEqual(inflight["ratio"]["pbext"], 4.0)
+        self.assertNotIn("floorRatio", self.rows["copyables"])
+
+    def test_paired(self) -> None:
+        """
+        The paired ratios divide each round's sample by the reference's
+        sample of the same round, and keep their median and range.
+        """
+        pair = self.rows["inflight"]["paired"]["pbext/floor"]
+        self.assertEqual(pair["ratios"], [0.5, 1.0])
+        self.assertEqual((pair["low"], pair["median"], pair["high"]), (0.5, 0.75, 1.0))
+        self.assertEqual(
+            self.rows["copyables"]["paired"]["pbext/classic"]["ratios"], [8.0, 12.0]
+        )
+
+    def test_table(self) -> None:
+        """
+        The table puts the floor last, with pbext's ratio to it and the
+        range of the paired ratios, says why the floor was not measured
+        where it was not, and gives each codec's encode and decode times.
+        """
+        table = report.formatTable(self.results)
+        lines = table.splitlines()
+        self.assertEqual(lines[0].split()[-2:], ["floor", "pbext/floor"])
+        inflight = [line for line in lines if line.startswith("100 small")][0]
+        self.assertTrue(inflight.endswith("550  0.73x (0.50-1.00x)"), inflight)
+        copyables = [line for line in lines if line.startswith("return 1,000")][0]
+        self.assertEqual(copyables.split()[-2:], ["n/a", "-"])
+        self.assertIn("note: copyables/floor: not measured: no objects to copy", lines)
+        self.assertIn(
+            "note: serialize: median encode / decode, us: classic 100,000 / "
+            "400,000, pbext 2,000 / 3,000, floor (msgpack) 1,000 / 3,000",
+            lines,
+        )
+
+    def test_chart(self) -> None:
+        """
+        The chart draws the floor's bars and names it in the legend.
+        """
+        root = ET.fromstring(chart.renderChart(self.results))
+        texts = [t.text or "" for t in root.iter(SVG + "text")]
+        self.assertTrue([t for t in texts if t.startswith("floor (raw Twisted")])
+
+
+class FloorTests(SynchronousTestCase):
+    """
+    Tests for L{benchmarks.floor}, the raw Twisted echo, in memory.
+    """
+
+    skip = skipReason
+
+    def _connected(self) -> Any:
+        from twisted.internet.testing import StringTransport
+
+        from benchmarks import floor
+
+        client = floor.EchoClientProtocol()
+        client.makeConnection(StringTransport())
+        server = floor.EchoServerProtocol()
+        server.makeConnection(StringTransport())
+        return client, server
+
+    def test_echo(self) -> None:
+        """
+        The server sends each frame back whole; the client gives each
+        answer's body to the call that carried its request id, whatever
+        the order the answers come in.
+        """
+        client, server = self._connected()
+        first = client.call(b"one")
+        second = client.call(b"x" * 200_000)
+        server.dataReceived(client.transport.value())
+        echoed = server.transport.value()
+        self.assertEqual(echoed, client.transport.value())
+        frames = []
+        data = echoed
+        while data:
+            length = int.from_bytes(data[:4], "big")
+            frames.append(data[: 4 + length])
+            data = data[4 + length :]
+        self.assertEqual(len(frames), 2)
+        self.assertNoResult(first)
+        client.dataReceived(frames[1])
+        self.assertEqual(self.successResultOf(second), b"x" * 200_000)
+        self.assertNoResult(first)
+        client.dataReceived(frames[0])
+        self.assertEqual(self.successResultOf(first), b"one")
+
+    def test_connectionLost(self) -> None:
+        """
+        Calls still waiting when the connection is lost fail.
+        """
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        client, _ = self._connected()
+        waiting = client.call(b"echo")
+        client.connectionLost(Failure(ConnectionLost()))
+        self.failureResultOf(waiting, ConnectionLost)
+
+    def test_bodies(self) -> None:
+        """
+        The floor echoes a few bytes for small calls, the blob of the
+        bytes workload, and the structure as compact JSON; it has no body
+        for the copyables workloads, which it is not measured in.
+        """
+        from benchmarks import floor, payloads, systems
+        from benchmarks.sample import MeasurementError
+
+        self.assertEqual(floor.makeBody("inflight"), floor.SMALL_BODY)
+        self.assertEqual(floor.makeBody("bytes"), payloads.makeBlob())
+        self.assertEqual(
+            json.loads(floor.makeBody("struct", 3)), payloads.makeStructure(3)
+        )
+        self.assertRaises(MeasurementError, floor.makeBody, "copyables")
+        self.assertIsNotNone(systems.unsupported("floor", "copyables"))
+        self.assertIsNone(systems.unsupported("floor", "inflight"))
+        self.assertIsNotNone(systems.unsupported("pyro5", "serialize"))
+
+    def test_msgpackCodec(self) -> None:
+        """
+        In the serialization workload the floor is msgpack's own codec,
+        measured like PB's: a round trip of the structure, with the time
+        of each encoding and decoding.
+        """
+        from benchmarks import serialization, systems
+
+        if not haveMsgpack:
+            self.assertIsNotNone(systems.unsupported("floor", "serialize"))
+            raise SkipTest("msgpack is not installed")
+        self.assertIsNone(systems.unsupported("floor", "serialize"))
+        codec, notes = serialization.codecFor("floor")
+        assert codec is not None
+        self.assertIn("msgpack", notes[0])
+        result = serialization.measure(codec, 2, 10.0, 1, 20)
+        self.assertIsNone(result["error"])
+        self.assertEqual(result["completed"], 2)
+        self.assertIn("encodeSeconds", result["extra"])
+
+
 class ChartTests(SynchronousTestCase):
     """
     Tests for L{benchmarks.chart}.
@@ -226,7 +459,7 @@ class ClientCommandTests(SynchronousTestCase):
 class RunnerTests(SynchronousTestCase):
     """
     Tests for C{benchmarks/run.py}, run as a command in its smoke mode
-    against classic PB and pbext.
+    against classic PB, pbext and the raw Twisted echo floor.
     """
 
     skip = skipReason
@@ -234,9 +467,11 @@ class RunnerTests(SynchronousTestCase):
     def test_smokeRun(self) -> None:
         """
         C{run.py --smoke} measures every workload once for classic PB and
-        pbext with servers and clients in separate processes, prints the
-        table, writes JSON with every sample and an SVG chart, and leaves no
-        server running.
+        pbext, and the echo floor where it applies (msgpack's codec for the
+        serialization workload, if msgpack imports), with servers and
+        clients in separate processes, prints the table with pbext's ratio
+        to the floor, writes JSON with every sample and an SVG chart, and
+        leaves no server running.
         """
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
@@ -248,7 +483,7 @@ class RunnerTests(SynchronousTestCase):
                 RUNNER,
                 "--smoke",
                 "--systems",
-                "classic,pbext",
+                "classic,pbext,floor",
                 "--json",
                 jsonPath,
                 "--chart",
@@ -268,7 +503,8 @@ class RunnerTests(SynchronousTestCase):
         for key in ("schema", "created", "mode", "rounds", "machine", "systems"):
             self.assertIn(key, results)
         self.assertEqual(results["mode"], "smoke")
-        self.assertEqual(results["systems"], ["classic", "pbext"])
+        self.assertEqual(results["systems"], ["classic", "pbext", "floor"])
+        self.assertIn("pbext/floor", output.splitlines()[0])
         for key in ("cpuCount", "python", "twisted", "pbext", "pbextRevision"):
             self.assertIn(key, results["machine"])
         expected: List[str] = []
@@ -282,8 +518,17 @@ class RunnerTests(SynchronousTestCase):
             for key in ("title", "unit", "median", "ratio"):
                 self.assertIn(key, row)
             if row["name"] == "memory":
+                self.assertIn("pbext", row["floorRatio"])
                 continue
-            self.assertEqual(sorted(row["samples"]), ["classic", "pbext"])
+            withFloor = row["name"] not in ("copyables", "classiccopies")
+            if row["name"] == "serialize":
+                withFloor = haveMsgpack
+            measured = (
+                ["classic", "floor", "pbext"] if withFloor else ["classic", "pbext"]
+            )
+            self.assertEqual(sorted(row["samples"]), measured)
+            if not withFloor:
+                self.assertIn("floor", row["skipped"])
             for system, samples in row["samples"].items():
                 self.assertEqual(len(samples), 1)
                 for key in ("value", "completed", "elapsed", "round", "error"):
