@@ -211,7 +211,7 @@ class FlowControl:
         connections their turn if handling them cost much (see
         L{pbext.fairness}).
         """
-        started = fairness.cpuTime()
+        started = fairness.readStarted()
         try:
             self._parseNow(parse, data)
         finally:
@@ -221,7 +221,11 @@ class FlowControl:
                 self.backlogBytes += size
                 if self.budget is not None:
                     self.chargeBytes()
-            fairness.takeTurns(self, self._broker, fairness.cpuTime() - started)
+            # Timed on the wall clock; only a long read reads the CPU clock.
+            ended = fairness.wallTime()
+            if ended - started > fairness.HEAVY_READ:
+                spent = fairness.spentSince(started, ended)
+                fairness.takeTurns(self, self._broker, spent)
 
     def _parseNow(
         self, parse: Callable[[Any, Callable[[object], None]], None], data: Any
