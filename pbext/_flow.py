@@ -191,6 +191,13 @@ class FlowControl:
             pending = self.pausedBytes
         else:
             return
+        self.measured(pending)
+
+    def measured(self, pending: int) -> None:
+        """
+        After a write, C{pending} bytes wait to be sent: stop reading the
+        peer past C{maxPendingWriteBytes}, and keep the budget current.
+        """
         if pending > self._maxPending and not self.outputFull:
             self._outputBackedUp()
         if self.budget is not None and (abs(pending - self.chargedBytes) >= BYTES_STEP):
@@ -207,15 +214,44 @@ class FlowControl:
         """
         Parse C{size} received bytes with C{parse} (a method of the
         broker's decoder), queue what they complete, keep the connection's
-        timers, keepalive and budget up to date, and give other
-        connections their turn if handling them cost much (see
-        L{pbext.fairness}).
+        timers, keepalive and budget up to date, handle the messages
+        queued, and give other connections their turn if handling them
+        cost much (see L{pbext.fairness}).
         """
         started = fairness.readStarted()
+        broker = self._broker
+        decoder = broker._pbextDecoder
+        assert decoder is not None
+        timers = broker._pbextTimers
+        timers.heard()
+        backlog = self.backlog
         try:
-            self._parseNow(parse, data)
+            plainTypes = broker._pbextSerialization.plainTypes
+            if plainTypes.stale or plainTypes.decoderStale:
+                broker._pbextSerialization.refreshPlainTypes(decoder)
+            # Once a dialect is chosen every expression is queued, so the
+            # decoder appends to the queue itself, without a call back here.
+            sink = backlog.append if broker.currentDialect else self._expressionDecoded
+            try:
+                parse(data, sink)
+            except FramingError as e:
+                broker._pbextDropConnection("framingError", str(e), limit=e.limit)
+                return
+            except Exception as e:
+                # Anything else going wrong with the peer's bytes (a value
+                # the decoder cannot build, a bug of pbext's) is this peer's
+                # problem only: never an error out of dataReceived.
+                broker._pbextDropConnection("decodingError", f"{type(e).__name__}: {e}")
+                return
+            if self.budget is not None:
+                self.chargeBytes()
+            # Usually no message is left partly received: one dict lookup.
+            if decoder.messageStarted or "messageTimeout" in timers.calls:
+                timers.messageProgress(decoder.messageStarted, self._messageTimeout)
+            if backlog and self.drainCall is None:
+                self.drain()
         finally:
-            if self.backlog:
+            if backlog:
                 # Messages received and waiting to be handled: the bytes
                 # they came in bound what they hold (for the budget).
                 self.backlogBytes += size
@@ -225,42 +261,7 @@ class FlowControl:
             ended = fairness.wallTime()
             if ended - started > fairness.HEAVY_READ:
                 spent = fairness.spentSince(started, ended)
-                fairness.takeTurns(self, self._broker, spent)
-
-    def _parseNow(
-        self, parse: Callable[[Any, Callable[[object], None]], None], data: Any
-    ) -> None:
-        broker = self._broker
-        decoder = broker._pbextDecoder
-        assert decoder is not None
-        timers = broker._pbextTimers
-        timers.heard()
-        serialization = broker._pbextSerialization
-        plainTypes = serialization.plainTypes
-        if plainTypes.stale or plainTypes.decoderStale:
-            serialization.refreshPlainTypes(decoder)
-        # Once a dialect is chosen every expression is queued, so the
-        # decoder appends to the queue itself, without a call back here.
-        backlog = self.backlog
-        sink = backlog.append if broker.currentDialect else self._expressionDecoded
-        try:
-            parse(data, sink)
-        except FramingError as e:
-            broker._pbextDropConnection("framingError", str(e), limit=e.limit)
-            return
-        except Exception as e:
-            # Anything else going wrong with the peer's bytes (a value the
-            # decoder cannot build, a bug of pbext's) is this peer's
-            # problem only: never an error out of dataReceived.
-            broker._pbextDropConnection("decodingError", f"{type(e).__name__}: {e}")
-            return
-        if self.budget is not None:
-            self.chargeBytes()
-        # Usually no message is left partly received: one dict lookup.
-        if decoder.messageStarted or "messageTimeout" in timers.calls:
-            timers.messageProgress(decoder.messageStarted, self._messageTimeout)
-        if backlog and self.drainCall is None:
-            self.drain()
+                fairness.takeTurns(self, broker, spent)
 
     def _expressionDecoded(self, expression: object) -> None:
         """

@@ -60,7 +60,7 @@ from pbext._wire import (
     MessageTooLarge,
     PolicyViolation,
 )
-from pbext.budget import precharge
+from pbext.budget import BYTES_STEP, precharge
 from pbext.codec import encodePieces
 from pbext.factorystate import (
     BrokerFactoryMixin,
@@ -361,13 +361,30 @@ class Broker(pb.Broker):
             self._pbextLimits.maxOutgoingMessageBytes,
         )
         flow = self._pbextFlow
-        if flow.budget is not None and not precharge(flow, pieces):
-            return
         if len(pieces) == 1:
-            self._pbextWrite(pieces[0])
+            data = pieces[0]
+            # Only a large message is charged to the budget before it is
+            # written (see precharge).
+            if (
+                flow.budget is not None
+                and flow.pendingOut is not None
+                and len(data) >= BYTES_STEP
+                and not precharge(flow, pieces)
+            ):
+                return
+            self._pbextWrite(data)
         else:
+            if flow.budget is not None and not precharge(flow, pieces):
+                return
             self._pbextWriteSequence(pieces)
-        if flow.pendingOut is not None or flow.writePaused:
+        measure = flow.pendingOut
+        if measure is not None:
+            # Usually everything was sent and nothing was charged: nothing
+            # to do.
+            pending = measure()
+            if pending or flow.chargedBytes:
+                flow.measured(pending)
+        elif flow.writePaused:
             flow.written(pieces)
 
     def _pbextWriteToTransport(self, data: bytes) -> None:
