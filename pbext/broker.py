@@ -60,7 +60,7 @@ from pbext._wire import (
     MessageTooLarge,
     PolicyViolation,
 )
-from pbext.budget import BYTES_STEP, precharge
+from pbext.budget import BYTES_STEP
 from pbext.codec import encodePieces
 from pbext.factorystate import (
     BrokerFactoryMixin,
@@ -361,26 +361,14 @@ class Broker(pb.Broker):
             self._pbextLimits.maxOutgoingMessageBytes,
         )
         flow = self._pbextFlow
-        if len(pieces) == 1:
-            data = pieces[0]
-            # Only a large message is charged to the budget before it is
-            # written (see precharge).
-            if (
-                flow.budget is not None
-                and flow.pendingOut is not None
-                and len(data) >= BYTES_STEP
-                and not precharge(flow, pieces)
-            ):
-                return
-            self._pbextWrite(data)
-        else:
-            if flow.budget is not None and not precharge(flow, pieces):
-                return
-            self._pbextWriteSequence(pieces)
+        # Held back, charged to the budget first or in pieces; else written.
+        large = flow.budget is not None and len(pieces[0]) >= BYTES_STEP
+        if len(pieces) > 1 or flow.batch is not None or large:
+            _flow.send(flow, pieces)
+            return
+        self._pbextWrite(pieces[0])
         measure = flow.pendingOut
         if measure is not None:
-            # Usually everything was sent and nothing was charged: nothing
-            # to do.
             pending = measure()
             if pending or flow.chargedBytes:
                 flow.measured(pending)
@@ -402,10 +390,8 @@ class Broker(pb.Broker):
         try:
             self.sendEncoded(exp)
         except Exception as e:
-            # A BananaError (too large), or a value checked when it was
-            # prepared (a _speedups.Jellied) that its own code changed before
-            # it was written, refused by the encoder: the call fails as if
-            # serializing it had failed.
+            # Too large (BananaError), or a prepared Jellied its own code
+            # changed: it fails as if serializing it had failed.
             if not _dispatch.notSent(
                 self, exp, e if isinstance(e, banana.BananaError) else None
             ):
