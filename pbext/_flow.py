@@ -24,6 +24,7 @@ from twisted.logger import Logger
 
 from pbext import fairness
 from pbext._transport import (
+    LARGE_MESSAGE,
     DirectReads,
     DirectWrites,
     pendingWriter,
@@ -40,6 +41,14 @@ _log = Logger()
 
 #: How often a backed-up output is measured again, in seconds.
 _RECHECK = 0.05
+
+#: The most bytes of messages held back while a read's messages are
+#: handled, to leave in one write (see L{FlowControl.drain}); a larger
+#: message is written at once, after those held.  No more than
+#: L{pbext._transport.LARGE_MESSAGE}: the messages held are small ones, and
+#: their write must not count as a large message's (which raises the
+#: socket's send buffer).
+BATCH_BYTES = LARGE_MESSAGE
 
 
 def backpressureCapable(transport: object) -> bool:
@@ -93,6 +102,8 @@ class FlowControl:
         "directReads",
         "unwritten",
         "backlogBytes",
+        "batch",
+        "batchBytes",
     )
 
     def __init__(self, broker: Broker, limits: Limits) -> None:
@@ -115,6 +126,9 @@ class FlowControl:
         self.unwritten = 0
         # The bytes of the reads whose messages wait in the backlog.
         self.backlogBytes = 0
+        # Messages to send held back while several queued are handled.
+        self.batch: list[bytes] | None = None
+        self.batchBytes = 0
 
     @property
     def broker(self) -> Broker:
@@ -278,28 +292,41 @@ class FlowControl:
         Handle queued expressions, at most C{maxMessagesPerTurn} now; the
         rest after other connections had their turn, with this peer not
         read from meanwhile.
+
+        When several are handled, the messages they send (their answers)
+        are held back and leave together, in one write (L{flush}), rather
+        than in one write (a system call on TCP) each.
         """
         self.drainCall = None
         broker = self._broker
         backlog = self.backlog
+        batching = len(backlog) > 1 and self.batch is None
+        if batching:
+            self.batch = []
         handle = broker.callExpressionReceived
         turn = broker._pbextLimits.maxMessagesPerTurn
-        while backlog and turn > 0 and not broker.disconnected:
-            if self.outputFull:
-                # The peer is not reading its answers: its messages
-                # wait (reading is paused too) until the output drains.
-                return
-            turn -= 1
-            expression = backlog.popleft()
-            try:
-                handle(expression)
-            except Exception:
-                _log.failure(
-                    "pbext: unexpected error handling a message from {peer}",
-                    peer=broker._pbextPeerName(),
-                )
-                broker._pbextDropConnection("internalError", "error handling a message")
-                return
+        try:
+            while backlog and turn > 0 and not broker.disconnected:
+                if self.outputFull:
+                    # The peer is not reading its answers: its messages
+                    # wait (reading is paused too) until the output drains.
+                    return
+                turn -= 1
+                expression = backlog.popleft()
+                try:
+                    handle(expression)
+                except Exception:
+                    _log.failure(
+                        "pbext: unexpected error handling a message from {peer}",
+                        peer=broker._pbextPeerName(),
+                    )
+                    broker._pbextDropConnection(
+                        "internalError", "error handling a message"
+                    )
+                    return
+        finally:
+            if batching:
+                flush(self, last=True)
         if not backlog:
             self.backlogBytes = 0
         if backlog and not broker.disconnected:
@@ -415,7 +442,7 @@ class FlowControl:
             return 0
         measure = self.pendingOut
         pending = measure() if measure is not None else self.pausedBytes
-        pending += self.unwritten + self.backlogBytes
+        pending += self.unwritten + self.backlogBytes + self.batchBytes
         decoder = broker._pbextDecoder
         if decoder is not None:
             pending += decoder.pendingBytes
@@ -448,10 +475,13 @@ class FlowControl:
 def send(flow: FlowControl, pieces: list[bytes]) -> None:
     """
     Send the message C{pieces} on C{flow}'s connection, when it is not the
-    usual case the broker's C{sendEncoded} writes itself: it is large
-    (charged to the budget first, see L{pbext.budget.precharge}), or in
-    pieces.
+    usual case the broker's C{sendEncoded} writes itself: messages are held
+    back (see L{FlowControl.drain}), or it is large (charged to the
+    budget first, see L{pbext.budget.precharge}), or in pieces.
     """
+    # While several messages are handled, their answers leave together.
+    if flow.batch is not None and hold(flow, pieces):
+        return
     if flow.budget is not None and not precharge(flow, pieces):
         return
     broker = flow._broker
@@ -460,6 +490,46 @@ def send(flow: FlowControl, pieces: list[bytes]) -> None:
     else:
         broker._pbextWriteSequence(pieces)
     flow.written(pieces)
+
+
+def hold(flow: FlowControl, pieces: list[bytes]) -> bool:
+    """
+    Hold back the message C{pieces} to send it with the others of this
+    turn, if it is small; else write what is held (it is written next).
+
+    @return: Whether it was held.
+    """
+    if len(pieces) != 1 or len(pieces[0]) > BATCH_BYTES:
+        flush(flow)
+        return False
+    data = pieces[0]
+    if flow.batchBytes + len(data) > BATCH_BYTES:
+        flush(flow)
+    batch = flow.batch
+    assert batch is not None
+    batch.append(data)
+    flow.batchBytes += len(data)
+    return True
+
+
+def flush(flow: FlowControl, last: bool = False) -> None:
+    """
+    Write the messages C{flow} held back, in one write; if C{last}, hold
+    no more back.
+    """
+    batch = flow.batch
+    flow.batch = None if last else []
+    flow.batchBytes = 0
+    if not batch:
+        return
+    broker = flow._broker
+    if broker._pbextDropped:
+        return
+    if len(batch) == 1:
+        broker._pbextWrite(batch[0])
+    else:
+        broker._pbextWriteSequence(batch)
+    flow.written(batch)
 
 
 def sendPages(flow: FlowControl) -> None:

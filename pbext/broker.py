@@ -361,9 +361,9 @@ class Broker(pb.Broker):
             self._pbextLimits.maxOutgoingMessageBytes,
         )
         flow = self._pbextFlow
-        # Charged to the budget first, or in pieces; else written at once.
+        # Held back, charged to the budget first or in pieces; else written.
         large = flow.budget is not None and len(pieces[0]) >= BYTES_STEP
-        if len(pieces) > 1 or large:
+        if len(pieces) > 1 or flow.batch is not None or large:
             _flow.send(flow, pieces)
             return
         self._pbextWrite(pieces[0])
