@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 _log = Logger()
 
+#: The last reading of the CPU clock (see L{pbext.fairness}).
+_LAST_CPU = fairness.lastCPU
+
 #: How often a backed-up output is measured again, in seconds.
 _RECHECK = 0.05
 
@@ -232,7 +235,11 @@ class FlowControl:
         queued, and give other connections their turn if handling them
         cost much (see L{pbext.fairness}).
         """
-        started = fairness.readStarted()
+        # fairness.readStarted, inline: the CPU clock is read only if its
+        # last reading is not fresh.
+        started = fairness.wallTime()
+        if not 0.0 <= started - _LAST_CPU.wall <= fairness.FRESH:
+            fairness.readCPU(started)
         broker = self._broker
         decoder = broker._pbextDecoder
         assert decoder is not None
@@ -300,7 +307,10 @@ class FlowControl:
         self.drainCall = None
         broker = self._broker
         backlog = self.backlog
-        batching = len(backlog) > 1 and self.batch is None
+        # More than one queued (each expression is a list of its own).
+        batching = (
+            bool(backlog) and backlog[0] is not backlog[-1] and self.batch is None
+        )
         if batching:
             self.batch = []
         handle = broker.callExpressionReceived

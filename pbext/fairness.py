@@ -74,23 +74,29 @@ class _CPUReading:
 
 #: What every broker's reads start from: one reading serves the reads of
 #: all connections started within L{FRESH} of it.
-_last = _CPUReading()
+lastCPU = _CPUReading()
 
 
 def readStarted() -> float:
     """
     A read starts being handled: read the CPU clock if its last reading is
-    not fresh.
+    not fresh.  (L{pbext._flow.FlowControl.parse} has this inline.)
 
     @return: The wall-clock time the read started (for L{spentSince}).
     """
     now = wallTime()
-    last = _last
-    if not 0.0 <= now - last.wall <= FRESH:
-        # Stale, or taken on another clock (tests replace the clocks).
-        last.cpu = cpuTime()
-        last.wall = now
+    if not 0.0 <= now - lastCPU.wall <= FRESH:
+        readCPU(now)
     return now
+
+
+def readCPU(now: float) -> None:
+    """
+    Read the CPU clock, at the wall-clock time C{now}: the last reading is
+    stale, or was taken on another clock (tests replace the clocks).
+    """
+    lastCPU.cpu = cpuTime()
+    lastCPU.wall = now
 
 
 def othersConnected(reactor: object) -> bool:
@@ -138,6 +144,8 @@ __all__ = [
     "pauseAfter",
     "spentSince",
     "takeTurns",
+    "lastCPU",
+    "readCPU",
     "readStarted",
     "wallTime",
 ]
@@ -149,7 +157,7 @@ def spentSince(started: float, ended: float) -> float:
     from L{readStarted}), now C{ended}: at most L{FRESH} more than it was,
     never more than the time that passed.
     """
-    last = _last
+    last = lastCPU
     now = cpuTime()
     # A reading taken after the read started (by a read nested in it)
     # misses the CPU time before it: at most the time that passed.
