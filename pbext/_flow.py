@@ -225,12 +225,12 @@ class FlowControl:
     def parse(
         self,
         parse: Callable[[Any, Callable[[object], None]], None],
-        data: Any,
-        size: int,
+        data: bytes | int,
     ) -> None:
         """
-        Parse C{size} received bytes with C{parse} (a method of the
-        broker's decoder), queue what they complete, keep the connection's
+        Parse received bytes with C{parse} (a method of the broker's
+        decoder: C{data} is the bytes, or how many it received in place),
+        queue what they complete, keep the connection's
         timers, keepalive and budget up to date, handle the messages
         queued, and give other connections their turn if handling them
         cost much (see L{pbext.fairness}).
@@ -275,7 +275,7 @@ class FlowControl:
             if backlog:
                 # Messages received and waiting to be handled: the bytes
                 # they came in bound what they hold (for the budget).
-                self.backlogBytes += size
+                self.backlogBytes += data if isinstance(data, int) else len(data)
                 if self.budget is not None:
                     self.chargeBytes()
             # Timed on the wall clock; only a long read reads the CPU clock.

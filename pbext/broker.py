@@ -300,7 +300,7 @@ class Broker(pb.Broker):
         decoder = self._pbextDecoder
         if decoder is None:
             return
-        self._pbextFlow.parse(decoder.feedTo, chunk, len(chunk))
+        self._pbextFlow.parse(decoder.feedTo, chunk)
 
     def _pbextReceiveBuffer(self) -> Any:
         """
@@ -325,7 +325,7 @@ class Broker(pb.Broker):
         decoder = self._pbextDecoder
         if decoder is None:
             return False
-        self._pbextFlow.parse(decoder.bufferFilled, count, count)
+        self._pbextFlow.parse(decoder.bufferFilled, count)
         return self._pbextDecoder is not None and not self._pbextFlow.readPauses
 
     def expressionReceived(self, sexp: object) -> None:
