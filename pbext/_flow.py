@@ -74,6 +74,11 @@ class FlowControl:
     The flow of one connection's messages, in and out.
 
     @ivar backlog: decoded expressions waiting to be handled.
+    @ivar holdsBack: whether the answers to several messages handled in one
+        turn may be held back, to leave in one write (L{drain}): not if the
+        broker's class overrides C{sendEncoded} (as L{pbext.metrics} does,
+        to count what each message writes).
+    @ivar batch: the messages held back, while they are.
     @ivar outputFull: whether more than C{maxPendingWriteBytes} wait to be
         sent: the peer is not read from, nor its messages handled.
     @ivar readPauses: why reading the peer is paused (C{"fairness"},
@@ -107,10 +112,12 @@ class FlowControl:
         "backlogBytes",
         "batch",
         "batchBytes",
+        "holdsBack",
     )
 
-    def __init__(self, broker: Broker, limits: Limits) -> None:
+    def __init__(self, broker: Broker, limits: Limits, holdsBack: bool = True) -> None:
         self._broker = broker
+        self.holdsBack = holdsBack
         self._maxPending = limits.maxPendingWriteBytes
         self._messageTimeout = limits.messageTimeout
         self.backlog: deque[object] = deque()
@@ -307,10 +314,9 @@ class FlowControl:
         self.drainCall = None
         broker = self._broker
         backlog = self.backlog
-        # More than one queued (each expression is a list of its own).
-        batching = (
-            bool(backlog) and backlog[0] is not backlog[-1] and self.batch is None
-        )
+        # More than one queued (each expression is a list of its own)?
+        several = bool(backlog) and backlog[0] is not backlog[-1]
+        batching = several and self.holdsBack and self.batch is None
         if batching:
             self.batch = []
         handle = broker.callExpressionReceived
