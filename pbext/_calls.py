@@ -235,9 +235,14 @@ class OutgoingCalls:
         """
         The answer to C{requestID} arrived: give its caller the value.
         """
-        d = self._take(requestID, "answer")
+        # The usual case inline: an answer to a call that waits for it.
+        d = None
+        if type(requestID) is int:
+            d = self._broker.waitingForAnswers.pop(requestID, None)
         if d is None:
-            return
+            d = self._take(requestID, "answer")
+            if d is None:
+                return
         try:
             result = self._unserializer.unserialize(netResult)
         except Exception:

@@ -150,7 +150,9 @@ def wireParts(
         ownUnserialize=kind.unserialize is base.unserialize,
     )
     broker._pbextTimers = ConnectionTimers(clock, broker)
-    broker._pbextFlow = FlowControl(broker, broker._pbextLimits)
+    broker._pbextFlow = FlowControl(
+        broker, broker._pbextLimits, holdsBack=kind.sendEncoded is base.sendEncoded
+    )
     broker._pbextDispatcher = IncomingDispatch(
         broker, serialization, unserializerOf(broker, base)
     )

@@ -35,6 +35,9 @@ _NEVER_AWAITABLE = frozenset(
     {int, float, str, bytes, bool, type(None), list, tuple, dict, set, frozenset}
 )
 
+#: How a L{pb.Referenceable} receives calls: C{remote_} methods.
+_REFERENCEABLE = flavors.Referenceable.remoteMessageReceived
+
 #: Commands a peer may send, and how many arguments each takes.
 COMMANDS: dict[str, int] = {
     "version": 1,
@@ -382,10 +385,20 @@ class IncomingDispatch:
         def} methods awaited; any other C{remoteMessageReceived} is called
         as it is.
         """
-        found = self._findMethod(target, name)
-        if found is None:
-            return self._classicDispatch(target, name, netArgs, netKw)
-        method, perspective, extra = found
+        if type(target).remoteMessageReceived is _REFERENCEABLE and not isinstance(
+            target, pb.AsReferenceable
+        ):
+            # The commonest flavor inline (as _findMethod finds it).
+            method = getattr(target, "remote_" + name, None)
+            if method is None:
+                raise flavors.NoSuchMethod(f"No such method: remote_{name}")
+            perspective = None
+            extra: tuple[Any, ...] = ()
+        else:
+            found = self._findMethod(target, name)
+            if found is None:
+                return self._classicDispatch(target, name, netArgs, netKw)
+            method, perspective, extra = found
         unserializer = self._unserializer
         args = unserializer.unserialize(netArgs, perspective)
         kw = unserializer.unserialize(netKw, perspective)

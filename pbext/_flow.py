@@ -24,12 +24,13 @@ from twisted.logger import Logger
 
 from pbext import fairness
 from pbext._transport import (
+    LARGE_MESSAGE,
     DirectReads,
     DirectWrites,
     pendingWriter,
     producerTarget,
 )
-from pbext.budget import BYTES_STEP, MemoryBudget
+from pbext.budget import BYTES_STEP, MemoryBudget, precharge
 from pbext.codec import FramingError
 
 if TYPE_CHECKING:
@@ -38,8 +39,19 @@ if TYPE_CHECKING:
 
 _log = Logger()
 
+#: The last reading of the CPU clock (see L{pbext.fairness}).
+_LAST_CPU = fairness.lastCPU
+
 #: How often a backed-up output is measured again, in seconds.
 _RECHECK = 0.05
+
+#: The most bytes of messages held back while a read's messages are
+#: handled, to leave in one write (see L{FlowControl.drain}); a larger
+#: message is written at once, after those held.  No more than
+#: L{pbext._transport.LARGE_MESSAGE}: the messages held are small ones, and
+#: their write must not count as a large message's (which raises the
+#: socket's send buffer).
+BATCH_BYTES = LARGE_MESSAGE
 
 
 def backpressureCapable(transport: object) -> bool:
@@ -62,6 +74,11 @@ class FlowControl:
     The flow of one connection's messages, in and out.
 
     @ivar backlog: decoded expressions waiting to be handled.
+    @ivar holdsBack: whether the answers to several messages handled in one
+        turn may be held back, to leave in one write (L{drain}): not if the
+        broker's class overrides C{sendEncoded} (as L{pbext.metrics} does,
+        to count what each message writes).
+    @ivar batch: the messages held back, while they are.
     @ivar outputFull: whether more than C{maxPendingWriteBytes} wait to be
         sent: the peer is not read from, nor its messages handled.
     @ivar readPauses: why reading the peer is paused (C{"fairness"},
@@ -93,10 +110,14 @@ class FlowControl:
         "directReads",
         "unwritten",
         "backlogBytes",
+        "batch",
+        "batchBytes",
+        "holdsBack",
     )
 
-    def __init__(self, broker: Broker, limits: Limits) -> None:
+    def __init__(self, broker: Broker, limits: Limits, holdsBack: bool = True) -> None:
         self._broker = broker
+        self.holdsBack = holdsBack
         self._maxPending = limits.maxPendingWriteBytes
         self._messageTimeout = limits.messageTimeout
         self.backlog: deque[object] = deque()
@@ -115,6 +136,9 @@ class FlowControl:
         self.unwritten = 0
         # The bytes of the reads whose messages wait in the backlog.
         self.backlogBytes = 0
+        # Messages to send held back while several queued are handled.
+        self.batch: list[bytes] | None = None
+        self.batchBytes = 0
 
     @property
     def broker(self) -> Broker:
@@ -191,6 +215,13 @@ class FlowControl:
             pending = self.pausedBytes
         else:
             return
+        self.measured(pending)
+
+    def measured(self, pending: int) -> None:
+        """
+        After a write, C{pending} bytes wait to be sent: stop reading the
+        peer past C{maxPendingWriteBytes}, and keep the budget current.
+        """
         if pending > self._maxPending and not self.outputFull:
             self._outputBackedUp()
         if self.budget is not None and (abs(pending - self.chargedBytes) >= BYTES_STEP):
@@ -201,62 +232,64 @@ class FlowControl:
     def parse(
         self,
         parse: Callable[[Any, Callable[[object], None]], None],
-        data: Any,
-        size: int,
+        data: bytes | int,
     ) -> None:
         """
-        Parse C{size} received bytes with C{parse} (a method of the
-        broker's decoder), queue what they complete, keep the connection's
-        timers, keepalive and budget up to date, and give other
-        connections their turn if handling them cost much (see
-        L{pbext.fairness}).
+        Parse received bytes with C{parse} (a method of the broker's
+        decoder: C{data} is the bytes, or how many it received in place),
+        queue what they complete, keep the connection's
+        timers, keepalive and budget up to date, handle the messages
+        queued, and give other connections their turn if handling them
+        cost much (see L{pbext.fairness}).
         """
-        started = fairness.cpuTime()
-        try:
-            self._parseNow(parse, data)
-        finally:
-            if self.backlog:
-                # Messages received and waiting to be handled: the bytes
-                # they came in bound what they hold (for the budget).
-                self.backlogBytes += size
-                if self.budget is not None:
-                    self.chargeBytes()
-            fairness.takeTurns(self, self._broker, fairness.cpuTime() - started)
-
-    def _parseNow(
-        self, parse: Callable[[Any, Callable[[object], None]], None], data: Any
-    ) -> None:
+        # fairness.readStarted, inline: the CPU clock is read only if its
+        # last reading is not fresh.
+        started = fairness.wallTime()
+        if not 0.0 <= started - _LAST_CPU.wall <= fairness.FRESH:
+            fairness.readCPU(started)
         broker = self._broker
         decoder = broker._pbextDecoder
         assert decoder is not None
         timers = broker._pbextTimers
         timers.heard()
-        serialization = broker._pbextSerialization
-        plainTypes = serialization.plainTypes
-        if plainTypes.stale or plainTypes.decoderStale:
-            serialization.refreshPlainTypes(decoder)
-        # Once a dialect is chosen every expression is queued, so the
-        # decoder appends to the queue itself, without a call back here.
         backlog = self.backlog
-        sink = backlog.append if broker.currentDialect else self._expressionDecoded
         try:
-            parse(data, sink)
-        except FramingError as e:
-            broker._pbextDropConnection("framingError", str(e), limit=e.limit)
-            return
-        except Exception as e:
-            # Anything else going wrong with the peer's bytes (a value the
-            # decoder cannot build, a bug of pbext's) is this peer's
-            # problem only: never an error out of dataReceived.
-            broker._pbextDropConnection("decodingError", f"{type(e).__name__}: {e}")
-            return
-        if self.budget is not None:
-            self.chargeBytes()
-        # Usually no message is left partly received: one dict lookup.
-        if decoder.messageStarted or "messageTimeout" in timers.calls:
-            timers.messageProgress(decoder.messageStarted, self._messageTimeout)
-        if backlog and self.drainCall is None:
-            self.drain()
+            plainTypes = broker._pbextSerialization.plainTypes
+            if plainTypes.stale or plainTypes.decoderStale:
+                broker._pbextSerialization.refreshPlainTypes(decoder)
+            # Once a dialect is chosen every expression is queued, so the
+            # decoder appends to the queue itself, without a call back here.
+            sink = backlog.append if broker.currentDialect else self._expressionDecoded
+            try:
+                parse(data, sink)
+            except FramingError as e:
+                broker._pbextDropConnection("framingError", str(e), limit=e.limit)
+                return
+            except Exception as e:
+                # Anything else going wrong with the peer's bytes (a value
+                # the decoder cannot build, a bug of pbext's) is this peer's
+                # problem only: never an error out of dataReceived.
+                broker._pbextDropConnection("decodingError", f"{type(e).__name__}: {e}")
+                return
+            if self.budget is not None:
+                self.chargeBytes()
+            # Usually no message is left partly received: one dict lookup.
+            if decoder.messageStarted or "messageTimeout" in timers.calls:
+                timers.messageProgress(decoder.messageStarted, self._messageTimeout)
+            if backlog and self.drainCall is None:
+                self.drain()
+        finally:
+            if backlog:
+                # Messages received and waiting to be handled: the bytes
+                # they came in bound what they hold (for the budget).
+                self.backlogBytes += data if isinstance(data, int) else len(data)
+                if self.budget is not None:
+                    self.chargeBytes()
+            # Timed on the wall clock; only a long read reads the CPU clock.
+            ended = fairness.wallTime()
+            if ended - started > fairness.HEAVY_READ:
+                spent = fairness.spentSince(started, ended)
+                fairness.takeTurns(self, broker, spent)
 
     def _expressionDecoded(self, expression: object) -> None:
         """
@@ -273,28 +306,43 @@ class FlowControl:
         Handle queued expressions, at most C{maxMessagesPerTurn} now; the
         rest after other connections had their turn, with this peer not
         read from meanwhile.
+
+        When several are handled, the messages they send (their answers)
+        are held back and leave together, in one write (L{flush}), rather
+        than in one write (a system call on TCP) each.
         """
         self.drainCall = None
         broker = self._broker
         backlog = self.backlog
+        # More than one queued (each expression is a list of its own)?
+        several = bool(backlog) and backlog[0] is not backlog[-1]
+        batching = several and self.holdsBack and self.batch is None
+        if batching:
+            self.batch = []
         handle = broker.callExpressionReceived
         turn = broker._pbextLimits.maxMessagesPerTurn
-        while backlog and turn > 0 and not broker.disconnected:
-            if self.outputFull:
-                # The peer is not reading its answers: its messages wait
-                # (reading is paused too) until the output drains.
-                return
-            turn -= 1
-            expression = backlog.popleft()
-            try:
-                handle(expression)
-            except Exception:
-                _log.failure(
-                    "pbext: unexpected error handling a message from {peer}",
-                    peer=broker._pbextPeerName(),
-                )
-                broker._pbextDropConnection("internalError", "error handling a message")
-                return
+        try:
+            while backlog and turn > 0 and not broker.disconnected:
+                if self.outputFull:
+                    # The peer is not reading its answers: its messages
+                    # wait (reading is paused too) until the output drains.
+                    return
+                turn -= 1
+                expression = backlog.popleft()
+                try:
+                    handle(expression)
+                except Exception:
+                    _log.failure(
+                        "pbext: unexpected error handling a message from {peer}",
+                        peer=broker._pbextPeerName(),
+                    )
+                    broker._pbextDropConnection(
+                        "internalError", "error handling a message"
+                    )
+                    return
+        finally:
+            if batching:
+                flush(self, last=True)
         if not backlog:
             self.backlogBytes = 0
         if backlog and not broker.disconnected:
@@ -398,20 +446,6 @@ class FlowControl:
             self._outputDrained()
         return self.producing
 
-    def sendPages(self) -> None:
-        """
-        Send pages until every pager is done or the transport asks us to
-        pause (it does so from inside C{write}); L{resumeProducing} carries
-        on.
-        """
-        broker = self._broker
-        pagers = broker.pageProducers
-        while pagers and not self.writePaused and not broker.disconnected:
-            for pager in list(pagers):
-                pager.sendNextPage()
-                if not pager.stillPaging():
-                    pagers.remove(pager)
-
     # -- the memory budget ---------------------------------------------------
 
     def bufferedBytes(self) -> int:
@@ -424,7 +458,7 @@ class FlowControl:
             return 0
         measure = self.pendingOut
         pending = measure() if measure is not None else self.pausedBytes
-        pending += self.unwritten + self.backlogBytes
+        pending += self.unwritten + self.backlogBytes + self.batchBytes
         decoder = broker._pbextDecoder
         if decoder is not None:
             pending += decoder.pendingBytes
@@ -454,6 +488,81 @@ class FlowControl:
             budget.chargeObjects(self._broker, self._broker._pbextHeldObjects())
 
 
+def send(flow: FlowControl, pieces: list[bytes]) -> None:
+    """
+    Send the message C{pieces} on C{flow}'s connection, when it is not the
+    usual case the broker's C{sendEncoded} writes itself: messages are held
+    back (see L{FlowControl.drain}), or it is large (charged to the
+    budget first, see L{pbext.budget.precharge}), or in pieces.
+    """
+    # While several messages are handled, their answers leave together.
+    if flow.batch is not None and hold(flow, pieces):
+        return
+    if flow.budget is not None and not precharge(flow, pieces):
+        return
+    broker = flow._broker
+    if len(pieces) == 1:
+        broker._pbextWrite(pieces[0])
+    else:
+        broker._pbextWriteSequence(pieces)
+    flow.written(pieces)
+
+
+def hold(flow: FlowControl, pieces: list[bytes]) -> bool:
+    """
+    Hold back the message C{pieces} to send it with the others of this
+    turn, if it is small; else write what is held (it is written next).
+
+    @return: Whether it was held.
+    """
+    if len(pieces) != 1 or len(pieces[0]) > BATCH_BYTES:
+        flush(flow)
+        return False
+    data = pieces[0]
+    if flow.batchBytes + len(data) > BATCH_BYTES:
+        flush(flow)
+    batch = flow.batch
+    assert batch is not None
+    batch.append(data)
+    flow.batchBytes += len(data)
+    return True
+
+
+def flush(flow: FlowControl, last: bool = False) -> None:
+    """
+    Write the messages C{flow} held back, in one write; if C{last}, hold
+    no more back.
+    """
+    batch = flow.batch
+    flow.batch = None if last else []
+    flow.batchBytes = 0
+    if not batch:
+        return
+    broker = flow._broker
+    if broker._pbextDropped:
+        return
+    if len(batch) == 1:
+        broker._pbextWrite(batch[0])
+    else:
+        broker._pbextWriteSequence(batch)
+    flow.written(batch)
+
+
+def sendPages(flow: FlowControl) -> None:
+    """
+    Send pages until every pager is done or the transport asks us to
+    pause (it does so from inside C{write}); L{resumeProducing} carries
+    on.
+    """
+    broker = flow._broker
+    pagers = broker.pageProducers
+    while pagers and not flow.writePaused and not broker.disconnected:
+        for pager in list(pagers):
+            pager.sendNextPage()
+            if not pager.stillPaging():
+                pagers.remove(pager)
+
+
 def resumePaging(flow: FlowControl) -> bool:
     """
     The transport drained its buffer: read the peer again, and send the
@@ -465,7 +574,7 @@ def resumePaging(flow: FlowControl) -> bool:
     if not flow.resumeProducing():
         return False
     if flow._broker.pageProducers:
-        flow.sendPages()
+        sendPages(flow)
     return True
 
 
@@ -479,5 +588,5 @@ def registerPager(flow: FlowControl, pager: Any) -> bool:
     if not flow.producing:
         return False
     flow._broker.pageProducers.append(pager)
-    flow.sendPages()
+    sendPages(flow)
     return True

@@ -60,7 +60,7 @@ from pbext._wire import (
     MessageTooLarge,
     PolicyViolation,
 )
-from pbext.budget import precharge
+from pbext.budget import BYTES_STEP
 from pbext.codec import encodePieces
 from pbext.factorystate import (
     BrokerFactoryMixin,
@@ -300,7 +300,7 @@ class Broker(pb.Broker):
         decoder = self._pbextDecoder
         if decoder is None:
             return
-        self._pbextFlow.parse(decoder.feedTo, chunk, len(chunk))
+        self._pbextFlow.parse(decoder.feedTo, chunk)
 
     def _pbextReceiveBuffer(self) -> Any:
         """
@@ -325,7 +325,7 @@ class Broker(pb.Broker):
         decoder = self._pbextDecoder
         if decoder is None:
             return False
-        self._pbextFlow.parse(decoder.bufferFilled, count, count)
+        self._pbextFlow.parse(decoder.bufferFilled, count)
         return self._pbextDecoder is not None and not self._pbextFlow.readPauses
 
     def expressionReceived(self, sexp: object) -> None:
@@ -361,13 +361,18 @@ class Broker(pb.Broker):
             self._pbextLimits.maxOutgoingMessageBytes,
         )
         flow = self._pbextFlow
-        if flow.budget is not None and not precharge(flow, pieces):
+        # Held back, charged to the budget first or in pieces; else written.
+        large = flow.budget is not None and len(pieces[0]) >= BYTES_STEP
+        if len(pieces) > 1 or flow.batch is not None or large:
+            _flow.send(flow, pieces)
             return
-        if len(pieces) == 1:
-            self._pbextWrite(pieces[0])
-        else:
-            self._pbextWriteSequence(pieces)
-        if flow.pendingOut is not None or flow.writePaused:
+        self._pbextWrite(pieces[0])
+        measure = flow.pendingOut
+        if measure is not None:
+            pending = measure()
+            if pending or flow.chargedBytes:
+                flow.measured(pending)
+        elif flow.writePaused:
             flow.written(pieces)
 
     def _pbextWriteToTransport(self, data: bytes) -> None:
@@ -385,10 +390,8 @@ class Broker(pb.Broker):
         try:
             self.sendEncoded(exp)
         except Exception as e:
-            # A BananaError (too large), or a value checked when it was
-            # prepared (a _speedups.Jellied) that its own code changed before
-            # it was written, refused by the encoder: the call fails as if
-            # serializing it had failed.
+            # Too large (BananaError), or a prepared Jellied its own code
+            # changed: it fails as if serializing it had failed.
             if not _dispatch.notSent(
                 self, exp, e if isinstance(e, banana.BananaError) else None
             ):

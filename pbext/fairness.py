@@ -15,6 +15,16 @@ open: those of its server factory, or for a client those its reactor
 reads.  Nothing is refused; a peer whose messages are cheap, or that is
 alone, is never paused.
 
+Reading the process's CPU clock is a system call (about half a
+microsecond, as much as a tenth of a small call's whole cost), so a read
+is first timed with the wall clock (L{wallTime}), which is cheap: the
+reactor's thread cannot spend more CPU time on a read than the time that
+passed, so a read that took at most L{HEAVY_READ} on the wall clock is not
+heavy, and only a longer one reads the CPU clock.  Where it started on the
+CPU clock is the last CPU reading, taken when a read starts if the last
+one is older than L{FRESH} (so on a busy connection, once for many reads):
+what it counts before the read started is at most L{FRESH}.
+
 @since: pbext NEXT
 """
 
@@ -39,6 +49,54 @@ HEAVY_READ = 0.005
 #: loaded machine does not inflate as it inflates wall-clock time (tests
 #: replace it).
 cpuTime: Callable[[], float] = time.process_time
+
+#: The clock a read is timed with first: a wall clock, cheap to read
+#: (tests replace it with one that moves with their C{cpuTime}).
+wallTime: Callable[[], float] = time.perf_counter
+
+#: How old, in wall-clock seconds, the last CPU reading may be and still
+#: stand for the CPU time at the start of a read: at most this much CPU time
+#: spent before a read is counted as the read's.
+FRESH = HEAVY_READ / 10
+
+
+class _CPUReading:
+    """
+    The last reading of L{cpuTime}, and the wall-clock time it was taken.
+    """
+
+    __slots__ = ("cpu", "wall")
+
+    def __init__(self) -> None:
+        self.cpu = 0.0
+        self.wall = float("-inf")
+
+
+#: What every broker's reads start from: one reading serves the reads of
+#: all connections started within L{FRESH} of it.
+lastCPU = _CPUReading()
+
+
+def readStarted() -> float:
+    """
+    A read starts being handled: read the CPU clock if its last reading is
+    not fresh.  (L{pbext._flow.FlowControl.parse} has this inline.)
+
+    @return: The wall-clock time the read started (for L{spentSince}).
+    """
+    now = wallTime()
+    if not 0.0 <= now - lastCPU.wall <= FRESH:
+        readCPU(now)
+    return now
+
+
+def readCPU(now: float) -> None:
+    """
+    Read the CPU clock, at the wall-clock time C{now}: the last reading is
+    stale, or was taken on another clock (tests replace the clocks).
+    """
+    lastCPU.cpu = cpuTime()
+    lastCPU.wall = now
 
 
 def othersConnected(reactor: object) -> bool:
@@ -78,7 +136,35 @@ def pauseAfter(spent: float, percent: int) -> float:
     return spent * (100.0 / percent - 1.0)
 
 
-__all__ = ["HEAVY_READ", "cpuTime", "othersConnected", "pauseAfter"]
+__all__ = [
+    "FRESH",
+    "HEAVY_READ",
+    "cpuTime",
+    "othersConnected",
+    "pauseAfter",
+    "spentSince",
+    "takeTurns",
+    "lastCPU",
+    "readCPU",
+    "readStarted",
+    "wallTime",
+]
+
+
+def spentSince(started: float, ended: float) -> float:
+    """
+    The CPU time spent since the wall-clock time C{started} (a read's start
+    from L{readStarted}), now C{ended}: at most L{FRESH} more than it was,
+    never more than the time that passed.
+    """
+    last = lastCPU
+    now = cpuTime()
+    # A reading taken after the read started (by a read nested in it)
+    # misses the CPU time before it: at most the time that passed.
+    spent = now - last.cpu + max(0.0, last.wall - started)
+    last.cpu = now
+    last.wall = ended
+    return min(spent, ended - started)
 
 
 def takeTurns(flow: FlowControl, broker: Broker, spent: float) -> None:

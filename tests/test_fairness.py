@@ -20,15 +20,29 @@ from tests._hostile import callMessage, wireMessage
 
 class FakeCPU:
     """
-    A CPU clock that moves by C{step} each time it is read.
+    The CPU and wall clocks of a process that does nothing but handle
+    reads: the wall clock moves by C{step} each time it is read (the
+    handling of a read is timed between two readings of it, so each read
+    handled takes C{step} seconds), and the CPU clock by C{busy} times
+    that.
     """
 
     def __init__(self) -> None:
         self.now = 0.0
+        self.cpu = 0.0
         self.step = 0.0
+        # The share of the wall-clock time spent on the CPU: less than 1
+        # on a machine other processes load.
+        self.busy = 1.0
+        self.cpuReadings = 0
 
     def __call__(self) -> float:
+        self.cpuReadings += 1
+        return self.cpu
+
+    def wall(self) -> float:
         self.now += self.step
+        self.cpu += self.step * self.busy
         return self.now
 
 
@@ -89,6 +103,7 @@ class BrokerTakesTurnsTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.cpu = FakeCPU()
         self.patch(fairness, "cpuTime", self.cpu)
+        self.patch(fairness, "wallTime", self.cpu.wall)
         self.clock = Clock()
         self.root = Root()
         self.factory = pbext.PBServerFactory(self.root, reactor=self.clock)
@@ -189,4 +204,33 @@ class BrokerTakesTurnsTests(SynchronousTestCase):
         self.clock.advance(0.39)
         self.assertTrue(costly.serverTransport.readingPaused)
         self.clock.advance(0.02)
+        self.assertFalse(costly.serverTransport.readingPaused)
+
+    def test_cheapReadsSkipTheCPUClock(self) -> None:
+        """
+        Reads handled in less than L{fairness.HEAVY_READ} of wall-clock
+        time, on a busy connection, do not read the CPU clock (a system
+        call) each: one reading serves every read started within
+        L{fairness.FRESH} of it.
+        """
+        conn = self.connect()
+        self.connect()
+        before = self.cpu.cpuReadings
+        for requestID in range(1, 21):
+            self.send(conn, requestID)
+        self.assertEqual(self.root.calls, 20)
+        self.assertLessEqual(self.cpu.cpuReadings - before, 1)
+
+    def test_longOnTheWallClockOnly(self) -> None:
+        """
+        A read that took long on the wall clock but little CPU time (the
+        machine was busy with other processes) pauses nobody: its CPU time
+        is read, and it was cheap.
+        """
+        costly = self.connect()
+        self.connect()
+        self.cpu.busy = 0.05
+        self.heavyCall(costly, 1)
+        self.assertEqual(self.root.calls, 1)
+        self.assertGreater(self.cpu.cpuReadings, 0)
         self.assertFalse(costly.serverTransport.readingPaused)

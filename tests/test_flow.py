@@ -90,3 +90,38 @@ class FlowControlTests(SynchronousTestCase):
         self.assertEqual(len(flow.backlog), 0)
         self.assertIsNone(flow.drainCall)
         self.assertEqual(connection.clock.getDelayedCalls(), [])
+
+    def test_answersInOneWrite(self) -> None:
+        """
+        The answers to several calls that arrived in one read leave in one
+        write, in order; a call alone is answered with a write of its own.
+        """
+        connection, server, client, root = connect(self)
+        ref = rootOf(connection)
+        writes: list[int] = []
+        write, writeSequence = server._pbextWrite, server._pbextWriteSequence
+
+        def recordWrite(data: bytes) -> None:
+            writes.append(1)
+            write(data)
+
+        def recordSequence(pieces: list[bytes]) -> None:
+            writes.append(len(pieces))
+            writeSequence(pieces)
+
+        server._pbextWrite = recordWrite
+        server._pbextWriteSequence = recordSequence
+        calls = [ref.callRemote("echo", n) for n in range(5)]
+        connection.clientToServer.hold()
+        connection.pump()
+        connection.clientToServer.release()
+        server.dataReceived(connection.clientToServer.pending())
+        self.assertEqual(writes, [5])
+        connection.pump()
+        for n, d in enumerate(calls):
+            self.assertEqual(self.successResultOf(d), n)
+        del writes[:]
+        alone = ref.callRemote("echo", 9)
+        connection.pump()
+        self.assertEqual(self.successResultOf(alone), 9)
+        self.assertEqual(writes, [1])

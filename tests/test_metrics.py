@@ -160,6 +160,18 @@ class InstrumentTests(SynchronousTestCase):
         self.assertGreaterEqual(self.metrics.bytesIn - before[0], 5000)
         self.assertGreaterEqual(self.metrics.bytesOut - before[1], 5000)
 
+    def test_answersNotHeldBack(self) -> None:
+        """
+        A metered broker's answers are written as each is sent, never held
+        back to leave together (its C{sendEncoded} counts what each message
+        writes); a plain broker's may be.
+        """
+        server = pbext.PBServerFactory(Root(self.clock), reactor=self.clock)
+        self.instrumented(server)
+        conn = self.connect(server)
+        self.assertFalse(conn.serverBroker._pbextFlow.holdsBack)
+        self.assertTrue(conn.clientBroker._pbextFlow.holdsBack)
+
     def test_connections(self) -> None:
         """
         Open connections are a gauge, accepted ones a total; those closed to
