@@ -22,44 +22,81 @@ if TYPE_CHECKING:
     from pbext.broker import Broker
 
 
+#: What a pbext peer says it supports, as every pbext peer says it today:
+#: one frozenset shared by the connections that hear it, not one each.
+PBEXT_ONLY: frozenset[bytes] = frozenset([PBEXT_DIALECT])
+
+
+def peerFeatures(features: object) -> frozenset[bytes]:
+    """
+    The features a peer's C{hello} names (short byte strings only), as a
+    frozenset; the shared L{PBEXT_ONLY} when that is all they are.
+    """
+    named = frozenset(
+        f
+        for f in features  # type: ignore[attr-defined] # not iterable: TypeError, an error answer
+        if isinstance(f, bytes) and len(f) < 64
+    )
+    return PBEXT_ONLY if named == PBEXT_ONLY else named
+
+
 class Control(pb.Referenceable):
     """
     The object a pbext broker publishes as C{b"pbext"} for a pbext peer:
     hello, ping and remote cancellation.
+
+    It keeps no state: one instance, L{CONTROL}, serves every connection
+    (found by L{pbext.broker.Broker.localObjectForID}, so an idle
+    connection holds nothing for it), and each method is given the broker
+    the call arrived on.
     """
 
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
+    def remoteMessageReceived(
+        self, broker: Broker, message: object, args: object, kw: object
+    ) -> object:
+        """
+        Run C{remote_<message>} with the broker the call arrived on as its
+        first argument, and serialize its answer for that broker.
+        """
+        name = message.decode("utf8") if isinstance(message, bytes) else str(message)
+        method = getattr(self, "remote_" + name, None)
+        if method is None:
+            raise pb.NoSuchMethod(f"No such method: remote_{name}")
+        arguments = broker.unserialize(args)
+        keywords = broker.unserialize(kw)
+        return broker.serialize(method(broker, *arguments, **keywords))
 
-    def remote_hello(self, features: list[bytes]) -> list[bytes]:
+    def remote_hello(self, broker: Broker, features: list[bytes]) -> list[bytes]:
         """
         The peer says it is pbext and which features it has.
         """
-        self.broker._pbextPeerFeatures = frozenset(
-            f for f in features if isinstance(f, bytes) and len(f) < 64
-        )
+        broker._pbextPeerFeatures = peerFeatures(features)
         return [PBEXT_DIALECT]
 
-    def remote_ping(self) -> bool:
+    def remote_ping(self, broker: Broker) -> bool:
         """
         Answer a keepalive ping.
         """
         return True
 
-    def remote_cancel(self, requestID: int) -> None:
+    def remote_cancel(self, broker: Broker, requestID: int) -> None:
         """
         Cancel the running call C{requestID} of this connection, if any.
         """
-        self.broker._pbextDispatcher.cancel(requestID)
+        broker._pbextDispatcher.cancel(requestID)
 
     # -- introspection (pbext.introspect) --
-    def remote_describe(self, target: object) -> object:
+    def remote_describe(self, broker: Broker, target: object) -> object:
         """
         Describe C{target}, an object the peer holds a reference to.
         """
         from pbext import introspect
 
-        return introspect.answerDescribe(self.broker, target)
+        return introspect.answerDescribe(broker, target)
+
+
+#: The control object of every pbext broker (it keeps no state).
+CONTROL = Control()
 
 
 def acceptDialect(broker: Broker, obj: object) -> bool:
@@ -73,7 +110,7 @@ def acceptDialect(broker: Broker, obj: object) -> bool:
     """
     if broker.isClient:
         if isinstance(obj, list) and PBEXT_DIALECT in obj:
-            broker._pbextPeerFeatures = frozenset([PBEXT_DIALECT])
+            broker._pbextPeerFeatures = PBEXT_ONLY
         if not isinstance(obj, list):
             broker._pbextDropConnection("badHandshake", "dialect offer is not a list")
             return False

@@ -105,7 +105,12 @@ class PythonDecoder:
         """
         See L{IDecoder.setVocabulary}.
         """
-        self._vocabulary = None if vocabulary is None else dict(vocabulary)
+        # A dict is read as it is, as stock banana reads its table: a copy
+        # of Twisted's (shared by every connection) would cost each
+        # connection a kilobyte.
+        if vocabulary is not None and type(vocabulary) is not dict:
+            vocabulary = dict(vocabulary)
+        self._vocabulary = vocabulary
 
     def setPlainJelly(self, enabled: bool) -> None:
         """

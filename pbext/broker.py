@@ -84,6 +84,10 @@ _COMMAND_HANDLERS: dict[bytes, tuple[str, int]] = {
 }
 
 
+#: The control object's name as text (Twisted accepts either).
+_CONTROL_TEXT = CONTROL_NAME.decode("ascii")
+
+
 class _ReadOnlyView:
     """
     A public name that reads one of pbext's C{_pbext} attributes.
@@ -186,7 +190,6 @@ class Broker(pb.Broker):
             self, callTimeout, keepaliveInterval, keepaliveTimeout, typedCalls
         )
         _connection.wireParts(self, security, clock, Broker)
-        self.setNameForLocal(CONTROL_NAME, _control.Control(self))
 
     # -- logging and the connection ----------------------------------------
 
@@ -206,6 +209,19 @@ class Broker(pb.Broker):
         """
         self._pbextViolation(kind, message, **fields)
         _connection.drop(self)
+
+    def localObjectForID(self, luid: Any) -> Any:
+        """
+        The local object C{luid} names, as Twisted's broker finds it; the
+        control object that every pbext broker shares for C{b"pbext"} (see
+        L{pbext._control}), which no connection stores.
+        """
+        lob = self.localObjects.get(luid)
+        if lob is not None:
+            return lob.object
+        if luid == CONTROL_NAME or luid == _CONTROL_TEXT:
+            return _control.CONTROL
+        return super().localObjectForID(luid)
 
     def _pbextGetClock(self) -> Any:
         """
