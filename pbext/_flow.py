@@ -11,7 +11,6 @@ and what the connection reports to its factory's memory budget.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.interfaces import (
@@ -38,6 +37,9 @@ if TYPE_CHECKING:
 
 _log = Logger()
 
+#: The read pauses of a connection reading its peer.
+_NO_PAUSES: frozenset[str] = frozenset()
+
 #: How often a backed-up output is measured again, in seconds.
 _RECHECK = 0.05
 
@@ -61,11 +63,16 @@ class FlowControl:
     """
     The flow of one connection's messages, in and out.
 
-    @ivar backlog: decoded expressions waiting to be handled.
+    @ivar backlog: decoded expressions waiting to be handled.  A list,
+        not a deque: an empty deque holds a block of 64 slots (760 bytes
+        for each idle connection), and a turn handles at most
+        C{maxMessagesPerTurn} from its front.
     @ivar outputFull: whether more than C{maxPendingWriteBytes} wait to be
         sent: the peer is not read from, nor its messages handled.
     @ivar readPauses: why reading the peer is paused (C{"fairness"},
-        C{"backpressure"}); empty when it is not.
+        C{"backpressure"}); empty when it is not.  A frozenset, replaced
+        when it changes (pauses are rare): a connection that never pauses
+        holds the one empty set every connection shares.
     @ivar pendingOut: how many bytes written wait to be sent, or L{None}
         on a transport pbext cannot look into.
     @ivar budget: the memory budget of the broker's factory, or L{None}.
@@ -99,9 +106,9 @@ class FlowControl:
         self._broker = broker
         self._maxPending = limits.maxPendingWriteBytes
         self._messageTimeout = limits.messageTimeout
-        self.backlog: deque[object] = deque()
+        self.backlog: list[object] = []
         self.drainCall: IDelayedCall | None = None
-        self.readPauses: set[str] = set()
+        self.readPauses: frozenset[str] = _NO_PAUSES
         self.writePaused = False
         self.pausedBytes = 0
         self.producing = False
@@ -285,7 +292,7 @@ class FlowControl:
                 # (reading is paused too) until the output drains.
                 return
             turn -= 1
-            expression = backlog.popleft()
+            expression = backlog.pop(0)
             try:
                 handle(expression)
             except Exception:
@@ -320,7 +327,7 @@ class FlowControl:
                     "backpressure",
                     "the peer is not reading its answers; reading paused",
                 )
-        self.readPauses.add(reason)
+        self.readPauses = self.readPauses | {reason}
 
     def resumeReading(self, reason: str) -> None:
         """
@@ -328,7 +335,7 @@ class FlowControl:
         left.
         """
         if reason in self.readPauses:
-            self.readPauses.discard(reason)
+            self.readPauses = self.readPauses - {reason}
             if not self.readPauses and not self._broker.disconnected:
                 self._broker.transport.resumeProducing()
 

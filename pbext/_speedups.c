@@ -1605,7 +1605,9 @@ static int
 pushList(DecoderCore *self, PyObject *list, Py_ssize_t want)
 {
     if (self->depth == self->stackCapacity) {
-        Py_ssize_t capacity = self->stackCapacity ? self->stackCapacity * 2 : 16;
+        /* Eight levels hold a PB call and its arguments: the stack of an
+         * idle connection costs 208 bytes, and deeper values double it. */
+        Py_ssize_t capacity = self->stackCapacity ? self->stackCapacity * 2 : 8;
         PyObject **lists = PyMem_Realloc(self->lists,
                                          capacity * sizeof(PyObject *));
         if (lists == NULL) {
