@@ -40,6 +40,12 @@ def peerFeatures(features: object) -> frozenset[bytes]:
     return PBEXT_ONLY if named == PBEXT_ONLY else named
 
 
+#: The names of the control object's methods, by the name a peer calls:
+#: looked up by these (not a new string for each call, which the type's
+#: attribute cache would keep).
+_METHODS = {name: "remote_" + name for name in ("hello", "ping", "cancel", "describe")}
+
+
 class Control(pb.Referenceable):
     """
     The object a pbext broker publishes as C{b"pbext"} for a pbext peer:
@@ -59,7 +65,7 @@ class Control(pb.Referenceable):
         first argument, and serialize its answer for that broker.
         """
         name = message.decode("utf8") if isinstance(message, bytes) else str(message)
-        method = getattr(self, "remote_" + name, None)
+        method = getattr(self, _METHODS.get(name) or "remote_" + name, None)
         if method is None:
             raise pb.NoSuchMethod(f"No such method: remote_{name}")
         arguments = broker.unserialize(args)

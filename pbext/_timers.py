@@ -18,6 +18,14 @@ from twisted.internet.interfaces import IDelayedCall
 
 from pbext import keepalive
 
+def _BROKER_DROPS(kind: str, message: str) -> None:
+    """
+    A marker, never called: L{ConnectionTimers.start} was given no
+    C{expired}, so the broker's C{_pbextDropConnection} drops the
+    connection.
+    """
+
+
 #: The timers of a connection that runs none: one empty dict every such
 #: connection reads (never written to: L{ConnectionTimers.set} makes a
 #: dict of the connection's own first).
@@ -125,14 +133,16 @@ class ConnectionTimers:
         self,
         handshakeTimeout: float | None,
         idleTimeout: float | None,
-        expired: Expired,
+        expired: Expired | None = None,
     ) -> None:
         """
         The connection is made: start the handshake and idle timeouts.
         C{expired} drops the connection when one of them (or the message
-        timeout) expires.
+        timeout) expires; by default the broker's C{_pbextDropConnection}
+        does, found when it is needed (no bound method kept for each
+        connection).
         """
-        self._expired = expired
+        self._expired = _BROKER_DROPS if expired is None else expired
         self.set(
             "handshakeTimeout", handshakeTimeout, self.timedOut("handshakeTimeout")
         )
@@ -148,8 +158,7 @@ class ConnectionTimers:
 
         def expire() -> None:
             self._forget(kind)
-            if self._expired is not None:
-                self._expired(kind, f"{kind} reached; closing the connection")
+            self._expire(kind, f"{kind} reached; closing the connection")
 
         return expire
 
@@ -168,8 +177,17 @@ class ConnectionTimers:
         if quiet < timeout:
             self.set("idleTimeout", timeout - quiet, self._idleFired)
             return
-        if self._expired is not None:
-            self._expired("idleTimeout", "idleTimeout reached; closing the connection")
+        self._expire("idleTimeout", "idleTimeout reached; closing the connection")
+
+    def _expire(self, kind: str, message: str) -> None:
+        """
+        A timeout expired: have the connection dropped, once started.
+        """
+        expired = self._expired
+        if expired is _BROKER_DROPS:
+            self._protocol._pbextDropConnection(kind, message)
+        elif expired is not None:
+            expired(kind, message)
 
     def heard(self) -> None:
         """
