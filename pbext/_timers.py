@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IDelayedCall
 
 from pbext import keepalive
 
+
 def _BROKER_DROPS(kind: str, message: str) -> None:
     """
     A marker, never called: L{ConnectionTimers.start} was given no

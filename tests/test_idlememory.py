@@ -7,6 +7,8 @@ connection (issue 23).
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from twisted.internet.task import Clock
 from twisted.spread import banana, pb
 from twisted.trial.unittest import SynchronousTestCase
@@ -16,6 +18,7 @@ from pbext import _control, _flow, _timers
 from pbext._accelerator import speedups
 from pbext._transport import DirectReads, DirectWrites, _Pending
 from pbext._wire import CONTROL_NAME, PBEXT_DIALECT
+from pbext.broker import Broker
 from pbext.codec import makeDecoder
 from pbext.testing import PBConnection, connectedPair
 
@@ -31,15 +34,23 @@ def _idlePair(test: SynchronousTestCase) -> PBConnection:
     holds the root, and both sides have nothing more to do.
     """
     clock = Clock()
-    connection = connectedPair(
-        pbext.PBServerFactory(_Root(), reactor=clock),
-        pbext.PBClientFactory(),
-        clock=clock,
-    )
+    server: Any = pbext.PBServerFactory(_Root(), reactor=clock)
+    client: Any = pbext.PBClientFactory()
+    connection = connectedPair(server, client, clock=clock)
     test.addCleanup(connection.disconnect)
     connection.rootObject()
     connection.pump()
     return connection
+
+
+def _brokers(connection: PBConnection) -> tuple[Broker, Broker]:
+    """
+    The server's and the client's pbext brokers of C{connection}.
+    """
+    return (
+        cast(Broker, connection.serverBroker),
+        cast(Broker, connection.clientBroker),
+    )
 
 
 class IdleConnectionTests(SynchronousTestCase):
@@ -55,12 +66,12 @@ class IdleConnectionTests(SynchronousTestCase):
         serves every connection, and still answers.
         """
         connection = _idlePair(self)
-        server = connection.serverBroker
+        server, client = _brokers(connection)
         self.assertNotIn(CONTROL_NAME, server.localObjects)
         self.assertIs(server.localObjectForID(CONTROL_NAME), _control.CONTROL)
         self.assertIs(server.localObjectForID("pbext"), _control.CONTROL)
         self.assertIsNone(server.localObjectForID(b"nothing"))
-        ping = connection.clientBroker.ping()
+        ping = client.ping()
         self.assertIs(connection.resultOf(ping), True)
 
     def test_peerFeaturesShared(self) -> None:
@@ -68,9 +79,9 @@ class IdleConnectionTests(SynchronousTestCase):
         Both sides of a pbext connection hold the one shared frozenset of
         features rather than one each.
         """
-        connection = _idlePair(self)
-        self.assertIs(connection.serverBroker._pbextPeerFeatures, _control.PBEXT_ONLY)
-        self.assertIs(connection.clientBroker._pbextPeerFeatures, _control.PBEXT_ONLY)
+        server, client = _brokers(_idlePair(self))
+        self.assertIs(server._pbextPeerFeatures, _control.PBEXT_ONLY)
+        self.assertIs(client._pbextPeerFeatures, _control.PBEXT_ONLY)
         self.assertEqual(
             _control.peerFeatures([PBEXT_DIALECT, b"more", "text"]),
             frozenset([PBEXT_DIALECT, b"more"]),
@@ -83,8 +94,7 @@ class IdleConnectionTests(SynchronousTestCase):
         and its queue of messages is an empty list (an empty deque holds a
         block of 64 slots).
         """
-        connection = _idlePair(self)
-        for broker in (connection.serverBroker, connection.clientBroker):
+        for broker in _brokers(_idlePair(self)):
             flow = broker._pbextFlow
             self.assertIs(flow.readPauses, _flow._NO_PAUSES)
             self.assertEqual(flow.backlog, [])
@@ -97,8 +107,7 @@ class IdleConnectionTests(SynchronousTestCase):
         A read pause or a timer gives the connection collections of its
         own, and they go back to the shared empty ones once empty again.
         """
-        connection = _idlePair(self)
-        broker = connection.serverBroker
+        broker = _brokers(_idlePair(self))[0]
         flow, timers = broker._pbextFlow, broker._pbextTimers
         flow.pauseReading("fairness")
         self.assertEqual(flow.readPauses, {"fairness"})
@@ -117,8 +126,7 @@ class IdleConnectionTests(SynchronousTestCase):
         that expires drops the connection through the broker's
         C{_pbextDropConnection}, found then.
         """
-        connection = _idlePair(self)
-        broker = connection.serverBroker
+        broker = _brokers(_idlePair(self))[0]
         self.assertIs(broker._pbextTimers._expired, _timers._BROKER_DROPS)
         broker._pbextTimers.timedOut("messageTimeout")()
         self.assertTrue(broker._pbextDropped)
