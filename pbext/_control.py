@@ -105,6 +105,24 @@ class Control(pb.Referenceable):
 CONTROL = Control()
 
 
+#: The control object's name as text (Twisted accepts either).
+_CONTROL_TEXT = CONTROL_NAME.decode("ascii")
+
+
+def localObjectForID(broker: pb.Broker, luid: object) -> object:
+    """
+    C{Broker.localObjectForID}: the local object C{luid} names, as
+    Twisted's broker finds it, or L{CONTROL} for C{b"pbext"}, which every
+    pbext broker shares and none stores.
+    """
+    lob = broker.localObjects.get(luid)
+    if lob is not None:
+        return lob.object
+    if luid == CONTROL_NAME or luid == _CONTROL_TEXT:
+        return CONTROL
+    return pb.Broker.localObjectForID(broker, luid)
+
+
 def acceptDialect(broker: Broker, obj: object) -> bool:
     """
     Check the first expression of banana's handshake before C{broker}

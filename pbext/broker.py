@@ -53,8 +53,8 @@ from pbext._connection import readsInPlace as _readsInPlace  # noqa: F401 (tests
 from pbext._connection import setNoDelay
 from pbext._dispatch import COMMANDS as _COMMANDS
 from pbext._violations import ViolationLog, peerName
-from pbext._wire import (
-    CONTROL_NAME,
+from pbext._wire import (  # CONTROL_NAME: importable from here, as before
+    CONTROL_NAME,  # noqa: F401
     PBEXT_DIALECT,
     CallTimeout,
     MessageTooLarge,
@@ -82,10 +82,6 @@ if TYPE_CHECKING:
 _COMMAND_HANDLERS: dict[bytes, tuple[str, int]] = {
     name.encode("ascii"): ("proto_" + name, count) for name, count in _COMMANDS.items()
 }
-
-
-#: The control object's name as text (Twisted accepts either).
-_CONTROL_TEXT = CONTROL_NAME.decode("ascii")
 
 
 class _ReadOnlyView:
@@ -210,18 +206,8 @@ class Broker(pb.Broker):
         self._pbextViolation(kind, message, **fields)
         _connection.drop(self)
 
-    def localObjectForID(self, luid: Any) -> Any:
-        """
-        The local object C{luid} names, as Twisted's broker finds it; the
-        control object that every pbext broker shares for C{b"pbext"} (see
-        L{pbext._control}), which no connection stores.
-        """
-        lob = self.localObjects.get(luid)
-        if lob is not None:
-            return lob.object
-        if luid == CONTROL_NAME or luid == _CONTROL_TEXT:
-            return _control.CONTROL
-        return super().localObjectForID(luid)
+    #: Finds the shared control object too, which no connection stores.
+    localObjectForID = _control.localObjectForID
 
     def _pbextGetClock(self) -> Any:
         """
