@@ -40,86 +40,63 @@ def peerFeatures(features: object) -> frozenset[bytes]:
     return PBEXT_ONLY if named == PBEXT_ONLY else named
 
 
-#: The names of the control object's methods, by the name a peer calls:
-#: looked up by these (not a new string for each call, which the type's
-#: attribute cache would keep).
-_METHODS = {name: "remote_" + name for name in ("hello", "ping", "cancel", "describe")}
-
-
 class Control(pb.Referenceable):
     """
     The object a pbext broker publishes as C{b"pbext"} for a pbext peer:
     hello, ping and remote cancellation.
 
-    It keeps no state: one instance, L{CONTROL}, serves every connection
-    (found by L{pbext.broker.Broker.localObjectForID}, so an idle
-    connection holds nothing for it), and each method is given the broker
-    the call arrived on.
+    No connection stores one: L{localObjectForID} makes one for each call
+    to it (a handful per connection: the hello, pings, cancels), so an
+    idle connection holds nothing for it.
     """
 
-    def remoteMessageReceived(
-        self, broker: Broker, message: object, args: object, kw: object
-    ) -> object:
-        """
-        Run C{remote_<message>} with the broker the call arrived on as its
-        first argument, and serialize its answer for that broker.
-        """
-        name = message.decode("utf8") if isinstance(message, bytes) else str(message)
-        method = getattr(self, _METHODS.get(name) or "remote_" + name, None)
-        if method is None:
-            raise pb.NoSuchMethod(f"No such method: remote_{name}")
-        arguments = broker.unserialize(args)
-        keywords = broker.unserialize(kw)
-        return broker.serialize(method(broker, *arguments, **keywords))
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
 
-    def remote_hello(self, broker: Broker, features: list[bytes]) -> list[bytes]:
+    def remote_hello(self, features: list[bytes]) -> list[bytes]:
         """
         The peer says it is pbext and which features it has.
         """
-        broker._pbextPeerFeatures = peerFeatures(features)
+        self.broker._pbextPeerFeatures = peerFeatures(features)
         return [PBEXT_DIALECT]
 
-    def remote_ping(self, broker: Broker) -> bool:
+    def remote_ping(self) -> bool:
         """
         Answer a keepalive ping.
         """
         return True
 
-    def remote_cancel(self, broker: Broker, requestID: int) -> None:
+    def remote_cancel(self, requestID: int) -> None:
         """
         Cancel the running call C{requestID} of this connection, if any.
         """
-        broker._pbextDispatcher.cancel(requestID)
+        self.broker._pbextDispatcher.cancel(requestID)
 
     # -- introspection (pbext.introspect) --
-    def remote_describe(self, broker: Broker, target: object) -> object:
+    def remote_describe(self, target: object) -> object:
         """
         Describe C{target}, an object the peer holds a reference to.
         """
         from pbext import introspect
 
-        return introspect.answerDescribe(broker, target)
-
-
-#: The control object of every pbext broker (it keeps no state).
-CONTROL = Control()
+        return introspect.answerDescribe(self.broker, target)
 
 
 #: The control object's name as text (Twisted accepts either).
 _CONTROL_TEXT = CONTROL_NAME.decode("ascii")
 
 
-def localObjectForID(broker: pb.Broker, luid: object) -> object:
+def localObjectForID(broker: Broker, luid: object) -> object:
     """
     C{Broker.localObjectForID}: the local object C{luid} names, as
-    Twisted's broker finds it, or L{CONTROL} for C{b"pbext"}, which every
-    pbext broker shares and none stores.
+    Twisted's broker finds it, or for C{b"pbext"} a L{Control} of
+    C{broker}, made for this call and stored nowhere.
     """
     lob = broker.localObjects.get(luid)
     if lob is not None:
         return lob.object
     if luid == CONTROL_NAME or luid == _CONTROL_TEXT:
-        return CONTROL
+        return Control(broker)
     return pb.Broker.localObjectForID(broker, luid)
 
 

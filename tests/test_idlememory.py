@@ -62,14 +62,16 @@ class IdleConnectionTests(SynchronousTestCase):
     def test_controlObjectNotStored(self) -> None:
         """
         The C{b"pbext"} control object is found by name but not stored in
-        the connection's table of local objects: one stateless object
-        serves every connection, and still answers.
+        the connection's table of local objects: one is made for each call
+        to it, and it still answers.
         """
         connection = _idlePair(self)
         server, client = _brokers(connection)
         self.assertNotIn(CONTROL_NAME, server.localObjects)
-        self.assertIs(server.localObjectForID(CONTROL_NAME), _control.CONTROL)
-        self.assertIs(server.localObjectForID("pbext"), _control.CONTROL)
+        for name in (CONTROL_NAME, "pbext"):
+            control = server.localObjectForID(name)
+            assert isinstance(control, _control.Control), control
+            self.assertIs(control.broker, server)
         self.assertIsNone(server.localObjectForID(b"nothing"))
         ping = client.ping()
         self.assertIs(connection.resultOf(ping), True)
