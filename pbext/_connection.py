@@ -189,9 +189,9 @@ def setUp(broker: Broker) -> None:
     )
     limits = broker._pbextLimits
     broker._pbextDecoder = broker._pbextSerialization.decoder(limits)
-    timers.start(
-        limits.handshakeTimeout, limits.idleTimeout, broker._pbextDropConnection
-    )
+    # Expired timeouts drop the connection through the broker's
+    # _pbextDropConnection, found then (not a bound method kept).
+    timers.start(limits.handshakeTimeout, limits.idleTimeout)
 
 
 def offerDialects(broker: Broker) -> None:

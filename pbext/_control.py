@@ -22,10 +22,32 @@ if TYPE_CHECKING:
     from pbext.broker import Broker
 
 
+#: What a pbext peer says it supports, as every pbext peer says it today:
+#: one frozenset shared by the connections that hear it, not one each.
+PBEXT_ONLY: frozenset[bytes] = frozenset([PBEXT_DIALECT])
+
+
+def peerFeatures(features: object) -> frozenset[bytes]:
+    """
+    The features a peer's C{hello} names (short byte strings only), as a
+    frozenset; the shared L{PBEXT_ONLY} when that is all they are.
+    """
+    named = frozenset(
+        f
+        for f in features  # type: ignore[attr-defined] # not iterable: TypeError, an error answer
+        if isinstance(f, bytes) and len(f) < 64
+    )
+    return PBEXT_ONLY if named == PBEXT_ONLY else named
+
+
 class Control(pb.Referenceable):
     """
     The object a pbext broker publishes as C{b"pbext"} for a pbext peer:
     hello, ping and remote cancellation.
+
+    No connection stores one: L{localObjectForID} makes one for each call
+    to it (a handful per connection: the hello, pings, cancels), so an
+    idle connection holds nothing for it.
     """
 
     def __init__(self, broker: Broker) -> None:
@@ -35,9 +57,7 @@ class Control(pb.Referenceable):
         """
         The peer says it is pbext and which features it has.
         """
-        self.broker._pbextPeerFeatures = frozenset(
-            f for f in features if isinstance(f, bytes) and len(f) < 64
-        )
+        self.broker._pbextPeerFeatures = peerFeatures(features)
         return [PBEXT_DIALECT]
 
     def remote_ping(self) -> bool:
@@ -62,6 +82,24 @@ class Control(pb.Referenceable):
         return introspect.answerDescribe(self.broker, target)
 
 
+#: The control object's name as text (Twisted accepts either).
+_CONTROL_TEXT = CONTROL_NAME.decode("ascii")
+
+
+def localObjectForID(broker: Broker, luid: object) -> object:
+    """
+    C{Broker.localObjectForID}: the local object C{luid} names, as
+    Twisted's broker finds it, or for C{b"pbext"} a L{Control} of
+    C{broker}, made for this call and stored nowhere.
+    """
+    lob = broker.localObjects.get(luid)
+    if lob is not None:
+        return lob.object
+    if luid == CONTROL_NAME or luid == _CONTROL_TEXT:
+        return Control(broker)
+    return pb.Broker.localObjectForID(broker, luid)
+
+
 def acceptDialect(broker: Broker, obj: object) -> bool:
     """
     Check the first expression of banana's handshake before C{broker}
@@ -73,7 +111,7 @@ def acceptDialect(broker: Broker, obj: object) -> bool:
     """
     if broker.isClient:
         if isinstance(obj, list) and PBEXT_DIALECT in obj:
-            broker._pbextPeerFeatures = frozenset([PBEXT_DIALECT])
+            broker._pbextPeerFeatures = PBEXT_ONLY
         if not isinstance(obj, list):
             broker._pbextDropConnection("badHandshake", "dialect offer is not a list")
             return False

@@ -11,7 +11,6 @@ and what the connection reports to its factory's memory budget.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.interfaces import (
@@ -41,6 +40,9 @@ _log = Logger()
 
 #: The last reading of the CPU clock (see L{pbext.fairness}).
 _LAST_CPU = fairness.lastCPU
+
+#: The read pauses of a connection reading none.
+_NO_PAUSES: frozenset[str] = frozenset()
 
 #: How often a backed-up output is measured again, in seconds.
 _RECHECK = 0.05
@@ -73,7 +75,12 @@ class FlowControl:
     """
     The flow of one connection's messages, in and out.
 
-    @ivar backlog: decoded expressions waiting to be handled.
+    @ivar backlog: decoded expressions waiting to be handled.  A list,
+        not a deque: an empty deque holds a block of 64 slots (760 bytes
+        for each idle connection).  L{drain} handles them from the front
+        by index and removes them together.
+    @ivar draining: whether L{drain} is running (a message it handles may
+        lead to it again).
     @ivar holdsBack: whether the answers to several messages handled in one
         turn may be held back, to leave in one write (L{drain}): not if the
         broker's class overrides C{sendEncoded} (as L{pbext.metrics} does,
@@ -82,7 +89,9 @@ class FlowControl:
     @ivar outputFull: whether more than C{maxPendingWriteBytes} wait to be
         sent: the peer is not read from, nor its messages handled.
     @ivar readPauses: why reading the peer is paused (C{"fairness"},
-        C{"backpressure"}); empty when it is not.
+        C{"backpressure"}); empty when it is not.  A frozenset, replaced
+        when it changes (pauses are rare): a connection that never pauses
+        holds the one empty set every connection shares.
     @ivar pendingOut: how many bytes written wait to be sent, or L{None}
         on a transport pbext cannot look into.
     @ivar budget: the memory budget of the broker's factory, or L{None}.
@@ -113,16 +122,18 @@ class FlowControl:
         "batch",
         "batchBytes",
         "holdsBack",
+        "draining",
     )
 
     def __init__(self, broker: Broker, limits: Limits, holdsBack: bool = True) -> None:
         self._broker = broker
         self.holdsBack = holdsBack
+        self.draining = False
         self._maxPending = limits.maxPendingWriteBytes
         self._messageTimeout = limits.messageTimeout
-        self.backlog: deque[object] = deque()
+        self.backlog: list[object] = []
         self.drainCall: IDelayedCall | None = None
-        self.readPauses: set[str] = set()
+        self.readPauses: frozenset[str] = _NO_PAUSES
         self.writePaused = False
         self.pausedBytes = 0
         self.producing = False
@@ -311,6 +322,10 @@ class FlowControl:
         are held back and leave together, in one write (L{flush}), rather
         than in one write (a system call on TCP) each.
         """
+        if self.draining:
+            # Reached again from a message being handled: the drain running
+            # goes on with what is queued.
+            return
         self.drainCall = None
         broker = self._broker
         backlog = self.backlog
@@ -321,14 +336,20 @@ class FlowControl:
             self.batch = []
         handle = broker.callExpressionReceived
         turn = broker._pbextLimits.maxMessagesPerTurn
+        self.draining = True
+        # Handled from the front by index, removed together at the end: a
+        # list's pop(0) moves the rest each time, which a read of thousands
+        # of tiny messages would make quadratic.
+        handled = 0
         try:
-            while backlog and turn > 0 and not broker.disconnected:
+            while handled < len(backlog) and turn > 0 and not broker.disconnected:
                 if self.outputFull:
                     # The peer is not reading its answers: its messages
                     # wait (reading is paused too) until the output drains.
                     return
                 turn -= 1
-                expression = backlog.popleft()
+                expression = backlog[handled]
+                handled += 1
                 try:
                     handle(expression)
                 except Exception:
@@ -341,6 +362,8 @@ class FlowControl:
                     )
                     return
         finally:
+            del backlog[:handled]
+            self.draining = False
             if batching:
                 flush(self, last=True)
         if not backlog:
@@ -368,7 +391,7 @@ class FlowControl:
                     "backpressure",
                     "the peer is not reading its answers; reading paused",
                 )
-        self.readPauses.add(reason)
+        self.readPauses = self.readPauses | {reason}
 
     def resumeReading(self, reason: str) -> None:
         """
@@ -376,7 +399,7 @@ class FlowControl:
         left.
         """
         if reason in self.readPauses:
-            self.readPauses.discard(reason)
+            self.readPauses = self.readPauses - {reason}
             if not self.readPauses and not self._broker.disconnected:
                 self._broker.transport.resumeProducing()
 

@@ -33,6 +33,17 @@ _unpackDouble = struct.Struct("!d").unpack_from
 Emit = Callable[[object], object]
 
 
+def _table(vocabulary: Optional[Mapping[int, bytes]]) -> Optional[Dict[int, bytes]]:
+    """
+    The vocabulary a decoder reads: a dict as it is, as stock banana reads
+    its table (a copy of Twisted's, which every connection shares, would
+    cost each connection a kilobyte); any other mapping copied into one.
+    """
+    if vocabulary is None or type(vocabulary) is dict:
+        return vocabulary
+    return dict(vocabulary)
+
+
 @implementer(IDecoder)
 class PythonDecoder:
     """
@@ -105,7 +116,7 @@ class PythonDecoder:
         """
         See L{IDecoder.setVocabulary}.
         """
-        self._vocabulary = None if vocabulary is None else dict(vocabulary)
+        self._vocabulary = _table(vocabulary)
 
     def setPlainJelly(self, enabled: bool) -> None:
         """

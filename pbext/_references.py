@@ -33,9 +33,9 @@ def registerReference(broker: Broker, object: Any) -> Any:
     if luid is not None:
         broker.localObjects[luid].incref()
         return luid
-    # The control object does not count: the same quota as classic.
+    # The same quota as classic (the control object is not stored).
     limit = broker._pbextLimits.maxReferences
-    if len(broker.localObjects) - 1 > limit:
+    if len(broker.localObjects) > limit:
         broker._pbextViolation(
             "maxReferences", "too many references for one connection"
         )
@@ -81,13 +81,14 @@ def knownID(broker: Broker, objectID: object, table: Any, command: str) -> bool:
 def heldObjects(broker: Broker) -> int:
     """
     How many objects C{broker}'s connection holds for its peer now:
-    references and cacheables given to it (not counting the root and the
-    control object), copies cached for it, and its calls running.
+    references and cacheables given to it (not counting the root; the
+    control object is not stored), copies cached for it, and its calls
+    running.
     """
     if broker.disconnected:
         return 0
     return (
-        max(len(broker.localObjects) - 2, 0)
+        max(len(broker.localObjects) - 1, 0)
         + len(broker.remotelyCachedObjects)
         + len(broker.locallyCachedObjects)
         + len(broker._pbextDispatcher.running)

@@ -1605,7 +1605,9 @@ static int
 pushList(DecoderCore *self, PyObject *list, Py_ssize_t want)
 {
     if (self->depth == self->stackCapacity) {
-        Py_ssize_t capacity = self->stackCapacity ? self->stackCapacity * 2 : 16;
+        /* Eight levels hold a PB call and its arguments: the stack of an
+         * idle connection costs 208 bytes, and deeper values double it. */
+        Py_ssize_t capacity = self->stackCapacity ? self->stackCapacity * 2 : 8;
         PyObject **lists = PyMem_Realloc(self->lists,
                                          capacity * sizeof(PyObject *));
         if (lists == NULL) {
@@ -3454,15 +3456,26 @@ DecoderCore_setVocabulary(DecoderCore *self, PyObject *vocabulary)
         Py_CLEAR(self->vocabulary);
         Py_RETURN_NONE;
     }
-    PyObject *copy = PyDict_New();
-    if (copy == NULL) {
-        return NULL;
+    /* A dict is read as it is, not copied: stock banana reads the table
+     * it was given at each token too, and a copy of Twisted's table (which
+     * every connection shares) would cost each connection a kilobyte.
+     * Nothing changes a word between its lookup and its use: its bytes
+     * are compared or copied at once, without running any Python code. */
+    PyObject *table;
+    if (PyDict_CheckExact(vocabulary)) {
+        table = Py_NewRef(vocabulary);
     }
-    if (PyDict_Update(copy, vocabulary) < 0) {
-        Py_DECREF(copy);
-        return NULL;
+    else {
+        table = PyDict_New();
+        if (table == NULL) {
+            return NULL;
+        }
+        if (PyDict_Update(table, vocabulary) < 0) {
+            Py_DECREF(table);
+            return NULL;
+        }
     }
-    Py_XSETREF(self->vocabulary, copy);
+    Py_XSETREF(self->vocabulary, table);
     Py_RETURN_NONE;
 }
 

@@ -18,6 +18,20 @@ from twisted.internet.interfaces import IDelayedCall
 
 from pbext import keepalive
 
+
+def _BROKER_DROPS(kind: str, message: str) -> None:
+    """
+    A marker, never called: L{ConnectionTimers.start} was given no
+    C{expired}, so the broker's C{_pbextDropConnection} drops the
+    connection.
+    """
+
+
+#: The timers of a connection that runs none: one empty dict every such
+#: connection reads (never written to: L{ConnectionTimers.set} makes a
+#: dict of the connection's own first).
+_NONE_RUNNING: dict[str, IDelayedCall] = {}
+
 #: Called when a timeout expires, with its kind and a message: drops the
 #: connection.
 Expired = Callable[[str, str], None]
@@ -27,7 +41,8 @@ class ConnectionTimers:
     """
     The named timers of one connection, and when its peer was last heard.
 
-    @ivar calls: the timers running, by name.
+    @ivar calls: the timers running, by name (read-only: an idle
+        connection shares one empty dict, see L{set}).
     @ivar lastHeard: when bytes last arrived from the peer (for the idle
         timeout, and for L{pbext.admission}'s choice of whom to evict).
     @ivar keepalive: the running L{pbext.keepalive.KeepAlive}, or L{None}.
@@ -53,7 +68,7 @@ class ConnectionTimers:
         """
         self._clock = clock
         self._protocol = protocol
-        self.calls: dict[str, IDelayedCall] = {}
+        self.calls: dict[str, IDelayedCall] = _NONE_RUNNING
         self.lastHeard = 0.0
         self.keepalive: keepalive.KeepAlive | None = None
         self._idleTimeout: float | None = None
@@ -79,21 +94,35 @@ class ConnectionTimers:
         """
         self.cancel(name)
         if seconds is not None:
-            self.calls[name] = self.clock().callLater(seconds, f)
+            calls = self.calls
+            if calls is _NONE_RUNNING:
+                calls = self.calls = {}
+            calls[name] = self.clock().callLater(seconds, f)
 
     def cancel(self, name: str) -> None:
         """
         Cancel the timer C{name}, if it runs.
         """
-        call = self.calls.pop(name, None)
+        call = self._forget(name)
         if call is not None and call.active():
             call.cancel()
+
+    def _forget(self, name: str) -> IDelayedCall | None:
+        """
+        Forget the timer C{name}; once none runs, the connection's dict
+        goes (most connections run a timer only during the handshake).
+        """
+        calls = self.calls
+        call = calls.pop(name, None)
+        if not calls and calls is not _NONE_RUNNING:
+            self.calls = _NONE_RUNNING
+        return call
 
     def fired(self, name: str) -> None:
         """
         The timer C{name} fired: forget it.
         """
-        self.calls.pop(name, None)
+        self._forget(name)
 
     def running(self, name: str) -> bool:
         """
@@ -105,14 +134,16 @@ class ConnectionTimers:
         self,
         handshakeTimeout: float | None,
         idleTimeout: float | None,
-        expired: Expired,
+        expired: Expired | None = None,
     ) -> None:
         """
         The connection is made: start the handshake and idle timeouts.
         C{expired} drops the connection when one of them (or the message
-        timeout) expires.
+        timeout) expires; by default the broker's C{_pbextDropConnection}
+        does, found when it is needed (no bound method kept for each
+        connection).
         """
-        self._expired = expired
+        self._expired = _BROKER_DROPS if expired is None else expired
         self.set(
             "handshakeTimeout", handshakeTimeout, self.timedOut("handshakeTimeout")
         )
@@ -127,9 +158,8 @@ class ConnectionTimers:
         """
 
         def expire() -> None:
-            self.calls.pop(kind, None)
-            if self._expired is not None:
-                self._expired(kind, f"{kind} reached; closing the connection")
+            self._forget(kind)
+            self._expire(kind, f"{kind} reached; closing the connection")
 
         return expire
 
@@ -141,15 +171,24 @@ class ConnectionTimers:
         Bytes arriving only record the time (see L{heard}): moving the
         timer for every chunk would cost a reactor call each.
         """
-        self.calls.pop("idleTimeout", None)
+        self._forget("idleTimeout")
         timeout = self._idleTimeout
         assert timeout is not None
         quiet = self.clock().seconds() - self.lastHeard
         if quiet < timeout:
             self.set("idleTimeout", timeout - quiet, self._idleFired)
             return
-        if self._expired is not None:
-            self._expired("idleTimeout", "idleTimeout reached; closing the connection")
+        self._expire("idleTimeout", "idleTimeout reached; closing the connection")
+
+    def _expire(self, kind: str, message: str) -> None:
+        """
+        A timeout expired: have the connection dropped, once started.
+        """
+        expired = self._expired
+        if expired is _BROKER_DROPS:
+            self._protocol._pbextDropConnection(kind, message)
+        elif expired is not None:
+            expired(kind, message)
 
     def heard(self) -> None:
         """

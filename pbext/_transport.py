@@ -95,12 +95,12 @@ class DirectWrites:
     C{writeSequence}, sending at once when nothing is buffered.
     """
 
+    # One per connection: no instance dict, and no bound methods kept.
+    __slots__ = ("transport", "_bufferRaised")
+
     def __init__(self, transport: tcp.Connection) -> None:
         self.transport = transport
         self._bufferRaised = False
-        self._sendmsg: Optional[Callable[..., int]] = getattr(
-            transport.socket, "sendmsg", None
-        )
 
     @classmethod
     def forTransport(cls, transport: object) -> Optional[DirectWrites]:
@@ -167,7 +167,7 @@ class DirectWrites:
         """
         t = self.transport
         size = sum(map(len, pieces))
-        sendmsg = self._sendmsg
+        sendmsg: Optional[Callable[..., int]] = getattr(t.socket, "sendmsg", None)
         if sendmsg is None or len(pieces) > MOST_PIECES:
             self.write(b"".join(pieces))
             return
@@ -221,6 +221,10 @@ class DirectReads:
     @ivar transport: The connection.
     """
 
+    # One per connection: no instance dict, and no bound methods of the
+    # transport or its socket kept (found when a long string arrives).
+    __slots__ = ("transport", "_receiveBuffer", "_bufferFilled", "_expecting")
+
     def __init__(
         self,
         transport: tcp.Connection,
@@ -230,8 +234,6 @@ class DirectReads:
         self.transport = transport
         self._receiveBuffer = receiveBuffer
         self._bufferFilled = bufferFilled
-        self._plainRead: Callable[[], Any] = type(transport).doRead.__get__(transport)
-        self._recvInto = transport.socket.recv_into
         # Whether the last read left a buffer to receive into: if not, the
         # next read need not ask first (a plain read is always right).
         self._expecting = False
@@ -283,14 +285,14 @@ class DirectReads:
             # A read as Twisted's; if it brings a long string's header, the
             # rest is likely here already: read it in this turn too.
             self._expecting = False
-            result = self._plainRead()
+            result = type(t).doRead(t)
             if result is not None or t.disconnecting:
                 return result
             buffer = self._receiveBuffer()
             if buffer is None:
                 return None
         self._expecting = True
-        recvInto = self._recvInto
+        recvInto = t.socket.recv_into
         for _ in range(MOST_READS):
             try:
                 count = recvInto(buffer)
@@ -305,7 +307,7 @@ class DirectReads:
             buffer = self._receiveBuffer()
             if buffer is None:
                 # Complete: what follows it may be here already.
-                return self._plainRead()
+                return type(t).doRead(t)
         return None
 
 
@@ -331,6 +333,21 @@ def _bufferedIn(transport: object) -> Optional[int]:
         return None
 
 
+class _Pending:
+    """
+    How many bytes written to one TCP or UNIX connection wait to be sent:
+    a callable smaller than a closure (one per connection).
+    """
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport: tcp.Connection) -> None:
+        self.transport = transport
+
+    def __call__(self) -> int:
+        return bufferedBytes(self.transport)
+
+
 def pendingWriter(transport: object) -> Optional[Callable[[], int]]:
     """
     A function that tells how many bytes written to C{transport} are still
@@ -350,11 +367,7 @@ def pendingWriter(transport: object) -> Optional[Callable[[], int]]:
         return None
     lower = transport
     if tls is None:
-
-        def pending() -> int:
-            return bufferedBytes(lower)
-
-        return pending
+        return _Pending(lower)
 
     def pendingTLS() -> int:
         held = tlsHeldBytes(tls)

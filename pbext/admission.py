@@ -33,7 +33,7 @@ counted in L{Admission.counts}.
 from __future__ import annotations
 
 import ipaddress
-from collections import Counter, OrderedDict
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -218,7 +218,10 @@ class Admission:
         # connections, oldest first.
         self._evictablePrefixes = _TopCounts()
         self._evictableAddresses: dict[str, _TopCounts] = {}
-        self._evictable: dict[tuple[str, str], OrderedDict[_Slot, None]] = {}
+        # Each group's slots in the order they became evictable (a dict
+        # keeps it, for about 45 bytes less per connection than an
+        # OrderedDict).
+        self._evictable: dict[tuple[str, str], dict[_Slot, None]] = {}
 
     # -- queries -----------------------------------------------------------
 
@@ -364,7 +367,7 @@ class Admission:
         addresses.add(address)
         slots = self._evictable.get((prefix, address))
         if slots is None:
-            slots = self._evictable[(prefix, address)] = OrderedDict()
+            slots = self._evictable[(prefix, address)] = {}
         slots[slot] = None
         slot.evictable = True
 

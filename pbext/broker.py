@@ -53,8 +53,8 @@ from pbext._connection import readsInPlace as _readsInPlace  # noqa: F401 (tests
 from pbext._connection import setNoDelay
 from pbext._dispatch import COMMANDS as _COMMANDS
 from pbext._violations import ViolationLog, peerName
-from pbext._wire import (
-    CONTROL_NAME,
+from pbext._wire import (  # CONTROL_NAME: importable from here, as before
+    CONTROL_NAME,  # noqa: F401
     PBEXT_DIALECT,
     CallTimeout,
     MessageTooLarge,
@@ -186,7 +186,6 @@ class Broker(pb.Broker):
             self, callTimeout, keepaliveInterval, keepaliveTimeout, typedCalls
         )
         _connection.wireParts(self, security, clock, Broker)
-        self.setNameForLocal(CONTROL_NAME, _control.Control(self))
 
     # -- logging and the connection ----------------------------------------
 
@@ -206,6 +205,9 @@ class Broker(pb.Broker):
         """
         self._pbextViolation(kind, message, **fields)
         _connection.drop(self)
+
+    #: Finds the shared control object too, which no connection stores.
+    localObjectForID = _control.localObjectForID
 
     def _pbextGetClock(self) -> Any:
         """

@@ -250,7 +250,10 @@ class IDecoder(Interface):
         next token, as the dialect selection in stock banana does.
 
         @param vocabulary: Maps token numbers to the words they stand for,
-            like L{twisted.spread.banana.Banana.incomingVocabulary}.
+            like L{twisted.spread.banana.Banana.incomingVocabulary}.  A
+            C{dict} is read as it is, at each token, as stock banana reads
+            its table (not copied: every connection shares Twisted's); any
+            other mapping is copied into one.
         """
 
     def receiveBuffer() -> object | None:

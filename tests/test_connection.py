@@ -8,8 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.spread import jelly
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -203,7 +206,8 @@ class SetUpTearDownTests(SynchronousTestCase):
         L{_connection.drop} aborts the transport and discards what it had
         not sent yet; nothing more is decoded.
         """
-        broker = Broker()
+        clock = Clock()
+        broker = Broker(clock=clock)
         transport = StringTransport()
         broker.makeConnection(transport)
         aborted: list[bool] = []
@@ -212,3 +216,5 @@ class SetUpTearDownTests(SynchronousTestCase):
         self.assertEqual(aborted, [True])
         self.assertTrue(broker._pbextDropped)
         self.assertIsNone(broker._pbextDecoder)
+        broker.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -125,3 +125,24 @@ class FlowControlTests(SynchronousTestCase):
         connection.pump()
         self.assertEqual(self.successResultOf(alone), 9)
         self.assertEqual(writes, [1])
+
+    def test_drainReentered(self) -> None:
+        """
+        A message whose handling leads to the queue being drained again
+        does not get the messages after it handled twice or out of order:
+        the drain already running goes on with them.
+        """
+        connection, server, client, root = connect(self)
+        flow = server._pbextFlow
+        handled: list[object] = []
+
+        def handle(expression: object) -> None:
+            handled.append(expression)
+            flow.drain()
+
+        server.callExpressionReceived = handle  # type: ignore[method-assign]  # records each message
+        flow.backlog.extend([[b"a"], [b"b"], [b"c"]])
+        flow.drain()
+        self.assertEqual(handled, [[b"a"], [b"b"], [b"c"]])
+        self.assertEqual(len(flow.backlog), 0)
+        self.assertFalse(flow.draining)
