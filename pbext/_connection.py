@@ -8,11 +8,12 @@ Nothing here is on the per-call path.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from twisted.spread import jelly
 
-from pbext import _twisted, keepalive
+from pbext import _control, _twisted, keepalive
 from pbext._calls import OutgoingCalls
 from pbext._dispatch import IncomingDispatch
 from pbext._flow import FlowControl
@@ -233,7 +234,7 @@ def startKeepalive(broker: Broker) -> None:
         broker.transport,
         interval,
         broker.keepaliveTimeout,
-        broker._pbextPing,
+        functools.partial(_control.ping, broker),
         lambda: broker._pbextDropConnection(
             "keepaliveTimeout", "the peer stopped answering keepalive pings"
         ),

@@ -334,38 +334,13 @@ class FlowControl:
         batching = several and self.holdsBack and self.batch is None
         if batching:
             self.batch = []
-        handle = broker.callExpressionReceived
-        turn = broker._pbextLimits.maxMessagesPerTurn
-        self.draining = True
-        # Handled from the front by index, removed together at the end: a
-        # list's pop(0) moves the rest each time, which a read of thousands
-        # of tiny messages would make quadratic.
-        handled = 0
         try:
-            while handled < len(backlog) and turn > 0 and not broker.disconnected:
-                if self.outputFull:
-                    # The peer is not reading its answers: its messages
-                    # wait (reading is paused too) until the output drains.
-                    return
-                turn -= 1
-                expression = backlog[handled]
-                handled += 1
-                try:
-                    handle(expression)
-                except Exception:
-                    _log.failure(
-                        "pbext: unexpected error handling a message from {peer}",
-                        peer=broker._pbextPeerName(),
-                    )
-                    broker._pbextDropConnection(
-                        "internalError", "error handling a message"
-                    )
-                    return
+            finished = handleQueued(self, broker, backlog)
         finally:
-            del backlog[:handled]
-            self.draining = False
             if batching:
                 flush(self, last=True)
+        if not finished:
+            return
         if not backlog:
             self.backlogBytes = 0
         if backlog and not broker.disconnected:
@@ -548,6 +523,46 @@ def hold(flow: FlowControl, pieces: list[bytes]) -> bool:
     assert batch is not None
     batch.append(data)
     flow.batchBytes += len(data)
+    return True
+
+
+def handleQueued(flow: FlowControl, broker: Broker, backlog: list[object]) -> bool:
+    """
+    Handle the expressions at the front of C{flow}'s backlog, at most
+    C{maxMessagesPerTurn} of them, while the output has room.
+
+    They are handled by index and removed together at the end: a list's
+    C{pop(0)} moves the rest each time, which a read of thousands of tiny
+    messages would make quadratic.
+
+    @return: C{False} if handling stopped early: the output is full, or a
+        message could not be handled and the connection is being dropped.
+    """
+    handle = broker.callExpressionReceived
+    turn = broker._pbextLimits.maxMessagesPerTurn
+    flow.draining = True
+    handled = 0
+    try:
+        while handled < len(backlog) and turn > 0 and not broker.disconnected:
+            if flow.outputFull:
+                # The peer is not reading its answers: its messages wait
+                # (reading is paused too) until the output drains.
+                return False
+            turn -= 1
+            expression = backlog[handled]
+            handled += 1
+            try:
+                handle(expression)
+            except Exception:
+                _log.failure(
+                    "pbext: unexpected error handling a message from {peer}",
+                    peer=broker._pbextPeerName(),
+                )
+                broker._pbextDropConnection("internalError", "error handling a message")
+                return False
+    finally:
+        del backlog[:handled]
+        flow.draining = False
     return True
 
 

@@ -291,9 +291,6 @@ class Broker(pb.Broker):
 
         @return: a L{defer.Deferred} that fires when the answer arrives.
         """
-        return self._pbextPing()
-
-    def _pbextPing(self) -> defer.Deferred[Any]:
         return _control.ping(self)
 
     # -- receiving bytes ---------------------------------------------------
