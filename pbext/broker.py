@@ -72,11 +72,13 @@ from pbext.factorystate import (
 from pbext.security import SecurityPolicy
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
     from pbext._dispatch import IncomingDispatch
     from pbext._flow import FlowControl
     from pbext._serialization import Serialization
     from pbext._timers import ConnectionTimers
-    from pbext.interfaces import IDecoder
+    from pbext.interfaces import ICopyableRegistry, IDecoder
 
 #: The handler method and arity of each command, by its name on the wire.
 _COMMAND_HANDLERS: dict[bytes, tuple[str, int]] = {
@@ -169,8 +171,8 @@ class Broker(pb.Broker):
         isClient: int = 1,
         security: jelly.SecurityOptions = jelly.globalSecurity,
         policy: SecurityPolicy | None = None,
-        registries: Iterable[Any] = (),
-        clock: Any = None,
+        registries: Iterable[ICopyableRegistry] = (),
+        clock: IReactorTime | None = None,
         callTimeout: float | None = None,
         keepaliveInterval: float | None = None,
         keepaliveTimeout: float | None = None,
@@ -265,7 +267,7 @@ class Broker(pb.Broker):
         return self._pbextPolicy
 
     @property
-    def pbextRegistries(self) -> tuple[Any, ...]:
+    def pbextRegistries(self) -> tuple[ICopyableRegistry, ...]:
         """
         The copyable registries of this connection, pbext's failure
         registry last.
@@ -449,12 +451,12 @@ class Broker(pb.Broker):
 
     def serialize(
         self,
-        object: Any,
-        perspective: Any = None,
-        method: Any = None,
-        args: Any = None,
-        kw: Any = None,
-    ) -> Any:
+        object: object,
+        perspective: object = None,
+        method: object = None,
+        args: object = None,
+        kw: object = None,
+    ) -> object:
         return self._pbextSerialization.serialize(object, perspective, method, args, kw)
 
     def unserialize(self, sexp: Any, perspective: Any = None) -> Any:
@@ -462,10 +464,10 @@ class Broker(pb.Broker):
 
     # -- references and caches ---------------------------------------------
 
-    def registerReference(self, object: Any) -> Any:
+    def registerReference(self, object: pb.Serializable) -> int:
         return _references.registerReference(self, object)
 
-    def cacheLocally(self, cid: int, instance: Any) -> None:
+    def cacheLocally(self, cid: int, instance: object) -> None:
         _references.checkCacheRoom(self)
         super().cacheLocally(cid, instance)
         self._pbextFlow.chargeObjects()

@@ -21,8 +21,19 @@ from pbext.copyable import FailureRegistry, failureRegistry
 from pbext.security import SecurityPolicy, defaultPolicy
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
     from pbext.admission import Admission
     from pbext.broker import Broker
+    from pbext.interfaces import ICopyableRegistry
+
+    #: What a factory's C{registry} argument may be.
+    Registries = (
+        ICopyableRegistry
+        | list[ICopyableRegistry]
+        | tuple[ICopyableRegistry, ...]
+        | None
+    )
 
 
 def resolvePolicy(
@@ -96,8 +107,8 @@ class FactoryState:
     def __init__(
         self,
         policy: SecurityPolicy,
-        registries: tuple[Any, ...],
-        reactor: Any,
+        registries: tuple[ICopyableRegistry, ...],
+        reactor: IReactorTime | None,
         brokerOptions: dict[str, Any],
         options: dict[str, Any],
     ) -> None:
@@ -197,7 +208,7 @@ class BrokerFactoryMixin:
         return self._pbext.policy
 
     @property
-    def pbextRegistries(self) -> tuple[Any, ...]:
+    def pbextRegistries(self) -> tuple[ICopyableRegistry, ...]:
         """
         The copyable registries of every connection this factory builds
         from now on.
@@ -207,7 +218,7 @@ class BrokerFactoryMixin:
         return self._pbext.registries
 
     @pbextRegistries.setter
-    def pbextRegistries(self, registries: Any) -> None:
+    def pbextRegistries(self, registries: Registries) -> None:
         self._pbext.registries = registriesFrom(registries)
 
     @property
@@ -276,7 +287,9 @@ class BrokerFactoryMixin:
 _ADDED_REGISTRIES = 2
 
 
-def withFailures(registries: Iterable[Any]) -> tuple[Any, ...]:
+def withFailures(
+    registries: Iterable[ICopyableRegistry],
+) -> tuple[ICopyableRegistry, ...]:
     """
     C{registries} followed by a failure registry (L{failureRegistry}), as
     a broker uses them, unless the last already is one.
@@ -288,10 +301,10 @@ def withFailures(registries: Iterable[Any]) -> tuple[Any, ...]:
     return (*registries, _streams.streamRegistry(), failureRegistry())
 
 
-def registriesFrom(registry: Any) -> tuple[Any, ...]:
+def registriesFrom(registry: Registries) -> tuple[ICopyableRegistry, ...]:
     """
     Normalize a factory's C{registry} argument (L{None}, one registry, or
-    an iterable of registries) to a tuple.
+    a list or tuple of registries) to a tuple.
     """
     if registry is None:
         return ()
