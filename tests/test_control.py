@@ -16,8 +16,27 @@ import pbext
 from pbext import _control
 from pbext._wire import PBEXT_DIALECT
 from pbext.broker import Broker
-from pbext.testing import connectedPair
+from pbext.testing import PBConnection, connectedPair
 from tests._parts import PartsRoot, connect, rootOf
+
+
+def stockServer(test: SynchronousTestCase) -> tuple[PBConnection, Broker]:
+    """
+    Connect a pbext client to a stock L{pb.PBServerFactory} serving a
+    L{PartsRoot}, in memory.
+
+    @return: the connection and the client's broker.
+    """
+    clock = Clock()
+    connection = connectedPair(
+        pb.PBServerFactory(PartsRoot()),
+        pbext.PBClientFactory(reactor=clock),
+        clock=clock,
+    )
+    test.addCleanup(connection.disconnect)
+    client = connection.clientBroker
+    assert isinstance(client, Broker)
+    return connection, client
 
 
 class FindEachOtherTests(SynchronousTestCase):
@@ -41,15 +60,7 @@ class FindEachOtherTests(SynchronousTestCase):
         A pbext client of a stock server records no features and calls no
         control object: its calls work as classic ones.
         """
-        clock = Clock()
-        connection = connectedPair(
-            pb.PBServerFactory(PartsRoot()),
-            pbext.PBClientFactory(reactor=clock),
-            clock=clock,
-        )
-        self.addCleanup(connection.disconnect)
-        client = connection.clientBroker
-        assert isinstance(client, Broker)
+        connection, client = stockServer(self)
         self.assertEqual(client._pbextPeerFeatures, frozenset())
         results: list[Any] = []
         rootOf(connection).callRemote("echo", 5).addBoth(results.append)
@@ -120,15 +131,7 @@ class ControlObjectTests(SynchronousTestCase):
         Against a stock server, L{_control.ping} asks a question every
         stock broker answers, and it succeeds.
         """
-        clock = Clock()
-        connection = connectedPair(
-            pb.PBServerFactory(PartsRoot()),
-            pbext.PBClientFactory(reactor=clock),
-            clock=clock,
-        )
-        self.addCleanup(connection.disconnect)
-        client = connection.clientBroker
-        assert isinstance(client, Broker)
+        connection, client = stockServer(self)
         results: list[Any] = []
         _control.ping(client).addCallback(lambda _: results.append("ok"))
         connection.pump()
