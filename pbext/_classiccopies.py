@@ -56,6 +56,7 @@ __all__ = [
     "MODE_UNCHECKED",
     "buildClassic",
     "classicState",
+    "newCopy",
     "receiveSpec",
     "sendSpec",
 ]
@@ -201,7 +202,8 @@ def _acceptsKeys(cls: type, state: dict[Any, Any], mode: int, fields: Any) -> bo
     (else the full unjellier decides).
     """
     if mode == MODE_UNCHECKED:
-        return True
+        # Bytes keys (a Python 2 peer's) are decoded by setCopyableState.
+        return all(type(key) is str for key in state)
     for key in state:
         if type(key) is not str or not key.isidentifier() or key.startswith("__"):
             return False
@@ -234,8 +236,30 @@ def buildClassic(spec: tuple[Any, ...], state: object) -> Any:
     if not _stillHolds(cls, checks) or not _acceptsKeys(cls, state, mode, fields):
         return None
     try:
-        instance = object.__new__(cls)
-        instance.__dict__ = state
+        return newCopy(cls, state, mode)
     except Exception:
         return None
+
+
+def newCopy(cls: type, state: dict[str, Any], mode: int) -> Any:
+    """
+    A new instance of C{cls} (made without C{__init__}) with the state
+    C{setCopyableState} gives it.
+
+    Where the keys were checked (C{mode} is not L{MODE_UNCHECKED}), none
+    names anything of the class, so they are set one by one as
+    C{object.__setattr__} sets them: CPython then keeps them as it keeps
+    any instance's attributes, in the key table the class's instances
+    share (an instance made and then given a C{__dict__} uses up that
+    table's room, and every copy made after would carry a dictionary of
+    its own).  Unchecked keys may name anything (C{__class__} ...): the
+    state becomes the C{__dict__}, as C{setCopyableState} makes it.
+    """
+    instance: Any = object.__new__(cls)
+    if mode == MODE_UNCHECKED:
+        instance.__dict__ = state
+    else:
+        setAttribute = object.__setattr__
+        for key, value in state.items():
+            setAttribute(instance, key, value)
     return instance
