@@ -835,6 +835,9 @@ typedef struct {
     PyObject *typedBytes;
     Py_ssize_t *typedOffsets;
     Py_ssize_t typedFields;
+    /* For a classic copy's spec (see classicBytes), the keys of the
+     * state they were made for, a tuple of strs; else NULL. */
+    PyObject *typedKeys;
 } Encoder;
 
 static int
@@ -1293,6 +1296,7 @@ encoderStart(Encoder *e, PyObject *vocabulary, PyObject *limitObject,
     e->typedBytes = NULL;
     e->typedOffsets = NULL;
     e->typedFields = 0;
+    e->typedKeys = NULL;
     /* Python's recursion limit, as the Python twin (encodeItem keeps its
      * levels on the heap). */
     e->maxNesting = Py_GetRecursionLimit();
@@ -1325,6 +1329,7 @@ encoderFinish(Encoder *e, int rc)
     Py_XDECREF(e->vocabulary);
     Py_XDECREF(e->typedSpec);
     Py_XDECREF(e->typedBytes);
+    Py_XDECREF(e->typedKeys);
     PyMem_Free(e->typedOffsets);
     if (rc == 0 && e->pieces != NULL) {
         rc = flushPiece(e);
@@ -4894,6 +4899,7 @@ typedBytes(Encoder *e, PyObject *spec)
     Py_INCREF(spec);
     Py_XSETREF(e->typedSpec, spec);
     Py_XSETREF(e->typedBytes, bytes);
+    Py_CLEAR(e->typedKeys);
     PyMem_Free(e->typedOffsets);
     e->typedOffsets = offsets;
     offsets = NULL;
@@ -4917,6 +4923,164 @@ writeKept(Encoder *e, Py_ssize_t start, Py_ssize_t stop)
     return checkRoom(e);
 }
 
+/* Whether the keys kept with the encoder's typed bytes are state's, the
+ * same strs in the same order. */
+static int
+keptKeys(Encoder *e, PyObject *spec, PyObject *state)
+{
+    PyObject *keys = e->typedKeys;
+    if (e->typedSpec != spec || keys == NULL ||
+        PyTuple_GET_SIZE(keys) != PyDict_GET_SIZE(state)) {
+        return 0;
+    }
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(state, &pos, &key, &value)) {
+        if (key != PyTuple_GET_ITEM(keys, i++)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/*
+ * typedBytes for a classic copy (spec its send spec) whose state is the
+ * dict state: the bytes it starts with, [wireName, [b"dictionary", then
+ * those of each key, as writeJelly writes them, kept with the keys (the
+ * same strs: the instances of a class usually share them).  Returns 1
+ * when the encoder holds them, 0 when they are not kept (many keys, keys
+ * that are not short ASCII strs), -1 on error.
+ */
+static int
+classicBytes(Encoder *e, PyObject *spec, PyObject *state)
+{
+    if (keptKeys(e, spec, state)) {
+        return 1;
+    }
+    PyObject *tag = PyTuple_GET_ITEM(spec, 0);
+    Py_ssize_t n = PyDict_GET_SIZE(state);
+    if (n > CLASSIC_KEYS || PyBytes_GET_SIZE(tag) > TYPED_BYTES_LONGEST) {
+        return 0;
+    }
+    PyObject *keys = PyTuple_New(n);
+    if (keys == NULL) {
+        return -1;
+    }
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(state, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key) || !PyUnicode_IS_ASCII(key) ||
+            PyUnicode_GET_LENGTH(key) > TYPED_BYTES_LONGEST / 4) {
+            Py_DECREF(keys);
+            return 0;
+        }
+        Py_INCREF(key);
+        PyTuple_SET_ITEM(keys, i++, key);
+    }
+    Py_ssize_t *offsets = PyMem_Malloc((n + 2) * sizeof(Py_ssize_t));
+    if (offsets == NULL) {
+        Py_DECREF(keys);
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t mark = e->size;
+    Py_ssize_t limit = e->limit;
+    e->limit = PY_SSIZE_T_MAX;
+    int rc = -1;
+    if (writeToken(e, 2, B_LIST) < 0 || encodeBytes(e, tag) < 0 ||
+        writeToken(e, (uint64_t)(n + 1), B_LIST) < 0 ||
+        writeWord(e, W_DICTIONARY) < 0) {
+        goto out;
+    }
+    offsets[0] = 0;
+    for (i = 0; i < n; i++) {
+        offsets[i + 1] = e->size - mark;
+        if (writeToken(e, 2, B_LIST) < 0 ||
+            writeText(e, PyTuple_GET_ITEM(keys, i)) < 0) {
+            goto out;
+        }
+    }
+    offsets[n + 1] = e->size - mark;
+    PyObject *bytes = PyBytes_FromStringAndSize(e->data + mark,
+                                                e->size - mark);
+    if (bytes == NULL) {
+        goto out;
+    }
+    Py_INCREF(spec);
+    Py_XSETREF(e->typedSpec, spec);
+    Py_XSETREF(e->typedBytes, bytes);
+    Py_XSETREF(e->typedKeys, keys);
+    keys = NULL;
+    PyMem_Free(e->typedOffsets);
+    e->typedOffsets = offsets;
+    offsets = NULL;
+    e->typedFields = n;
+    rc = 1;
+out:
+    Py_XDECREF(keys);
+    PyMem_Free(offsets);
+    e->size = mark;
+    e->limit = limit;
+    return rc;
+}
+
+/*
+ * Write a classic copy whose state's keys classicBytes keeps: the bytes
+ * writeJelly writes for the state, but those around its values copied.
+ * The state is walked as writeJelly walks a dict (a value may run code,
+ * which may change it: then the encoding fails, as writeJelly's does),
+ * and its keys must stay those kept.
+ */
+static int
+writeClassicState(Encoder *e, PyObject *state, Seen *seen)
+{
+    int already = seenAdd(seen, state);
+    if (already) {
+        return already < 0 ? -1 : notPlainError();
+    }
+    int entered = enterLevel(seen, " while jellying");
+    if (entered <= 0) {
+        return entered < 0 ? -1 : notPlainError();
+    }
+    /* Held: writing a value may make the encoder keep other bytes. */
+    PyObject *keys = e->typedKeys;
+    Py_INCREF(keys);
+    int rc = -1;
+    if (writeKept(e, 0, e->typedOffsets[1]) < 0) {
+        goto out;
+    }
+    DictWalk walk;
+    dictWalkStart(&walk, state);
+    PyObject *key, *value;
+    Py_ssize_t i = 0;
+    int more;
+    while ((more = dictWalkNext(&walk, &key, &value)) > 0) {
+        int failed;
+        if (key != PyTuple_GET_ITEM(keys, i)) {
+            failed = dictChanged("dictionary keys changed during iteration");
+        }
+        else if (e->typedKeys == keys) {
+            failed = writeKept(e, e->typedOffsets[i + 1],
+                               e->typedOffsets[i + 2]) < 0;
+        }
+        else {
+            failed = writeToken(e, 2, B_LIST) < 0 || writeText(e, key) < 0;
+        }
+        failed = failed || writeMember(e, value, seen) < 0;
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (failed) {
+            goto out;
+        }
+        i++;
+    }
+    rc = more < 0 ? -1 : 0;
+out:
+    Py_DECREF(keys);
+    leaveLevel(seen);
+    return rc;
+}
+
 /* Write an object of a registered class as its spec says (see
  * pbext._jelly._jellyTyped). */
 /* Write a classic pb.Copyable as jellyClassic makes it. */
@@ -4937,9 +5101,15 @@ writeClassic(Encoder *e, PyObject *obj, PyObject *spec, Seen *seen)
         notPlainError();
     }
     else if (state != NULL) {
-        rc = (writeToken(e, 2, B_LIST) < 0 ||
-              encodeBytes(e, PyTuple_GET_ITEM(spec, 0)) < 0 ||
-              writeJelly(e, state, seen) < 0) ? -1 : 0;
+        int kept = classicBytes(e, spec, state);
+        if (kept > 0) {
+            rc = writeClassicState(e, state, seen);
+        }
+        else if (kept == 0) {
+            rc = (writeToken(e, 2, B_LIST) < 0 ||
+                  encodeBytes(e, PyTuple_GET_ITEM(spec, 0)) < 0 ||
+                  writeJelly(e, state, seen) < 0) ? -1 : 0;
+        }
         Py_DECREF(state);
     }
     leaveLevel(seen);
