@@ -59,6 +59,7 @@ __all__ = [
     "newCopy",
     "receiveSpec",
     "sendSpec",
+    "unjelliesByState",
 ]
 
 #: Receive modes: no state check (C{uncheckedState}, or a policy without
@@ -133,6 +134,30 @@ def _stillHolds(cls: type, checks: Any) -> bool:
         if _lookup(cls, name) is not expected:
             return False
     return True
+
+
+#: What a received class whose C{unjellyFor} is Twisted's must inherit
+#: unchanged, whatever its C{setCopyableState}.
+_UNJELLY_DEFAULTS: tuple[tuple[str, object], ...] = (
+    ("unjellyFor", flavors.RemoteCopy.__dict__["unjellyFor"]),
+    ("__new__", _OBJECT["__new__"]),
+    ("__getattribute__", _OBJECT["__getattribute__"]),
+)
+
+
+def unjelliesByState(cls: Any) -> bool:
+    """
+    Whether a blank instance of C{cls} (a L{pb.RemoteCopy} subclass, not
+    a L{pb.RemoteCache}) unjellies its copy with Twisted's
+    C{RemoteCopy.unjellyFor}, which for a broker hands the unjellied state
+    to C{setCopyableState}: its own or Twisted's.
+    """
+    return (
+        isinstance(cls, type)
+        and issubclass(cls, flavors.RemoteCopy)
+        and not issubclass(cls, flavors.RemoteCache)
+        and _stillHolds(cls, _UNJELLY_DEFAULTS)
+    )
 
 
 def sendSpec(cls: type) -> tuple[bytes, Any] | None:

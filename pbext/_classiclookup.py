@@ -26,7 +26,7 @@ from twisted.spread import flavors, pb
 from twisted.spread.jelly import InsecureJelly
 
 from pbext import _twisted
-from pbext._classiccopies import buildClassic, receiveSpec
+from pbext._classiccopies import buildClassic, receiveSpec, unjelliesByState
 from pbext._expressions import (
     MALFORMED_ERRORS,
     PREBUILT,
@@ -123,6 +123,7 @@ class ClassicClass:
         "goodKeys",
         "learnt",
         "plain",
+        "byState",
     )
 
     def __init__(self, regClass: Any, invoker: Any) -> None:
@@ -152,6 +153,8 @@ class ClassicClass:
         self.learnt = False
         # Its receive spec, for plainSpec (_MISSING until worked out).
         self.plain: Any = _MISSING
+        # Whether Twisted's unjellyFor gives its setCopyableState the state.
+        self.byState = unjelliesByState(regClass)
 
 
 def classicRegistry() -> Mapping[bytes, Any]:
@@ -314,6 +317,11 @@ def callApplication(unjellier: Unjellier, regClass: Any, obj: list[Any]) -> Any:
         if spec is not None:
             return buildPlainly(view, spec, regClass, obj)
         instance = createBlank(regClass)
+        if info.byState and unjellier.invoker is not None:
+            # What RemoteCopy.unjellyFor does for a broker, its own
+            # setCopyableState given the state.
+            instance.setCopyableState(copyState(view, obj[1]))
+            return instance
         method = getattr(instance, "unjellyFor", regClass)
         return method(view, obj)
     except (InsecureJelly, pb.Error):
@@ -341,6 +349,18 @@ def plainSpec(
     return spec
 
 
+def copyState(view: ApplicationView, expression: Any) -> Any:
+    """
+    The value of a classic copy's state C{expression}, as C{unjellyFor}
+    unjellies it through C{view}: by the plain path where it can (see
+    L{Unjellier._plainState}), without a call per node.
+    """
+    state = view._unjellier._plainState(expression, _MISSING)
+    if state is _MISSING:
+        state = view.unjelly(expression)
+    return state
+
+
 def buildPlainly(
     view: ApplicationView, spec: tuple[Any, ...], regClass: Any, obj: list[Any]
 ) -> Any:
@@ -356,7 +376,7 @@ def buildPlainly(
     C{__dict__}) would use up for every copy received after.  Any other
     state is set by Twisted's C{setCopyableState} itself.
     """
-    state = view.unjelly(obj[1])
+    state = copyState(view, obj[1])
     built = buildClassic(spec, state)
     if built is None:
         built = createBlank(regClass)

@@ -649,6 +649,55 @@ class FusedClassicTests(SynchronousTestCase):
         self.assertEqual(speedups.encode([b"answer", 1, encoded], OUTGOING), expected)
 
 
+class OwnSetterTests(SynchronousTestCase):
+    """
+    A class with its own C{setCopyableState} (and Twisted's
+    C{unjellyFor}) gets the state Twisted's C{unjellyFor} gives it for a
+    broker, from pbext's full unjellier.
+    """
+
+    def setUp(self) -> None:
+        register(self)
+
+    def test_plainStateInOneStep(self) -> None:
+        """
+        A plain state is unjellied by the plain path, without a call of
+        the unjellier for each of its nodes, into what the unjellier
+        makes of it.
+        """
+        state = {"x": [1, (2, "three")], "y": {"k": None}, "name": "\u00e9"}
+        sexp = [OWN_SETTER, stateExpression(state)]
+        calls: list[Any] = []
+        original = _jelly.Unjellier.unjelly
+
+        def counting(unjellier: Any, obj: Any) -> Any:
+            calls.append(obj)
+            return original(unjellier, obj)
+
+        self.patch(_jelly.Unjellier, "unjelly", counting)
+        kind, built = fullUnjelly(sexp)
+        self.assertEqual((kind, vars(built)), ("ok", state))
+        self.assertEqual(SEEN, [("setCopyableState", state)])
+        self.assertEqual(calls, [sexp])
+
+    def test_referencesInState(self) -> None:
+        """
+        A state that refers to a value of the expression, or holds one the
+        rest of the expression refers to, is unjellied by the unjellier,
+        which records and resolves the reference.
+        """
+        shared = [1, 2]
+        for value in (
+            [shared, Injector(OWN_SETTER, {"x": shared})],
+            [Injector(OWN_SETTER, {"x": shared}), shared],
+        ):
+            kind, built = fullUnjelly(stockJelly(value))
+            self.assertEqual(kind, "ok")
+            copy, other = built if type(built[0]) is OwnSetter else built[::-1]
+            self.assertEqual(vars(copy), {"x": [1, 2]})
+            self.assertIs(copy.x, other)
+
+
 class Root(pb.Root):
     """
     Gives and keeps copies.
