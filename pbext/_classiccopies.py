@@ -17,8 +17,9 @@ connection that never sees one costs nothing):
     the state, as C{Copyable.jellyFor} writes C{getStateToCopy()};
   - receive: C{(cls, namespace, tag, checks, mode, fields)}: the state
     dictionary, if every key passes the copy-state check of
-    L{pbext.copystate}, becomes the C{__dict__} of an instance made
-    without C{__init__}, as C{RemoteCopy.setCopyableState} makes it.
+    L{pbext.copystate}, gives an instance made without C{__init__} its
+    attributes, as C{RemoteCopy.setCopyableState} does (see
+    L{newCopy}).
 
 C{checks} are C{(name, value)} pairs: for each, what the class's MRO gives
 for C{name} (L{None} for nothing).  They are read again for every object
