@@ -2801,8 +2801,9 @@ out:
  * quickClassic reads such a copy as quickTyped reads a registered type's,
  * and builds it as buildClassic would from the state the general parser
  * makes, with the same checks, setting the attributes one by one as
- * object.__setattr__ does (so no dictionary is made for the state, as
- * none is for a typed copy).  Anything else (another shape or value, a
+ * object.__setattr__ does where the keys were checked (so no dictionary
+ * is made for the state, as none is for a typed copy; see
+ * classicInstance).  Anything else (another shape or value, a
  * key sent twice, bytes still to come, a limit reached, state the check
  * does not accept outright) makes it give up, having changed nothing, and
  * the general parser reads the same bytes again.
@@ -2812,6 +2813,7 @@ out:
  * keys' strs: a copy whose bytes around its values are the same has the
  * same keys, which are not read again.
  */
+
 /* The classic template for spec: self->classicQuick, emptied if it was
  * made for another spec; NULL with an error set if none can be made. */
 static ClassicTemplate *
