@@ -4925,63 +4925,72 @@ writeKept(Encoder *e, Py_ssize_t start, Py_ssize_t stop)
     return checkRoom(e);
 }
 
-/* Whether the keys kept with the encoder's typed bytes are state's, the
- * same strs in the same order. */
-static int
-keptKeys(Encoder *e, PyObject *spec, PyObject *state)
-{
-    PyObject *keys = e->typedKeys;
-    if (e->typedSpec != spec || keys == NULL ||
-        PyTuple_GET_SIZE(keys) != PyDict_GET_SIZE(state)) {
-        return 0;
-    }
-    Py_ssize_t pos = 0, i = 0;
-    PyObject *key, *value;
-    while (PyDict_Next(state, &pos, &key, &value)) {
-        if (key != PyTuple_GET_ITEM(keys, i++)) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 /*
  * typedBytes for a classic copy (spec its send spec) whose state is the
  * dict state: the bytes it starts with, [wireName, [b"dictionary", then
  * those of each key, as writeJelly writes them, kept with the keys (the
  * same strs: the instances of a class usually share them).  Returns 1
- * when the encoder holds them, 0 when they are not kept (many keys, keys
- * that are not short ASCII strs), -1 on error.
+ * when the encoder holds them, with the state's values in values (new
+ * references, in order), 0 when they are not kept (many keys, keys that
+ * are not short ASCII strs), -1 on error.
  */
+static int keepClassicBytes(Encoder *e, PyObject *spec, PyObject **keys,
+                            Py_ssize_t n);
+
 static int
-classicBytes(Encoder *e, PyObject *spec, PyObject *state)
+classicBytes(Encoder *e, PyObject *spec, PyObject *state, PyObject **values)
 {
-    if (keptKeys(e, spec, state)) {
-        return 1;
-    }
     PyObject *tag = PyTuple_GET_ITEM(spec, 0);
     Py_ssize_t n = PyDict_GET_SIZE(state);
     if (n > CLASSIC_KEYS || PyBytes_GET_SIZE(tag) > TYPED_BYTES_LONGEST) {
         return 0;
     }
-    PyObject *keys = PyTuple_New(n);
-    if (keys == NULL) {
-        return -1;
-    }
+    /* One walk: the keys compared with those kept, the values taken (no
+     * code runs meanwhile). */
+    PyObject *keys[CLASSIC_KEYS];
+    PyObject *kept = e->typedSpec == spec ? e->typedKeys : NULL;
+    int same = kept != NULL && PyTuple_GET_SIZE(kept) == n;
     Py_ssize_t pos = 0, i = 0;
     PyObject *key, *value;
-    while (PyDict_Next(state, &pos, &key, &value)) {
-        if (!PyUnicode_CheckExact(key) || !PyUnicode_IS_ASCII(key) ||
-            PyUnicode_GET_LENGTH(key) > TYPED_BYTES_LONGEST / 4) {
-            Py_DECREF(keys);
-            return 0;
+    while (i < n && PyDict_Next(state, &pos, &key, &value)) {
+        same = same && key == PyTuple_GET_ITEM(kept, i);
+        keys[i] = key;
+        values[i++] = value;
+    }
+    if (!same) {
+        for (i = 0; i < n; i++) {
+            if (!PyUnicode_CheckExact(keys[i]) ||
+                !PyUnicode_IS_ASCII(keys[i]) ||
+                PyUnicode_GET_LENGTH(keys[i]) > TYPED_BYTES_LONGEST / 4) {
+                return 0;
+            }
         }
-        Py_INCREF(key);
-        PyTuple_SET_ITEM(keys, i++, key);
+        int rc = keepClassicBytes(e, spec, keys, n);
+        if (rc <= 0) {
+            return rc;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        Py_INCREF(values[i]);
+    }
+    return 1;
+}
+
+/* Make the bytes classicBytes keeps for the n keys. */
+static int
+keepClassicBytes(Encoder *e, PyObject *spec, PyObject **keys, Py_ssize_t n)
+{
+    PyObject *keyTuple = PyTuple_New(n);
+    if (keyTuple == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_INCREF(keys[i]);
+        PyTuple_SET_ITEM(keyTuple, i, keys[i]);
     }
     Py_ssize_t *offsets = PyMem_Malloc((n + 2) * sizeof(Py_ssize_t));
     if (offsets == NULL) {
-        Py_DECREF(keys);
+        Py_DECREF(keyTuple);
         PyErr_NoMemory();
         return -1;
     }
@@ -4989,16 +4998,17 @@ classicBytes(Encoder *e, PyObject *spec, PyObject *state)
     Py_ssize_t limit = e->limit;
     e->limit = PY_SSIZE_T_MAX;
     int rc = -1;
-    if (writeToken(e, 2, B_LIST) < 0 || encodeBytes(e, tag) < 0 ||
+    if (writeToken(e, 2, B_LIST) < 0 ||
+        encodeBytes(e, PyTuple_GET_ITEM(spec, 0)) < 0 ||
         writeToken(e, (uint64_t)(n + 1), B_LIST) < 0 ||
         writeWord(e, W_DICTIONARY) < 0) {
         goto out;
     }
     offsets[0] = 0;
-    for (i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < n; i++) {
         offsets[i + 1] = e->size - mark;
         if (writeToken(e, 2, B_LIST) < 0 ||
-            writeText(e, PyTuple_GET_ITEM(keys, i)) < 0) {
+            writeText(e, PyTuple_GET_ITEM(keyTuple, i)) < 0) {
             goto out;
         }
     }
@@ -5011,15 +5021,15 @@ classicBytes(Encoder *e, PyObject *spec, PyObject *state)
     Py_INCREF(spec);
     Py_XSETREF(e->typedSpec, spec);
     Py_XSETREF(e->typedBytes, bytes);
-    Py_XSETREF(e->typedKeys, keys);
-    keys = NULL;
+    Py_XSETREF(e->typedKeys, keyTuple);
+    keyTuple = NULL;
     PyMem_Free(e->typedOffsets);
     e->typedOffsets = offsets;
     offsets = NULL;
     e->typedFields = n;
     rc = 1;
 out:
-    Py_XDECREF(keys);
+    Py_XDECREF(keyTuple);
     PyMem_Free(offsets);
     e->size = mark;
     e->limit = limit;
@@ -5027,59 +5037,62 @@ out:
 }
 
 /*
- * Write a classic copy whose state's keys classicBytes keeps: the bytes
- * writeJelly writes for the state, but those around its values copied.
- * The state is walked as writeJelly walks a dict (a value may run code,
- * which may change it: then the encoding fails, as writeJelly's does),
- * and its keys must stay those kept.
+ * Write a classic copy whose state's keys classicBytes keeps, its n
+ * values (new references, released here) taken from the state: the
+ * bytes writeJelly writes for the state, but those around its values
+ * copied.  A value may run code, which may change the state: if its size
+ * changes the encoding fails, as writeJelly's does (and other changes
+ * are not seen: what is written is the state as it was).
  */
 static int
-writeClassicState(Encoder *e, PyObject *state, Seen *seen)
+writeClassicState(Encoder *e, PyObject *state, PyObject **values,
+                  Py_ssize_t n, Seen *seen)
 {
-    int already = seenAdd(seen, state);
-    if (already) {
-        return already < 0 ? -1 : notPlainError();
-    }
-    int entered = enterLevel(seen, " while jellying");
-    if (entered <= 0) {
-        return entered < 0 ? -1 : notPlainError();
-    }
     /* Held: writing a value may make the encoder keep other bytes. */
     PyObject *keys = e->typedKeys;
     Py_INCREF(keys);
     int rc = -1;
-    if (writeKept(e, 0, e->typedOffsets[1]) < 0) {
+    Py_ssize_t i = 0;
+    int already = seenAdd(seen, state);
+    if (already) {
+        if (already > 0) {
+            notPlainError();
+        }
         goto out;
     }
-    DictWalk walk;
-    dictWalkStart(&walk, state);
-    PyObject *key, *value;
-    Py_ssize_t i = 0;
-    int more;
-    while ((more = dictWalkNext(&walk, &key, &value)) > 0) {
-        int failed;
-        if (key != PyTuple_GET_ITEM(keys, i)) {
-            failed = dictChanged("dictionary keys changed during iteration");
+    int entered = enterLevel(seen, " while jellying");
+    if (entered <= 0) {
+        if (entered == 0) {
+            notPlainError();
+        }
+        goto out;
+    }
+    int failed = writeKept(e, 0, e->typedOffsets[1]) < 0;
+    for (; !failed && i < n; i++) {
+        if (PyDict_GET_SIZE(state) != n) {
+            failed = dictChanged("dictionary changed size during iteration");
         }
         else if (e->typedKeys == keys) {
             failed = writeKept(e, e->typedOffsets[i + 1],
                                e->typedOffsets[i + 2]) < 0;
         }
         else {
-            failed = writeToken(e, 2, B_LIST) < 0 || writeText(e, key) < 0;
+            failed = writeToken(e, 2, B_LIST) < 0 ||
+                     writeText(e, PyTuple_GET_ITEM(keys, i)) < 0;
         }
-        failed = failed || writeMember(e, value, seen) < 0;
-        Py_DECREF(key);
-        Py_DECREF(value);
-        if (failed) {
-            goto out;
-        }
-        i++;
+        failed = failed || writeMember(e, values[i], seen) < 0;
+        Py_DECREF(values[i]);
     }
-    rc = more < 0 ? -1 : 0;
-out:
-    Py_DECREF(keys);
+    if (!failed && PyDict_GET_SIZE(state) != n) {
+        failed = dictChanged("dictionary changed size during iteration");
+    }
+    rc = failed ? -1 : 0;
     leaveLevel(seen);
+out:
+    for (; i < n; i++) {
+        Py_DECREF(values[i]);
+    }
+    Py_DECREF(keys);
     return rc;
 }
 
@@ -5103,9 +5116,11 @@ writeClassic(Encoder *e, PyObject *obj, PyObject *spec, Seen *seen)
         notPlainError();
     }
     else if (state != NULL) {
-        int kept = classicBytes(e, spec, state);
+        PyObject *values[CLASSIC_KEYS];
+        int kept = classicBytes(e, spec, state, values);
         if (kept > 0) {
-            rc = writeClassicState(e, state, seen);
+            rc = writeClassicState(e, state, values,
+                                   PyDict_GET_SIZE(state), seen);
         }
         else if (kept == 0) {
             rc = (writeToken(e, 2, B_LIST) < 0 ||
