@@ -2,9 +2,9 @@
 Fuzz target: the plain-jelly encoder on odd values.
 
 The input is a small program that builds a value: builtins, registered
-copyable objects, containers shared or in cycles, strings that are not
-valid UTF-8, and registered objects whose field reads run code that
-changes what is being sent (clears, shortens or grows a list or a dict,
+copyable objects, classic copies, containers shared or in cycles, strings
+that are not valid UTF-8, and registered objects whose field reads run
+code that changes what is being sent (clears, shortens or grows a list or a dict,
 drops the last reference to an object being sent, or raises).  Each of
 the C accelerator's entry points (C{jellyPlain}, C{isPlain},
 C{encodeIfPlain}, C{preparePlain}, C{encode} of C{Jellied}) is run on a
@@ -27,10 +27,12 @@ import sys
 from typing import Any, Callable
 
 from _harness import Bytes, fuzz, instrumented
+from twisted.spread import pb
 
 with instrumented():
     from pbext import _jelly, codec
     from pbext._accelerator import speedups
+    from pbext._classiccopies import sendSpec
     from pbext.copyable import CopyableRegistry
     from pbext.security import defaultPolicy
     from tests._parity import Mismatch, _same
@@ -54,6 +56,18 @@ class Mutator:
         return object.__getattribute__(self, name)
 
 
+class ClassicSent(pb.Copyable):
+    """
+    A classic copyable keeping Twisted's methods, its attributes set by
+    the fuzzer.
+    """
+
+
+#: Attribute names of classic copies: short ASCII (kept by the encoder),
+#: not ASCII, and too long to keep.
+CLASSIC_KEYS = ["x", "y", "name", "\u00e9t\u00e9", "k" * 300, "other"]
+
+
 #: What reading a Mutator's fields does, by id: set while a value is built.
 _actions: dict[int, Callable[[], None]] = {}
 #: How many actions changed something during the current walk.
@@ -69,7 +83,10 @@ def _registry() -> Any:
 
 REGISTRY = _registry()
 TASTER = defaultPolicy().forConnection((REGISTRY,))
-SEND = _jelly.PlainTypes((REGISTRY,), TASTER).send
+SEND = {
+    **(_jelly.PlainTypes((REGISTRY,), TASTER).send or {}),
+    ClassicSent: sendSpec(ClassicSent),
+}
 LIMIT = 1 << 20
 
 
@@ -138,8 +155,34 @@ class Builder:
         self.containers.append(made)
         return made
 
+    def classicCopies(self) -> list[Any]:
+        """
+        Classic copies, most with the keys of the one before, their
+        state dictionaries among the containers actions change.
+        """
+        reader = self.reader
+        copies: list[Any] = []
+        keys: list[str] = []
+        for _ in range(1 + reader.number(4)):
+            if reader.byte() % 4 == 0:
+                keys = [
+                    CLASSIC_KEYS[reader.number(len(CLASSIC_KEYS) - 1)]
+                    for _ in range(reader.number(4))
+                ]
+            copy = ClassicSent()
+            for key in keys:
+                setattr(copy, key, self.value(4))
+            if reader.byte() % 4 == 0:
+                self.containers.append(vars(copy))
+            copies.append(copy)
+        return copies
+
     def build(self) -> Any:
         value = self.value()
+        if self.reader.left():
+            # From the bytes left after the value, so that the inputs kept
+            # before this was added still build what they built.
+            value = [value, *self.classicCopies()]
         for mutator, kind, which in self.mutators:
             _actions[id(mutator)] = self.action(kind, which)
         # Held for the walk: an action may drop the last reference the

@@ -17,8 +17,9 @@ connection that never sees one costs nothing):
     the state, as C{Copyable.jellyFor} writes C{getStateToCopy()};
   - receive: C{(cls, namespace, tag, checks, mode, fields)}: the state
     dictionary, if every key passes the copy-state check of
-    L{pbext.copystate}, becomes the C{__dict__} of an instance made
-    without C{__init__}, as C{RemoteCopy.setCopyableState} makes it.
+    L{pbext.copystate}, gives an instance made without C{__init__} its
+    attributes, as C{RemoteCopy.setCopyableState} does (see
+    L{newCopy}).
 
 C{checks} are C{(name, value)} pairs: for each, what the class's MRO gives
 for C{name} (L{None} for nothing).  They are read again for every object
@@ -56,8 +57,10 @@ __all__ = [
     "MODE_UNCHECKED",
     "buildClassic",
     "classicState",
+    "newCopy",
     "receiveSpec",
     "sendSpec",
+    "unjelliesByState",
 ]
 
 #: Receive modes: no state check (C{uncheckedState}, or a policy without
@@ -134,6 +137,30 @@ def _stillHolds(cls: type, checks: Any) -> bool:
     return True
 
 
+#: What a received class whose C{unjellyFor} is Twisted's must inherit
+#: unchanged, whatever its C{setCopyableState}.
+_UNJELLY_DEFAULTS: tuple[tuple[str, object], ...] = (
+    ("unjellyFor", flavors.RemoteCopy.__dict__["unjellyFor"]),
+    ("__new__", _OBJECT["__new__"]),
+    ("__getattribute__", _OBJECT["__getattribute__"]),
+)
+
+
+def unjelliesByState(cls: Any) -> bool:
+    """
+    Whether a blank instance of C{cls} (a L{pb.RemoteCopy} subclass, not
+    a L{pb.RemoteCache}) unjellies its copy with Twisted's
+    C{RemoteCopy.unjellyFor}, which for a broker hands the unjellied state
+    to C{setCopyableState}: its own or Twisted's.
+    """
+    return (
+        isinstance(cls, type)
+        and issubclass(cls, flavors.RemoteCopy)
+        and not issubclass(cls, flavors.RemoteCache)
+        and _stillHolds(cls, _UNJELLY_DEFAULTS)
+    )
+
+
 def sendSpec(cls: type) -> tuple[bytes, Any] | None:
     """
     The send spec of a L{pb.Copyable} class that keeps Twisted's methods,
@@ -201,7 +228,8 @@ def _acceptsKeys(cls: type, state: dict[Any, Any], mode: int, fields: Any) -> bo
     (else the full unjellier decides).
     """
     if mode == MODE_UNCHECKED:
-        return True
+        # Bytes keys (a Python 2 peer's) are decoded by setCopyableState.
+        return all(type(key) is str for key in state)
     for key in state:
         if type(key) is not str or not key.isidentifier() or key.startswith("__"):
             return False
@@ -234,8 +262,30 @@ def buildClassic(spec: tuple[Any, ...], state: object) -> Any:
     if not _stillHolds(cls, checks) or not _acceptsKeys(cls, state, mode, fields):
         return None
     try:
-        instance = object.__new__(cls)
-        instance.__dict__ = state
+        return newCopy(cls, state, mode)
     except Exception:
         return None
+
+
+def newCopy(cls: type, state: dict[str, Any], mode: int) -> Any:
+    """
+    A new instance of C{cls} (made without C{__init__}) with the state
+    C{setCopyableState} gives it.
+
+    Where the keys were checked (C{mode} is not L{MODE_UNCHECKED}), none
+    names anything of the class, so they are set one by one as
+    C{object.__setattr__} sets them: CPython then keeps them as it keeps
+    any instance's attributes, in the key table the class's instances
+    share (an instance made and then given a C{__dict__} uses up that
+    table's room, and every copy made after would carry a dictionary of
+    its own).  Unchecked keys may name anything (C{__class__} ...): the
+    state becomes the C{__dict__}, as C{setCopyableState} makes it.
+    """
+    instance: Any = object.__new__(cls)
+    if mode == MODE_UNCHECKED:
+        instance.__dict__ = state
+    else:
+        setAttribute = object.__setattr__
+        for key, value in state.items():
+            setAttribute(instance, key, value)
     return instance

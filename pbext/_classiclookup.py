@@ -26,6 +26,7 @@ from twisted.spread import flavors, pb
 from twisted.spread.jelly import InsecureJelly
 
 from pbext import _twisted
+from pbext._classiccopies import buildClassic, receiveSpec, unjelliesByState
 from pbext._expressions import (
     MALFORMED_ERRORS,
     PREBUILT,
@@ -113,7 +114,17 @@ class ClassicClass:
     @ivar goodKeys: The received keys (as bytes) already found acceptable.
     """
 
-    __slots__ = ("owner", "name", "rule", "index", "needsDict", "goodKeys", "learnt")
+    __slots__ = (
+        "owner",
+        "name",
+        "rule",
+        "index",
+        "needsDict",
+        "goodKeys",
+        "learnt",
+        "plain",
+        "byState",
+    )
 
     def __init__(self, regClass: Any, invoker: Any) -> None:
         isClass = isinstance(regClass, type)
@@ -140,6 +151,10 @@ class ClassicClass:
         self.goodKeys: set[bytes] = set()
         # Whether the broker's plain tables were told of it.
         self.learnt = False
+        # Its receive spec, for plainSpec (_MISSING until worked out).
+        self.plain: Any = _MISSING
+        # Whether Twisted's unjellyFor gives its setCopyableState the state.
+        self.byState = unjelliesByState(regClass)
 
 
 def classicRegistry() -> Mapping[bytes, Any]:
@@ -298,13 +313,75 @@ def callApplication(unjellier: Unjellier, regClass: Any, obj: list[Any]) -> Any:
     # What stock jelly does with a registered class or function, with
     # _runApplication's handling of errors (inline: once per copy).
     try:
+        spec = plainSpec(unjellier, info, regClass, obj[0])
+        if spec is not None:
+            return buildPlainly(view, spec, regClass, obj)
         instance = createBlank(regClass)
+        if info.byState and unjellier.invoker is not None:
+            # What RemoteCopy.unjellyFor does for a broker, its own
+            # setCopyableState given the state.
+            instance.setCopyableState(copyState(view, obj[1]))
+            return instance
         method = getattr(instance, "unjellyFor", regClass)
         return method(view, obj)
     except (InsecureJelly, pb.Error):
         raise
     except Exception as e:
         raise hookError(regClass, Failure()) from e
+
+
+def plainSpec(
+    unjellier: Unjellier, info: ClassicClass, regClass: Any, tag: bytes
+) -> tuple[Any, ...] | None:
+    """
+    The receive spec (L{pbext._classiccopies.receiveSpec}) of
+    C{regClass}, registered for C{tag}, if it keeps Twisted's methods
+    and this unjellier builds its copies for a broker (C{unjellyFor} then
+    unjellies the state and hands it to C{setCopyableState}); worked out
+    once per expression.
+    """
+    spec = info.plain
+    if spec is _MISSING:
+        spec = None
+        if unjellier.invoker is not None and type(tag) is bytes:
+            spec = receiveSpec(regClass, tag, unjellier.checkCopyState)
+        info.plain = spec
+    return spec
+
+
+def copyState(view: ApplicationView, expression: Any) -> Any:
+    """
+    The value of a classic copy's state C{expression}, as C{unjellyFor}
+    unjellies it through C{view}: by the plain path where it can (see
+    L{Unjellier._plainState}), without a call per node.
+    """
+    state = view._unjellier._plainState(expression, _MISSING)
+    if state is _MISSING:
+        state = view.unjelly(expression)
+    return state
+
+
+def buildPlainly(
+    view: ApplicationView, spec: tuple[Any, ...], regClass: Any, obj: list[Any]
+) -> Any:
+    """
+    What Twisted's C{RemoteCopy.unjellyFor} builds for a broker from the
+    copy expression C{obj} of a class keeping Twisted's methods: its
+    state unjellied, then set by C{setCopyableState}.
+
+    A state the plain paths accept outright is set as they set it
+    (L{pbext._classiccopies.buildClassic}): CPython then keeps the
+    attributes in the key table the class's instances share, which
+    copies made by Twisted's code (an instance made, then given a
+    C{__dict__}) would use up for every copy received after.  Any other
+    state is set by Twisted's C{setCopyableState} itself.
+    """
+    state = copyState(view, obj[1])
+    built = buildClassic(spec, state)
+    if built is None:
+        built = createBlank(regClass)
+        built.setCopyableState(state)
+    return built
 
 
 def runApplication(owner: Any, function: Callable[..., Any], *args: Any) -> Any:

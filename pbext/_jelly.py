@@ -395,6 +395,23 @@ class Unjellier(_twisted.Unjellier):
             raise InsecureJelly(f"type {tag!r} not allowed")
         return unjellyNamed(self, tag, obj)
 
+    def _plainState(self, expression: Any, default: Any) -> Any:
+        """
+        The value of a classic copy's state C{expression}, as L{unjelly}
+        would make it, where the plain path (L{_unjellyPlain}) can make
+        it: the taster allows the basic types and the state is plain and
+        refers to nothing (so that no reference of the expression goes
+        unrecorded); else C{default}.
+        """
+        if not self._trustBasic:
+            return default
+        if type(expression) is not list:
+            return expression
+        try:
+            return _unjellyPlain(expression, None)
+        except (_NotPlain, RecursionError):
+            return default
+
     def _learnClassic(self, tag: bytes, regClass: Any) -> None:
         """
         Tell the broker's plain tables of the classic class C{regClass},

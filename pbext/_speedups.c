@@ -524,36 +524,51 @@ classicState(PyObject *obj, PyObject *spec, ClassicCache *cache)
     return state;
 }
 
+/* Whether key passes the copy-state check outright for type under mode
+ * (not CLASSIC_UNCHECKED): 1, 0 (the full unjellier decides), or -1. */
+static int
+classicKeyPasses(PyTypeObject *type, PyObject *key, long mode,
+                 PyObject *fields)
+{
+    if (!PyUnicode_CheckExact(key) || !PyUnicode_IsIdentifier(key)) {
+        return 0;
+    }
+    if (PyUnicode_GET_LENGTH(key) >= 2 &&
+        PyUnicode_READ_CHAR(key, 0) == '_' &&
+        PyUnicode_READ_CHAR(key, 1) == '_') {
+        return 0;
+    }
+    if (mode == CLASSIC_FIELDS) {
+        int declared = PyAnySet_Check(fields) ? PySet_Contains(fields, key)
+                                              : 0;
+        if (declared <= 0) {
+            return declared;
+        }
+    }
+    /* Nothing in the class as it is now may have the key's name. */
+    return _PyType_Lookup(type, key) == NULL;
+}
+
 /* Whether every key of state passes the copy-state check outright for
  * type under mode: 1, 0 (the full unjellier decides), or -1. */
 static int
 classicKeysPass(PyTypeObject *type, PyObject *state, long mode,
                 PyObject *fields)
 {
-    if (mode == CLASSIC_UNCHECKED) {
-        return 1;
-    }
     Py_ssize_t pos = 0;
     PyObject *key, *value;
     while (PyDict_Next(state, &pos, &key, &value)) {
-        if (!PyUnicode_CheckExact(key) || !PyUnicode_IsIdentifier(key)) {
-            return 0;
-        }
-        if (PyUnicode_GET_LENGTH(key) >= 2 &&
-            PyUnicode_READ_CHAR(key, 0) == '_' &&
-            PyUnicode_READ_CHAR(key, 1) == '_') {
-            return 0;
-        }
-        if (mode == CLASSIC_FIELDS) {
-            int declared = PyAnySet_Check(fields)
-                               ? PySet_Contains(fields, key) : 0;
-            if (declared <= 0) {
-                return declared;
+        if (mode == CLASSIC_UNCHECKED) {
+            /* Bytes keys (a Python 2 peer's) are decoded by
+             * setCopyableState: left to it. */
+            if (!PyUnicode_CheckExact(key)) {
+                return 0;
             }
+            continue;
         }
-        /* Nothing in the class as it is now may have the key's name. */
-        if (_PyType_Lookup(type, key) != NULL) {
-            return 0;
+        int ok = classicKeyPasses(type, key, mode, fields);
+        if (ok <= 0) {
+            return ok;
         }
     }
     return 1;
@@ -561,6 +576,20 @@ classicKeysPass(PyTypeObject *type, PyObject *state, long mode,
 
 /* The most keys of a state remembered in a ClassicCache. */
 #define CLASSIC_KEYS 32
+
+/* Whether key and known are equal texts (known a str). */
+static inline int
+sameKey(PyObject *key, PyObject *known)
+{
+    /* The decoder does not always reuse a key's str. */
+    return key == known ||
+           (PyUnicode_CheckExact(key) &&
+            PyUnicode_GET_LENGTH(key) == PyUnicode_GET_LENGTH(known) &&
+            PyUnicode_KIND(key) == PyUnicode_KIND(known) &&
+            memcmp(PyUnicode_DATA(key), PyUnicode_DATA(known),
+                   (size_t)(PyUnicode_GET_LENGTH(key) *
+                            PyUnicode_KIND(key))) == 0);
+}
 
 /* Whether state's keys are keys, equal texts in the same order. */
 static int
@@ -572,17 +601,7 @@ sameKeys(PyObject *state, PyObject *keys)
     Py_ssize_t pos = 0, i = 0;
     PyObject *key, *value;
     while (PyDict_Next(state, &pos, &key, &value)) {
-        PyObject *known = PyTuple_GET_ITEM(keys, i++);
-        if (known == key) {
-            continue;
-        }
-        /* The decoder does not always reuse a key's str. */
-        if (!PyUnicode_CheckExact(key) ||
-            PyUnicode_GET_LENGTH(key) != PyUnicode_GET_LENGTH(known) ||
-            PyUnicode_KIND(key) != PyUnicode_KIND(known) ||
-            memcmp(PyUnicode_DATA(key), PyUnicode_DATA(known),
-                   (size_t)(PyUnicode_GET_LENGTH(key) *
-                            PyUnicode_KIND(key))) != 0) {
+        if (!sameKey(key, PyTuple_GET_ITEM(keys, i++))) {
             return 0;
         }
     }
@@ -611,6 +630,106 @@ rememberKeys(ClassicCache *cache, PyObject *state)
     return 0;
 }
 
+/* Whether spec is a well-formed classic receive spec whose class is still
+ * the one registered for its tag, in Twisted's registry as it is now
+ * (tests and applications may replace it): 1, 0, or -1. */
+static int
+classicRegistered(PyObject *spec)
+{
+    if (PyTuple_GET_SIZE(spec) != 6 ||
+        !PyType_Check(PyTuple_GET_ITEM(spec, 0)) ||
+        !PyDict_CheckExact(PyTuple_GET_ITEM(spec, 1)) ||
+        !PyLong_CheckExact(PyTuple_GET_ITEM(spec, 4))) {
+        PyErr_SetString(PyExc_TypeError, "malformed classic spec");
+        return -1;
+    }
+    PyObject *registry = PyDict_GetItemWithError(PyTuple_GET_ITEM(spec, 1),
+                                                 s_unjellyableRegistry);
+    if (registry == NULL || !PyDict_CheckExact(registry)) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *registered = PyDict_GetItemWithError(registry,
+                                                   PyTuple_GET_ITEM(spec, 2));
+    if (registered != PyTuple_GET_ITEM(spec, 0)) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    return 1;
+}
+
+/*
+ * A new instance of type with a classic copy's state, as
+ * RemoteCopy.unjellyFor makes it (object.__new__ and object.__setattr__,
+ * as spec's checks found them): the state is the dict state, or the n
+ * keys and values.  Where spec checks keys, none names anything of the
+ * class (see classicKeyPasses), so they are set one by one as
+ * object.__setattr__ sets them, which keeps them as CPython keeps any
+ * instance's attributes (sharing the class's key table: an instance made
+ * and then given a __dict__ would use up that table's room).  Unchecked
+ * keys may name anything (__class__ ...): as setCopyableState does, the
+ * state becomes its __dict__.  A new reference, NOT_PLAIN_C on an
+ * Exception, NULL on another error.
+ */
+static PyObject *
+classicInstance(PyTypeObject *type, PyObject *spec, PyObject *state,
+                PyObject **keys, PyObject **values, Py_ssize_t n)
+{
+    long mode = PyLong_AsLong(PyTuple_GET_ITEM(spec, 4));
+    if (mode == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *noArguments = PyTuple_New(0);
+    if (noArguments == NULL) {
+        return NULL;
+    }
+    PyObject *instance = PyBaseObject_Type.tp_new(type, noArguments, NULL);
+    Py_DECREF(noArguments);
+    if (instance != NULL && mode == CLASSIC_UNCHECKED) {
+        PyObject *made = NULL;
+        if (state == NULL) {
+            state = made = PyDict_New();
+            for (Py_ssize_t i = 0; state != NULL && i < n; i++) {
+                if (PyDict_SetItem(state, keys[i], values[i]) < 0) {
+                    Py_CLEAR(made);
+                    state = NULL;
+                }
+            }
+        }
+        if (state == NULL ||
+            PyObject_SetAttr(instance, s___dict__, state) < 0) {
+            Py_CLEAR(instance);
+        }
+        Py_XDECREF(made);
+    }
+    else if (instance != NULL && state != NULL) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(state, &pos, &key, &value)) {
+            /* Held: nothing runs that could change state, but a key's
+             * hash is read while the instance takes it. */
+            Py_INCREF(key);
+            Py_INCREF(value);
+            int rc = PyObject_GenericSetAttr(instance, key, value);
+            Py_DECREF(key);
+            Py_DECREF(value);
+            if (rc < 0) {
+                Py_CLEAR(instance);
+                break;
+            }
+        }
+    }
+    else {
+        for (Py_ssize_t i = 0; instance != NULL && i < n; i++) {
+            if (PyObject_GenericSetAttr(instance, keys[i], values[i]) < 0) {
+                Py_CLEAR(instance);
+            }
+        }
+    }
+    if (instance == NULL) {
+        return stepAside() ? NOT_PLAIN_C : NULL;
+    }
+    return instance;
+}
+
 /* A classic copy built from state as RemoteCopy.unjellyFor would (see
  * pbext._classiccopies.buildClassic): a new reference, NOT_PLAIN_C where
  * the full unjellier must decide, NULL on error.  Runs none of the
@@ -619,32 +738,16 @@ rememberKeys(ClassicCache *cache, PyObject *state)
 static PyObject *
 buildClassic(PyObject *spec, PyObject *state, ClassicCache *cache)
 {
-    if (PyTuple_GET_SIZE(spec) != 6 ||
-        !PyType_Check(PyTuple_GET_ITEM(spec, 0)) ||
-        !PyDict_CheckExact(PyTuple_GET_ITEM(spec, 1)) ||
-        !PyLong_CheckExact(PyTuple_GET_ITEM(spec, 4))) {
-        PyErr_SetString(PyExc_TypeError, "malformed classic spec");
-        return NULL;
+    int ok = classicRegistered(spec);
+    if (ok <= 0) {
+        return ok < 0 ? NULL : NOT_PLAIN_C;
     }
-    PyObject *cls = PyTuple_GET_ITEM(spec, 0);
-    PyTypeObject *type = (PyTypeObject *)cls;
+    PyTypeObject *type = (PyTypeObject *)PyTuple_GET_ITEM(spec, 0);
     if (!PyDict_CheckExact(state)) {
         return NOT_PLAIN_C;
     }
-    /* Still the class registered for the tag, in Twisted's registry as
-     * it is now (tests and applications may replace it). */
-    PyObject *registry = PyDict_GetItemWithError(PyTuple_GET_ITEM(spec, 1),
-                                                 s_unjellyableRegistry);
-    if (registry == NULL || !PyDict_CheckExact(registry)) {
-        return PyErr_Occurred() ? NULL : NOT_PLAIN_C;
-    }
-    PyObject *registered = PyDict_GetItemWithError(registry,
-                                                   PyTuple_GET_ITEM(spec, 2));
-    if (registered != cls) {
-        return PyErr_Occurred() ? NULL : NOT_PLAIN_C;
-    }
     int known = classicKnown(cache, type, spec);
-    int ok = known ? 1 : classicHolds(type, PyTuple_GET_ITEM(spec, 3));
+    ok = known ? 1 : classicHolds(type, PyTuple_GET_ITEM(spec, 3));
     if (ok > 0 && !(known && sameKeys(state, cache->keys))) {
         long mode = PyLong_AsLong(PyTuple_GET_ITEM(spec, 4));
         if (mode == -1 && PyErr_Occurred()) {
@@ -662,21 +765,7 @@ buildClassic(PyObject *spec, PyObject *state, ClassicCache *cache)
     if (ok <= 0) {
         return ok < 0 ? NULL : NOT_PLAIN_C;
     }
-    /* object.__new__ and object.__setattr__, as the checks found them. */
-    PyObject *noArguments = PyTuple_New(0);
-    if (noArguments == NULL) {
-        return NULL;
-    }
-    PyObject *instance = PyBaseObject_Type.tp_new(type, noArguments, NULL);
-    Py_DECREF(noArguments);
-    if (instance == NULL) {
-        return stepAside() ? NOT_PLAIN_C : NULL;
-    }
-    if (PyObject_SetAttr(instance, s___dict__, state) < 0) {
-        Py_DECREF(instance);
-        return stepAside() ? NOT_PLAIN_C : NULL;
-    }
-    return instance;
+    return classicInstance(type, spec, state, NULL, NULL, 0);
 }
 
 static int
@@ -746,6 +835,9 @@ typedef struct {
     PyObject *typedBytes;
     Py_ssize_t *typedOffsets;
     Py_ssize_t typedFields;
+    /* For a classic copy's spec (see classicBytes), the keys of the
+     * state they were made for, a tuple of strs; else NULL. */
+    PyObject *typedKeys;
 } Encoder;
 
 static int
@@ -1204,6 +1296,7 @@ encoderStart(Encoder *e, PyObject *vocabulary, PyObject *limitObject,
     e->typedBytes = NULL;
     e->typedOffsets = NULL;
     e->typedFields = 0;
+    e->typedKeys = NULL;
     /* Python's recursion limit, as the Python twin (encodeItem keeps its
      * levels on the heap). */
     e->maxNesting = Py_GetRecursionLimit();
@@ -1236,6 +1329,7 @@ encoderFinish(Encoder *e, int rc)
     Py_XDECREF(e->vocabulary);
     Py_XDECREF(e->typedSpec);
     Py_XDECREF(e->typedBytes);
+    Py_XDECREF(e->typedKeys);
     PyMem_Free(e->typedOffsets);
     if (rc == 0 && e->pieces != NULL) {
         rc = flushPiece(e);
@@ -1319,6 +1413,33 @@ typedef struct QuickTemplate {
     unsigned char fixed[QUICK_FIXED_BYTES];
 } QuickTemplate;
 
+/* How the decoder reads a classic class's copies straight from the bytes
+ * (see quickClassic). */
+typedef struct ClassicTemplate {
+    PyObject *spec;         /* the receive spec it was made for (held) */
+    /* The keys of the last copy read whole (held), in order, and
+     * whether its fixed bytes are kept, as in QuickTemplate: the segment
+     * before value k starts at fixed + starts[k] and ends at
+     * starts[k + 1]. */
+    Py_ssize_t n;
+    int fixedKept;
+    PyObject *keys[QUICK_FIELDS];
+    Py_ssize_t starts[QUICK_FIELDS + 1];
+    unsigned char fixed[QUICK_FIXED_BYTES];
+} ClassicTemplate;
+
+/* Forget the keys a classic template keeps. */
+static void
+classicTemplateClear(ClassicTemplate *t)
+{
+    for (Py_ssize_t i = 0; i < t->n; i++) {
+        Py_CLEAR(t->keys[i]);
+    }
+    t->n = 0;
+    t->fixedKept = 0;
+}
+
+
 #define KEY_CACHE_SIZE 64
 #define KEY_CACHE_LONGEST 32
 #define SPARE_PAIRS 32
@@ -1356,6 +1477,7 @@ typedef struct {
     PyObject *lastTag, *lastSpec;   /* the last one found in plainTypes */
     struct QuickTemplate *quick;    /* how to read lastSpec's copies fast */
     ClassicCache classic;           /* see buildClassic */
+    struct ClassicTemplate *classicQuick; /* see quickClassic */
     /* Plain-jelly mode: recently decoded short dictionary keys, reused
      * (keys repeat from one dictionary to the next), and emptied
      * two-element lists kept for the next dictionary's pairs. */
@@ -1426,6 +1548,9 @@ DecoderCore_traverse(DecoderCore *self, visitproc visit, void *arg)
     if (self->quick != NULL) {
         Py_VISIT(self->quick->spec);
     }
+    if (self->classicQuick != NULL) {
+        Py_VISIT(self->classicQuick->spec);
+    }
     Py_VISIT(self->classic.spec);
     Py_VISIT(self->classic.keys);
     Py_VISIT(self->chunks);
@@ -1469,6 +1594,12 @@ releaseCaches(DecoderCore *self)
         Py_CLEAR(self->quick->spec);
         PyMem_Free(self->quick);
         self->quick = NULL;
+    }
+    if (self->classicQuick != NULL) {
+        classicTemplateClear(self->classicQuick);
+        Py_CLEAR(self->classicQuick->spec);
+        PyMem_Free(self->classicQuick);
+        self->classicQuick = NULL;
     }
     if (self->keys != NULL) {
         for (int i = 0; i < KEY_CACHE_SIZE; i++) {
@@ -2289,6 +2420,11 @@ quickTemplate(DecoderCore *self, PyObject *spec)
     return t;
 }
 
+static PyObject *quickClassic(DecoderCore *self, PyObject *spec,
+                              const unsigned char *data, Py_ssize_t p,
+                              Py_ssize_t limit, Py_ssize_t *after,
+                              Py_ssize_t *tokens, int inMessage);
+
 /* Read a token's header at data[*p], before limit, as the general parser
  * does, but only a prefix of at most 8 bytes: 1 with its type byte and
  * number, and *p past it; 0 if that cannot be done. */
@@ -2519,6 +2655,10 @@ quickTyped(DecoderCore *self, const unsigned char *data, Py_ssize_t pos,
     if (spec == NULL) {
         return NULL;
     }
+    if (PyTuple_CheckExact(spec) && PyTuple_GET_SIZE(spec) == 6) {
+        return quickClassic(self, spec, data, p, limit, after, tokens,
+                            parent == ROLE_MESSAGE);
+    }
     QuickTemplate *t = quickTemplate(self, spec);
     if (t == NULL) {
         return NULL;
@@ -2646,6 +2786,398 @@ out:
         if ((found >> i) & 1) {
             Py_DECREF(values[i]);
         }
+    }
+    return result;
+}
+
+/*
+ * Reading a classic copy straight from the bytes.
+ *
+ * A classic copy class's receive spec (see pbext._classiccopies) has no
+ * fields: its state is whatever dictionary the peer sends.  The commonest
+ * is a few ordinary attribute names with ints, floats, bytes, strs, bools
+ * or None, as Copyable.jellyFor writes an instance's __dict__:
+ *
+ *   [wireName, [b"dictionary", [[b"unicode", key], value], ...]]
+ *
+ * quickClassic reads such a copy as quickTyped reads a registered type's,
+ * and builds it as buildClassic would from the state the general parser
+ * makes, with the same checks, setting the attributes one by one as
+ * object.__setattr__ does where the keys were checked (so no dictionary
+ * is made for the state, as none is for a typed copy; see
+ * classicInstance).  Anything else (another shape or value, a
+ * key sent twice, bytes still to come, a limit reached, state the check
+ * does not accept outright) makes it give up, having changed nothing, and
+ * the general parser reads the same bytes again.
+ *
+ * Its template keeps the bytes of the last copy read whole but for its
+ * values (the header, and each key with the tokens around it) and the
+ * keys' strs: a copy whose bytes around its values are the same has the
+ * same keys, which are not read again.
+ */
+
+/* The classic template for spec: self->classicQuick, emptied if it was
+ * made for another spec; NULL with an error set if none can be made. */
+static ClassicTemplate *
+classicTemplate(DecoderCore *self, PyObject *spec)
+{
+    ClassicTemplate *t = self->classicQuick;
+    if (t == NULL) {
+        t = PyMem_Malloc(sizeof(ClassicTemplate));
+        if (t == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        t->spec = NULL;
+        t->n = 0;
+        t->fixedKept = 0;
+        self->classicQuick = t;
+    }
+    if (t->spec != spec) {
+        classicTemplateClear(t);
+        Py_INCREF(spec);
+        Py_XSETREF(t->spec, spec);
+    }
+    return t;
+}
+
+/* A classic copy's value read from the bytes, if it is an int, float,
+ * bytes, str, bool or None in its canonical tokens: a new reference (and
+ * *p past it, *lists counting its lists' declared elements), NOT_PLAIN_C
+ * for anything else, or NULL on error. */
+static PyObject *
+quickAnyValue(DecoderCore *self, const unsigned char *data, Py_ssize_t *p,
+              Py_ssize_t limit, Py_ssize_t *lists)
+{
+    Py_ssize_t q = *p;
+    unsigned int typ;
+    uint64_t num;
+    if (!quickToken(self, data, &q, limit, &typ, &num)) {
+        return NOT_PLAIN_C;
+    }
+    int kind;
+    switch (typ) {
+    case B_INT:
+    case B_NEG:
+    case B_LONGINT:
+    case B_LONGNEG:
+        kind = CHECK_INT;
+        break;
+    case B_FLOAT:
+        kind = CHECK_FLOAT;
+        break;
+    case B_STRING:
+    case B_VOCAB:
+        kind = CHECK_BYTES;
+        break;
+    case B_LIST:
+        if (num == 1) {
+            /* [b"None"] */
+            if (!quickWord(self, data, &q, limit, "None", 4)) {
+                return NOT_PLAIN_C;
+            }
+            *lists += 1;
+            *p = q;
+            Py_RETURN_NONE;
+        }
+        if (num != 2) {
+            return NOT_PLAIN_C;
+        }
+        {
+            const char *word;
+            Py_ssize_t size;
+            if (!quickToken(self, data, &q, limit, &typ, &num) ||
+                !quickBytes(self, data, &q, limit, typ, num, &word, &size) ||
+                size != 7) {
+                return NOT_PLAIN_C;
+            }
+            if (memcmp(word, "unicode", 7) == 0) {
+                kind = CHECK_STR;
+            }
+            else if (memcmp(word, "boolean", 7) == 0) {
+                kind = CHECK_BOOL;
+            }
+            else {
+                return NOT_PLAIN_C;
+            }
+        }
+        break;
+    default:
+        return NOT_PLAIN_C;
+    }
+    q = *p;
+    PyObject *value = quickValue(self, data, &q, limit, kind, lists);
+    if (value != NULL && value != NOT_PLAIN_C) {
+        *p = q;
+    }
+    return value;
+}
+
+/* The n keys of a copy, read from the bytes: as classicKeysPass and
+ * sameKeys for a state holding them. */
+static int
+classicKeysAccepted(PyTypeObject *type, PyObject *spec, PyObject **keys,
+                    Py_ssize_t n, ClassicCache *cache)
+{
+    int known = classicKnown(cache, type, spec);
+    if (known && cache->keys != NULL && PyTuple_GET_SIZE(cache->keys) == n) {
+        Py_ssize_t i = 0;
+        while (i < n && sameKey(keys[i], PyTuple_GET_ITEM(cache->keys, i))) {
+            i++;
+        }
+        if (i == n) {
+            return 1;
+        }
+    }
+    int ok = known ? 1 : classicHolds(type, PyTuple_GET_ITEM(spec, 3));
+    if (ok <= 0) {
+        return ok;
+    }
+    long mode = PyLong_AsLong(PyTuple_GET_ITEM(spec, 4));
+    if (mode == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (mode != CLASSIC_UNCHECKED) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            ok = classicKeyPasses(type, keys[i], mode,
+                                  PyTuple_GET_ITEM(spec, 5));
+            if (ok <= 0) {
+                return ok;
+            }
+        }
+    }
+    /* Read the tag after the lookups, which may assign one. */
+    classicRemember(cache, type, spec);
+    if (n <= CLASSIC_KEYS) {
+        PyObject *remembered = PyTuple_New(n);
+        if (remembered == NULL) {
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_INCREF(keys[i]);
+            PyTuple_SET_ITEM(remembered, i, keys[i]);
+        }
+        Py_XSETREF(cache->keys, remembered);
+    }
+    return 1;
+}
+
+/* A classic copy of the n keys and values read from the bytes, built as
+ * buildClassic builds it from a state holding them: a new reference,
+ * NOT_PLAIN_C where the general parser must read it, NULL on error. */
+static PyObject *
+buildClassicQuick(PyObject *spec, PyObject **keys, PyObject **values,
+                  Py_ssize_t n, ClassicCache *cache)
+{
+    int ok = classicRegistered(spec);
+    PyTypeObject *type = (PyTypeObject *)PyTuple_GET_ITEM(spec, 0);
+    if (ok > 0) {
+        ok = classicKeysAccepted(type, spec, keys, n, cache);
+    }
+    if (ok <= 0) {
+        return ok < 0 ? NULL : NOT_PLAIN_C;
+    }
+    return classicInstance(type, spec, NULL, keys, values, n);
+}
+
+
+/* The values of a copy whose bytes around them are those the template
+ * kept: 1 if they are (the values in values, *p past the copy, *lists
+ * counting the lists' declared elements), else 0 having changed nothing,
+ * or -1. */
+static int
+quickClassicAgain(DecoderCore *self, ClassicTemplate *t,
+                  const unsigned char *data, Py_ssize_t *p, Py_ssize_t limit,
+                  PyObject **values, Py_ssize_t *lists)
+{
+    Py_ssize_t q = *p, n = t->n, more = 0, k;
+    int failed = 0;
+    for (k = 0; k < n; k++) {
+        Py_ssize_t size = t->starts[k + 1] - t->starts[k];
+        if (limit - q < size ||
+            memcmp(data + q, t->fixed + t->starts[k], size) != 0) {
+            break;
+        }
+        q += size;
+        PyObject *v = quickAnyValue(self, data, &q, limit, &more);
+        if (v == NULL || v == NOT_PLAIN_C) {
+            failed = v == NULL;
+            break;
+        }
+        values[k] = v;
+    }
+    if (k == n) {
+        /* The dictionary's list, and a pair and a key's list per key. */
+        *lists += n + 1 + 4 * n + more;
+        *p = q;
+        return 1;
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        Py_DECREF(values[i]);
+    }
+    return failed ? -1 : 0;
+}
+
+/* The str of the key at bytes: the template's key k if it has the same
+ * (ASCII) text, else a new one; NULL with no error set if the bytes are
+ * not UTF-8, or with one. */
+static PyObject *
+quickClassicKey(DecoderCore *self, ClassicTemplate *t, Py_ssize_t k,
+                const char *bytes, Py_ssize_t size)
+{
+    if (k < t->n) {
+        PyObject *known = t->keys[k];
+        if (PyUnicode_IS_ASCII(known) && PyUnicode_GET_LENGTH(known) == size &&
+            memcmp(PyUnicode_DATA(known), bytes, size) == 0) {
+            Py_INCREF(known);
+            return known;
+        }
+    }
+    PyObject *text = size <= KEY_CACHE_LONGEST
+                         ? cachedKey(self, bytes, size)
+                         : textFromUTF8(bytes, size);
+    if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+        PyErr_Clear();
+    }
+    return text;
+}
+
+/* Keep the n keys and the fixed bytes of a copy read whole in t. */
+static void
+quickClassicKeep(ClassicTemplate *t, PyObject **keys, Py_ssize_t n,
+                 Py_ssize_t *starts, const unsigned char *fixed)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_INCREF(keys[i]);
+    }
+    classicTemplateClear(t);
+    memcpy(t->keys, keys, n * sizeof(PyObject *));
+    memcpy(t->starts, starts, (n + 1) * sizeof(Py_ssize_t));
+    memcpy(t->fixed, fixed, starts[n]);
+    t->n = n;
+    t->fixedKept = n > 0;
+}
+
+/* Read the state of a classic copy whole, from its dictionary's header
+ * at data[*p]: its keys and values (n of them: *count), the fixed bytes
+ * kept in t.  1 if it is one quickClassic reads, 0 if not, -1 on error;
+ * *count are read either way (to be released). */
+static int
+quickClassicState(DecoderCore *self, ClassicTemplate *t,
+                  const unsigned char *data, Py_ssize_t *p, Py_ssize_t limit,
+                  PyObject **keys, PyObject **values, Py_ssize_t *count,
+                  Py_ssize_t *lists)
+{
+    Py_ssize_t start = *p;
+    unsigned int typ;
+    uint64_t num;
+    if (!quickToken(self, data, p, limit, &typ, &num) || typ != B_LIST ||
+        num < 1 || num - 1 > QUICK_FIELDS || num > (uint64_t)self->maxList ||
+        !quickWord(self, data, p, limit, "dictionary", 10)) {
+        return 0;
+    }
+    Py_ssize_t m = (Py_ssize_t)num - 1, segment = start, fixedSize = 0;
+    Py_ssize_t starts[QUICK_FIELDS + 1];
+    unsigned char fixed[QUICK_FIXED_BYTES];
+    int keep = 1;
+    *lists += m + 1;
+    for (Py_ssize_t n = 0; n < m; n++) {
+        const char *bytes;
+        Py_ssize_t size;
+        /* [[b"unicode", key], value] */
+        if (!quickList(self, data, p, limit, 2) ||
+            !quickToken(self, data, p, limit, &typ, &num) ||
+            !quickTagged(self, data, p, limit, typ, num, "unicode", 7, &bytes,
+                         &size)) {
+            return 0;
+        }
+        *lists += 4;
+        PyObject *key = quickClassicKey(self, t, n, bytes, size);
+        if (key == NULL) {
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (sameKey(key, keys[i])) {
+                /* Sent twice: the general parser keeps the last. */
+                Py_DECREF(key);
+                return 0;
+            }
+        }
+        if (keep && fixedSize + (*p - segment) <= QUICK_FIXED_BYTES) {
+            starts[n] = fixedSize;
+            memcpy(fixed + fixedSize, data + segment, *p - segment);
+            fixedSize += *p - segment;
+        }
+        else {
+            keep = 0;
+        }
+        PyObject *value = quickAnyValue(self, data, p, limit, lists);
+        if (value == NULL || value == NOT_PLAIN_C) {
+            Py_DECREF(key);
+            return value == NULL ? -1 : 0;
+        }
+        keys[n] = key;
+        values[n] = value;
+        *count = n + 1;
+        segment = *p;
+    }
+    if (keep) {
+        starts[m] = fixedSize;
+        quickClassicKeep(t, keys, m, starts, fixed);
+    }
+    return 1;
+}
+
+/*
+ * quickTyped for the copy of a classic class (spec its receive spec),
+ * its wire name read: data[p] is its state's first byte.
+ */
+static PyObject *
+quickClassic(DecoderCore *self, PyObject *spec, const unsigned char *data,
+             Py_ssize_t p, Py_ssize_t limit, Py_ssize_t *after,
+             Py_ssize_t *tokens, int inMessage)
+{
+    ClassicTemplate *t = classicTemplate(self, spec);
+    if (t == NULL) {
+        return NULL;
+    }
+    PyObject *keys[QUICK_FIELDS], *values[QUICK_FIELDS];
+    Py_ssize_t n = 0, lists = 0;
+    PyObject *result = NULL;
+    int rc = 0;
+    if (t->fixedKept) {
+        rc = quickClassicAgain(self, t, data, &p, limit, values, &lists);
+        if (rc > 0) {
+            n = t->n;
+            for (Py_ssize_t i = 0; i < n; i++) {
+                keys[i] = t->keys[i];
+                Py_INCREF(keys[i]);
+            }
+        }
+    }
+    if (rc == 0) {
+        rc = quickClassicState(self, t, data, &p, limit, keys, values, &n,
+                               &lists);
+    }
+    if (rc <= 0 || lists > self->maxTokens - *tokens) {
+        goto out;
+    }
+    result = buildClassicQuick(spec, keys, values, n, &self->classic);
+    if (result == NOT_PLAIN_C) {
+        result = NULL;
+        goto out;
+    }
+    if (result != NULL && inMessage) {
+        result = wrapJellied(result);
+    }
+    if (result != NULL) {
+        *after = p;
+        *tokens += lists;
+    }
+out:
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_DECREF(keys[i]);
+        Py_DECREF(values[i]);
     }
     return result;
 }
@@ -3029,7 +3561,8 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
             goto done;
         }
         if (self->keys != NULL || self->spare != NULL ||
-            self->quick != NULL || self->classic.spec != NULL) {
+            self->quick != NULL || self->classicQuick != NULL ||
+            self->classic.spec != NULL) {
             releaseCaches(self);
         }
         tokens = 1;
@@ -4381,6 +4914,7 @@ typedBytes(Encoder *e, PyObject *spec)
     Py_INCREF(spec);
     Py_XSETREF(e->typedSpec, spec);
     Py_XSETREF(e->typedBytes, bytes);
+    Py_CLEAR(e->typedKeys);
     PyMem_Free(e->typedOffsets);
     e->typedOffsets = offsets;
     offsets = NULL;
@@ -4404,6 +4938,177 @@ writeKept(Encoder *e, Py_ssize_t start, Py_ssize_t stop)
     return checkRoom(e);
 }
 
+/*
+ * typedBytes for a classic copy (spec its send spec) whose state is the
+ * dict state: the bytes it starts with, [wireName, [b"dictionary", then
+ * those of each key, as writeJelly writes them, kept with the keys (the
+ * same strs: the instances of a class usually share them).  Returns 1
+ * when the encoder holds them, with the state's values in values (new
+ * references, in order), 0 when they are not kept (many keys, keys that
+ * are not short ASCII strs), -1 on error.
+ */
+static int keepClassicBytes(Encoder *e, PyObject *spec, PyObject **keys,
+                            Py_ssize_t n);
+
+static int
+classicBytes(Encoder *e, PyObject *spec, PyObject *state, PyObject **values)
+{
+    PyObject *tag = PyTuple_GET_ITEM(spec, 0);
+    Py_ssize_t n = PyDict_GET_SIZE(state);
+    if (n > CLASSIC_KEYS || PyBytes_GET_SIZE(tag) > TYPED_BYTES_LONGEST) {
+        return 0;
+    }
+    /* One walk: the keys compared with those kept, the values taken (no
+     * code runs meanwhile). */
+    PyObject *keys[CLASSIC_KEYS];
+    PyObject *kept = e->typedSpec == spec ? e->typedKeys : NULL;
+    int same = kept != NULL && PyTuple_GET_SIZE(kept) == n;
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    while (i < n && PyDict_Next(state, &pos, &key, &value)) {
+        same = same && key == PyTuple_GET_ITEM(kept, i);
+        keys[i] = key;
+        values[i++] = value;
+    }
+    if (!same) {
+        for (i = 0; i < n; i++) {
+            if (!PyUnicode_CheckExact(keys[i]) ||
+                !PyUnicode_IS_ASCII(keys[i]) ||
+                PyUnicode_GET_LENGTH(keys[i]) > TYPED_BYTES_LONGEST / 4) {
+                return 0;
+            }
+        }
+        int rc = keepClassicBytes(e, spec, keys, n);
+        if (rc <= 0) {
+            return rc;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        Py_INCREF(values[i]);
+    }
+    return 1;
+}
+
+/* Make the bytes classicBytes keeps for the n keys. */
+static int
+keepClassicBytes(Encoder *e, PyObject *spec, PyObject **keys, Py_ssize_t n)
+{
+    PyObject *keyTuple = PyTuple_New(n);
+    if (keyTuple == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_INCREF(keys[i]);
+        PyTuple_SET_ITEM(keyTuple, i, keys[i]);
+    }
+    Py_ssize_t *offsets = PyMem_Malloc((n + 2) * sizeof(Py_ssize_t));
+    if (offsets == NULL) {
+        Py_DECREF(keyTuple);
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t mark = e->size;
+    Py_ssize_t limit = e->limit;
+    e->limit = PY_SSIZE_T_MAX;
+    int rc = -1;
+    if (writeToken(e, 2, B_LIST) < 0 ||
+        encodeBytes(e, PyTuple_GET_ITEM(spec, 0)) < 0 ||
+        writeToken(e, (uint64_t)(n + 1), B_LIST) < 0 ||
+        writeWord(e, W_DICTIONARY) < 0) {
+        goto out;
+    }
+    offsets[0] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        offsets[i + 1] = e->size - mark;
+        if (writeToken(e, 2, B_LIST) < 0 ||
+            writeText(e, PyTuple_GET_ITEM(keyTuple, i)) < 0) {
+            goto out;
+        }
+    }
+    offsets[n + 1] = e->size - mark;
+    PyObject *bytes = PyBytes_FromStringAndSize(e->data + mark,
+                                                e->size - mark);
+    if (bytes == NULL) {
+        goto out;
+    }
+    Py_INCREF(spec);
+    Py_XSETREF(e->typedSpec, spec);
+    Py_XSETREF(e->typedBytes, bytes);
+    Py_XSETREF(e->typedKeys, keyTuple);
+    keyTuple = NULL;
+    PyMem_Free(e->typedOffsets);
+    e->typedOffsets = offsets;
+    offsets = NULL;
+    e->typedFields = n;
+    rc = 1;
+out:
+    Py_XDECREF(keyTuple);
+    PyMem_Free(offsets);
+    e->size = mark;
+    e->limit = limit;
+    return rc;
+}
+
+/*
+ * Write a classic copy whose state's keys classicBytes keeps, its n
+ * values (new references, released here) taken from the state: the
+ * bytes writeJelly writes for the state, but those around its values
+ * copied.  A value may run code, which may change the state: if its size
+ * changes the encoding fails, as writeJelly's does (and other changes
+ * are not seen: what is written is the state as it was).
+ */
+static int
+writeClassicState(Encoder *e, PyObject *state, PyObject **values,
+                  Py_ssize_t n, Seen *seen)
+{
+    /* Held: writing a value may make the encoder keep other bytes. */
+    PyObject *keys = e->typedKeys;
+    Py_INCREF(keys);
+    int rc = -1;
+    Py_ssize_t i = 0;
+    int already = seenAdd(seen, state);
+    if (already) {
+        if (already > 0) {
+            notPlainError();
+        }
+        goto out;
+    }
+    int entered = enterLevel(seen, " while jellying");
+    if (entered <= 0) {
+        if (entered == 0) {
+            notPlainError();
+        }
+        goto out;
+    }
+    int failed = writeKept(e, 0, e->typedOffsets[1]) < 0;
+    for (; !failed && i < n; i++) {
+        if (PyDict_GET_SIZE(state) != n) {
+            failed = dictChanged("dictionary changed size during iteration");
+        }
+        else if (e->typedKeys == keys) {
+            failed = writeKept(e, e->typedOffsets[i + 1],
+                               e->typedOffsets[i + 2]) < 0;
+        }
+        else {
+            failed = writeToken(e, 2, B_LIST) < 0 ||
+                     writeText(e, PyTuple_GET_ITEM(keys, i)) < 0;
+        }
+        failed = failed || writeMember(e, values[i], seen) < 0;
+        Py_DECREF(values[i]);
+    }
+    if (!failed && PyDict_GET_SIZE(state) != n) {
+        failed = dictChanged("dictionary changed size during iteration");
+    }
+    rc = failed ? -1 : 0;
+    leaveLevel(seen);
+out:
+    for (; i < n; i++) {
+        Py_DECREF(values[i]);
+    }
+    Py_DECREF(keys);
+    return rc;
+}
+
 /* Write an object of a registered class as its spec says (see
  * pbext._jelly._jellyTyped). */
 /* Write a classic pb.Copyable as jellyClassic makes it. */
@@ -4424,9 +5129,17 @@ writeClassic(Encoder *e, PyObject *obj, PyObject *spec, Seen *seen)
         notPlainError();
     }
     else if (state != NULL) {
-        rc = (writeToken(e, 2, B_LIST) < 0 ||
-              encodeBytes(e, PyTuple_GET_ITEM(spec, 0)) < 0 ||
-              writeJelly(e, state, seen) < 0) ? -1 : 0;
+        PyObject *values[CLASSIC_KEYS];
+        int kept = classicBytes(e, spec, state, values);
+        if (kept > 0) {
+            rc = writeClassicState(e, state, values,
+                                   PyDict_GET_SIZE(state), seen);
+        }
+        else if (kept == 0) {
+            rc = (writeToken(e, 2, B_LIST) < 0 ||
+                  encodeBytes(e, PyTuple_GET_ITEM(spec, 0)) < 0 ||
+                  writeJelly(e, state, seen) < 0) ? -1 : 0;
+        }
         Py_DECREF(state);
     }
     leaveLevel(seen);

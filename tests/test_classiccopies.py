@@ -13,6 +13,7 @@ the class as it is then.
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any, Callable
 
 from twisted.spread import banana, jelly, pb
@@ -227,6 +228,16 @@ def receiveTable(*pairs: tuple[bytes, type]) -> dict[bytes, Any]:
     return table
 
 
+def heldBy(values: list[Any]) -> int:
+    """
+    The memory that emptying C{values} frees (as tracemalloc, which must
+    be tracing, counts it): what its elements take.
+    """
+    before = tracemalloc.get_traced_memory()[0]
+    del values[:]
+    return before - tracemalloc.get_traced_memory()[0]
+
+
 def same(a: Any, b: Any) -> bool:
     """
     Whether two unjellied values are equal, comparing copies by class and
@@ -430,6 +441,18 @@ class ClassicSpecTestsMixin:
         self.assertTrue(same(plain, fullUnjelly(sexp)[1]))  # type: ignore[attr-defined]
         self.assertEqual(vars(plain), {"greet": 1, "x y": 2})  # type: ignore[attr-defined]
 
+    def test_uncheckedBytesKeys(self) -> None:
+        """
+        Bytes keys (a Python 2 peer's) for a class that opted out of the
+        check are left to the full unjellier, where Twisted's
+        C{setCopyableState} decodes them.
+        """
+        receive = receiveTable((UNCHECKED, Unchecked))
+        sexp = [UNCHECKED, [b"dictionary", [b"x", 1], [[b"unicode", b"y"], 2]]]
+        self.assertNotPlain(self.unjellyPlain(sexp, receive))
+        kind, full = fullUnjelly(sexp)
+        self.assertEqual((kind, vars(full)), ("ok", {"x": 1, "y": 2}))  # type: ignore[attr-defined]
+
 
 class ClassicSpecTests(ClassicSpecTestsMixin, SynchronousTestCase):
     if speedups is None:
@@ -515,6 +538,165 @@ class FusedClassicTests(SynchronousTestCase):
         self.assertIsNot(type(left), speedups.Jellied)
         self.assertEqual(fullUnjelly(left)[0], "refused")
 
+    def decodeAll(self, receive: dict[bytes, Any], data: bytes, cut: int) -> Any:
+        """
+        The elements of the message C{data} decodes to in plain-jelly mode,
+        fed in two pieces cut at C{cut}, each as C{fullUnjelly} gives it
+        (where the decoder built it, the value it built).
+        """
+        decoder = codec.makeDecoder(
+            vocabulary=banana.Banana.incomingVocabulary, accelerated=True
+        )
+        decoder.setPlainJelly(True)
+        decoder.setPlainTypes(receive)
+        received: list[Any] = []
+        decoder.feedTo(data[:cut], received.append)
+        decoder.feedTo(data[cut:], received.append)
+        ((_, _, *elements),) = received
+        return [
+            ("ok", e.value) if type(e) is speedups.Jellied else fullUnjelly(e)
+            for e in elements
+        ]
+
+    def assertSameOutcomes(self, got: list[Any], expected: list[Any]) -> None:
+        self.assertEqual([kind for kind, _ in got], [kind for kind, _ in expected])
+        for (kind, a), (_, b) in zip(got, expected):
+            if kind == "ok":
+                self.assertTrue(same(a, b), (a, b))
+
+    def test_quickReadAsFull(self) -> None:
+        """
+        Copies the decoder reads straight from the bytes are what the full
+        unjellier builds from the same expressions (or refuses), wherever
+        the message is cut: values of every kind it reads so, the same
+        keys in another order, other keys, a key sent twice, empty state,
+        and state it leaves to the general parser; for a class checking
+        keys, declaring them, or not checking them.
+        """
+        receive = receiveTable(
+            (SENT, Received), (DECLARED, Declared), (UNCHECKED, Unchecked)
+        )
+        states: list[Any] = [
+            {"x": 1, "y": -2, "name": "p"},
+            {"x": 2**40, "y": -(2**40), "name": "\u00e9t\u00e9"},
+            {"x": 1.5, "y": b"bytes", "name": None},
+            {"x": True, "y": False, "name": ""},
+            {"name": "n", "x": 1, "y": 2},
+            {"x": 1},
+            {},
+            {"x": [1, 2], "y": {"k": "v"}, "name": (1,)},
+            {"x": 1, "isAdmin": True},
+            {"x": 1, "greet": 2},
+            {"x": 1, "y": 2, "name": "p"},
+        ]
+        elements = [
+            stockJelly(Injector(tag, state))
+            for tag in (SENT, DECLARED, UNCHECKED)
+            for state in states
+        ]
+        elements.append(stockJelly([Sent(i, -i, f"p{i}") for i in range(5)]))
+        # A key sent twice, which stock jelly never writes.
+        twice = [
+            SENT,
+            [b"dictionary", [[b"unicode", b"x"], 1], [[b"unicode", b"x"], 2]],
+        ]
+        elements += [twice, twice]
+        expected = [fullUnjelly(e) for e in elements]
+        self.assertIn("refused", [kind for kind, _ in expected])
+        data = codec._encodePython([b"answer", 1, *elements], OUTGOING)
+        for cut in range(0, len(data), 5):
+            self.assertSameOutcomes(self.decodeAll(receive, data, cut), expected)
+
+    def test_quickReadChecksEachCopy(self) -> None:
+        """
+        A copy whose bytes around its values are those of an accepted copy
+        before it, but for one key, is checked afresh (and refused); the
+        copies after it are read again.
+        """
+        receive = receiveTable((SENT, Received))
+        state = {"x": 1, "y": 2, "name": "n"}
+        refused = {"x": 1, "y": 2, "greet": "n"}
+        elements = [
+            stockJelly([Injector(SENT, state)] * 2),
+            stockJelly([Injector(SENT, refused)]),
+            stockJelly([Injector(SENT, state)] * 2),
+        ]
+        data = codec._encodePython([b"answer", 1, *elements], OUTGOING)
+        got = self.decodeAll(receive, data, len(data))
+        self.assertEqual([kind for kind, _ in got], ["ok", "refused", "ok"])
+        self.assertEqual([vars(o) for o in got[2][1]], [state, state])
+
+    def test_encodedKeysKept(self) -> None:
+        """
+        Copies written with the bytes kept for the keys of the copy
+        before are the bytes of stock jelly's expression: the same keys,
+        the same keys in another order, other keys, keys that are not
+        short ASCII texts, and more keys than are kept.
+        """
+        send = {Sent: sendSpec(Sent)}
+        many = Sent()
+        for i in range(40):
+            setattr(many, f"k{i}", i)
+        odd = Sent()
+        odd.__dict__ = {"\u00e9": 1, "x": 2}
+        reordered = Sent()
+        reordered.__dict__ = {"name": "n", "x": 1, "y": 2}
+        value = [Sent(i, -i, f"p{i}") for i in range(3)]
+        value += [reordered, Sent(), odd, Sent(), many, many.__class__(), Sent()]
+        value.insert(1, [Sent(Sent(1, 2, "inner"), 3, "outer")])
+        expected = codec._encodePython([b"answer", 1, stockJelly(value)], OUTGOING)
+        encoded = speedups.encodeIfPlain(value, send, OUTGOING, None)
+        self.assertEqual(speedups.encode([b"answer", 1, encoded], OUTGOING), expected)
+
+
+class OwnSetterTests(SynchronousTestCase):
+    """
+    A class with its own C{setCopyableState} (and Twisted's
+    C{unjellyFor}) gets the state Twisted's C{unjellyFor} gives it for a
+    broker, from pbext's full unjellier.
+    """
+
+    def setUp(self) -> None:
+        register(self)
+
+    def test_plainStateInOneStep(self) -> None:
+        """
+        A plain state is unjellied by the plain path, without a call of
+        the unjellier for each of its nodes, into what the unjellier
+        makes of it.
+        """
+        state = {"x": [1, (2, "three")], "y": {"k": None}, "name": "\u00e9"}
+        sexp = [OWN_SETTER, stateExpression(state)]
+        calls: list[Any] = []
+        original = _jelly.Unjellier.unjelly
+
+        def counting(unjellier: Any, obj: Any) -> Any:
+            calls.append(obj)
+            return original(unjellier, obj)
+
+        self.patch(_jelly.Unjellier, "unjelly", counting)
+        kind, built = fullUnjelly(sexp)
+        self.assertEqual((kind, vars(built)), ("ok", state))
+        self.assertEqual(SEEN, [("setCopyableState", state)])
+        self.assertEqual(calls, [sexp])
+
+    def test_referencesInState(self) -> None:
+        """
+        A state that refers to a value of the expression, or holds one the
+        rest of the expression refers to, is unjellied by the unjellier,
+        which records and resolves the reference.
+        """
+        shared = [1, 2]
+        for value in (
+            [shared, Injector(OWN_SETTER, {"x": shared})],
+            [Injector(OWN_SETTER, {"x": shared}), shared],
+        ):
+            kind, built = fullUnjelly(stockJelly(value))
+            self.assertEqual(kind, "ok")
+            copy, other = built if type(built[0]) is OwnSetter else built[::-1]
+            self.assertEqual(vars(copy), {"x": [1, 2]})
+            self.assertIs(copy.x, other)
+
 
 class Root(pb.Root):
     """
@@ -529,6 +711,11 @@ class Root(pb.Root):
 
     def remote_give(self, typeName: bytes, state: Any) -> Any:
         return Injector(typeName, state)
+
+    def remote_many(self, typeName: bytes, count: int) -> list[Any]:
+        return [
+            Injector(typeName, {"x": i, "y": -i, "name": f"p{i}"}) for i in range(count)
+        ]
 
     def remote_keep(self, *values: Any) -> int:
         self.kept.extend(values)
@@ -671,6 +858,38 @@ class BrokerTests(SynchronousTestCase):
         d = self.call(connection, "give", OWN_SETTER, {"isAdmin": True})
         self.assertIn("refused state", str(connection.failureOf(d).value))
         self.flushLoggedErrors()
+
+    def test_copiesShareKeys(self) -> None:
+        """
+        Copies get their attributes as CPython gives any instance its own,
+        in the key table their class's instances share, from the first
+        copies a connection receives (built by the full unjellier) on: a
+        copy takes no more memory than an instance given the same
+        attributes by its C{__init__}.
+        """
+        fresh = type("Fresh", (pb.RemoteCopy,), {})
+        jelly.unjellyableRegistry[b"classic.fresh"] = fresh
+        connection, root = self.connect("pbext", "pbext")
+        for _ in range(2):
+            got = connection.resultOf(
+                self.call(connection, "many", b"classic.fresh", 200)
+            )
+            self.assertEqual(vars(got[-1]), {"x": 199, "y": -199, "name": "p199"})
+        tracemalloc.start()
+        try:
+            got = connection.resultOf(
+                self.call(connection, "many", b"classic.fresh", 200)
+            )
+            built = [Sent(i, -i, f"p{i}") for i in range(200)]
+            self.assertEqual([type(o) for o in got], [fresh] * 200)
+            # Attributes read one by one: vars() would give each a dict.
+            self.assertEqual(
+                [(o.x, o.y, o.name) for o in got], [(o.x, o.y, o.name) for o in built]
+            )
+            copies, reference = heldBy(got), heldBy(built)
+        finally:
+            tracemalloc.stop()
+        self.assertLess(copies, reference * 1.2, (copies, reference))
 
     def test_boundedLearning(self) -> None:
         """
