@@ -834,8 +834,25 @@ checkRoom(Encoder *e)
 }
 
 /* End the piece being written (if it holds anything) and start another. */
+static int flushPieceTo(Encoder *e, Py_ssize_t capacity);
+
 static int
 flushPiece(Encoder *e)
+{
+    return flushPieceTo(e, 256);
+}
+
+/* Plain values written in pieces (encodePieces, encodeIfPlain) are cut
+ * into pieces of about this size, between two containers: each is memory
+ * the allocator hands out again for the next message, where one piece of
+ * a large value's size would grow by copies into fresh pages every time
+ * (see writeJelly). */
+#define PLAIN_PIECE (64 * 1024)
+#define PLAIN_PIECE_CUT (PLAIN_PIECE - 8 * 1024)
+
+/* flushPiece, the next piece made with room for capacity bytes. */
+static int
+flushPieceTo(Encoder *e, Py_ssize_t capacity)
 {
     if (e->size == 0) {
         return 0;
@@ -850,7 +867,7 @@ flushPiece(Encoder *e)
     }
     e->flushed += e->size;
     e->size = 0;
-    e->capacity = 256;
+    e->capacity = capacity;
     e->bytes = PyBytes_FromStringAndSize(NULL, e->capacity);
     if (e->bytes == NULL) {
         return -1;
@@ -1157,7 +1174,9 @@ PyDoc_STRVAR(encode_doc,
 PyDoc_STRVAR(encodePieces_doc,
 "encodePieces(obj, vocabulary=None, maxMessageBytes=None) -> list\n\n"
 "The accelerated pbext.codec.encodePieces: the same arguments, the same\n"
-"pieces and the same errors.");
+"pieces and the same errors; but a plain value it writes itself (a\n"
+"Jellied's) is cut into pieces of about 64 KiB, and the long pieces of\n"
+"an Encoded are pieces of their own, the very objects.");
 
 /* Set up an encoder for one message: its vocabulary (a mapping, or None)
  * and its limit (an int, or None for none); pieces says whether it makes
@@ -4568,6 +4587,10 @@ writeJelly(Encoder *e, PyObject *obj, Seen *seen)
                      size + 1);
         return -1;
     }
+    if (e->pieces != NULL && e->size >= PLAIN_PIECE_CUT &&
+        flushPieceTo(e, PLAIN_PIECE) < 0) {
+        return -1;
+    }
     int entered = enterLevel(seen, " while jellying");
     if (entered <= 0) {
         return entered < 0 ? -1 : notPlainError();
@@ -4952,8 +4975,13 @@ static PyTypeObject EncodedType = {
     .tp_getset = Encoded_getset,
 };
 
-/* Write an Encoded's bytes: copied, but for long strings, which stay
- * pieces of their own in encodePieces (as encodeBytes leaves them). */
+/* An Encoded's pieces longer than this stay pieces of their own in
+ * encodePieces: a large value's bytes (a long string, or a big structure
+ * encoded ahead) are sent as they are, not copied into the message. */
+#define ENCODED_PIECE (16 * 1024)
+
+/* Write an Encoded's bytes: copied, but for its long pieces, which stay
+ * pieces of their own in encodePieces (see ENCODED_PIECE). */
 static int
 writeEncoded(Encoder *e, PyObject *item)
 {
@@ -4965,7 +4993,7 @@ writeEncoded(Encoder *e, PyObject *item)
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *piece = PyList_GET_ITEM(encoded->pieces, i);
         Py_ssize_t size = PyBytes_GET_SIZE(piece);
-        if (e->pieces != NULL && size > LONG_STRING) {
+        if (e->pieces != NULL && size > ENCODED_PIECE) {
             if (flushPiece(e) < 0 || PyList_Append(e->pieces, piece) < 0) {
                 return -1;
             }

@@ -389,6 +389,30 @@ class AgreementTests(SynchronousTestCase):
             codec._encodePython((b"answer", 7, [b"list", blob, blob]), OUTGOING),
         )
 
+    def test_largePlainValueInPieces(self) -> None:
+        """
+        A large plain value encoded in pieces is cut into pieces of at most
+        about 64 KiB (memory the allocator hands out again, not one buffer
+        grown into fresh pages), and a message holding its
+        L{speedups.Encoded} sends those very pieces, not copies of them.
+        """
+        value = [{f"k{j}": f"{i:x}{j}" for j in range(10)} for i in range(1000)]
+        encoded = speedups.encodeIfPlain(value, None, OUTGOING, None)
+        ahead = encoded.pieces
+        self.assertGreater(len(ahead), 3)
+        self.assertTrue(all(0 < len(piece) <= 64 * 1024 for piece in ahead))
+        self.assertEqual(ahead, speedups.encodePieces(speedups.Jellied(value), OUTGOING))
+        pieces = speedups.encodePieces((b"answer", 7, encoded), OUTGOING)
+        self.assertEqual(pieces[1:], ahead)
+        for sent, made in zip(pieces[1:], encoded.pieces):
+            self.assertIs(sent, made)
+        self.assertEqual(
+            b"".join(pieces),
+            codec._encodePython(
+                (b"answer", 7, _jelly._jellyPlainPython(value)), OUTGOING
+            ),
+        )
+
     def test_jelliedVocabularyWords(self) -> None:
         """
         A text that is a word of the vocabulary is written as the plain
