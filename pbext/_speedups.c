@@ -2668,16 +2668,18 @@ out:
 }
 
 /*
- * Parse buf (the bytes held and the new ones), delivering each complete
- * top-level expression to emit (or appending it to the list received).
- * This follows pbext._pydecoder.PythonDecoder._parse step for step.
+ * Parse buf from offset on (the bytes held and the new ones), delivering
+ * each complete top-level expression to emit (or appending it to the list
+ * received).  This follows pbext._pydecoder.PythonDecoder._parse step for
+ * step.
  */
 static int
 decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
-             PyObject *received, PyObject *first)
+             PyObject *received, PyObject *first, Py_ssize_t offset)
 {
-    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(buf);
-    Py_ssize_t end = PyBytes_GET_SIZE(buf);
+    const unsigned char *data =
+        (const unsigned char *)PyBytes_AS_STRING(buf) + offset;
+    Py_ssize_t end = PyBytes_GET_SIZE(buf) - offset;
     Py_ssize_t pos = 0, need = 0, stringSize = 0;
     Py_ssize_t tokens = self->tokens;
     Py_ssize_t maxMessageBytes = self->maxMessageBytes;
@@ -3084,7 +3086,8 @@ done:
     self->need = 0;
     self->longSize = 0;
     if (pos < end) {
-        PyObject *tail = pos ? PyBytes_FromStringAndSize(
+        PyObject *tail = pos || offset
+                             ? PyBytes_FromStringAndSize(
                                    (const char *)data + pos, end - pos)
                              : (Py_INCREF(buf), buf);
         if (tail == NULL) {
@@ -3259,17 +3262,92 @@ finishLongString(DecoderCore *self)
 }
 
 static int
-parseHeld(DecoderCore *self, PyObject *buf, PyObject *emit,
-          PyObject *received, PyObject *first)
+parseHeldFrom(DecoderCore *self, PyObject *buf, PyObject *emit,
+              PyObject *received, PyObject *first, Py_ssize_t offset)
 {
     self->busy = 1;
-    int rc = decodeBuffer(self, buf, emit, received, first);
+    int rc = decodeBuffer(self, buf, emit, received, first, offset);
     self->busy = 0;
     Py_DECREF(buf);
     if (rc == 0) {
         rc = startLongString(self);
     }
     return rc;
+}
+
+/* Parse buf (stolen) whole, as parseHeldFrom does. */
+static int
+parseHeld(DecoderCore *self, PyObject *buf, PyObject *emit,
+          PyObject *received, PyObject *first)
+{
+    return parseHeldFrom(self, buf, emit, received, first, 0);
+}
+
+/* The most bytes held for an incomplete token that completeHeld joins
+ * with the start of the next chunk. */
+#define HELD_JOIN 4096
+
+/*
+ * Bytes are held for an incomplete token (a few, usually: a chunk of a
+ * TCP stream ends anywhere) and buf brings the rest of it.  Parse the
+ * held bytes joined with only the part of buf that completes the token,
+ * so that the rest of buf can be parsed where it is (see decode), not
+ * copied into one buffer with them.  The stream is parsed as if it had
+ * been cut at another place, which changes nothing of what it gives.
+ * Returns how many bytes of buf were used (0 if none: then the general
+ * join follows), or -1 on error.
+ */
+static Py_ssize_t
+completeHeld(DecoderCore *self, PyObject *buf, PyObject *emit,
+             PyObject *received)
+{
+    Py_ssize_t size = PyBytes_GET_SIZE(buf);
+    Py_ssize_t used = 0;
+    /* Two rounds, usually: a header cut in two, then the string it
+     * starts. */
+    for (int round = 0; round < 4; round++) {
+        if (self->chunks == NULL || self->longSize > LONG_STRING ||
+            self->have > HELD_JOIN) {
+            break;
+        }
+        Py_ssize_t held = self->have;
+        Py_ssize_t want = -1;
+        if (self->need > held) {
+            /* A string or a float: complete with its need met. */
+            want = self->need - held;
+        }
+        else {
+            /* A number prefix: complete with its type byte (the parser
+             * refuses a prefix too long where it meets it). */
+            const unsigned char *data =
+                (const unsigned char *)PyBytes_AS_STRING(buf);
+            for (Py_ssize_t i = used; i < size && i - used <= HELD_JOIN; i++) {
+                if (data[i] > 127) {
+                    want = i + 1 - used;
+                    break;
+                }
+            }
+        }
+        if (want < 0 || want >= size - used || want > HELD_JOIN) {
+            break;
+        }
+        PyObject *joined = PyBytes_FromStringAndSize(NULL, held + want);
+        if (joined == NULL) {
+            return -1;
+        }
+        char *out = PyBytes_AS_STRING(joined);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self->chunks); i++) {
+            PyObject *chunk = PyList_GET_ITEM(self->chunks, i);
+            memcpy(out, PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk));
+            out += PyBytes_GET_SIZE(chunk);
+        }
+        memcpy(out, PyBytes_AS_STRING(buf) + used, want);
+        used += want;
+        if (parseHeld(self, joined, emit, received, NULL) < 0) {
+            return -1;
+        }
+    }
+    return used;
 }
 
 /* Raise the recorded failure again, or refuse a call from a callback. */
@@ -3335,6 +3413,34 @@ decode(DecoderCore *self, PyObject *data, PyObject *emit, PyObject *received)
             return -1;
         }
         return parseHeld(self, rest, emit, received, first);
+    }
+    if (self->chunks != NULL) {
+        Py_ssize_t used = completeHeld(self, buf, emit, received);
+        if (used < 0) {
+            Py_DECREF(buf);
+            return -1;
+        }
+        if (used > 0) {
+            if (self->chunks == NULL && self->longString == NULL) {
+                /* The rest of the chunk, parsed where it is. */
+                return parseHeldFrom(self, buf, emit, received, NULL, used);
+            }
+            /* Still waiting (or a long string began): the rest is a
+             * chunk of its own, decoded as any other. */
+            PyObject *rest = PyBytes_FromStringAndSize(
+                PyBytes_AS_STRING(buf) + used, PyBytes_GET_SIZE(buf) - used);
+            Py_DECREF(buf);
+            if (rest == NULL) {
+                return -1;
+            }
+            if (self->longString != NULL) {
+                /* Once: the long string's path joins nothing. */
+                int rc = decode(self, rest, emit, received);
+                Py_DECREF(rest);
+                return rc;
+            }
+            buf = rest;
+        }
     }
     if (self->chunks != NULL) {
         /* Waiting for the rest of a token: only keep the chunk until it

@@ -825,6 +825,34 @@ class MemoryTests(SynchronousTestCase):
             tracemalloc.stop()
         self.assertLess(after - before, 20000)
 
+    def test_heldTokenNotJoinedWithChunk(self) -> None:
+        """
+        A chunk that completes a token cut at the end of the chunk before
+        (a header, or a string) is not copied into one buffer with the
+        bytes held: only what completes the token is joined, and the rest
+        is parsed where it is.  The messages decoded are the same as from
+        the uncut stream.
+        """
+        message = codec.encode([b"message", 12345, b"abcdefgh", [1, 2.5]])
+        stream = message * 4000
+        expected = codec.makeDecoder(accelerated=True).feed(stream)
+        for cut in (1, 8, 9, 12, 18, 24):
+            first, second = stream[: len(message) + cut], stream[len(message) + cut :]
+            decoder = codec.makeDecoder(accelerated=True)
+            received: List[object] = []
+            decoder.feedTo(first, received.append)
+            tracemalloc.start()
+            try:
+                decoder.feedTo(second, lambda expression: None)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            self.assertLess(peak, len(second) // 4)
+            decoder = codec.makeDecoder(accelerated=True)
+            decoder.feedTo(first, received.append)
+            decoder.feedTo(second, received.append)
+            self.assertEqual(received[1:], expected)
+
     def test_decodeErrors(self) -> None:
         """
         Every way decoding fails frees the partly built expression and the
