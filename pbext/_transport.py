@@ -22,7 +22,11 @@ the reactor, each read into a new bytes object, which a decoder then
 copies into the string it assembles.  L{DirectReads} reads the rest of a
 long string with C{recv_into} straight into the buffer the decoder made
 for it (L{pbext.interfaces.IDecoder.receiveBuffer}), as many reads as the socket
-has bytes for in one turn, and reads everything else as Twisted does.
+has bytes for in one turn, and reads everything else as Twisted does; but
+where a read fills Twisted's buffer and the connection says to read on (a
+message is partly received, say), it reads again in the same turn, so a
+large message of small values is not parsed over as many turns of the
+reactor as it has 64 KiB.
 
 @since: pbext NEXT
 """
@@ -226,10 +230,13 @@ class DirectReads:
         transport: tcp.Connection,
         receiveBuffer: Callable[[], Optional[Any]],
         bufferFilled: Callable[[int], bool],
+        readOn: Optional[Callable[[], bool]] = None,
     ) -> None:
         self.transport = transport
         self._receiveBuffer = receiveBuffer
         self._bufferFilled = bufferFilled
+        self._readOn = readOn
+        self._recv = transport.socket.recv
         self._plainRead: Callable[[], Any] = type(transport).doRead.__get__(transport)
         self._recvInto = transport.socket.recv_into
         # Whether the last read left a buffer to receive into: if not, the
@@ -244,15 +251,20 @@ class DirectReads:
         transport: object,
         receiveBuffer: Callable[[], Optional[Any]],
         bufferFilled: Callable[[int], bool],
+        readOn: Optional[Callable[[], bool]] = None,
     ) -> Optional[DirectReads]:
         """
         A L{DirectReads} on C{transport} if it is a plain Twisted TCP
         connection, else L{None}.
+
+        @param readOn: If given, whether to read again in the same turn
+            after a read that filled Twisted's buffer (see L{plainReads});
+            if not, one such read a turn, as Twisted.
         """
         if not _plainTCP(transport):
             return None
         # The ignore below: _plainTCP checked it is a tcp.Connection.
-        return cls(transport, receiveBuffer, bufferFilled)  # type: ignore[arg-type]
+        return cls(transport, receiveBuffer, bufferFilled, readOn)  # type: ignore[arg-type]
 
     @classmethod
     def reading(cls, transport: object) -> Optional[DirectReads]:
@@ -283,7 +295,7 @@ class DirectReads:
             # A read as Twisted's; if it brings a long string's header, the
             # rest is likely here already: read it in this turn too.
             self._expecting = False
-            result = self._plainRead()
+            result = self.plainReads()
             if result is not None or t.disconnecting:
                 return result
             buffer = self._receiveBuffer()
@@ -306,6 +318,39 @@ class DirectReads:
             if buffer is None:
                 # Complete: what follows it may be here already.
                 return self._plainRead()
+        return None
+
+    def plainReads(self) -> Any:
+        """
+        Read as C{tcp.Connection.doRead} does; and again, up to
+        L{MOST_READS} times in this turn, while each read fills the
+        transport's C{bufferSize} (the socket likely has more), no buffer
+        is offered and C{readOn} says to.
+
+        @return: L{None}, or why the connection is lost, as Twisted's.
+        """
+        readOn = self._readOn
+        if readOn is None:
+            return self._plainRead()
+        t = self.transport
+        size = t.bufferSize
+        for _ in range(MOST_READS):
+            try:
+                data = self._recv(size)
+            except OSError as e:
+                if e.args[0] == _WOULD_BLOCK:
+                    return None
+                return main.CONNECTION_LOST
+            if not data:
+                return main.CONNECTION_DONE
+            # As Connection._dataReceived: what dataReceived returns is
+            # ignored.
+            t.protocol.dataReceived(data)
+            if t.disconnecting:
+                return None
+            if len(data) < size or not readOn() or self._receiveBuffer() is not None:
+                # A long string's buffer is offered: doRead reads into it.
+                return None
         return None
 
 
