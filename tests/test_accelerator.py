@@ -401,7 +401,9 @@ class AgreementTests(SynchronousTestCase):
         ahead = encoded.pieces
         self.assertGreater(len(ahead), 3)
         self.assertTrue(all(0 < len(piece) <= 64 * 1024 for piece in ahead))
-        self.assertEqual(ahead, speedups.encodePieces(speedups.Jellied(value), OUTGOING))
+        self.assertEqual(
+            ahead, speedups.encodePieces(speedups.Jellied(value), OUTGOING)
+        )
         pieces = speedups.encodePieces((b"answer", 7, encoded), OUTGOING)
         self.assertEqual(pieces[1:], ahead)
         for sent, made in zip(pieces[1:], encoded.pieces):
