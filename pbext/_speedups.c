@@ -746,6 +746,9 @@ typedef struct {
     PyObject *typedBytes;
     Py_ssize_t *typedOffsets;
     Py_ssize_t typedFields;
+    /* encode: a large plain value is written in pieces all the same (see
+     * writeJelly), joined once at the end; pieces is made on the first. */
+    int joinPieces;
 } Encoder;
 
 static int
@@ -1230,6 +1233,7 @@ encoderStart(Encoder *e, PyObject *vocabulary, PyObject *limitObject,
     e->size = 0;
     e->flushed = 0;
     e->pieces = NULL;
+    e->joinPieces = !pieces;
     if (pieces) {
         e->pieces = PyList_New(0);
         if (e->pieces == NULL) {
@@ -1245,6 +1249,25 @@ encoderStart(Encoder *e, PyObject *vocabulary, PyObject *limitObject,
     }
     e->data = PyBytes_AS_STRING(e->bytes);
     return 0;
+}
+
+/* The pieces of an encode joined in one byte string (the list is
+ * released). */
+static PyObject *
+joinedPieces(Encoder *e)
+{
+    PyObject *pieces = e->pieces;
+    PyObject *joined = PyBytes_FromStringAndSize(NULL, e->flushed);
+    if (joined != NULL) {
+        char *out = PyBytes_AS_STRING(joined);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pieces); i++) {
+            PyObject *piece = PyList_GET_ITEM(pieces, i);
+            memcpy(out, PyBytes_AS_STRING(piece), PyBytes_GET_SIZE(piece));
+            out += PyBytes_GET_SIZE(piece);
+        }
+    }
+    Py_DECREF(pieces);
+    return joined;
 }
 
 /* End an encoder set up by encoderStart, rc being what writing its
@@ -1266,7 +1289,7 @@ encoderFinish(Encoder *e, int rc)
     }
     if (e->pieces != NULL) {
         Py_DECREF(e->bytes);
-        return e->pieces;
+        return e->joinPieces ? joinedPieces(e) : e->pieces;
     }
     if (_PyBytes_Resize(&e->bytes, e->size) < 0) {
         return NULL;
@@ -4693,9 +4716,13 @@ writeJelly(Encoder *e, PyObject *obj, Seen *seen)
                      size + 1);
         return -1;
     }
-    if (e->pieces != NULL && e->size >= PLAIN_PIECE_CUT &&
-        flushPieceTo(e, PLAIN_PIECE) < 0) {
-        return -1;
+    if (e->size >= PLAIN_PIECE_CUT && (e->pieces != NULL || e->joinPieces)) {
+        if (e->pieces == NULL && (e->pieces = PyList_New(0)) == NULL) {
+            return -1;
+        }
+        if (flushPieceTo(e, PLAIN_PIECE) < 0) {
+            return -1;
+        }
     }
     int entered = enterLevel(seen, " while jellying");
     if (entered <= 0) {

@@ -415,6 +415,36 @@ class AgreementTests(SynchronousTestCase):
             ),
         )
 
+    def test_largePlainValueEncoded(self) -> None:
+        """
+        L{speedups.encode} writes a large plain value in pieces too, joined
+        once: the bytes are those of the plain jelly's encoding, with long
+        strings and an L{speedups.Encoded} among the values, and the size
+        limit counts every piece.
+        """
+        blob = b"b" * (100 * 1024)
+        value = [
+            {f"k{j}": f"{i:x}{j}" for j in range(10)} if i % 300 else [blob, "x"]
+            for i in range(1000)
+        ]
+        sexp = (b"answer", 7, _jelly._jellyPlainPython(value))
+        expected = codec._encodePython(sexp, OUTGOING)
+        message = (b"answer", 7, speedups.Jellied(value))
+        encoded = speedups.encode(message, OUTGOING)
+        self.assertIs(type(encoded), bytes)
+        self.assertEqual(encoded, expected)
+        ahead = speedups.encodeIfPlain(value, None, OUTGOING, None)
+        self.assertEqual(speedups.encode((b"answer", 7, ahead), OUTGOING), expected)
+        self.assertEqual(speedups.encode(message, OUTGOING, len(expected)), expected)
+        error = self.assertRaises(
+            codec.FramingError,
+            speedups.encode,
+            message,
+            OUTGOING,
+            len(expected) - 1,
+        )
+        self.assertEqual(error.limit, "maxMessageBytes")
+
     def test_jelliedVocabularyWords(self) -> None:
         """
         A text that is a word of the vocabulary is written as the plain
