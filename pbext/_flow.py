@@ -144,7 +144,7 @@ class FlowControl:
                 transport,
                 broker._pbextReceiveBuffer,
                 broker._pbextReceivedInto,
-                self.readOn,
+                self,
             )
         self.pendingOut = pendingWriter(transport)
         if backpressureCapable(transport):

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 from twisted.internet import main, tcp
 
@@ -204,6 +204,19 @@ def directWriter(transport: object) -> Optional[Callable[[bytes], None]]:
     return None if writes is None else writes.write
 
 
+class ReadsOn(Protocol):
+    """
+    What tells L{DirectReads} whether to read on in the same turn.
+    """
+
+    def readOn(self) -> bool:
+        """
+        Whether to read again now after a read that filled the transport's
+        buffer: for a broker, while a message is partly received and
+        reading is not paused.
+        """
+
+
 class DirectReads:
     """
     Read the rest of a long string straight into the buffer made for it.
@@ -230,13 +243,14 @@ class DirectReads:
         transport: tcp.Connection,
         receiveBuffer: Callable[[], Optional[Any]],
         bufferFilled: Callable[[int], bool],
-        readOn: Optional[Callable[[], bool]] = None,
+        reader: Optional[ReadsOn] = None,
     ) -> None:
         self.transport = transport
         self._receiveBuffer = receiveBuffer
         self._bufferFilled = bufferFilled
-        self._readOn = readOn
-        self._recv = transport.socket.recv
+        # An object the connection has anyway (its flow control), not a
+        # bound method of it: nothing more is kept per connection.
+        self._reader = reader
         self._plainRead: Callable[[], Any] = type(transport).doRead.__get__(transport)
         self._recvInto = transport.socket.recv_into
         # Whether the last read left a buffer to receive into: if not, the
@@ -251,20 +265,21 @@ class DirectReads:
         transport: object,
         receiveBuffer: Callable[[], Optional[Any]],
         bufferFilled: Callable[[int], bool],
-        readOn: Optional[Callable[[], bool]] = None,
+        reader: Optional[ReadsOn] = None,
     ) -> Optional[DirectReads]:
         """
         A L{DirectReads} on C{transport} if it is a plain Twisted TCP
         connection, else L{None}.
 
-        @param readOn: If given, whether to read again in the same turn
-            after a read that filled Twisted's buffer (see L{plainReads});
-            if not, one such read a turn, as Twisted.
+        @param reader: If given, its C{readOn()} says whether to read
+            again in the same turn after a read that filled Twisted's
+            buffer (see L{plainReads}); if not, one such read a turn, as
+            Twisted.
         """
         if not _plainTCP(transport):
             return None
         # The ignore below: _plainTCP checked it is a tcp.Connection.
-        return cls(transport, receiveBuffer, bufferFilled, readOn)  # type: ignore[arg-type]
+        return cls(transport, receiveBuffer, bufferFilled, reader)  # type: ignore[arg-type]
 
     @classmethod
     def reading(cls, transport: object) -> Optional[DirectReads]:
@@ -325,18 +340,19 @@ class DirectReads:
         Read as C{tcp.Connection.doRead} does; and again, up to
         L{MOST_READS} times in this turn, while each read fills the
         transport's C{bufferSize} (the socket likely has more), no buffer
-        is offered and C{readOn} says to.
+        is offered and the reader's C{readOn} says to.
 
         @return: L{None}, or why the connection is lost, as Twisted's.
         """
-        readOn = self._readOn
-        if readOn is None:
-            return self._plainRead()
+        reader = self._reader
         t = self.transport
+        if reader is None:
+            return type(t).doRead(t)
+        recv = t.socket.recv
         size = t.bufferSize
         for _ in range(MOST_READS):
             try:
-                data = self._recv(size)
+                data = recv(size)
             except OSError as e:
                 if e.args[0] == _WOULD_BLOCK:
                     return None
@@ -348,7 +364,11 @@ class DirectReads:
             t.protocol.dataReceived(data)
             if t.disconnecting:
                 return None
-            if len(data) < size or not readOn() or self._receiveBuffer() is not None:
+            if (
+                len(data) < size
+                or not reader.readOn()
+                or self._receiveBuffer() is not None
+            ):
                 # A long string's buffer is offered: doRead reads into it.
                 return None
         return None

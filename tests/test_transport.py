@@ -77,6 +77,15 @@ class DecodingProtocol(Recorder):
         return True
 
 
+class Reader:
+    """
+    Tell L{DirectReads} whether to read on, as C{readOn} says.
+    """
+
+    def __init__(self, readOn: Callable[[], bool]) -> None:
+        self.readOn = readOn
+
+
 def stockEncode(obj: object) -> bytes:
     """
     What Twisted's own banana writes for C{obj} (before any dialect).
@@ -251,7 +260,8 @@ class DirectReadsTestsMixin(SocketPairMixin):
     ) -> Tuple[DecodingProtocol, tcp.Server, socket.socket]:
         proto = DecodingProtocol(self.accelerated)
         transport, peer = self.connection(proto)
-        DirectReads(transport, proto.receiveBuffer, proto.bufferFilled, readOn)
+        reader = None if readOn is None else Reader(readOn)
+        DirectReads(transport, proto.receiveBuffer, proto.bufferFilled, reader)
         return proto, transport, peer
 
     def bigMessage(self, peer: socket.socket) -> Tuple[object, bytes]:
@@ -278,7 +288,7 @@ class DirectReadsTestsMixin(SocketPairMixin):
             transport,
             proto.receiveBuffer,
             proto.bufferFilled,
-            lambda: bool(proto.decoder.messageStarted),
+            Reader(lambda: bool(proto.decoder.messageStarted)),
         )
         transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 << 20)
         sexp, data = self.bigMessage(peer)
