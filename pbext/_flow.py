@@ -176,7 +176,10 @@ class FlowControl:
             broker._pbextWrite = transport.write
         if readsInPlace:
             self.directReads = DirectReads.forTransport(
-                transport, broker._pbextReceiveBuffer, broker._pbextReceivedInto
+                transport,
+                broker._pbextReceiveBuffer,
+                broker._pbextReceivedInto,
+                self,
             )
         self.pendingOut = pendingWriter(transport)
         if backpressureCapable(transport):
@@ -350,6 +353,15 @@ class FlowControl:
             self.resumeReading("fairness")
 
     # -- reading -------------------------------------------------------------
+
+    def readOn(self) -> bool:
+        """
+        Whether the connection reads again in this turn after a read that
+        filled the transport's buffer: while a message is partly received
+        and reading is not paused (see L{DirectReads.plainReads}).
+        """
+        decoder = self._broker._pbextDecoder
+        return not self.readPauses and decoder is not None and decoder.messageStarted
 
     def pauseReading(self, reason: str) -> None:
         """

@@ -838,6 +838,9 @@ typedef struct {
     /* For a classic copy's spec (see classicBytes), the keys of the
      * state they were made for, a tuple of strs; else NULL. */
     PyObject *typedKeys;
+    /* encode: a large plain value is written in pieces all the same (see
+     * writeJelly), joined once at the end; pieces is made on the first. */
+    int joinPieces;
 } Encoder;
 
 static int
@@ -926,8 +929,25 @@ checkRoom(Encoder *e)
 }
 
 /* End the piece being written (if it holds anything) and start another. */
+static int flushPieceTo(Encoder *e, Py_ssize_t capacity);
+
 static int
 flushPiece(Encoder *e)
+{
+    return flushPieceTo(e, 256);
+}
+
+/* Plain values written in pieces (encodePieces, encodeIfPlain) are cut
+ * into pieces of about this size, between two containers: each is memory
+ * the allocator hands out again for the next message, where one piece of
+ * a large value's size would grow by copies into fresh pages every time
+ * (see writeJelly). */
+#define PLAIN_PIECE (64 * 1024)
+#define PLAIN_PIECE_CUT (PLAIN_PIECE - 8 * 1024)
+
+/* flushPiece, the next piece made with room for capacity bytes. */
+static int
+flushPieceTo(Encoder *e, Py_ssize_t capacity)
 {
     if (e->size == 0) {
         return 0;
@@ -942,7 +962,7 @@ flushPiece(Encoder *e)
     }
     e->flushed += e->size;
     e->size = 0;
-    e->capacity = 256;
+    e->capacity = capacity;
     e->bytes = PyBytes_FromStringAndSize(NULL, e->capacity);
     if (e->bytes == NULL) {
         return -1;
@@ -1249,7 +1269,9 @@ PyDoc_STRVAR(encode_doc,
 PyDoc_STRVAR(encodePieces_doc,
 "encodePieces(obj, vocabulary=None, maxMessageBytes=None) -> list\n\n"
 "The accelerated pbext.codec.encodePieces: the same arguments, the same\n"
-"pieces and the same errors.");
+"pieces and the same errors; but a plain value it writes itself (a\n"
+"Jellied's) is cut into pieces of about 64 KiB, and the long pieces of\n"
+"an Encoded are pieces of their own, the very objects.");
 
 /* Set up an encoder for one message: its vocabulary (a mapping, or None)
  * and its limit (an int, or None for none); pieces says whether it makes
@@ -1304,6 +1326,7 @@ encoderStart(Encoder *e, PyObject *vocabulary, PyObject *limitObject,
     e->size = 0;
     e->flushed = 0;
     e->pieces = NULL;
+    e->joinPieces = !pieces;
     if (pieces) {
         e->pieces = PyList_New(0);
         if (e->pieces == NULL) {
@@ -1319,6 +1342,25 @@ encoderStart(Encoder *e, PyObject *vocabulary, PyObject *limitObject,
     }
     e->data = PyBytes_AS_STRING(e->bytes);
     return 0;
+}
+
+/* The pieces of an encode joined in one byte string (the list is
+ * released). */
+static PyObject *
+joinedPieces(Encoder *e)
+{
+    PyObject *pieces = e->pieces;
+    PyObject *joined = PyBytes_FromStringAndSize(NULL, e->flushed);
+    if (joined != NULL) {
+        char *out = PyBytes_AS_STRING(joined);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pieces); i++) {
+            PyObject *piece = PyList_GET_ITEM(pieces, i);
+            memcpy(out, PyBytes_AS_STRING(piece), PyBytes_GET_SIZE(piece));
+            out += PyBytes_GET_SIZE(piece);
+        }
+    }
+    Py_DECREF(pieces);
+    return joined;
 }
 
 /* End an encoder set up by encoderStart, rc being what writing its
@@ -1341,7 +1383,7 @@ encoderFinish(Encoder *e, int rc)
     }
     if (e->pieces != NULL) {
         Py_DECREF(e->bytes);
-        return e->pieces;
+        return e->joinPieces ? joinedPieces(e) : e->pieces;
     }
     if (_PyBytes_Resize(&e->bytes, e->size) < 0) {
         return NULL;
@@ -3183,16 +3225,18 @@ out:
 }
 
 /*
- * Parse buf (the bytes held and the new ones), delivering each complete
- * top-level expression to emit (or appending it to the list received).
- * This follows pbext._pydecoder.PythonDecoder._parse step for step.
+ * Parse buf from offset on (the bytes held and the new ones), delivering
+ * each complete top-level expression to emit (or appending it to the list
+ * received).  This follows pbext._pydecoder.PythonDecoder._parse step for
+ * step.
  */
 static int
 decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
-             PyObject *received, PyObject *first)
+             PyObject *received, PyObject *first, Py_ssize_t offset)
 {
-    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(buf);
-    Py_ssize_t end = PyBytes_GET_SIZE(buf);
+    const unsigned char *data =
+        (const unsigned char *)PyBytes_AS_STRING(buf) + offset;
+    Py_ssize_t end = PyBytes_GET_SIZE(buf) - offset;
     Py_ssize_t pos = 0, need = 0, stringSize = 0;
     Py_ssize_t tokens = self->tokens;
     Py_ssize_t maxMessageBytes = self->maxMessageBytes;
@@ -3600,7 +3644,8 @@ done:
     self->need = 0;
     self->longSize = 0;
     if (pos < end) {
-        PyObject *tail = pos ? PyBytes_FromStringAndSize(
+        PyObject *tail = pos || offset
+                             ? PyBytes_FromStringAndSize(
                                    (const char *)data + pos, end - pos)
                              : (Py_INCREF(buf), buf);
         if (tail == NULL) {
@@ -3775,17 +3820,92 @@ finishLongString(DecoderCore *self)
 }
 
 static int
-parseHeld(DecoderCore *self, PyObject *buf, PyObject *emit,
-          PyObject *received, PyObject *first)
+parseHeldFrom(DecoderCore *self, PyObject *buf, PyObject *emit,
+              PyObject *received, PyObject *first, Py_ssize_t offset)
 {
     self->busy = 1;
-    int rc = decodeBuffer(self, buf, emit, received, first);
+    int rc = decodeBuffer(self, buf, emit, received, first, offset);
     self->busy = 0;
     Py_DECREF(buf);
     if (rc == 0) {
         rc = startLongString(self);
     }
     return rc;
+}
+
+/* Parse buf (stolen) whole, as parseHeldFrom does. */
+static int
+parseHeld(DecoderCore *self, PyObject *buf, PyObject *emit,
+          PyObject *received, PyObject *first)
+{
+    return parseHeldFrom(self, buf, emit, received, first, 0);
+}
+
+/* The most bytes held for an incomplete token that completeHeld joins
+ * with the start of the next chunk. */
+#define HELD_JOIN 4096
+
+/*
+ * Bytes are held for an incomplete token (a few, usually: a chunk of a
+ * TCP stream ends anywhere) and buf brings the rest of it.  Parse the
+ * held bytes joined with only the part of buf that completes the token,
+ * so that the rest of buf can be parsed where it is (see decode), not
+ * copied into one buffer with them.  The stream is parsed as if it had
+ * been cut at another place, which changes nothing of what it gives.
+ * Returns how many bytes of buf were used (0 if none: then the general
+ * join follows), or -1 on error.
+ */
+static Py_ssize_t
+completeHeld(DecoderCore *self, PyObject *buf, PyObject *emit,
+             PyObject *received)
+{
+    Py_ssize_t size = PyBytes_GET_SIZE(buf);
+    Py_ssize_t used = 0;
+    /* Two rounds, usually: a header cut in two, then the string it
+     * starts. */
+    for (int round = 0; round < 4; round++) {
+        if (self->chunks == NULL || self->longSize > LONG_STRING ||
+            self->have > HELD_JOIN) {
+            break;
+        }
+        Py_ssize_t held = self->have;
+        Py_ssize_t want = -1;
+        if (self->need > held) {
+            /* A string or a float: complete with its need met. */
+            want = self->need - held;
+        }
+        else {
+            /* A number prefix: complete with its type byte (the parser
+             * refuses a prefix too long where it meets it). */
+            const unsigned char *data =
+                (const unsigned char *)PyBytes_AS_STRING(buf);
+            for (Py_ssize_t i = used; i < size && i - used <= HELD_JOIN; i++) {
+                if (data[i] > 127) {
+                    want = i + 1 - used;
+                    break;
+                }
+            }
+        }
+        if (want < 0 || want >= size - used || want > HELD_JOIN) {
+            break;
+        }
+        PyObject *joined = PyBytes_FromStringAndSize(NULL, held + want);
+        if (joined == NULL) {
+            return -1;
+        }
+        char *out = PyBytes_AS_STRING(joined);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self->chunks); i++) {
+            PyObject *chunk = PyList_GET_ITEM(self->chunks, i);
+            memcpy(out, PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk));
+            out += PyBytes_GET_SIZE(chunk);
+        }
+        memcpy(out, PyBytes_AS_STRING(buf) + used, want);
+        used += want;
+        if (parseHeld(self, joined, emit, received, NULL) < 0) {
+            return -1;
+        }
+    }
+    return used;
 }
 
 /* Raise the recorded failure again, or refuse a call from a callback. */
@@ -3851,6 +3971,34 @@ decode(DecoderCore *self, PyObject *data, PyObject *emit, PyObject *received)
             return -1;
         }
         return parseHeld(self, rest, emit, received, first);
+    }
+    if (self->chunks != NULL) {
+        Py_ssize_t used = completeHeld(self, buf, emit, received);
+        if (used < 0) {
+            Py_DECREF(buf);
+            return -1;
+        }
+        if (used > 0) {
+            if (self->chunks == NULL && self->longString == NULL) {
+                /* The rest of the chunk, parsed where it is. */
+                return parseHeldFrom(self, buf, emit, received, NULL, used);
+            }
+            /* Still waiting (or a long string began): the rest is a
+             * chunk of its own, decoded as any other. */
+            PyObject *rest = PyBytes_FromStringAndSize(
+                PyBytes_AS_STRING(buf) + used, PyBytes_GET_SIZE(buf) - used);
+            Py_DECREF(buf);
+            if (rest == NULL) {
+                return -1;
+            }
+            if (self->longString != NULL) {
+                /* Once: the long string's path joins nothing. */
+                int rc = decode(self, rest, emit, received);
+                Py_DECREF(rest);
+                return rc;
+            }
+            buf = rest;
+        }
     }
     if (self->chunks != NULL) {
         /* Waiting for the rest of a token: only keep the chunk until it
@@ -5294,6 +5442,14 @@ writeJelly(Encoder *e, PyObject *obj, Seen *seen)
                      size + 1);
         return -1;
     }
+    if (e->size >= PLAIN_PIECE_CUT && (e->pieces != NULL || e->joinPieces)) {
+        if (e->pieces == NULL && (e->pieces = PyList_New(0)) == NULL) {
+            return -1;
+        }
+        if (flushPieceTo(e, PLAIN_PIECE) < 0) {
+            return -1;
+        }
+    }
     int entered = enterLevel(seen, " while jellying");
     if (entered <= 0) {
         return entered < 0 ? -1 : notPlainError();
@@ -5678,8 +5834,13 @@ static PyTypeObject EncodedType = {
     .tp_getset = Encoded_getset,
 };
 
-/* Write an Encoded's bytes: copied, but for long strings, which stay
- * pieces of their own in encodePieces (as encodeBytes leaves them). */
+/* An Encoded's pieces longer than this stay pieces of their own in
+ * encodePieces: a large value's bytes (a long string, or a big structure
+ * encoded ahead) are sent as they are, not copied into the message. */
+#define ENCODED_PIECE (16 * 1024)
+
+/* Write an Encoded's bytes: copied, but for its long pieces, which stay
+ * pieces of their own in encodePieces (see ENCODED_PIECE). */
 static int
 writeEncoded(Encoder *e, PyObject *item)
 {
@@ -5691,7 +5852,7 @@ writeEncoded(Encoder *e, PyObject *item)
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *piece = PyList_GET_ITEM(encoded->pieces, i);
         Py_ssize_t size = PyBytes_GET_SIZE(piece);
-        if (e->pieces != NULL && size > LONG_STRING) {
+        if (e->pieces != NULL && size > ENCODED_PIECE) {
             if (flushPiece(e) < 0 || PyList_Append(e->pieces, piece) < 0) {
                 return -1;
             }

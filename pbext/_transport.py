@@ -22,7 +22,11 @@ the reactor, each read into a new bytes object, which a decoder then
 copies into the string it assembles.  L{DirectReads} reads the rest of a
 long string with C{recv_into} straight into the buffer the decoder made
 for it (L{pbext.interfaces.IDecoder.receiveBuffer}), as many reads as the socket
-has bytes for in one turn, and reads everything else as Twisted does.
+has bytes for in one turn, and reads everything else as Twisted does; but
+where a read fills Twisted's buffer and the connection says to read on (a
+message is partly received, say), it reads again in the same turn, so a
+large message of small values is not parsed over as many turns of the
+reactor as it has 64 KiB.
 
 @since: pbext NEXT
 """
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 from twisted.internet import main, tcp
 
@@ -200,6 +204,19 @@ def directWriter(transport: object) -> Optional[Callable[[bytes], None]]:
     return None if writes is None else writes.write
 
 
+class ReadsOn(Protocol):
+    """
+    What tells L{DirectReads} whether to read on in the same turn.
+    """
+
+    def readOn(self) -> bool:
+        """
+        Whether to read again now after a read that filled the transport's
+        buffer: for a broker, while a message is partly received and
+        reading is not paused.
+        """
+
+
 class DirectReads:
     """
     Read the rest of a long string straight into the buffer made for it.
@@ -223,17 +240,27 @@ class DirectReads:
 
     # One per connection: no instance dict, and no bound methods of the
     # transport or its socket kept (found when a long string arrives).
-    __slots__ = ("transport", "_receiveBuffer", "_bufferFilled", "_expecting")
+    __slots__ = (
+        "transport",
+        "_receiveBuffer",
+        "_bufferFilled",
+        "_expecting",
+        "_reader",
+    )
 
     def __init__(
         self,
         transport: tcp.Connection,
         receiveBuffer: Callable[[], Optional[Any]],
         bufferFilled: Callable[[int], bool],
+        reader: Optional[ReadsOn] = None,
     ) -> None:
         self.transport = transport
         self._receiveBuffer = receiveBuffer
         self._bufferFilled = bufferFilled
+        # An object the connection has anyway (its flow control), not a
+        # bound method of it: nothing more is kept per connection.
+        self._reader = reader
         # Whether the last read left a buffer to receive into: if not, the
         # next read need not ask first (a plain read is always right).
         self._expecting = False
@@ -246,15 +273,21 @@ class DirectReads:
         transport: object,
         receiveBuffer: Callable[[], Optional[Any]],
         bufferFilled: Callable[[int], bool],
+        reader: Optional[ReadsOn] = None,
     ) -> Optional[DirectReads]:
         """
         A L{DirectReads} on C{transport} if it is a plain Twisted TCP
         connection, else L{None}.
+
+        @param reader: If given, its C{readOn()} says whether to read
+            again in the same turn after a read that filled Twisted's
+            buffer (see L{plainReads}); if not, one such read a turn, as
+            Twisted.
         """
         if not _plainTCP(transport):
             return None
         # The ignore below: _plainTCP checked it is a tcp.Connection.
-        return cls(transport, receiveBuffer, bufferFilled)  # type: ignore[arg-type]
+        return cls(transport, receiveBuffer, bufferFilled, reader)  # type: ignore[arg-type]
 
     @classmethod
     def reading(cls, transport: object) -> Optional[DirectReads]:
@@ -285,7 +318,7 @@ class DirectReads:
             # A read as Twisted's; if it brings a long string's header, the
             # rest is likely here already: read it in this turn too.
             self._expecting = False
-            result = type(t).doRead(t)
+            result = self.plainReads()
             if result is not None or t.disconnecting:
                 return result
             buffer = self._receiveBuffer()
@@ -308,6 +341,44 @@ class DirectReads:
             if buffer is None:
                 # Complete: what follows it may be here already.
                 return type(t).doRead(t)
+        return None
+
+    def plainReads(self) -> Any:
+        """
+        Read as C{tcp.Connection.doRead} does; and again, up to
+        L{MOST_READS} times in this turn, while each read fills the
+        transport's C{bufferSize} (the socket likely has more), no buffer
+        is offered and the reader's C{readOn} says to.
+
+        @return: L{None}, or why the connection is lost, as Twisted's.
+        """
+        reader = self._reader
+        t = self.transport
+        if reader is None:
+            return type(t).doRead(t)
+        recv = t.socket.recv
+        size = t.bufferSize
+        for _ in range(MOST_READS):
+            try:
+                data = recv(size)
+            except OSError as e:
+                if e.args[0] == _WOULD_BLOCK:
+                    return None
+                return main.CONNECTION_LOST
+            if not data:
+                return main.CONNECTION_DONE
+            # As Connection._dataReceived: what dataReceived returns is
+            # ignored.
+            t.protocol.dataReceived(data)
+            if t.disconnecting:
+                return None
+            if (
+                len(data) < size
+                or not reader.readOn()
+                or self._receiveBuffer() is not None
+            ):
+                # A long string's buffer is offered: doRead reads into it.
+                return None
         return None
 
 

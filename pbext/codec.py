@@ -132,7 +132,11 @@ def makeDecoder(
 #: L{pbext._pyencoder.encodeParts} for the arguments and errors).
 encode = _encodePython
 #: Encode an expression as banana in pieces, every string longer than
-#: 64 KiB a piece of its own (see L{pbext._pyencoder.encodePieces}).
+#: 64 KiB a piece of its own (see L{pbext._pyencoder.encodePieces}).  The
+#: accelerator's also cuts the plain values it writes itself into pieces
+#: of about 64 KiB, and sends an encoded-ahead value's long pieces as they
+#: are: the bytes are the same, only where they are cut differs (its
+#: C{encode} joins such pieces once, at the end).
 encodePieces = _encodePiecesPython
 
 if _speedups is not None:

@@ -389,6 +389,62 @@ class AgreementTests(SynchronousTestCase):
             codec._encodePython((b"answer", 7, [b"list", blob, blob]), OUTGOING),
         )
 
+    def test_largePlainValueInPieces(self) -> None:
+        """
+        A large plain value encoded in pieces is cut into pieces of at most
+        about 64 KiB (memory the allocator hands out again, not one buffer
+        grown into fresh pages), and a message holding its
+        L{speedups.Encoded} sends those very pieces, not copies of them.
+        """
+        value = [{f"k{j}": f"{i:x}{j}" for j in range(10)} for i in range(1000)]
+        encoded = speedups.encodeIfPlain(value, None, OUTGOING, None)
+        ahead = encoded.pieces
+        self.assertGreater(len(ahead), 3)
+        self.assertTrue(all(0 < len(piece) <= 64 * 1024 for piece in ahead))
+        self.assertEqual(
+            ahead, speedups.encodePieces(speedups.Jellied(value), OUTGOING)
+        )
+        pieces = speedups.encodePieces((b"answer", 7, encoded), OUTGOING)
+        self.assertEqual(pieces[1:], ahead)
+        for sent, made in zip(pieces[1:], encoded.pieces):
+            self.assertIs(sent, made)
+        self.assertEqual(
+            b"".join(pieces),
+            codec._encodePython(
+                (b"answer", 7, _jelly._jellyPlainPython(value)), OUTGOING
+            ),
+        )
+
+    def test_largePlainValueEncoded(self) -> None:
+        """
+        L{speedups.encode} writes a large plain value in pieces too, joined
+        once: the bytes are those of the plain jelly's encoding, with long
+        strings and an L{speedups.Encoded} among the values, and the size
+        limit counts every piece.
+        """
+        blob = b"b" * (100 * 1024)
+        value = [
+            {f"k{j}": f"{i:x}{j}" for j in range(10)} if i % 300 else [blob, "x"]
+            for i in range(1000)
+        ]
+        sexp = (b"answer", 7, _jelly._jellyPlainPython(value))
+        expected = codec._encodePython(sexp, OUTGOING)
+        message = (b"answer", 7, speedups.Jellied(value))
+        encoded = speedups.encode(message, OUTGOING)
+        self.assertIs(type(encoded), bytes)
+        self.assertEqual(encoded, expected)
+        ahead = speedups.encodeIfPlain(value, None, OUTGOING, None)
+        self.assertEqual(speedups.encode((b"answer", 7, ahead), OUTGOING), expected)
+        self.assertEqual(speedups.encode(message, OUTGOING, len(expected)), expected)
+        error = self.assertRaises(
+            codec.FramingError,
+            speedups.encode,
+            message,
+            OUTGOING,
+            len(expected) - 1,
+        )
+        self.assertEqual(error.limit, "maxMessageBytes")
+
     def test_jelliedVocabularyWords(self) -> None:
         """
         A text that is a word of the vocabulary is written as the plain
@@ -800,6 +856,34 @@ class MemoryTests(SynchronousTestCase):
         finally:
             tracemalloc.stop()
         self.assertLess(after - before, 20000)
+
+    def test_heldTokenNotJoinedWithChunk(self) -> None:
+        """
+        A chunk that completes a token cut at the end of the chunk before
+        (a header, or a string) is not copied into one buffer with the
+        bytes held: only what completes the token is joined, and the rest
+        is parsed where it is.  The messages decoded are the same as from
+        the uncut stream.
+        """
+        message = codec.encode([b"message", 12345, b"abcdefgh", [1, 2.5]])
+        stream = message * 4000
+        expected = codec.makeDecoder(accelerated=True).feed(stream)
+        for cut in (1, 8, 9, 12, 18, 24):
+            first, second = stream[: len(message) + cut], stream[len(message) + cut :]
+            decoder = codec.makeDecoder(accelerated=True)
+            received: List[object] = []
+            decoder.feedTo(first, received.append)
+            tracemalloc.start()
+            try:
+                decoder.feedTo(second, lambda expression: None)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            self.assertLess(peak, len(second) // 4)
+            decoder = codec.makeDecoder(accelerated=True)
+            decoder.feedTo(first, received.append)
+            decoder.feedTo(second, received.append)
+            self.assertEqual(received[1:], expected)
 
     def test_decodeErrors(self) -> None:
         """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import select
 import socket
 import sys
-from typing import Any, List, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from twisted.internet import defer, main, protocol, reactor, task, tcp
 from twisted.internet.address import IPv4Address
@@ -75,6 +75,15 @@ class DecodingProtocol(Recorder):
         self.filledCounts.append(count)
         self.decoder.bufferFilled(count, self.messages.append)
         return True
+
+
+class Reader:
+    """
+    Tell L{DirectReads} whether to read on, as C{readOn} says.
+    """
+
+    def __init__(self, readOn: Callable[[], bool]) -> None:
+        self.readOn = readOn
 
 
 def stockEncode(obj: object) -> bytes:
@@ -246,11 +255,75 @@ class DirectReadsTestsMixin(SocketPairMixin):
 
     accelerated = False
 
-    def reading(self) -> Tuple[DecodingProtocol, tcp.Server, socket.socket]:
+    def reading(
+        self, readOn: Optional[Callable[[], bool]] = None
+    ) -> Tuple[DecodingProtocol, tcp.Server, socket.socket]:
         proto = DecodingProtocol(self.accelerated)
         transport, peer = self.connection(proto)
-        DirectReads(transport, proto.receiveBuffer, proto.bufferFilled)
+        reader = None if readOn is None else Reader(readOn)
+        DirectReads(transport, proto.receiveBuffer, proto.bufferFilled, reader)
         return proto, transport, peer
+
+    def bigMessage(self, peer: socket.socket) -> Tuple[object, bytes]:
+        """
+        Put a message of many small values (about 300 KB), then a small
+        one, in C{peer}'s socket at once.
+        """
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 << 20)
+        sexp = [b"answer", 1, [[b"k%d" % i, i] for i in range(30_000)]]
+        data = encode(sexp) + encode([b"next"])
+        peer.sendall(data)
+        return sexp, data
+
+    def test_readOnInOneTurn(self) -> None:
+        """
+        With C{readOn} saying to, a read that fills the transport's buffer
+        is followed by another in the same turn: a large message of small
+        values, all in the socket already, is read and decoded in one
+        turn of the reactor, and what follows it too.
+        """
+        proto = DecodingProtocol(self.accelerated)
+        transport, peer = self.connection(proto)
+        DirectReads(
+            transport,
+            proto.receiveBuffer,
+            proto.bufferFilled,
+            Reader(lambda: bool(proto.decoder.messageStarted)),
+        )
+        transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 << 20)
+        sexp, data = self.bigMessage(peer)
+        self.assertIsNone(transport.doRead())
+        self.assertEqual(proto.messages, [sexp, [b"next"]])
+        self.assertGreater(len(proto.chunks), 2)
+        self.assertEqual(b"".join(proto.chunks), data)
+
+    def test_readOnStops(self) -> None:
+        """
+        Without C{readOn}, or while it says not to (reading is paused, or no
+        message is partly received), one read is made in a turn, as
+        Twisted's C{doRead} makes; the bytes arrive in order all the same.
+        """
+        for readOn in (None, lambda: False):
+            proto, transport, peer = self.reading(readOn)
+            transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 << 20)
+            sexp, data = self.bigMessage(peer)
+            self.assertIsNone(transport.doRead())
+            self.assertEqual(len(proto.chunks), 1)
+            self.assertEqual(proto.messages, [])
+            self.assertIsNone(self.readAll(transport))
+            self.assertEqual(proto.messages, [sexp, [b"next"]])
+            self.assertEqual(b"".join(proto.chunks), data)
+
+    def test_readOnLost(self) -> None:
+        """
+        A connection closed after a large message, read on in one turn,
+        delivers the message and reports the connection done.
+        """
+        proto, transport, peer = self.reading(lambda: True)
+        sexp, data = self.bigMessage(peer)
+        peer.close()
+        self.assertIs(self.readAll(transport), main.CONNECTION_DONE)
+        self.assertEqual(proto.messages, [sexp, [b"next"]])
 
     def readAll(self, transport: tcp.Server) -> Any:
         """
