@@ -378,6 +378,61 @@ class FloorTests(SynchronousTestCase):
         self.assertIn("encodeSeconds", result["extra"])
 
 
+class CPUPerCallTests(SynchronousTestCase):
+    """
+    Tests for L{benchmarks.cpupercall}: its summary and its own CPU reading
+    (nothing is timed).
+    """
+
+    skip = skipReason
+
+    def test_summary(self) -> None:
+        """
+        The summary gives the range of each figure over the rounds and the
+        ratio of the first system's rate to the last's, round by round.
+        """
+        from benchmarks import cpupercall
+
+        lines = cpupercall.summary(
+            {
+                "pbext": [(50000.0, 6.0, 5.5), (60000.0, 6.5, 5.0)],
+                "floor": [(100000.0, 4.5, 1.5), (100000.0, 4.4, 1.7)],
+            }
+        )
+        self.assertEqual(
+            lines,
+            [
+                "pbext    rate 50,000-60,000/s  client 6.0-6.5 us  "
+                "server 5.0-5.5 us per operation",
+                "floor    rate 100,000-100,000/s  client 4.4-4.5 us  "
+                "server 1.5-1.7 us per operation",
+                "rate pbext/floor by round: 0.50 0.60",
+            ],
+        )
+
+    def test_processCPU(self) -> None:
+        """
+        The CPU a process used, read from C{/proc}, is a number of seconds
+        that does not go down.
+        """
+        from benchmarks import cpupercall
+
+        if not os.path.exists(f"/proc/{os.getpid()}/stat"):
+            raise SkipTest("no /proc")
+        first = cpupercall.processCPU(os.getpid())
+        sum(range(10000))
+        self.assertGreaterEqual(cpupercall.processCPU(os.getpid()), first)
+        self.assertGreaterEqual(first, 0.0)
+
+    def test_usage(self) -> None:
+        """
+        A system whose server is not a Twisted reactor is refused.
+        """
+        from benchmarks import cpupercall
+
+        self.assertRaises(SystemExit, cpupercall.main, ["--systems", "pyro5"])
+
+
 class ChartTests(SynchronousTestCase):
     """
     Tests for L{benchmarks.chart}.
