@@ -1520,6 +1520,12 @@ typedef struct {
     struct QuickTemplate *quick;    /* how to read lastSpec's copies fast */
     ClassicCache classic;           /* see buildClassic */
     struct ClassicTemplate *classicQuick; /* see quickClassic */
+    /* The classic receive spec last found registered in Twisted's
+     * registry during this message (held), or NULL: not looked up again
+     * for each copy.  Forgotten when a message is complete and whenever
+     * the decoder is fed (Python code runs between), so that a change of
+     * the registry takes effect on the next message at the latest. */
+    PyObject *classicRegisteredSpec;
     /* Plain-jelly mode: recently decoded short dictionary keys, reused
      * (keys repeat from one dictionary to the next), and emptied
      * two-element lists kept for the next dictionary's pairs. */
@@ -1595,6 +1601,7 @@ DecoderCore_traverse(DecoderCore *self, visitproc visit, void *arg)
     }
     Py_VISIT(self->classic.spec);
     Py_VISIT(self->classic.keys);
+    Py_VISIT(self->classicRegisteredSpec);
     Py_VISIT(self->chunks);
     Py_VISIT(self->longString);
     Py_VISIT(self->stage);
@@ -1632,6 +1639,7 @@ releaseCaches(DecoderCore *self)
     Py_CLEAR(self->classic.spec);
     Py_CLEAR(self->classic.keys);
     self->classic.type = NULL;
+    Py_CLEAR(self->classicRegisteredSpec);
     if (self->quick != NULL) {
         Py_CLEAR(self->quick->spec);
         PyMem_Free(self->quick);
@@ -3009,9 +3017,15 @@ classicKeysAccepted(PyTypeObject *type, PyObject *spec, PyObject **keys,
  * NOT_PLAIN_C where the general parser must read it, NULL on error. */
 static PyObject *
 buildClassicQuick(PyObject *spec, PyObject **keys, PyObject **values,
-                  Py_ssize_t n, ClassicCache *cache)
+                  Py_ssize_t n, ClassicCache *cache, PyObject **registered)
 {
-    int ok = classicRegistered(spec);
+    /* Found registered earlier in this message: see
+     * DecoderCore.classicRegisteredSpec. */
+    int ok = *registered == spec ? 1 : classicRegistered(spec);
+    if (ok > 0 && *registered != spec) {
+        Py_INCREF(spec);
+        Py_XSETREF(*registered, spec);
+    }
     PyTypeObject *type = (PyTypeObject *)PyTuple_GET_ITEM(spec, 0);
     if (ok > 0) {
         ok = classicKeysAccepted(type, spec, keys, n, cache);
@@ -3204,7 +3218,8 @@ quickClassic(DecoderCore *self, PyObject *spec, const unsigned char *data,
     if (rc <= 0 || lists > self->maxTokens - *tokens) {
         goto out;
     }
-    result = buildClassicQuick(spec, keys, values, n, &self->classic);
+    result = buildClassicQuick(spec, keys, values, n, &self->classic,
+                               &self->classicRegisteredSpec);
     if (result == NOT_PLAIN_C) {
         result = NULL;
         goto out;
@@ -3248,6 +3263,9 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
                                   : messageOrigin + maxMessageBytes;
     Py_ssize_t stringLimit = end < messageLimit ? end : messageLimit;
     int status = 0;
+    /* Python code may have changed Twisted's registry since the last
+     * bytes: looked up again. */
+    Py_CLEAR(self->classicRegisteredSpec);
 
     for (;;) {
         Py_ssize_t start = pos;
@@ -3606,7 +3624,8 @@ decodeBuffer(DecoderCore *self, PyObject *buf, PyObject *emit,
         }
         if (self->keys != NULL || self->spare != NULL ||
             self->quick != NULL || self->classicQuick != NULL ||
-            self->classic.spec != NULL) {
+            self->classic.spec != NULL ||
+            self->classicRegisteredSpec != NULL) {
             releaseCaches(self);
         }
         tokens = 1;

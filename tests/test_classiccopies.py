@@ -538,6 +538,51 @@ class FusedClassicTests(SynchronousTestCase):
         self.assertIsNot(type(left), speedups.Jellied)
         self.assertEqual(fullUnjelly(left)[0], "refused")
 
+    def test_registryChangedBetweenMessages(self) -> None:
+        """
+        What the decoder found registered while reading one message is
+        not trusted for the next, nor after more bytes of the same
+        message: another class registered for the name, or the name
+        unregistered, by code that runs when a message is delivered (here
+        in the same bytes) or between two pieces of a message (cut
+        anywhere), takes effect for the copies after it.
+        """
+        receive = receiveTable((SENT, Received))
+        copies = stockJelly([Sent(i, i, f"p{i}") for i in range(3)])
+        message = codec._encodePython([b"answer", 1, copies], OUTGOING)
+
+        def decoder() -> Any:
+            made = codec.makeDecoder(
+                vocabulary=banana.Banana.incomingVocabulary, accelerated=True
+            )
+            made.setPlainJelly(True)
+            made.setPlainTypes(receive)
+            return made
+
+        received: list[Any] = []
+
+        def deliver(expression: Any) -> None:
+            received.append(expression)
+            jelly.unjellyableRegistry[SENT] = ReceivedChild
+
+        decoder().feedTo(message + message, deliver)
+        first, second = (element for (_, _, element) in received)
+        self.assertIs(type(first), speedups.Jellied)
+        self.assertEqual([type(o) for o in first.value], [Received] * 3)
+        self.assertIsNot(type(second), speedups.Jellied)
+        built = []
+        for cut in range(1, len(message)):
+            jelly.unjellyableRegistry[SENT] = Received
+            cutDecoder = decoder()
+            del received[:]
+            cutDecoder.feedTo(message[:cut], received.append)
+            del jelly.unjellyableRegistry[SENT]
+            cutDecoder.feedTo(message[cut:], received.append)
+            ((_, _, element),) = received
+            if type(element) is speedups.Jellied:
+                built.append(cut)
+        self.assertEqual(built, [])
+
     def decodeAll(self, receive: dict[bytes, Any], data: bytes, cut: int) -> Any:
         """
         The elements of the message C{data} decodes to in plain-jelly mode,
