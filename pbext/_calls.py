@@ -18,6 +18,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.spread import jelly, pb
 
+from pbext._accelerator import speedups as _speedups
 from pbext._violations import seconds, short
 from pbext._wire import CONTROL_NAME, PBEXT_DIALECT, CallTimeout, MessageTooLarge
 
@@ -33,6 +34,9 @@ ABANDONED_MEMORY = 4096
 #: C{twisted.spread.jelly} is a deprecation proxy, slow to read from.
 _DICTIONARY_ATOM: bytes = jelly.dictionary_atom
 
+#: The type of the values the accelerated decoder unjellied already.
+_JELLIED: Any = None if _speedups is None else _speedups.Jellied
+
 
 class OutgoingCalls:
     """
@@ -44,6 +48,7 @@ class OutgoingCalls:
         "_broker",
         "_serialization",
         "_unserializer",
+        "_jelliedAnswers",
         "_abandoned",
     )
 
@@ -63,6 +68,8 @@ class OutgoingCalls:
         self._broker = broker
         self._serialization = serialization
         self._unserializer = unserializer
+        # The serializer's unserialize gives a Jellied's value as it is.
+        self._jelliedAnswers = _JELLIED is not None and unserializer is serialization
         # Made when a call is first abandoned.
         self._abandoned: dict[int, None] | None = None
 
@@ -243,6 +250,11 @@ class OutgoingCalls:
             d = self._take(requestID, "answer")
             if d is None:
                 return
+        if self._jelliedAnswers and type(netResult) is _JELLIED:
+            # Unjellied by the decoder already: Serialization.unserialize
+            # would give its value.
+            d.callback(netResult.value)  # type: ignore[attr-defined] # a Jellied
+            return
         try:
             result = self._unserializer.unserialize(netResult)
         except Exception:

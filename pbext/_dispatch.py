@@ -333,58 +333,6 @@ class IncomingDispatch:
         if answerRequired:
             broker._sendError(fail, requestID)
 
-    def _findMethod(self, target: Any, name: str) -> Any:
-        """
-        The method a call of C{name} on C{target} runs, the way the
-        target's flavor finds it, as C{(method, perspective, extra)}
-        (C{extra}: the arguments the flavor passes first); or L{None} if
-        the target's C{remoteMessageReceived} is its own.
-        """
-        kind = type(target).remoteMessageReceived
-        perspective = None
-        extra: tuple[Any, ...] = ()
-        if isinstance(target, pb.AsReferenceable):
-            bound = target.__dict__.get("remoteMessageReceived")
-            owner = getattr(bound, "__self__", None)
-            if not (
-                isinstance(owner, pb.Avatar)
-                and type(owner).perspectiveMessageReceived
-                is pb.Avatar.perspectiveMessageReceived
-            ):
-                return None
-            obj, prefix, perspective = owner, "perspective_", owner
-        elif kind is flavors.Referenceable.remoteMessageReceived:
-            obj, prefix = target, "remote_"
-        elif kind is flavors.ViewPoint.remoteMessageReceived:
-            obj, prefix = target.object, "view_"
-            perspective = target.perspective
-            extra = (perspective,)
-        elif kind is flavors.RemoteCache.remoteMessageReceived:
-            obj, prefix = target, "observe_"
-        else:
-            return None
-        method = getattr(obj, prefix + name, None)
-        if method is None:
-            raise flavors.NoSuchMethod(f"No such method: {prefix}{name}")
-        return method, perspective, extra
-
-    @staticmethod
-    def _arguments(args: Any, kw: Any) -> Any:
-        """
-        The unjellied positional and keyword arguments of a call, checked,
-        with keyword names as C{str}.
-        """
-        if not isinstance(args, (tuple, list)) or not isinstance(kw, dict):
-            raise _jelly.MalformedJelly("call arguments are not a list and a dict")
-        if kw:
-            kw = {
-                (k.decode("utf-8") if isinstance(k, bytes) else k): v
-                for k, v in kw.items()
-            }
-            if not all(isinstance(k, str) for k in kw):
-                raise _jelly.MalformedJelly("keyword argument names must be strings")
-        return args, kw
-
     def dispatch(
         self,
         target: Any,
@@ -407,43 +355,32 @@ class IncomingDispatch:
         if type(target).remoteMessageReceived is _REFERENCEABLE and not isinstance(
             target, pb.AsReferenceable
         ):
-            # The commonest flavor inline (as _findMethod finds it).
+            # The commonest flavor inline (as findMethod finds it).
             method = getattr(target, "remote_" + name, None)
             if method is None:
                 raise flavors.NoSuchMethod(f"No such method: remote_{name}")
             perspective = None
             extra: tuple[Any, ...] = ()
         else:
-            found = self._findMethod(target, name)
+            found = findMethod(target, name)
             if found is None:
                 return self._classicDispatch(target, name, netArgs, netKw)
             method, perspective, extra = found
-        if (
-            self._jelliedArguments
-            and type(netArgs) is _JELLIED
-            and type(netKw) is _JELLIED
-        ):
-            # The usual case inline: what Serialization.unserialize gives.
-            args = netArgs.value
-            kw = netKw.value
+        if self._jelliedArguments and type(netArgs) is type(netKw) is _JELLIED:
+            # Made by the decoder: what Serialization.unserialize gives.
+            args, kw = netArgs.value, netKw.value
         else:
             unserializer = self._unserializer
             args = unserializer.unserialize(netArgs, perspective)
             kw = unserializer.unserialize(netKw, perspective)
         if kw or type(kw) is not dict or type(args) not in (tuple, list):
-            args, kw = self._arguments(args, kw)
+            args, kw = checkedArguments(args, kw)
         # Annotations are checked only when the program asked for it (the
         # factory's typedCalls, or pbext.typed on the method or its class):
         # otherwise the method is called as classic PB calls it.
         checker = None
         if self._broker.typedCalls or typecheck.isTyped(method):
-            # The compiled checks of the method, looked up once per call; for
-            # a method without annotations both checks are skipped.
-            checker = typecheck._callChecker(method)
-            if checker.checksArguments:
-                checker.checkArguments((*extra, *args), kw)
-                # -- pbext.streams: and the items of stream arguments --
-                _streams.checkArgumentItems(method, (*extra, *args), kw)
+            checker = _checkArguments(method, extra, args, kw)
         state = method(*extra, *args, **kw)
         if type(state) not in _NEVER_AWAITABLE and inspect.isawaitable(state):
             state = defer.ensureDeferred(state)  # type: ignore[arg-type] # an awaitable, not only a coroutine
@@ -472,6 +409,74 @@ class IncomingDispatch:
                 broker.serialize
             )
         return result
+
+
+def findMethod(target: Any, name: str) -> Any:
+    """
+    The method a call of C{name} on C{target} runs, the way the
+    target's flavor finds it, as C{(method, perspective, extra)}
+    (C{extra}: the arguments the flavor passes first); or L{None} if
+    the target's C{remoteMessageReceived} is its own.
+    """
+    kind = type(target).remoteMessageReceived
+    perspective = None
+    extra: tuple[Any, ...] = ()
+    if isinstance(target, pb.AsReferenceable):
+        bound = target.__dict__.get("remoteMessageReceived")
+        owner = getattr(bound, "__self__", None)
+        if not (
+            isinstance(owner, pb.Avatar)
+            and type(owner).perspectiveMessageReceived
+            is pb.Avatar.perspectiveMessageReceived
+        ):
+            return None
+        obj, prefix, perspective = owner, "perspective_", owner
+    elif kind is flavors.Referenceable.remoteMessageReceived:
+        obj, prefix = target, "remote_"
+    elif kind is flavors.ViewPoint.remoteMessageReceived:
+        obj, prefix = target.object, "view_"
+        perspective = target.perspective
+        extra = (perspective,)
+    elif kind is flavors.RemoteCache.remoteMessageReceived:
+        obj, prefix = target, "observe_"
+    else:
+        return None
+    method = getattr(obj, prefix + name, None)
+    if method is None:
+        raise flavors.NoSuchMethod(f"No such method: {prefix}{name}")
+    return method, perspective, extra
+
+
+def checkedArguments(args: Any, kw: Any) -> Any:
+    """
+    The unjellied positional and keyword arguments of a call, checked,
+    with keyword names as C{str}.
+    """
+    if not isinstance(args, (tuple, list)) or not isinstance(kw, dict):
+        raise _jelly.MalformedJelly("call arguments are not a list and a dict")
+    if kw:
+        kw = {
+            (k.decode("utf-8") if isinstance(k, bytes) else k): v for k, v in kw.items()
+        }
+        if not all(isinstance(k, str) for k in kw):
+            raise _jelly.MalformedJelly("keyword argument names must be strings")
+    return args, kw
+
+
+def _checkArguments(
+    method: Any, extra: tuple[Any, ...], args: Any, kw: dict[str, Any]
+) -> Any:
+    """
+    Check the arguments of a typed call of C{method} against its
+    annotations, and return its compiled checks (looked up once per call;
+    for a method without annotations both checks are skipped).
+    """
+    checker = typecheck._callChecker(method)
+    if checker.checksArguments:
+        checker.checkArguments((*extra, *args), kw)
+        # -- pbext.streams: and the items of stream arguments --
+        _streams.checkArgumentItems(method, (*extra, *args), kw)
+    return checker
 
 
 def _checkReturn(value: Any, method: Any) -> Any:
