@@ -37,6 +37,10 @@ _DICTIONARY_ATOM: bytes = jelly.dictionary_atom
 #: The type of the values the accelerated decoder unjellied already.
 _JELLIED: Any = None if _speedups is None else _speedups.Jellied
 
+#: What jelly expressions that are not lists may be: each stands for itself
+#: (every unjellier gives it as it is).
+_ATOMS = frozenset({int, float, bytes})
+
 
 class OutgoingCalls:
     """
@@ -48,7 +52,7 @@ class OutgoingCalls:
         "_broker",
         "_serialization",
         "_unserializer",
-        "_jelliedAnswers",
+        "_inlineAnswers",
         "_abandoned",
     )
 
@@ -68,8 +72,9 @@ class OutgoingCalls:
         self._broker = broker
         self._serialization = serialization
         self._unserializer = unserializer
-        # The serializer's unserialize gives a Jellied's value as it is.
-        self._jelliedAnswers = _JELLIED is not None and unserializer is serialization
+        # The serializer's unserialize gives a Jellied's value, and an atom,
+        # as they are: answers the decoder made need no call to it.
+        self._inlineAnswers = unserializer is serialization
         # Made when a call is first abandoned.
         self._abandoned: dict[int, None] | None = None
 
@@ -250,11 +255,14 @@ class OutgoingCalls:
             d = self._take(requestID, "answer")
             if d is None:
                 return
-        if self._jelliedAnswers and type(netResult) is _JELLIED:
-            # Unjellied by the decoder already: Serialization.unserialize
-            # would give its value.
-            d.callback(netResult.value)  # type: ignore[attr-defined] # a Jellied
-            return
+        if self._inlineAnswers:
+            kind = type(netResult)
+            if kind is _JELLIED:
+                d.callback(netResult.value)  # type: ignore[attr-defined] # a Jellied
+                return
+            if kind in _ATOMS:
+                d.callback(netResult)
+                return
         try:
             result = self._unserializer.unserialize(netResult)
         except Exception:
