@@ -18,6 +18,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.spread import jelly, pb
 
+from pbext._accelerator import speedups as _speedups
 from pbext._violations import seconds, short
 from pbext._wire import CONTROL_NAME, PBEXT_DIALECT, CallTimeout, MessageTooLarge
 
@@ -33,6 +34,13 @@ ABANDONED_MEMORY = 4096
 #: C{twisted.spread.jelly} is a deprecation proxy, slow to read from.
 _DICTIONARY_ATOM: bytes = jelly.dictionary_atom
 
+#: The type of the values the accelerated decoder unjellied already.
+_JELLIED: Any = None if _speedups is None else _speedups.Jellied
+
+#: What jelly expressions that are not lists may be: each stands for itself
+#: (every unjellier gives it as it is).
+_ATOMS = frozenset({int, float, bytes})
+
 
 class OutgoingCalls:
     """
@@ -44,6 +52,7 @@ class OutgoingCalls:
         "_broker",
         "_serialization",
         "_unserializer",
+        "_inlineAnswers",
         "_abandoned",
     )
 
@@ -63,6 +72,9 @@ class OutgoingCalls:
         self._broker = broker
         self._serialization = serialization
         self._unserializer = unserializer
+        # The serializer's unserialize gives a Jellied's value, and an atom,
+        # as they are: answers the decoder made need no call to it.
+        self._inlineAnswers = unserializer is serialization
         # Made when a call is first abandoned.
         self._abandoned: dict[int, None] | None = None
 
@@ -242,6 +254,14 @@ class OutgoingCalls:
         if d is None:
             d = self._take(requestID, "answer")
             if d is None:
+                return
+        if self._inlineAnswers:
+            kind = type(netResult)
+            if kind is _JELLIED:
+                d.callback(netResult.value)  # type: ignore[attr-defined] # a Jellied
+                return
+            if kind in _ATOMS:
+                d.callback(netResult)
                 return
         try:
             result = self._unserializer.unserialize(netResult)

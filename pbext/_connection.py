@@ -155,7 +155,14 @@ def wireParts(
         broker, broker._pbextLimits, holdsBack=kind.sendEncoded is base.sendEncoded
     )
     broker._pbextDispatcher = IncomingDispatch(
-        broker, serialization, unserializerOf(broker, base)
+        broker,
+        serialization,
+        unserializerOf(broker, base),
+        directAnswers=(
+            kind._sendAnswer is base._sendAnswer
+            and kind.sendCall is base.sendCall
+            and kind.sendEncoded is base.sendEncoded
+        ),
     )
     # How encoded messages reach the transport (see FlowControl.connect).
     broker._pbextWrite = broker._pbextWriteToTransport

@@ -19,11 +19,13 @@ from twisted.cred.error import LoginFailed
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.spread import flavors, jelly, pb
+from twisted.spread import banana, flavors, jelly, pb
 
-from pbext import _jelly, keepalive, typecheck
+from pbext import _flow, _jelly, keepalive, typecheck
 from pbext import streams as _streams
+from pbext._accelerator import speedups as _speedups
 from pbext._wire import MessageTooLarge, PolicyViolation
+from pbext.codec import encodePieces
 
 if TYPE_CHECKING:
     from pbext._serialization import Serialization
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
 _NEVER_AWAITABLE = frozenset(
     {int, float, str, bytes, bool, type(None), list, tuple, dict, set, frozenset}
 )
+
+#: The type of the arguments the accelerated decoder unjellied already.
+_JELLIED: Any = None if _speedups is None else _speedups.Jellied
 
 #: How a L{pb.Referenceable} receives calls: C{remote_} methods.
 _REFERENCEABLE = flavors.Referenceable.remoteMessageReceived
@@ -68,6 +73,8 @@ class IncomingDispatch:
         "_unserializer",
         "_policy",
         "_maxCalls",
+        "_directAnswers",
+        "_jelliedArguments",
         "running",
     )
 
@@ -76,6 +83,7 @@ class IncomingDispatch:
         broker: Broker,
         serialization: Serialization,
         unserializer: Serialization | Broker,
+        directAnswers: bool = False,
     ) -> None:
         """
         @param serialization: the broker's serializer: results are its
@@ -83,10 +91,18 @@ class IncomingDispatch:
         @param unserializer: whose C{unserialize} arguments go through:
             the broker's serializer, or the broker if its class overrides
             C{unserialize}.
+        @param directAnswers: whether the broker's class sends answers as
+            pbext's broker does (it overrides none of C{_sendAnswer},
+            C{sendCall} and C{sendEncoded}), so that L{sendAnswer} may
+            send them without that chain of calls.
         """
         self._broker = broker
         self._serialization = serialization
         self._unserializer = unserializer
+        self._directAnswers = directAnswers
+        # The serializer's unserialize gives a Jellied's value as it is:
+        # arguments the decoder made need no call to it.
+        self._jelliedArguments = _JELLIED is not None and unserializer is serialization
         self._policy = broker._pbextPolicy
         self._maxCalls = broker._pbextLimits.maxOutstandingCalls
         self.running: dict[int, defer.Deferred[Any]] = {}
@@ -222,7 +238,10 @@ class IncomingDispatch:
         if isinstance(result, defer.Deferred):
             self._track(result, requestID, answerRequired, name)
         elif answerRequired:
-            broker._sendAnswer(result, requestID)
+            if self._directAnswers:
+                sendAnswer(broker, result, requestID)
+            else:
+                broker._sendAnswer(result, requestID)
 
     def _refused(
         self, e: BaseException, requestID: int, answerRequired: object, name: str
@@ -314,58 +333,6 @@ class IncomingDispatch:
         if answerRequired:
             broker._sendError(fail, requestID)
 
-    def _findMethod(self, target: Any, name: str) -> Any:
-        """
-        The method a call of C{name} on C{target} runs, the way the
-        target's flavor finds it, as C{(method, perspective, extra)}
-        (C{extra}: the arguments the flavor passes first); or L{None} if
-        the target's C{remoteMessageReceived} is its own.
-        """
-        kind = type(target).remoteMessageReceived
-        perspective = None
-        extra: tuple[Any, ...] = ()
-        if isinstance(target, pb.AsReferenceable):
-            bound = target.__dict__.get("remoteMessageReceived")
-            owner = getattr(bound, "__self__", None)
-            if not (
-                isinstance(owner, pb.Avatar)
-                and type(owner).perspectiveMessageReceived
-                is pb.Avatar.perspectiveMessageReceived
-            ):
-                return None
-            obj, prefix, perspective = owner, "perspective_", owner
-        elif kind is flavors.Referenceable.remoteMessageReceived:
-            obj, prefix = target, "remote_"
-        elif kind is flavors.ViewPoint.remoteMessageReceived:
-            obj, prefix = target.object, "view_"
-            perspective = target.perspective
-            extra = (perspective,)
-        elif kind is flavors.RemoteCache.remoteMessageReceived:
-            obj, prefix = target, "observe_"
-        else:
-            return None
-        method = getattr(obj, prefix + name, None)
-        if method is None:
-            raise flavors.NoSuchMethod(f"No such method: {prefix}{name}")
-        return method, perspective, extra
-
-    @staticmethod
-    def _arguments(args: Any, kw: Any) -> Any:
-        """
-        The unjellied positional and keyword arguments of a call, checked,
-        with keyword names as C{str}.
-        """
-        if not isinstance(args, (tuple, list)) or not isinstance(kw, dict):
-            raise _jelly.MalformedJelly("call arguments are not a list and a dict")
-        if kw:
-            kw = {
-                (k.decode("utf-8") if isinstance(k, bytes) else k): v
-                for k, v in kw.items()
-            }
-            if not all(isinstance(k, str) for k in kw):
-                raise _jelly.MalformedJelly("keyword argument names must be strings")
-        return args, kw
-
     def dispatch(
         self,
         target: Any,
@@ -388,34 +355,32 @@ class IncomingDispatch:
         if type(target).remoteMessageReceived is _REFERENCEABLE and not isinstance(
             target, pb.AsReferenceable
         ):
-            # The commonest flavor inline (as _findMethod finds it).
+            # The commonest flavor inline (as findMethod finds it).
             method = getattr(target, "remote_" + name, None)
             if method is None:
                 raise flavors.NoSuchMethod(f"No such method: remote_{name}")
             perspective = None
             extra: tuple[Any, ...] = ()
         else:
-            found = self._findMethod(target, name)
+            found = findMethod(target, name)
             if found is None:
                 return self._classicDispatch(target, name, netArgs, netKw)
             method, perspective, extra = found
-        unserializer = self._unserializer
-        args = unserializer.unserialize(netArgs, perspective)
-        kw = unserializer.unserialize(netKw, perspective)
+        if self._jelliedArguments and type(netArgs) is type(netKw) is _JELLIED:
+            # Made by the decoder: what Serialization.unserialize gives.
+            args, kw = netArgs.value, netKw.value
+        else:
+            unserializer = self._unserializer
+            args = unserializer.unserialize(netArgs, perspective)
+            kw = unserializer.unserialize(netKw, perspective)
         if kw or type(kw) is not dict or type(args) not in (tuple, list):
-            args, kw = self._arguments(args, kw)
+            args, kw = checkedArguments(args, kw)
         # Annotations are checked only when the program asked for it (the
         # factory's typedCalls, or pbext.typed on the method or its class):
         # otherwise the method is called as classic PB calls it.
         checker = None
         if self._broker.typedCalls or typecheck.isTyped(method):
-            # The compiled checks of the method, looked up once per call; for
-            # a method without annotations both checks are skipped.
-            checker = typecheck._callChecker(method)
-            if checker.checksArguments:
-                checker.checkArguments((*extra, *args), kw)
-                # -- pbext.streams: and the items of stream arguments --
-                _streams.checkArgumentItems(method, (*extra, *args), kw)
+            checker = _checkArguments(method, extra, args, kw)
         state = method(*extra, *args, **kw)
         if type(state) not in _NEVER_AWAITABLE and inspect.isawaitable(state):
             state = defer.ensureDeferred(state)  # type: ignore[arg-type] # an awaitable, not only a coroutine
@@ -446,9 +411,115 @@ class IncomingDispatch:
         return result
 
 
+def findMethod(target: Any, name: str) -> Any:
+    """
+    The method a call of C{name} on C{target} runs, the way the
+    target's flavor finds it, as C{(method, perspective, extra)}
+    (C{extra}: the arguments the flavor passes first); or L{None} if
+    the target's C{remoteMessageReceived} is its own.
+    """
+    kind = type(target).remoteMessageReceived
+    perspective = None
+    extra: tuple[Any, ...] = ()
+    if isinstance(target, pb.AsReferenceable):
+        bound = target.__dict__.get("remoteMessageReceived")
+        owner = getattr(bound, "__self__", None)
+        if not (
+            isinstance(owner, pb.Avatar)
+            and type(owner).perspectiveMessageReceived
+            is pb.Avatar.perspectiveMessageReceived
+        ):
+            return None
+        obj, prefix, perspective = owner, "perspective_", owner
+    elif kind is flavors.Referenceable.remoteMessageReceived:
+        obj, prefix = target, "remote_"
+    elif kind is flavors.ViewPoint.remoteMessageReceived:
+        obj, prefix = target.object, "view_"
+        perspective = target.perspective
+        extra = (perspective,)
+    elif kind is flavors.RemoteCache.remoteMessageReceived:
+        obj, prefix = target, "observe_"
+    else:
+        return None
+    method = getattr(obj, prefix + name, None)
+    if method is None:
+        raise flavors.NoSuchMethod(f"No such method: {prefix}{name}")
+    return method, perspective, extra
+
+
+def checkedArguments(args: Any, kw: Any) -> Any:
+    """
+    The unjellied positional and keyword arguments of a call, checked,
+    with keyword names as C{str}.
+    """
+    if not isinstance(args, (tuple, list)) or not isinstance(kw, dict):
+        raise _jelly.MalformedJelly("call arguments are not a list and a dict")
+    if kw:
+        kw = {
+            (k.decode("utf-8") if isinstance(k, bytes) else k): v for k, v in kw.items()
+        }
+        if not all(isinstance(k, str) for k in kw):
+            raise _jelly.MalformedJelly("keyword argument names must be strings")
+    return args, kw
+
+
+def _checkArguments(
+    method: Any, extra: tuple[Any, ...], args: Any, kw: dict[str, Any]
+) -> Any:
+    """
+    Check the arguments of a typed call of C{method} against its
+    annotations, and return its compiled checks (looked up once per call;
+    for a method without annotations both checks are skipped).
+    """
+    checker = typecheck._callChecker(method)
+    if checker.checksArguments:
+        checker.checkArguments((*extra, *args), kw)
+        # -- pbext.streams: and the items of stream arguments --
+        _streams.checkArgumentItems(method, (*extra, *args), kw)
+    return checker
+
+
 def _checkReturn(value: Any, method: Any) -> Any:
     typecheck.checkReturn(method, value)
     return value
+
+
+def sendAnswer(broker: Broker, netResult: Any, requestID: int) -> None:
+    """
+    Send the answer C{netResult} to C{requestID} on C{broker}, whose class
+    keeps pbext's C{_sendAnswer}, C{sendCall} and C{sendEncoded}.
+
+    While answers are held back to leave together (see
+    L{pbext._flow.FlowControl.drain}), a small one is encoded and added to
+    them here, without that chain of calls; anything else, and any
+    failure, goes the way C{sendCall} takes it.
+    """
+    flow = broker._pbextFlow
+    batch = flow.batch
+    if batch is None or broker._pbextDropped:
+        broker._sendAnswer(netResult, requestID)
+        return
+    exp = (b"answer", requestID, netResult)
+    try:
+        pieces = encodePieces(
+            exp,
+            broker._pbextOutgoingVocabulary(),
+            broker._pbextLimits.maxOutgoingMessageBytes,
+        )
+        if len(pieces) == 1:
+            data = pieces[0]
+            size = len(data)
+            if flow.batchBytes + size <= _flow.BATCH_BYTES:
+                # What _flow.hold does with a message that fits.
+                batch.append(data)
+                flow.batchBytes += size
+                return
+        _flow.send(flow, pieces)
+    except Exception as e:
+        # As Broker.sendCall handles it: too large, or a prepared value
+        # its own code changed.
+        if not notSent(broker, exp, e if isinstance(e, banana.BananaError) else None):
+            raise
 
 
 def sendError(broker: Broker, fail: Any, requestID: int) -> None:

@@ -10,6 +10,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from pbext._calls import ABANDONED_MEMORY
+from pbext._serialization import Serialization
 from pbext.broker import CallTimeout
 from tests._parts import connect, rootOf
 
@@ -110,3 +111,39 @@ class OutgoingCallsTests(SynchronousTestCase):
         failure = self.failureResultOf(d)
         self.assertIn("the method failed", str(failure.value))
         self.flushLoggedErrors(ValueError)
+
+
+class InlineAnswerTests(SynchronousTestCase):
+    """
+    An answer that needs no unjellying reaches its caller without the
+    serializer's C{unserialize}; any other answer goes through it.
+    """
+
+    def test_atomsAndListsAnswered(self) -> None:
+        """
+        An int, float or bytes answer is given to its caller as it is,
+        without a call to C{Serialization.unserialize}; a list answer is
+        unjellied (by the decoder when accelerated, else by
+        C{unserialize}) and arrives equal to what was sent.
+        """
+        seen: list[object] = []
+        original = Serialization.unserialize
+
+        def spy(self: Serialization, sexp: Any, perspective: Any = None) -> Any:
+            seen.append(sexp)
+            return original(self, sexp, perspective)
+
+        self.patch(Serialization, "unserialize", spy)
+        connection, server, client, root = connect(self)
+        ref = rootOf(connection)
+        del seen[:]
+        results = [ref.callRemote("echo", v) for v in (42, 2.5, b"x")]
+        connection.pump()
+        self.assertEqual([self.successResultOf(d) for d in results], [42, 2.5, b"x"])
+        # Only lists (the server's arguments, in pure-Python mode) went
+        # through it: never an answer that is an atom.
+        self.assertEqual([s for s in seen if type(s) in (int, float, bytes)], [])
+        del seen[:]
+        d = ref.callRemote("echo", [1, "two"])
+        connection.pump()
+        self.assertEqual(self.successResultOf(d), [1, "two"])
