@@ -5018,6 +5018,36 @@ static int writeMember(Encoder *e, PyObject *obj, Seen *seen);
 #define TYPED_BYTES_LONGEST 1024
 
 /*
+ * Keep the bytes written from mark on as the encoder's template for spec,
+ * with *offsets (n + 2 of them: where each of the n keys starts, the last
+ * filled in here) and *keys (the keys of the state they were made for, a
+ * tuple, for a classic copy; NULL for a registered type).  Both are taken
+ * over on success (*offsets and *keys set to NULL).  Returns 1, or -1 on
+ * error.
+ */
+static int
+keepTemplate(Encoder *e, PyObject *spec, Py_ssize_t mark,
+             Py_ssize_t **offsets, Py_ssize_t n, PyObject **keys)
+{
+    (*offsets)[n + 1] = e->size - mark;
+    PyObject *bytes = PyBytes_FromStringAndSize(e->data + mark,
+                                                e->size - mark);
+    if (bytes == NULL) {
+        return -1;
+    }
+    Py_INCREF(spec);
+    Py_XSETREF(e->typedSpec, spec);
+    Py_XSETREF(e->typedBytes, bytes);
+    Py_XSETREF(e->typedKeys, *keys);
+    *keys = NULL;
+    PyMem_Free(e->typedOffsets);
+    e->typedOffsets = *offsets;
+    *offsets = NULL;
+    e->typedFields = n;
+    return 1;
+}
+
+/*
  * The bytes every object of a registered class starts with, and those of
  * each field's key, as writeTyped writes them for this encoding (they
  * depend on its vocabulary): kept for the last class written, since a
@@ -5072,21 +5102,8 @@ typedBytes(Encoder *e, PyObject *spec)
             goto out;
         }
     }
-    offsets[n + 1] = e->size - mark;
-    PyObject *bytes = PyBytes_FromStringAndSize(e->data + mark,
-                                                e->size - mark);
-    if (bytes == NULL) {
-        goto out;
-    }
-    Py_INCREF(spec);
-    Py_XSETREF(e->typedSpec, spec);
-    Py_XSETREF(e->typedBytes, bytes);
-    Py_CLEAR(e->typedKeys);
-    PyMem_Free(e->typedOffsets);
-    e->typedOffsets = offsets;
-    offsets = NULL;
-    e->typedFields = n;
-    rc = 1;
+    PyObject *noKeys = NULL;
+    rc = keepTemplate(e, spec, mark, &offsets, n, &noKeys);
 out:
     PyMem_Free(offsets);
     e->size = mark;
@@ -5192,22 +5209,7 @@ keepClassicBytes(Encoder *e, PyObject *spec, PyObject **keys, Py_ssize_t n)
             goto out;
         }
     }
-    offsets[n + 1] = e->size - mark;
-    PyObject *bytes = PyBytes_FromStringAndSize(e->data + mark,
-                                                e->size - mark);
-    if (bytes == NULL) {
-        goto out;
-    }
-    Py_INCREF(spec);
-    Py_XSETREF(e->typedSpec, spec);
-    Py_XSETREF(e->typedBytes, bytes);
-    Py_XSETREF(e->typedKeys, keyTuple);
-    keyTuple = NULL;
-    PyMem_Free(e->typedOffsets);
-    e->typedOffsets = offsets;
-    offsets = NULL;
-    e->typedFields = n;
-    rc = 1;
+    rc = keepTemplate(e, spec, mark, &offsets, n, &keyTuple);
 out:
     Py_XDECREF(keyTuple);
     PyMem_Free(offsets);
