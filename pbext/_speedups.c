@@ -3852,6 +3852,18 @@ parseHeldFrom(DecoderCore *self, PyObject *buf, PyObject *emit,
     return rc;
 }
 
+/* Copy the held chunks, one after the other, to out; return the end. */
+static char *
+copyHeld(DecoderCore *self, char *out)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self->chunks); i++) {
+        PyObject *chunk = PyList_GET_ITEM(self->chunks, i);
+        memcpy(out, PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk));
+        out += PyBytes_GET_SIZE(chunk);
+    }
+    return out;
+}
+
 /* Parse buf (stolen) whole, as parseHeldFrom does. */
 static int
 parseHeld(DecoderCore *self, PyObject *buf, PyObject *emit,
@@ -3912,12 +3924,7 @@ completeHeld(DecoderCore *self, PyObject *buf, PyObject *emit,
         if (joined == NULL) {
             return -1;
         }
-        char *out = PyBytes_AS_STRING(joined);
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self->chunks); i++) {
-            PyObject *chunk = PyList_GET_ITEM(self->chunks, i);
-            memcpy(out, PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk));
-            out += PyBytes_GET_SIZE(chunk);
-        }
+        char *out = copyHeld(self, PyBytes_AS_STRING(joined));
         memcpy(out, PyBytes_AS_STRING(buf) + used, want);
         used += want;
         if (parseHeld(self, joined, emit, received, NULL) < 0) {
@@ -4035,12 +4042,7 @@ decode(DecoderCore *self, PyObject *data, PyObject *emit, PyObject *received)
         if (buf == NULL) {
             return -1;
         }
-        char *out = PyBytes_AS_STRING(buf);
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(self->chunks); i++) {
-            PyObject *chunk = PyList_GET_ITEM(self->chunks, i);
-            memcpy(out, PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk));
-            out += PyBytes_GET_SIZE(chunk);
-        }
+        copyHeld(self, PyBytes_AS_STRING(buf));
     }
     return parseHeld(self, buf, emit, received, first);
 }
