@@ -12,15 +12,18 @@ classic code (L{pbext.keepalive.pingPeer}, applications) expects.
 
 from __future__ import annotations
 
+from types import MethodType as _MethodType
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
-from twisted.spread import jelly, pb
+from twisted.spread import banana, jelly, pb
 
+from pbext import _flow
 from pbext._accelerator import speedups as _speedups
 from pbext._violations import seconds, short
 from pbext._wire import CONTROL_NAME, PBEXT_DIALECT, CallTimeout, MessageTooLarge
+from pbext.codec import encodePieces
 
 if TYPE_CHECKING:
     from pbext._serialization import Serialization
@@ -37,9 +40,23 @@ _DICTIONARY_ATOM: bytes = jelly.dictionary_atom
 #: The type of the values the accelerated decoder unjellied already.
 _JELLIED: Any = None if _speedups is None else _speedups.Jellied
 
+#: The accelerated encoder's check and preparation of a plain value (see
+#: L{pbext._serialization.Serialization.serializeOut}).
+_preparePlain: Any = None if _speedups is None else _speedups.preparePlain
+
 #: What jelly expressions that are not lists may be: each stands for itself
 #: (every unjellier gives it as it is).
 _ATOMS = frozenset({int, float, bytes})
+
+
+def _cancelCall(call: tuple[OutgoingCalls, int], d: defer.Deferred[Any]) -> None:
+    """
+    The canceller of a call's Deferred, bound to its table and request ID
+    (C{call}): abandon the call.  Bound with L{types.MethodType}, which
+    costs less per call than a closure.
+    """
+    calls, requestID = call
+    calls.abandon(requestID)
 
 
 class OutgoingCalls:
@@ -54,6 +71,8 @@ class OutgoingCalls:
         "_unserializer",
         "_inlineAnswers",
         "_abandoned",
+        "_direct",
+        "_routed",
     )
 
     def __init__(
@@ -61,6 +80,8 @@ class OutgoingCalls:
         broker: Broker,
         serialization: Serialization,
         unserializer: Serialization | Broker,
+        direct: bool = False,
+        routed: bool = False,
     ) -> None:
         """
         @param serialization: the broker's serializer: call arguments are
@@ -68,6 +89,14 @@ class OutgoingCalls:
         @param unserializer: whose C{unserialize} answers go through: the
             broker's serializer, or the broker if its class overrides
             C{unserialize}.
+        @param direct: whether the broker's class keeps Twisted's
+            C{newRequestID} and pbext's C{sendCall} and C{sendEncoded}, so
+            that a call may be numbered and sent without calling them (see
+            L{_sendCall}).
+        @param routed: whether the broker's class keeps pbext's
+            C{callExpressionReceived}, C{expressionReceived} and
+            C{proto_answer}, so that answers may come straight here (see
+            L{answerer}).
         """
         self._broker = broker
         self._serialization = serialization
@@ -75,68 +104,10 @@ class OutgoingCalls:
         # The serializer's unserialize gives a Jellied's value, and an atom,
         # as they are: answers the decoder made need no call to it.
         self._inlineAnswers = unserializer is serialization
+        self._direct = direct
+        self._routed = routed
         # Made when a call is first abandoned.
         self._abandoned: dict[int, None] | None = None
-
-    def send(
-        self,
-        prefix: bytes,
-        perspective: Any,
-        objectID: Any,
-        message: bytes,
-        args: tuple[Any, ...],
-        kw: dict[str, Any],
-    ) -> defer.Deferred[Any] | None:
-        """
-        Send a call as L{pb.Broker._sendMessage} does, with a timeout (the
-        C{pbtimeout} keyword, or the broker's C{callTimeout}) and cancellation.
-        """
-        broker = self._broker
-        timeout = kw.pop("pbtimeout", broker.callTimeout)
-        if "pbcallback" in kw or "pberrback" in kw:
-            # The deprecated callback keywords: Twisted's own path.
-            return self._sendChained(
-                prefix, perspective, objectID, message, args, kw, timeout
-            )
-        answerRequired = kw.pop("pbanswer", 1)
-        if broker.disconnected:
-            raise pb.DeadReferenceError("Calling Stale Broker")
-        try:
-            serializeOut = self._serialization.serializeOut
-            netArgs = serializeOut(args, perspective, message)
-            # No keywords, the usual case: their jelly is always this.
-            netKw = serializeOut(kw, perspective, message) if kw else [_DICTIONARY_ATOM]
-        except BaseException:
-            return defer.fail(Failure())
-        requestID = broker.newRequestID()
-        result: defer.Deferred[Any] | None = None
-        if answerRequired:
-            # One Deferred, waited for, returned, and cancellable.
-            def cancel(d: defer.Deferred[Any]) -> None:
-                self.abandon(requestID)
-
-            result = defer.Deferred(cancel)
-            broker.waitingForAnswers[requestID] = result
-        broker.sendCall(
-            prefix + b"message",
-            requestID,
-            objectID,
-            message,
-            answerRequired,
-            netArgs,
-            netKw,
-        )
-        if (
-            result is not None
-            and timeout is not None
-            and broker.waitingForAnswers.get(requestID) is result
-        ):
-            result.addTimeout(
-                timeout,
-                broker._pbextGetClock(),
-                self._onTimeout(requestID, timeout, message),
-            )
-        return result
 
     def _sendChained(
         self,
@@ -175,6 +146,26 @@ class OutgoingCalls:
                 self._onTimeout(requestID, timeout, message),
             )
         return outer
+
+    def _startTimeout(
+        self,
+        result: defer.Deferred[Any],
+        requestID: int,
+        timeout: float,
+        message: bytes | str,
+    ) -> None:
+        """
+        Time out the call C{requestID} waited for by C{result} after
+        C{timeout} seconds, if it still waits (it may be answered or failed
+        already).
+        """
+        broker = self._broker
+        if broker.waitingForAnswers.get(requestID) is result:
+            result.addTimeout(
+                timeout,
+                broker._pbextGetClock(),
+                self._onTimeout(requestID, timeout, message),
+            )
 
     @staticmethod
     def _onTimeout(
@@ -243,6 +234,19 @@ class OutgoingCalls:
                 )
         return d
 
+    def answerer(self) -> Callable[[object, object], None] | None:
+        """
+        Where the queue's drain (L{pbext._flow.handleQueued}) may hand an
+        C{answer} expression's request ID and value, without the broker's
+        C{callExpressionReceived}, C{expressionReceived} and
+        C{proto_answer} it would pass through: L{answer}, if the broker's
+        class keeps those and a dialect is chosen (as those would check),
+        else L{None}.
+        """
+        if self._routed and self._broker.currentDialect:
+            return self.answer
+        return None
+
     def answer(self, requestID: object, netResult: object) -> None:
         """
         The answer to C{requestID} arrived: give its caller the value.
@@ -301,3 +305,116 @@ class OutgoingCalls:
         else:
             d.errback(MessageTooLarge(f"call not sent: {error}"))
         return True
+
+
+def sendMessage(
+    broker: Broker,
+    prefix: bytes,
+    perspective: Any,
+    objectID: Any,
+    message: bytes,
+    args: tuple[Any, ...],
+    kw: dict[str, Any],
+) -> defer.Deferred[Any] | None:
+    """
+    Send a call as L{pb.Broker._sendMessage} does, with a timeout (the
+    C{pbtimeout} keyword, or the broker's C{callTimeout}) and cancellation:
+    the broker's C{_sendMessage} (L{pbext.broker.Broker._sendMessage} is
+    this function, so that a call costs no Python call more).
+
+    The deprecated C{pbcallback} and C{pberrback} keywords take Twisted's
+    own path (L{OutgoingCalls._sendChained}).  Keyword arguments go
+    through the serializer's C{serializeOut}; a tuple of arguments takes
+    its plain path inline (a tuple is no Deferred), with the vocabulary of
+    the broker's C{_pbextOutgoingVocabulary}, found inline too.  The call
+    is numbered inline if the broker's class keeps Twisted's
+    C{newRequestID}, and sent by L{_transmit}.
+    """
+    calls = broker._pbextCalls or broker._pbextOutgoing()
+    timeout = broker.callTimeout
+    answerRequired = 1
+    if kw:
+        timeout = kw.pop("pbtimeout", timeout)
+        if "pbcallback" in kw or "pberrback" in kw:
+            return calls._sendChained(
+                prefix, perspective, objectID, message, args, kw, timeout
+            )
+        answerRequired = kw.pop("pbanswer", 1)
+    if broker.disconnected:
+        raise pb.DeadReferenceError("Calling Stale Broker")
+    serialization = calls._serialization
+    vocabulary = broker.outgoingSymbols if broker.currentDialect == b"pb" else None
+    try:
+        if not serialization.fusedSend or type(args) is not tuple:
+            netArgs = serialization.serializeOut(args, perspective, message)
+        else:
+            plainTypes = serialization.plainTypes
+            if plainTypes.stale:
+                plainTypes.refresh()
+            try:
+                netArgs = _preparePlain(
+                    args, plainTypes.send, vocabulary, serialization._maxOutgoing
+                )
+            except banana.BananaError:
+                # Too large: encoding the message fails the same way.
+                netArgs = _JELLIED(args, plainTypes.send)
+            if netArgs is None:
+                netArgs = broker.serialize(args, perspective, message)
+        netKw = [_DICTIONARY_ATOM]  # no keywords, the usual case: always this
+        if kw:
+            netKw = serialization.serializeOut(kw, perspective, message)
+    except BaseException:
+        return defer.fail(Failure())
+    if calls._direct:
+        requestID = broker.currentRequestID = broker.currentRequestID + 1
+    else:
+        requestID = broker.newRequestID()
+    result: defer.Deferred[Any] | None = None
+    if answerRequired:
+        result = defer.Deferred(_MethodType(_cancelCall, (calls, requestID)))
+        broker.waitingForAnswers[requestID] = result
+    command = prefix + b"message" if prefix else b"message"
+    exp = (command, requestID, objectID, message, answerRequired, netArgs, netKw)
+    _transmit(calls, exp, vocabulary)
+    if timeout is not None and result is not None:
+        calls._startTimeout(result, requestID, timeout, message)
+    return result
+
+
+def _transmit(
+    calls: OutgoingCalls,
+    exp: tuple[Any, ...],
+    vocabulary: dict[bytes, int] | None,
+) -> None:
+    """
+    Send the call C{exp} with the broker's C{sendCall}; but while messages
+    are held back to leave together (see L{pbext._flow.FlowControl.drain})
+    and the broker's class keeps pbext's C{sendCall} and C{sendEncoded},
+    encode it (with C{vocabulary}) and hold it back as they would, without
+    that chain of calls: a small call is added to those held, anything else
+    goes to L{pbext._flow.send}, and a call that cannot be encoded fails
+    its caller as C{sendCall} makes it.
+    """
+    broker = calls._broker
+    flow = broker._pbextFlow
+    batch = flow.batch
+    if batch is None or not calls._direct or broker._pbextDropped:
+        broker.sendCall(*exp)
+        return
+    try:
+        pieces = encodePieces(
+            exp, vocabulary, broker._pbextLimits.maxOutgoingMessageBytes
+        )
+        data = pieces[0]
+        if len(pieces) == 1 and flow.batchBytes + len(data) <= _flow.BATCH_BYTES:
+            # What _flow.hold does with a message that fits.
+            batch.append(data)
+            flow.batchBytes += len(data)
+        else:
+            _flow.send(flow, pieces)
+    except Exception as e:
+        # As Broker.sendCall handles it: too large, or a prepared value
+        # its own code changed.
+        error = e if isinstance(e, banana.BananaError) else None
+        if not calls.notSent(exp[1], error):
+            raise

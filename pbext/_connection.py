@@ -175,8 +175,21 @@ def outgoingCalls(broker: Broker, base: type[Broker]) -> OutgoingCalls:
     connections of a server never call their peer).
     """
     serialization = broker._pbextSerialization
+    kind: Any = type(broker)
     calls = broker._pbextCalls = OutgoingCalls(
-        broker, serialization, unserializerOf(broker, base)
+        broker,
+        serialization,
+        unserializerOf(broker, base),
+        direct=(
+            kind.newRequestID is base.newRequestID
+            and kind.sendCall is base.sendCall
+            and kind.sendEncoded is base.sendEncoded
+        ),
+        routed=(
+            kind.callExpressionReceived is base.callExpressionReceived
+            and kind.expressionReceived is base.expressionReceived
+            and kind.proto_answer is base.proto_answer
+        ),
     )
     return calls
 

@@ -551,6 +551,10 @@ def handleQueued(flow: FlowControl, broker: Broker, backlog: list[object]) -> bo
         message could not be handled and the connection is being dropped.
     """
     handle = broker.callExpressionReceived
+    # -- answers: straight to the outgoing call table (pbext._calls), when
+    # the broker's class keeps the methods they would pass through --
+    calls = broker._pbextCalls
+    answer = None if calls is None else calls.answerer()
     turn = broker._pbextLimits.maxMessagesPerTurn
     flow.draining = True
     handled = 0
@@ -564,7 +568,15 @@ def handleQueued(flow: FlowControl, broker: Broker, backlog: list[object]) -> bo
             expression = backlog[handled]
             handled += 1
             try:
-                handle(expression)
+                if (
+                    answer is not None
+                    and type(expression) is list
+                    and len(expression) == 3
+                    and expression[0] == b"answer"
+                ):
+                    answer(expression[1], expression[2])
+                else:
+                    handle(expression)
             except Exception:
                 _log.failure(
                     "pbext: unexpected error handling a message from {peer}",

@@ -46,7 +46,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.spread import banana, jelly, pb
 
-from pbext import _connection, _control, _dispatch, _flow, _references
+from pbext import _calls, _connection, _control, _dispatch, _flow, _references
 from pbext._calls import OutgoingCalls
 from pbext._connection import deliversTo as _deliversTo  # noqa: F401 (tests)
 from pbext._connection import readsInPlace as _readsInPlace  # noqa: F401 (tests)
@@ -486,22 +486,9 @@ class Broker(pb.Broker):
 
     # -- calls: outgoing (pbext._calls) and incoming (pbext._dispatch) -----
 
-    def _sendMessage(
-        self,
-        prefix: bytes,
-        perspective: Any,
-        objectID: Any,
-        message: bytes,
-        args: tuple[Any, ...],
-        kw: dict[str, Any],
-    ) -> defer.Deferred[Any] | None:
-        """
-        Send a call, as L{pb.Broker._sendMessage} does, adding a timeout
-        (the C{pbtimeout} keyword, or L{callTimeout}) and cancellation.
-        """
-        return (self._pbextCalls or self._pbextOutgoing()).send(
-            prefix, perspective, objectID, message, args, kw
-        )
+    #: Sends a call, as L{pb.Broker._sendMessage} does, adding a timeout
+    #: (the C{pbtimeout} keyword, or L{callTimeout}) and cancellation.
+    _sendMessage = _calls.sendMessage
 
     def proto_answer(self, requestID: object, netResult: object) -> None:
         (self._pbextCalls or self._pbextOutgoing()).answer(requestID, netResult)
