@@ -5,7 +5,8 @@ the broker's C{callTimeout}) and cancellation; an abandoned call's late
 answer is dropped quietly, and a pbext peer is asked to cancel it.
 
 The table itself is Twisted's C{waitingForAnswers} on the broker, as
-classic code (L{pbext.keepalive.pingPeer}, applications) expects.
+classic code (L{pbext.keepalive.pingPeer}, applications) expects.  Calls
+are sent by L{sendMessage}, which is the broker's C{_sendMessage}.
 
 @since: pbext NEXT
 """
@@ -406,10 +407,11 @@ def _transmit(
             exp, vocabulary, broker._pbextLimits.maxOutgoingMessageBytes
         )
         data = pieces[0]
-        if len(pieces) == 1 and flow.batchBytes + len(data) <= _flow.BATCH_BYTES:
+        size = len(data)
+        if len(pieces) == 1 and flow.batchBytes + size <= _flow.BATCH_BYTES:
             # What _flow.hold does with a message that fits.
             batch.append(data)
-            flow.batchBytes += len(data)
+            flow.batchBytes += size
         else:
             _flow.send(flow, pieces)
     except Exception as e:
