@@ -92,8 +92,8 @@ class OutgoingCalls:
             C{unserialize}.
         @param direct: whether the broker's class keeps Twisted's
             C{newRequestID} and pbext's C{sendCall} and C{sendEncoded}, so
-            that a call may be numbered and sent without calling them (see
-            L{_sendCall}).
+            that a call may be numbered and held back without calling them
+            (see L{sendMessage} and L{_transmit}).
         @param routed: whether the broker's class keeps pbext's
             C{callExpressionReceived}, C{expressionReceived} and
             C{proto_answer}, so that answers may come straight here (see
