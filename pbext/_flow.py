@@ -550,7 +550,7 @@ def handleQueued(flow: FlowControl, broker: Broker, backlog: list[object]) -> bo
     @return: C{False} if handling stopped early: the output is full, or a
         message could not be handled and the connection is being dropped.
     """
-    handle = broker.callExpressionReceived
+    handle = broker._pbextDispatcher.handler()
     turn = broker._pbextLimits.maxMessagesPerTurn
     flow.draining = True
     handled = 0
