@@ -32,6 +32,7 @@ from pbext._dispatch import (
     checkedArguments,
     sendAnswer,
 )
+from pbext._flow import BATCH_BYTES
 
 if TYPE_CHECKING:
     from pbext.broker import Broker
@@ -46,6 +47,9 @@ CALL_ROUTE = (
     "_recvMessage",
     "localObjectForID",
 )
+
+#: What L{PlainDispatch.plainCall} gives for a call it answered itself.
+_ANSWERED = object()
 
 #: The types of a result serialized ahead of its answer (see
 #: L{pbext._serialization.Serialization.serializeOut}): never a Deferred.
@@ -102,17 +106,21 @@ class PlainDispatch(IncomingDispatch):
         """
         Handle one queued expression as the broker's methods of
         L{CALL_ROUTE} would: a call admitted to a L{pb.Referenceable} the
-        broker holds is run by L{plainRun}; anything else takes that
-        chain of calls, or, once admitted, L{IncomingDispatch.found}.
+        broker holds is run by L{plainRun}, an answer handed to the
+        broker's C{proto_answer} (as C{expressionReceived} hands it);
+        anything else takes that chain of calls, or, once admitted,
+        L{IncomingDispatch.found}.
         """
         broker = self._broker
-        if (
-            type(expression) is not list
-            or len(expression) != 7
-            or expression[0] != b"message"
-            or not broker.currentDialect
-        ):
+        if type(expression) is not list or not broker.currentDialect:
             broker.callExpressionReceived(expression)
+            return
+        if len(expression) != 7 or expression[0] != b"message":
+            # What expressionReceived does, the commonest case inline.
+            if len(expression) == 3 and expression[0] == b"answer":
+                broker.proto_answer(expression[1], expression[2])
+            else:
+                broker.expressionReceived(expression)
             return
         _, requestID, objectID, message, answerRequired, netArgs, netKw = expression
         if type(requestID) is not int or type(message) is not bytes:
@@ -170,12 +178,14 @@ class PlainDispatch(IncomingDispatch):
                 raise flavors.NoSuchMethod(f"No such method: remote_{name}")
             if self._jelliedArguments and type(netArgs) is type(netKw) is _JELLIED:
                 result = self.plainCall(
-                    method, netArgs.value, netKw.value, answerRequired
+                    method, netArgs.value, netKw.value, answerRequired, requestID
                 )
             else:
                 result = self.invoke(method, None, (), netArgs, netKw, answerRequired)
         except BaseException as e:
             self._refused(e, requestID, answerRequired, name)
+            return
+        if result is _ANSWERED:
             return
         if type(result) not in _PREPARED and isinstance(result, defer.Deferred):
             self._track(result, requestID, answerRequired, name)
@@ -185,13 +195,22 @@ class PlainDispatch(IncomingDispatch):
             else:
                 self._broker._sendAnswer(result, requestID)
 
-    def plainCall(self, method: Any, args: Any, kw: Any, answerRequired: object) -> Any:
+    def plainCall(
+        self,
+        method: Any,
+        args: Any,
+        kw: Any,
+        answerRequired: object,
+        requestID: int,
+    ) -> Any:
         """
         L{IncomingDispatch.invoke} for arguments the decoder unjellied: a
         call with no keyword arguments, of a method not typed, whose result
         is a plain builtin, is run and its result serialized here (as
-        L{pbext._serialization.Serialization.serializeOut} does); anything
-        else goes on as C{invoke} goes.
+        L{pbext._serialization.Serialization.serializeOut} does), or even
+        answered (L{answerHeld}); anything else goes on as C{invoke} goes.
+
+        @return: the serialized result, or L{_ANSWERED}.
         """
         if kw or type(kw) is not dict or type(args) not in (tuple, list):
             args, kw = checkedArguments(args, kw)
@@ -216,13 +235,13 @@ class PlainDispatch(IncomingDispatch):
             or _speedups is None
         ):
             return self.finish(state, method, None, None, args, kw, answerRequired)
+        vocabulary = broker._pbextOutgoingVocabulary()
+        if self._directAnswers and self.answerHeld(state, requestID, vocabulary):
+            return _ANSWERED
         send = plainTypes.send
         try:
             prepared = _speedups.preparePlain(
-                state,
-                send,
-                broker._pbextOutgoingVocabulary(),
-                serialization._maxOutgoing,
+                state, send, vocabulary, serialization._maxOutgoing
             )
         except banana.BananaError:
             # As serializeOut: encoding the answer fails the same way.
@@ -230,3 +249,33 @@ class PlainDispatch(IncomingDispatch):
         if prepared is not None:
             return prepared
         return broker.serialize(state, None, method, args, kw)
+
+    def answerHeld(
+        self, state: Any, requestID: int, vocabulary: dict[bytes, int] | None
+    ) -> bool:
+        """
+        Answer the call C{requestID} with C{state}, as L{sendAnswer} would,
+        if the answers are held back to leave together (see
+        L{pbext._flow.FlowControl.drain}), C{state} is a small value of
+        builtins only and its answer fits: encoded at once
+        (C{_speedups.answerBytes}) and added to them.
+
+        @return: whether it was; if not, nothing was done.
+        """
+        broker = self._broker
+        flow = broker._pbextFlow
+        batch = flow.batch
+        if batch is None or broker._pbextDropped or _speedups is None:
+            return False
+        data = _speedups.answerBytes(
+            b"answer",
+            requestID,
+            state,
+            vocabulary,
+            broker._pbextLimits.maxOutgoingMessageBytes,
+        )
+        if data is None or flow.batchBytes + len(data) > BATCH_BYTES:
+            return False
+        batch.append(data)
+        flow.batchBytes += len(data)
+        return True

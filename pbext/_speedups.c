@@ -6928,6 +6928,69 @@ speedups_configure(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ */
+/* Incoming calls: the answer of a plain call (pbext._plaincalls)      */
+/* ------------------------------------------------------------------ */
+
+PyDoc_STRVAR(answerBytes_doc,
+"answerBytes(command, requestID, value, vocabulary, maxMessageBytes)\n"
+"    -> bytes | None\n\n"
+"The message encodePieces((command, requestID, Jellied(value)),\n"
+"vocabulary, maxMessageBytes) makes, as one byte string, when value is\n"
+"made of builtins only and is small (preparePlain(value, None, ...)\n"
+"would give a Jellied) and the message is one piece; else None.  An\n"
+"error met on the way is cleared, and None answered: nothing of the\n"
+"value's own runs here, so the caller's general path meets it again,\n"
+"where it reports it.");
+
+static PyObject *
+speedups_answerBytes(PyObject *Py_UNUSED(module), PyObject *const *args,
+                     Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError,
+                     "answerBytes() takes 5 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    int rc = checkValue(args[2], NULL, PREPARE_BUDGET);
+    if (rc != 1) {
+        /* Not plain, not small, or an error: the general path's. */
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Jellied *jellied = PyObject_GC_New(Jellied, &JelliedType);
+    if (jellied == NULL) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(args[2]);
+    jellied->value = args[2];
+    jellied->types = NULL;
+    PyObject_GC_Track(jellied);
+    PyObject *message = PyTuple_Pack(3, args[0], args[1], (PyObject *)jellied);
+    Py_DECREF(jellied);
+    PyObject *pieces = NULL;
+    if (message != NULL) {
+        Encoder e;
+        if (encoderStart(&e, args[3], args[4], 1) == 0) {
+            pieces = encoderFinish(&e, encodeItem(&e, message));
+        }
+        Py_DECREF(message);
+    }
+    if (pieces == NULL) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *result = Py_None;
+    if (PyList_GET_SIZE(pieces) == 1) {
+        result = PyList_GET_ITEM(pieces, 0);
+    }
+    Py_INCREF(result);
+    Py_DECREF(pieces);
+    return result;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"encode", (PyCFunction)(void (*)(void))speedups_encode,
      METH_VARARGS | METH_KEYWORDS, encode_doc},
@@ -6943,6 +7006,8 @@ static PyMethodDef speedups_methods[] = {
      METH_FASTCALL, encodeIfPlain_doc},
     {"preparePlain", (PyCFunction)(void (*)(void))speedups_preparePlain,
      METH_FASTCALL, preparePlain_doc},
+    {"answerBytes", (PyCFunction)(void (*)(void))speedups_answerBytes,
+     METH_FASTCALL, answerBytes_doc},
     {"configure", (PyCFunction)(void (*)(void))speedups_configure,
      METH_VARARGS | METH_KEYWORDS, configure_doc},
     {NULL}
