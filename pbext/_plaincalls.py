@@ -35,6 +35,7 @@ from pbext._dispatch import (
 from pbext._flow import BATCH_BYTES
 
 if TYPE_CHECKING:
+    from pbext._serialization import Serialization
     from pbext.broker import Broker
 
 #: The broker methods a call goes through on its way to its dispatcher
@@ -47,9 +48,6 @@ CALL_ROUTE = (
     "_recvMessage",
     "localObjectForID",
 )
-
-#: What L{PlainDispatch.plainCall} gives for a call it answered itself.
-_ANSWERED = object()
 
 #: The types of a result serialized ahead of its answer (see
 #: L{pbext._serialization.Serialization.serializeOut}): never a Deferred.
@@ -82,7 +80,25 @@ class PlainDispatch(IncomingDispatch):
     the expressions queued itself (L{plainMessage}).
     """
 
-    __slots__ = ()
+    __slots__ = ("_answersHeld",)
+
+    def __init__(
+        self,
+        broker: Broker,
+        serialization: Serialization,
+        unserializer: Serialization | Broker,
+        directAnswers: bool = False,
+    ) -> None:
+        super().__init__(broker, serialization, unserializer, directAnswers)
+        # Whether _speedups.callPlain may run and answer plain calls: the
+        # accelerator is there and makes the arguments, and answers and
+        # plain results go as pbext sends them.
+        self._answersHeld = (
+            _speedups is not None
+            and directAnswers
+            and self._jelliedArguments
+            and serialization.fusedSend
+        )
 
     def handler(self) -> Callable[[object], None]:
         """
@@ -170,53 +186,111 @@ class PlainDispatch(IncomingDispatch):
         """
         Run the admitted call C{requestID} of C{name} on C{target}, a
         L{pb.Referenceable}, as L{IncomingDispatch.found} and C{dispatch}
-        do, and answer it.
+        do, and answer it: with the accelerator, while answers are held
+        back to leave together (see L{pbext._flow.FlowControl.drain}), a
+        plain call is run and its answer encoded by C{_speedups.callPlain}
+        (which says where it stopped otherwise: L{plainOutcome}), and added
+        to them as L{sendAnswer} adds it.
         """
+        broker = self._broker
+        flow = broker._pbextFlow
+        batch = flow.batch
         try:
-            method = getattr(target, "remote_" + name, None)
-            if method is None:
-                raise flavors.NoSuchMethod(f"No such method: remote_{name}")
-            if self._jelliedArguments and type(netArgs) is type(netKw) is _JELLIED:
-                result = self.plainCall(
-                    method, netArgs.value, netKw.value, answerRequired, requestID
+            if (
+                batch is not None
+                and answerRequired
+                and self._answersHeld
+                and type(netArgs) is type(netKw) is _JELLIED
+                and not broker.typedCalls
+                and not broker._pbextDropped
+                and not self._serialization.plainTypes.stale
+            ):
+                outcome = _speedups.callPlain(  # type: ignore[union-attr] # _answersHeld: the accelerator is there
+                    target,
+                    "remote_" + name,
+                    netArgs,
+                    netKw,
+                    b"answer",
+                    requestID,
+                    broker._pbextOutgoingVocabulary(),
+                    broker._pbextLimits.maxOutgoingMessageBytes,
+                )
+                if outcome is not None and len(outcome) == 3:
+                    # What sendAnswer does with an answer that fits.
+                    data = outcome[2]
+                    batch = flow.batch
+                    if (
+                        batch is not None
+                        and not broker._pbextDropped
+                        and flow.batchBytes + len(data) <= BATCH_BYTES
+                    ):
+                        batch.append(data)
+                        flow.batchBytes += len(data)
+                        return
+                result = self.plainOutcome(
+                    outcome, name, netArgs, netKw, answerRequired
                 )
             else:
-                result = self.invoke(method, None, (), netArgs, netKw, answerRequired)
+                result = self.plainFind(target, name, answerRequired, netArgs, netKw)
         except BaseException as e:
             self._refused(e, requestID, answerRequired, name)
-            return
-        if result is _ANSWERED:
             return
         if type(result) not in _PREPARED and isinstance(result, defer.Deferred):
             self._track(result, requestID, answerRequired, name)
         elif answerRequired:
             if self._directAnswers:
-                sendAnswer(self._broker, result, requestID)
+                sendAnswer(broker, result, requestID)
             else:
-                self._broker._sendAnswer(result, requestID)
+                broker._sendAnswer(result, requestID)
 
-    def plainCall(
-        self,
-        method: Any,
-        args: Any,
-        kw: Any,
-        answerRequired: object,
-        requestID: int,
+    def plainFind(
+        self, target: Any, name: str, answerRequired: object, netArgs: Any, netKw: Any
     ) -> Any:
         """
-        L{IncomingDispatch.invoke} for arguments the decoder unjellied: a
-        call with no keyword arguments, of a method not typed, whose result
-        is a plain builtin, is run and its result serialized here (as
-        L{pbext._serialization.Serialization.serializeOut} does), or even
-        answered (L{answerHeld}); anything else goes on as C{invoke} goes.
+        Find and run the method of a call on C{target}, a
+        L{pb.Referenceable}, as C{dispatch} does, where
+        C{_speedups.callPlain} does not.
 
-        @return: the serialized result, or L{_ANSWERED}.
+        @return: the serialized result (possibly a L{defer.Deferred}).
+        """
+        method = getattr(target, "remote_" + name, None)
+        if method is None:
+            raise flavors.NoSuchMethod(f"No such method: remote_{name}")
+        if self._jelliedArguments and type(netArgs) is type(netKw) is _JELLIED:
+            return self.plainCall(method, netArgs.value, netKw.value, answerRequired)
+        return self.invoke(method, None, (), netArgs, netKw, answerRequired)
+
+    def plainOutcome(
+        self, outcome: Any, name: str, netArgs: Any, netKw: Any, answerRequired: object
+    ) -> Any:
+        """
+        Go on with a call where C{_speedups.callPlain} stopped (its
+        C{outcome}): no such method, a method not called, or a result not
+        encoded (or whose answer was not added to those held back: it is
+        serialized again, as nothing of its own runs to encode it).
+
+        @return: the serialized result (possibly a L{defer.Deferred}).
+        """
+        if outcome is None:
+            raise flavors.NoSuchMethod(f"No such method: remote_{name}")
+        if len(outcome) == 1:
+            return self.invoke(outcome[0], None, (), netArgs, netKw, answerRequired)
+        method, state = outcome[:2]
+        return self.plainResult(
+            state, method, netArgs.value, netKw.value, answerRequired
+        )
+
+    def plainCall(self, method: Any, args: Any, kw: Any, answerRequired: object) -> Any:
+        """
+        L{IncomingDispatch.invoke} for arguments the decoder unjellied: a
+        call with no keyword arguments, of a method not typed, is run here
+        and its result serialized by L{plainResult}; anything else goes on
+        as C{invoke} goes.
         """
         if kw or type(kw) is not dict or type(args) not in (tuple, list):
             args, kw = checkedArguments(args, kw)
-        broker = self._broker
         # typecheck.isTyped, inline (the path every plain call takes).
-        typed = broker.typedCalls or (
+        typed = self._broker.typedCalls or (
             getattr(method, "_pbextTyped", False)
             or bool(
                 getattr(type(getattr(method, "__self__", None)), "_pbextTyped", False)
@@ -224,7 +298,17 @@ class PlainDispatch(IncomingDispatch):
         )
         if typed or kw:
             return self.run(method, None, (), args, kw, typed, answerRequired)
-        state = method(*args)
+        return self.plainResult(method(*args), method, args, kw, answerRequired)
+
+    def plainResult(
+        self, state: Any, method: Any, args: Any, kw: Any, answerRequired: object
+    ) -> Any:
+        """
+        L{IncomingDispatch.finish} for the result C{state} of a call with
+        no keyword arguments of a method not typed: a plain builtin is
+        serialized here, as L{pbext._serialization.Serialization.serializeOut}
+        does.
+        """
         serialization = self._serialization
         plainTypes = serialization.plainTypes
         if (
@@ -235,13 +319,14 @@ class PlainDispatch(IncomingDispatch):
             or _speedups is None
         ):
             return self.finish(state, method, None, None, args, kw, answerRequired)
-        vocabulary = broker._pbextOutgoingVocabulary()
-        if self._directAnswers and self.answerHeld(state, requestID, vocabulary):
-            return _ANSWERED
         send = plainTypes.send
+        broker = self._broker
         try:
             prepared = _speedups.preparePlain(
-                state, send, vocabulary, serialization._maxOutgoing
+                state,
+                send,
+                broker._pbextOutgoingVocabulary(),
+                serialization._maxOutgoing,
             )
         except banana.BananaError:
             # As serializeOut: encoding the answer fails the same way.
@@ -249,33 +334,3 @@ class PlainDispatch(IncomingDispatch):
         if prepared is not None:
             return prepared
         return broker.serialize(state, None, method, args, kw)
-
-    def answerHeld(
-        self, state: Any, requestID: int, vocabulary: dict[bytes, int] | None
-    ) -> bool:
-        """
-        Answer the call C{requestID} with C{state}, as L{sendAnswer} would,
-        if the answers are held back to leave together (see
-        L{pbext._flow.FlowControl.drain}), C{state} is a small value of
-        builtins only and its answer fits: encoded at once
-        (C{_speedups.answerBytes}) and added to them.
-
-        @return: whether it was; if not, nothing was done.
-        """
-        broker = self._broker
-        flow = broker._pbextFlow
-        batch = flow.batch
-        if batch is None or broker._pbextDropped or _speedups is None:
-            return False
-        data = _speedups.answerBytes(
-            b"answer",
-            requestID,
-            state,
-            vocabulary,
-            broker._pbextLimits.maxOutgoingMessageBytes,
-        )
-        if data is None or flow.batchBytes + len(data) > BATCH_BYTES:
-            return False
-        batch.append(data)
-        flow.batchBytes += len(data)
-        return True
