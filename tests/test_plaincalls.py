@@ -235,24 +235,32 @@ class PlainPathTests(SynchronousTestCase):
         call through its override, in one read or alone.
         """
         for name in _plaincalls.CALL_ROUTE:
-            seen: list[str] = []
-            original = getattr(Broker, name)
+            self.assertOverrideSees(name)
 
-            def override(self: Broker, *args: Any, _o: Any = original) -> Any:
-                seen.append("x")
-                return _o(self, *args)
+    def assertOverrideSees(self, name: str) -> None:
+        """
+        A broker class that overrides C{name} (calling pbext's) sees every
+        call, in one read or alone.
+        """
+        seen: list[str] = []
+        original = getattr(Broker, name)
 
-            kind = type("Routed", (Broker,), {name: override})
-            connection, server, root = connect(self, brokerClass=kind)
-            ref = rootOf(connection)
-            del seen[:]
-            calls = inOneRead(
-                connection,
-                server,
-                lambda: [ref.callRemote("echo", n) for n in range(3)],
-            )
-            self.assertEqual([self.successResultOf(d) for d in calls], [0, 1, 2])
-            self.assertGreaterEqual(len(seen), 3, name)
+        def override(self: Broker, *args: Any) -> Any:
+            seen.append(name)
+            return original(self, *args)
+
+        kind = type("Routed", (Broker,), {name: override})
+        connection, server, root = connect(self, brokerClass=kind)
+        ref = rootOf(connection)
+        del seen[:]
+        calls = inOneRead(
+            connection, server, lambda: [ref.callRemote("echo", n) for n in range(3)]
+        )
+        self.assertEqual([self.successResultOf(d) for d in calls], [0, 1, 2])
+        alone = ref.callRemote("echo", 3)
+        connection.pump()
+        self.assertEqual(self.successResultOf(alone), 3)
+        self.assertGreaterEqual(len(seen), 4, name)
 
     def test_instanceOverride(self) -> None:
         """
