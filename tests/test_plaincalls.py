@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.spread import flavors, pb
 from twisted.trial.unittest import SynchronousTestCase
@@ -20,6 +22,7 @@ from pbext.security import defaultPolicy
 from pbext.testing import PBConnection, connectedPair
 from pbext.typecheck import typed
 from tests._parts import rootOf
+from tests.test_accelerator import plainValues
 
 
 @dataclasses.dataclass
@@ -114,6 +117,31 @@ class PlainRoot(pb.Root):
         return size
 
 
+def sendTable() -> Any:
+    """
+    The send table of a connection whose registry knows L{Point}.
+    """
+    connection = connectedPair(
+        pbext.PBServerFactory(PlainRoot(), registry=_registry()),
+        pbext.PBClientFactory(registry=_registry()),
+    )
+    broker = connection.serverBroker
+    table = broker._pbextSerialization.plainTypes
+    if table.stale:
+        table.refresh()
+    connection.disconnect()
+    return table.send
+
+
+def _registry() -> Any:
+    """
+    A copyable registry that knows L{Point}.
+    """
+    registry = pbext.copyable.CopyableRegistry()
+    registry.register(Point, "tests.plaincalls.Point")
+    return registry
+
+
 def connect(
     test: SynchronousTestCase,
     brokerClass: type[Broker] | None = None,
@@ -124,8 +152,7 @@ def connect(
     brokers are C{brokerClass}, handshake done.
     """
     root = PlainRoot()
-    registry = pbext.copyable.CopyableRegistry()
-    registry.register(Point, "tests.plaincalls.Point")
+    registry = _registry()
     server = pbext.PBServerFactory(root, registry=registry, **options)
     if brokerClass is not None:
         server.protocol = brokerClass
@@ -498,6 +525,39 @@ class AcceleratorTests(SynchronousTestCase):
         for value in ([object()], list(range(100)), Point(1, 2)):
             self.assertIsNone(speedups.answerBytes(b"answer", 7, value, None, None))
         self.assertIsNone(speedups.answerBytes(b"answer", 7, "x" * 100, None, 50))
+
+    @settings(
+        max_examples=300,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(
+        value=plainValues(),
+        vocabulary=st.sampled_from([None, {b"answer": 3, b"list": 1}]),
+        limit=st.one_of(st.none(), st.integers(min_value=0, max_value=300)),
+    )
+    def test_answerBytesAgrees(
+        self, value: object, vocabulary: Any, limit: int | None
+    ) -> None:
+        """
+        What C{answerBytes} gives, for any tree of builtins, is the one
+        piece the general path (C{preparePlain} with a connection's send
+        table, then C{encodePieces}) sends; where it gives L{None}, the
+        general path does not send a small value in one piece, or fails.
+        """
+        assert speedups is not None
+        codec.encode(0)
+        send = sendTable()
+        given = speedups.answerBytes(b"answer", 7, value, vocabulary, limit)
+        try:
+            prepared = speedups.preparePlain(value, send, vocabulary, limit)
+            pieces = speedups.encodePieces((b"answer", 7, prepared), vocabulary, limit)
+        except Exception:
+            self.assertIsNone(given)
+            return
+        if given is not None:
+            self.assertEqual([given], pieces)
+            self.assertIs(type(prepared), speedups.Jellied)
 
     def test_callPlain(self) -> None:
         """
