@@ -15,8 +15,8 @@ from twisted.spread import jelly
 
 from pbext import _control, _twisted, keepalive
 from pbext._calls import OutgoingCalls
-from pbext._dispatch import IncomingDispatch
 from pbext._flow import FlowControl
+from pbext._plaincalls import dispatcherClass
 from pbext._serialization import Serialization
 from pbext._timers import ConnectionTimers
 from pbext._transport import discardPending
@@ -154,7 +154,7 @@ def wireParts(
     broker._pbextFlow = FlowControl(
         broker, broker._pbextLimits, holdsBack=kind.sendEncoded is base.sendEncoded
     )
-    broker._pbextDispatcher = IncomingDispatch(
+    broker._pbextDispatcher = dispatcherClass(kind, base)(
         broker,
         serialization,
         unserializerOf(broker, base),

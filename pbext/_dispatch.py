@@ -107,6 +107,14 @@ class IncomingDispatch:
         self._maxCalls = broker._pbextLimits.maxOutstandingCalls
         self.running: dict[int, defer.Deferred[Any]] = {}
 
+    def handler(self) -> Callable[[object], None]:
+        """
+        What handles the expressions queued now: the broker's
+        C{callExpressionReceived} (see L{pbext._plaincalls} for a
+        dispatcher that handles plain calls itself).
+        """
+        return self._broker.callExpressionReceived
+
     def cancel(self, requestID: object) -> None:
         """
         Cancel the running call C{requestID}, if there is one.
@@ -128,27 +136,9 @@ class IncomingDispatch:
     def unusualExpression(self, sexp: object) -> None:
         """
         Handle an expression that is not a known command with the right
-        number of arguments (the broker handles those at once): drop the
-        connection, or answer an unknown command with C{didNotUnderstand}.
+        number of arguments (see L{unusualExpression}).
         """
-        broker = self._broker
-        if not isinstance(sexp, list) or not sexp:
-            broker._pbextDropConnection("badMessage", "message is not a non-empty list")
-            return
-        command = sexp[0]
-        if isinstance(command, bytes):
-            command = command.decode("utf-8", "replace")
-        if not isinstance(command, str) or command not in COMMANDS:
-            broker._pbextViolation("unknownCommand", "unknown command", command=command)
-            name = command.encode("utf-8") if isinstance(command, str) else b"?"
-            broker.sendCall(b"didNotUnderstand", name[:64])
-            return
-        if len(sexp) - 1 != COMMANDS[command]:
-            broker._pbextDropConnection(
-                "badMessage", f"{command} with {len(sexp) - 1} arguments"
-            )
-            return
-        getattr(broker, "proto_" + command)(*sexp[1:])
+        unusualExpression(self._broker, sexp)
 
     def _refuse(self, requestID: int, answerRequired: object, exc: pb.Error) -> None:
         if answerRequired:
@@ -219,6 +209,25 @@ class IncomingDispatch:
             self._policy.isMethodAllowed(name) and len(self.running) < self._maxCalls
         ) and not self._admit(requestID, name, answerRequired):
             return
+        self.found(
+            findObjMethod, requestID, objectID, name, answerRequired, netArgs, netKw
+        )
+
+    def found(
+        self,
+        findObjMethod: Callable[[Any], Any],
+        requestID: int,
+        objectID: object,
+        name: str,
+        answerRequired: object,
+        netArgs: object,
+        netKw: object,
+    ) -> None:
+        """
+        The call C{requestID} of C{name} was admitted: find its target
+        with C{findObjMethod}, run it and answer it, or refuse it.
+        """
+        broker = self._broker
         try:
             target = findObjMethod(objectID)
         except (KeyError, TypeError):
@@ -312,26 +321,9 @@ class IncomingDispatch:
         The call C{requestID} of C{name} failed with C{fail}: log it as
         the kind of failure it is, and answer it.
         """
-        broker = self._broker
-        if fail.check(defer.CancelledError):
-            _log.debug("pbext: call {name} was cancelled", name=name)
-        elif fail.check(LoginFailed):
-            # Refused logins are audited by pbext.login; not a server bug.
-            _log.info(
-                "pbext: login refused for {peer} in {name}",
-                name=name,
-                peer=broker._pbextPeerName(),
-                pbextEvent="loginRefused",
-            )
-        else:
-            _log.failure(
-                "pbext: remote method {name} called by {peer} failed",
-                fail,
-                name=name,
-                peer=broker._pbextPeerName(),
-            )
+        logFailure(self._broker, fail, name)
         if answerRequired:
-            broker._sendError(fail, requestID)
+            self._broker._sendError(fail, requestID)
 
     def dispatch(
         self,
@@ -366,6 +358,22 @@ class IncomingDispatch:
             if found is None:
                 return self._classicDispatch(target, name, netArgs, netKw)
             method, perspective, extra = found
+        return self.invoke(method, perspective, extra, netArgs, netKw, answerRequired)
+
+    def invoke(
+        self,
+        method: Any,
+        perspective: Any,
+        extra: tuple[Any, ...],
+        netArgs: Any,
+        netKw: Any,
+        answerRequired: object,
+    ) -> Any:
+        """
+        Run the C{method} a call found (see L{findMethod} for
+        C{perspective} and C{extra}) with the call's arguments, and return
+        its serialized result (possibly a L{defer.Deferred}).
+        """
         if self._jelliedArguments and type(netArgs) is type(netKw) is _JELLIED:
             # Made by the decoder: what Serialization.unserialize gives.
             args, kw = netArgs.value, netKw.value
@@ -378,10 +386,47 @@ class IncomingDispatch:
         # Annotations are checked only when the program asked for it (the
         # factory's typedCalls, or pbext.typed on the method or its class):
         # otherwise the method is called as classic PB calls it.
+        typed = self._broker.typedCalls or typecheck.isTyped(method)
+        return self.run(method, perspective, extra, args, kw, typed, answerRequired)
+
+    def run(
+        self,
+        method: Any,
+        perspective: Any,
+        extra: tuple[Any, ...],
+        args: Any,
+        kw: dict[str, Any],
+        typed: bool,
+        answerRequired: object,
+    ) -> Any:
+        """
+        Run C{method} with the call's unjellied arguments, checked against
+        its annotations if C{typed}, and return its serialized result
+        (possibly a L{defer.Deferred}).
+        """
         checker = None
-        if self._broker.typedCalls or typecheck.isTyped(method):
+        if typed:
             checker = _checkArguments(method, extra, args, kw)
         state = method(*extra, *args, **kw)
+        return self.finish(
+            state, method, checker, perspective, args, kw, answerRequired
+        )
+
+    def finish(
+        self,
+        state: Any,
+        method: Any,
+        checker: Any,
+        perspective: Any,
+        args: Any,
+        kw: dict[str, Any],
+        answerRequired: object,
+    ) -> Any:
+        """
+        C{method} returned C{state}: await it if it is awaitable, check it
+        against the annotations of a typed method (C{checker}), and return
+        it serialized for the answer (as it is, if none is required).
+        """
         if type(state) not in _NEVER_AWAITABLE and inspect.isawaitable(state):
             state = defer.ensureDeferred(state)  # type: ignore[arg-type] # an awaitable, not only a coroutine
         if checker is not None and checker.returns is not None:
@@ -409,6 +454,55 @@ class IncomingDispatch:
                 broker.serialize
             )
         return result
+
+
+def logFailure(broker: Broker, fail: Failure, name: str) -> None:
+    """
+    Log the failure C{fail} of a call of C{name} on C{broker} as the kind
+    of failure it is.
+    """
+    if fail.check(defer.CancelledError):
+        _log.debug("pbext: call {name} was cancelled", name=name)
+    elif fail.check(LoginFailed):
+        # Refused logins are audited by pbext.login; not a server bug.
+        _log.info(
+            "pbext: login refused for {peer} in {name}",
+            name=name,
+            peer=broker._pbextPeerName(),
+            pbextEvent="loginRefused",
+        )
+    else:
+        _log.failure(
+            "pbext: remote method {name} called by {peer} failed",
+            fail,
+            name=name,
+            peer=broker._pbextPeerName(),
+        )
+
+
+def unusualExpression(broker: Broker, sexp: object) -> None:
+    """
+    Handle an expression that is not a known command with the right
+    number of arguments (the broker handles those at once): drop the
+    connection, or answer an unknown command with C{didNotUnderstand}.
+    """
+    if not isinstance(sexp, list) or not sexp:
+        broker._pbextDropConnection("badMessage", "message is not a non-empty list")
+        return
+    command = sexp[0]
+    if isinstance(command, bytes):
+        command = command.decode("utf-8", "replace")
+    if not isinstance(command, str) or command not in COMMANDS:
+        broker._pbextViolation("unknownCommand", "unknown command", command=command)
+        name = command.encode("utf-8") if isinstance(command, str) else b"?"
+        broker.sendCall(b"didNotUnderstand", name[:64])
+        return
+    if len(sexp) - 1 != COMMANDS[command]:
+        broker._pbextDropConnection(
+            "badMessage", f"{command} with {len(sexp) - 1} arguments"
+        )
+        return
+    getattr(broker, "proto_" + command)(*sexp[1:])
 
 
 def findMethod(target: Any, name: str) -> Any:

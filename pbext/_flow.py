@@ -550,7 +550,7 @@ def handleQueued(flow: FlowControl, broker: Broker, backlog: list[object]) -> bo
     @return: C{False} if handling stopped early: the output is full, or a
         message could not be handled and the connection is being dropped.
     """
-    handle = broker.callExpressionReceived
+    handle = broker._pbextDispatcher.handler()
     # -- answers: straight to the outgoing call table (pbext._calls), when
     # the broker's class keeps the methods they would pass through --
     calls = broker._pbextCalls

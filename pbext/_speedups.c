@@ -6928,6 +6928,216 @@ speedups_configure(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ */
+/* Incoming calls: the answer of a plain call (pbext._plaincalls)      */
+/* ------------------------------------------------------------------ */
+
+/* The message (command, requestID, Jellied(value)) as encodePieces
+ * makes it, when it is one piece and value is a small value of builtins
+ * only; else None.  A new reference, never NULL: an error met on the way
+ * is cleared (nothing of the value's own runs here, so the caller's
+ * general path meets it again, where it reports it). */
+static PyObject *
+plainAnswer(PyObject *command, PyObject *requestID, PyObject *value,
+            PyObject *vocabulary, PyObject *limit)
+{
+    int rc = checkValue(value, NULL, PREPARE_BUDGET);
+    if (rc != 1) {
+        /* Not plain, not small, or an error: the general path's. */
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Jellied *jellied = PyObject_GC_New(Jellied, &JelliedType);
+    if (jellied == NULL) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(value);
+    jellied->value = value;
+    jellied->types = NULL;
+    PyObject_GC_Track(jellied);
+    PyObject *message = PyTuple_Pack(3, command, requestID, (PyObject *)jellied);
+    Py_DECREF(jellied);
+    PyObject *pieces = NULL;
+    if (message != NULL) {
+        Encoder e;
+        if (encoderStart(&e, vocabulary, limit, 1) == 0) {
+            pieces = encoderFinish(&e, encodeItem(&e, message));
+        }
+        Py_DECREF(message);
+    }
+    if (pieces == NULL) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *result = Py_None;
+    if (PyList_GET_SIZE(pieces) == 1) {
+        result = PyList_GET_ITEM(pieces, 0);
+    }
+    Py_INCREF(result);
+    Py_DECREF(pieces);
+    return result;
+}
+
+PyDoc_STRVAR(answerBytes_doc,
+"answerBytes(command, requestID, value, vocabulary, maxMessageBytes)\n"
+"    -> bytes | None\n\n"
+"The message encodePieces((command, requestID, Jellied(value)),\n"
+"vocabulary, maxMessageBytes) makes, as one byte string, when value is\n"
+"made of builtins only and is small (preparePlain(value, None, ...)\n"
+"would give a Jellied) and the message is one piece; else None.  An\n"
+"error met on the way is cleared, and None answered: nothing of the\n"
+"value's own runs here, so the caller's general path meets it again,\n"
+"where it reports it.");
+
+static PyObject *
+speedups_answerBytes(PyObject *Py_UNUSED(module), PyObject *const *args,
+                     Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError,
+                     "answerBytes() takes 5 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    return plainAnswer(args[0], args[1], args[2], args[3], args[4]);
+}
+
+/* The name of pbext.typecheck.typed's marker. */
+static PyObject *s__pbextTyped = NULL;
+
+/* What a marker read as getattr reads it says: 1 for True, 0 for False
+ * or none, -1 for anything else (its truth is the general path's to
+ * ask). */
+static int
+markerKind(PyObject *marker)
+{
+    return marker == NULL || marker == Py_False ? 0 : marker == Py_True ? 1 : -1;
+}
+
+/* pbext.typecheck.isTyped(method) for a bound method of a plain function
+ * whose object's class is an instance of type itself: 1 or 0, read as
+ * getattr reads the markers but without running anything or raising (no
+ * AttributeError is made for a marker that is not there); -1 for any
+ * other method, or a marker that is not a bool (the caller's general
+ * path asks isTyped), with no error set. */
+static int
+plainTyped(PyObject *method)
+{
+    if (!PyMethod_Check(method)) {
+        return -1;
+    }
+    PyObject *function = PyMethod_GET_FUNCTION(method);
+    PyObject *owner = PyMethod_GET_SELF(method);
+    if (!PyFunction_Check(function) || !Py_IS_TYPE(Py_TYPE(owner), &PyType_Type) ||
+        _PyType_Lookup(&PyMethod_Type, s__pbextTyped) != NULL ||
+        _PyType_Lookup(&PyFunction_Type, s__pbextTyped) != NULL ||
+        _PyType_Lookup(&PyType_Type, s__pbextTyped) != NULL) {
+        return -1;
+    }
+    /* The function's own marker, in its __dict__ (pbext.typed's). */
+    PyObject *marker = NULL;
+    PyObject *attributes = ((PyFunctionObject *)function)->func_dict;
+    if (attributes != NULL) {
+        marker = PyDict_GetItemWithError(attributes, s__pbextTyped);
+        if (marker == NULL && PyErr_Occurred()) {
+            PyErr_Clear();
+            return -1;
+        }
+    }
+    int kind = markerKind(marker);
+    if (kind != 0) {
+        return kind;
+    }
+    /* Its class's, found as type's getattr finds it. */
+    return markerKind(_PyType_Lookup(Py_TYPE(owner), s__pbextTyped));
+}
+
+/* Whether value's type is one whose values are never awaitable
+ * (pbext._dispatch._NEVER_AWAITABLE). */
+static int
+neverAwaitable(PyObject *value)
+{
+    PyTypeObject *kind = Py_TYPE(value);
+    return kind == &PyLong_Type || kind == &PyFloat_Type ||
+           kind == &PyUnicode_Type || kind == &PyBytes_Type ||
+           kind == &PyBool_Type || value == Py_None || kind == &PyList_Type ||
+           kind == &PyTuple_Type || kind == &PyDict_Type ||
+           kind == &PySet_Type || kind == &PyFrozenSet_Type;
+}
+
+PyDoc_STRVAR(callPlain_doc,
+"callPlain(target, attribute, netArgs, netKw, command, requestID,\n"
+"          vocabulary, maxMessageBytes) -> tuple | None\n\n"
+"Run a plain call admitted to target (pbext._plaincalls): its method,\n"
+"getattr(target, attribute, None), is called with the arguments of the\n"
+"Jellied netArgs when netKw's are an empty dict and the method is not\n"
+"typed, and its result encoded in the message answerBytes(command,\n"
+"requestID, result, vocabulary, maxMessageBytes) makes.  An error of\n"
+"getattr or of the method is raised.  The answer says how far it went:\n"
+"None (no such method), (method,) (not called), (method, result) (not\n"
+"encoded) or (method, result, message).");
+
+static PyObject *
+speedups_callPlain(PyObject *Py_UNUSED(module), PyObject *const *args,
+                   Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_Format(PyExc_TypeError,
+                     "callPlain() takes 8 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    PyObject *netArgs = args[2], *netKw = args[3];
+    if (!Py_IS_TYPE(netArgs, &JelliedType) || !Py_IS_TYPE(netKw, &JelliedType)) {
+        PyErr_SetString(PyExc_TypeError, "callPlain() takes Jellied arguments");
+        return NULL;
+    }
+    if (s__pbextTyped == NULL) {
+        s__pbextTyped = PyUnicode_InternFromString("_pbextTyped");
+        if (s__pbextTyped == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *method = PyObject_GetAttr(args[0], args[1]);
+    if (method == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (method == Py_None) {
+        return method;
+    }
+    PyObject *positional = ((Jellied *)netArgs)->value;
+    PyObject *keywords = ((Jellied *)netKw)->value;
+    if (!PyDict_CheckExact(keywords) || PyDict_GET_SIZE(keywords) != 0 ||
+        !(PyList_CheckExact(positional) || PyTuple_CheckExact(positional)) ||
+        plainTyped(method) != 0) {
+        return Py_BuildValue("(N)", method);
+    }
+    /* Held while called. */
+    Py_INCREF(positional);
+    PyObject *result = PyObject_Vectorcall(
+        method, PySequence_Fast_ITEMS(positional),
+        (size_t)PySequence_Fast_GET_SIZE(positional), NULL);
+    Py_DECREF(positional);
+    if (result == NULL) {
+        Py_DECREF(method);
+        return NULL;
+    }
+    if (!neverAwaitable(result)) {
+        return Py_BuildValue("(NN)", method, result);
+    }
+    PyObject *message = plainAnswer(args[4], args[5], result, args[6], args[7]);
+    if (message == Py_None) {
+        Py_DECREF(message);
+        return Py_BuildValue("(NN)", method, result);
+    }
+    return Py_BuildValue("(NNN)", method, result, message);
+}
+
 static PyMethodDef speedups_methods[] = {
     {"encode", (PyCFunction)(void (*)(void))speedups_encode,
      METH_VARARGS | METH_KEYWORDS, encode_doc},
@@ -6943,6 +7153,10 @@ static PyMethodDef speedups_methods[] = {
      METH_FASTCALL, encodeIfPlain_doc},
     {"preparePlain", (PyCFunction)(void (*)(void))speedups_preparePlain,
      METH_FASTCALL, preparePlain_doc},
+    {"answerBytes", (PyCFunction)(void (*)(void))speedups_answerBytes,
+     METH_FASTCALL, answerBytes_doc},
+    {"callPlain", (PyCFunction)(void (*)(void))speedups_callPlain,
+     METH_FASTCALL, callPlain_doc},
     {"configure", (PyCFunction)(void (*)(void))speedups_configure,
      METH_VARARGS | METH_KEYWORDS, configure_doc},
     {NULL}
