@@ -16,7 +16,7 @@ from twisted.spread import jelly
 from pbext import _control, _twisted, keepalive
 from pbext._calls import OutgoingCalls
 from pbext._flow import FlowControl
-from pbext._plaincalls import dispatcherClass
+from pbext._plaincalls import dispatcherClass, keepsMethods
 from pbext._serialization import Serialization
 from pbext._timers import ConnectionTimers
 from pbext._transport import discardPending
@@ -158,10 +158,8 @@ def wireParts(
         broker,
         serialization,
         unserializerOf(broker, base),
-        directAnswers=(
-            kind._sendAnswer is base._sendAnswer
-            and kind.sendCall is base.sendCall
-            and kind.sendEncoded is base.sendEncoded
+        directAnswers=keepsMethods(
+            kind, base, ("_sendAnswer", "sendCall", "sendEncoded")
         ),
     )
     # How encoded messages reach the transport (see FlowControl.connect).
@@ -180,15 +178,9 @@ def outgoingCalls(broker: Broker, base: type[Broker]) -> OutgoingCalls:
         broker,
         serialization,
         unserializerOf(broker, base),
-        direct=(
-            kind.newRequestID is base.newRequestID
-            and kind.sendCall is base.sendCall
-            and kind.sendEncoded is base.sendEncoded
-        ),
-        routed=(
-            kind.callExpressionReceived is base.callExpressionReceived
-            and kind.expressionReceived is base.expressionReceived
-            and kind.proto_answer is base.proto_answer
+        direct=keepsMethods(kind, base, ("newRequestID", "sendCall", "sendEncoded")),
+        routed=keepsMethods(
+            kind, base, ("callExpressionReceived", "expressionReceived", "proto_answer")
         ),
     )
     return calls

@@ -43,6 +43,14 @@ _JELLIED: Any = None if _speedups is None else _speedups.Jellied
 #: How a L{pb.Referenceable} receives calls: C{remote_} methods.
 _REFERENCEABLE = flavors.Referenceable.remoteMessageReceived
 
+#: The types of a result serialized ahead of its answer (see
+#: L{pbext._serialization.Serialization.serializeOut}): never a Deferred.
+_PREPARED: frozenset[type] = (
+    frozenset()
+    if _speedups is None
+    else frozenset({_speedups.Jellied, _speedups.Encoded})
+)
+
 #: Commands a peer may send, and how many arguments each takes.
 COMMANDS: dict[str, int] = {
     "version": 1,
@@ -146,41 +154,6 @@ class IncomingDispatch:
             # unless it is Jellyable or allowed, as classic PB does.
             self._broker._sendError(Failure(exc), requestID)
 
-    def _admit(
-        self,
-        requestID: int,
-        name: str,
-        answerRequired: object,
-    ) -> bool:
-        """
-        Whether a call of C{name} may run: the policy allows the name and
-        not too many calls run already.  If not, it is refused.
-        """
-        broker = self._broker
-        if not broker._pbextPolicy.isMethodAllowed(name):
-            broker._pbextViolation(
-                "methodRefused", "call to a refused method name", name=name
-            )
-            self._refuse(
-                requestID,
-                answerRequired,
-                PolicyViolation(f"{name}(): refused by the server's security policy"),
-            )
-            return False
-        limit = broker._pbextLimits.maxOutstandingCalls
-        if len(self.running) >= limit:
-            broker._pbextViolation("maxOutstandingCalls", "too many outstanding calls")
-            self._refuse(
-                requestID,
-                answerRequired,
-                PolicyViolation(
-                    f"{name}(): more than {limit} "
-                    "calls unanswered; wait for an answer before calling again"
-                ),
-            )
-            return False
-        return True
-
     def received(
         self,
         findObjMethod: Callable[[Any], Any],
@@ -201,17 +174,51 @@ class IncomingDispatch:
                 "badMessage", "malformed call", requestID=requestID, method=message
             )
             return
-        try:
-            name = message.decode("utf-8")
-        except UnicodeDecodeError:
-            name = ""
-        if not (
-            self._policy.isMethodAllowed(name) and len(self.running) < self._maxCalls
-        ) and not self._admit(requestID, name, answerRequired):
+        name = self.admitted(requestID, message, answerRequired)
+        if name is None:
             return
         self.found(
             findObjMethod, requestID, objectID, name, answerRequired, netArgs, netKw
         )
+
+    def admitted(
+        self, requestID: int, message: bytes, answerRequired: object
+    ) -> str | None:
+        """
+        Admit the call C{requestID} of the method named C{message}: its
+        name as text if the policy allows the name and not too many calls
+        run already; else L{None}, the call refused.
+        """
+        try:
+            name = message.decode("utf-8")
+        except UnicodeDecodeError:
+            name = ""
+        if self._policy.isMethodAllowed(name) and len(self.running) < self._maxCalls:
+            return name
+        broker = self._broker
+        if not broker._pbextPolicy.isMethodAllowed(name):
+            broker._pbextViolation(
+                "methodRefused", "call to a refused method name", name=name
+            )
+            self._refuse(
+                requestID,
+                answerRequired,
+                PolicyViolation(f"{name}(): refused by the server's security policy"),
+            )
+            return None
+        limit = broker._pbextLimits.maxOutstandingCalls
+        if len(self.running) >= limit:
+            broker._pbextViolation("maxOutstandingCalls", "too many outstanding calls")
+            self._refuse(
+                requestID,
+                answerRequired,
+                PolicyViolation(
+                    f"{name}(): more than {limit} "
+                    "calls unanswered; wait for an answer before calling again"
+                ),
+            )
+            return None
+        return name
 
     def found(
         self,
@@ -244,13 +251,22 @@ class IncomingDispatch:
         except BaseException as e:
             self._refused(e, requestID, answerRequired, name)
             return
-        if isinstance(result, defer.Deferred):
+        self.answer(result, requestID, answerRequired, name)
+
+    def answer(
+        self, result: Any, requestID: int, answerRequired: object, name: str
+    ) -> None:
+        """
+        Answer the call C{requestID} of C{name} with its serialized
+        C{result}: now, or when it is done if it is a L{defer.Deferred}.
+        """
+        if type(result) not in _PREPARED and isinstance(result, defer.Deferred):
             self._track(result, requestID, answerRequired, name)
         elif answerRequired:
             if self._directAnswers:
-                sendAnswer(broker, result, requestID)
+                sendAnswer(self._broker, result, requestID)
             else:
-                broker._sendAnswer(result, requestID)
+                self._broker._sendAnswer(result, requestID)
 
     def _refused(
         self, e: BaseException, requestID: int, answerRequired: object, name: str

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from twisted.internet import defer
 from twisted.spread import banana, flavors, pb
 
 from pbext._accelerator import speedups as _speedups
@@ -30,7 +29,6 @@ from pbext._dispatch import (
     _REFERENCEABLE,
     IncomingDispatch,
     checkedArguments,
-    sendAnswer,
 )
 from pbext._flow import BATCH_BYTES
 
@@ -49,21 +47,14 @@ CALL_ROUTE = (
     "localObjectForID",
 )
 
-#: The types of a result serialized ahead of its answer (see
-#: L{pbext._serialization.Serialization.serializeOut}): never a Deferred.
-_PREPARED: frozenset[type] = (
-    frozenset()
-    if _speedups is None
-    else frozenset({_speedups.Jellied, _speedups.Encoded})
-)
 
-
-def keepsCallRoute(kind: type, base: type) -> bool:
+def keepsMethods(kind: type, base: type, names: tuple[str, ...]) -> bool:
     """
-    Whether the broker class C{kind} keeps every method of L{CALL_ROUTE}
-    as C{base} (pbext's broker) has it.
+    Whether the broker class C{kind} keeps every method of C{names} as
+    C{base} (pbext's broker) has it: what tells whether pbext may skip
+    calling them on a path of its own.
     """
-    return all(getattr(kind, name) is getattr(base, name) for name in CALL_ROUTE)
+    return all(getattr(kind, name) is getattr(base, name) for name in names)
 
 
 def dispatcherClass(kind: type, base: type) -> type[IncomingDispatch]:
@@ -71,7 +62,7 @@ def dispatcherClass(kind: type, base: type) -> type[IncomingDispatch]:
     The dispatcher of a broker of class C{kind}: a L{PlainDispatch} if
     it keeps L{CALL_ROUTE}, else an L{IncomingDispatch}.
     """
-    return PlainDispatch if keepsCallRoute(kind, base) else IncomingDispatch
+    return PlainDispatch if keepsMethods(kind, base, CALL_ROUTE) else IncomingDispatch
 
 
 class PlainDispatch(IncomingDispatch):
@@ -142,13 +133,8 @@ class PlainDispatch(IncomingDispatch):
         if type(requestID) is not int or type(message) is not bytes:
             self.received(broker.localObjectForID, *expression[1:])
             return
-        try:
-            name = message.decode("utf-8")
-        except UnicodeDecodeError:
-            name = ""
-        if not (
-            self._policy.isMethodAllowed(name) and len(self.running) < self._maxCalls
-        ) and not self._admit(requestID, name, answerRequired):
+        name = self.admitted(requestID, message, answerRequired)
+        if name is None:
             return
         try:
             # As _control.localObjectForID finds an object the broker holds.
@@ -235,13 +221,7 @@ class PlainDispatch(IncomingDispatch):
         except BaseException as e:
             self._refused(e, requestID, answerRequired, name)
             return
-        if type(result) not in _PREPARED and isinstance(result, defer.Deferred):
-            self._track(result, requestID, answerRequired, name)
-        elif answerRequired:
-            if self._directAnswers:
-                sendAnswer(broker, result, requestID)
-            else:
-                broker._sendAnswer(result, requestID)
+        self.answer(result, requestID, answerRequired, name)
 
     def plainFind(
         self, target: Any, name: str, answerRequired: object, netArgs: Any, netKw: Any

@@ -79,4 +79,3 @@ class CorpusTests(SynchronousTestCase):
         getters while they are sent) neither crash nor desynchronise.
         """
         self.replay("encoder")
-

@@ -73,4 +73,3 @@ class SerializationTests(SynchronousTestCase):
         result = part.serialize(d)
         d.callback([1])
         self.assertEqual(self.successResultOf(result), jelly.jelly([1]))
-
