@@ -43,6 +43,7 @@ This is a private module.
 from __future__ import annotations
 
 import types
+from sys import intern
 from typing import Any, Mapping
 
 from twisted.python.reflect import qual
@@ -278,7 +279,11 @@ def newCopy(cls: type, state: dict[str, Any], mode: int) -> Any:
     any instance's attributes, in the key table the class's instances
     share (an instance made and then given a C{__dict__} uses up that
     table's room, and every copy made after would carry a dictionary of
-    its own).  Unchecked keys may name anything (C{__class__} ...): the
+    its own).  They are interned, as C{setattr} interns a name, and as
+    the C decoder interns the short keys it reads: the table keeps the
+    first copy's keys, and a key that is the very object the table holds
+    is found by identity, not compared by text, for every copy after.
+    Unchecked keys may name anything (C{__class__} ...): the
     state becomes the C{__dict__}, as C{setCopyableState} makes it.
     """
     instance: Any = object.__new__(cls)
@@ -287,5 +292,5 @@ def newCopy(cls: type, state: dict[str, Any], mode: int) -> Any:
     else:
         setAttribute = object.__setattr__
         for key, value in state.items():
-            setAttribute(instance, key, value)
+            setAttribute(instance, intern(key), value)
     return instance

@@ -669,6 +669,24 @@ classicRegistered(PyObject *spec)
  * state becomes its __dict__.  A new reference, NOT_PLAIN_C on an
  * Exception, NULL on another error.
  */
+/* Set a checked key (a str) of a classic copy as object.__setattr__
+ * does, interned as setattr() interns a name (and as the decoder interns
+ * the short keys it reads): the class's instances share a key table that
+ * keeps the first copy's keys, and a key that is the very object it
+ * holds is found there by identity, not compared by text. */
+static int
+setCopyAttribute(PyObject *instance, PyObject *key, PyObject *value)
+{
+    if (PyUnicode_CHECK_INTERNED(key)) {
+        return PyObject_GenericSetAttr(instance, key, value);
+    }
+    Py_INCREF(key);
+    PyUnicode_InternInPlace(&key);
+    int rc = PyObject_GenericSetAttr(instance, key, value);
+    Py_DECREF(key);
+    return rc;
+}
+
 static PyObject *
 classicInstance(PyTypeObject *type, PyObject *spec, PyObject *state,
                 PyObject **keys, PyObject **values, Py_ssize_t n)
@@ -708,7 +726,7 @@ classicInstance(PyTypeObject *type, PyObject *spec, PyObject *state,
              * hash is read while the instance takes it. */
             Py_INCREF(key);
             Py_INCREF(value);
-            int rc = PyObject_GenericSetAttr(instance, key, value);
+            int rc = setCopyAttribute(instance, key, value);
             Py_DECREF(key);
             Py_DECREF(value);
             if (rc < 0) {
@@ -719,7 +737,7 @@ classicInstance(PyTypeObject *type, PyObject *spec, PyObject *state,
     }
     else {
         for (Py_ssize_t i = 0; instance != NULL && i < n; i++) {
-            if (PyObject_GenericSetAttr(instance, keys[i], values[i]) < 0) {
+            if (setCopyAttribute(instance, keys[i], values[i]) < 0) {
                 Py_CLEAR(instance);
             }
         }
