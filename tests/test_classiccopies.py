@@ -691,9 +691,7 @@ class FusedClassicTests(SynchronousTestCase):
         data = codec._encodePython([b"answer", 1, *elements], OUTGOING)
         got = self.decodeAll(receive, data, len(data))
         self.assertSameOutcomes(got, expected)
-        self.assertEqual(
-            [vars(o) for o in got[0][1]], [dict(c.state) for c in copies]
-        )
+        self.assertEqual([vars(o) for o in got[0][1]], [dict(c.state) for c in copies])
 
     def test_quickReadKeysInterned(self) -> None:
         """
