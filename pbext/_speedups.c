@@ -656,6 +656,30 @@ classicRegistered(PyObject *spec)
     return 1;
 }
 
+/* Set a checked key (a str) of a classic copy as object.__setattr__
+ * does, interned as setattr() interns a name (and as the decoder interns
+ * the short keys it reads): the class's instances share a key table that
+ * keeps the first copy's keys, and a key that is the very object it
+ * holds is found there by identity, not compared by text.  Not on
+ * CPython 3.12, whose interned strs live as long as the process: there a
+ * peer's keys are not made to outlive its copies. */
+static int
+setCopyAttribute(PyObject *instance, PyObject *key, PyObject *value)
+{
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+    return PyObject_GenericSetAttr(instance, key, value);
+#else
+    if (PyUnicode_CHECK_INTERNED(key)) {
+        return PyObject_GenericSetAttr(instance, key, value);
+    }
+    Py_INCREF(key);
+    PyUnicode_InternInPlace(&key);
+    int rc = PyObject_GenericSetAttr(instance, key, value);
+    Py_DECREF(key);
+    return rc;
+#endif
+}
+
 /*
  * A new instance of type with a classic copy's state, as
  * RemoteCopy.unjellyFor makes it (object.__new__ and object.__setattr__,
@@ -669,24 +693,6 @@ classicRegistered(PyObject *spec)
  * state becomes its __dict__.  A new reference, NOT_PLAIN_C on an
  * Exception, NULL on another error.
  */
-/* Set a checked key (a str) of a classic copy as object.__setattr__
- * does, interned as setattr() interns a name (and as the decoder interns
- * the short keys it reads): the class's instances share a key table that
- * keeps the first copy's keys, and a key that is the very object it
- * holds is found there by identity, not compared by text. */
-static int
-setCopyAttribute(PyObject *instance, PyObject *key, PyObject *value)
-{
-    if (PyUnicode_CHECK_INTERNED(key)) {
-        return PyObject_GenericSetAttr(instance, key, value);
-    }
-    Py_INCREF(key);
-    PyUnicode_InternInPlace(&key);
-    int rc = PyObject_GenericSetAttr(instance, key, value);
-    Py_DECREF(key);
-    return rc;
-}
-
 static PyObject *
 classicInstance(PyTypeObject *type, PyObject *spec, PyObject *state,
                 PyObject **keys, PyObject **values, Py_ssize_t n)
