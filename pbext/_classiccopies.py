@@ -42,6 +42,7 @@ This is a private module.
 
 from __future__ import annotations
 
+import sys
 import types
 from typing import Any, Mapping
 
@@ -70,6 +71,10 @@ MODE_DEFAULT = 1
 MODE_FIELDS = 2
 
 _MISSING: Any = object()
+
+#: Whether copies' keys are interned (see L{newCopy}): not on CPython
+#: 3.12, whose interned strs live as long as the process.
+_INTERN_KEYS = sys.version_info[:2] != (3, 12)
 
 _OBJECT = object.__dict__
 
@@ -278,7 +283,13 @@ def newCopy(cls: type, state: dict[str, Any], mode: int) -> Any:
     any instance's attributes, in the key table the class's instances
     share (an instance made and then given a C{__dict__} uses up that
     table's room, and every copy made after would carry a dictionary of
-    its own).  Unchecked keys may name anything (C{__class__} ...): the
+    its own).  They are interned, as C{setattr} interns a name, and as
+    the C decoder interns the short keys it reads: the table keeps the
+    first copy's keys, and a key that is the very object the table holds
+    is found by identity, not compared by text, for every copy after
+    (but on CPython 3.12, whose interned strs live as long as the
+    process: there a peer's keys are not made to outlive its copies).
+    Unchecked keys may name anything (C{__class__} ...): the
     state becomes the C{__dict__}, as C{setCopyableState} makes it.
     """
     instance: Any = object.__new__(cls)
@@ -287,5 +298,5 @@ def newCopy(cls: type, state: dict[str, Any], mode: int) -> Any:
     else:
         setAttribute = object.__setattr__
         for key, value in state.items():
-            setAttribute(instance, key, value)
+            setAttribute(instance, sys.intern(key) if _INTERN_KEYS else key, value)
     return instance

@@ -656,6 +656,30 @@ classicRegistered(PyObject *spec)
     return 1;
 }
 
+/* Set a checked key (a str) of a classic copy as object.__setattr__
+ * does, interned as setattr() interns a name (and as the decoder interns
+ * the short keys it reads): the class's instances share a key table that
+ * keeps the first copy's keys, and a key that is the very object it
+ * holds is found there by identity, not compared by text.  Not on
+ * CPython 3.12, whose interned strs live as long as the process: there a
+ * peer's keys are not made to outlive its copies. */
+static int
+setCopyAttribute(PyObject *instance, PyObject *key, PyObject *value)
+{
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+    return PyObject_GenericSetAttr(instance, key, value);
+#else
+    if (PyUnicode_CHECK_INTERNED(key)) {
+        return PyObject_GenericSetAttr(instance, key, value);
+    }
+    Py_INCREF(key);
+    PyUnicode_InternInPlace(&key);
+    int rc = PyObject_GenericSetAttr(instance, key, value);
+    Py_DECREF(key);
+    return rc;
+#endif
+}
+
 /*
  * A new instance of type with a classic copy's state, as
  * RemoteCopy.unjellyFor makes it (object.__new__ and object.__setattr__,
@@ -708,7 +732,7 @@ classicInstance(PyTypeObject *type, PyObject *spec, PyObject *state,
              * hash is read while the instance takes it. */
             Py_INCREF(key);
             Py_INCREF(value);
-            int rc = PyObject_GenericSetAttr(instance, key, value);
+            int rc = setCopyAttribute(instance, key, value);
             Py_DECREF(key);
             Py_DECREF(value);
             if (rc < 0) {
@@ -719,7 +743,7 @@ classicInstance(PyTypeObject *type, PyObject *spec, PyObject *state,
     }
     else {
         for (Py_ssize_t i = 0; instance != NULL && i < n; i++) {
-            if (PyObject_GenericSetAttr(instance, keys[i], values[i]) < 0) {
+            if (setCopyAttribute(instance, keys[i], values[i]) < 0) {
                 Py_CLEAR(instance);
             }
         }
@@ -1466,6 +1490,12 @@ typedef struct ClassicTemplate {
     Py_ssize_t n;
     int fixedKept;
     PyObject *keys[QUICK_FIELDS];
+    /* Each value's kind (see quickValueHead): the fixed segment before
+     * value k ends where its own bytes start (a str's after its list
+     * header and b"unicode", a None's after all of it); and the lists'
+     * declared elements of the copy read whole. */
+    unsigned char kinds[QUICK_FIELDS];
+    Py_ssize_t lists;
     Py_ssize_t starts[QUICK_FIELDS + 1];
     unsigned char fixed[QUICK_FIXED_BYTES];
 } ClassicTemplate;
@@ -2891,76 +2921,112 @@ classicTemplate(DecoderCore *self, PyObject *spec)
     return t;
 }
 
-/* A classic copy's value read from the bytes, if it is an int, float,
- * bytes, str, bool or None in its canonical tokens: a new reference (and
- * *p past it, *lists counting its lists' declared elements), NOT_PLAIN_C
- * for anything else, or NULL on error. */
-static PyObject *
-quickAnyValue(DecoderCore *self, const unsigned char *data, Py_ssize_t *p,
-              Py_ssize_t limit, Py_ssize_t *lists)
+/* A classic copy's None: its bytes are all fixed (see quickValueHead). */
+#define KIND_NONE 6
+
+/* The head of a classic copy's value at data[*p], if it is an int, float,
+ * bytes, str, bool or None in its canonical tokens: 1 with its kind
+ * (CHECK_*, or KIND_NONE) in *kind, *p past the tokens every value of
+ * that kind starts with (a str's or bool's list header and word, all of
+ * a None; nothing of the others) and *lists counting those lists'
+ * declared elements; 0 (with *p unchanged) for anything else. */
+static int
+quickValueHead(DecoderCore *self, const unsigned char *data, Py_ssize_t *p,
+               Py_ssize_t limit, int *kind, Py_ssize_t *lists)
 {
     Py_ssize_t q = *p;
     unsigned int typ;
     uint64_t num;
     if (!quickToken(self, data, &q, limit, &typ, &num)) {
-        return NOT_PLAIN_C;
+        return 0;
     }
-    int kind;
     switch (typ) {
     case B_INT:
     case B_NEG:
     case B_LONGINT:
     case B_LONGNEG:
-        kind = CHECK_INT;
-        break;
+        *kind = CHECK_INT;
+        return 1;
     case B_FLOAT:
-        kind = CHECK_FLOAT;
-        break;
+        *kind = CHECK_FLOAT;
+        return 1;
     case B_STRING:
     case B_VOCAB:
-        kind = CHECK_BYTES;
-        break;
+        *kind = CHECK_BYTES;
+        return 1;
     case B_LIST:
-        if (num == 1) {
-            /* [b"None"] */
-            if (!quickWord(self, data, &q, limit, "None", 4)) {
-                return NOT_PLAIN_C;
-            }
-            *lists += 1;
-            *p = q;
-            Py_RETURN_NONE;
-        }
-        if (num != 2) {
-            return NOT_PLAIN_C;
-        }
-        {
-            const char *word;
-            Py_ssize_t size;
-            if (!quickToken(self, data, &q, limit, &typ, &num) ||
-                !quickBytes(self, data, &q, limit, typ, num, &word, &size) ||
-                size != 7) {
-                return NOT_PLAIN_C;
-            }
-            if (memcmp(word, "unicode", 7) == 0) {
-                kind = CHECK_STR;
-            }
-            else if (memcmp(word, "boolean", 7) == 0) {
-                kind = CHECK_BOOL;
-            }
-            else {
-                return NOT_PLAIN_C;
-            }
-        }
         break;
     default:
+        return 0;
+    }
+    if (num == 1) {
+        /* [b"None"] */
+        if (!quickWord(self, data, &q, limit, "None", 4)) {
+            return 0;
+        }
+        *kind = KIND_NONE;
+        *lists += 1;
+        *p = q;
+        return 1;
+    }
+    const char *word;
+    Py_ssize_t size;
+    if (num != 2 || !quickToken(self, data, &q, limit, &typ, &num) ||
+        !quickBytes(self, data, &q, limit, typ, num, &word, &size) ||
+        size != 7) {
+        return 0;
+    }
+    if (memcmp(word, "unicode", 7) == 0) {
+        *kind = CHECK_STR;
+    }
+    else if (memcmp(word, "boolean", 7) == 0) {
+        *kind = CHECK_BOOL;
+    }
+    else {
+        return 0;
+    }
+    *lists += 2;
+    *p = q;
+    return 1;
+}
+
+/* The rest of a classic copy's value whose head (of the given kind) is
+ * read, at data[*p]: a new reference (and *p past it), NOT_PLAIN_C if it
+ * is not one quickClassic reads, or NULL on error. */
+static PyObject *
+quickValueRest(DecoderCore *self, const unsigned char *data, Py_ssize_t *p,
+               Py_ssize_t limit, int kind)
+{
+    unsigned int typ;
+    uint64_t num;
+    const char *bytes;
+    Py_ssize_t size;
+    if (kind == KIND_NONE) {
+        Py_RETURN_NONE;
+    }
+    if (kind != CHECK_STR && kind != CHECK_BOOL) {
+        Py_ssize_t noLists = 0;
+        return quickValue(self, data, p, limit, kind, &noLists);
+    }
+    if (!quickToken(self, data, p, limit, &typ, &num) ||
+        !quickBytes(self, data, p, limit, typ, num, &bytes, &size)) {
         return NOT_PLAIN_C;
     }
-    q = *p;
-    PyObject *value = quickValue(self, data, &q, limit, kind, lists);
-    if (value != NULL && value != NOT_PLAIN_C) {
-        *p = q;
+    if (kind == CHECK_BOOL) {
+        if (size == 4 && memcmp(bytes, "true", 4) == 0) {
+            Py_RETURN_TRUE;
+        }
+        if (size == 5 && memcmp(bytes, "false", 5) == 0) {
+            Py_RETURN_FALSE;
+        }
+        return NOT_PLAIN_C;
     }
-    return value;
+    PyObject *text = textFromUTF8(bytes, size);
+    if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeError)) {
+        PyErr_Clear();
+        return NOT_PLAIN_C;
+    }
+    return text;
 }
 
 /* The n keys of a copy, read from the bytes: as classicKeysPass and
@@ -3046,7 +3112,7 @@ quickClassicAgain(DecoderCore *self, ClassicTemplate *t,
                   const unsigned char *data, Py_ssize_t *p, Py_ssize_t limit,
                   PyObject **values, Py_ssize_t *lists)
 {
-    Py_ssize_t q = *p, n = t->n, more = 0, k;
+    Py_ssize_t q = *p, n = t->n, k;
     int failed = 0;
     for (k = 0; k < n; k++) {
         Py_ssize_t size = t->starts[k + 1] - t->starts[k];
@@ -3055,7 +3121,7 @@ quickClassicAgain(DecoderCore *self, ClassicTemplate *t,
             break;
         }
         q += size;
-        PyObject *v = quickAnyValue(self, data, &q, limit, &more);
+        PyObject *v = quickValueRest(self, data, &q, limit, t->kinds[k]);
         if (v == NULL || v == NOT_PLAIN_C) {
             failed = v == NULL;
             break;
@@ -3063,8 +3129,8 @@ quickClassicAgain(DecoderCore *self, ClassicTemplate *t,
         values[k] = v;
     }
     if (k == n) {
-        /* The dictionary's list, and a pair and a key's list per key. */
-        *lists += n + 1 + 4 * n + more;
+        /* The same lists as the copy the template was made from. */
+        *lists += t->lists;
         *p = q;
         return 1;
     }
@@ -3098,19 +3164,23 @@ quickClassicKey(DecoderCore *self, ClassicTemplate *t, Py_ssize_t k,
     return text;
 }
 
-/* Keep the n keys and the fixed bytes of a copy read whole in t. */
+/* Keep the n keys, the fixed bytes, the values' kinds and the lists of
+ * a copy read whole in t. */
 static void
 quickClassicKeep(ClassicTemplate *t, PyObject **keys, Py_ssize_t n,
-                 Py_ssize_t *starts, const unsigned char *fixed)
+                 Py_ssize_t *starts, const unsigned char *fixed,
+                 const unsigned char *kinds, Py_ssize_t lists)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_INCREF(keys[i]);
     }
     classicTemplateClear(t);
     memcpy(t->keys, keys, n * sizeof(PyObject *));
+    memcpy(t->kinds, kinds, n);
     memcpy(t->starts, starts, (n + 1) * sizeof(Py_ssize_t));
     memcpy(t->fixed, fixed, starts[n]);
     t->n = n;
+    t->lists = lists;
     t->fixedKept = n > 0;
 }
 
@@ -3135,6 +3205,8 @@ quickClassicState(DecoderCore *self, ClassicTemplate *t,
     Py_ssize_t m = (Py_ssize_t)num - 1, segment = start, fixedSize = 0;
     Py_ssize_t starts[QUICK_FIELDS + 1];
     unsigned char fixed[QUICK_FIXED_BYTES];
+    unsigned char kinds[QUICK_FIELDS];
+    Py_ssize_t before = *lists;
     int keep = 1;
     *lists += m + 1;
     for (Py_ssize_t n = 0; n < m; n++) {
@@ -3159,6 +3231,12 @@ quickClassicState(DecoderCore *self, ClassicTemplate *t,
                 return 0;
             }
         }
+        int kind;
+        if (!quickValueHead(self, data, p, limit, &kind, lists)) {
+            Py_DECREF(key);
+            return 0;
+        }
+        kinds[n] = (unsigned char)kind;
         if (keep && fixedSize + (*p - segment) <= QUICK_FIXED_BYTES) {
             starts[n] = fixedSize;
             memcpy(fixed + fixedSize, data + segment, *p - segment);
@@ -3167,7 +3245,7 @@ quickClassicState(DecoderCore *self, ClassicTemplate *t,
         else {
             keep = 0;
         }
-        PyObject *value = quickAnyValue(self, data, p, limit, lists);
+        PyObject *value = quickValueRest(self, data, p, limit, kind);
         if (value == NULL || value == NOT_PLAIN_C) {
             Py_DECREF(key);
             return value == NULL ? -1 : 0;
@@ -3179,7 +3257,7 @@ quickClassicState(DecoderCore *self, ClassicTemplate *t,
     }
     if (keep) {
         starts[m] = fixedSize;
-        quickClassicKeep(t, keys, m, starts, fixed);
+        quickClassicKeep(t, keys, m, starts, fixed, kinds, *lists - before);
     }
     return 1;
 }

@@ -13,11 +13,12 @@ the class as it is then.
 
 from __future__ import annotations
 
+import sys
 import tracemalloc
 from typing import Any, Callable
 
 from twisted.spread import banana, jelly, pb
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import pbext
 from pbext import _jelly, codec
@@ -213,6 +214,16 @@ def stateExpression(state: dict[Any, Any]) -> list[Any]:
     The jelly of a state dictionary, as a stock peer sends it.
     """
     return stockJelly(state)  # type: ignore[no-any-return]
+
+
+def skipOnImmortalInterning() -> None:
+    """
+    Skip a test of interned keys on CPython 3.12, whose interned strs
+    live as long as the process (so pbext does not intern a peer's keys
+    there).
+    """
+    if sys.version_info[:2] == (3, 12):
+        raise SkipTest("CPython 3.12's interned strs are immortal")
 
 
 def receiveTable(*pairs: tuple[bytes, type]) -> dict[bytes, Any]:
@@ -671,6 +682,49 @@ class FusedClassicTests(SynchronousTestCase):
         self.assertEqual([kind for kind, _ in got], ["ok", "refused", "ok"])
         self.assertEqual([vars(o) for o in got[2][1]], [state, state])
 
+    def test_quickReadKindsChanging(self) -> None:
+        """
+        Copies of the same keys in one message whose values change kind
+        from one copy to the next (the bytes around them then differ, or
+        a value is not of the kind the copy before held) are each what
+        the full unjellier builds.
+        """
+        receive = receiveTable((SENT, Received))
+        values: list[Any] = [1, "a", None, True, 1.5, b"b", False, "", -(2**40)]
+        copies = [
+            Injector(SENT, {"x": values[i % 9], "y": values[(i * 4) % 9], "name": "n"})
+            for i in range(30)
+        ]
+        copies += [Injector(SENT, {"x": 1, "y": 2.5, "name": "n"})] * 2
+        elements = [stockJelly(copies)]
+        expected = [fullUnjelly(e) for e in elements]
+        data = codec._encodePython([b"answer", 1, *elements], OUTGOING)
+        got = self.decodeAll(receive, data, len(data))
+        self.assertSameOutcomes(got, expected)
+        self.assertEqual([vars(o) for o in got[0][1]], [dict(c.state) for c in copies])
+
+    def test_quickReadKeysInterned(self) -> None:
+        """
+        The decoder sets a copy's keys interned, also those it does not
+        keep interned itself (long or not ASCII): the key table its
+        class's instances share then holds the very objects any attribute
+        access names.
+        """
+        skipOnImmortalInterning()
+        fresh = type("Fresh", (pb.RemoteCopy,), {})
+        jelly.unjellyableRegistry[b"classic.fresh"] = fresh
+        receive = receiveTable((b"classic.fresh", fresh))
+        state = {"k" * 40: 1, "\u00e9t\u00e9": 2, "x": 3}
+        data = codec._encodePython(
+            [b"answer", 1, stockJelly([Injector(b"classic.fresh", state)] * 3)],
+            OUTGOING,
+        )
+        ((kind, built),) = self.decodeAll(receive, data, len(data))
+        self.assertEqual(kind, "ok")
+        keys = list(vars(built[-1]))
+        self.assertEqual(keys, list(state))
+        self.assertEqual([k is sys.intern(k) for k in keys], [True] * 3)
+
     def test_encodedKeysKept(self) -> None:
         """
         Copies written with the bytes kept for the keys of the copy
@@ -935,6 +989,26 @@ class BrokerTests(SynchronousTestCase):
         finally:
             tracemalloc.stop()
         self.assertLess(copies, reference * 1.2, (copies, reference))
+
+    def test_copiesKeysInterned(self) -> None:
+        """
+        Copies are given their keys interned, as C{setattr} interns a
+        name, from the first copies a connection receives (built by the
+        full unjellier) on: the key table their class's instances share
+        holds the very objects any attribute access names, and finds
+        every later copy's keys by identity.
+        """
+        skipOnImmortalInterning()
+        fresh = type("Fresh", (pb.RemoteCopy,), {})
+        jelly.unjellyableRegistry[b"classic.fresh"] = fresh
+        connection, root = self.connect("pbext", "pbext")
+        for _ in range(3):
+            got = connection.resultOf(
+                self.call(connection, "many", b"classic.fresh", 5)
+            )
+            keys = list(vars(got[-1]))
+            self.assertEqual(keys, ["x", "y", "name"])
+            self.assertEqual([k is sys.intern(k) for k in keys], [True] * 3)
 
     def test_boundedLearning(self) -> None:
         """
