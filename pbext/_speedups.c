@@ -656,17 +656,27 @@ classicRegistered(PyObject *spec)
     return 1;
 }
 
+/* Whether strs a peer sent may be interned (made the very object that
+ * names an attribute or a field, found by identity).  Not on CPython
+ * 3.12, whose interned strs live as long as the process: there a peer's
+ * keys must not outlive the values that hold them, or a peer sending
+ * ever new keys would grow the process without bound. */
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+#define INTERN_PEER_STRS 0
+#else
+#define INTERN_PEER_STRS 1
+#endif
+
 /* Set a checked key (a str) of a classic copy as object.__setattr__
  * does, interned as setattr() interns a name (and as the decoder interns
- * the short keys it reads): the class's instances share a key table that
- * keeps the first copy's keys, and a key that is the very object it
- * holds is found there by identity, not compared by text.  Not on
- * CPython 3.12, whose interned strs live as long as the process: there a
- * peer's keys are not made to outlive its copies. */
+ * the short keys it reads), where INTERN_PEER_STRS: the class's instances
+ * share a key table that keeps the first copy's keys, and a key that is
+ * the very object it holds is found there by identity, not compared by
+ * text. */
 static int
 setCopyAttribute(PyObject *instance, PyObject *key, PyObject *value)
 {
-#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+#if !INTERN_PEER_STRS
     return PyObject_GenericSetAttr(instance, key, value);
 #else
     if (PyUnicode_CHECK_INTERNED(key)) {
@@ -2209,10 +2219,12 @@ cachedKey(DecoderCore *self, const char *bytes, Py_ssize_t size)
     }
     PyObject *text = PyUnicode_DecodeUTF8(bytes, size, NULL);
     if (text != NULL && PyUnicode_IS_ASCII(text)) {
+#if INTERN_PEER_STRS
         /* Interned, a key is the very object that names the field of a
          * registered type (or a keyword parameter): looked up by
-         * identity. */
+         * identity.  (Not on CPython 3.12: see INTERN_PEER_STRS.) */
         PyUnicode_InternInPlace(&text);
+#endif
         Py_INCREF(text);
         Py_XSETREF(*slot, text);
     }

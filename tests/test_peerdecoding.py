@@ -8,6 +8,8 @@ decoding a peer's bytes escapes C{Broker.dataReceived}.
 from __future__ import annotations
 
 import gc
+import os
+import sys
 import weakref
 from typing import Any
 
@@ -226,6 +228,57 @@ class DecodedValuesTests(SynchronousTestCase):
                 view[:4] = b"XXXX"
                 view.release()
             self.assertEqual(message[2], blob)
+
+
+class PeerKeysTests(SynchronousTestCase):
+    """
+    The strs a peer sends as dictionary keys live no longer than the
+    values that hold them.
+    """
+
+    def setUp(self) -> None:
+        if speedups is None:
+            self.skipTest("the C accelerator is not built")
+
+    def decodedKey(self) -> str:
+        """
+        Decode, in plain-jelly mode, a dictionary whose one key is a short
+        ASCII str never seen before, and return that key.
+        """
+        fresh = "q" + os.urandom(8).hex()
+        data = codec.encode(
+            [b"answer", 1, [b"dictionary", [[b"unicode", fresh.encode()], 1]]],
+            OUTGOING,
+        )
+        decoder = codec.makeDecoder(vocabulary=INCOMING, accelerated=True)
+        decoder.setPlainJelly(True)
+        (message,) = decoder.feed(data)
+        (key,) = message[2].value
+        self.assertEqual(key, fresh)
+        return key  # type: ignore[no-any-return] # a str, checked above
+
+    def test_keysNotImmortal(self) -> None:
+        """
+        On CPython 3.12, whose interned strs are never freed, a key a peer
+        sent is not interned (a peer sending ever new keys would grow the
+        process without bound); elsewhere it is, so that it is found by
+        identity where it names a field.
+        """
+        key = self.decodedKey()
+        # An equal str made now: interning it gives the key only if the
+        # key was interned already.
+        probe = "".join(list(key))
+        wasInterned = sys.intern(probe) is key
+        self.assertEqual(wasInterned, sys.version_info[:2] != (3, 12))
+
+    def test_keyFreed(self) -> None:
+        """
+        A key a peer sent is freed with the value that held it.
+        """
+        if sys.version_info[:2] != (3, 12):
+            self.skipTest("interned strs are mortal on this CPython")
+        key = self.decodedKey()
+        self.assertLess(sys.getrefcount(key), 100)
 
 
 class SharedConstantsTests(SynchronousTestCase):
