@@ -24,7 +24,6 @@ from pbext import _flow
 from pbext._accelerator import speedups as _speedups
 from pbext._violations import seconds, short
 from pbext._wire import CONTROL_NAME, PBEXT_DIALECT, CallTimeout, MessageTooLarge
-from pbext.codec import encodePieces
 
 if TYPE_CHECKING:
     from pbext._serialization import Serialization
@@ -403,17 +402,9 @@ def _transmit(
         broker.sendCall(*exp)
         return
     try:
-        pieces = encodePieces(
-            exp, vocabulary, broker._pbextLimits.maxOutgoingMessageBytes
+        _flow.holdEncoded(
+            flow, exp, vocabulary, broker._pbextLimits.maxOutgoingMessageBytes
         )
-        data = pieces[0]
-        size = len(data)
-        if len(pieces) == 1 and flow.batchBytes + size <= _flow.BATCH_BYTES:
-            # What _flow.hold does with a message that fits.
-            batch.append(data)
-            flow.batchBytes += size
-        else:
-            _flow.send(flow, pieces)
     except Exception as e:
         # As Broker.sendCall handles it: too large, or a prepared value
         # its own code changed.

@@ -25,7 +25,6 @@ from pbext import _flow, _jelly, keepalive, typecheck
 from pbext import streams as _streams
 from pbext._accelerator import speedups as _speedups
 from pbext._wire import MessageTooLarge, PolicyViolation
-from pbext.codec import encodePieces
 
 if TYPE_CHECKING:
     from pbext._serialization import Serialization
@@ -611,20 +610,12 @@ def sendAnswer(broker: Broker, netResult: Any, requestID: int) -> None:
         return
     exp = (b"answer", requestID, netResult)
     try:
-        pieces = encodePieces(
+        _flow.holdEncoded(
+            flow,
             exp,
             broker._pbextOutgoingVocabulary(),
             broker._pbextLimits.maxOutgoingMessageBytes,
         )
-        if len(pieces) == 1:
-            data = pieces[0]
-            size = len(data)
-            if flow.batchBytes + size <= _flow.BATCH_BYTES:
-                # What _flow.hold does with a message that fits.
-                batch.append(data)
-                flow.batchBytes += size
-                return
-        _flow.send(flow, pieces)
     except Exception as e:
         # As Broker.sendCall handles it: too large, or a prepared value
         # its own code changed.

@@ -30,7 +30,7 @@ from pbext._transport import (
     producerTarget,
 )
 from pbext.budget import BYTES_STEP, MemoryBudget, precharge
-from pbext.codec import FramingError
+from pbext.codec import FramingError, encodePieces
 
 if TYPE_CHECKING:
     from pbext.broker import Broker
@@ -516,6 +516,33 @@ def send(flow: FlowControl, pieces: list[bytes]) -> None:
     else:
         broker._pbextWriteSequence(pieces)
     flow.written(pieces)
+
+
+def holdEncoded(
+    flow: FlowControl,
+    exp: tuple[object, ...],
+    vocabulary: dict[bytes, int] | None,
+    maxMessageBytes: int,
+) -> None:
+    """
+    Encode the message C{exp} and send it as L{send} does, for a broker
+    that keeps pbext's C{sendCall} and C{sendEncoded}, while messages are
+    held back: a small message is added to those held, inline (the usual
+    case of a call or an answer handled among others), anything else goes
+    to L{send}.  Raises what L{encodePieces} raises (too large, or a
+    prepared value its own code changed), nothing being sent.
+    """
+    pieces = encodePieces(exp, vocabulary, maxMessageBytes)
+    batch = flow.batch
+    if batch is not None and len(pieces) == 1:
+        data = pieces[0]
+        size = len(data)
+        if flow.batchBytes + size <= BATCH_BYTES:
+            # What hold does with a message that fits.
+            batch.append(data)
+            flow.batchBytes += size
+            return
+    send(flow, pieces)
 
 
 def hold(flow: FlowControl, pieces: list[bytes]) -> bool:
