@@ -200,6 +200,7 @@ def setUp(broker: Broker) -> None:
         readsInPlace(type(broker))
         and deliversTo(getattr(transport, "protocol", None), broker),
     )
+    broker._pbextWritesConnected()
     limits = broker._pbextLimits
     broker._pbextDecoder = broker._pbextSerialization.decoder(limits)
     # Expired timeouts drop the connection through the broker's

@@ -376,6 +376,16 @@ class Broker(pb.Broker):
         elif flow.writePaused:
             flow.written(pieces)
 
+    def _pbextWritesConnected(self) -> None:
+        """
+        The connection's two ways of writing, C{_pbextWrite} and
+        C{_pbextWriteSequence}, are chosen (see
+        L{pbext._flow.FlowControl.connect}), before anything is sent: every
+        byte this broker sends goes through one of them, so a pbext broker
+        class that counts what is sent (L{pbext.metrics.MeteredBroker})
+        wraps them here.  Does nothing here.
+        """
+
     def _pbextWriteToTransport(self, data: bytes) -> None:
         self.transport.write(data)
 

@@ -24,7 +24,9 @@ C{/metrics}::
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, cast
 
 from twisted.application import service
@@ -208,22 +210,31 @@ class IAdmissionMetrics(Interface):
 class _Histogram:
     """
     Cumulative-bucket histogram of one label value.
+
+    Each observation is counted once, in the first bucket it fits
+    (L{observe} runs once per call); L{cumulative} adds them up when the
+    histogram is read.
     """
 
-    __slots__ = ("buckets", "counts", "count", "sum")
+    __slots__ = ("buckets", "_counts", "count", "sum")
 
     def __init__(self, buckets: tuple[float, ...]) -> None:
         self.buckets = buckets
-        self.counts = [0] * len(buckets)
+        # One more than the buckets: observations above the last bound.
+        self._counts = [0] * (len(buckets) + 1)
         self.count = 0
         self.sum = 0.0
 
     def observe(self, value: float) -> None:
         self.count += 1
         self.sum += value
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[i] += 1
+        self._counts[bisect_left(self.buckets, value)] += 1
+
+    def cumulative(self) -> list[int]:
+        """
+        How many observations are at most each bucket's bound.
+        """
+        return list(accumulate(self._counts[:-1]))
 
 
 @implementer(IMetrics, IAdmissionMetrics)
@@ -299,7 +310,7 @@ class MemoryMetrics:
         each of L{buckets}, the count and the sum.
         """
         for name, histogram in self._latency.items():
-            yield name, list(histogram.counts), histogram.count, histogram.sum
+            yield name, histogram.cumulative(), histogram.count, histogram.sum
 
     # IMetrics
 
@@ -400,30 +411,29 @@ class MeteredBroker(Broker):
             metrics.bytesReceived(count)
         return super()._pbextReceivedInto(count)
 
-    def sendEncoded(self, obj: object) -> None:
-        metrics = self._pbextMetrics()
-        if metrics is None:
-            super().sendEncoded(obj)
+    def _pbextWritesConnected(self) -> None:
+        super()._pbextWritesConnected()
+        # Count what is sent where it is written, so that the answers to
+        # several calls read together still leave in one write.
+        # The instrumentation is the class's; its metrics are read at each
+        # write (they may be replaced).  The broker itself is not kept, so
+        # that no cycle outlives the connection.
+        inst = self._pbextInstrumentation
+        if inst is None:
             return
-        # Count what this expression writes, however the broker writes it.
         write = self._pbextWrite
         writeSequence = self._pbextWriteSequence
 
         def countingWrite(data: bytes) -> None:
-            metrics.bytesSent(len(data))
+            inst.metrics.bytesSent(len(data))
             write(data)
 
         def countingWriteSequence(pieces: list[bytes]) -> None:
-            metrics.bytesSent(sum(map(len, pieces)))
+            inst.metrics.bytesSent(sum(map(len, pieces)))
             writeSequence(pieces)
 
         self._pbextWrite = countingWrite
         self._pbextWriteSequence = countingWriteSequence
-        try:
-            super().sendEncoded(obj)
-        finally:
-            self._pbextWrite = write
-            self._pbextWriteSequence = writeSequence
 
     def _pbextViolation(self, kind: str, message: str, **fields: Any) -> None:
         # Counted here rather than from the log: the log is rate-limited.

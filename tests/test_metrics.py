@@ -160,17 +160,54 @@ class InstrumentTests(SynchronousTestCase):
         self.assertGreaterEqual(self.metrics.bytesIn - before[0], 5000)
         self.assertGreaterEqual(self.metrics.bytesOut - before[1], 5000)
 
-    def test_answersNotHeldBack(self) -> None:
+    def test_answersHeldBack(self) -> None:
         """
-        A metered broker's answers are written as each is sent, never held
-        back to leave together (its C{sendEncoded} counts what each message
-        writes); a plain broker's may be.
+        A metered broker, like a plain one, holds back the answers to the
+        calls of one read to write them together, and counts the bytes of
+        that one write: what it counts is what reaches the peer.
         """
         server = pbext.PBServerFactory(Root(self.clock), reactor=self.clock)
         self.instrumented(server)
         conn = self.connect(server)
-        self.assertFalse(conn.serverBroker._pbextFlow.holdsBack)
-        self.assertTrue(conn.clientBroker._pbextFlow.holdsBack)
+        root = conn.rootObject()
+        self.assertTrue(conn.serverBroker._pbextFlow.holdsBack)
+        toServer, toClient = conn.clientToServer, conn.serverToClient
+        # Three calls, delivered to the server in one read.
+        toServer.hold()
+        calls = [root.callRemote("echo", i) for i in range(3)]
+        together = toServer.pending()
+        toServer.corruptNext(lambda chunk: together)
+        toServer.corruptNext(lambda chunk: b"")
+        toServer.corruptNext(lambda chunk: b"")
+        toClient.hold()
+        before = self.metrics.bytesOut
+        toServer.release()
+        conn.pump()
+        self.assertEqual(len(toClient._queue), 1)
+        self.assertEqual(self.metrics.bytesOut - before, len(toClient.pending()))
+        self.assertEqual(self.metrics.calls["echo"], 3)
+        toClient.release()
+        self.assertEqual([conn.resultOf(d) for d in calls], [0, 1, 2])
+
+    def test_bytesSentFromTheStart(self) -> None:
+        """
+        Every byte a metered server writes is counted, its side of the
+        handshake included.
+        """
+        server = pbext.PBServerFactory(Root(self.clock), reactor=self.clock)
+        self.instrumented(server)
+        conn = connectedPair(
+            server,
+            pbext.PBClientFactory(reactor=self.clock),
+            clock=self.clock,
+            handshake=False,
+        )
+        self.addCleanup(conn.disconnect)
+        conn.serverToClient.hold()
+        conn.pump()
+        sent = conn.serverToClient.pending()
+        self.assertGreater(len(sent), 0)
+        self.assertEqual(self.metrics.bytesOut, len(sent))
 
     def test_connections(self) -> None:
         """
