@@ -7,7 +7,7 @@ The C accelerator's banana decoder, as an L{IDecoder}.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, List, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, TypeGuard
 
 from zope.interface import implementer
 
@@ -21,7 +21,7 @@ from pbext._framing import (
 )
 from pbext.interfaces import IDecoder
 
-__all__ = ["AcceleratedDecoder"]
+__all__ = ["AcceleratedDecoder", "receivesFrom"]
 
 Emit = Callable[[object], object]
 
@@ -54,6 +54,9 @@ if TYPE_CHECKING or speedups is None:
         def bufferFilled(self, count: int, expressionReceived: Emit) -> None:
             raise NotImplementedError()
 
+        def receiveFrom(self, socket: object) -> Optional[int]:
+            raise NotImplementedError()
+
         def setPlainJelly(self, enabled: bool) -> None:
             raise NotImplementedError()
 
@@ -63,6 +66,7 @@ if TYPE_CHECKING or speedups is None:
         pendingBytes: int
         wantedBytes: int
         messageStarted: bool
+        receivingString: bool
 
 else:
     _Core = speedups.DecoderCore
@@ -137,3 +141,17 @@ class AcceleratedDecoder(_Core):
         # Not copied: the tables are never changed once made, and
         # connections share them.
         super().setPlainTypes(types)
+
+
+#: Whether the accelerator's decoder can receive a long string straight
+#: from a socket (C{DecoderCore.receiveFrom}: not on Windows).
+_RECEIVES_FROM = speedups is not None and hasattr(speedups.DecoderCore, "receiveFrom")
+
+
+def receivesFrom(decoder: object) -> TypeGuard[AcceleratedDecoder]:
+    """
+    Whether C{decoder} is pbext's accelerated decoder, able to receive the
+    rest of a long string straight from a socket into the string
+    (C{receiveFrom}) rather than through L{IDecoder.receiveBuffer}.
+    """
+    return _RECEIVES_FROM and type(decoder) is AcceleratedDecoder

@@ -9,17 +9,19 @@ Nothing here is on the per-call path.
 from __future__ import annotations
 
 import functools
+import socket
 from typing import TYPE_CHECKING, Any
 
 from twisted.spread import jelly
 
 from pbext import _control, _twisted, keepalive
 from pbext._calls import OutgoingCalls
+from pbext._cdecoder import receivesFrom
 from pbext._flow import FlowControl
 from pbext._plaincalls import dispatcherClass, keepsMethods
 from pbext._serialization import Serialization
 from pbext._timers import ConnectionTimers
-from pbext._transport import discardPending
+from pbext._transport import RECEIVE_FROM_SOCKET, discardPending
 from pbext._violations import ViolationLog
 from pbext._wire import PBEXT_DIALECT
 from pbext.security import SecurityPolicy, defaultPolicy
@@ -289,3 +291,36 @@ def drop(broker: Broker) -> None:
         discardPending(transport)
     else:
         transport.loseConnection()
+
+
+def receiveTarget(broker: Broker) -> Any:
+    """
+    Where C{broker}'s transport may receive the rest of the long string
+    arriving, if one is and reading is not paused (else L{None}): with the
+    accelerated decoder, L{RECEIVE_FROM_SOCKET}, for L{receiveFrom};
+    otherwise the decoder's L{IDecoder.receiveBuffer
+    <pbext.interfaces.IDecoder.receiveBuffer>}.  (C{Broker._pbextReceiveBuffer}.)
+    """
+    decoder = broker._pbextDecoder
+    if decoder is None or broker._pbextFlow.readPauses:
+        return None
+    if receivesFrom(decoder):
+        return RECEIVE_FROM_SOCKET if decoder.receivingString else None
+    return decoder.receiveBuffer()
+
+
+def receiveFrom(broker: Broker, sock: socket.socket) -> int | None:
+    """
+    Receive what C{sock} has of the rest of the long string arriving into
+    C{broker}'s accelerated decoder, straight into the string: one system
+    call and no copy, where a receive buffer takes a read and a copy per
+    64 KiB.  The count is then handed to C{Broker._pbextReceivedInto}, as
+    for a buffer.  (C{Broker._pbextReceiveFrom}.)
+
+    @return: The count, or L{None} if no string is arriving.
+    @raise OSError: As C{socket.recv_into} raises it.
+    """
+    decoder = broker._pbextDecoder
+    if decoder is None or not receivesFrom(decoder):
+        return None
+    return decoder.receiveFrom(sock)

@@ -180,6 +180,7 @@ class FlowControl:
                 broker._pbextReceiveBuffer,
                 broker._pbextReceivedInto,
                 self,
+                broker._pbextReceiveFrom,
             )
         self.pendingOut = pendingWriter(transport)
         if backpressureCapable(transport):

@@ -25,6 +25,14 @@
 #include <structmember.h>
 #include <string.h>
 #include <stdint.h>
+#ifndef MS_WINDOWS
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+/* DecoderCore.receiveFrom: a long string's bytes received from a socket
+ * straight into the string (see there). */
+#define RECEIVES_FROM_SOCKETS 1
+#endif
 
 /* Nesting depth of the recursive jelly walks below, held to Python's
  * recursion limit as their pure-Python twins are.  From Python 3.13 on,
@@ -1547,6 +1555,10 @@ typedef struct {
      * while longString is. */
     PyObject *offered;
     PyObject *stage;
+    /* Bytes receiveFrom has written into longString past its first
+     * longSize - (need - have), not yet counted by bufferFilled (0 when
+     * none are: anything else fed or asked for drops them). */
+    Py_ssize_t placed;
     /* The lists being filled, outermost first, with declared lengths. */
     PyObject **lists;
     Py_ssize_t *wants;      /* declared lengths */
@@ -3920,6 +3932,7 @@ finishLongString(DecoderCore *self)
     withdrawOffer(self);
     PyObject *string = self->longString;
     self->longString = NULL;
+    self->placed = 0;
     Py_CLEAR(self->stage);
     self->messageBytes += self->need;
     self->have = 0;
@@ -4064,6 +4077,7 @@ decode(DecoderCore *self, PyObject *data, PyObject *emit, PyObject *received)
     if (self->longString != NULL) {
         /* Copy into the long string what belongs to it. */
         withdrawOffer(self);
+        self->placed = 0;
         Py_ssize_t size = PyBytes_GET_SIZE(buf);
         Py_ssize_t room = self->need - self->have;
         Py_ssize_t n = size < room ? size : room;
@@ -4144,6 +4158,7 @@ DecoderCore_receiveBuffer(DecoderCore *self, PyObject *Py_UNUSED(unused))
         Py_RETURN_NONE;
     }
     withdrawOffer(self);
+    self->placed = 0;
     Py_ssize_t room = self->need - self->have;
     Py_ssize_t length = room < STAGE_SIZE ? room : STAGE_SIZE;
     if (self->stage == NULL) {
@@ -4178,23 +4193,36 @@ DecoderCore_bufferFilled(DecoderCore *self, PyObject *args)
     if (checkUsable(self) < 0) {
         return NULL;
     }
-    if (self->offered == NULL) {
-        PyErr_SetString(PyExc_ValueError, "no receive buffer is outstanding");
-        return NULL;
+    if (self->offered == NULL && self->placed > 0) {
+        /* Received in place by receiveFrom: already where they belong. */
+        if (count != self->placed) {
+            PyErr_Format(PyExc_ValueError,
+                         "%zd bytes were received in place, not %zd",
+                         self->placed, count);
+            return NULL;
+        }
+        self->placed = 0;
     }
-    Py_ssize_t length = ((ReceiveBuffer *)self->offered)->length;
-    if (count < 0 || count > length) {
-        PyErr_Format(PyExc_ValueError,
-                     "%zd bytes cannot fill a receive buffer of %zd", count,
-                     length);
-        return NULL;
+    else {
+        if (self->offered == NULL) {
+            PyErr_SetString(PyExc_ValueError,
+                            "no receive buffer is outstanding");
+            return NULL;
+        }
+        Py_ssize_t length = ((ReceiveBuffer *)self->offered)->length;
+        if (count < 0 || count > length) {
+            PyErr_Format(PyExc_ValueError,
+                         "%zd bytes cannot fill a receive buffer of %zd",
+                         count, length);
+            return NULL;
+        }
+        withdrawOffer(self);
+        /* The bytes received into the stage, copied where they belong in
+         * the string (which nothing else sees until it is complete). */
+        Py_ssize_t room = self->need - self->have;
+        memcpy(PyBytes_AS_STRING(self->longString) + self->longSize - room,
+               PyByteArray_AS_STRING(self->stage), count);
     }
-    withdrawOffer(self);
-    /* The bytes received into the stage, copied where they belong in the
-     * string (which nothing else sees until it is complete). */
-    Py_ssize_t room = self->need - self->have;
-    memcpy(PyBytes_AS_STRING(self->longString) + self->longSize - room,
-           PyByteArray_AS_STRING(self->stage), count);
     self->have += count;
     if (self->have < self->need) {
         Py_RETURN_NONE;
@@ -4213,6 +4241,51 @@ DecoderCore_bufferFilled(DecoderCore *self, PyObject *args)
     }
     Py_RETURN_NONE;
 }
+
+#ifdef RECEIVES_FROM_SOCKETS
+/*
+ * Receive what the socket fd has of the rest of the long string arriving,
+ * with one recv(2) straight into the string: the bytes object made for it
+ * at its final size, which nothing but this decoder sees until it is
+ * complete (as memcpy fills it otherwise; no buffer over it is ever handed
+ * out).  One system call and no copy, where receiveBuffer's stage takes a
+ * read and a copy per 64 KiB.  The count is then given to bufferFilled,
+ * as for a receive buffer; feeding or asking for a buffer first drops
+ * these bytes.  None when no string is arriving (or the decoder failed,
+ * or is parsing).
+ */
+static PyObject *
+DecoderCore_receiveFrom(DecoderCore *self, PyObject *socketObject)
+{
+    int fd = PyObject_AsFileDescriptor(socketObject);
+    if (fd < 0) {
+        return NULL;
+    }
+    if (self->longString == NULL || self->failure != NULL || self->busy) {
+        Py_RETURN_NONE;
+    }
+    withdrawOffer(self);
+    self->placed = 0;
+    Py_ssize_t room = self->need - self->have;
+    char *at = PyBytes_AS_STRING(self->longString) + self->longSize - room;
+    Py_ssize_t count;
+    for (;;) {
+        count = (Py_ssize_t)recv(fd, at, (size_t)room, 0);
+        if (count >= 0 || errno != EINTR) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return NULL;
+        }
+    }
+    if (count < 0) {
+        /* EAGAIN gives BlockingIOError, as socket.recv_into raises. */
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    self->placed = count;
+    return PyLong_FromSsize_t(count);
+}
+#endif
 
 static PyObject *
 DecoderCore_feed(DecoderCore *self, PyObject *data)
@@ -4347,6 +4420,12 @@ static PyMethodDef DecoderCore_methods[] = {
     {"bufferFilled", (PyCFunction)DecoderCore_bufferFilled, METH_VARARGS,
      "bufferFilled(count, expressionReceived): as "
      "pbext.interfaces.IDecoder.bufferFilled."},
+#ifdef RECEIVES_FROM_SOCKETS
+    {"receiveFrom", (PyCFunction)DecoderCore_receiveFrom, METH_O,
+     "receiveFrom(socket) -> int or None: receive what the socket has of "
+     "the long string arriving straight into it (one recv); then call "
+     "bufferFilled with the count.  None if no string is arriving."},
+#endif
     {"setPlainJelly", (PyCFunction)DecoderCore_setPlainJelly, METH_O,
      "setPlainJelly(flag): deliver the plain jelly values inside each "
      "message as values (see pbext.interfaces.IDecoder.setPlainJelly)."},
@@ -4360,7 +4439,18 @@ static PyMethodDef DecoderCore_methods[] = {
     {NULL}
 };
 
+static PyObject *
+DecoderCore_getReceivingString(DecoderCore *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->longString != NULL && self->failure == NULL &&
+                           !self->busy);
+}
+
 static PyGetSetDef DecoderCore_getset[] = {
+    {"receivingString", (getter)DecoderCore_getReceivingString, NULL,
+     "Whether the rest of a long string is arriving, to be received in "
+     "place: receiveBuffer would give a buffer for it (and receiveFrom "
+     "would read into it).", NULL},
     {"pendingBytes", (getter)DecoderCore_getPendingBytes, NULL,
      "As pbext.interfaces.IDecoder.pendingBytes.", NULL},
     {"wantedBytes", (getter)DecoderCore_getWantedBytes, NULL,

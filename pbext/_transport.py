@@ -51,6 +51,7 @@ from pbext._twisted import (
 __all__ = [
     "DirectReads",
     "DirectWrites",
+    "RECEIVE_FROM_SOCKET",
     "directWriter",
     "discardPending",
     "pendingWriter",
@@ -74,6 +75,23 @@ MOST_PIECES = 512
 #: peer sending a long string quickly does not keep other connections
 #: waiting for long.
 MOST_READS = 16
+
+
+class _ReceiveFromSocket:
+    """
+    The type of L{RECEIVE_FROM_SOCKET}.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "RECEIVE_FROM_SOCKET"
+
+
+#: What the C{receiveBuffer} of a L{DirectReads} returns to say that the
+#: rest of the long string arriving is received by its C{receiveFrom},
+#: from the socket itself, rather than into a buffer.
+RECEIVE_FROM_SOCKET = _ReceiveFromSocket()
 
 _WOULD_BLOCK: int = getattr(tcp, "EWOULDBLOCK", errno.EWOULDBLOCK)
 
@@ -244,6 +262,7 @@ class DirectReads:
         "transport",
         "_receiveBuffer",
         "_bufferFilled",
+        "_receiveFrom",
         "_expecting",
         "_reader",
     )
@@ -254,10 +273,12 @@ class DirectReads:
         receiveBuffer: Callable[[], Optional[Any]],
         bufferFilled: Callable[[int], bool],
         reader: Optional[ReadsOn] = None,
+        receiveFrom: Optional[Callable[[socket.socket], Optional[int]]] = None,
     ) -> None:
         self.transport = transport
         self._receiveBuffer = receiveBuffer
         self._bufferFilled = bufferFilled
+        self._receiveFrom = receiveFrom
         # An object the connection has anyway (its flow control), not a
         # bound method of it: nothing more is kept per connection.
         self._reader = reader
@@ -274,6 +295,7 @@ class DirectReads:
         receiveBuffer: Callable[[], Optional[Any]],
         bufferFilled: Callable[[int], bool],
         reader: Optional[ReadsOn] = None,
+        receiveFrom: Optional[Callable[[socket.socket], Optional[int]]] = None,
     ) -> Optional[DirectReads]:
         """
         A L{DirectReads} on C{transport} if it is a plain Twisted TCP
@@ -283,11 +305,16 @@ class DirectReads:
             again in the same turn after a read that filled Twisted's
             buffer (see L{plainReads}); if not, one such read a turn, as
             Twisted.
+        @param receiveFrom: If given, what receives the rest of a long
+            string from the socket itself when C{receiveBuffer} returns
+            L{RECEIVE_FROM_SOCKET}: the count received (as
+            C{socket.recv_into} returns it, and raising what it raises),
+            then given to C{bufferFilled} as for a buffer.
         """
         if not _plainTCP(transport):
             return None
         # The ignore below: _plainTCP checked it is a tcp.Connection.
-        return cls(transport, receiveBuffer, bufferFilled, reader)  # type: ignore[arg-type]
+        return cls(transport, receiveBuffer, bufferFilled, reader, receiveFrom)  # type: ignore[arg-type]
 
     @classmethod
     def reading(cls, transport: object) -> Optional[DirectReads]:
@@ -325,10 +352,16 @@ class DirectReads:
             if buffer is None:
                 return None
         self._expecting = True
-        recvInto = t.socket.recv_into
+        sock = t.socket
         for _ in range(MOST_READS):
             try:
-                count = recvInto(buffer)
+                if buffer is RECEIVE_FROM_SOCKET:
+                    # The decoder receives straight into the string.
+                    count = self._receiveFrom(sock)  # type: ignore[misc]  # given with RECEIVE_FROM_SOCKET
+                    if count is None:
+                        return None
+                else:
+                    count = sock.recv_into(buffer)
             except OSError as e:
                 if e.args[0] == _WOULD_BLOCK:
                     return None

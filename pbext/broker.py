@@ -303,16 +303,10 @@ class Broker(pb.Broker):
             return
         self._pbextFlow.parse(decoder.feedTo, chunk)
 
-    def _pbextReceiveBuffer(self) -> Any:
-        """
-        Where the transport may receive the rest of the long string
-        arriving, if one is (see L{IDecoder.receiveBuffer}) and reading is
-        not paused, else L{None}.
-        """
-        decoder = self._pbextDecoder
-        if decoder is None or self._pbextFlow.readPauses:
-            return None
-        return decoder.receiveBuffer()
+    #: Where the transport receives the rest of a long string (see
+    #: L{_connection.receiveTarget} and L{_connection.receiveFrom}).
+    _pbextReceiveBuffer = _connection.receiveTarget
+    _pbextReceiveFrom = _connection.receiveFrom
 
     def _pbextReceivedInto(self, count: int) -> bool:
         """

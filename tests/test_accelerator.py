@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
 import subprocess
 import sys
 import tracemalloc
@@ -829,6 +830,126 @@ class LongStringTests(SynchronousTestCase):
             self.assertEqual(decoder.wantedBytes, 0)
 
 
+class ReceiveFromTests(SynchronousTestCase):
+    """
+    C{DecoderCore.receiveFrom} receives the rest of a long string from a
+    socket straight into the string, for C{bufferFilled} to count.
+    """
+
+    if speedups is None or not hasattr(speedups.DecoderCore, "receiveFrom"):
+        skip = "the C accelerator does not receive from sockets here"
+
+    def setUp(self) -> None:
+        self.ours, self.peer = socket.socketpair()
+        self.addCleanup(self.ours.close)
+        self.addCleanup(self.peer.close)
+        self.ours.setblocking(False)
+        self.blob = bytes(range(256)) * 1024
+        self.data = codec.encode([b"answer", 1, self.blob]) + codec.encode([b"x"])
+        self.received: List[object] = []
+        self.decoder = codec.makeDecoder(accelerated=True)
+
+    def started(self) -> None:
+        """
+        Feed the first 20,000 bytes: the string is then received in place.
+        """
+        self.decoder.feedTo(self.data[:20_000], self.received.append)
+        self.assertTrue(self.decoder.receivingString)
+
+    def test_noString(self) -> None:
+        """
+        With no long string arriving, nothing is read: L{None}.
+        """
+        self.assertFalse(self.decoder.receivingString)
+        self.peer.sendall(b"abc")
+        self.assertIsNone(self.decoder.receiveFrom(self.ours))
+        self.assertEqual(self.ours.recv(10), b"abc")
+
+    def test_whole(self) -> None:
+        """
+        What the socket has goes into the string, however many reads it
+        takes; the message is the one fed whole, and what follows the
+        string is fed as usual.
+        """
+        self.started()
+        rest = self.data[20_000:]
+        end = len(rest) - len(codec.encode([b"x"]))
+        for piece in (rest[:70_000], rest[70_000:end]):
+            self.peer.sendall(piece)
+            got = 0
+            while got < len(piece):
+                count = self.decoder.receiveFrom(self.ours)
+                self.assertGreater(count, 0)
+                self.decoder.bufferFilled(count, self.received.append)
+                got += count
+        self.assertFalse(self.decoder.receivingString)
+        self.assertEqual(self.received, [[b"answer", 1, self.blob]])
+        self.decoder.feedTo(rest[end:], self.received.append)
+        self.assertEqual(self.received[1:], [[b"x"]])
+
+    def test_onlyTheString(self) -> None:
+        """
+        Bytes after the string stay in the socket.
+        """
+        self.started()
+        self.peer.setblocking(False)
+        unsent = memoryview(self.data[20_000:])
+        for _ in range(10_000):
+            if not self.decoder.receivingString:
+                break
+            if unsent:
+                unsent = unsent[self.peer.send(unsent) :]
+            count = self.decoder.receiveFrom(self.ours)
+            self.decoder.bufferFilled(count, self.received.append)
+        self.assertEqual(self.received, [[b"answer", 1, self.blob]])
+        self.peer.sendall(unsent)
+        self.assertEqual(self.ours.recv(100), codec.encode([b"x"]))
+
+    def test_wouldBlock(self) -> None:
+        """
+        A socket with nothing to read raises L{BlockingIOError}, as
+        C{socket.recv_into} does; at its end, 0.
+        """
+        self.started()
+        self.assertRaises(BlockingIOError, self.decoder.receiveFrom, self.ours)
+        self.peer.close()
+        self.assertEqual(self.decoder.receiveFrom(self.ours), 0)
+
+    def test_wrongCount(self) -> None:
+        """
+        C{bufferFilled} must be given the count received.
+        """
+        self.started()
+        self.peer.sendall(self.data[20_000:30_000])
+        count = self.decoder.receiveFrom(self.ours)
+        self.assertRaises(
+            ValueError, self.decoder.bufferFilled, count + 1, self.received.append
+        )
+
+    def test_dropped(self) -> None:
+        """
+        Bytes received but not counted are dropped when the decoder is fed
+        instead (or asked for a buffer): what is fed takes their place.
+        """
+        for other in ("feed", "buffer"):
+            decoder = codec.makeDecoder(accelerated=True)
+            received: List[object] = []
+            decoder.feedTo(self.data[:20_000], received.append)
+            self.peer.sendall(b"\xff" * 5000)
+            self.assertEqual(decoder.receiveFrom(self.ours), 5000)
+            if other == "buffer":
+                self.assertIsNotNone(decoder.receiveBuffer())
+            decoder.feedTo(self.data[20_000:], received.append)
+            self.assertEqual(received, [[b"answer", 1, self.blob], [b"x"]], other)
+
+    def test_notASocket(self) -> None:
+        """
+        Anything without a file descriptor is refused.
+        """
+        self.started()
+        self.assertRaises(TypeError, self.decoder.receiveFrom, "socket")
+
+
 class MemoryTests(SynchronousTestCase):
     """
     The C accelerator frees what it allocates, on success and on every
@@ -939,6 +1060,16 @@ class MemoryTests(SynchronousTestCase):
             abandoned = codec.makeDecoder(accelerated=True)
             abandoned.feed(data[:20_000])
             abandoned.receiveBuffer()
+            if hasattr(speedups.DecoderCore, "receiveFrom"):
+                ours, peer = socket.socketpair()
+                with ours, peer:
+                    fromSocket = codec.makeDecoder(accelerated=True)
+                    fromSocket.feedTo(data[:10_000], received.append)
+                    peer.sendall(data[10_000:60_000])
+                    count = fromSocket.receiveFrom(ours)
+                    fromSocket.bufferFilled(count, received.append)
+                    fromSocket.feedTo(data[10_000 + count :], received.append)
+                    assert len(received) == 2, received
             speedups.encodePieces([b"a" * 70_000, b"b" * 70_000, [1]])
             try:
                 speedups.encodePieces([b"a" * 70_000, b"b" * 70_000], None, 100_000)

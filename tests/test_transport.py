@@ -16,7 +16,7 @@ from twisted.internet import defer, main, protocol, reactor, task, tcp
 from twisted.internet.address import IPv4Address
 from twisted.python.failure import Failure
 from twisted.spread import banana, pb
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 import pbext
 from pbext import testing
@@ -24,6 +24,7 @@ from pbext._accelerator import speedups
 from pbext._transport import (
     LARGE_SEND_BUFFER,
     MOST_PIECES,
+    RECEIVE_FROM_SOCKET,
     DirectReads,
     DirectWrites,
     directWriter,
@@ -58,9 +59,10 @@ class DecodingProtocol(Recorder):
     C{dataReceived}, the rest of a long string through L{DirectReads}.
     """
 
-    def __init__(self, accelerated: bool) -> None:
+    def __init__(self, accelerated: bool, fromSocket: bool = False) -> None:
         super().__init__()
         self.decoder = makeDecoder(accelerated=accelerated)
+        self.fromSocket = fromSocket
         self.messages: List[object] = []
         self.filledCounts: List[int] = []
 
@@ -69,7 +71,13 @@ class DecodingProtocol(Recorder):
         self.decoder.feedTo(data, self.messages.append)
 
     def receiveBuffer(self) -> Any:
+        if self.fromSocket:
+            # As pbext's broker does with the accelerated decoder.
+            return RECEIVE_FROM_SOCKET if self.decoder.receivingString else None
         return self.decoder.receiveBuffer()
+
+    def receiveFrom(self, sock: socket.socket) -> Optional[int]:
+        return self.decoder.receiveFrom(sock)  # type: ignore[no-any-return]
 
     def bufferFilled(self, count: int) -> bool:
         self.filledCounts.append(count)
@@ -254,14 +262,21 @@ class DirectReadsTestsMixin(SocketPairMixin):
     """
 
     accelerated = False
+    fromSocket = False
 
     def reading(
         self, readOn: Optional[Callable[[], bool]] = None
     ) -> Tuple[DecodingProtocol, tcp.Server, socket.socket]:
-        proto = DecodingProtocol(self.accelerated)
+        proto = DecodingProtocol(self.accelerated, self.fromSocket)
         transport, peer = self.connection(proto)
         reader = None if readOn is None else Reader(readOn)
-        DirectReads(transport, proto.receiveBuffer, proto.bufferFilled, reader)
+        DirectReads(
+            transport,
+            proto.receiveBuffer,
+            proto.bufferFilled,
+            reader,
+            proto.receiveFrom if self.fromSocket else None,
+        )
         return proto, transport, peer
 
     def bigMessage(self, peer: socket.socket) -> Tuple[object, bytes]:
@@ -282,13 +297,14 @@ class DirectReadsTestsMixin(SocketPairMixin):
         values, all in the socket already, is read and decoded in one
         turn of the reactor, and what follows it too.
         """
-        proto = DecodingProtocol(self.accelerated)
+        proto = DecodingProtocol(self.accelerated, self.fromSocket)
         transport, peer = self.connection(proto)
         DirectReads(
             transport,
             proto.receiveBuffer,
             proto.bufferFilled,
             Reader(lambda: bool(proto.decoder.messageStarted)),
+            proto.receiveFrom if self.fromSocket else None,
         )
         transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 << 20)
         sexp, data = self.bigMessage(peer)
@@ -388,6 +404,12 @@ class DirectReadsTestsMixin(SocketPairMixin):
         self.assertIsNone(transport.doRead())
         self.assertEqual(proto.messages, [sexp, [b"next"]])
         self.assertGreater(sum(proto.filledCounts), 200_000)
+        if self.fromSocket:
+            # Straight from the socket: all the rest in one read.
+            self.assertEqual(len(proto.filledCounts), 1)
+        elif self.accelerated:
+            # Through the C decoder's receive buffer: at most 64 KiB a read.
+            self.assertGreater(len(proto.filledCounts), 3)
 
     def test_lostMidString(self) -> None:
         """
@@ -450,6 +472,18 @@ class DirectReadsTests(DirectReadsTestsMixin, TestCase):
 
 class PythonDirectReadsTests(DirectReadsTestsMixin, TestCase):
     accelerated = False
+
+
+class SocketDirectReadsTests(DirectReadsTestsMixin, TestCase):
+    """
+    The same, the accelerated decoder receiving the rest of each long
+    string from the socket itself (C{receiveFrom}).
+    """
+
+    accelerated = True
+    fromSocket = True
+    if speedups is None or not hasattr(speedups.DecoderCore, "receiveFrom"):
+        skip = "the C accelerator does not receive from sockets here"
 
 
 def recordReceivedInto(broker: Any) -> List[int]:
@@ -558,6 +592,33 @@ class BrokerTransportTests(SocketPairMixin, TestCase):
         transport.connectionLost(Failure(reason))
         self.assertEqual(lost, [None])
         self.assertIsNone(DirectReads.reading(transport))
+
+    def test_longStringInOneRead(self) -> None:
+        """
+        With the accelerator, a broker receives what the socket has of a
+        long string's rest in one read, straight into the string, not 64
+        KiB a read through a receive buffer.
+        """
+        from pbext._cdecoder import receivesFrom
+
+        factory = pbext.PBServerFactory(Echo(), reactor=task.Clock())
+        broker = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 0))
+        transport, peer = self.connection(broker, overTCP=True)
+        if not receivesFrom(broker._pbextDecoder):
+            raise SkipTest("the decoder does not receive from sockets here")
+        for sock in (peer, transport.socket):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 << 20)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2 << 20)
+        self.assertTrue(peer.recv(1024))
+        counts = recordReceivedInto(broker)
+        data = encode(b"q" * 600_000)
+        peer.sendall(data[:300_000])
+        self.assertTrue(readable(transport.socket))
+        self.assertIsNone(transport.doRead())
+        # What reached the socket before the read, in one recv (loopback
+        # TCP may still be moving the last segments).
+        self.assertGreater(sum(counts), 200_000)
+        self.assertGreater(max(counts), 128 * 1024, counts)
 
 
 class DirectWriterTests(TestCase):
