@@ -4259,6 +4259,12 @@ DecoderCore_receiveFrom(DecoderCore *self, PyObject *socketObject)
 {
     int fd = PyObject_AsFileDescriptor(socketObject);
     if (fd < 0) {
+        if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+            /* A closed socket's fileno() is -1: what recv_into raises. */
+            PyErr_Clear();
+            errno = EBADF;
+            PyErr_SetFromErrno(PyExc_OSError);
+        }
         return NULL;
     }
     if (self->longString == NULL || self->failure != NULL || self->busy) {

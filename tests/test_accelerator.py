@@ -9,6 +9,7 @@ L{tests.test_jelly}) also run every one of their tests against both.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import socket
@@ -948,6 +949,16 @@ class ReceiveFromTests(SynchronousTestCase):
         """
         self.started()
         self.assertRaises(TypeError, self.decoder.receiveFrom, "socket")
+
+    def test_closedSocket(self) -> None:
+        """
+        A closed socket raises what C{socket.recv_into} raises: L{OSError}.
+        """
+        self.started()
+        self.ours.close()
+        with self.assertRaises(OSError) as caught:
+            self.decoder.receiveFrom(self.ours)
+        self.assertEqual(caught.exception.errno, errno.EBADF)
 
 
 class MemoryTests(SynchronousTestCase):
